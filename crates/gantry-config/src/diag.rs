@@ -1,0 +1,120 @@
+//! Diagnostics: an error with a position, rendered like a compiler error
+//! with the offending source line and a caret under the column.
+
+use crate::source::{Sources, Span};
+use std::fmt::Write as _;
+
+/// One configuration error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Where the problem is; `None` for errors about the whole pipeline.
+    pub span: Option<Span>,
+    /// What is wrong, e.g. "unknown key `scirpt` in job `build`".
+    pub message: String,
+    /// What would have been accepted, e.g. "a string or an array of strings".
+    pub expected: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(span: Option<Span>, message: impl Into<String>) -> Self {
+        Diagnostic { span, message: message.into(), expected: None }
+    }
+
+    pub fn at(span: Span, message: impl Into<String>) -> Self {
+        Self::new(Some(span), message)
+    }
+
+    pub fn expected(mut self, expected: impl Into<String>) -> Self {
+        self.expected = Some(expected.into());
+        self
+    }
+
+    /// Renders as:
+    ///
+    /// ```text
+    /// error: unknown key `scirpt` in job `build`
+    ///   --> .gitlab-ci.yml:4:3
+    ///    |
+    ///  4 |   scirpt: make
+    ///    |   ^ expected one of: script, stage, ...
+    /// ```
+    pub fn render(&self, sources: &Sources) -> String {
+        let mut out = format!("error: {}\n", self.message);
+        match self.span {
+            Some(span) => {
+                let name = sources.name(span.file);
+                let _ = writeln!(out, "  --> {}:{}:{}", name, span.line, span.col);
+                if let Some(line) = sources.line(span.file, span.line) {
+                    let num = span.line.to_string();
+                    let pad = " ".repeat(num.len());
+                    let _ = writeln!(out, " {pad} |");
+                    let _ = writeln!(out, " {num} | {line}");
+                    // Columns count characters; keep tabs so the caret lines up.
+                    let lead: String = line
+                        .chars()
+                        .take(span.col.saturating_sub(1) as usize)
+                        .map(|c| if c == '\t' { '\t' } else { ' ' })
+                        .collect();
+                    let label = self.expected.as_deref().map(|e| format!(" expected {e}")).unwrap_or_default();
+                    let _ = writeln!(out, " {pad} | {lead}^{label}");
+                } else if let Some(e) = &self.expected {
+                    let _ = writeln!(out, "  = expected {e}");
+                }
+            }
+            None => {
+                if let Some(e) = &self.expected {
+                    let _ = writeln!(out, "  = expected {e}");
+                }
+            }
+        }
+        out
+    }
+
+    /// `file:line:col: message` on one line, for logs and JSON.
+    pub fn short(&self, sources: &Sources) -> String {
+        match self.span {
+            Some(s) => format!("{}:{}:{}: {}", sources.name(s.file), s.line, s.col, self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
+/// All errors found in one run, with the sources needed to render them.
+#[derive(Clone, Debug, Default)]
+pub struct Diagnostics {
+    pub errors: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.errors.push(d);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+    pub fn render(&self, sources: &Sources) -> String {
+        self.errors.iter().map(|d| d.render(sources)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The error type of the configuration engine: every diagnostic, plus the
+/// sources they point into.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub diagnostics: Vec<Diagnostic>,
+    pub sources: Sources,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", d.render(&self.sources))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}

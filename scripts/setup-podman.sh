@@ -1,0 +1,65 @@
+#!/bin/sh
+# Installs and starts Podman with its Docker-compatible API socket, as
+# verified in environment.md (Debian 12, root). Idempotent: safe to re-run.
+#   scripts/setup-podman.sh        then   DOCKER_HOST=unix:///run/podman/podman.sock
+set -eu
+
+SOCKET=/run/podman/podman.sock
+LOG=${GANTRY_PODMAN_LOG:-/tmp/gantry-podman-service.log}
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-podman.sh: must run as root (it installs packages and starts the engine)" >&2
+    exit 2
+fi
+
+need_install=
+for pkg in podman runc busybox-static docker-registry; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_install="$need_install $pkg"
+done
+if [ -n "$need_install" ]; then
+    # Another apt may hold the lock (e.g. a background install); wait for it.
+    i=0
+    while fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock >/dev/null 2>&1; do
+        i=$((i + 1)); [ "$i" -gt 600 ] && { echo "setup-podman.sh: dpkg lock held for 10 min" >&2; exit 1; }
+        sleep 1
+    done
+    echo "setup-podman.sh: installing$need_install"
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_install >/dev/null
+fi
+
+# The three settings this sandbox needs (environment.md): no nofile ulimit
+# above the hard limit, runc instead of crun, cgroupfs, file events.
+mkdir -p /etc/containers
+CONF_WANT='[containers]
+default_ulimits = []
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"'
+if [ "$(cat /etc/containers/containers.conf 2>/dev/null)" != "$CONF_WANT" ]; then
+    printf '%s\n' "$CONF_WANT" > /etc/containers/containers.conf
+fi
+
+answers() {
+    curl -sf --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1
+}
+
+if ! answers; then
+    mkdir -p "$(dirname "$SOCKET")"
+    rm -f "$SOCKET"
+    # setsid: the service must outlive this script and its terminal.
+    setsid podman system service --time=0 "unix://$SOCKET" >"$LOG" 2>&1 < /dev/null &
+    i=0
+    until answers; do
+        i=$((i + 1))
+        if [ "$i" -gt 100 ]; then
+            echo "setup-podman.sh: the API socket $SOCKET did not answer in 20 s; log: $LOG" >&2
+            tail -20 "$LOG" >&2 || true
+            exit 1
+        fi
+        sleep 0.2
+    done
+fi
+echo "setup-podman.sh: podman API answers on unix://$SOCKET"
