@@ -65,7 +65,13 @@ pub fn slugify(s: &str) -> String {
     let replaced: String = s
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     replaced.trim_matches('-').to_string()
@@ -114,19 +120,31 @@ impl Server {
         });
         let (protocol, authority) = parsed.unwrap_or_else(|| ("http".into(), "localhost".into()));
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h.to_string(), p.to_string()),
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                (h.to_string(), p.to_string())
+            }
             _ => {
                 let port = if protocol == "https" { "443" } else { "80" };
                 (authority.clone(), port.to_string())
             }
         };
-        Server { url: format!("{protocol}://{authority}"), protocol, host, port }
+        Server {
+            url: format!("{protocol}://{authority}"),
+            protocol,
+            host,
+            port,
+        }
     }
 
     /// `host` or `host:port` when the port is not the protocol's default.
     fn fqdn(&self) -> String {
-        let default = (self.protocol == "https" && self.port == "443") || (self.protocol == "http" && self.port == "80");
-        if default { self.host.clone() } else { format!("{}:{}", self.host, self.port) }
+        let default = (self.protocol == "https" && self.port == "443")
+            || (self.protocol == "http" && self.port == "80");
+        if default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     fn registry(&self) -> String {
@@ -163,7 +181,12 @@ impl Context {
 
         // Project.
         let project_path = if facts.project_path.is_empty() {
-            facts.project_dir.rsplit(['/', '\\']).find(|s| !s.is_empty()).unwrap_or("project").to_string()
+            facts
+                .project_dir
+                .rsplit(['/', '\\'])
+                .find(|s| !s.is_empty())
+                .unwrap_or("project")
+                .to_string()
         } else {
             facts.project_path.trim_matches('/').to_string()
         };
@@ -172,10 +195,22 @@ impl Context {
             None => (String::new(), project_path.clone()),
         };
         let root_namespace = namespace.split('/').next().unwrap_or("").to_string();
-        let project_url = facts.project_url.clone().unwrap_or_else(|| format!("{}/{}", server.url, project_path));
-        let project_id = over.get("CI_PROJECT_ID").cloned().unwrap_or_else(|| "1".into());
-        let pipeline_id = over.get("CI_PIPELINE_ID").cloned().unwrap_or_else(|| "1".into());
-        let pipeline_iid = over.get("CI_PIPELINE_IID").cloned().unwrap_or_else(|| "1".into());
+        let project_url = facts
+            .project_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", server.url, project_path));
+        let project_id = over
+            .get("CI_PROJECT_ID")
+            .cloned()
+            .unwrap_or_else(|| "1".into());
+        let pipeline_id = over
+            .get("CI_PIPELINE_ID")
+            .cloned()
+            .unwrap_or_else(|| "1".into());
+        let pipeline_iid = over
+            .get("CI_PIPELINE_IID")
+            .cloned()
+            .unwrap_or_else(|| "1".into());
 
         set("CI", "true".into());
         set("GITLAB_CI", "true".into());
@@ -212,13 +247,20 @@ impl Context {
         set("CI_CONFIG_PATH", ".gitlab-ci.yml".into());
         set("CI_DEFAULT_BRANCH", facts.default_branch.clone());
         let registry = server.registry();
-        set("CI_REGISTRY_IMAGE", format!("{registry}/{}", project_path.to_lowercase()));
+        set(
+            "CI_REGISTRY_IMAGE",
+            format!("{registry}/{}", project_path.to_lowercase()),
+        );
         set("CI_REGISTRY", registry);
 
         // Commit and ref.
         set("CI_COMMIT_SHA", facts.sha.clone());
         set("CI_COMMIT_SHORT_SHA", facts.sha.chars().take(8).collect());
-        let before = if is_mr || facts.before_sha.is_empty() { BLANK_SHA.to_string() } else { facts.before_sha.clone() };
+        let before = if is_mr || facts.before_sha.is_empty() {
+            BLANK_SHA.to_string()
+        } else {
+            facts.before_sha.clone()
+        };
         set("CI_COMMIT_BEFORE_SHA", before);
         set("CI_COMMIT_REF_NAME", facts.ref_name.clone());
         set("CI_COMMIT_REF_SLUG", slugify(&facts.ref_name));
@@ -242,13 +284,21 @@ impl Context {
         set("CI_PIPELINE_SOURCE", source.to_string());
         set("CI_PIPELINE_ID", pipeline_id.clone());
         set("CI_PIPELINE_IID", pipeline_iid);
-        set("CI_PIPELINE_URL", format!("{project_url}/-/pipelines/{pipeline_id}"));
+        set(
+            "CI_PIPELINE_URL",
+            format!("{project_url}/-/pipelines/{pipeline_id}"),
+        );
         if source == "trigger" || source == "pipeline" || source == "parent_pipeline" {
             set("CI_PIPELINE_TRIGGERED", "true".into());
         }
 
         // The user who started the pipeline: locally, the commit author.
-        let login = facts.author_email.split('@').next().unwrap_or("").to_string();
+        let login = facts
+            .author_email
+            .split('@')
+            .next()
+            .unwrap_or("")
+            .to_string();
         set("GITLAB_USER_ID", "1".into());
         set("GITLAB_USER_NAME", facts.author_name.clone());
         set("GITLAB_USER_EMAIL", facts.author_email.clone());
@@ -257,28 +307,56 @@ impl Context {
         if is_mr {
             let get = |k: &str, default: String| over.get(k).cloned().unwrap_or(default);
             let iid = get("CI_MERGE_REQUEST_IID", "1".into());
-            let source_branch = get("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", facts.ref_name.clone());
-            let target_branch = get("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", facts.default_branch.clone());
-            set("CI_MERGE_REQUEST_ID", get("CI_MERGE_REQUEST_ID", iid.clone()));
+            let source_branch = get(
+                "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
+                facts.ref_name.clone(),
+            );
+            let target_branch = get(
+                "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
+                facts.default_branch.clone(),
+            );
+            set(
+                "CI_MERGE_REQUEST_ID",
+                get("CI_MERGE_REQUEST_ID", iid.clone()),
+            );
             set("CI_MERGE_REQUEST_IID", iid.clone());
-            set("CI_MERGE_REQUEST_TITLE", commit_title(&facts.message).to_string());
-            set("CI_MERGE_REQUEST_DESCRIPTION", commit_description(&facts.message));
+            set(
+                "CI_MERGE_REQUEST_TITLE",
+                commit_title(&facts.message).to_string(),
+            );
+            set(
+                "CI_MERGE_REQUEST_DESCRIPTION",
+                commit_description(&facts.message),
+            );
             set("CI_MERGE_REQUEST_EVENT_TYPE", "detached".into());
-            set("CI_MERGE_REQUEST_REF_PATH", format!("refs/merge-requests/{iid}/head"));
+            set(
+                "CI_MERGE_REQUEST_REF_PATH",
+                format!("refs/merge-requests/{iid}/head"),
+            );
             set("CI_MERGE_REQUEST_PROJECT_ID", project_id.clone());
             set("CI_MERGE_REQUEST_PROJECT_PATH", project_path.clone());
             set("CI_MERGE_REQUEST_PROJECT_URL", project_url.clone());
             set("CI_MERGE_REQUEST_SOURCE_PROJECT_ID", project_id);
             set("CI_MERGE_REQUEST_SOURCE_PROJECT_PATH", project_path.clone());
             set("CI_MERGE_REQUEST_SOURCE_PROJECT_URL", project_url);
-            set("CI_MERGE_REQUEST_SOURCE_BRANCH_PROTECTED", (source_branch == facts.default_branch).to_string());
-            set("CI_MERGE_REQUEST_TARGET_BRANCH_PROTECTED", (target_branch == facts.default_branch).to_string());
+            set(
+                "CI_MERGE_REQUEST_SOURCE_BRANCH_PROTECTED",
+                (source_branch == facts.default_branch).to_string(),
+            );
+            set(
+                "CI_MERGE_REQUEST_TARGET_BRANCH_PROTECTED",
+                (target_branch == facts.default_branch).to_string(),
+            );
             set("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", source_branch);
             set("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", target_branch);
             // Empty in (detached) merge request pipelines, as in GitLab.
             set("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", String::new());
             set("CI_MERGE_REQUEST_TARGET_BRANCH_SHA", String::new());
-            let base = if facts.before_sha.is_empty() { BLANK_SHA.to_string() } else { facts.before_sha.clone() };
+            let base = if facts.before_sha.is_empty() {
+                BLANK_SHA.to_string()
+            } else {
+                facts.before_sha.clone()
+            };
             set("CI_MERGE_REQUEST_DIFF_BASE_SHA", base);
             set("CI_MERGE_REQUEST_SQUASH_ON_MERGE", "false".into());
             set("CI_OPEN_MERGE_REQUESTS", format!("{project_path}!{iid}"));

@@ -1,14 +1,36 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Deploy targets for Gantry: Amazon ECS, CloudFormation and a local container host (Docker
+//! Engine API, so Docker or Podman).
+//!
+//! Every target follows the same shape: make a new revision, roll it out, wait for a result that
+//! can be trusted, probe its health, and roll back to the last *known-good* revision on failure.
+//! "Known good" comes from a [`history::HistoryStore`] (a JSON file by default, the server's
+//! database later), so a rollback never depends on re-running an old pipeline job.
+//!
+//! The ECS rollout wait goes through the narrow [`ecs::rollout::RolloutObserver`] seam: the real
+//! implementation asks ECS, tests feed scripted service states (moto never completes a rollout).
+//!
+//! The CLI (`gantry deploy`, `gantry rollback`, `gantry deployments`, `gantry registry`,
+//! `gantry ecs run`) is a thin layer over this crate; [`runtime`] builds the async runtime for it.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod aws;
+pub mod cloudformation;
+pub mod ecr;
+pub mod ecs;
+pub mod error;
+pub mod health;
+pub mod history;
+pub mod local;
+pub mod log;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+pub use error::DeployError;
+pub use history::{DeployResult, DeploymentRecord, FileHistoryStore, HistoryStore};
+pub use log::Log;
+
+/// A multi-threaded tokio runtime for the CLI entry points, which are synchronous.
+pub fn runtime() -> Result<tokio::runtime::Runtime, DeployError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| DeployError::Usage(format!("cannot start the async runtime: {e}")))
 }

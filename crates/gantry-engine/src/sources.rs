@@ -1,0 +1,182 @@
+//! `get_sources`: a clean copy of the repository at the pipeline's commit,
+//! never the user's working tree.
+//!
+//! The commit is extracted once per run (`git archive` streamed into the
+//! tar reader) into a snapshot directory; each job then gets a plain copy
+//! of the snapshot (reflinked where the filesystem can). `GIT_STRATEGY:
+//! clone|fetch` gives the job a real git clone instead (sharing objects with
+//! the repository), `none`/`empty` an empty directory.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The commit's tree, extracted once per run.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub dir: PathBuf,
+    pub repo_dir: PathBuf,
+    pub sha: String,
+    /// Paths in the commit (files and symlinks), for `untracked:`.
+    pub tracked: HashSet<PathBuf>,
+}
+
+impl Snapshot {
+    /// Extracts `sha` of the repository at `repo_dir` into `dest`.
+    pub fn extract(repo_dir: &Path, sha: &str, dest: &Path) -> io::Result<Snapshot> {
+        std::fs::create_dir_all(dest)?;
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(repo_dir)
+            .args(["archive", "--format=tar", sha])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io::Error::other(format!("cannot run git: {e}")))?;
+        let mut tracked = HashSet::new();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("git archive: no output"))?;
+        let mut archive = tar::Archive::new(stdout);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        let unpack_result = (|| -> io::Result<()> {
+            for entry in archive.entries()? {
+                let mut entry = entry?;
+                let path = entry.path()?.into_owned();
+                if !entry.header().entry_type().is_dir()
+                    && !entry.header().entry_type().is_pax_global_extensions()
+                {
+                    tracked.insert(path.clone());
+                }
+                entry.unpack_in(dest)?;
+            }
+            Ok(())
+        })();
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "git archive {sha} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        unpack_result?;
+        Ok(Snapshot {
+            dir: dest.to_path_buf(),
+            repo_dir: repo_dir.to_path_buf(),
+            sha: sha.to_string(),
+            tracked,
+        })
+    }
+
+    /// Fills `dest` (which must not exist or be empty) for one job.
+    pub fn checkout(&self, dest: &Path, strategy: GitStrategy) -> io::Result<()> {
+        if dest.exists() {
+            std::fs::remove_dir_all(dest)?;
+        }
+        match strategy {
+            GitStrategy::Copy => copy_tree(&self.dir, dest),
+            GitStrategy::Empty => std::fs::create_dir_all(dest),
+            GitStrategy::Clone => {
+                let out = Command::new("git")
+                    .args(["clone", "--quiet", "--shared", "--no-checkout"])
+                    .arg(&self.repo_dir)
+                    .arg(dest)
+                    .stdin(Stdio::null())
+                    .output()?;
+                if !out.status.success() {
+                    return Err(io::Error::other(format!(
+                        "git clone failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
+                }
+                let out = Command::new("git")
+                    .arg("-C")
+                    .arg(dest)
+                    .args(["checkout", "--quiet", "--detach", &self.sha])
+                    .stdin(Stdio::null())
+                    .output()?;
+                if !out.status.success() {
+                    return Err(io::Error::other(format!(
+                        "git checkout {} failed: {}",
+                        self.sha,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `GIT_STRATEGY`, as the job's variables set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GitStrategy {
+    /// Default: a plain copy of the commit's tree (fast, no `.git`).
+    Copy,
+    /// `clone`/`fetch`: a real git checkout of the commit.
+    Clone,
+    /// `none`/`empty`: an empty directory.
+    Empty,
+}
+
+impl GitStrategy {
+    pub fn from_variable(value: Option<&str>) -> GitStrategy {
+        match value {
+            Some("clone") | Some("fetch") => GitStrategy::Clone,
+            Some("none") | Some("empty") => GitStrategy::Empty,
+            _ => GitStrategy::Copy,
+        }
+    }
+}
+
+/// Copies a directory tree, keeping symlinks as symlinks and file modes.
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if ty.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else {
+            // std::fs::copy uses copy_file_range: a reflink where supported.
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the working tree has uncommitted changes to tracked files.
+pub fn working_tree_dirty(repo_dir: &Path) -> bool {
+    Command::new("git")
+        .arg("-C")
+        .arg(repo_dir)
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| o.status.success() && !o.stdout.is_empty())
+        .unwrap_or(false)
+}
+
+/// The commit `HEAD` points at, if any.
+pub fn head_sha(repo_dir: &Path) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo_dir)
+        .args(["rev-parse", "HEAD"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

@@ -1,0 +1,240 @@
+//! The state directory `.gantry/` in the repository: runs (logs,
+//! artifacts, build dirs), caches kept between runs, and `last`.
+//!
+//! ```text
+//! .gantry/.gitignore          "*": the whole directory is git-ignored
+//! .gantry/last                id of the last run
+//! .gantry/cache/<key>.zip     caches, kept between runs
+//! .gantry/runs/<id>/run.json  the run's manifest (jobs, statuses, dirs)
+//! .gantry/runs/<id>/logs/<job-slug>.log
+//! .gantry/runs/<id>/artifacts/<job-slug>.zip
+//! .gantry/runs/<id>/builds/<job-slug>/      the job's clean copy
+//! .gantry/runs/<id>/jobs/<job-slug>.json    the job's environment (0600)
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Runs kept on disk; older ones are removed when a new run starts.
+pub const RUNS_KEPT: usize = 10;
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn for_repo(repo_dir: &Path) -> StateDir {
+        StateDir {
+            root: repo_dir.join(".gantry"),
+        }
+    }
+
+    /// Creates the directory and its `.gitignore`.
+    pub fn ensure(&self) -> io::Result<()> {
+        std::fs::create_dir_all(self.root.join("runs"))?;
+        let ignore = self.root.join(".gitignore");
+        if !ignore.exists() {
+            std::fs::write(ignore, "*\n")?;
+        }
+        Ok(())
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.runs_dir().join(run_id)
+    }
+
+    /// Creates a new run directory with a sortable, unique id.
+    pub fn new_run(&self) -> io::Result<RunDir> {
+        self.ensure()?;
+        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+        for n in 1..10_000u32 {
+            let id = format!("{stamp}-{n}");
+            let dir = self.run_dir(&id);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    let run = RunDir { id, dir };
+                    for sub in ["logs", "artifacts", "builds", "jobs"] {
+                        std::fs::create_dir_all(run.dir.join(sub))?;
+                    }
+                    return Ok(run);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("could not allocate a run id"))
+    }
+
+    pub fn set_last(&self, run_id: &str) -> io::Result<()> {
+        let tmp = self.root.join("last.tmp");
+        std::fs::write(&tmp, format!("{run_id}\n"))?;
+        std::fs::rename(tmp, self.root.join("last"))
+    }
+
+    pub fn last(&self) -> Option<String> {
+        let s = std::fs::read_to_string(self.root.join("last")).ok()?;
+        let s = s.trim();
+        (!s.is_empty()).then(|| s.to_string())
+    }
+
+    /// Removes old runs (keeping [`RUNS_KEPT`]) and the build dirs of every
+    /// run but `current` and the last one (whose dirs `gantry shell` uses).
+    pub fn prune(&self, current: &str) {
+        let Ok(entries) = std::fs::read_dir(self.runs_dir()) else {
+            return;
+        };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| id != current)
+            .collect();
+        ids.sort();
+        let last = self.last();
+        let drop_count = ids.len().saturating_sub(RUNS_KEPT - 1);
+        for (i, id) in ids.iter().enumerate() {
+            let dir = self.run_dir(id);
+            if i < drop_count {
+                let _ = std::fs::remove_dir_all(&dir);
+            } else if last.as_deref() != Some(id.as_str()) {
+                let _ = std::fs::remove_dir_all(dir.join("builds"));
+            }
+        }
+    }
+
+    pub fn read_manifest(&self, run_id: &str) -> io::Result<RunManifest> {
+        let text = std::fs::read_to_string(self.run_dir(run_id).join("run.json"))?;
+        serde_json::from_str(&text).map_err(io::Error::other)
+    }
+}
+
+/// One run's directory.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    pub fn log_path(&self, slug: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{slug}.log"))
+    }
+    pub fn artifact_path(&self, slug: &str) -> PathBuf {
+        self.dir.join("artifacts").join(format!("{slug}.zip"))
+    }
+    pub fn build_dir(&self, slug: &str) -> PathBuf {
+        self.dir.join("builds").join(slug)
+    }
+    /// Where file-type variables and scripts of a job live (removed at cleanup).
+    pub fn tmp_dir(&self, slug: &str) -> PathBuf {
+        self.dir.join("builds").join(format!("{slug}.tmp"))
+    }
+    pub fn job_env_path(&self, slug: &str) -> PathBuf {
+        self.dir.join("jobs").join(format!("{slug}.json"))
+    }
+    pub fn write_manifest(&self, manifest: &RunManifest) -> io::Result<()> {
+        let tmp = self.dir.join("run.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(manifest)?)?;
+        std::fs::rename(tmp, self.dir.join("run.json"))
+    }
+}
+
+/// `run.json`: what `gantry logs` and `gantry shell` read.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub run_id: String,
+    pub sha: String,
+    pub status: String,
+    pub jobs: Vec<JobRecord>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub name: String,
+    pub slug: String,
+    pub stage: String,
+    pub status: String,
+    pub executor: String,
+    pub log: Option<PathBuf>,
+    pub build_dir: Option<PathBuf>,
+    /// From the environment, for docker jobs that keep their container.
+    pub shell_command: Option<Vec<String>>,
+}
+
+/// The job's environment for `gantry shell` (stored 0600: it holds values).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JobEnvRecord {
+    pub env: Vec<(String, String)>,
+    /// File-type variables: name and content, recreated for the shell.
+    pub files: Vec<(String, String)>,
+    pub ci_project_dir: String,
+}
+
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// A filesystem-safe, unique-looking name for a job: lowercase ASCII
+/// letters and digits, other runs of characters become `-` (as
+/// `CI_JOB_NAME_SLUG`), at most 63 characters.
+pub fn slugify(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed: String = out.trim_matches('-').chars().take(63).collect();
+    let trimmed = trimmed.trim_end_matches('-').to_string();
+    if trimmed.is_empty() {
+        "job".to_string()
+    } else {
+        trimmed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("test 1/3"), "test-1-3");
+        assert_eq!(slugify("deploy: [aws, eu]"), "deploy-aws-eu");
+        assert_eq!(slugify("///"), "job");
+    }
+
+    #[test]
+    fn runs_are_unique_and_gitignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::for_repo(dir.path());
+        let a = state.new_run().unwrap();
+        let b = state.new_run().unwrap();
+        assert_ne!(a.id, b.id);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".gantry/.gitignore")).unwrap(),
+            "*\n"
+        );
+        state.set_last(&b.id).unwrap();
+        assert_eq!(state.last().as_deref(), Some(b.id.as_str()));
+    }
+}

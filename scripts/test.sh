@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (Podman served as a Docker API, test
+# images, a local registry, moto in a venv) and runs every check and test.
+# Idempotent; run as root on Debian 12. This is what .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages and services"
+bash scripts/setup-podman.sh
+bash scripts/make-test-images.sh
+bash scripts/setup-moto.sh
+
+# Tests that need Podman or moto skip when those are missing on a developer
+# machine; here they are installed, so a skip would hide a failure.
+export GANTRY_REQUIRE_PODMAN=1 GANTRY_REQUIRE_MOTO=1
+export DOCKER_HOST="${DOCKER_HOST:-unix:///run/podman/podman.sock}"
+
+step "format"
+cargo fmt --all --check
+
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "tests"
+cargo test --workspace --no-fail-fast
