@@ -25,24 +25,59 @@ pub fn apply(mut root: Node) -> Result<Node, Vec<Diagnostic>> {
     let Some(map) = root.as_map() else {
         return Ok(root);
     };
-    let keys: Vec<&str> = map.iter().filter(|(_, e)| is_extensible(&e.value)).map(|(k, _)| k).collect();
+    let keys: Vec<&str> = map
+        .iter()
+        .filter(|(_, e)| is_extensible(&e.value))
+        .map(|(k, _)| k)
+        .collect();
     if keys.is_empty() {
         return Ok(root);
     }
-    let mut extender = Extender { root: map, state: HashMap::new(), resolved: HashMap::new(), errors: Vec::new() };
+    // First the order: every chain checked, bases before the entries
+    // extending them. Then the merges, in place, in that order.
+    let mut planner = Planner {
+        root: map,
+        state: HashMap::new(),
+        order: Vec::new(),
+        errors: Vec::new(),
+    };
     let mut stack = Vec::new();
     for key in keys {
-        let _ = extender.visit(key, &mut stack, None);
+        let _ = planner.visit(key, &mut stack, None);
     }
-    let Extender { resolved, errors, .. } = extender;
+    let Planner { order, errors, .. } = planner;
     if !errors.is_empty() {
         return Err(errors);
     }
+    let order: Vec<(String, Vec<String>)> = order
+        .into_iter()
+        .map(|(key, bases)| {
+            (
+                key.to_string(),
+                bases.into_iter().map(str::to_string).collect(),
+            )
+        })
+        .collect();
     if let Some(map) = root.as_map_mut() {
-        for (key, node) in resolved {
-            if let Some(slot) = map.get_mut(&key) {
-                *slot = node;
+        for (key, bases) in order {
+            let mut merged: Option<Node> = None;
+            for base in &bases {
+                let Some(base_node) = map.get(base) else {
+                    continue;
+                };
+                match &mut merged {
+                    None => merged = Some(base_node.clone()),
+                    Some(m) => deep_merge(m, base_node.clone()),
+                }
             }
+            let Some(slot) = map.get_mut(&key) else {
+                continue;
+            };
+            let job = std::mem::replace(slot, Node::null(slot.span));
+            let mut merged = merged.unwrap_or_else(|| Node::new(Value::Map(Map::new()), job.span));
+            merged.span = job.span;
+            deep_merge(&mut merged, job);
+            *slot = merged;
         }
     }
     Ok(root)
@@ -61,10 +96,11 @@ enum State {
     Failed,
 }
 
-struct Extender<'a> {
+struct Planner<'a> {
     root: &'a Map,
     state: HashMap<&'a str, State>,
-    resolved: HashMap<String, Node>,
+    /// Extensible entries with their bases, bases first.
+    order: Vec<(&'a str, Vec<&'a str>)>,
     errors: Vec<Diagnostic>,
 }
 
@@ -72,15 +108,26 @@ struct Extender<'a> {
 /// `MAX_NESTING_LEVELS` ancestors may still extend one more.
 const MAX_CHAIN: usize = MAX_NESTING_LEVELS + 1;
 
-impl<'a> Extender<'a> {
+impl<'a> Planner<'a> {
     /// Extends `key` (whose ancestors in the current chain are `stack`);
     /// returns the height of its chain. `via` is the `extends` item that
     /// led here, for cycle errors.
-    fn visit(&mut self, key: &'a str, stack: &mut Vec<&'a str>, via: Option<Span>) -> Result<usize, ()> {
-        let Some(entry) = self.root.entry(key) else { return Err(()) };
+    fn visit(
+        &mut self,
+        key: &'a str,
+        stack: &mut Vec<&'a str>,
+        via: Option<Span>,
+    ) -> Result<usize, ()> {
+        let Some(entry) = self.root.entry(key) else {
+            return Err(());
+        };
         let node = &entry.value;
-        let Some(job) = node.as_map() else { return Ok(0) };
-        let Some(extends) = job.entry("extends") else { return Ok(0) };
+        let Some(job) = node.as_map() else {
+            return Ok(0);
+        };
+        let Some(extends) = job.entry("extends") else {
+            return Ok(0);
+        };
         match self.state.get(key) {
             Some(State::Done(height)) => {
                 let height = *height;
@@ -98,7 +145,10 @@ impl<'a> Extender<'a> {
                 self.errors.push(
                     Diagnostic::at(
                         via.unwrap_or(extends.value.span),
-                        format!("{key}: circular dependency detected in `extends` ({})", chain.join(" → ")),
+                        format!(
+                            "{key}: circular dependency detected in `extends` ({})",
+                            chain.join(" → ")
+                        ),
                     )
                     .expected("a chain of `extends` that does not come back to itself"),
                 );
@@ -133,15 +183,8 @@ impl<'a> Extender<'a> {
             return Err(());
         }
 
-        let mut merged = Node::new(Value::Map(Map::new()), node.span);
-        for (base, _) in &bases {
-            let base_node = self.resolved.get(*base).or_else(|| self.root.get(base));
-            if let Some(base_node) = base_node {
-                deep_merge(&mut merged, base_node.clone());
-            }
-        }
-        deep_merge(&mut merged, node.clone());
-        self.resolved.insert(key.to_string(), merged);
+        self.order
+            .push((key, bases.iter().map(|(b, _)| *b).collect()));
         self.state.insert(key, State::Done(height + 1));
         Ok(height + 1)
     }
@@ -162,8 +205,14 @@ impl<'a> Extender<'a> {
                 Value::Str(s) => s.as_str(),
                 _ => {
                     self.errors.push(
-                        Diagnostic::at(item.span, format!("{key}: `extends` must name jobs or templates, not {}", item.type_name()))
-                            .expected("a string or an array of strings"),
+                        Diagnostic::at(
+                            item.span,
+                            format!(
+                                "{key}: `extends` must name jobs or templates, not {}",
+                                item.type_name()
+                            ),
+                        )
+                        .expected("a string or an array of strings"),
                     );
                     return None;
                 }
@@ -177,16 +226,27 @@ impl<'a> Extender<'a> {
         if !unknown.is_empty() {
             let names: Vec<&str> = unknown.iter().map(|(n, _)| *n).collect();
             self.errors.push(
-                Diagnostic::at(unknown[0].1, format!("{key}: unknown keys in `extends` ({})", names.join(", ")))
-                    .expected("the name of a job or hidden job (`.template`) defined in the configuration"),
+                Diagnostic::at(
+                    unknown[0].1,
+                    format!("{key}: unknown keys in `extends` ({})", names.join(", ")),
+                )
+                .expected(
+                    "the name of a job or hidden job (`.template`) defined in the configuration",
+                ),
             );
             return None;
         }
         if !invalid.is_empty() {
             let names: Vec<&str> = invalid.iter().map(|(n, _)| *n).collect();
             self.errors.push(
-                Diagnostic::at(invalid[0].1, format!("{key}: invalid base hashes in `extends` ({})", names.join(", ")))
-                    .expected("bases that are hashes of job keywords"),
+                Diagnostic::at(
+                    invalid[0].1,
+                    format!(
+                        "{key}: invalid base hashes in `extends` ({})",
+                        names.join(", ")
+                    ),
+                )
+                .expected("bases that are hashes of job keywords"),
             );
             return None;
         }
@@ -197,8 +257,14 @@ impl<'a> Extender<'a> {
         let mut chain: Vec<&str> = stack.to_vec();
         chain.push(key);
         self.errors.push(
-            Diagnostic::at(span, format!("{key}: nesting too deep in `extends` ({})", chain.join(" → ")))
-                .expected(format!("at most {MAX_CHAIN} levels of `extends`")),
+            Diagnostic::at(
+                span,
+                format!(
+                    "{key}: nesting too deep in `extends` ({})",
+                    chain.join(" → ")
+                ),
+            )
+            .expected(format!("at most {MAX_CHAIN} levels of `extends`")),
         );
     }
 }

@@ -23,7 +23,12 @@ pub trait FileSource {
     /// Every file path of the project (relative, sorted), for `include:local` globs.
     fn local_files(&self) -> Vec<String>;
     /// `include:project` (a local clone resolved by the implementation).
-    fn read_project(&self, project: &str, git_ref: Option<&str>, path: &str) -> Result<String, String>;
+    fn read_project(
+        &self,
+        project: &str,
+        git_ref: Option<&str>,
+        path: &str,
+    ) -> Result<String, String>;
     /// `include:remote` over HTTP(S); the implementation caches.
     fn read_remote(&self, url: &str) -> Result<String, String>;
 }
@@ -42,14 +47,21 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { entry: ".gitlab-ci.yml".into(), variables: IndexMap::new(), display_name: None }
+        LoadOptions {
+            entry: ".gitlab-ci.yml".into(),
+            variables: IndexMap::new(),
+            display_name: None,
+        }
     }
 }
 
 impl LoadOptions {
     /// Options for loading `entry` with no variables.
     pub fn new(entry: impl Into<String>) -> Self {
-        LoadOptions { entry: entry.into(), ..Self::default() }
+        LoadOptions {
+            entry: entry.into(),
+            ..Self::default()
+        }
     }
 }
 
@@ -71,18 +83,34 @@ pub fn load(fs: &dyn FileSource, opts: &LoadOptions) -> Result<Loaded, ConfigErr
     let mut sources = Sources::new();
     let merged = match merge(fs, opts, &mut sources) {
         Ok(node) => node,
-        Err(diagnostics) => return Err(ConfigError { diagnostics, sources }),
+        Err(diagnostics) => {
+            return Err(ConfigError {
+                diagnostics,
+                sources,
+            });
+        }
     };
     match crate::compose::compose(&merged) {
-        Ok(config) => Ok(Loaded { config, merged, sources }),
-        Err(diagnostics) => Err(ConfigError { diagnostics, sources }),
+        Ok(config) => Ok(Loaded {
+            config,
+            merged,
+            sources,
+        }),
+        Err(diagnostics) => Err(ConfigError {
+            diagnostics,
+            sources,
+        }),
     }
 }
 
 /// The stages before validation: includes, extends, `!reference`. The
 /// result is the merged configuration; `sources` receives every file read,
 /// even when there are errors.
-pub fn merge(fs: &dyn FileSource, opts: &LoadOptions, sources: &mut Sources) -> Result<Node, Vec<Diagnostic>> {
+pub fn merge(
+    fs: &dyn FileSource,
+    opts: &LoadOptions,
+    sources: &mut Sources,
+) -> Result<Node, Vec<Diagnostic>> {
     let root = crate::include::expand(fs, opts, sources)?;
     let root = crate::extends::apply(root)?;
     crate::reference::resolve(root)
@@ -115,7 +143,8 @@ impl MemorySource {
 
     pub fn add_file(&mut self, path: impl Into<String>, text: impl Into<String>) {
         let path = path.into();
-        self.files.insert(path.trim_start_matches('/').to_string(), text.into());
+        self.files
+            .insert(path.trim_start_matches('/').to_string(), text.into());
     }
 
     /// Adds a file of another project for `include:project`; `git_ref`
@@ -128,7 +157,11 @@ impl MemorySource {
         text: impl Into<String>,
     ) -> Self {
         let path = path.into();
-        let key = (project.into().to_lowercase(), git_ref.unwrap_or("HEAD").to_string(), path.trim_start_matches('/').to_string());
+        let key = (
+            project.into().to_lowercase(),
+            git_ref.unwrap_or("HEAD").to_string(),
+            path.trim_start_matches('/').to_string(),
+        );
         self.projects.insert(key, text.into());
         self
     }
@@ -142,7 +175,10 @@ impl MemorySource {
 
 impl FileSource for MemorySource {
     fn read_local(&self, path: &str) -> Result<String, String> {
-        self.files.get(path).cloned().ok_or_else(|| format!("no such file: {path}"))
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| format!("no such file: {path}"))
     }
 
     fn local_files(&self) -> Vec<String> {
@@ -151,12 +187,27 @@ impl FileSource for MemorySource {
         files
     }
 
-    fn read_project(&self, project: &str, git_ref: Option<&str>, path: &str) -> Result<String, String> {
-        let key = (project.to_lowercase(), git_ref.unwrap_or("HEAD").to_string(), path.to_string());
-        self.projects.get(&key).cloned().ok_or_else(|| format!("no file `{path}` in project `{project}`"))
+    fn read_project(
+        &self,
+        project: &str,
+        git_ref: Option<&str>,
+        path: &str,
+    ) -> Result<String, String> {
+        let key = (
+            project.to_lowercase(),
+            git_ref.unwrap_or("HEAD").to_string(),
+            path.to_string(),
+        );
+        self.projects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| format!("no file `{path}` in project `{project}`"))
     }
 
     fn read_remote(&self, url: &str) -> Result<String, String> {
-        self.remotes.get(url).cloned().ok_or_else(|| "HTTP 404".to_string())
+        self.remotes
+            .get(url)
+            .cloned()
+            .ok_or_else(|| "HTTP 404".to_string())
     }
 }

@@ -48,7 +48,7 @@ pub fn plan(config: &Config, ctx: &Context) -> Result<Pipeline, Vec<Diagnostic>>
 /// then the job's own predefined (`CI_JOB_NAME`, `CI_NODE_*`).
 struct Scope<'a> {
     ctx: &'a Context,
-    yaml: &'a IndexMap<String, Variable>,
+    yaml: &'a [Variable],
     job: Option<JobFacts<'a>>,
 }
 
@@ -62,10 +62,14 @@ struct JobFacts<'a> {
 
 impl Scope<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        if let Some(v) = self.ctx.overrides.get(name) {
+        if !self.ctx.overrides.is_empty()
+            && let Some(v) = self.ctx.overrides.get(name)
+        {
             return Some(v.clone());
         }
-        if let Some(v) = self.yaml.get(name) {
+        // Job variable lists are short: a scan beats hashing. The last
+        // definition of a name wins.
+        if let Some(v) = self.yaml.iter().rev().find(|v| v.name == name) {
             return Some(v.value.clone());
         }
         if let Some(v) = self.ctx.variables.get(name) {
@@ -135,7 +139,7 @@ impl<'a> Planner<'a> {
 
     fn run(mut self) -> Result<Pipeline, Vec<Diagnostic>> {
         let config = self.config;
-        let global: IndexMap<String, Variable> = dedup(config.variables.iter().cloned());
+        let global: Vec<Variable> = dedup(config.variables.iter().cloned());
 
         // 1. workflow:rules
         let mut workflow_vars: &[Variable] = &[];
@@ -159,16 +163,8 @@ impl<'a> Planner<'a> {
         }
         let mut pipeline_vars = global.clone();
         for v in workflow_vars {
-            pipeline_vars.insert(v.name.clone(), v.clone());
+            upsert(&mut pipeline_vars, v.clone());
         }
-        let name = config.workflow.name.as_ref().map(|n| {
-            let scope = Scope {
-                ctx: self.ctx,
-                yaml: &pipeline_vars,
-                job: None,
-            };
-            crate::expand::expand(n, &|k: &str| scope.get(k))
-        });
         let context_variables: Vec<Variable> = self
             .ctx
             .variables
@@ -188,11 +184,11 @@ impl<'a> Planner<'a> {
             return Ok(Pipeline {
                 status: PipelineStatus::Filtered,
                 filtered_reason: Some(reason),
-                name,
+                name: None,
                 stages: Vec::new(),
                 jobs: Vec::new(),
                 skipped,
-                variables: pipeline_vars.into_values().collect(),
+                variables: pipeline_vars,
                 context_variables,
             });
         }
@@ -207,7 +203,10 @@ impl<'a> Planner<'a> {
         let inherit = VariableInheritance::new(&config.variables, workflow_vars);
         let has_workflow_rules = config.workflow.rules.is_some();
         let mut parallel_names: HashMap<&str, Vec<String>> = HashMap::new();
-        let mut pending: Vec<Pending<'a>> = Vec::new();
+        // Created jobs by stage: pipeline order without sorting (and moving)
+        // the large job records.
+        let mut by_stage: Vec<Vec<Pending<'a>>> =
+            config.stages.iter().map(|_| Vec::new()).collect();
         let mut skipped: Vec<SkippedJob> = Vec::new();
 
         for def in config.jobs.values() {
@@ -230,11 +229,17 @@ impl<'a> Planner<'a> {
                     instances.iter().map(|i| i.name.clone()).collect(),
                 );
             }
-            let base_vars = inherit.job_variables(def);
-            for inst in instances {
-                let mut vars = base_vars.clone();
+            let mut base_vars = inherit.job_variables(def);
+            let count = instances.len();
+            for (n, inst) in instances.into_iter().enumerate() {
+                // The last instance takes the list, the others copy it.
+                let mut vars = if n + 1 == count {
+                    std::mem::take(&mut base_vars)
+                } else {
+                    base_vars.clone()
+                };
                 for (k, v) in &inst.matrix {
-                    vars.insert(k.clone(), Variable::new(k.clone(), v.clone()));
+                    upsert(&mut vars, Variable::new(k.clone(), v.clone()));
                 }
                 let facts = JobFacts {
                     name: &inst.name,
@@ -261,16 +266,21 @@ impl<'a> Planner<'a> {
                     }
                 };
                 for v in decision.rule_variables {
-                    vars.insert(v.name.clone(), v.clone());
+                    upsert(&mut vars, v.clone());
                 }
-                let job = build_job(def, inst, &decision, vars);
-                pending.push(Pending {
+                let mut job = build_job(def, inst, &decision, vars);
+                self.expand_job_fields(&mut job);
+                by_stage[sidx].push(Pending {
                     def,
                     stage_idx: sidx,
                     job,
                     needs: decision.needs,
                 });
             }
+        }
+        let mut pending: Vec<Pending<'a>> = Vec::with_capacity(by_stage.iter().map(Vec::len).sum());
+        for stage in by_stage {
+            pending.extend(stage);
         }
 
         // A pipeline needs at least one job outside .pre/.post (GitLab does
@@ -293,17 +303,16 @@ impl<'a> Planner<'a> {
             return Ok(Pipeline {
                 status: PipelineStatus::Filtered,
                 filtered_reason: Some(reason.to_string()),
-                name,
+                name: None,
                 stages: Vec::new(),
                 jobs: Vec::new(),
                 skipped,
-                variables: pipeline_vars.into_values().collect(),
+                variables: pipeline_vars,
                 context_variables,
             });
         }
 
         // 4. needs and dependencies.
-        pending.sort_by_key(|p| p.stage_idx); // stable: definition order within a stage
         let index: HashMap<&str, usize> = pending
             .iter()
             .enumerate()
@@ -338,6 +347,11 @@ impl<'a> Planner<'a> {
             .map(|(s, _)| s.clone())
             .collect();
 
+        let name = config
+            .workflow
+            .name
+            .as_ref()
+            .map(|n| self.pipeline_name(n, &pipeline_vars));
         Ok(Pipeline {
             status: PipelineStatus::Created,
             filtered_reason: None,
@@ -345,9 +359,85 @@ impl<'a> Planner<'a> {
             stages,
             jobs,
             skipped,
-            variables: pipeline_vars.into_values().collect(),
+            variables: pipeline_vars,
             context_variables,
         })
+    }
+
+    /// `workflow:name`, expanded as GitLab does (`Chain::Populate`): against
+    /// the pipeline's variables, themselves expanded, unknown names empty,
+    /// then stripped.
+    fn pipeline_name(&self, name: &str, pipeline_vars: &[Variable]) -> String {
+        let mut vars: Vec<Variable> = pipeline_vars.to_vec();
+        vars.extend(
+            self.ctx
+                .overrides
+                .iter()
+                .map(|(k, v)| Variable::new(k.clone(), v.clone())),
+        );
+        let predefined = |k: &str| self.ctx.variables.get(k).cloned();
+        let expanded = match crate::expand::expand_all(&vars, &predefined) {
+            Ok(map) => crate::expand::expand(name, &|k: &str| {
+                map.get(k).cloned().or_else(|| predefined(k))
+            }),
+            Err(_) => {
+                let scope = Scope {
+                    ctx: self.ctx,
+                    yaml: pipeline_vars,
+                    job: None,
+                };
+                crate::expand::expand(name, &|k: &str| scope.get(k))
+            }
+        };
+        expanded.trim().to_string()
+    }
+
+    /// Expands `environment:name`, `environment:url` and `resource_group`
+    /// as GitLab does when it creates the job, against the job's variables
+    /// (predefined, YAML, `-v`). Names only known when the job runs
+    /// (`CI_JOB_ID`, ...) are kept for the runner to expand.
+    fn expand_job_fields(&self, job: &mut Job) {
+        let env_needs = job.environment.as_ref().is_some_and(|e| {
+            e.name.contains(['$', '%']) || e.url.as_ref().is_some_and(|u| u.contains(['$', '%']))
+        });
+        let group_needs = job
+            .resource_group
+            .as_ref()
+            .is_some_and(|g| g.contains(['$', '%']));
+        if !env_needs && !group_needs {
+            return;
+        }
+        let mut vars = job.variables.clone();
+        vars.extend(
+            self.ctx
+                .overrides
+                .iter()
+                .map(|(k, v)| Variable::new(k.clone(), v.clone())),
+        );
+        let empty: [Variable; 0] = [];
+        let facts = JobFacts {
+            name: &job.name,
+            stage: &job.stage,
+            node_index: job.node_index,
+            node_total: job.node_total,
+        };
+        let predefined = Scope {
+            ctx: self.ctx,
+            yaml: &empty,
+            job: Some(facts),
+        };
+        let fallback = |k: &str| predefined.get(k);
+        let expanded = crate::expand::expand_all(&vars, &fallback).unwrap_or_default();
+        let lookup = |k: &str| expanded.get(k).cloned().or_else(|| fallback(k));
+        let expand = |s: &str| crate::expand::expand_existing(s, &lookup);
+        let environment = job.environment.clone().map(|mut e| {
+            e.name = expand(&e.name);
+            e.url = e.url.as_deref().map(expand);
+            e
+        });
+        let resource_group = job.resource_group.as_deref().map(expand);
+        job.environment = environment;
+        job.resource_group = resource_group;
     }
 
     /// rules, or only/except: `Ok` with the job's attributes when it is
@@ -449,14 +539,14 @@ impl<'a> Planner<'a> {
     }
 
     fn eval_if(&mut self, src: &str, scope: &Scope) -> bool {
-        if !self.exprs.contains_key(src) {
-            self.exprs
-                .insert(src.to_string(), Expression::parse(src).ok());
+        let lookup = |name: &str| scope.get(name);
+        if let Some(parsed) = self.exprs.get(src) {
+            return parsed.as_ref().is_some_and(|e| e.evaluate(&lookup));
         }
-        match self.exprs.get(src) {
-            Some(Some(expr)) => expr.evaluate(&|name: &str| scope.get(name)),
-            _ => false,
-        }
+        let parsed = Expression::parse(src).ok();
+        let result = parsed.as_ref().is_some_and(|e| e.evaluate(&lookup));
+        self.exprs.insert(src.to_string(), parsed);
+        result
     }
 
     /// `changes:`: true when there is no diff to compare (GitLab's
@@ -839,11 +929,11 @@ impl<'v> VariableInheritance<'v> {
         }
     }
 
-    fn job_variables(&self, def: &JobDef) -> IndexMap<String, Variable> {
+    fn job_variables(&self, def: &JobDef) -> Vec<Variable> {
         if self.workflow.is_empty() {
             return dedup(def.variables.iter().cloned());
         }
-        let mut out: IndexMap<String, Variable> = IndexMap::new();
+        let mut out: Vec<Variable> = Vec::with_capacity(def.variables.len() + self.workflow.len());
         let inherits_all = self
             .global
             .keys()
@@ -853,7 +943,7 @@ impl<'v> VariableInheritance<'v> {
                 if !self.global.contains_key(w.name.as_str())
                     && !def.variables.iter().any(|v| v.name == w.name)
                 {
-                    out.insert(w.name.clone(), w.clone());
+                    upsert(&mut out, w.clone());
                 }
             }
         }
@@ -865,19 +955,28 @@ impl<'v> VariableInheritance<'v> {
                 None
             };
             let chosen = from_workflow.unwrap_or(v);
-            out.insert(v.name.clone(), chosen.clone());
+            upsert(&mut out, chosen.clone());
         }
         out
     }
 }
 
 /// Variables by name, a later definition replacing an earlier one in place.
-fn dedup(vars: impl Iterator<Item = Variable>) -> IndexMap<String, Variable> {
-    let mut out = IndexMap::new();
+fn dedup(vars: impl ExactSizeIterator<Item = Variable>) -> Vec<Variable> {
+    let mut out = Vec::with_capacity(vars.len());
     for v in vars {
-        out.insert(v.name.clone(), v);
+        upsert(&mut out, v);
     }
     out
+}
+
+/// Sets a variable: replaces the one of the same name in place, or appends.
+/// A scan: variable lists of jobs are short.
+fn upsert(vars: &mut Vec<Variable>, v: Variable) {
+    match vars.iter_mut().find(|x| x.name == v.name) {
+        Some(slot) => *slot = v,
+        None => vars.push(v),
+    }
 }
 
 /// The instances of a job: `name i/N` for `parallel: N`, `name: [v1, v2]`
@@ -952,7 +1051,7 @@ fn matrix_names(job: &str, matrix: &[MatrixEntry]) -> Vec<String> {
 }
 
 /// Builds the planned job; needs and dependencies are filled in later.
-fn build_job(def: &JobDef, inst: Instance, d: &Decision, vars: IndexMap<String, Variable>) -> Job {
+fn build_job(def: &JobDef, inst: Instance, d: &Decision, vars: Vec<Variable>) -> Job {
     let (allow_failure, exit_codes) = match d.allow_failure {
         Some(AllowFailure::Bool(b)) => (*b, Vec::new()),
         Some(AllowFailure::ExitCodes { exit_codes }) => (false, exit_codes.clone()),
@@ -973,7 +1072,7 @@ fn build_job(def: &JobDef, inst: Instance, d: &Decision, vars: IndexMap<String, 
         after_script: def.after_script.clone(),
         image: def.image.clone(),
         services: def.services.clone(),
-        variables: vars.into_values().collect(),
+        variables: vars,
         environment: def.environment.clone(),
         retry: def.retry.clone().unwrap_or_default(),
         timeout: def.timeout,

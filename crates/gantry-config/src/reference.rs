@@ -16,23 +16,72 @@ use crate::diag::Diagnostic;
 use crate::node::{Map, Node, Value};
 use std::collections::{HashMap, HashSet};
 
+/// How deep `!reference` tags may nest (GitLab documents 10 levels); it
+/// also bounds recursion on hostile input.
+pub const MAX_NESTING: usize = 10;
+
 /// Resolves every `!reference` in `root`.
-pub fn resolve(root: Node) -> Result<Node, Vec<Diagnostic>> {
-    if !contains_reference(&root) {
-        return Ok(root);
-    }
-    let mut resolver = Resolver { doc: &root, memo: HashMap::new(), in_progress: HashSet::new(), errors: Vec::new() };
-    let mut path = Vec::new();
-    let resolved = resolver.tree(&root, &mut path);
-    let mut errors = resolver.errors;
-    match resolved {
-        Some(node) if errors.is_empty() => Ok(node),
-        _ => {
+pub fn resolve(mut root: Node) -> Result<Node, Vec<Diagnostic>> {
+    // Resolve every tag against the untouched document, then put the
+    // results in place: only referenced values are copied.
+    let replacements: Vec<(Vec<OwnedSeg>, Node)> = {
+        let mut resolver = Resolver {
+            doc: &root,
+            memo: HashMap::new(),
+            in_progress: HashSet::new(),
+            errors: Vec::new(),
+            sites: Vec::new(),
+            depth: 0,
+            inner_levels: 0,
+        };
+        let mut path = Vec::new();
+        resolver.walk(&root, &mut path);
+        let Resolver {
+            sites, mut errors, ..
+        } = resolver;
+        if !errors.is_empty() {
             let mut seen = HashSet::new();
             errors.retain(|d| seen.insert((d.span.map(|s| (s.file, s.offset)), d.message.clone())));
-            Err(errors)
+            return Err(errors);
+        }
+        sites
+            .into_iter()
+            .map(|(path, node)| (path.into_iter().map(OwnedSeg::from).collect(), node))
+            .collect()
+    };
+    for (path, node) in replacements {
+        if let Some(slot) = navigate_mut(&mut root, &path) {
+            *slot = node;
         }
     }
+    Ok(root)
+}
+
+/// A path step that outlives the borrow of the document.
+enum OwnedSeg {
+    Key(String),
+    Index(usize),
+}
+
+impl From<Seg<'_>> for OwnedSeg {
+    fn from(seg: Seg<'_>) -> Self {
+        match seg {
+            Seg::Key(k) => OwnedSeg::Key(k.to_string()),
+            Seg::Index(i) => OwnedSeg::Index(i),
+        }
+    }
+}
+
+fn navigate_mut<'n>(node: &'n mut Node, path: &[OwnedSeg]) -> Option<&'n mut Node> {
+    let mut cur = node;
+    for seg in path {
+        cur = match (seg, &mut cur.value) {
+            (OwnedSeg::Key(k), Value::Map(m)) => m.get_mut(k)?,
+            (OwnedSeg::Index(i), Value::Seq(items)) => items.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
 }
 
 fn contains_reference(node: &Node) -> bool {
@@ -53,13 +102,46 @@ enum Seg<'a> {
 
 struct Resolver<'a> {
     doc: &'a Node,
-    /// Resolved tags by their position; `None` when resolution failed.
-    memo: HashMap<Vec<Seg<'a>>, Option<Node>>,
+    /// Resolved tags by their position (`None` when resolution failed),
+    /// with how many tags deep their value nests.
+    memo: HashMap<Vec<Seg<'a>>, (Option<Node>, usize)>,
     in_progress: HashSet<Vec<Seg<'a>>>,
     errors: Vec<Diagnostic>,
+    /// Every tag of the document with its resolved value.
+    sites: Vec<(Vec<Seg<'a>>, Node)>,
+    /// Tags being resolved inside one another right now.
+    depth: usize,
+    /// Deepest nesting of tags met inside the value being resolved.
+    inner_levels: usize,
 }
 
 impl<'a> Resolver<'a> {
+    /// Finds and resolves every tag under `node` (at `path`).
+    fn walk(&mut self, node: &'a Node, path: &mut Vec<Seg<'a>>) {
+        match &node.value {
+            Value::Reference(items) => {
+                if let Some(resolved) = self.reference(node, items, path) {
+                    self.sites.push((path.clone(), resolved));
+                }
+            }
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    self.walk(item, path);
+                    path.pop();
+                }
+            }
+            Value::Map(map) => {
+                for (key, entry) in map.iter() {
+                    path.push(Seg::Key(key));
+                    self.walk(&entry.value, path);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// A copy of `node` (found at `path`) with every tag resolved; `None`
     /// when a tag in it failed (the error is recorded).
     fn tree(&mut self, node: &'a Node, path: &mut Vec<Seg<'a>>) -> Option<Node> {
@@ -97,15 +179,24 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn reference(&mut self, node: &'a Node, items: &'a [Node], path: &mut Vec<Seg<'a>>) -> Option<Node> {
-        if let Some(done) = self.memo.get(path.as_slice()) {
+    fn reference(
+        &mut self,
+        node: &'a Node,
+        items: &'a [Node],
+        path: &mut Vec<Seg<'a>>,
+    ) -> Option<Node> {
+        if let Some((done, levels)) = self.memo.get(path.as_slice()) {
+            self.inner_levels = self.inner_levels.max(*levels);
             return done.clone();
         }
         let shown = inspect(items);
         if self.in_progress.contains(path.as_slice()) {
             self.errors.push(
-                Diagnostic::at(node.span, format!("!reference {shown} is part of a circular chain"))
-                    .expected("references that do not lead back to themselves"),
+                Diagnostic::at(
+                    node.span,
+                    format!("!reference {shown} is part of a circular chain"),
+                )
+                .expected("references that do not lead back to themselves"),
             );
             return None;
         }
@@ -114,10 +205,11 @@ impl<'a> Resolver<'a> {
             Some(keys) if !keys.is_empty() => keys,
             _ => {
                 self.errors.push(
-                    Diagnostic::at(node.span, format!("!reference {shown} is not valid"))
-                        .expected("a non-empty sequence of strings, like `!reference [.setup, script]`"),
+                    Diagnostic::at(node.span, format!("!reference {shown} is not valid")).expected(
+                        "a non-empty sequence of strings, like `!reference [.setup, script]`",
+                    ),
                 );
-                self.memo.insert(path.clone(), None);
+                self.memo.insert(path.clone(), (None, 0));
                 return None;
             }
         };
@@ -142,16 +234,40 @@ impl<'a> Resolver<'a> {
                 Diagnostic::at(node.span, format!("!reference {shown} could not be found"))
                     .expected("the path of an existing key, like `[.setup, script]`"),
             );
-            self.memo.insert(path.clone(), None);
+            self.memo.insert(path.clone(), (None, 0));
+            return None;
+        }
+        let too_deep = |shown: &str| {
+            Diagnostic::at(
+                node.span,
+                format!("!reference {shown} nests references more than {MAX_NESTING} levels deep"),
+            )
+            .expected(format!(
+                "at most {MAX_NESTING} levels of `!reference` inside one another"
+            ))
+        };
+        // Also bounds the recursion on hostile chains.
+        if self.depth >= MAX_NESTING {
+            self.errors.push(too_deep(&shown));
+            self.memo.insert(path.clone(), (None, 0));
             return None;
         }
         self.in_progress.insert(path.clone());
-        let resolved = self.tree(target, &mut target_path).map(|mut n| {
+        self.depth += 1;
+        let outer_levels = std::mem::take(&mut self.inner_levels);
+        let mut resolved = self.tree(target, &mut target_path).map(|mut n| {
             n.span = node.span;
             n
         });
+        let levels = self.inner_levels + 1;
+        self.inner_levels = outer_levels.max(levels);
+        self.depth -= 1;
         self.in_progress.remove(path.as_slice());
-        self.memo.insert(path.clone(), resolved.clone());
+        if resolved.is_some() && levels > MAX_NESTING {
+            self.errors.push(too_deep(&shown));
+            resolved = None;
+        }
+        self.memo.insert(path.clone(), (resolved.clone(), levels));
         resolved
     }
 }
@@ -163,7 +279,9 @@ fn inspect(items: &[Node]) -> String {
         .map(|n| match &n.value {
             Value::Str(s) => serde_json::to_string(s).unwrap_or_default(),
             Value::Null => "nil".into(),
-            _ => n.scalar_string().unwrap_or_else(|| serde_json::to_string(&n.to_json()).unwrap_or_default()),
+            _ => n
+                .scalar_string()
+                .unwrap_or_else(|| serde_json::to_string(&n.to_json()).unwrap_or_default()),
         })
         .collect();
     format!("[{}]", parts.join(", "))

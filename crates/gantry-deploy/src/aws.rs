@@ -19,6 +19,9 @@ pub struct AwsOptions {
     pub external_id: Option<String>,
     /// Overrides `AWS_ENDPOINT_URL`.
     pub endpoint_url: Option<String>,
+    /// Static keys (ecs-deploy's `--access-key-id`/`--secret-access-key`); the chain otherwise.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
 }
 
 /// Resolves the configuration all AWS clients of one command share.
@@ -32,6 +35,9 @@ pub async fn load_config(opts: &AwsOptions) -> Result<SdkConfig, DeployError> {
     }
     if let Some(url) = &opts.endpoint_url {
         loader = loader.endpoint_url(url);
+    }
+    if let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) {
+        loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "gantry-static"));
     }
     let base = loader.load().await;
     if base.region().is_none() {

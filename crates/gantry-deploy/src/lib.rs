@@ -23,6 +23,15 @@ pub mod local;
 pub mod log;
 
 pub use error::DeployError;
+
+/// The SDK and engine crates this library speaks, for callers that build their own clients.
+pub mod sdk {
+    pub use aws_config;
+    pub use aws_sdk_cloudformation as cloudformation;
+    pub use aws_sdk_ecr as ecr;
+    pub use aws_sdk_ecs as ecs;
+    pub use bollard;
+}
 pub use history::{DeployResult, DeploymentRecord, FileHistoryStore, HistoryStore};
 pub use log::Log;
 

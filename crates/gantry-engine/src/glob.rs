@@ -255,7 +255,10 @@ impl GlobSet {
                 && let Some(rest) = p.strip_prefix(project_prefix)
                 && (rest.is_empty() || rest.starts_with('/'))
             {
-                p = rest;
+                p = rest.trim_start_matches('/');
+                if p.is_empty() {
+                    p = "**";
+                }
             }
             if p.starts_with('/') {
                 rejected.push(raw.clone());

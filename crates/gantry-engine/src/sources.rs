@@ -72,11 +72,9 @@ impl Snapshot {
         })
     }
 
-    /// Fills `dest` (which must not exist or be empty) for one job.
+    /// Fills `dest` (missing or empty; an executor may have mounted it
+    /// already, so it is not replaced) for one job.
     pub fn checkout(&self, dest: &Path, strategy: GitStrategy) -> io::Result<()> {
-        if dest.exists() {
-            std::fs::remove_dir_all(dest)?;
-        }
         match strategy {
             GitStrategy::Copy => copy_tree(&self.dir, dest),
             GitStrategy::Empty => std::fs::create_dir_all(dest),

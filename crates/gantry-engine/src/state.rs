@@ -168,6 +168,12 @@ pub struct JobRecord {
     pub build_dir: Option<PathBuf>,
     /// From the environment, for docker jobs that keep their container.
     pub shell_command: Option<Vec<String>>,
+    /// The job's artifacts archive, for later runs of its dependents.
+    #[serde(default)]
+    pub artifact: Option<PathBuf>,
+    /// Its `reports:dotenv` variables, likewise.
+    #[serde(default)]
+    pub dotenv: Vec<(String, String)>,
 }
 
 /// The job's environment for `gantry shell` (stored 0600: it holds values).

@@ -58,155 +58,36 @@ impl VarSet {
         out
     }
 
-    /// Expands every value against the set (and `fallback` for names the set
-    /// does not hold). Raw (`expand: false`) values are kept as written.
+    /// Expands every value as GitLab and the runner do: the server-side
+    /// expansion ([`gantry_config::expand::expand_all`]: dependency order,
+    /// cycles are errors, raw values untouched), then the runner's one pass
+    /// over each non-raw value (`$$` → `$`, unknown names → ""). `fallback`
+    /// answers names the set does not hold.
     pub fn expand(
         &self,
         fallback: &dyn Fn(&str) -> Option<String>,
     ) -> Result<IndexMap<String, String>, String> {
         let list: Vec<Variable> = self.vars.values().cloned().collect();
-        expand_all(&list, fallback)
+        let server = gantry_config::expand::expand_all(&list, fallback)?;
+        let lookup = |name: &str| server.get(name).cloned().or_else(|| fallback(name));
+        let mut out = IndexMap::with_capacity(self.vars.len());
+        for v in self.vars.values() {
+            let value = server.get(&v.name).cloned().unwrap_or_default();
+            let value = if v.expand && !v.file {
+                gantry_config::expand::expand_runner(&value, &lookup)
+            } else {
+                value
+            };
+            out.insert(v.name.clone(), value);
+        }
+        Ok(out)
     }
 }
 
-/// Expands a list of variables (later wins) into final values.
-///
-/// `$VAR`, `${VAR}` and `%VAR%` are references; `$$` is a literal `$`.
-/// Unknown names come from `fallback`, else expand to "". A reference cycle
-/// is an error naming the variables.
-pub fn expand_all(
-    vars: &[Variable],
-    fallback: &dyn Fn(&str) -> Option<String>,
-) -> Result<IndexMap<String, String>, String> {
-    let mut by_name: IndexMap<&str, &Variable> = IndexMap::new();
-    for v in vars {
-        by_name.shift_remove(v.name.as_str());
-        by_name.insert(v.name.as_str(), v);
-    }
-    let mut done: IndexMap<String, String> = IndexMap::new();
-    let mut stack: Vec<String> = Vec::new();
-    let names: Vec<&str> = by_name.keys().copied().collect();
-    for name in names {
-        resolve(name, &by_name, fallback, &mut done, &mut stack)?;
-    }
-    // Keep the precedence order of the input.
-    let mut out = IndexMap::new();
-    for name in by_name.keys() {
-        if let Some(v) = done.get(*name) {
-            out.insert((*name).to_string(), v.clone());
-        }
-    }
-    Ok(out)
-}
-
-fn resolve(
-    name: &str,
-    by_name: &IndexMap<&str, &Variable>,
-    fallback: &dyn Fn(&str) -> Option<String>,
-    done: &mut IndexMap<String, String>,
-    stack: &mut Vec<String>,
-) -> Result<Option<String>, String> {
-    if let Some(v) = done.get(name) {
-        return Ok(Some(v.clone()));
-    }
-    let Some(var) = by_name.get(name) else {
-        return Ok(fallback(name));
-    };
-    if !var.expand || var.file {
-        // Raw values are passed through; file variables expand to their path
-        // later, and their content is never expanded by the runner.
-        done.insert(name.to_string(), var.value.clone());
-        return Ok(Some(var.value.clone()));
-    }
-    if stack.iter().any(|s| s == name) {
-        stack.push(name.to_string());
-        return Err(format!(
-            "circular variable reference: {}",
-            stack.join(" -> ")
-        ));
-    }
-    stack.push(name.to_string());
-    let mut err = None;
-    let value = substitute(&var.value, &mut |reference| {
-        if err.is_some() {
-            return String::new();
-        }
-        match resolve(reference, by_name, fallback, done, stack) {
-            Ok(v) => v.unwrap_or_default(),
-            Err(e) => {
-                err = Some(e);
-                String::new()
-            }
-        }
-    });
-    stack.pop();
-    if let Some(e) = err {
-        return Err(e);
-    }
-    done.insert(name.to_string(), value.clone());
-    Ok(Some(value))
-}
-
-/// Replaces `$NAME`, `${NAME}` and `%NAME%` in `text` through `lookup`.
-pub fn substitute(text: &str, lookup: &mut dyn FnMut(&str) -> String) -> String {
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    let name_start = |b: u8| b.is_ascii_alphabetic() || b == b'_';
-    let name_char = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'$' && i + 1 < bytes.len() {
-            let next = bytes[i + 1];
-            if next == b'$' {
-                out.push('$');
-                i += 2;
-                continue;
-            }
-            if next == b'{' {
-                if let Some(end) = text[i + 2..].find('}') {
-                    let name = &text[i + 2..i + 2 + end];
-                    if !name.is_empty()
-                        && name_start(name.as_bytes()[0])
-                        && name.bytes().all(name_char)
-                    {
-                        out.push_str(&lookup(name));
-                        i += 3 + end;
-                        continue;
-                    }
-                }
-            } else if name_start(next) {
-                let mut j = i + 1;
-                while j < bytes.len() && name_char(bytes[j]) {
-                    j += 1;
-                }
-                out.push_str(&lookup(&text[i + 1..j]));
-                i = j;
-                continue;
-            }
-        } else if b == b'%' && i + 1 < bytes.len() && name_start(bytes[i + 1]) {
-            let mut j = i + 1;
-            while j < bytes.len() && name_char(bytes[j]) {
-                j += 1;
-            }
-            if j < bytes.len() && bytes[j] == b'%' {
-                out.push_str(&lookup(&text[i + 1..j]));
-                i = j + 1;
-                continue;
-            }
-        }
-        // Copy one UTF-8 character.
-        let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
-        out.push_str(&text[i..i + ch_len]);
-        i += ch_len;
-    }
-    out
-}
-
-/// Expands `$X`/`${X}` in a runner-side field (cache key, artifact path,
-/// image name) against the job's final variables; unknown names become "".
+/// Expands `$X`/`${X}` in a runner-side field (cache key, artifact path)
+/// against the job's final variables; unknown names become "".
 pub fn expand_runner(text: &str, vars: &IndexMap<String, String>) -> String {
-    substitute(text, &mut |name| vars.get(name).cloned().unwrap_or_default())
+    gantry_config::expand::expand_runner(text, &|name| vars.get(name).cloned())
 }
 
 /// GitLab's dotenv report limits (plan limits `dotenv_size`, `dotenv_variables`).
@@ -370,23 +251,28 @@ mod tests {
 
     #[test]
     fn raw_values_are_not_expanded() {
+        let mut set = VarSet::new();
+        set.set("A", "x");
         let mut raw = Variable::new("R", "$A");
         raw.expand = false;
-        let out = expand_all(&[Variable::new("A", "x"), raw], &none).unwrap();
-        assert_eq!(out["R"], "$A");
+        set.push(raw);
+        assert_eq!(set.expand(&none).unwrap()["R"], "$A");
     }
 
     #[test]
     fn cycle_is_an_error() {
-        let vars = [Variable::new("A", "$B"), Variable::new("B", "$A")];
-        let err = expand_all(&vars, &none).unwrap_err();
+        let mut set = VarSet::new();
+        set.set("A", "$B");
+        set.set("B", "$A");
+        let err = set.expand(&none).unwrap_err();
         assert!(err.contains("circular"), "{err}");
     }
 
     #[test]
     fn fallback_is_used_for_unknown() {
-        let vars = [Variable::new("P", "$HOME/bin")];
-        let out = expand_all(&vars, &|n| (n == "HOME").then(|| "/h".to_string())).unwrap();
+        let mut set = VarSet::new();
+        set.set("P", "$HOME/bin");
+        let out = set.expand(&|n| (n == "HOME").then(|| "/h".to_string())).unwrap();
         assert_eq!(out["P"], "/h/bin");
     }
 

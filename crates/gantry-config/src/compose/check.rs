@@ -20,11 +20,14 @@ impl<'a> P<'a> {
         P { parent: None, name }
     }
     pub fn join(&'a self, name: &'a str) -> P<'a> {
-        P { parent: Some(self), name }
-    }
-    /// The last segment: the keyword itself.
-    pub fn name(&self) -> &'a str {
-        self.name
+        // The unnamed root (a job's own keys) adds nothing to the path.
+        if self.parent.is_none() && self.name.is_empty() {
+            return P::root(name);
+        }
+        P {
+            parent: Some(self),
+            name,
+        }
     }
 }
 
@@ -50,12 +53,24 @@ pub(crate) struct Ck {
 
 impl Ck {
     pub fn new(allow_refs: bool) -> Self {
-        Ck { diags: Vec::new(), allow_refs, owner: String::new() }
+        Ck {
+            diags: Vec::new(),
+            allow_refs,
+            owner: String::new(),
+        }
     }
 
     /// `` `path` in job `x` `` or `` `path` `` at the top level.
     pub fn subject(&self, p: &P) -> String {
-        if self.owner.is_empty() { format!("`{p}`") } else { format!("`{p}` in {}", self.owner) }
+        match (
+            p.name.is_empty() && p.parent.is_none(),
+            self.owner.is_empty(),
+        ) {
+            (true, true) => "the configuration".into(),
+            (true, false) => self.owner.clone(),
+            (false, true) => format!("`{p}`"),
+            (false, false) => format!("`{p}` in {}", self.owner),
+        }
     }
 
     pub fn push(&mut self, d: Diagnostic) {
@@ -65,13 +80,19 @@ impl Ck {
     /// Records "`p` in owner {problem}", expecting `expected`.
     pub fn error(&mut self, span: Span, p: &P, problem: &str, expected: &str) {
         let msg = format!("{} {problem}", self.subject(p));
-        self.diags.push(Diagnostic::at(span, msg).expected(expected));
+        self.diags
+            .push(Diagnostic::at(span, msg).expected(expected));
     }
 
     /// Records a wrong type or value: "`p` in owner must be {expected}, not {found}".
     pub fn bad(&mut self, n: &Node, p: &P, expected: &str) {
-        let msg = format!("{} must be {expected}, not {}", self.subject(p), describe(n));
-        self.diags.push(Diagnostic::at(n.span, msg).expected(expected));
+        let msg = format!(
+            "{} must be {expected}, not {}",
+            self.subject(p),
+            describe(n)
+        );
+        self.diags
+            .push(Diagnostic::at(n.span, msg).expected(expected));
     }
 
     /// True when `n` is a `!reference` tag: the caller skips it. Outside raw
@@ -79,8 +100,12 @@ impl Ck {
     pub fn is_ref(&mut self, n: &Node, p: &P) -> bool {
         if let Value::Reference(_) = n.value {
             if !self.allow_refs {
-                let msg = format!("{} is a `!reference` tag that was not resolved", self.subject(p));
-                self.diags.push(Diagnostic::at(n.span, msg).expected("a resolved value"));
+                let msg = format!(
+                    "{} is a `!reference` tag that was not resolved",
+                    self.subject(p)
+                );
+                self.diags
+                    .push(Diagnostic::at(n.span, msg).expected("a resolved value"));
             }
             return true;
         }
@@ -111,7 +136,11 @@ impl Ck {
 
     pub fn unknown_key(&mut self, span: Span, key: &str, p: &P, allowed: &[&str]) {
         let place = if p.name.is_empty() {
-            if self.owner.is_empty() { String::new() } else { format!(" in {}", self.owner) }
+            if self.owner.is_empty() {
+                String::new()
+            } else {
+                format!(" in {}", self.owner)
+            }
         } else {
             format!(" in {}", self.subject(p))
         };
@@ -119,7 +148,8 @@ impl Ck {
         if let Some(s) = closest(key, allowed) {
             msg.push_str(&format!("; did you mean `{s}`?"));
         }
-        self.diags.push(Diagnostic::at(span, msg).expected(format!("one of: {}", allowed.join(", "))));
+        self.diags
+            .push(Diagnostic::at(span, msg).expected(format!("one of: {}", allowed.join(", "))));
     }
 
     /// Reports a missing required key at the hash's position.
@@ -127,7 +157,12 @@ impl Ck {
         if m.contains_key(key) {
             return true;
         }
-        self.error(n.span, p, &format!("is missing the required key `{key}`"), &format!("a `{key}:` entry"));
+        self.error(
+            n.span,
+            p,
+            &format!("is missing the required key `{key}`"),
+            &format!("the key `{key}:`"),
+        );
         false
     }
 
@@ -170,19 +205,6 @@ impl Ck {
         }
     }
 
-    pub fn int(&mut self, n: &Node, p: &P) -> Option<i64> {
-        if self.is_ref(n, p) {
-            return None;
-        }
-        match n.value {
-            Value::Int(i) => Some(i),
-            _ => {
-                self.bad(n, p, "an integer");
-                None
-            }
-        }
-    }
-
     pub fn int_in(&mut self, n: &Node, p: &P, lo: i64, hi: i64) -> Option<i64> {
         if self.is_ref(n, p) {
             return None;
@@ -210,13 +232,32 @@ impl Ck {
         }
     }
 
+    /// A string of at most `max` characters.
+    pub fn short_string<'n>(&mut self, n: &'n Node, p: &P, max: usize) -> Option<&'n str> {
+        let s = self.string(n, p)?;
+        let len = s.chars().count();
+        if len > max {
+            self.error(
+                n.span,
+                p,
+                &format!("is {len} characters long"),
+                &format!("at most {max} characters"),
+            );
+            return None;
+        }
+        Some(s)
+    }
+
     /// An array of strings with at least `min` items.
     pub fn strings(&mut self, n: &Node, p: &P, min: usize) -> Option<Vec<String>> {
         if self.is_ref(n, p) {
             return None;
         }
-        let expected =
-            if min > 0 { "a non-empty array of strings" } else { "an array of strings" };
+        let expected = if min > 0 {
+            "a non-empty array of strings"
+        } else {
+            "an array of strings"
+        };
         let Value::Seq(items) = &n.value else {
             self.bad(n, p, expected);
             return None;
@@ -259,9 +300,16 @@ impl Ck {
     pub fn unique(&mut self, items: &[Node], p: &P) {
         let mut seen: Vec<String> = Vec::new();
         for item in items {
-            let Some(s) = item.scalar_string() else { continue };
+            let Some(s) = item.scalar_string() else {
+                continue;
+            };
             if seen.contains(&s) {
-                self.error(item.span, p, &format!("has the duplicate item `{s}`"), "unique items");
+                self.error(
+                    item.span,
+                    p,
+                    &format!("has the duplicate item `{s}`"),
+                    "unique items",
+                );
             } else {
                 seen.push(s);
             }
@@ -276,42 +324,64 @@ pub(crate) fn describe(n: &Node) -> String {
         Value::Int(i) => format!("the integer {i}"),
         Value::Bool(b) => format!("the boolean {b}"),
         Value::Null => "an empty value".into(),
+        Value::Seq(items) if items.is_empty() => "an empty array".into(),
+        Value::Map(m) if m.is_empty() => "an empty hash".into(),
         _ => n.type_name().into(),
     }
 }
 
 /// The allowed word nearest to `word`, when it is a plausible typo.
 pub(crate) fn closest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).clamp(1, 3);
+    let len = word.chars().count();
+    let limit = (len / 3).clamp(1, 3);
     allowed
         .iter()
+        // The distance is at least the difference in length: skip early.
+        .filter(|a| {
+            a.len().abs_diff(word.len()) <= 4 * limit && a.chars().count().abs_diff(len) <= limit
+        })
         .map(|a| (edit_distance(word, a), *a))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, a)| a)
 }
 
-/// Levenshtein distance with transpositions counted as one edit.
+/// Levenshtein distance with transpositions counted as one edit
+/// (optimal string alignment), over characters.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
+    if a.is_ascii() && b.is_ascii() {
+        osa(a.as_bytes(), b.as_bytes())
+    } else {
+        osa(
+            &a.chars().collect::<Vec<_>>(),
+            &b.chars().collect::<Vec<_>>(),
+        )
+    }
+}
+
+fn osa<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    let w = b.len() + 1;
+    // Three rows in one buffer: two rows back, the previous one, this one.
+    let mut rows = vec![0usize; 3 * w];
+    for (j, cell) in rows[w..2 * w].iter_mut().enumerate() {
+        *cell = j;
+    }
     for i in 1..=a.len() {
+        let (older, rest) = rows.split_at_mut(w);
+        let (prev, cur) = rest.split_at_mut(w);
         cur[0] = i;
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
             let mut d = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(prev2[j - 2] + 1);
+                d = d.min(older[j - 2] + 1);
             }
             cur[j] = d;
         }
-        std::mem::swap(&mut prev2, &mut prev);
-        std::mem::swap(&mut prev, &mut cur);
+        rows.rotate_left(w);
     }
-    prev[b.len()]
+    // After the last rotation the newest row is the middle one.
+    rows[2 * w - 1]
 }
 
 #[cfg(test)]
@@ -325,6 +395,11 @@ mod tests {
         assert_eq!(closest("varaibles", &keys), Some("variables"));
         assert_eq!(closest("stag", &keys), Some("stage"));
         assert_eq!(closest("zzzzzz", &keys), None);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("größe", "grösse"), 2);
     }
 
     #[test]

@@ -87,7 +87,11 @@ fn unit_seconds(word: &str) -> Option<f64> {
 /// `h:m:s` or `m:s`.
 fn parse_clock(text: &str) -> Option<u64> {
     let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() > 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     let mut total: u64 = 0;
@@ -119,7 +123,17 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_duration() {
-        for bad in ["", "  ", "soon", "10 parsecs", "h", "1..2 h", "1::2", "-5 minutes", "1 h x"] {
+        for bad in [
+            "",
+            "  ",
+            "soon",
+            "10 parsecs",
+            "h",
+            "1..2 h",
+            "1::2",
+            "-5 minutes",
+            "1 h x",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }

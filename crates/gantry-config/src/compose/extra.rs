@@ -21,7 +21,9 @@ pub(crate) fn id_tokens(ck: &mut Ck, n: &Node, p: &P) {
     let Some(m) = ck.map(n, p) else { return };
     for (name, e) in m.iter() {
         let tp = p.join(name);
-        let Some(t) = ck.map(&e.value, &tp) else { continue };
+        let Some(t) = ck.map(&e.value, &tp) else {
+            continue;
+        };
         ck.keys(t, &tp, &["aud"]);
         ck.require(t, &e.value, &tp, "aud");
         if let Some(aud) = t.get("aud") {
@@ -54,8 +56,13 @@ pub(crate) fn dast_configuration(ck: &mut Ck, n: &Node, p: &P) {
 
 /// `secrets: {NAME: {vault | azure_key_vault | ..., file, token}}`.
 pub(crate) fn secrets(ck: &mut Ck, n: &Node, p: &P) {
-    const PROVIDERS: &[&str] =
-        &["vault", "gcp_secret_manager", "azure_key_vault", "aws_secrets_manager", "gitlab_secrets_manager"];
+    const PROVIDERS: &[&str] = &[
+        "vault",
+        "gcp_secret_manager",
+        "azure_key_vault",
+        "aws_secrets_manager",
+        "gitlab_secrets_manager",
+    ];
     let Some(m) = ck.map(n, p) else { return };
     for (name, e) in m.iter() {
         let sp = p.join(name);
@@ -65,7 +72,12 @@ pub(crate) fn secrets(ck: &mut Ck, n: &Node, p: &P) {
         allowed.extend_from_slice(&["file", "token"]);
         ck.keys(s, &sp, &allowed);
         if !PROVIDERS.iter().any(|k| s.contains_key(k)) {
-            ck.error(node.span, &sp, "names no secret provider", &format!("one of: {}", PROVIDERS.join(", ")));
+            ck.error(
+                node.span,
+                &sp,
+                "names no secret provider",
+                &format!("one of: {}", PROVIDERS.join(", ")),
+            );
         }
         if let Some(x) = s.get("file") {
             ck.bool(x, &sp.join("file"));
@@ -75,20 +87,20 @@ pub(crate) fn secrets(ck: &mut Ck, n: &Node, p: &P) {
         }
         if let Some(x) = s.get("vault") {
             let vp = sp.join("vault");
-            if x.as_str().is_none() {
-                if let Some(v) = ck.map(x, &vp) {
-                    ck.keys(v, &vp, &["engine", "path", "field"]);
-                    for key in ["engine", "path", "field"] {
-                        ck.require(v, x, &vp, key);
-                    }
-                    string_keys(ck, v, &vp, &["path", "field"]);
-                    if let Some(eng) = v.get("engine") {
-                        let ep = vp.join("engine");
-                        if let Some(em) = ck.map(eng, &ep) {
-                            ck.require(em, eng, &ep, "name");
-                            ck.require(em, eng, &ep, "path");
-                            string_keys(ck, em, &ep, &["name", "path"]);
-                        }
+            if x.as_str().is_none()
+                && let Some(v) = ck.map(x, &vp)
+            {
+                ck.keys(v, &vp, &["engine", "path", "field"]);
+                for key in ["engine", "path", "field"] {
+                    ck.require(v, x, &vp, key);
+                }
+                string_keys(ck, v, &vp, &["path", "field"]);
+                if let Some(eng) = v.get("engine") {
+                    let ep = vp.join("engine");
+                    if let Some(em) = ck.map(eng, &ep) {
+                        ck.require(em, eng, &ep, "name");
+                        ck.require(em, eng, &ep, "path");
+                        string_keys(ck, em, &ep, &["name", "path"]);
                     }
                 }
             }
@@ -99,10 +111,11 @@ pub(crate) fn secrets(ck: &mut Ck, n: &Node, p: &P) {
                 ck.keys(g, &gp, &["name", "version"]);
                 ck.require(g, x, &gp, "name");
                 string_keys(ck, g, &gp, &["name"]);
-                if let Some(v) = g.get("version") {
-                    if !matches!(v.value, Value::Str(_) | Value::Int(_)) && !ck.is_ref(v, &gp) {
-                        ck.bad(v, &gp.join("version"), "a string or an integer");
-                    }
+                if let Some(v) = g.get("version")
+                    && !matches!(v.value, Value::Str(_) | Value::Int(_))
+                    && !ck.is_ref(v, &gp)
+                {
+                    ck.bad(v, &gp.join("version"), "a string or an integer");
                 }
             }
             ck.require(s, node, &sp, "token");
@@ -117,14 +130,21 @@ pub(crate) fn secrets(ck: &mut Ck, n: &Node, p: &P) {
         }
         if let Some(x) = s.get("aws_secrets_manager") {
             let ap = sp.join("aws_secrets_manager");
-            if x.as_str().is_none() {
-                if let Some(a) = ck.map(x, &ap) {
-                    let keys =
-                        ["secret_id", "version_id", "version_stage", "region", "role_arn", "role_session_name", "field"];
-                    ck.keys(a, &ap, &keys);
-                    ck.require(a, x, &ap, "secret_id");
-                    string_keys(ck, a, &ap, &keys);
-                }
+            if x.as_str().is_none()
+                && let Some(a) = ck.map(x, &ap)
+            {
+                let keys = [
+                    "secret_id",
+                    "version_id",
+                    "version_stage",
+                    "region",
+                    "role_arn",
+                    "role_session_name",
+                    "field",
+                ];
+                ck.keys(a, &ap, &keys);
+                ck.require(a, x, &ap, "secret_id");
+                string_keys(ck, a, &ap, &keys);
             }
         }
         if let Some(x) = s.get("gitlab_secrets_manager") {
@@ -133,10 +153,14 @@ pub(crate) fn secrets(ck: &mut Ck, n: &Node, p: &P) {
                 ck.keys(g, &gp, &["name", "source"]);
                 ck.require(g, x, &gp, "name");
                 string_keys(ck, g, &gp, &["name", "source"]);
-                if let Some(v) = g.get("name").and_then(Node::as_str) {
-                    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                        ck.bad(g.get("name").unwrap_or(x), &gp.join("name"), "letters, digits and `_` only");
-                    }
+                if let Some(v) = g.get("name").and_then(Node::as_str)
+                    && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                {
+                    ck.bad(
+                        g.get("name").unwrap_or(x),
+                        &gp.join("name"),
+                        "letters, digits and `_` only",
+                    );
                 }
             }
         }
@@ -155,7 +179,20 @@ fn string_keys(ck: &mut Ck, m: &Map, p: &P, keys: &[&str]) {
 /// `release: {tag_name, description, ...}`.
 pub(crate) fn release(ck: &mut Ck, n: &Node, p: &P) {
     let Some(m) = ck.map(n, p) else { return };
-    ck.keys(m, p, &["tag_name", "tag_message", "name", "description", "ref", "milestones", "released_at", "assets"]);
+    ck.keys(
+        m,
+        p,
+        &[
+            "tag_name",
+            "tag_message",
+            "name",
+            "description",
+            "ref",
+            "milestones",
+            "released_at",
+            "assets",
+        ],
+    );
     ck.require(m, n, p, "tag_name");
     ck.require(m, n, p, "description");
     for key in ["tag_name", "description"] {
@@ -169,10 +206,10 @@ pub(crate) fn release(ck: &mut Ck, n: &Node, p: &P) {
     }
     if let Some(x) = m.get("released_at") {
         let rp = p.join("released_at");
-        if let Some(s) = ck.string(x, &rp) {
-            if !is_iso8601(s) {
-                ck.bad(x, &rp, "an ISO 8601 time such as \"2021-03-15T08:00:00Z\"");
-            }
+        if let Some(s) = ck.string(x, &rp)
+            && !is_iso8601(s)
+        {
+            ck.bad(x, &rp, "an ISO 8601 time such as \"2021-03-15T08:00:00Z\"");
         }
     }
     if let Some(x) = m.get("assets") {
@@ -196,7 +233,11 @@ pub(crate) fn release(ck: &mut Ck, n: &Node, p: &P) {
                             }
                             string_keys(ck, l, &lp, &["filepath"]);
                             if let Some(v) = l.get("link_type") {
-                                ck.one_of(v, &lp.join("link_type"), &["runbook", "package", "image", "other"]);
+                                ck.one_of(
+                                    v,
+                                    &lp.join("link_type"),
+                                    &["runbook", "package", "image", "other"],
+                                );
                             }
                         }
                     }
@@ -211,8 +252,10 @@ pub(crate) fn release(ck: &mut Ck, n: &Node, p: &P) {
 /// `YYYY-MM-DDTHH:MM:SS` with `Z` or `±HH:MM`.
 fn is_iso8601(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
-    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<u32>().ok()).unwrap_or(99);
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    let num =
+        |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<u32>().ok()).unwrap_or(99);
     let date_time = b.len() >= 20
         && digits(0..4)
         && b[4] == b'-'
@@ -256,7 +299,11 @@ pub(crate) fn coverage(ck: &mut Ck, n: &Node, p: &P) -> Option<String> {
     if s.len() >= 3 && s.starts_with('/') && s.ends_with('/') {
         Some(s.to_string())
     } else {
-        ck.bad(n, p, "a regular expression between slashes, such as \"/Coverage: \\d+%/\"");
+        ck.bad(
+            n,
+            p,
+            "a regular expression between slashes, such as \"/Coverage: \\d+%/\"",
+        );
         None
     }
 }
@@ -281,11 +328,22 @@ fn input_spec(ck: &mut Ck, n: &Node, p: &P, job: bool) {
     let allowed: &[&str] = if job {
         &["type", "options", "regex", "default", "description"]
     } else {
-        &["type", "options", "regex", "default", "description", "rules"]
+        &[
+            "type",
+            "options",
+            "regex",
+            "default",
+            "description",
+            "rules",
+        ]
     };
     ck.keys(m, p, allowed);
     let ty = match m.get("type") {
-        Some(x) => ck.one_of(x, &p.join("type"), &["array", "boolean", "number", "string"]),
+        Some(x) => ck.one_of(
+            x,
+            &p.join("type"),
+            &["array", "boolean", "number", "string"],
+        ),
         None => Some("string"),
     };
     if let Some(x) = m.get("options") {
@@ -295,12 +353,7 @@ fn input_spec(ck: &mut Ck, n: &Node, p: &P, job: bool) {
         ck.string(x, &p.join("regex"));
     }
     if let Some(x) = m.get("description") {
-        let dp = p.join("description");
-        if let Some(s) = ck.string(x, &dp) {
-            if s.chars().count() > 1024 {
-                ck.bad(x, &dp, "a description of at most 1024 characters");
-            }
-        }
+        ck.short_string(x, &p.join("description"), 1024);
     }
     if job {
         ck.require(m, n, p, "default");
@@ -312,22 +365,33 @@ fn input_spec(ck: &mut Ck, n: &Node, p: &P, job: bool) {
         let rp = p.join("rules");
         for key in ["options", "default"] {
             if let Some(e) = m.entry(key) {
-                ck.error(e.key_span, p, &format!("cannot use `{key}` together with `rules`"), "only `rules`");
+                ck.error(
+                    e.key_span,
+                    p,
+                    &format!("cannot use `{key}` together with `rules`"),
+                    "only `rules`",
+                );
             }
         }
         if r.is_null() || ck.is_ref(r, &rp) {
             return;
         }
         let Some(items) = r.as_seq() else {
-            ck.bad(r, &rp, "an array of hashes with `if`, `options` and `default`");
+            ck.bad(
+                r,
+                &rp,
+                "an array of hashes with `if`, `options` and `default`",
+            );
             return;
         };
         for item in items {
-            let Some(rm) = ck.map(item, &rp) else { continue };
+            let Some(rm) = ck.map(item, &rp) else {
+                continue;
+            };
             ck.keys(rm, &rp, &["if", "options", "default"]);
             ck.require(rm, item, &rp, "default");
             if let Some(x) = rm.get("if") {
-                ck.string(x, &rp.join("if"));
+                super::keywords::expression(ck, x, &rp.join("if"));
             }
             if let Some(x) = rm.get("options") {
                 input_options(ck, x, &rp.join("options"), 50);
@@ -384,13 +448,20 @@ pub(crate) fn inputs(ck: &mut Ck, n: &Node, p: &P) {
     let Some(m) = ck.map(n, p) else { return };
     for (name, e) in m.iter() {
         let ip = p.join(name);
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            ck.error(e.key_span, &ip, "is not a valid input name", "letters, digits, `_` and `-` only");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            ck.error(
+                e.key_span,
+                &ip,
+                "is not a valid input name",
+                "letters, digits, `_` and `-` only",
+            );
         }
-        if let Value::Str(s) = &e.value.value {
-            if s.chars().count() > 1024 {
-                ck.bad(&e.value, &ip, "a string of at most 1024 characters");
-            }
+        if let Value::Str(_) = &e.value.value {
+            ck.short_string(&e.value, &ip, 1024);
         }
     }
 }
@@ -399,7 +470,8 @@ pub(crate) fn inputs(ck: &mut Ck, n: &Node, p: &P) {
 /// `(?:\S/\S|\$\S+)` (a `/` between two non-blanks, or a `$` variable).
 pub(crate) fn is_project_path(s: &str) -> bool {
     let c: Vec<char> = s.chars().collect();
-    c.windows(3).any(|w| !w[0].is_whitespace() && w[1] == '/' && !w[2].is_whitespace())
+    c.windows(3)
+        .any(|w| !w[0].is_whitespace() && w[1] == '/' && !w[2].is_whitespace())
         || c.windows(2).any(|w| w[0] == '$' && !w[1].is_whitespace())
 }
 
@@ -408,17 +480,21 @@ fn project_path(ck: &mut Ck, n: &Node, p: &P) -> Option<()> {
     if is_project_path(s) {
         Some(())
     } else {
-        ck.bad(n, p, "a project path such as \"group/project\", or a $VARIABLE");
+        ck.bad(
+            n,
+            p,
+            "a project path such as \"group/project\", or a $VARIABLE",
+        );
         None
     }
 }
 
 /// A string ending in `.yml` or `.yaml`.
 fn yaml_file(ck: &mut Ck, n: &Node, p: &P) {
-    if let Some(s) = ck.string(n, p) {
-        if !has_yaml_ext(s) {
-            ck.bad(n, p, "a path ending in .yml or .yaml");
-        }
+    if let Some(s) = ck.string(n, p)
+        && !has_yaml_ext(s)
+    {
+        ck.bad(n, p, "a path ending in .yml or .yaml");
     }
 }
 
@@ -429,7 +505,9 @@ fn has_yaml_ext(s: &str) -> bool {
 
 fn remote_url(ck: &mut Ck, n: &Node, p: &P) {
     if let Some(s) = ck.string(n, p) {
-        let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"));
         if !rest.is_some_and(|r| r.len() > 4 && has_yaml_ext(r)) {
             ck.bad(n, p, "an http(s):// URL of a .yml or .yaml file");
         }
@@ -448,7 +526,11 @@ pub(crate) fn trigger(ck: &mut Ck, n: &Node, p: &P) {
                 ck.keys(m, p, &["include", "strategy", "forward"]);
                 trigger_include(ck, m.get("include").unwrap_or(n), &p.join("include"));
             } else {
-                ck.keys(m, p, &["project", "branch", "strategy", "inputs", "forward"]);
+                ck.keys(
+                    m,
+                    p,
+                    &["project", "branch", "strategy", "inputs", "forward"],
+                );
                 ck.require(m, n, p, "project");
                 if let Some(x) = m.get("project") {
                     project_path(ck, x, &p.join("project"));
@@ -519,26 +601,57 @@ pub(crate) fn include(ck: &mut Ck, n: &Node, p: &P) {
 }
 
 fn include_item(ck: &mut Ck, n: &Node, p: &P, scope: IncludeScope) {
-    const LOCATIONS: &[&str] = &["local", "project", "remote", "template", "component", "artifact"];
+    const LOCATIONS: &[&str] = &[
+        "local",
+        "project",
+        "remote",
+        "template",
+        "component",
+        "artifact",
+    ];
     match &n.value {
         Value::Str(s) if scope == IncludeScope::Config => {
             let is_url = s.starts_with("http://") || s.starts_with("https://");
-            let other_scheme = s.find("://").is_some_and(|i| i > 0 && s[..i].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+            let other_scheme = s.find("://").is_some_and(|i| {
+                i > 0
+                    && s[..i]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
             let ext_ok = s.len() > 4 && {
                 let l = s.to_ascii_lowercase();
-                l.strip_suffix(".yml").or_else(|| l.strip_suffix(".yaml")).is_some_and(|stem| {
-                    stem.chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_')
-                })
+                l.strip_suffix(".yml")
+                    .or_else(|| l.strip_suffix(".yaml"))
+                    .is_some_and(|stem| {
+                        stem.chars()
+                            .last()
+                            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    })
             };
             if !ext_ok || (!is_url && other_scheme) {
-                ck.bad(n, p, "a local path or an http(s):// URL of a .yml or .yaml file");
+                ck.bad(
+                    n,
+                    p,
+                    "a local path or an http(s):// URL of a .yml or .yaml file",
+                );
             }
         }
         Value::Map(m) => {
-            let present: Vec<&str> = LOCATIONS.iter().copied().filter(|k| m.contains_key(k)).collect();
+            let present: Vec<&str> = LOCATIONS
+                .iter()
+                .copied()
+                .filter(|k| m.contains_key(k))
+                .collect();
             let allowed_locations: &[&str] = match scope {
                 IncludeScope::Config => &["local", "project", "remote", "template", "component"],
-                IncludeScope::Trigger => &["local", "project", "remote", "template", "component", "artifact"],
+                IncludeScope::Trigger => &[
+                    "local",
+                    "project",
+                    "remote",
+                    "template",
+                    "component",
+                    "artifact",
+                ],
                 IncludeScope::Spec => &["local", "project", "remote"],
             };
             let location = match present.as_slice() {
@@ -556,7 +669,10 @@ fn include_item(ck: &mut Ck, n: &Node, p: &P, scope: IncludeScope) {
                     ck.error(
                         n.span,
                         p,
-                        &format!("item uses {}; each include must use only one of them", present.join(", ")),
+                        &format!(
+                            "item uses {}; each include must use only one of them",
+                            present.join(", ")
+                        ),
                         &format!("one of: {}", allowed_locations.join(", ")),
                     );
                     return;
@@ -565,7 +681,9 @@ fn include_item(ck: &mut Ck, n: &Node, p: &P, scope: IncludeScope) {
             let mut allowed: Vec<&str> = vec![location];
             match location {
                 "project" => allowed.extend_from_slice(&["ref", "file"]),
-                "remote" if scope != IncludeScope::Trigger => allowed.extend_from_slice(&["integrity", "cache"]),
+                "remote" if scope != IncludeScope::Trigger => {
+                    allowed.extend_from_slice(&["integrity", "cache"])
+                }
                 "artifact" => allowed.push("job"),
                 _ => {}
             }
@@ -619,7 +737,9 @@ fn include_item(ck: &mut Ck, n: &Node, p: &P, scope: IncludeScope) {
                     let ok = s.strip_prefix("sha256-").is_some_and(|b64| {
                         b64.len() == 44
                             && b64.ends_with('=')
-                            && b64[..43].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+                            && b64[..43]
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
                     });
                     if !ok {
                         ck.bad(x, &ip, "\"sha256-\" followed by a base64 SHA-256 digest");
@@ -684,12 +804,7 @@ pub(crate) fn spec(ck: &mut Ck, n: &Node, p: &P) {
         }
     }
     if let Some(x) = m.get("description") {
-        let dp = p.join("description");
-        if let Some(s) = ck.string(x, &dp) {
-            if s.chars().count() > 256 {
-                ck.bad(x, &dp, "a description of at most 256 characters");
-            }
-        }
+        ck.short_string(x, &p.join("description"), 256);
     }
 }
 
@@ -710,27 +825,49 @@ pub(crate) fn run(ck: &mut Ck, n: &Node, p: &P) {
 fn step(ck: &mut Ck, n: &Node, p: &P) {
     let Some(m) = ck.map(n, p) else { return };
     let has_script = m.contains_key("script");
-    let refs: Vec<&str> = ["step", "func"].into_iter().filter(|k| m.contains_key(k)).collect();
+    let refs: Vec<&str> = ["step", "func"]
+        .into_iter()
+        .filter(|k| m.contains_key(k))
+        .collect();
     if has_script {
         ck.keys(m, p, &["name", "env", "script"]);
         if let Some(e) = m.entry("step").or(m.entry("func")) {
-            ck.error(e.key_span, p, "uses both `script` and a step reference", "either `script` or `step`");
+            ck.error(
+                e.key_span,
+                p,
+                "uses both `script` and a step reference",
+                "either `script` or `step`",
+            );
         }
     } else {
         ck.keys(m, p, &["name", "env", "inputs", "step", "func"]);
         match refs.len() {
-            0 => ck.error(n.span, p, "names neither `step` nor `script`", "a `step:` reference or a `script:`"),
+            0 => ck.error(
+                n.span,
+                p,
+                "names neither `step` nor `script`",
+                "a `step:` reference or a `script:`",
+            ),
             1 => {}
-            _ => ck.error(n.span, p, "uses both `step` and `func`", "only one of `step` or `func`"),
+            _ => ck.error(
+                n.span,
+                p,
+                "uses both `step` and `func`",
+                "only one of `step` or `func`",
+            ),
         }
     }
     ck.require(m, n, p, "name");
     if let Some(x) = m.get("name") {
         let np = p.join("name");
-        if let Some(s) = ck.string(x, &np) {
-            if !is_identifier(s) {
-                ck.bad(x, &np, "a name of letters, digits and `_`, not starting with a digit");
-            }
+        if let Some(s) = ck.string(x, &np)
+            && !is_identifier(s)
+        {
+            ck.bad(
+                x,
+                &np,
+                "a name of letters, digits and `_`, not starting with a digit",
+            );
         }
     }
     if let Some(x) = m.get("script") {
@@ -741,7 +878,12 @@ fn step(ck: &mut Ck, n: &Node, p: &P) {
         if let Some(em) = ck.map(x, &ep) {
             for (k, e) in em.iter() {
                 if !is_identifier(k) {
-                    ck.error(e.key_span, &ep.join(k), "is not a valid variable name", "letters, digits and `_`");
+                    ck.error(
+                        e.key_span,
+                        &ep.join(k),
+                        "is not a valid variable name",
+                        "letters, digits and `_`",
+                    );
                 }
                 ck.string(&e.value, &ep.join(k));
             }
@@ -752,7 +894,12 @@ fn step(ck: &mut Ck, n: &Node, p: &P) {
         if let Some(im) = ck.map(x, &ip) {
             for (k, e) in im.iter() {
                 if !is_identifier(k) {
-                    ck.error(e.key_span, &ip.join(k), "is not a valid input name", "letters, digits and `_`");
+                    ck.error(
+                        e.key_span,
+                        &ip.join(k),
+                        "is not a valid input name",
+                        "letters, digits and `_`",
+                    );
                 }
             }
         }
@@ -766,23 +913,32 @@ fn step(ck: &mut Ck, n: &Node, p: &P) {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A step reference: a string, `{git: {url, rev, dir, file}}` or
 /// `{oci: {registry, repository, tag, dir, file}}`.
 fn step_reference(ck: &mut Ck, n: &Node, p: &P) {
-    if n.as_str().is_some() {
-        return;
-    }
-    let Some(m) = ck.map(n, p) else { return };
+    let m = match &n.value {
+        Value::Str(_) => return,
+        Value::Map(m) => m,
+        _ if ck.is_ref(n, p) => return,
+        _ => return ck.bad(n, p, "a step name, or a hash with `git:` or `oci:`"),
+    };
     let (kind, required, optional): (&str, &[&str], &[&str]) = if m.contains_key("git") {
         ("git", &["url", "rev"], &["dir", "file"])
     } else if m.contains_key("oci") {
         ("oci", &["registry", "repository", "tag"], &["dir", "file"])
     } else {
-        ck.error(n.span, p, "is neither a string, `git:` nor `oci:`", "a step name, `git:` or `oci:`");
+        ck.error(
+            n.span,
+            p,
+            "is neither a string, `git:` nor `oci:`",
+            "a step name, `git:` or `oci:`",
+        );
         return;
     };
     ck.keys(m, p, &[kind]);
@@ -798,14 +954,10 @@ fn step_reference(ck: &mut Ck, n: &Node, p: &P) {
     string_keys(ck, r, &kp, &all);
 }
 
-/// Validates workflow:rules and the other `workflow:` keys.
+/// `workflow:name`: 1 to 255 characters.
 pub(crate) fn workflow_name(ck: &mut Ck, n: &Node, p: &P) -> Option<String> {
-    let s = ck.nonempty_string(n, p)?;
-    if s.chars().count() > 255 {
-        ck.bad(n, p, "a name of at most 255 characters");
-        return None;
-    }
-    Some(s.to_string())
+    ck.nonempty_string(n, p)?;
+    ck.short_string(n, p, 255).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -814,7 +966,13 @@ mod tests {
 
     #[test]
     fn project_paths_follow_the_schema_pattern() {
-        for ok in ["group/project", "group/sub/project", "$FOO", "group/$VAR/project", "$."] {
+        for ok in [
+            "group/project",
+            "group/sub/project",
+            "$FOO",
+            "group/$VAR/project",
+            "$.",
+        ] {
             assert!(is_project_path(ok), "{ok}");
         }
         for bad in ["", "slug#", "/slug", "slug", "slug/"] {

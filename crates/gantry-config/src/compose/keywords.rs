@@ -11,7 +11,14 @@ use indexmap::IndexMap;
 /// `when:` values a job accepts (GitLab `Entry::Job::ALLOWED_WHEN`).
 pub(crate) const JOB_WHEN: &[&str] = &["on_success", "on_failure", "always", "manual", "delayed"];
 /// `when:` values inside job `rules:`.
-pub(crate) const RULE_WHEN: &[&str] = &["on_success", "on_failure", "always", "never", "manual", "delayed"];
+pub(crate) const RULE_WHEN: &[&str] = &[
+    "on_success",
+    "on_failure",
+    "always",
+    "never",
+    "manual",
+    "delayed",
+];
 const PULL_POLICIES: &[&str] = &["always", "never", "if-not-present"];
 const RETRY_WHEN: &[&str] = &[
     "always",
@@ -48,43 +55,25 @@ const MAX_START_IN: u64 = 7 * 86_400;
 /// Job `timeout` limit: one month (ActiveSupport's 1.month).
 const MAX_TIMEOUT: u64 = 2_629_746;
 
+/// How deep `!reference` may nest script arrays (GitLab `Commands`).
+const MAX_SCRIPT_NESTING: usize = 10;
+
 /// `script` (required: a non-empty string or array) or `before_script` /
-/// `after_script` / hooks (`optional`: may be empty). Nested arrays (from
-/// `!reference`) are flattened one level.
+/// `after_script` / hooks (`optional`: may be empty). Arrays nested by
+/// `!reference` are flattened, up to 10 levels as GitLab does.
 pub(crate) fn script(ck: &mut Ck, n: &Node, p: &P, optional: bool) -> Option<Vec<String>> {
     let expected = if optional {
-        "a string or an array of strings (arrays may nest one level)"
+        "a string or an array of strings"
     } else {
-        "a non-empty string or a non-empty array of strings (arrays may nest one level)"
+        "a non-empty string or a non-empty array of strings"
     };
     match &n.value {
-        Value::Str(s) if optional || !s.is_empty() => Some(vec![s.clone()]),
+        // An empty optional script (`before_script: ""`) clears the default.
+        Value::Str(s) if s.is_empty() && optional => Some(Vec::new()),
+        Value::Str(s) if !s.is_empty() => Some(vec![s.clone()]),
         Value::Seq(items) if optional || !items.is_empty() => {
             let mut out = Vec::with_capacity(items.len());
-            let mut ok = true;
-            for item in items {
-                match &item.value {
-                    Value::Str(s) => out.push(s.clone()),
-                    Value::Seq(inner) => {
-                        for line in inner {
-                            match &line.value {
-                                Value::Str(s) => out.push(s.clone()),
-                                _ if ck.is_ref(line, p) => ok = false,
-                                _ => {
-                                    ck.bad(line, p, "a string");
-                                    ok = false;
-                                }
-                            }
-                        }
-                    }
-                    _ if ck.is_ref(item, p) => ok = false,
-                    _ => {
-                        ck.bad(item, p, "a string or an array of strings");
-                        ok = false;
-                    }
-                }
-            }
-            ok.then_some(out)
+            flatten_lines(ck, items, p, 1, &mut out).then_some(out)
         }
         _ if ck.is_ref(n, p) => None,
         _ => {
@@ -92,6 +81,33 @@ pub(crate) fn script(ck: &mut Ck, n: &Node, p: &P, optional: bool) -> Option<Vec
             None
         }
     }
+}
+
+/// Appends the strings of a (nested) script array; false on any error.
+fn flatten_lines(ck: &mut Ck, items: &[Node], p: &P, depth: usize, out: &mut Vec<String>) -> bool {
+    let mut ok = true;
+    for item in items {
+        match &item.value {
+            Value::Str(s) => out.push(s.clone()),
+            Value::Seq(inner) if depth < MAX_SCRIPT_NESTING => {
+                ok &= flatten_lines(ck, inner, p, depth + 1, out)
+            }
+            Value::Seq(_) => {
+                ck.bad(
+                    item,
+                    p,
+                    "a string (script arrays nest at most 10 levels deep)",
+                );
+                ok = false;
+            }
+            _ if ck.is_ref(item, p) => ok = false,
+            _ => {
+                ck.bad(item, p, "a string or an array of strings");
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 /// Where a `variables:` block is: what its hash form may contain.
@@ -113,7 +129,12 @@ pub(crate) fn variables(ck: &mut Ck, n: &Node, p: &P, scope: VarScope) -> Option
     for (name, e) in m.iter() {
         let vp = p.join(name);
         if name.is_empty() {
-            ck.error(e.key_span, p, "has a variable with an empty name", "a variable name");
+            ck.error(
+                e.key_span,
+                p,
+                "has a variable with an empty name",
+                "a variable name",
+            );
             continue;
         }
         let v = &e.value;
@@ -127,7 +148,9 @@ pub(crate) fn variables(ck: &mut Ck, n: &Node, p: &P, scope: VarScope) -> Option
         let Value::Map(h) = &v.value else {
             let expected = match scope {
                 VarScope::Rules => "a string, a number or a boolean",
-                VarScope::Job => "a string, a number, a boolean or a hash with `value` and `expand`",
+                VarScope::Job => {
+                    "a string, a number, a boolean or a hash with `value` and `expand`"
+                }
                 VarScope::Global => {
                     "a string, a number, a boolean or a hash with `value`, `description`, `options` and `expand`"
                 }
@@ -146,19 +169,19 @@ pub(crate) fn variables(ck: &mut Ck, n: &Node, p: &P, scope: VarScope) -> Option
         ck.keys(h, &vp, allowed);
         let mut var = Variable::new(name, "");
         let mut has_value = false;
-        if let Some(x) = h.get("value") {
-            if let Some(s) = ck.string(x, &vp.join("value")) {
-                var.value = s.to_string();
-                has_value = true;
-            }
+        if let Some(x) = h.get("value")
+            && let Some(s) = ck.string(x, &vp.join("value"))
+        {
+            var.value = s.to_string();
+            has_value = true;
         }
         if let Some(x) = h.get("description").filter(|_| scope == VarScope::Global) {
             var.description = ck.string(x, &vp.join("description")).map(str::to_string);
         }
-        if let Some(x) = h.get("expand") {
-            if let Some(b) = ck.bool(x, &vp.join("expand")) {
-                var.expand = b;
-            }
+        if let Some(x) = h.get("expand")
+            && let Some(b) = ck.bool(x, &vp.join("expand"))
+        {
+            var.expand = b;
         }
         if let Some(x) = h.get("options").filter(|_| scope == VarScope::Global) {
             let op = vp.join("options");
@@ -168,7 +191,12 @@ pub(crate) fn variables(ck: &mut Ck, n: &Node, p: &P, scope: VarScope) -> Option
                 }
                 if !has_value || !opts.contains(&var.value) {
                     let span = h.entry("value").map(|e| e.value.span).unwrap_or(v.span);
-                    ck.error(span, &vp.join("value"), "must be one of its `options`", &opts.join(", "));
+                    ck.error(
+                        span,
+                        &vp.join("value"),
+                        "must be one of its `options`",
+                        &opts.join(", "),
+                    );
                 }
                 var.options = opts;
             }
@@ -181,20 +209,40 @@ pub(crate) fn variables(ck: &mut Ck, n: &Node, p: &P, scope: VarScope) -> Option
 /// `image:` as a name or a hash.
 pub(crate) fn image(ck: &mut Ck, n: &Node, p: &P) -> Option<Image> {
     match &n.value {
-        Value::Str(s) if !s.is_empty() => {
-            Some(Image { name: s.clone(), entrypoint: None, pull_policy: Vec::new(), docker: None })
-        }
+        Value::Str(s) if !s.is_empty() => Some(Image {
+            name: s.clone(),
+            entrypoint: None,
+            pull_policy: Vec::new(),
+            docker: None,
+        }),
         Value::Map(m) => {
-            ck.keys(m, p, &["name", "entrypoint", "docker", "kubernetes", "pull_policy"]);
+            ck.keys(
+                m,
+                p,
+                &["name", "entrypoint", "docker", "kubernetes", "pull_policy"],
+            );
             ck.require(m, n, p, "name");
-            let name = m.get("name").and_then(|x| ck.nonempty_string(x, &p.join("name")));
-            let entrypoint = m.get("entrypoint").and_then(|x| ck.strings(x, &p.join("entrypoint"), 1));
-            let pull_policy = m.get("pull_policy").and_then(|x| pull_policy(ck, x, &p.join("pull_policy")));
-            let docker = m.get("docker").and_then(|x| executor_opts(ck, x, &p.join("docker"), false));
+            let name = m
+                .get("name")
+                .and_then(|x| ck.nonempty_string(x, &p.join("name")));
+            let entrypoint = m
+                .get("entrypoint")
+                .and_then(|x| ck.strings(x, &p.join("entrypoint"), 1));
+            let pull_policy = m
+                .get("pull_policy")
+                .and_then(|x| pull_policy(ck, x, &p.join("pull_policy")));
+            let docker = m
+                .get("docker")
+                .and_then(|x| executor_opts(ck, x, &p.join("docker"), false));
             if let Some(x) = m.get("kubernetes") {
                 executor_opts(ck, x, &p.join("kubernetes"), true);
             }
-            Some(Image { name: name?.to_string(), entrypoint, pull_policy: pull_policy.unwrap_or_default(), docker })
+            Some(Image {
+                name: name?.to_string(),
+                entrypoint,
+                pull_policy: pull_policy.unwrap_or_default(),
+                docker,
+            })
         }
         _ if ck.is_ref(n, p) => None,
         _ => {
@@ -220,7 +268,11 @@ fn pull_policy(ck: &mut Ck, n: &Node, p: &P) -> Option<Vec<String>> {
         }
         _ if ck.is_ref(n, p) => None,
         _ => {
-            ck.bad(n, p, "always, never or if-not-present, or a non-empty array of them");
+            ck.bad(
+                n,
+                p,
+                "always, never or if-not-present, or a non-empty array of them",
+            );
             None
         }
     }
@@ -286,16 +338,38 @@ fn service(ck: &mut Ck, n: &Node, p: &P) -> Option<Service> {
             ck.keys(
                 m,
                 p,
-                &["name", "entrypoint", "docker", "kubernetes", "pull_policy", "command", "alias", "variables"],
+                &[
+                    "name",
+                    "entrypoint",
+                    "docker",
+                    "kubernetes",
+                    "pull_policy",
+                    "command",
+                    "alias",
+                    "variables",
+                ],
             );
             ck.require(m, n, p, "name");
-            let name = m.get("name").and_then(|x| ck.nonempty_string(x, &p.join("name")));
-            svc.entrypoint = m.get("entrypoint").and_then(|x| ck.strings(x, &p.join("entrypoint"), 1));
-            svc.command = m.get("command").and_then(|x| script(ck, x, &p.join("command"), false));
-            svc.alias = m.get("alias").and_then(|x| ck.nonempty_string(x, &p.join("alias"))).map(str::to_string);
-            svc.pull_policy =
-                m.get("pull_policy").and_then(|x| pull_policy(ck, x, &p.join("pull_policy"))).unwrap_or_default();
-            svc.docker = m.get("docker").and_then(|x| executor_opts(ck, x, &p.join("docker"), false));
+            let name = m
+                .get("name")
+                .and_then(|x| ck.nonempty_string(x, &p.join("name")));
+            svc.entrypoint = m
+                .get("entrypoint")
+                .and_then(|x| ck.strings(x, &p.join("entrypoint"), 1));
+            svc.command = m
+                .get("command")
+                .and_then(|x| script(ck, x, &p.join("command"), false));
+            svc.alias = m
+                .get("alias")
+                .and_then(|x| ck.nonempty_string(x, &p.join("alias")))
+                .map(str::to_string);
+            svc.pull_policy = m
+                .get("pull_policy")
+                .and_then(|x| pull_policy(ck, x, &p.join("pull_policy")))
+                .unwrap_or_default();
+            svc.docker = m
+                .get("docker")
+                .and_then(|x| executor_opts(ck, x, &p.join("docker"), false));
             if let Some(x) = m.get("kubernetes") {
                 executor_opts(ck, x, &p.join("kubernetes"), true);
             }
@@ -323,7 +397,10 @@ pub(crate) fn cache(ck: &mut Ck, n: &Node, p: &P) -> Option<Vec<Cache>> {
                 ck.error(
                     n.span,
                     p,
-                    &format!("defines {} caches; no more than {MAX_CACHES} caches can be created", items.len()),
+                    &format!(
+                        "defines {} caches; no more than {MAX_CACHES} caches can be created",
+                        items.len()
+                    ),
                     "at most 4 caches",
                 );
             }
@@ -340,13 +417,25 @@ pub(crate) fn cache(ck: &mut Ck, n: &Node, p: &P) -> Option<Vec<Cache>> {
 
 fn cache_item(ck: &mut Ck, n: &Node, p: &P) -> Option<Cache> {
     let m = ck.map(n, p)?;
-    ck.keys(m, p, &["key", "paths", "policy", "unprotect", "untracked", "when", "fallback_keys"]);
+    ck.keys(
+        m,
+        p,
+        &[
+            "key",
+            "paths",
+            "policy",
+            "unprotect",
+            "untracked",
+            "when",
+            "fallback_keys",
+        ],
+    );
     let mut c = Cache::default();
     let before = ck.diags.len();
-    if let Some(x) = m.get("key") {
-        if let Some(k) = cache_key(ck, x, &p.join("key")) {
-            c.key = k;
-        }
+    if let Some(x) = m.get("key")
+        && let Some(k) = cache_key(ck, x, &p.join("key"))
+    {
+        c.key = k;
     }
     if let Some(x) = m.get("paths") {
         c.paths = ck.strings(x, &p.join("paths"), 0).unwrap_or_default();
@@ -404,13 +493,25 @@ fn cache_key(ck: &mut Ck, n: &Node, p: &P) -> Option<CacheKey> {
         }
         Value::Map(m) => {
             ck.keys(m, p, &["files", "files_commits", "prefix"]);
-            let files = m.get("files").and_then(|x| limited_strings(ck, x, &p.join("files"), 10));
+            let files = m
+                .get("files")
+                .and_then(|x| limited_strings(ck, x, &p.join("files"), 10));
             // `files_commits` keys on the files' last commits, which is what
             // the model's `Files` key computes.
-            let commits = m.get("files_commits").and_then(|x| limited_strings(ck, x, &p.join("files_commits"), 2));
-            let prefix = m.get("prefix").and_then(|x| ck.string(x, &p.join("prefix"))).map(str::to_string);
+            let commits = m
+                .get("files_commits")
+                .and_then(|x| limited_strings(ck, x, &p.join("files_commits"), 2));
+            let prefix = m
+                .get("prefix")
+                .and_then(|x| ck.string(x, &p.join("prefix")))
+                .map(str::to_string);
             if !m.contains_key("files") && !m.contains_key("files_commits") {
-                ck.error(n.span, p, "is missing the required key `files`", "a `files:` array");
+                ck.error(
+                    n.span,
+                    p,
+                    "is missing the required key `files`",
+                    "a `files:` array",
+                );
                 return None;
             }
             let files = files.or(commits)?;
@@ -435,11 +536,13 @@ fn limited_strings(ck: &mut Ck, n: &Node, p: &P, max: usize) -> Option<Vec<Strin
 }
 
 fn artifacts_when(ck: &mut Ck, n: &Node, p: &P) -> Option<ArtifactsWhen> {
-    Some(match ck.one_of(n, p, &["on_success", "on_failure", "always"])? {
-        "on_failure" => ArtifactsWhen::OnFailure,
-        "always" => ArtifactsWhen::Always,
-        _ => ArtifactsWhen::OnSuccess,
-    })
+    Some(
+        match ck.one_of(n, p, &["on_success", "on_failure", "always"])? {
+            "on_failure" => ArtifactsWhen::OnFailure,
+            "always" => ArtifactsWhen::Always,
+            _ => ArtifactsWhen::OnSuccess,
+        },
+    )
 }
 
 /// Report kinds that take a path or a list of paths.
@@ -476,7 +579,18 @@ pub(crate) fn artifacts(ck: &mut Ck, n: &Node, p: &P) -> Option<Artifacts> {
     ck.keys(
         m,
         p,
-        &["paths", "exclude", "expose_as", "name", "untracked", "when", "access", "public", "expire_in", "reports"],
+        &[
+            "paths",
+            "exclude",
+            "expose_as",
+            "name",
+            "untracked",
+            "when",
+            "access",
+            "public",
+            "expire_in",
+            "reports",
+        ],
     );
     let mut a = Artifacts::default();
     if let Some(x) = m.get("paths") {
@@ -506,17 +620,28 @@ pub(crate) fn artifacts(ck: &mut Ck, n: &Node, p: &P) -> Option<Artifacts> {
             a.expire_in = Some(s.to_string());
         }
     }
-    if let Some(x) = m.get("access") {
-        if ck.one_of(x, &p.join("access"), &["none", "developer", "maintainer", "all"]).is_some() {
-            a.extra.insert("access".into(), x.to_json());
-        }
+    if let Some(x) = m.get("access")
+        && ck
+            .one_of(
+                x,
+                &p.join("access"),
+                &["none", "developer", "maintainer", "all"],
+            )
+            .is_some()
+    {
+        a.extra.insert("access".into(), x.to_json());
     }
     if let Some(x) = m.get("public") {
         if ck.bool(x, &p.join("public")).is_some() {
             a.extra.insert("public".into(), x.to_json());
         }
         if let Some(e) = m.entry("access") {
-            ck.error(e.key_span, p, "cannot use both `access` and `public`", "only one of `access` or `public`");
+            ck.error(
+                e.key_span,
+                p,
+                "cannot use both `access` and `public`",
+                "only one of `access` or `public`",
+            );
         }
     }
     if let Some(x) = m.get("reports") {
@@ -563,14 +688,19 @@ fn coverage_report(ck: &mut Ck, n: &Node, p: &P, a: &mut Artifacts) -> Option<Ve
         ck.one_of(x, &p.join("coverage_format"), &["cobertura", "jacoco"]);
     }
     a.extra.insert("coverage_report".into(), n.to_json());
-    let path = m.get("path").and_then(|x| ck.nonempty_string(x, &p.join("path")))?;
+    let path = m
+        .get("path")
+        .and_then(|x| ck.nonempty_string(x, &p.join("path")))?;
     Some(vec![path.to_string()])
 }
 
 /// `retry:`: 0..2 or `{max, when, exit_codes}`.
 pub(crate) fn retry(ck: &mut Ck, n: &Node, p: &P) -> Option<Retry> {
     match &n.value {
-        Value::Int(_) => ck.int_in(n, p, 0, 2).map(|max| Retry { max: max as u32, ..Retry::default() }),
+        Value::Int(_) => ck.int_in(n, p, 0, 2).map(|max| Retry {
+            max: max as u32,
+            ..Retry::default()
+        }),
         Value::Map(m) => {
             ck.keys(m, p, &["max", "when", "exit_codes"]);
             let mut r = Retry::default();
@@ -602,7 +732,11 @@ pub(crate) fn retry(ck: &mut Ck, n: &Node, p: &P) -> Option<Retry> {
         }
         _ if ck.is_ref(n, p) => None,
         _ => {
-            ck.bad(n, p, "an integer from 0 to 2, or a hash with `max`, `when` and `exit_codes`");
+            ck.bad(
+                n,
+                p,
+                "an integer from 0 to 2, or a hash with `max`, `when` and `exit_codes`",
+            );
             None
         }
     }
@@ -658,11 +792,15 @@ pub(crate) fn allow_failure(ck: &mut Ck, n: &Node, p: &P) -> Option<AllowFailure
 /// `parallel:`: 1..200 or `{matrix: [...]}` creating at most 200 jobs.
 pub(crate) fn parallel(ck: &mut Ck, n: &Node, p: &P) -> Option<Parallel> {
     match &n.value {
-        Value::Int(_) => ck.int_in(n, p, 1, MAX_PARALLEL as i64).map(|c| Parallel::Count(c as u32)),
+        Value::Int(_) => ck
+            .int_in(n, p, 1, MAX_PARALLEL as i64)
+            .map(|c| Parallel::Count(c as u32)),
         Value::Map(m) => {
             let matrix = parallel_matrix(ck, n, m, p)?;
-            let jobs: usize =
-                matrix.iter().map(|e| e.values().map(|v| v.len().max(1)).product::<usize>()).sum();
+            let jobs: usize = matrix
+                .iter()
+                .map(|e| e.values().map(|v| v.len().max(1)).product::<usize>())
+                .sum();
             if jobs > MAX_PARALLEL {
                 ck.error(
                     n.span,
@@ -704,7 +842,9 @@ fn parallel_matrix(ck: &mut Ck, n: &Node, m: &Map, p: &P) -> Option<Vec<MatrixEn
     }
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
-        let Some(em) = ck.map(entry, &mp) else { continue };
+        let Some(em) = ck.map(entry, &mp) else {
+            continue;
+        };
         let mut vars: MatrixEntry = IndexMap::new();
         for (name, e) in em.iter() {
             let vp = mp.join(name);
@@ -721,7 +861,9 @@ fn parallel_matrix(ck: &mut Ck, n: &Node, m: &Map, p: &P) -> Option<Vec<MatrixEn
                     }
                     vals
                 }
-                Value::Str(_) | Value::Int(_) | Value::Float(_) => v.scalar_string().into_iter().collect(),
+                Value::Str(_) | Value::Int(_) | Value::Float(_) => {
+                    v.scalar_string().into_iter().collect()
+                }
                 _ if ck.is_ref(v, &vp) => continue,
                 _ => {
                     ck.bad(v, &vp, "a string, a number or an array of them");
@@ -752,15 +894,30 @@ pub(crate) fn environment(ck: &mut Ck, n: &Node, p: &P) -> Option<Environment> {
             Some(env)
         }
         Value::Map(m) => {
-            ck.keys(m, p, &["name", "url", "on_stop", "action", "auto_stop_in", "kubernetes", "deployment_tier"]);
+            ck.keys(
+                m,
+                p,
+                &[
+                    "name",
+                    "url",
+                    "on_stop",
+                    "action",
+                    "auto_stop_in",
+                    "kubernetes",
+                    "deployment_tier",
+                ],
+            );
             ck.require(m, n, p, "name");
-            let name = m.get("name").and_then(|x| ck.nonempty_string(x, &p.join("name")));
+            let name = m
+                .get("name")
+                .and_then(|x| ck.nonempty_string(x, &p.join("name")));
             if let Some(x) = m.get("url") {
                 let up = p.join("url");
                 if let Some(s) = ck.string(x, &up) {
                     let ok = s.starts_with("http://") && s.len() > 7
                         || s.starts_with("https://") && s.len() > 8
-                        || s.strip_prefix('$').is_some_and(|v| v.starts_with(|c: char| c.is_ascii_alphabetic()));
+                        || s.strip_prefix('$')
+                            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_alphabetic()));
                     if ok {
                         env.url = Some(s.to_string());
                     } else {
@@ -768,10 +925,19 @@ pub(crate) fn environment(ck: &mut Ck, n: &Node, p: &P) -> Option<Environment> {
                     }
                 }
             }
-            env.on_stop = m.get("on_stop").and_then(|x| ck.string(x, &p.join("on_stop"))).map(str::to_string);
+            env.on_stop = m
+                .get("on_stop")
+                .and_then(|x| ck.string(x, &p.join("on_stop")))
+                .map(str::to_string);
             env.action = m
                 .get("action")
-                .and_then(|x| ck.one_of(x, &p.join("action"), &["start", "prepare", "stop", "verify", "access"]))
+                .and_then(|x| {
+                    ck.one_of(
+                        x,
+                        &p.join("action"),
+                        &["start", "prepare", "stop", "verify", "access"],
+                    )
+                })
                 .map(str::to_string);
             if let Some(x) = m.get("auto_stop_in") {
                 let ap = p.join("auto_stop_in");
@@ -808,7 +974,17 @@ pub(crate) fn environment(ck: &mut Ck, n: &Node, p: &P) -> Option<Environment> {
 
 fn environment_kubernetes(ck: &mut Ck, n: &Node, p: &P) -> Option<Json> {
     let m = ck.map(n, p)?;
-    ck.keys(m, p, &["agent", "namespace", "flux_resource_path", "managed_resources", "dashboard"]);
+    ck.keys(
+        m,
+        p,
+        &[
+            "agent",
+            "namespace",
+            "flux_resource_path",
+            "managed_resources",
+            "dashboard",
+        ],
+    );
     if let Some(x) = m.get("agent") {
         ck.string(x, &p.join("agent"));
     }
@@ -874,7 +1050,10 @@ pub(crate) fn needs(ck: &mut Ck, n: &Node, p: &P, in_rules: bool) -> Option<Vec<
         ck.error(
             n.span,
             p,
-            &format!("has {} entries; a job can need at most {MAX_NEEDS} jobs", out.len()),
+            &format!(
+                "has {} entries; a job can need at most {MAX_NEEDS} jobs",
+                out.len()
+            ),
             "at most 50 needs",
         );
     }
@@ -910,10 +1089,10 @@ fn need(ck: &mut Ck, n: &Node, p: &P, in_rules: bool) -> Option<Need> {
             ck.keys(m, p, allowed);
             let before = ck.diags.len();
             ck.require(m, n, p, "job");
-            if let Some(x) = m.get("job") {
-                if let Some(s) = ck.nonempty_string(x, &p.join("job")) {
-                    nd.job = s.to_string();
-                }
+            if let Some(x) = m.get("job")
+                && let Some(s) = ck.nonempty_string(x, &p.join("job"))
+            {
+                nd.job = s.to_string();
             }
             if let Some(x) = m.get("artifacts") {
                 nd.artifacts = ck.bool(x, &p.join("artifacts")).unwrap_or(true);
@@ -968,30 +1147,65 @@ pub(crate) fn rules(ck: &mut Ck, n: &Node, p: &P, scope: RuleScope) -> Option<Ve
         return None;
     };
     let mut out = Vec::with_capacity(items.len());
+    flatten_rules(ck, items, p, scope, 1, &mut out);
+    Some(out)
+}
+
+/// GitLab flattens rules nested by `!reference` up to 10 levels deep.
+fn flatten_rules(
+    ck: &mut Ck,
+    items: &[Node],
+    p: &P,
+    scope: RuleScope,
+    depth: usize,
+    out: &mut Vec<Rule>,
+) {
     for item in items {
-        if let Value::Seq(inner) = &item.value {
-            out.extend(inner.iter().filter_map(|x| rule(ck, x, p, scope)));
-        } else if let Some(r) = rule(ck, item, p, scope) {
-            out.push(r);
+        match &item.value {
+            Value::Seq(inner) if depth < 10 => flatten_rules(ck, inner, p, scope, depth + 1, out),
+            Value::Seq(_) => ck.bad(item, p, "rules nested at most 10 levels deep"),
+            _ => out.extend(rule(ck, item, p, scope)),
         }
     }
-    Some(out)
 }
 
 fn rule(ck: &mut Ck, n: &Node, p: &P, scope: RuleScope) -> Option<Rule> {
     let m = ck.map(n, p)?;
     let (allowed, whens): (&[&str], &[&str]) = match scope {
         RuleScope::Job => (
-            &["if", "changes", "exists", "variables", "when", "start_in", "allow_failure", "needs", "interruptible"],
+            &[
+                "if",
+                "changes",
+                "exists",
+                "variables",
+                "when",
+                "start_in",
+                "allow_failure",
+                "needs",
+                "interruptible",
+            ],
             RULE_WHEN,
         ),
-        RuleScope::Workflow => (&["if", "changes", "exists", "variables", "when", "auto_cancel"], &["always", "never"]),
+        RuleScope::Workflow => (
+            &[
+                "if",
+                "changes",
+                "exists",
+                "variables",
+                "when",
+                "auto_cancel",
+            ],
+            &["always", "never"],
+        ),
         RuleScope::Include => (&["if", "changes", "exists", "when"], &["always", "never"]),
     };
     ck.keys(m, p, allowed);
-    let mut r = Rule { span: Some(n.span), ..Rule::default() };
+    let mut r = Rule {
+        span: Some(n.span),
+        ..Rule::default()
+    };
     if let Some(x) = m.get("if") {
-        r.if_expr = ck.string(x, &p.join("if")).map(str::to_string);
+        r.if_expr = expression(ck, x, &p.join("if"));
     }
     if let Some(x) = m.get("changes") {
         r.changes = changes(ck, x, &p.join("changes"));
@@ -1005,15 +1219,15 @@ fn rule(ck: &mut Ck, n: &Node, p: &P, scope: RuleScope) -> Option<Rule> {
             r.when = ck.one_of(x, &p.join("when"), whens).and_then(When::parse);
         }
     }
-    if scope != RuleScope::Include {
-        if let Some(x) = m.get("variables") {
-            r.variables = variables(ck, x, &p.join("variables"), VarScope::Rules).unwrap_or_default();
-        }
+    if scope != RuleScope::Include
+        && let Some(x) = m.get("variables")
+    {
+        r.variables = variables(ck, x, &p.join("variables"), VarScope::Rules).unwrap_or_default();
     }
-    if scope == RuleScope::Workflow {
-        if let Some(x) = m.get("auto_cancel") {
-            r.auto_cancel = auto_cancel(ck, x, &p.join("auto_cancel"));
-        }
+    if scope == RuleScope::Workflow
+        && let Some(x) = m.get("auto_cancel")
+    {
+        r.auto_cancel = auto_cancel(ck, x, &p.join("auto_cancel"));
     }
     if scope == RuleScope::Job {
         if let Some(x) = m.get("start_in") {
@@ -1033,18 +1247,45 @@ fn rule(ck: &mut Ck, n: &Node, p: &P, scope: RuleScope) -> Option<Rule> {
     Some(r)
 }
 
+/// A CI expression (`rules:if`): a string GitLab's expression parser accepts.
+pub(crate) fn expression(ck: &mut Ck, n: &Node, p: &P) -> Option<String> {
+    let s = ck.string(n, p)?;
+    check_expression(ck, n, p, s);
+    Some(s.to_string())
+}
+
+fn check_expression(ck: &mut Ck, n: &Node, p: &P, src: &str) {
+    if let Err(e) = crate::expr::Expression::parse(src) {
+        ck.error(
+            n.span,
+            p,
+            &format!("is an invalid expression: {}", e.message),
+            "an expression such as `$CI_COMMIT_BRANCH == \"main\"`",
+        );
+    }
+}
+
 /// `when: delayed` needs `start_in`, and `start_in` needs `when: delayed`.
 pub(crate) fn delayed_pair(ck: &mut Ck, m: &Map, n: &Node, p: &P, delayed: bool) {
     match (delayed, m.entry("start_in")) {
-        (true, None) => {
-            ck.error(n.span, p, "uses `when: delayed` without `start_in`", "a `start_in:` duration such as \"30 minutes\"")
-        }
-        (false, Some(e)) if !m.get("when").is_some_and(|w| matches!(w.value, Value::Reference(_))) => ck.error(
-            e.key_span,
-            &p.join("start_in"),
-            "is only allowed with `when: delayed`",
-            "`when: delayed`, or no `start_in`",
+        (true, None) => ck.error(
+            m.get("when").map_or(n.span, |w| w.span),
+            p,
+            "uses `when: delayed` without `start_in`",
+            "a `start_in:` duration such as \"30 minutes\"",
         ),
+        (false, Some(e))
+            if !m
+                .get("when")
+                .is_some_and(|w| matches!(w.value, Value::Reference(_))) =>
+        {
+            ck.error(
+                e.key_span,
+                &p.join("start_in"),
+                "is only allowed with `when: delayed`",
+                "`when: delayed`, or no `start_in`",
+            )
+        }
         _ => {}
     }
 }
@@ -1055,7 +1296,11 @@ pub(crate) fn start_in(ck: &mut Ck, n: &Node, p: &P) -> Option<String> {
     match parse_duration(s) {
         Some(secs) if secs <= MAX_START_IN => Some(s.to_string()),
         _ => {
-            ck.bad(n, p, "a duration of at most one week, such as \"30 minutes\" or \"1 day\"");
+            ck.bad(
+                n,
+                p,
+                "a duration of at most one week, such as \"30 minutes\" or \"1 day\"",
+            );
             None
         }
     }
@@ -1067,7 +1312,11 @@ pub(crate) fn timeout(ck: &mut Ck, n: &Node, p: &P) -> Option<u64> {
     match parse_duration(s) {
         Some(secs) if secs <= MAX_TIMEOUT => Some(secs),
         _ => {
-            ck.bad(n, p, "a duration of at most one month, such as \"1h 30m\" or \"3600\"");
+            ck.bad(
+                n,
+                p,
+                "a duration of at most one month, such as \"1h 30m\" or \"3600\"",
+            );
             None
         }
     }
@@ -1082,7 +1331,11 @@ pub(crate) fn auto_cancel(ck: &mut Ck, n: &Node, p: &P) -> Option<Json> {
         ck.one_of(x, &p.join("on_job_failure"), &["none", "all"]);
     }
     if let Some(x) = m.get("on_new_commit") {
-        ck.one_of(x, &p.join("on_new_commit"), &["conservative", "interruptible", "none"]);
+        ck.one_of(
+            x,
+            &p.join("on_new_commit"),
+            &["conservative", "interruptible", "none"],
+        );
     }
     (ck.diags.len() == before).then(|| n.to_json())
 }
@@ -1090,17 +1343,30 @@ pub(crate) fn auto_cancel(ck: &mut Ck, n: &Node, p: &P) -> Option<Json> {
 /// `changes:` as an array of paths or `{paths | regexp, compare_to}`.
 pub(crate) fn changes(ck: &mut Ck, n: &Node, p: &P) -> Option<Changes> {
     match &n.value {
-        Value::Seq(_) => ck.strings(n, p, 0).map(|paths| Changes { paths, compare_to: None }),
+        Value::Seq(_) => ck.strings(n, p, 0).map(|paths| Changes {
+            paths,
+            compare_to: None,
+        }),
         Value::Map(m) => {
             ck.keys(m, p, &["paths", "compare_to", "regexp"]);
             path_or_regexp(ck, m, n, p);
-            let paths = m.get("paths").and_then(|x| ck.strings(x, &p.join("paths"), 0)).unwrap_or_default();
-            let compare_to = m.get("compare_to").and_then(|x| ck.string(x, &p.join("compare_to"))).map(str::to_string);
+            let paths = m
+                .get("paths")
+                .and_then(|x| ck.strings(x, &p.join("paths"), 0))
+                .unwrap_or_default();
+            let compare_to = m
+                .get("compare_to")
+                .and_then(|x| ck.string(x, &p.join("compare_to")))
+                .map(str::to_string);
             Some(Changes { paths, compare_to })
         }
         _ if ck.is_ref(n, p) => None,
         _ => {
-            ck.bad(n, p, "an array of paths or a hash with `paths` and `compare_to`");
+            ck.bad(
+                n,
+                p,
+                "an array of paths or a hash with `paths` and `compare_to`",
+            );
             None
         }
     }
@@ -1109,17 +1375,38 @@ pub(crate) fn changes(ck: &mut Ck, n: &Node, p: &P) -> Option<Changes> {
 /// `exists:` as an array of paths or `{paths | regexp, project, ref}`.
 pub(crate) fn exists(ck: &mut Ck, n: &Node, p: &P) -> Option<Exists> {
     match &n.value {
-        Value::Seq(_) => ck.strings(n, p, 0).map(|paths| Exists { paths, ..Exists::default() }),
+        Value::Seq(_) => ck.strings(n, p, 0).map(|paths| Exists {
+            paths,
+            ..Exists::default()
+        }),
         Value::Map(m) => {
             ck.keys(m, p, &["paths", "project", "ref", "regexp"]);
             path_or_regexp(ck, m, n, p);
-            let paths = m.get("paths").and_then(|x| ck.strings(x, &p.join("paths"), 0)).unwrap_or_default();
-            let project = m.get("project").and_then(|x| ck.string(x, &p.join("project"))).map(str::to_string);
-            let git_ref = m.get("ref").and_then(|x| ck.string(x, &p.join("ref"))).map(str::to_string);
+            let paths = m
+                .get("paths")
+                .and_then(|x| ck.strings(x, &p.join("paths"), 0))
+                .unwrap_or_default();
+            let project = m
+                .get("project")
+                .and_then(|x| ck.string(x, &p.join("project")))
+                .map(str::to_string);
+            let git_ref = m
+                .get("ref")
+                .and_then(|x| ck.string(x, &p.join("ref")))
+                .map(str::to_string);
             if let (Some(e), None) = (m.entry("ref"), &project) {
-                ck.error(e.key_span, &p.join("ref"), "needs `project`", "a `project:` entry");
+                ck.error(
+                    e.key_span,
+                    &p.join("ref"),
+                    "needs `project`",
+                    "a `project:` entry",
+                );
             }
-            Some(Exists { paths, project, git_ref })
+            Some(Exists {
+                paths,
+                project,
+                git_ref,
+            })
         }
         _ if ck.is_ref(n, p) => None,
         _ => {
@@ -1133,13 +1420,18 @@ pub(crate) fn exists(ck: &mut Ck, n: &Node, p: &P) -> Option<Exists> {
 fn path_or_regexp(ck: &mut Ck, m: &Map, n: &Node, p: &P) {
     match (m.get("paths"), m.get("regexp")) {
         (None, None) => ck.error(n.span, p, "needs `paths` or `regexp`", "a `paths:` array"),
-        (Some(_), Some(r)) => ck.error(r.span, p, "cannot use both `paths` and `regexp`", "only one of them"),
+        (Some(_), Some(r)) => ck.error(
+            r.span,
+            p,
+            "cannot use both `paths` and `regexp`",
+            "only one of them",
+        ),
         (None, Some(r)) => {
             let rp = p.join("regexp");
-            if let Some(s) = ck.string(r, &rp) {
-                if s.len() > 255 {
-                    ck.bad(r, &rp, "a regular expression of at most 255 characters");
-                }
+            if let Some(s) = ck.string(r, &rp)
+                && s.len() > 255
+            {
+                ck.bad(r, &rp, "a regular expression of at most 255 characters");
             }
         }
         (Some(_), None) => {}
@@ -1150,7 +1442,10 @@ fn path_or_regexp(ck: &mut Ck, m: &Map, n: &Node, p: &P) {
 pub(crate) fn policy(ck: &mut Ck, n: &Node, p: &P) -> Option<Policy> {
     match &n.value {
         Value::Null => None,
-        Value::Seq(_) => ck.strings(n, p, 0).map(|refs| Policy { refs, ..Policy::default() }),
+        Value::Seq(_) => ck.strings(n, p, 0).map(|refs| Policy {
+            refs,
+            ..Policy::default()
+        }),
         Value::Map(m) => {
             ck.keys(m, p, &["refs", "kubernetes", "variables", "changes"]);
             let mut pol = Policy::default();
@@ -1158,19 +1453,32 @@ pub(crate) fn policy(ck: &mut Ck, n: &Node, p: &P) -> Option<Policy> {
                 pol.refs = ck.strings(x, &p.join("refs"), 0).unwrap_or_default();
             }
             if let Some(x) = m.get("kubernetes") {
-                pol.kubernetes = ck.one_of(x, &p.join("kubernetes"), &["active"]).map(str::to_string);
+                pol.kubernetes = ck
+                    .one_of(x, &p.join("kubernetes"), &["active"])
+                    .map(str::to_string);
             }
             if let Some(x) = m.get("variables") {
-                pol.variables = ck.strings(x, &p.join("variables"), 0).unwrap_or_default();
+                let vp = p.join("variables");
+                pol.variables = ck.strings(x, &vp, 0).unwrap_or_default();
+                for (expr, item) in pol.variables.iter().zip(x.as_seq().unwrap_or_default()) {
+                    check_expression(ck, item, &vp, expr);
+                }
             }
             if let Some(x) = m.get("changes") {
-                pol.changes = ck.strings(x, &p.join("changes"), 0).map(|paths| Changes { paths, compare_to: None });
+                pol.changes = ck.strings(x, &p.join("changes"), 0).map(|paths| Changes {
+                    paths,
+                    compare_to: None,
+                });
             }
             Some(pol)
         }
         _ if ck.is_ref(n, p) => None,
         _ => {
-            ck.bad(n, p, "an array of refs or a hash with `refs`, `variables`, `changes` and `kubernetes`");
+            ck.bad(
+                n,
+                p,
+                "an array of refs or a hash with `refs`, `variables`, `changes` and `kubernetes`",
+            );
             None
         }
     }
@@ -1238,8 +1546,10 @@ pub(crate) fn inherit(ck: &mut Ck, n: &Node, p: &P) -> (Inherit, Inherit) {
     let mut out = (Inherit::All, Inherit::All);
     let Some(m) = ck.map(n, p) else { return out };
     ck.keys(m, p, &["default", "variables"]);
-    let mut one = |ck: &mut Ck, key: &str, names: Option<&[&str]>| -> Inherit {
-        let Some(x) = m.get(key) else { return Inherit::All };
+    let one = |ck: &mut Ck, key: &str, names: Option<&[&str]>| -> Inherit {
+        let Some(x) = m.get(key) else {
+            return Inherit::All;
+        };
         let kp = p.join(key);
         match &x.value {
             Value::Bool(true) => Inherit::All,

@@ -83,51 +83,15 @@ pub fn slug(s: &str, max: usize) -> String {
     out
 }
 
-/// The runner's expansion of image and service names (Go's `os.Expand`
-/// over the job variables): `$VAR` and `${VAR}`; unknown names become "".
-// TODO(lead): switch to gantry_config::expand::expand_runner once it lands;
-// this is the same contract.
+/// The runner's expansion of image, service and alias names (Go's
+/// `os.Expand` over the job variables, the last definition winning).
 pub fn expand_runner(value: &str, env: &[(String, String)]) -> String {
-    let lookup = |name: &str| {
+    gantry_config::expand::expand_runner(value, &|name| {
         env.iter()
             .rev()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
-    let bytes = value.as_bytes();
-    let mut out = String::with_capacity(value.len());
-    let mut i = 0;
-    let mut copied = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'$' || i + 1 >= bytes.len() {
-            i += 1;
-            continue;
-        }
-        let next = bytes[i + 1];
-        if next == b'{' {
-            if let Some(end) = value[i + 2..].find('}') {
-                out.push_str(&value[copied..i]);
-                out.push_str(lookup(&value[i + 2..i + 2 + end]));
-                i = i + 3 + end;
-                copied = i;
-                continue;
-            }
-        } else if next == b'_' || next.is_ascii_alphabetic() {
-            let len = bytes[i + 1..]
-                .iter()
-                .take_while(|b| **b == b'_' || b.is_ascii_alphanumeric())
-                .count();
-            out.push_str(&value[copied..i]);
-            out.push_str(lookup(&value[i + 1..i + 1 + len]));
-            i = i + 1 + len;
-            copied = i;
-            continue;
-        }
-        i += 1;
-    }
-    out.push_str(&value[copied..]);
-    out
+            .map(|(_, v)| v.clone())
+    })
 }
 
 #[cfg(test)]
@@ -144,11 +108,17 @@ mod tests {
         assert_eq!(default_service_aliases("redis"), ["redis"]);
         assert_eq!(
             default_service_aliases("registry.example.com:5000/group/db:1.2"),
-            ["registry.example.com__group__db", "registry.example.com-group-db"]
+            [
+                "registry.example.com__group__db",
+                "registry.example.com-group-db"
+            ]
         );
         assert_eq!(
             default_service_aliases("localhost/gantry-test-httpd:latest"),
-            ["localhost__gantry-test-httpd", "localhost-gantry-test-httpd"]
+            [
+                "localhost__gantry-test-httpd",
+                "localhost-gantry-test-httpd"
+            ]
         );
         let digest = format!("mysql@sha256:{}", "a".repeat(64));
         assert_eq!(default_service_aliases(&digest), ["mysql"]);
@@ -177,6 +147,6 @@ mod tests {
         ];
         assert_eq!(expand_runner("$REG/app:${TAG}", &env), "localhost/app:1.2");
         assert_eq!(expand_runner("app:$MISSING", &env), "app:");
-        assert_eq!(expand_runner("price $5 $", &env), "price $5 $");
+        assert_eq!(expand_runner("$$ and $", &env), "$ and $");
     }
 }

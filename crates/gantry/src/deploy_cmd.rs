@@ -1,0 +1,791 @@
+//! The deploy commands: `gantry deploy ecs|cloudformation|docker`, `gantry rollback`,
+//! `gantry deployments`, `gantry registry login ecr`, `gantry ecs run`.
+//!
+//! Thin: arguments are parsed here (options match ecs-deploy where it has them) and handed to
+//! `gantry_deploy`. Each entry point builds its own async runtime and returns an exit code:
+//! 0 success, 1 a failed deploy / rollback / task, 2 a usage, credential or I/O error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gantry_deploy::aws::AwsOptions;
+use gantry_deploy::cloudformation::StackOptions;
+use gantry_deploy::ecs::taskdef::{HealthCheckSpec, TaskChanges};
+use gantry_deploy::ecs::{EcsDeployOptions, EcsDeployer, RunTaskOptions, SdkObserver};
+use gantry_deploy::history::{FileHistoryStore, HistoryStore, format_table};
+use gantry_deploy::local::{LocalDeployOptions, LocalDeployer};
+use gantry_deploy::sdk;
+use gantry_deploy::{DeployError, Log};
+
+const EXIT_OK: i32 = 0;
+const EXIT_FAILED: i32 = 1;
+const EXIT_USAGE: i32 = 2;
+
+/// Credentials and endpoint, shared by the AWS commands.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AwsArgs {
+    /// AWS region (default: the SDK chain, e.g. AWS_REGION).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Assume this IAM role before any call (e.g. a deploy role in another account).
+    #[arg(long, value_name = "ARN")]
+    pub assume_role: Option<String>,
+    /// Session name for --assume-role.
+    #[arg(long, requires = "assume_role")]
+    pub role_session_name: Option<String>,
+    /// External id for --assume-role.
+    #[arg(long, requires = "assume_role")]
+    pub external_id: Option<String>,
+    /// Endpoint override (default: AWS_ENDPOINT_URL when set).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// Static access key id (default: the SDK chain).
+    #[arg(long, requires = "secret_access_key")]
+    pub access_key_id: Option<String>,
+    /// Static secret access key.
+    #[arg(long, requires = "access_key_id")]
+    pub secret_access_key: Option<String>,
+}
+
+impl AwsArgs {
+    fn options(&self) -> AwsOptions {
+        AwsOptions {
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            assume_role: self.assume_role.clone(),
+            role_session_name: self.role_session_name.clone(),
+            external_id: self.external_id.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+    }
+}
+
+/// `gantry deploy`.
+#[derive(clap::Args, Debug)]
+pub struct DeployArgs {
+    #[command(subcommand)]
+    pub target: DeployTarget,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DeployTarget {
+    /// Deploy ECS services: new task-definition revision, UpdateService, wait, health check, roll back on failure.
+    Ecs(Box<EcsDeployArgs>),
+    /// Create or update a CloudFormation stack, wait tailing events, print outputs.
+    #[command(name = "cloudformation", alias = "cfn")]
+    CloudFormation(CfnDeployArgs),
+    /// Deploy a container on the local engine (Docker or Podman) with health check and rollback.
+    Docker(DockerDeployArgs),
+}
+
+/// `gantry deploy ecs CLUSTER SERVICE [SERVICE...]`.
+#[derive(clap::Args, Debug)]
+pub struct EcsDeployArgs {
+    pub cluster: String,
+    #[arg(required = true)]
+    pub services: Vec<String>,
+    /// New tag for every container image.
+    #[arg(short = 't', long)]
+    pub tag: Option<String>,
+    /// Set a container's image.
+    #[arg(short = 'i', long, num_args = 2, value_names = ["CONTAINER", "IMAGE"], action = clap::ArgAction::Append)]
+    pub image: Vec<String>,
+    /// Set an environment variable.
+    #[arg(short = 'e', long, num_args = 3, value_names = ["CONTAINER", "NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub env: Vec<String>,
+    /// Load environment variables from a dotenv file.
+    #[arg(long, num_args = 2, value_names = ["CONTAINER", "FILE"], action = clap::ArgAction::Append)]
+    pub env_file: Vec<String>,
+    /// Set a secret (SSM parameter or Secrets Manager ARN).
+    #[arg(short = 's', long, num_args = 3, value_names = ["CONTAINER", "NAME", "PARAMETER"], action = clap::ArgAction::Append)]
+    pub secret: Vec<String>,
+    /// Drop environment variables not given, in the containers that got some.
+    #[arg(long)]
+    pub exclusive_env: bool,
+    /// Drop secrets not given, in the containers that got some.
+    #[arg(long)]
+    pub exclusive_secrets: bool,
+    /// Set a container's command (shell words, or a JSON array).
+    #[arg(short = 'c', long, num_args = 2, value_names = ["CONTAINER", "COMMAND"], action = clap::ArgAction::Append)]
+    pub command: Vec<String>,
+    /// Container cpu units.
+    #[arg(long, num_args = 2, value_names = ["CONTAINER", "UNITS"], action = clap::ArgAction::Append)]
+    pub cpu: Vec<String>,
+    /// Container hard memory limit (MiB).
+    #[arg(long, num_args = 2, value_names = ["CONTAINER", "MIB"], action = clap::ArgAction::Append)]
+    pub memory: Vec<String>,
+    /// Container soft memory limit (MiB).
+    #[arg(long, num_args = 2, value_names = ["CONTAINER", "MIB"], action = clap::ArgAction::Append)]
+    pub memory_reservation: Vec<String>,
+    /// Task-level cpu (Fargate), e.g. 256 or "1 vCPU".
+    #[arg(long)]
+    pub task_cpu: Option<String>,
+    /// Task-level memory (Fargate), e.g. 512.
+    #[arg(long)]
+    pub task_memory: Option<String>,
+    /// Port mapping; replaces the container's mappings. SPEC is [HOST:]CONTAINER[/udp].
+    #[arg(short = 'p', long, num_args = 2, value_names = ["CONTAINER", "SPEC"], action = clap::ArgAction::Append)]
+    pub port: Vec<String>,
+    /// Container health check (CMD-SHELL).
+    #[arg(long, num_args = 6, value_names = ["CONTAINER", "COMMAND", "INTERVAL", "TIMEOUT", "RETRIES", "START_PERIOD"], action = clap::ArgAction::Append)]
+    pub health_check: Vec<String>,
+    /// Log configuration option; repeat for more options of one driver.
+    #[arg(long, num_args = 4, value_names = ["CONTAINER", "DRIVER", "OPTION", "VALUE"], action = clap::ArgAction::Append)]
+    pub log: Vec<String>,
+    /// Docker label.
+    #[arg(long, num_args = 3, value_names = ["CONTAINER", "KEY", "VALUE"], action = clap::ArgAction::Append)]
+    pub docker_label: Vec<String>,
+    /// Task role ARN.
+    #[arg(short = 'r', long, value_name = "ARN")]
+    pub role: Option<String>,
+    /// Task execution role ARN.
+    #[arg(long, value_name = "ARN")]
+    pub execution_role: Option<String>,
+    /// Deploy this revision (FAMILY:REV or ARN) instead of copying the current one.
+    #[arg(long, value_name = "FAMILY:REV")]
+    pub task: Option<String>,
+    /// Seconds to wait for the rollout; -1 = do not wait.
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
+    pub timeout: i64,
+    /// Seconds between rollout polls.
+    #[arg(long, default_value_t = 2.0)]
+    pub poll_interval: f64,
+    /// Seconds to wait for a rollback's rollout.
+    #[arg(long, default_value_t = 600)]
+    pub rollback_timeout: u64,
+    /// Print the task-definition changes field by field.
+    #[arg(long)]
+    pub diff: bool,
+    /// Deregister older revisions of the family, keeping the newest N (the running, previous and known-good ones are always kept).
+    #[arg(long, value_name = "N")]
+    pub keep_revisions: Option<usize>,
+    /// Set the desired count.
+    #[arg(long, value_name = "N")]
+    pub scale: Option<i32>,
+    /// After the rollout, probe this URL until it answers 2xx.
+    #[arg(long, value_name = "URL")]
+    pub health_url: Option<String>,
+    /// Seconds for --health-url.
+    #[arg(long, default_value_t = 60)]
+    pub health_timeout: u64,
+    /// Do not roll back on failure.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Do not fail on "unable" service events.
+    #[arg(long)]
+    pub ignore_warnings: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// `gantry deploy cloudformation STACK`.
+#[derive(clap::Args, Debug)]
+pub struct CfnDeployArgs {
+    pub stack: String,
+    /// Template file (default: the stack's current template).
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+    /// Parameter value; parameters not given keep their previous value.
+    #[arg(long = "parameter", value_name = "KEY=VALUE")]
+    pub parameters: Vec<String>,
+    /// Stack tag.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Capabilities to acknowledge (default: IAM, NAMED_IAM, AUTO_EXPAND).
+    #[arg(long = "capability", value_name = "CAPABILITY")]
+    pub capabilities: Vec<String>,
+    /// Skip the change-set preview.
+    #[arg(long)]
+    pub no_preview: bool,
+    /// Only show the change-set preview.
+    #[arg(long)]
+    pub preview_only: bool,
+    /// Write the stack outputs as KEY=value lines (GitLab dotenv report).
+    #[arg(long, value_name = "FILE")]
+    pub outputs_dotenv: Option<PathBuf>,
+    /// Seconds to wait for the stack.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// `gantry deploy docker NAME --image IMAGE`.
+#[derive(clap::Args, Debug)]
+pub struct DockerDeployArgs {
+    /// Deploy name: the live container is NAME, earlier revisions NAME-rN.
+    pub name: String,
+    #[arg(long)]
+    pub image: String,
+    /// Published port, [IP:]HOST:CONTAINER[/udp].
+    #[arg(short = 'p', long = "port", value_name = "SPEC")]
+    pub ports: Vec<String>,
+    /// Environment variable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Dotenv file of environment variables.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Command (shell words or a JSON array) instead of the image's.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// Network to attach to.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Probe this URL (on a published port) until it answers 2xx; default: the image's HEALTHCHECK, else staying up for --grace.
+    #[arg(long, value_name = "URL")]
+    pub health_url: Option<String>,
+    /// Seconds for the health check.
+    #[arg(long, default_value_t = 30)]
+    pub health_timeout: u64,
+    /// Seconds a revision without health check must stay up.
+    #[arg(long, default_value_t = 2)]
+    pub grace: u64,
+    /// Stopped revisions kept for rollback.
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Do not roll back on failure.
+    #[arg(long)]
+    pub no_rollback: bool,
+}
+
+/// `gantry rollback`.
+#[derive(clap::Args, Debug)]
+pub struct RollbackArgs {
+    #[command(subcommand)]
+    pub target: RollbackTarget,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RollbackTarget {
+    /// Return an ECS service to a revision (default: the last known-good one).
+    Ecs(EcsRollbackArgs),
+    /// Return a local deploy to a revision (default: the last known-good one).
+    Docker(DockerRollbackArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EcsRollbackArgs {
+    pub cluster: String,
+    pub service: String,
+    /// REV, FAMILY:REV or ARN.
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
+    /// Seconds to wait for the rollout; -1 = do not wait.
+    #[arg(long, default_value_t = 600, allow_negative_numbers = true)]
+    pub timeout: i64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DockerRollbackArgs {
+    pub name: String,
+    /// Revision number (as in NAME-rN).
+    #[arg(long, value_name = "REV", value_parser = parse_revision)]
+    pub to: Option<u32>,
+    #[arg(long, value_name = "URL")]
+    pub health_url: Option<String>,
+    #[arg(long, default_value_t = 30)]
+    pub health_timeout: u64,
+}
+
+fn parse_revision(s: &str) -> Result<u32, String> {
+    s.trim_start_matches('r').parse().map_err(|_| format!("{s:?} is not a revision number"))
+}
+
+/// `gantry deployments [TARGET]`.
+#[derive(clap::Args, Debug)]
+pub struct DeploymentsArgs {
+    /// Filter: `ecs`, `ecs:CLUSTER`, `ecs:CLUSTER/SERVICE`, a service/container/stack name, ...
+    pub target: Option<String>,
+    /// Only the newest N.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry registry`.
+#[derive(clap::Args, Debug)]
+pub struct RegistryArgs {
+    #[command(subcommand)]
+    pub command: RegistryCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RegistryCommand {
+    /// Log in to a registry.
+    Login(RegistryLoginArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RegistryLoginArgs {
+    /// Registry kind; only `ecr`.
+    #[arg(value_parser = ["ecr"])]
+    pub kind: String,
+    /// Print the password on stdout (for `docker login --password-stdin`) instead of storing it.
+    #[arg(long)]
+    pub print: bool,
+    /// Registry (account) ids; default: the caller's account.
+    #[arg(long = "registry-id", value_name = "ID")]
+    pub registry_ids: Vec<String>,
+    /// Auth file to update (default: REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json or ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// `gantry ecs`.
+#[derive(clap::Args, Debug)]
+pub struct EcsArgs {
+    #[command(subcommand)]
+    pub command: EcsCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum EcsCommand {
+    /// Run a one-off task, wait until it stops, exit with its container's exit code.
+    Run(EcsRunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EcsRunArgs {
+    pub cluster: String,
+    /// FAMILY, FAMILY:REV or ARN.
+    pub task: String,
+    #[arg(long, default_value_t = 1)]
+    pub count: i32,
+    /// EC2, FARGATE or EXTERNAL.
+    #[arg(long)]
+    pub launch_type: Option<String>,
+    #[arg(long = "subnet", value_name = "ID")]
+    pub subnets: Vec<String>,
+    #[arg(long = "security-group", value_name = "ID")]
+    pub security_groups: Vec<String>,
+    #[arg(long)]
+    pub public_ip: bool,
+    /// Override a container's command.
+    #[arg(short = 'c', long, num_args = 2, value_names = ["CONTAINER", "COMMAND"], action = clap::ArgAction::Append)]
+    pub command: Vec<String>,
+    /// Override an environment variable.
+    #[arg(short = 'e', long, num_args = 3, value_names = ["CONTAINER", "NAME", "VALUE"], action = clap::ArgAction::Append)]
+    pub env: Vec<String>,
+    /// Seconds to wait for the task to stop.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+fn pairs(v: &[String]) -> Vec<(String, String)> {
+    v.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect()
+}
+
+fn triples(v: &[String]) -> Vec<(String, String, String)> {
+    v.chunks(3).filter(|c| c.len() == 3).map(|c| (c[0].clone(), c[1].clone(), c[2].clone())).collect()
+}
+
+fn int_pairs(v: &[String], flag: &str) -> Result<Vec<(String, i32)>, DeployError> {
+    pairs(v)
+        .into_iter()
+        .map(|(c, n)| {
+            n.parse().map(|n| (c.clone(), n)).map_err(|_| DeployError::Usage(format!("--{flag} {c} {n}: not a number")))
+        })
+        .collect()
+}
+
+fn key_values(v: &[String], flag: &str) -> Result<Vec<(String, String)>, DeployError> {
+    v.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| DeployError::Usage(format!("--{flag} {kv:?}: expected KEY=VALUE")))
+        })
+        .collect()
+}
+
+fn task_changes(a: &EcsDeployArgs) -> Result<TaskChanges, DeployError> {
+    let mut ch = TaskChanges {
+        tag: a.tag.clone(),
+        images: pairs(&a.image),
+        env: triples(&a.env),
+        secrets: triples(&a.secret),
+        exclusive_env: a.exclusive_env,
+        exclusive_secrets: a.exclusive_secrets,
+        commands: pairs(&a.command),
+        cpu: int_pairs(&a.cpu, "cpu")?,
+        memory: int_pairs(&a.memory, "memory")?,
+        memory_reservation: int_pairs(&a.memory_reservation, "memory-reservation")?,
+        task_cpu: a.task_cpu.clone(),
+        task_memory: a.task_memory.clone(),
+        ports: pairs(&a.port),
+        docker_labels: triples(&a.docker_label),
+        task_role: a.role.clone(),
+        execution_role: a.execution_role.clone(),
+        ..Default::default()
+    };
+    for (container, file) in pairs(&a.env_file) {
+        ch.add_env_file(&container, std::path::Path::new(&file))?;
+    }
+    for c in a.health_check.chunks(6).filter(|c| c.len() == 6) {
+        let num = |i: usize| {
+            c[i].parse::<i32>()
+                .map_err(|_| DeployError::Usage(format!("--health-check {}: {:?} is not a number", c[0], c[i])))
+        };
+        ch.health_checks.push((
+            c[0].clone(),
+            HealthCheckSpec { command: c[1].clone(), interval: num(2)?, timeout: num(3)?, retries: num(4)?, start_period: num(5)? },
+        ));
+    }
+    for c in a.log.chunks(4).filter(|c| c.len() == 4) {
+        ch.log_configs.push((c[0].clone(), c[1].clone(), c[2].clone(), c[3].clone()));
+    }
+    Ok(ch)
+}
+
+fn exit_for(e: &DeployError) -> i32 {
+    match e {
+        DeployError::Rollout(_) | DeployError::Health(_) => EXIT_FAILED,
+        _ => EXIT_USAGE,
+    }
+}
+
+fn report(e: &DeployError) -> i32 {
+    eprintln!("error: {e}");
+    exit_for(e)
+}
+
+fn run<F: std::future::Future<Output = i32>>(fut: F) -> i32 {
+    match gantry_deploy::runtime() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => report(&e),
+    }
+}
+
+/// `gantry deploy`: returns the exit code.
+pub fn deploy(a: DeployArgs) -> i32 {
+    run(async move {
+        match a.target {
+            DeployTarget::Ecs(args) => deploy_ecs(*args).await,
+            DeployTarget::CloudFormation(args) => deploy_cfn(args).await,
+            DeployTarget::Docker(args) => deploy_docker(args).await,
+        }
+    })
+}
+
+async fn deploy_ecs(a: EcsDeployArgs) -> i32 {
+    let changes = match task_changes(&a) {
+        Ok(c) => c,
+        Err(e) => return report(&e),
+    };
+    let cfg = match gantry_deploy::aws::load_config(&a.aws.options()).await {
+        Ok(c) => c,
+        Err(e) => return report(&e),
+    };
+    let client = sdk::ecs::Client::new(&cfg);
+    let history = FileHistoryStore::from_env();
+    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client), &history, Log::stderr());
+    let services: Vec<&str> = a.services.iter().map(String::as_str).collect();
+    let mut opts = EcsDeployOptions::new(&a.cluster, &services);
+    opts.changes = changes;
+    opts.task = a.task.clone();
+    opts.timeout = if a.timeout < 0 { None } else { Some(Duration::from_secs(a.timeout as u64)) };
+    opts.poll_interval = Duration::from_secs_f64(a.poll_interval.clamp(0.05, 60.0));
+    opts.rollback_timeout = Duration::from_secs(a.rollback_timeout);
+    opts.show_diff = a.diff;
+    opts.keep_revisions = a.keep_revisions;
+    opts.scale = a.scale;
+    opts.health_url = a.health_url.clone();
+    opts.health_timeout = Duration::from_secs(a.health_timeout);
+    opts.rollback = !a.no_rollback;
+    opts.ignore_warnings = a.ignore_warnings;
+    let outcomes = deployer.deploy(&opts).await;
+    let mut code = EXIT_OK;
+    for o in &outcomes {
+        if o.ok {
+            eprintln!("ok: {}", o.message);
+        } else {
+            eprintln!("FAILED: {}", o.message);
+            // Nothing was changed when no revision got chosen: a usage or API error.
+            code = code.max(if o.revision.is_some() { EXIT_FAILED } else { EXIT_USAGE });
+        }
+    }
+    code
+}
+
+async fn deploy_cfn(a: CfnDeployArgs) -> i32 {
+    let params = match key_values(&a.parameters, "parameter") {
+        Ok(p) => p,
+        Err(e) => return report(&e),
+    };
+    let tags = match key_values(&a.tags, "tag") {
+        Ok(t) => t,
+        Err(e) => return report(&e),
+    };
+    let cfg = match gantry_deploy::aws::load_config(&a.aws.options()).await {
+        Ok(c) => c,
+        Err(e) => return report(&e),
+    };
+    let client = sdk::cloudformation::Client::new(&cfg);
+    let mut opts = StackOptions::new(&a.stack);
+    opts.template_file = a.template.clone();
+    opts.parameters = params;
+    opts.tags = tags;
+    if !a.capabilities.is_empty() {
+        opts.capabilities = a.capabilities.clone();
+    }
+    opts.preview = !a.no_preview;
+    opts.preview_only = a.preview_only;
+    opts.timeout = Duration::from_secs(a.timeout);
+    opts.outputs_dotenv = a.outputs_dotenv.clone();
+    let history = FileHistoryStore::from_env();
+    match gantry_deploy::cloudformation::deploy_stack(&client, &opts, &history, &Log::stderr()).await {
+        Ok(o) => {
+            for (k, v) in &o.outputs {
+                println!("{k}={v}");
+            }
+            eprintln!("ok: stack {} is {}", a.stack, o.status);
+            EXIT_OK
+        }
+        Err(e) => report(&e),
+    }
+}
+
+fn docker_options(a: &DockerDeployArgs) -> Result<LocalDeployOptions, DeployError> {
+    let mut o = LocalDeployOptions::new(&a.name, &a.image);
+    o.spec.ports = a.ports.clone();
+    o.spec.env = key_values(&a.env, "env")?;
+    for f in &a.env_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| DeployError::Usage(format!("cannot read env file {}: {e}", f.display())))?;
+        let vars = gantry_deploy::ecs::taskdef::parse_dotenv(&text)
+            .map_err(|(line, msg)| DeployError::Usage(format!("{}:{line}: {msg}", f.display())))?;
+        o.spec.env.extend(vars);
+    }
+    o.spec.command = a.command.as_deref().map(gantry_deploy::ecs::taskdef::split_command).transpose()?;
+    o.spec.network = a.network.clone();
+    o.health_url = a.health_url.clone();
+    o.health_timeout = Duration::from_secs(a.health_timeout);
+    o.grace = Duration::from_secs(a.grace);
+    o.keep = a.keep;
+    o.rollback = !a.no_rollback;
+    Ok(o)
+}
+
+async fn deploy_docker(a: DockerDeployArgs) -> i32 {
+    let opts = match docker_options(&a) {
+        Ok(o) => o,
+        Err(e) => return report(&e),
+    };
+    let docker = match gantry_deploy::local::connect() {
+        Ok(d) => d,
+        Err(e) => return report(&e),
+    };
+    let history = FileHistoryStore::from_env();
+    let deployer = LocalDeployer::new(docker, &history, Log::stderr());
+    match deployer.deploy(&opts).await {
+        Ok(o) if o.ok => {
+            eprintln!("ok: {} revision {} is live", a.name, o.revision);
+            EXIT_OK
+        }
+        Ok(o) => {
+            eprintln!("FAILED: {}", o.message);
+            EXIT_FAILED
+        }
+        Err(e) => report(&e),
+    }
+}
+
+/// `gantry rollback`: returns the exit code.
+pub fn rollback(a: RollbackArgs) -> i32 {
+    run(async move {
+        let history = FileHistoryStore::from_env();
+        match a.target {
+            RollbackTarget::Ecs(r) => {
+                let cfg = match gantry_deploy::aws::load_config(&r.aws.options()).await {
+                    Ok(c) => c,
+                    Err(e) => return report(&e),
+                };
+                let client = sdk::ecs::Client::new(&cfg);
+                let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client), &history, Log::stderr());
+                let timeout = if r.timeout < 0 { None } else { Some(Duration::from_secs(r.timeout as u64)) };
+                match deployer.rollback(&r.cluster, &r.service, r.to.as_deref(), timeout, Duration::from_secs(2)).await {
+                    Ok(msg) => {
+                        eprintln!("ok: {msg}");
+                        EXIT_OK
+                    }
+                    Err(e) => report(&e),
+                }
+            }
+            RollbackTarget::Docker(r) => {
+                let docker = match gantry_deploy::local::connect() {
+                    Ok(d) => d,
+                    Err(e) => return report(&e),
+                };
+                let deployer = LocalDeployer::new(docker, &history, Log::stderr());
+                let mut opts = LocalDeployOptions::new(&r.name, "");
+                opts.health_url = r.health_url.clone();
+                opts.health_timeout = Duration::from_secs(r.health_timeout);
+                match deployer.rollback(&r.name, r.to, &opts).await {
+                    Ok(rev) => {
+                        eprintln!("ok: {} is back on revision {rev}", r.name);
+                        EXIT_OK
+                    }
+                    Err(e) => report(&e),
+                }
+            }
+        }
+    })
+}
+
+/// `gantry deployments`: returns the exit code.
+pub fn deployments(a: DeploymentsArgs) -> i32 {
+    let history = FileHistoryStore::from_env();
+    let mut records = match history.list(a.target.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return report(&e),
+    };
+    if let Some(n) = a.limit {
+        let skip = records.len().saturating_sub(n);
+        records.drain(..skip);
+    }
+    if a.json {
+        match serde_json::to_string_pretty(&records) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return report(&DeployError::History(e.to_string())),
+        }
+    } else if records.is_empty() {
+        eprintln!("no deployments recorded in {}", history.path().display());
+    } else {
+        print!("{}", format_table(&records));
+    }
+    EXIT_OK
+}
+
+/// `gantry registry`: returns the exit code.
+pub fn registry(a: RegistryArgs) -> i32 {
+    run(async move {
+        let RegistryCommand::Login(l) = a.command;
+        let cfg = match gantry_deploy::aws::load_config(&l.aws.options()).await {
+            Ok(c) => c,
+            Err(e) => return report(&e),
+        };
+        let client = sdk::ecr::Client::new(&cfg);
+        let creds = match gantry_deploy::ecr::ecr_credentials(&client, &l.registry_ids).await {
+            Ok(c) => c,
+            Err(e) => return report(&e),
+        };
+        if l.print {
+            for c in &creds {
+                eprintln!("registry {} user {} (password on stdout)", c.registry, c.username);
+                println!("{}", c.password);
+            }
+            return EXIT_OK;
+        }
+        let path = l.auth_file.clone().unwrap_or_else(gantry_deploy::ecr::default_auth_file);
+        for c in &creds {
+            if let Err(e) = gantry_deploy::ecr::store_credentials(&path, c) {
+                return report(&e);
+            }
+            eprintln!("logged in to {} as {} (credentials in {})", c.registry, c.username, path.display());
+        }
+        EXIT_OK
+    })
+}
+
+/// `gantry ecs`: returns the exit code (the task's exit code for `run`).
+pub fn ecs(a: EcsArgs) -> i32 {
+    run(async move {
+        let EcsCommand::Run(r) = a.command;
+        let cfg = match gantry_deploy::aws::load_config(&r.aws.options()).await {
+            Ok(c) => c,
+            Err(e) => return report(&e),
+        };
+        let client = sdk::ecs::Client::new(&cfg);
+        let opts = RunTaskOptions {
+            cluster: r.cluster.clone(),
+            task: r.task.clone(),
+            count: r.count,
+            launch_type: r.launch_type.clone(),
+            subnets: r.subnets.clone(),
+            security_groups: r.security_groups.clone(),
+            public_ip: r.public_ip,
+            commands: pairs(&r.command),
+            env: triples(&r.env),
+            timeout: Duration::from_secs(r.timeout),
+            poll_interval: Duration::from_secs(2),
+        };
+        match gantry_deploy::ecs::run_task(&client, &opts, &Log::stderr()).await {
+            Ok(code) => code,
+            Err(e) => report(&e),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Cmd {
+        Deploy(DeployArgs),
+        Rollback(RollbackArgs),
+    }
+
+    #[test]
+    fn ecs_deploy_arguments_like_ecs_deploy() {
+        let cli = Cli::try_parse_from([
+            "gantry", "deploy", "ecs", "prod", "web", "worker", "--tag", "abc", "--image", "app", "img:2",
+            "--env", "app", "A", "1", "-e", "app", "B", "2", "--secret", "app", "DB", "arn:p", "--timeout", "-1",
+            "--health-check", "app", "curl -f localhost", "10", "5", "3", "0", "--keep-revisions", "3",
+            "--assume-role", "arn:aws:iam::2:role/d",
+        ])
+        .expect("parse");
+        let Cmd::Deploy(DeployArgs { target: DeployTarget::Ecs(a) }) = cli.cmd else { panic!("ecs") };
+        assert_eq!(a.services, ["web", "worker"]);
+        assert_eq!(a.timeout, -1);
+        let ch = task_changes(&a).expect("changes");
+        assert_eq!(ch.images, [("app".to_string(), "img:2".to_string())]);
+        assert_eq!(ch.env.len(), 2);
+        assert_eq!(ch.secrets[0].2, "arn:p");
+        assert_eq!(ch.health_checks[0].1.interval, 10);
+        assert_eq!(a.aws.options().assume_role.as_deref(), Some("arn:aws:iam::2:role/d"));
+    }
+
+    #[test]
+    fn bad_numbers_are_usage_errors() {
+        let cli = Cli::try_parse_from(["gantry", "deploy", "ecs", "c", "s", "--cpu", "app", "lots"]).expect("parse");
+        let Cmd::Deploy(DeployArgs { target: DeployTarget::Ecs(a) }) = cli.cmd else { panic!("ecs") };
+        assert!(matches!(task_changes(&a), Err(DeployError::Usage(_))));
+    }
+
+    #[test]
+    fn docker_and_rollback_arguments() {
+        let cli = Cli::try_parse_from([
+            "gantry", "deploy", "docker", "web", "--image", "localhost/app:2", "-p", "8080:80", "-e", "A=1",
+            "--health-url", "http://127.0.0.1:8080/keepalive",
+        ])
+        .expect("parse");
+        let Cmd::Deploy(DeployArgs { target: DeployTarget::Docker(a) }) = cli.cmd else { panic!("docker") };
+        let o = docker_options(&a).expect("options");
+        assert_eq!(o.spec.env, [("A".to_string(), "1".to_string())]);
+        let cli = Cli::try_parse_from(["gantry", "rollback", "docker", "web", "--to", "r3"]).expect("parse");
+        let Cmd::Rollback(RollbackArgs { target: RollbackTarget::Docker(r) }) = cli.cmd else { panic!("docker") };
+        assert_eq!(r.to, Some(3));
+    }
+}
