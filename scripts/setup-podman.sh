@@ -4,7 +4,7 @@
 #   scripts/setup-podman.sh        then   DOCKER_HOST=unix:///run/podman/podman.sock
 set -eu
 
-SOCKET=/run/podman/podman.sock
+SOCKET=${GANTRY_PODMAN_SOCKET:-/run/podman/podman.sock}
 LOG=${GANTRY_PODMAN_LOG:-/tmp/gantry-podman-service.log}
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -13,20 +13,22 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need_install=
-for pkg in podman runc busybox-static docker-registry; do
+for pkg in podman runc busybox-static docker-registry curl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_install="$need_install $pkg"
 done
 if [ -n "$need_install" ]; then
-    # Another apt may hold the lock (e.g. a background install); wait for it.
+    echo "setup-podman.sh: installing$need_install"
+    # Another apt may hold the lock (e.g. a background install): wait for it.
     i=0
-    while fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock >/dev/null 2>&1; do
-        i=$((i + 1)); [ "$i" -gt 600 ] && { echo "setup-podman.sh: dpkg lock held for 10 min" >&2; exit 1; }
+    while command -v fuser >/dev/null 2>&1 \
+        && fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ "$i" -gt 900 ] && { echo "setup-podman.sh: the dpkg lock is held for 15 min" >&2; exit 1; }
         sleep 1
     done
-    echo "setup-podman.sh: installing$need_install"
-    apt-get update -qq
+    apt-get -o DPkg::Lock::Timeout=900 update -qq
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_install >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq $need_install >/dev/null
 fi
 
 # The three settings this sandbox needs (environment.md): no nofile ulimit

@@ -1,9 +1,9 @@
 #!/bin/sh
 # The service must run this pipeline's image; BREAK_KEEPALIVE=1 stands for a failing keepalive.
 set -eu
-td=$($AWS ecs describe-services --cluster "$CLUSTER_NAME" --services "$SERVICE_NAME" \
+td=$(aws ecs describe-services --cluster "$CLUSTER_NAME" --services "$SERVICE_NAME" \
   --query 'services[0].taskDefinition' --output text)
-image=$($AWS ecs describe-task-definition --task-definition "$td" \
+image=$(aws ecs describe-task-definition --task-definition "$td" \
   --query 'taskDefinition.containerDefinitions[0].image' --output text)
 echo "service runs $td with $image"
 case "$image" in

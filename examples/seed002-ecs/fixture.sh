@@ -1,16 +1,16 @@
 #!/bin/sh
 # Creates what seed 002 assumes exists (cluster, service, ECR repository), once.
 set -eu
-if $AWS ecs describe-services --cluster "$CLUSTER_NAME" --services "$SERVICE_NAME" \
+if aws ecs describe-services --cluster "$CLUSTER_NAME" --services "$SERVICE_NAME" \
      --query 'services[0].status' --output text 2>/dev/null | grep -q ACTIVE; then
   exit 0
 fi
-$AWS ecr create-repository --repository-name "$SERVICE_NAME" >/dev/null 2>&1 || true
-$AWS ecs create-cluster --cluster-name "$CLUSTER_NAME" >/dev/null
-$AWS ecs register-task-definition --family "$SERVICE_NAME" --container-definitions \
+aws ecr create-repository --repository-name "$SERVICE_NAME" >/dev/null 2>&1 || true
+aws ecs create-cluster --cluster-name "$CLUSTER_NAME" >/dev/null
+aws ecs register-task-definition --family "$SERVICE_NAME" --container-definitions \
   '[{"name":"app","image":"123456789012.dkr.ecr.us-east-1.amazonaws.com/seed002-app:initial","memory":128,"portMappings":[{"containerPort":80}]}]' >/dev/null
-$AWS ecs register-task-definition --family keepalive --container-definitions \
+aws ecs register-task-definition --family keepalive --container-definitions \
   '[{"name":"check","image":"busybox","memory":64,"command":["wget","-q","-O-","http://seed002-app/keepalive"]}]' >/dev/null
-$AWS ecs create-service --cluster "$CLUSTER_NAME" --service-name "$SERVICE_NAME" \
+aws ecs create-service --cluster "$CLUSTER_NAME" --service-name "$SERVICE_NAME" \
   --task-definition "$SERVICE_NAME" --desired-count 2 >/dev/null
 echo "fixture: cluster $CLUSTER_NAME, service $SERVICE_NAME"

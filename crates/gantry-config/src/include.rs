@@ -148,8 +148,9 @@ enum Target {
 }
 
 impl Expander<'_> {
-    fn error(&mut self, span: Span, message: impl Into<String>) {
-        self.errors.push(Diagnostic::at(span, message));
+    fn error(&mut self, span: Span, message: impl Into<String>, expected: &str) {
+        self.errors
+            .push(Diagnostic::at(span, message).expected(expected.to_string()));
     }
 
     /// Parses the entry file and expands its includes.
@@ -351,12 +352,14 @@ impl Expander<'_> {
                     self.error(
                         local_span,
                         format!("Local file `{local}` uses a wildcard inside a file of project `{project}`; gantry cannot list that project's files"),
+                        "an exact path for includes inside another project",
                     );
                 }
                 Scope::Detached => {
                     self.error(
                         local_span,
                         format!("Local file `{local}` does not have project!"),
+                        "`project:` with `file:` or `remote:` inside a remote file",
                     );
                 }
             }
@@ -447,6 +450,7 @@ impl Expander<'_> {
             self.error(
                 value_span,
                 format!("Included file `{shown}` needs to be a string"),
+                "a path or URL string",
             );
             return None;
         };
@@ -466,7 +470,7 @@ impl Expander<'_> {
                 return None;
             }
             "artifact" => {
-                self.error(value_span, "Including configs from artifacts is only allowed when triggering child pipelines");
+                self.error(value_span, "Including configs from artifacts is only allowed when triggering child pipelines", "`artifact:` only under a job's `trigger:include`");
                 return None;
             }
             _ => {}
@@ -488,6 +492,7 @@ impl Expander<'_> {
                     self.error(
                         value_span,
                         format!("Remote file `{value}` does not have a valid address!"),
+                        "an http:// or https:// URL",
                     );
                     return None;
                 }
@@ -562,7 +567,11 @@ impl Expander<'_> {
                     )
                 }
                 Scope::Detached => {
-                    self.error(span, format!("Local file `{path}` does not have project!"));
+                    self.error(
+                        span,
+                        format!("Local file `{path}` does not have project!"),
+                        "`project:` with `file:` or `remote:` inside a remote file",
+                    );
                     return None;
                 }
             },
@@ -622,12 +631,20 @@ impl Expander<'_> {
         let text = match read {
             Ok(text) => text,
             Err(message) => {
-                self.error(span, message);
+                self.error(
+                    span,
+                    message,
+                    "a file that exists (local paths are relative to the project root)",
+                );
                 return None;
             }
         };
         if text.trim().is_empty() {
-            self.error(span, format!("Included file `{name}` is empty!"));
+            self.error(
+                span,
+                format!("Included file `{name}` is empty!"),
+                "a file holding jobs or keywords",
+            );
             return None;
         }
         let id = self.sources.add(name.clone(), text);

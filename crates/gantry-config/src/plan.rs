@@ -30,7 +30,51 @@ use crate::model::{
 };
 use indexmap::IndexMap;
 use regex::Regex;
-use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Maps keyed by the configuration's own names (jobs, variables,
+/// expressions): FxHash is several times cheaper than SipHash on such
+/// short keys, and planning hashes a few of them per job.
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
+type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<FxHasher>>;
+
+/// rustc's FxHash.
+#[derive(Default, Clone, Copy)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ rest.len() as u64);
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
 
 /// GitLab's cap on pattern comparisons in one `exists:` clause; beyond it
 /// the clause counts as satisfied (`clause/exists.rb`).
@@ -40,7 +84,12 @@ const MAX_EXISTS_COMPARISONS: usize = 10_000;
 /// the ones GitLab reports when creating the pipeline (a need on a job that
 /// is not in the pipeline, circular needs, an unknown stage).
 pub fn plan(config: &Config, ctx: &Context) -> Result<Pipeline, Vec<Diagnostic>> {
-    Planner::new(config, ctx).run()
+    let predefined: HashMap<&str, &str> = ctx
+        .variables
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    Planner::new(config, ctx, &predefined).run()
 }
 
 /// Where a variable lookup for an expression looks, lowest precedence last
@@ -48,6 +97,8 @@ pub fn plan(config: &Config, ctx: &Context) -> Result<Pipeline, Vec<Diagnostic>>
 /// then the job's own predefined (`CI_JOB_NAME`, `CI_NODE_*`).
 struct Scope<'a> {
     ctx: &'a Context,
+    /// `ctx.variables`, indexed with the fast hasher.
+    predefined: &'a HashMap<&'a str, &'a str>,
     yaml: &'a [Variable],
     job: Option<JobFacts<'a>>,
 }
@@ -72,8 +123,8 @@ impl Scope<'_> {
         if let Some(v) = self.yaml.iter().rev().find(|v| v.name == name) {
             return Some(v.value.clone());
         }
-        if let Some(v) = self.ctx.variables.get(name) {
-            return Some(v.clone());
+        if let Some(v) = self.predefined.get(name) {
+            return Some(v.to_string());
         }
         let job = self.job?;
         match name {
@@ -107,17 +158,25 @@ struct Decision<'a> {
     rule_variables: &'a [Variable],
 }
 
-/// A created instance while needs are still unresolved.
-struct Pending<'a> {
+/// An instance that rules let through, before its job record is built.
+struct Created<'a> {
+    def: &'a JobDef,
+    inst: Instance,
+    decision: Decision<'a>,
+    vars: Vec<Variable>,
+}
+
+/// What resolving needs keeps of each created job (aligned with the jobs).
+struct Meta<'a> {
     def: &'a JobDef,
     stage_idx: usize,
-    job: Job,
     needs: Option<&'a Vec<Need>>,
 }
 
 struct Planner<'a> {
     config: &'a Config,
     ctx: &'a Context,
+    predefined: &'a HashMap<&'a str, &'a str>,
     /// Parsed `if:` expressions by source; `None` when the text does not
     /// parse (GitLab evaluates those to false).
     exprs: HashMap<String, Option<Expression>>,
@@ -127,12 +186,17 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(config: &'a Config, ctx: &'a Context) -> Self {
+    fn new(
+        config: &'a Config,
+        ctx: &'a Context,
+        predefined: &'a HashMap<&'a str, &'a str>,
+    ) -> Self {
         Planner {
             config,
             ctx,
-            exprs: HashMap::new(),
-            regexes: HashMap::new(),
+            predefined,
+            exprs: HashMap::default(),
+            regexes: HashMap::default(),
             diags: Vec::new(),
         }
     }
@@ -146,6 +210,7 @@ impl<'a> Planner<'a> {
         let mut filtered: Option<String> = None;
         if let Some(rules) = &config.workflow.rules {
             let scope = Scope {
+                predefined: self.predefined,
                 ctx: self.ctx,
                 yaml: &global,
                 job: None,
@@ -202,10 +267,10 @@ impl<'a> Planner<'a> {
             .collect();
         let inherit = VariableInheritance::new(&config.variables, workflow_vars);
         let has_workflow_rules = config.workflow.rules.is_some();
-        let mut parallel_names: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut parallel_names: HashMap<&str, Vec<String>> = HashMap::default();
         // Created jobs by stage: pipeline order without sorting (and moving)
         // the large job records.
-        let mut by_stage: Vec<Vec<Pending<'a>>> =
+        let mut by_stage: Vec<Vec<Created<'a>>> =
             config.stages.iter().map(|_| Vec::new()).collect();
         let mut skipped: Vec<SkippedJob> = Vec::new();
 
@@ -249,6 +314,7 @@ impl<'a> Planner<'a> {
                 };
                 let decision = {
                     let scope = Scope {
+                        predefined: self.predefined,
                         ctx: self.ctx,
                         yaml: &vars,
                         job: Some(facts),
@@ -268,35 +334,30 @@ impl<'a> Planner<'a> {
                 for v in decision.rule_variables {
                     upsert(&mut vars, v.clone());
                 }
-                let mut job = build_job(def, inst, &decision, vars);
-                self.expand_job_fields(&mut job);
-                by_stage[sidx].push(Pending {
+                by_stage[sidx].push(Created {
                     def,
-                    stage_idx: sidx,
-                    job,
-                    needs: decision.needs,
+                    inst,
+                    decision,
+                    vars,
                 });
             }
-        }
-        let mut pending: Vec<Pending<'a>> = Vec::with_capacity(by_stage.iter().map(Vec::len).sum());
-        for stage in by_stage {
-            pending.extend(stage);
         }
 
         // A pipeline needs at least one job outside .pre/.post (GitLab does
         // not create it otherwise).
-        let real_job = pending
+        let real_job = by_stage
             .iter()
-            .any(|p| p.job.stage != ".pre" && p.job.stage != ".post");
+            .zip(&config.stages)
+            .any(|(list, stage)| !list.is_empty() && stage != ".pre" && stage != ".post");
         if !real_job && self.diags.is_empty() {
-            let reason = if pending.is_empty() {
+            let reason = if by_stage.iter().all(Vec::is_empty) {
                 "no job would be created: the rules prevented every job from being added to the pipeline"
             } else {
                 "only .pre/.post jobs would be created, and such a pipeline does not run"
             };
-            for p in pending {
+            for c in by_stage.into_iter().flatten() {
                 skipped.push(SkippedJob {
-                    name: p.job.name,
+                    name: c.inst.name,
                     reason: reason.to_string(),
                 });
             }
@@ -312,40 +373,52 @@ impl<'a> Planner<'a> {
             });
         }
 
+        let stages = config
+            .stages
+            .iter()
+            .zip(&by_stage)
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(s, _)| s.clone())
+            .collect();
+
+        // Job records are built once, in pipeline order, where they stay.
+        let total = by_stage.iter().map(Vec::len).sum();
+        let mut jobs: Vec<Job> = Vec::with_capacity(total);
+        let mut metas: Vec<Meta<'a>> = Vec::with_capacity(total);
+        for (stage_idx, list) in by_stage.into_iter().enumerate() {
+            for c in list {
+                metas.push(Meta {
+                    def: c.def,
+                    stage_idx,
+                    needs: c.decision.needs,
+                });
+                jobs.push(build_job(c.def, c.inst, &c.decision, c.vars));
+                if let Some(job) = jobs.last_mut() {
+                    self.expand_job_fields(job);
+                }
+            }
+        }
+
         // 4. needs and dependencies.
-        let index: HashMap<&str, usize> = pending
+        let index: HashMap<&str, usize> = jobs
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.job.name.as_str(), i))
+            .map(|(i, j)| (j.name.as_str(), i))
             .collect();
-        let resolved_needs: Vec<Option<Vec<JobNeed>>> = pending
-            .iter()
-            .map(|p| self.resolve_needs(p, &pending, &index, &parallel_names))
+        let resolved_needs: Vec<Option<Vec<JobNeed>>> = (0..jobs.len())
+            .map(|i| self.resolve_needs(i, &metas, &jobs, &index, &parallel_names))
             .collect();
         let dependencies =
-            self.resolve_dependencies(&pending, &resolved_needs, &index, &parallel_names);
-        self.check_cycles(&pending, &resolved_needs, &index);
+            self.resolve_dependencies(&metas, &jobs, &resolved_needs, &index, &parallel_names);
+        self.check_cycles(&metas, &jobs, &resolved_needs, &index);
 
         if !self.diags.is_empty() {
             return Err(self.diags);
         }
-
-        let mut stages_used = vec![false; config.stages.len()];
-        let mut jobs = Vec::with_capacity(pending.len());
-        for ((p, needs), deps) in pending.into_iter().zip(resolved_needs).zip(dependencies) {
-            stages_used[p.stage_idx] = true;
-            let mut job = p.job;
+        for ((job, needs), deps) in jobs.iter_mut().zip(resolved_needs).zip(dependencies) {
             job.needs = needs;
             job.dependencies = deps;
-            jobs.push(job);
         }
-        let stages = config
-            .stages
-            .iter()
-            .zip(stages_used)
-            .filter(|(_, used)| *used)
-            .map(|(s, _)| s.clone())
-            .collect();
 
         let name = config
             .workflow
@@ -382,6 +455,7 @@ impl<'a> Planner<'a> {
             }),
             Err(_) => {
                 let scope = Scope {
+                    predefined: self.predefined,
                     ctx: self.ctx,
                     yaml: pipeline_vars,
                     job: None,
@@ -422,6 +496,7 @@ impl<'a> Planner<'a> {
             node_total: job.node_total,
         };
         let predefined = Scope {
+            predefined: self.predefined,
             ctx: self.ctx,
             yaml: &empty,
             job: Some(facts),
@@ -729,12 +804,15 @@ impl<'a> Planner<'a> {
     /// Resolves a created job's `needs` to instance names.
     fn resolve_needs(
         &mut self,
-        p: &Pending<'a>,
-        pending: &[Pending<'a>],
+        i: usize,
+        metas: &[Meta<'a>],
+        jobs: &[Job],
         index: &HashMap<&str, usize>,
         parallel_names: &HashMap<&str, Vec<String>>,
     ) -> Option<Vec<JobNeed>> {
-        let needs = p.needs?;
+        let meta = &metas[i];
+        let job_name = jobs[i].name.as_str();
+        let needs = meta.needs?;
         let mut out: Vec<JobNeed> = Vec::with_capacity(needs.len());
         for need in needs {
             // Needs on other pipelines or projects do not gate local jobs.
@@ -750,7 +828,7 @@ impl<'a> Planner<'a> {
             };
             for name in names {
                 match index.get(name.as_str()) {
-                    Some(&k) if pending[k].stage_idx <= p.stage_idx => {
+                    Some(&k) if metas[k].stage_idx <= meta.stage_idx => {
                         if !out.iter().any(|n| n.job == name) {
                             out.push(JobNeed {
                                 job: name,
@@ -768,14 +846,13 @@ impl<'a> Planner<'a> {
                                 .is_some_and(|all| all.contains(&name));
                         let message = if defined {
                             format!(
-                                "'{}' job needs '{name}' job, but '{name}' is not in any previous stage",
-                                p.job.name
+                                "'{job_name}' job needs '{name}' job, but '{name}' is not in any previous stage"
                             )
                         } else {
-                            format!("{} job: undefined need: {name}", p.job.name)
+                            format!("{job_name} job: undefined need: {name}")
                         };
                         self.diags
-                            .push(Diagnostic::new(need.span.or(p.def.span), message));
+                            .push(Diagnostic::new(need.span.or(meta.def.span), message));
                     }
                 }
             }
@@ -792,20 +869,21 @@ impl<'a> Planner<'a> {
     /// of a large pipeline would be quadratic.
     fn resolve_dependencies(
         &mut self,
-        pending: &[Pending<'a>],
+        metas: &[Meta<'a>],
+        jobs: &[Job],
         needs: &[Option<Vec<JobNeed>>],
         index: &HashMap<&str, usize>,
         parallel_names: &HashMap<&str, Vec<String>>,
     ) -> Vec<Vec<String>> {
         // Jobs with artifacts, in pipeline order, and how many of them come
         // before each stage.
-        let with_artifacts: Vec<usize> = (0..pending.len())
-            .filter(|&i| declares_artifacts(pending[i].job.artifacts.as_ref()))
+        let with_artifacts: Vec<usize> = (0..jobs.len())
+            .filter(|&i| declares_artifacts(jobs[i].artifacts.as_ref()))
             .collect();
         let before_stage =
-            |stage: usize| with_artifacts.partition_point(|&i| pending[i].stage_idx < stage);
+            |stage: usize| with_artifacts.partition_point(|&i| metas[i].stage_idx < stage);
 
-        pending
+        metas
             .iter()
             .zip(needs)
             .map(|(p, needs)| {
@@ -836,7 +914,7 @@ impl<'a> Planner<'a> {
                         let mut out: Vec<String> = Vec::new();
                         for name in names {
                             if let Some(&k) = index.get(name)
-                                && pending[k].stage_idx < p.stage_idx
+                                && metas[k].stage_idx < p.stage_idx
                                 && !out.iter().any(|o| o == name)
                             {
                                 out.push(name.to_string());
@@ -846,7 +924,7 @@ impl<'a> Planner<'a> {
                     }
                     (None, None) => with_artifacts[..before_stage(p.stage_idx)]
                         .iter()
-                        .map(|&i| pending[i].job.name.clone())
+                        .map(|&i| jobs[i].name.clone())
                         .collect(),
                 }
             })
@@ -857,11 +935,12 @@ impl<'a> Planner<'a> {
     /// Kahn's algorithm over the resolved needs.
     fn check_cycles(
         &mut self,
-        pending: &[Pending<'a>],
+        metas: &[Meta<'a>],
+        jobs: &[Job],
         needs: &[Option<Vec<JobNeed>>],
         index: &HashMap<&str, usize>,
     ) {
-        let n = pending.len();
+        let n = jobs.len();
         let mut indegree = vec![0usize; n];
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (i, list) in needs.iter().enumerate() {
@@ -886,12 +965,12 @@ impl<'a> Planner<'a> {
         if done < n {
             let in_cycle: Vec<&str> = (0..n)
                 .filter(|&i| indegree[i] > 0)
-                .map(|i| pending[i].job.name.as_str())
+                .map(|i| jobs[i].name.as_str())
                 .take(10)
                 .collect();
             let first = (0..n)
                 .find(|&i| indegree[i] > 0)
-                .and_then(|i| pending[i].def.span);
+                .and_then(|i| metas[i].def.span);
             self.diags.push(Diagnostic::new(
                 first,
                 format!(

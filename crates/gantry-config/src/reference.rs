@@ -189,12 +189,13 @@ impl<'a> Resolver<'a> {
             self.inner_levels = self.inner_levels.max(*levels);
             return done.clone();
         }
-        let shown = inspect(items);
+        // Built only for errors: most tags resolve.
+        let shown = || inspect(items);
         if self.in_progress.contains(path.as_slice()) {
             self.errors.push(
                 Diagnostic::at(
                     node.span,
-                    format!("!reference {shown} is part of a circular chain"),
+                    format!("!reference {} is part of a circular chain", shown()),
                 )
                 .expected("references that do not lead back to themselves"),
             );
@@ -205,9 +206,10 @@ impl<'a> Resolver<'a> {
             Some(keys) if !keys.is_empty() => keys,
             _ => {
                 self.errors.push(
-                    Diagnostic::at(node.span, format!("!reference {shown} is not valid")).expected(
-                        "a non-empty sequence of strings, like `!reference [.setup, script]`",
-                    ),
+                    Diagnostic::at(node.span, format!("!reference {} is not valid", shown()))
+                        .expected(
+                            "a non-empty sequence of strings, like `!reference [.setup, script]`",
+                        ),
                 );
                 self.memo.insert(path.clone(), (None, 0));
                 return None;
@@ -231,8 +233,11 @@ impl<'a> Resolver<'a> {
         // Ruby: `raise MissingReferenceError unless value`.
         if !found || matches!(target.value, Value::Null | Value::Bool(false)) {
             self.errors.push(
-                Diagnostic::at(node.span, format!("!reference {shown} could not be found"))
-                    .expected("the path of an existing key, like `[.setup, script]`"),
+                Diagnostic::at(
+                    node.span,
+                    format!("!reference {} could not be found", shown()),
+                )
+                .expected("the path of an existing key, like `[.setup, script]`"),
             );
             self.memo.insert(path.clone(), (None, 0));
             return None;
@@ -248,7 +253,7 @@ impl<'a> Resolver<'a> {
         };
         // Also bounds the recursion on hostile chains.
         if self.depth >= MAX_NESTING {
-            self.errors.push(too_deep(&shown));
+            self.errors.push(too_deep(&shown()));
             self.memo.insert(path.clone(), (None, 0));
             return None;
         }
@@ -264,7 +269,7 @@ impl<'a> Resolver<'a> {
         self.depth -= 1;
         self.in_progress.remove(path.as_slice());
         if resolved.is_some() && levels > MAX_NESTING {
-            self.errors.push(too_deep(&shown));
+            self.errors.push(too_deep(&shown()));
             resolved = None;
         }
         self.memo.insert(path.clone(), (resolved.clone(), levels));

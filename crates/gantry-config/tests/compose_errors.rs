@@ -61,12 +61,12 @@ fn every_error_is_reported_with_its_position_and_expectation() {
         ),
         (13, 12, "`timeout` in job `test` must be a duration"),
         (
-            14,
-            1,
+            17,
+            9,
             "job `deploy` uses `when: delayed` without `start_in`",
         ),
         (
-            7,
+            6,
             1,
             "job `build` config should implement the script:, run:, or trigger: keyword",
         ),

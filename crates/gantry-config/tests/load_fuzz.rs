@@ -32,7 +32,7 @@ other:
 
 const A: &str = ".tmpl:\n  before_script: [setup]\n  extends: .base\ninclude: ci/b.yml\n";
 const B: &str = "b:\n  script: !reference [job, script]\n";
-const T: &str = "spec:\n  inputs:\n    name:\n    n:\n      type: number\n      default: 1\n---\n\"t-$[[ inputs.name ]]\":\n  parallel: $[[ inputs.n ]]\n  script: [echo $[[ inputs.name | truncate(0,1) ]]]\n";
+const T: &str = "spec:\n  inputs:\n    name:\n    n:\n      type: number\n      default: 1\n---\n\"t-$[[ inputs.name ]]\":\n  parallel: $[[ inputs.n ]]\n  script:\n    - echo $[[ inputs.name | truncate(0,1) ]]\n";
 
 fn source(main: &str, a: &str, t: &str) -> MemorySource {
     MemorySource::new()

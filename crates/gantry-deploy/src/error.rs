@@ -27,13 +27,23 @@ pub enum DeployError {
 }
 
 impl DeployError {
-    /// Wraps an AWS SDK error with the operation name and the full error chain (service code
-    /// and message), which the SDK's plain `Display` hides.
-    pub fn aws(operation: &str, err: impl std::error::Error) -> Self {
+    /// Wraps an AWS SDK error: the service's error code and message when it answered, else the
+    /// transport error chain (connection refused, timeout), each cause once.
+    pub fn aws<E>(operation: &str, err: E) -> Self
+    where
+        E: std::error::Error + aws_sdk_ecs::error::ProvideErrorMetadata,
+    {
+        if let Some(code) = err.code() {
+            let msg = err.message().map(|m| format!(": {m}")).unwrap_or_default();
+            return DeployError::Aws(format!("{operation} failed: {code}{msg}"));
+        }
         let mut msg = format!("{operation} failed: {err}");
         let mut source = err.source();
         while let Some(s) = source {
-            let _ = write!(msg, ": {s}");
+            let text = s.to_string();
+            if !msg.contains(&text) {
+                let _ = write!(msg, ": {text}");
+            }
             source = s.source();
         }
         DeployError::Aws(msg)

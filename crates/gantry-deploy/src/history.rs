@@ -155,6 +155,30 @@ pub trait HistoryStore: Send + Sync {
     }
 }
 
+/// Withdraws "known good" from the newest record of `revision` on `target` (a manual rollback
+/// away from it says it is not good after all), so later rollbacks skip it.
+pub fn withdraw_known_good(
+    store: &dyn HistoryStore,
+    target: &str,
+    revision: &str,
+    why: &str,
+) -> Result<(), DeployError> {
+    let newest = store
+        .list(Some(target))?
+        .into_iter()
+        .rev()
+        .find(|r| r.target == target && r.revision == revision && r.known_good);
+    if let Some(mut r) = newest {
+        r.known_good = false;
+        r.message = Some(match r.message.take() {
+            Some(m) => format!("{m}; {why}"),
+            None => why.to_string(),
+        });
+        store.save(&r)?;
+    }
+    Ok(())
+}
+
 /// A filter matches a target when equal, or when it is its kind (`ecs`), a prefix ending at a
 /// separator (`ecs:prod`), or the last name (`web` for `ecs:prod/web`).
 pub fn target_matches(target: &str, filter: &str) -> bool {
@@ -352,6 +376,12 @@ mod tests {
         assert_eq!(store.list(Some("ecs:c/w")).expect("list").len(), 0);
         let kg = store.last_known_good("ecs:c/web", Some("web:2")).expect("kg");
         assert_eq!(kg.map(|r| r.revision), Some("web:1".to_string()));
+        withdraw_known_good(&store, "ecs:c/web", "web:1", "rolled back by hand").expect("withdraw");
+        assert!(store.last_known_good("ecs:c/web", None).expect("kg").is_none());
+        let rec = store.list(Some("ecs:c/web")).expect("list").remove(0);
+        assert_eq!(rec.message.as_deref(), Some("rolled back by hand"));
+        good.known_good = true;
+        store.save(&good).expect("restore");
         assert!(store.last_known_good("ecs:c/web", Some("web:1")).expect("kg").is_none());
         let table = format_table(&all);
         assert!(table.contains("rolled_back"), "{table}");

@@ -258,7 +258,7 @@ impl<'a> LocalDeployer<'a> {
     /// Health of a started container, by URL, HEALTHCHECK, or staying up for the grace period.
     async fn check_health(&self, id: &str, url: Option<&str>, timeout: Duration, grace: Duration) -> Result<String, DeployError> {
         let deadline = Instant::now() + timeout;
-        let mut last = String::from("no probe yet");
+        let mut last: String;
         let started = Instant::now();
         loop {
             let info = self
@@ -316,8 +316,17 @@ impl<'a> LocalDeployer<'a> {
         let ports = opts.spec.ports.iter().map(|p| parse_port(p)).collect::<Result<Vec<_>, _>>()?;
         let revisions = self.revisions(name).await?;
         let live = revisions.iter().find(|r| r.name == *name).cloned();
-        let revision = revisions.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
         let target = target_key(name);
+        // Failed revisions leave no container; the history keeps their numbers taken.
+        let recorded = self
+            .history
+            .list(Some(&target))?
+            .iter()
+            .filter(|r| r.target == target)
+            .filter_map(|r| r.revision.trim_start_matches('r').parse::<u32>().ok())
+            .max()
+            .unwrap_or(0);
+        let revision = revisions.iter().map(|r| r.revision).max().unwrap_or(0).max(recorded) + 1;
         let mut record = DeploymentRecord::start(
             &target,
             RecordKind::Deploy,
@@ -497,6 +506,12 @@ impl<'a> LocalDeployer<'a> {
         );
         self.history.save(&record)?;
         if let Some(l) = &live {
+            crate::history::withdraw_known_good(
+                self.history,
+                &target_key(name),
+                &format!("r{}", l.revision),
+                &format!("rolled back to r{wanted} by hand"),
+            )?;
             if l.running {
                 self.stop(&l.id).await?;
             }

@@ -124,6 +124,10 @@ async fn keep_revisions_deregisters_older_ones_but_not_the_running_one() {
     assert_eq!(td_status(&client, "web:4").await, "ACTIVE");
     assert_eq!(td_status(&client, "web:1").await, "ACTIVE", "the revision that ran before stays for rollback");
     assert_eq!(td_status(&client, "web:5").await, "ACTIVE");
+    // A deregistered revision cannot be deployed again: refused before any UpdateService.
+    let err = deployer.rollback("c1", "web", Some("2"), None, Duration::from_millis(1)).await.expect_err("inactive");
+    assert!(err.to_string().contains("web:2 is INACTIVE"), "{err}");
+    assert!(service_task_definition(&client, "web").await.ends_with("web:5"));
 }
 
 #[tokio::test]
@@ -304,8 +308,12 @@ async fn manual_rollback_to_a_revision() {
     assert_eq!(service_task_definition(&client, "web").await, web1);
     // Without --to and without a known-good record, the history's previous revision is used.
     assert!(deployer.deploy(&opts).await[0].ok);
-    let msg = deployer.rollback("c1", "web", None, None, Duration::from_millis(1)).await;
-    assert!(msg.is_ok() || msg.as_ref().is_err_and(|e| e.to_string().contains("no known-good")), "{msg:?}");
+    let msg = deployer.rollback("c1", "web", None, None, Duration::from_millis(1)).await.expect("rollback");
+    assert!(msg.ends_with("rolled back to web:1"), "{msg}");
+    assert_eq!(service_task_definition(&client, "web").await, web1);
+    // Already there: a clear refusal, not a no-op deployment.
+    let again = deployer.rollback("c1", "web", Some("web:1"), None, Duration::from_millis(1)).await;
+    assert!(again.is_err_and(|e| e.to_string().contains("already runs web:1")));
 }
 
 #[tokio::test]

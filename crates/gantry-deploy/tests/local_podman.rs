@@ -106,5 +106,8 @@ async fn good_revision_serves_bad_revision_is_rolled_back_and_old_one_keeps_serv
             ("r1".to_string(), DeployResult::Succeeded),
         ]
     );
+    // Rolling back by hand withdrew r2's "known good": the next automatic rollback skips it.
+    let r2 = history.list(None).expect("history").into_iter().find(|r| r.revision == "r2").expect("r2");
+    assert!(!r2.known_good, "{r2:?}");
     deployer.destroy(&name).await.expect("cleanup");
 }

@@ -24,7 +24,9 @@ pub fn select(base: &Path, sel: &Selection) -> (Vec<PathBuf>, Vec<String>) {
     let mut warnings = Vec::new();
     let (paths, rejected) = GlobSet::new(sel.paths, sel.ci_project_dir);
     for r in rejected {
-        warnings.push(format!("path `{r}` is outside the project directory, ignored"));
+        warnings.push(format!(
+            "path `{r}` is outside the project directory, ignored"
+        ));
     }
     let mut files: Vec<PathBuf> = paths.collect(base);
     if sel.untracked {
@@ -36,7 +38,10 @@ pub fn select(base: &Path, sel: &Selection) -> (Vec<PathBuf>, Vec<String>) {
     }
     if !sel.exclude.is_empty() {
         let (exclude, _) = GlobSet::new(sel.exclude, sel.ci_project_dir);
-        files.retain(|f| !f.ancestors().any(|a| !a.as_os_str().is_empty() && exclude.matches(a)));
+        files.retain(|f| {
+            !f.ancestors()
+                .any(|a| !a.as_os_str().is_empty() && exclude.matches(a))
+        });
     }
     files.sort();
     files.dedup();
@@ -304,6 +309,9 @@ mod tests {
                 ci_project_dir: "/x",
             },
         );
-        assert_eq!(files, vec![PathBuf::from("new.txt"), PathBuf::from("out/a.bin")]);
+        assert_eq!(
+            files,
+            vec![PathBuf::from("new.txt"), PathBuf::from("out/a.bin")]
+        );
     }
 }

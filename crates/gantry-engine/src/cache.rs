@@ -105,7 +105,10 @@ mod tests {
         };
         let vars: IndexMap<String, String> =
             [("CI_COMMIT_REF_SLUG".to_string(), "main".to_string())].into();
-        assert_eq!(cache_key(&cache, &vars, Path::new("."), "HEAD"), "deps-main");
+        assert_eq!(
+            cache_key(&cache, &vars, Path::new("."), "HEAD"),
+            "deps-main"
+        );
     }
 
     #[test]

@@ -398,7 +398,11 @@ mod tests {
     use super::*;
 
     fn set(p: &[&str]) -> GlobSet {
-        GlobSet::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "/proj").0
+        GlobSet::new(
+            &p.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "/proj",
+        )
+        .0
     }
 
     #[test]

@@ -270,7 +270,8 @@ impl Lifecycle<'_> {
             Ok(env) => env,
             Err(e) => {
                 let msg = e.to_string();
-                self.log.line(&format!("ERROR: preparing environment: {msg}"));
+                self.log
+                    .line(&format!("ERROR: preparing environment: {msg}"));
                 outcome.status = if self.cancel.is_cancelled() {
                     AttemptStatus::Canceled
                 } else {
@@ -337,7 +338,8 @@ impl Lifecycle<'_> {
     ) -> AttemptStatus {
         let job = &self.spec.job;
         // get_sources
-        let strategy = GitStrategy::from_variable(self.env_map.get("GIT_STRATEGY").map(|s| s.as_str()));
+        let strategy =
+            GitStrategy::from_variable(self.env_map.get("GIT_STRATEGY").map(|s| s.as_str()));
         if let Err(e) = self.shared.snapshot.checkout(self.build_dir, strategy) {
             self.log.line(&format!("ERROR: getting sources: {e}"));
             return AttemptStatus::Failed(Failure::System(format!("get_sources: {e}")));
@@ -364,9 +366,9 @@ impl Lifecycle<'_> {
                             restored = true;
                             break;
                         }
-                        Err(e) => self
-                            .log
-                            .line(&format!("WARNING: cache \"{k}\" could not be restored: {e}")),
+                        Err(e) => self.log.line(&format!(
+                            "WARNING: cache \"{k}\" could not be restored: {e}"
+                        )),
                     }
                 }
             }
@@ -381,8 +383,9 @@ impl Lifecycle<'_> {
                     .log
                     .line(&format!("Downloaded artifacts of {dep} ({n} entries)")),
                 Err(e) => {
-                    self.log
-                        .line(&format!("ERROR: artifacts of {dep} could not be extracted: {e}"));
+                    self.log.line(&format!(
+                        "ERROR: artifacts of {dep} could not be extracted: {e}"
+                    ));
                     return AttemptStatus::Failed(Failure::System(format!(
                         "download_artifacts: {dep}: {e}"
                     )));
@@ -449,12 +452,10 @@ impl Lifecycle<'_> {
                 .await
             {
                 Ok(ScriptOutcome::Exited(0)) => {}
-                Ok(ScriptOutcome::Exited(code)) => self
-                    .log
-                    .line(&format!("WARNING: after_script failed with exit code {code}")),
-                Ok(ScriptOutcome::TimedOut) => {
-                    self.log.line("WARNING: after_script timed out")
-                }
+                Ok(ScriptOutcome::Exited(code)) => self.log.line(&format!(
+                    "WARNING: after_script failed with exit code {code}"
+                )),
+                Ok(ScriptOutcome::TimedOut) => self.log.line("WARNING: after_script timed out"),
                 Ok(ScriptOutcome::Cancelled) => status = AttemptStatus::Canceled,
                 Err(e) => self.log.line(&format!("WARNING: after_script: {e}")),
             }

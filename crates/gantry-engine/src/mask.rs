@@ -158,7 +158,10 @@ mod tests {
 
     #[test]
     fn longer_secret_wins() {
-        assert_eq!(run(&["abc", "abcdef"], &["abcdef abc"]), "[MASKED] [MASKED]");
+        assert_eq!(
+            run(&["abc", "abcdef"], &["abcdef abc"]),
+            "[MASKED] [MASKED]"
+        );
     }
 
     #[test]

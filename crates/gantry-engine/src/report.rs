@@ -15,8 +15,6 @@ pub enum Event {
         run_id: String,
         sha: String,
         jobs: Vec<String>,
-        /// The working tree has uncommitted changes (the run uses the commit).
-        dirty: bool,
     },
     JobStarted {
         job: String,
@@ -47,6 +45,8 @@ pub enum Event {
         run_id: String,
         status: String,
         duration_ms: u64,
+        /// The working tree had uncommitted changes (the jobs used the commit).
+        dirty: bool,
     },
 }
 
@@ -109,7 +109,11 @@ impl Reporter {
 
     /// Sets the name column width from the jobs of the run.
     pub fn set_names<'a>(&mut self, names: impl Iterator<Item = &'a str>) {
-        self.width = names.map(|n| n.chars().count()).max().unwrap_or(8).clamp(4, 28);
+        self.width = names
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(8)
+            .clamp(4, 28);
     }
 
     fn prefix(&self, job: &str) -> String {
@@ -206,9 +210,24 @@ impl Reporter {
         if !matches!(self.mode, OutputMode::Human { .. }) {
             return;
         }
-        let w_job = rows.iter().map(|r| r.job.chars().count()).max().unwrap_or(3).max(3);
-        let w_stage = rows.iter().map(|r| r.stage.chars().count()).max().unwrap_or(5).max(5);
-        let w_status = rows.iter().map(|r| r.status.len()).max().unwrap_or(6).max(6);
+        let w_job = rows
+            .iter()
+            .map(|r| r.job.chars().count())
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        let w_stage = rows
+            .iter()
+            .map(|r| r.stage.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let w_status = rows
+            .iter()
+            .map(|r| r.status.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
         let mut text = String::from("\n");
         text.push_str(&format!(
             "{:<w_job$}  {:<w_stage$}  {:<w_status$}  {:>8}  {}\n",

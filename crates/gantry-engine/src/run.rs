@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::unbounded_channel;
 use tokio_util::sync::CancellationToken;
 
+/// Snapshots of commits kept in `.gantry/snapshots/` for later runs.
+pub const SNAPSHOTS_KEPT: usize = 3;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecutorKind {
     Shell,
@@ -232,14 +235,21 @@ pub async fn run_pipeline(
         .new_run()
         .map_err(|e| EngineError::Setup(format!("cannot create {}: {e}", state.root.display())))?;
     let previous = state.last().and_then(|id| state.read_manifest(&id).ok());
-    let snapshot_dir = run.dir.join("source");
+    // Whether the working tree differs from the commit is only a note: it
+    // is found out while the run goes on.
+    let dirty_check = {
+        let repo_dir = opts.repo_dir.clone();
+        std::thread::spawn(move || sources::working_tree_dirty(&repo_dir))
+    };
     let repo_dir = opts.repo_dir.clone();
     let sha = opts.sha.clone();
-    let snapshot = tokio::task::spawn_blocking(move || Snapshot::extract(&repo_dir, &sha, &snapshot_dir))
-        .await
-        .map_err(|e| EngineError::Setup(e.to_string()))?
-        .map_err(|e| EngineError::Setup(format!("cannot get the sources of {}: {e}", opts.sha)))?;
-    let dirty = sources::working_tree_dirty(&opts.repo_dir);
+    let snapshots = state.root.join("snapshots");
+    let snapshot = tokio::task::spawn_blocking(move || {
+        Snapshot::cached(&repo_dir, &sha, &snapshots, SNAPSHOTS_KEPT)
+    })
+    .await
+    .map_err(|e| EngineError::Setup(e.to_string()))?
+    .map_err(|e| EngineError::Setup(format!("cannot get the sources of {}: {e}", opts.sha)))?;
     let shared = Arc::new(RunShared {
         run: run.clone(),
         snapshot,
@@ -337,19 +347,12 @@ pub async fn run_pipeline(
         run_id: run.id.clone(),
         sha: opts.sha.clone(),
         jobs: nodes.iter().map(|n| n.job.name.clone()).collect(),
-        dirty,
     });
-    if dirty {
-        reporter.emit(&Event::Note {
-            message: format!(
-                "note: the working tree has uncommitted changes; jobs run on commit {} (commit your changes to run them)",
-                opts.sha.get(..8).unwrap_or(&opts.sha)
-            ),
-        });
-    }
     if let Some(e) = &docker_error {
         reporter.emit(&Event::Note {
-            message: format!("docker executor unavailable: {e}"),
+            message: format!(
+                "docker executor unavailable: {e} (jobs with `image:` will fail; --executor shell runs them on the host)"
+            ),
         });
     }
 
@@ -386,14 +389,23 @@ pub async fn run_pipeline(
         });
     }
     let _ = d.shell.shutdown().await;
-    let _ = std::fs::remove_dir_all(run.dir.join("source"));
+    let dirty = dirty_check.join().unwrap_or(false);
+    if dirty {
+        d.reporter.emit(&Event::Note {
+            message: format!(
+                "note: the working tree has uncommitted changes; the jobs ran on commit {} (commit your changes to run them)",
+                opts.sha.get(..8).unwrap_or(&opts.sha)
+            ),
+        });
+    }
     let status = if d.canceled {
         RunStatus::Canceled
-    } else if d
-        .nodes
-        .iter()
-        .any(|n| matches!(n.status, Some(JobStatus::Failed) | Some(JobStatus::Canceled)))
-    {
+    } else if d.nodes.iter().any(|n| {
+        matches!(
+            n.status,
+            Some(JobStatus::Failed) | Some(JobStatus::Canceled)
+        )
+    }) {
         RunStatus::Failed
     } else {
         RunStatus::Success
@@ -407,6 +419,7 @@ pub async fn run_pipeline(
         run_id: run.id.clone(),
         status: status.as_str().into(),
         duration_ms: duration.as_millis() as u64,
+        dirty,
     });
     let rows: Vec<SummaryRow> = report
         .jobs
@@ -445,6 +458,9 @@ pub fn run_blocking(
         let watcher = tokio::spawn(async move {
             wait_for_interrupt().await;
             on_signal.cancel();
+            // A second interrupt while cleaning up: leave at once.
+            wait_for_interrupt().await;
+            std::process::exit(130);
         });
         let result = run_pipeline(pipeline, opts, docker, reporter, cancel).await;
         watcher.abort();
@@ -619,7 +635,10 @@ impl Dispatcher<'_> {
     /// GitLab's gate: `None` while a prerequisite is still pending.
     fn decide(&self, i: usize) -> Option<Decision> {
         let n = &self.nodes[i];
-        if n.prereqs.iter().any(|&p| self.nodes[p].state != State::Done) {
+        if n.prereqs
+            .iter()
+            .any(|&p| self.nodes[p].state != State::Done)
+        {
             return None;
         }
         let views: Vec<(usize, GateView)> =
@@ -856,7 +875,10 @@ impl Dispatcher<'_> {
             vars.set("CI_ENVIRONMENT_NAME", env.name.clone());
             let mut env_slug = slugify(&env.name);
             env_slug.truncate(24);
-            vars.set("CI_ENVIRONMENT_SLUG", env_slug.trim_end_matches('-').to_string());
+            vars.set(
+                "CI_ENVIRONMENT_SLUG",
+                env_slug.trim_end_matches('-').to_string(),
+            );
             if let Some(url) = &env.url {
                 vars.set("CI_ENVIRONMENT_URL", url.clone());
             }
@@ -880,7 +902,10 @@ impl Dispatcher<'_> {
         vars.set("CI_SERVER", "yes");
         vars.set("CI_JOB_TIMEOUT", timeout.to_string());
         vars.set("CI_CONCURRENT_ID", (i % self.concurrency).to_string());
-        vars.set("CI_CONCURRENT_PROJECT_ID", (i % self.concurrency).to_string());
+        vars.set(
+            "CI_CONCURRENT_PROJECT_ID",
+            (i % self.concurrency).to_string(),
+        );
         vars.set("CI_RUNNER_EXECUTABLE_ARCH", format!("linux/{}", go_arch()));
         match node.kind {
             ExecutorKind::Shell => vars.set("CI_SHARED_ENVIRONMENT", "true"),
@@ -894,7 +919,11 @@ impl Dispatcher<'_> {
             let producers = resolve(self.pipeline, dep);
             let mut found_here = false;
             for p in producers {
-                if let Some(ni) = self.nodes.iter().position(|n| n.job.name == self.pipeline.jobs[p].name) {
+                if let Some(ni) = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.job.name == self.pipeline.jobs[p].name)
+                {
                     found_here = true;
                     let n = &self.nodes[ni];
                     for (k, v) in &n.dotenv {
@@ -907,11 +936,11 @@ impl Dispatcher<'_> {
             }
             if !found_here {
                 // Not in this run: use the last run's result, if any.
-                if let Some(rec) = self
-                    .previous
-                    .as_ref()
-                    .and_then(|m| m.jobs.iter().find(|j| &j.name == dep || j.name.starts_with(&format!("{dep} "))))
-                {
+                if let Some(rec) = self.previous.as_ref().and_then(|m| {
+                    m.jobs
+                        .iter()
+                        .find(|j| &j.name == dep || j.name.starts_with(&format!("{dep} ")))
+                }) {
                     for (k, v) in &rec.dotenv {
                         vars.set(k, v.clone());
                     }
@@ -1032,7 +1061,8 @@ impl Dispatcher<'_> {
                     name: n.job.name.clone(),
                     stage: n.job.stage.clone(),
                     status: n.status.unwrap_or(JobStatus::Canceled),
-                    allow_failure: n.job.allow_failure || !n.job.allow_failure_exit_codes.is_empty(),
+                    allow_failure: n.job.allow_failure
+                        || !n.job.allow_failure_exit_codes.is_empty(),
                     duration: n.duration,
                     exit_code: n.exit_code,
                     reason: n.reason.clone(),
@@ -1075,7 +1105,11 @@ fn write_manifest(run: &RunDir, sha: &str, report: &RunReport, nodes: &[Node]) {
 }
 
 /// Whether a failed attempt may be retried (`retry:when`, `retry:exit_codes`).
-fn retry_allowed(retry: &gantry_config::model::Retry, failure: &Failure, exit_code: Option<i32>) -> bool {
+fn retry_allowed(
+    retry: &gantry_config::model::Retry,
+    failure: &Failure,
+    exit_code: Option<i32>,
+) -> bool {
     let kind = failure.retry_kind();
     let when_ok = retry.when.is_empty()
         || retry.when.iter().any(|w| {

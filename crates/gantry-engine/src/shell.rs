@@ -8,8 +8,7 @@
 //! orphans behind.
 
 use crate::executor::{
-    ExecError, Executor, JobEnvironment, LogSink, PrepareRequest, ScriptOutcome,
-    ScriptRequest,
+    ExecError, Executor, JobEnvironment, LogSink, PrepareRequest, ScriptOutcome, ScriptRequest,
 };
 use async_trait::async_trait;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -214,7 +213,10 @@ async fn run_in_group(
 
 async fn terminate(child: &mut tokio::process::Child, pgid: i32) {
     kill_group(pgid, libc::SIGTERM);
-    if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         kill_group(pgid, libc::SIGKILL);
         let _ = child.wait().await;
     }

@@ -72,6 +72,47 @@ impl Snapshot {
         })
     }
 
+    /// The snapshot of `sha` kept in `cache_dir/<sha>/`, extracted on first
+    /// use. Jobs only ever copy from it, so it can serve every later run of
+    /// the same commit. At most `keep` snapshots are kept.
+    pub fn cached(
+        repo_dir: &Path,
+        sha: &str,
+        cache_dir: &Path,
+        keep: usize,
+    ) -> io::Result<Snapshot> {
+        let dir = cache_dir.join(sha);
+        let list = cache_dir.join(format!("{sha}.files"));
+        if dir.is_dir()
+            && let Ok(text) = std::fs::read_to_string(&list)
+        {
+            let _ = std::fs::File::open(&list)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            return Ok(Snapshot {
+                dir,
+                repo_dir: repo_dir.to_path_buf(),
+                sha: sha.to_string(),
+                tracked: text.lines().map(PathBuf::from).collect(),
+            });
+        }
+        std::fs::create_dir_all(cache_dir)?;
+        let tmp = cache_dir.join(format!("{sha}.tmp{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut snap = Snapshot::extract(repo_dir, sha, &tmp)?;
+        let mut files: Vec<String> = snap
+            .tracked
+            .iter()
+            .filter_map(|p| p.to_str().map(str::to_string))
+            .collect();
+        files.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir)?;
+        std::fs::write(&list, files.join("\n"))?;
+        snap.dir = dir;
+        prune_snapshots(cache_dir, keep);
+        Ok(snap)
+    }
+
     /// Fills `dest` (missing or empty; an executor may have mounted it
     /// already, so it is not replaced) for one job.
     pub fn checkout(&self, dest: &Path, strategy: GitStrategy) -> io::Result<()> {
@@ -177,4 +218,22 @@ pub fn head_sha(repo_dir: &Path) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Keeps the `keep` most recently used snapshots in `cache_dir`.
+fn prune_snapshots(cache_dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    let mut lists: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "files"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    lists.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, list) in lists.into_iter().skip(keep) {
+        let _ = std::fs::remove_dir_all(list.with_extension(""));
+        let _ = std::fs::remove_file(list);
+    }
 }

@@ -272,7 +272,9 @@ mod tests {
     fn fallback_is_used_for_unknown() {
         let mut set = VarSet::new();
         set.set("P", "$HOME/bin");
-        let out = set.expand(&|n| (n == "HOME").then(|| "/h".to_string())).unwrap();
+        let out = set
+            .expand(&|n| (n == "HOME").then(|| "/h".to_string()))
+            .unwrap();
         assert_eq!(out["P"], "/h/bin");
     }
 
@@ -304,8 +306,8 @@ mod tests {
         assert!(vars[1].masked && !vars[1].file);
         assert_eq!(vars[1].value, "s3cr3t-token");
         assert!(vars[2].masked && vars[2].file);
-        let json = parse_variables_file(r#"{"A": "1", "T": {"value": "x", "masked": true}}"#)
-            .unwrap();
+        let json =
+            parse_variables_file(r#"{"A": "1", "T": {"value": "x", "masked": true}}"#).unwrap();
         assert!(json[1].masked);
         assert!(parse_variables_file("1BAD=x").is_err());
     }

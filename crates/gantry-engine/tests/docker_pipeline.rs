@@ -75,6 +75,8 @@ async fn artifacts_pass_between_containerised_jobs() {
         &["cat out/result.txt", "test -f out/result.txt"],
     );
     test.needs = needs(&["build"]);
+    // What the planner derives from `needs`.
+    test.dependencies = vec!["build".into()];
     let mut with_service = in_container("with service", "test", &["wget -q -O - http://web/"]);
     with_service.services = vec![Service {
         name: docker_common::HTTPD.to_string(),

@@ -18,7 +18,11 @@ async fn stages_run_in_order_on_a_clean_copy_of_the_commit() {
     let p = pipeline(
         &["build", "test"],
         vec![
-            job("build", "build", &["cat hello.txt", "echo made > out.txt", "pwd"]),
+            job(
+                "build",
+                "build",
+                &["cat hello.txt", "echo made > out.txt", "pwd"],
+            ),
             job("test", "test", &["echo testing; ls out.txt || echo no-out"]),
         ],
     );
@@ -51,12 +55,18 @@ async fn first_failing_command_fails_the_job() {
     let repo = Repo::new(&[]);
     let mut j = job("j", "test", &["echo before", "false", "echo never"]);
     j.before_script = vec!["echo from-before-script".into()];
-    let p = pipeline(&["test"], vec![j, job("pipe", "test", &["false | true", "echo after-pipe"])]);
+    let p = pipeline(
+        &["test"],
+        vec![j, job("pipe", "test", &["false | true", "echo after-pipe"])],
+    );
     let r = repo.run(&p).await;
     assert_eq!(status(&r, "j"), "failed");
     assert_eq!(r.job("j").unwrap().exit_code, Some(1));
     let l = log(&r, "j");
-    assert!(l.contains("from-before-script") && l.contains("before"), "{l}");
+    assert!(
+        l.contains("from-before-script") && l.contains("before"),
+        "{l}"
+    );
     assert!(!l.contains("\nnever"), "{l}");
     // pipefail: a failure inside a pipeline fails the job.
     assert_eq!(status(&r, "pipe"), "failed");
@@ -90,7 +100,10 @@ async fn when_gates_follow_gitlab() {
     // Without a failure, on_failure jobs are skipped.
     let mut on_failure = job("cleanup", "post", &["echo cleaning"]);
     on_failure.when = When::OnFailure;
-    let p = pipeline(&["build", "post"], vec![job("build", "build", &["true"]), on_failure]);
+    let p = pipeline(
+        &["build", "post"],
+        vec![job("build", "build", &["true"]), on_failure],
+    );
     let r = repo.run(&p).await;
     assert_eq!(status(&r, "cleanup"), "skipped");
     assert_eq!(r.status, RunStatus::Success);
@@ -115,7 +128,10 @@ async fn allow_failure_and_exit_codes() {
 
     let mut code4 = job("code4", "test", &["exit 4"]);
     code4.allow_failure_exit_codes = vec![3];
-    let p = pipeline(&["test", "deploy"], vec![code4, job("deploy", "deploy", &["true"])]);
+    let p = pipeline(
+        &["test", "deploy"],
+        vec![code4, job("deploy", "deploy", &["true"])],
+    );
     let r = repo.run(&p).await;
     assert_eq!(status(&r, "code4"), "failed");
     assert_eq!(status(&r, "deploy"), "skipped");
@@ -128,7 +144,10 @@ async fn manual_jobs_run_only_when_asked() {
     let mut deploy = job("deploy", "deploy", &["echo deployed"]);
     deploy.when = When::Manual;
     deploy.allow_failure = true;
-    let p = pipeline(&["build", "deploy"], vec![job("build", "build", &["true"]), deploy]);
+    let p = pipeline(
+        &["build", "deploy"],
+        vec![job("build", "build", &["true"]), deploy],
+    );
     let r = repo.run(&p).await;
     assert_eq!(status(&r, "deploy"), "manual");
     assert!(!log(&r, "deploy").contains("deployed"));
@@ -147,11 +166,21 @@ async fn blocking_manual_job_blocks_later_stages() {
     let mut gate = job("approve", "gate", &["true"]);
     gate.when = When::Manual;
     gate.allow_failure = false;
-    let p = pipeline(&["gate", "deploy"], vec![gate, job("deploy", "deploy", &["true"])]);
+    let p = pipeline(
+        &["gate", "deploy"],
+        vec![gate, job("deploy", "deploy", &["true"])],
+    );
     let r = repo.run(&p).await;
     assert_eq!(status(&r, "approve"), "manual");
     assert_eq!(status(&r, "deploy"), "skipped");
-    assert!(r.job("deploy").unwrap().reason.as_deref().unwrap().contains("approve"));
+    assert!(
+        r.job("deploy")
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("approve")
+    );
 }
 
 #[tokio::test]
@@ -170,7 +199,11 @@ async fn delayed_jobs_wait_unless_no_delay() {
     opts.no_delay = true;
     let t = Instant::now();
     let r = repo.run_with(&p, opts).await;
-    assert!(t.elapsed() < Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(status(&r, "later"), "success");
 }
 
@@ -236,7 +269,11 @@ async fn timeout_kills_the_process_tree() {
     let j = r.job("slow").unwrap();
     assert_eq!(j.status.as_str(), "failed");
     assert_eq!(j.reason.as_deref(), Some("timeout"));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(!alive(pid), "background process {pid} survived the timeout");
 }
 
@@ -248,7 +285,10 @@ async fn cancel_stops_everything_cleanly() {
     let script = format!("sleep 300 & echo $! > {}; sleep 300", pidfile.display());
     let p = pipeline(
         &["test", "after"],
-        vec![job("long", "test", &[&script]), job("next", "after", &["true"])],
+        vec![
+            job("long", "test", &[&script]),
+            job("next", "after", &["true"]),
+        ],
     );
     let cancel = tokio_util::sync::CancellationToken::new();
     let c2 = cancel.clone();
@@ -271,7 +311,11 @@ async fn cancel_stops_everything_cleanly() {
     assert_eq!(r.status, RunStatus::Canceled);
     assert_eq!(status(&r, "long"), "canceled");
     assert_eq!(status(&r, "next"), "canceled");
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(!alive(pid), "orphan {pid} after cancel");
     // No temporary directories left behind.
     let builds = r.run_dir.join("builds");
@@ -282,6 +326,13 @@ async fn cancel_stops_everything_cleanly() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(!r.run_dir.join("source").exists());
+    let snapshots = repo.path().join(".gantry/snapshots");
+    let stray: Vec<_> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
 }
 
 #[tokio::test]
@@ -336,7 +387,12 @@ async fn dag_failure_skips_dependents_only() {
     d.needs = needs(&["c"]);
     let p = pipeline(
         &["build", "test"],
-        vec![job("a", "build", &["false"]), job("c", "build", &["true"]), b, d],
+        vec![
+            job("a", "build", &["false"]),
+            job("c", "build", &["true"]),
+            b,
+            d,
+        ],
     );
     let r = repo.run(&p).await;
     assert_eq!(status(&r, "b"), "skipped");
@@ -348,7 +404,11 @@ async fn parallel_instances_see_node_index_and_total() {
     let repo = Repo::new(&[]);
     let jobs: Vec<_> = (1..=3)
         .map(|i| {
-            let mut j = job(&format!("test {i}/3"), "test", &["echo node=$CI_NODE_INDEX/$CI_NODE_TOTAL"]);
+            let mut j = job(
+                &format!("test {i}/3"),
+                "test",
+                &["echo node=$CI_NODE_INDEX/$CI_NODE_TOTAL"],
+            );
             j.definition = "test".into();
             j.node_index = Some(i);
             j.node_total = Some(3);
@@ -403,7 +463,10 @@ async fn variable_precedence_and_predefined() {
     assert!(l.contains("yaml=from-yaml"), "{l}");
     assert!(l.contains("cli=from-cli"), "{l}");
     assert!(l.contains("nested=main-from-yaml"), "{l}");
-    assert!(l.contains("job=show stage=test server=yes shared=true"), "{l}");
+    assert!(
+        l.contains("job=show stage=test server=yes shared=true"),
+        "{l}"
+    );
     assert!(l.contains("dir-ok=yes"), "{l}");
     assert!(l.contains("status=running timeout=120"), "{l}");
     assert!(l.contains("raw=$CI_JOB_NAME"), "{l}");
@@ -480,7 +543,8 @@ async fn artifacts_paths_exclude_untracked_when_and_dotenv() {
     let mut art = artifacts(&["dist/"]).unwrap();
     art.exclude = vec!["dist/*.tmp".into()];
     art.untracked = true;
-    art.reports.insert("dotenv".into(), vec!["build.env".into()]);
+    art.reports
+        .insert("dotenv".into(), vec!["build.env".into()]);
     build.artifacts = Some(art);
     let mut consumer = job(
         "consumer",
@@ -493,7 +557,14 @@ async fn artifacts_paths_exclude_untracked_when_and_dotenv() {
         ],
     );
     consumer.dependencies = vec!["build".into()];
-    let mut outsider = job("outsider", "test", &["echo version=${VERSION:-none}", "ls dist 2>/dev/null || echo no-dist"]);
+    let mut outsider = job(
+        "outsider",
+        "test",
+        &[
+            "echo version=${VERSION:-none}",
+            "ls dist 2>/dev/null || echo no-dist",
+        ],
+    );
     outsider.dependencies = vec![];
     let mut failing = job("failing", "build", &["echo log > fail.log", "false"]);
     failing.allow_failure = true;
@@ -513,7 +584,14 @@ async fn artifacts_paths_exclude_untracked_when_and_dotenv() {
     assert!(r.job("failing").unwrap().artifact.is_some());
     // Artifacts live under .gantry, never in the working tree.
     assert!(!repo.path().join("dist").exists());
-    assert!(r.job("build").unwrap().artifact.as_ref().unwrap().starts_with(repo.path().join(".gantry")));
+    assert!(
+        r.job("build")
+            .unwrap()
+            .artifact
+            .as_ref()
+            .unwrap()
+            .starts_with(repo.path().join(".gantry"))
+    );
 }
 
 #[tokio::test]
@@ -522,7 +600,10 @@ async fn junit_failures_are_collected() {
     let mut t = job(
         "unit",
         "test",
-        &[r#"printf '<testsuite><testcase classname="calc" name="adds"/><testcase classname="calc" name="divides"><failure>boom</failure></testcase></testsuite>' > report.xml"#, "exit 1"],
+        &[
+            r#"printf '<testsuite><testcase classname="calc" name="adds"/><testcase classname="calc" name="divides"><failure>boom</failure></testcase></testsuite>' > report.xml"#,
+            "exit 1",
+        ],
     );
     let mut art = gantry_config::model::Artifacts::default();
     art.when = ArtifactsWhen::Always;
@@ -557,13 +638,23 @@ async fn caches_persist_between_runs_with_policy_and_fallback() {
     let r2 = repo.run(&p).await;
     assert!(log(&r2, "a").contains("restored="), "{}", log(&r2, "a"));
     // The key is prefix-SHA1(commit id of the last change to the file).
-    let last = git(repo.path(), &["log", "-1", "--format=%H", "--", "package.lock"]);
+    let last = git(
+        repo.path(),
+        &["log", "-1", "--format=%H", "--", "package.lock"],
+    );
     use sha1::Digest;
     let digest = hex::encode(sha1::Sha1::digest(last.as_bytes()));
-    assert!(repo.path().join(format!(".gantry/cache/deps-{digest}.zip")).is_file());
+    assert!(
+        repo.path()
+            .join(format!(".gantry/cache/deps-{digest}.zip"))
+            .is_file()
+    );
 
     // pull: restores via fallback_keys, never writes its own key.
-    let mut pull = cache(CachePolicy::Pull, CacheKey::Literal("other-$CI_COMMIT_REF_SLUG".into()));
+    let mut pull = cache(
+        CachePolicy::Pull,
+        CacheKey::Literal("other-$CI_COMMIT_REF_SLUG".into()),
+    );
     pull.fallback_keys = vec![format!("deps-{digest}")];
     let mut b = job("b", "test", &[script]);
     b.cache = vec![pull];
@@ -573,7 +664,10 @@ async fn caches_persist_between_runs_with_policy_and_fallback() {
 
     // push: never restores.
     let mut c = job("c", "test", &[script]);
-    c.cache = vec![cache(CachePolicy::Push, CacheKey::Literal(format!("deps-{digest}")))];
+    c.cache = vec![cache(
+        CachePolicy::Push,
+        CacheKey::Literal(format!("deps-{digest}")),
+    )];
     let r4 = repo.run(&pipeline(&["test"], vec![c])).await;
     assert!(log(&r4, "c").contains("cold"));
 }
@@ -585,12 +679,19 @@ async fn selection_by_job_needs_and_stage() {
     test.needs = needs(&["build"]);
     let p = pipeline(
         &["build", "test", "deploy"],
-        vec![job("build", "build", &["true"]), test, job("deploy", "deploy", &["true"])],
+        vec![
+            job("build", "build", &["true"]),
+            test,
+            job("deploy", "deploy", &["true"]),
+        ],
     );
     let mut opts = repo.options();
     opts.jobs = vec!["test".into()];
     let r = repo.run_with(&p, opts.clone()).await;
-    assert_eq!(r.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["test"]);
+    assert_eq!(
+        r.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+        ["test"]
+    );
     opts.with_needs = true;
     let r = repo.run_with(&p, opts).await;
     assert_eq!(
@@ -600,7 +701,10 @@ async fn selection_by_job_needs_and_stage() {
     let mut opts = repo.options();
     opts.stage = Some("deploy".into());
     let r = repo.run_with(&p, opts).await;
-    assert_eq!(r.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["deploy"]);
+    assert_eq!(
+        r.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+        ["deploy"]
+    );
     // Unknown names are usage errors.
     let mut opts = repo.options();
     opts.jobs = vec!["nope".into()];
@@ -641,7 +745,11 @@ async fn job_run_alone_uses_the_last_runs_artifacts() {
 #[tokio::test]
 async fn git_strategy_clone_gives_a_real_checkout() {
     let repo = Repo::new(&[("f", "x")]);
-    let mut j = job("j", "test", &["git rev-parse HEAD", "git status --porcelain | wc -l"]);
+    let mut j = job(
+        "j",
+        "test",
+        &["git rev-parse HEAD", "git status --porcelain | wc -l"],
+    );
     j.variables = vec![var("GIT_STRATEGY", "clone")];
     let r = repo.run(&pipeline(&["test"], vec![j])).await;
     assert_eq!(r.status, RunStatus::Success, "{}", log(&r, "j"));

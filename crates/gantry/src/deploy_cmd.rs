@@ -78,9 +78,9 @@ pub enum DeployTarget {
     Ecs(Box<EcsDeployArgs>),
     /// Create or update a CloudFormation stack, wait tailing events, print outputs.
     #[command(name = "cloudformation", alias = "cfn")]
-    CloudFormation(CfnDeployArgs),
+    CloudFormation(Box<CfnDeployArgs>),
     /// Deploy a container on the local engine (Docker or Podman) with health check and rollback.
-    Docker(DockerDeployArgs),
+    Docker(Box<DockerDeployArgs>),
 }
 
 /// `gantry deploy ecs CLUSTER SERVICE [SERVICE...]`.
@@ -264,9 +264,9 @@ pub struct RollbackArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum RollbackTarget {
     /// Return an ECS service to a revision (default: the last known-good one).
-    Ecs(EcsRollbackArgs),
+    Ecs(Box<EcsRollbackArgs>),
     /// Return a local deploy to a revision (default: the last known-good one).
-    Docker(DockerRollbackArgs),
+    Docker(Box<DockerRollbackArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -322,7 +322,7 @@ pub struct RegistryArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum RegistryCommand {
     /// Log in to a registry.
-    Login(RegistryLoginArgs),
+    Login(Box<RegistryLoginArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -353,7 +353,7 @@ pub struct EcsArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum EcsCommand {
     /// Run a one-off task, wait until it stops, exit with its container's exit code.
-    Run(EcsRunArgs),
+    Run(Box<EcsRunArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -475,8 +475,8 @@ pub fn deploy(a: DeployArgs) -> i32 {
     run(async move {
         match a.target {
             DeployTarget::Ecs(args) => deploy_ecs(*args).await,
-            DeployTarget::CloudFormation(args) => deploy_cfn(args).await,
-            DeployTarget::Docker(args) => deploy_docker(args).await,
+            DeployTarget::CloudFormation(args) => deploy_cfn(*args).await,
+            DeployTarget::Docker(args) => deploy_docker(*args).await,
         }
     })
 }

@@ -24,7 +24,8 @@ pub enum ExecutorArg {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Run only these jobs (a parallel job's name selects all its instances).
+    /// Run only these jobs (a parallel job's name selects all its
+    /// instances; a manual job named here runs).
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
     /// The configuration file (default: `.gitlab-ci.yml` at the repository root).
@@ -100,9 +101,11 @@ pub fn run(args: RunArgs) -> i32 {
         source: args.source.clone(),
         vars: args.vars.clone(),
     };
+    // An invalid configuration is a usage error for `run` (exit 2); the
+    // diagnostics are already printed.
     let planned = match project::plan(&plan_args) {
         Ok(p) => p,
-        Err(code) => return code,
+        Err(_) => return EXIT_USAGE,
     };
     if planned.pipeline.status == PipelineStatus::Filtered {
         let why = planned

@@ -134,6 +134,15 @@ impl Ck {
         }
     }
 
+    /// [`Ck::keys`] with a fast membership test for long key lists.
+    pub fn keys_known(&mut self, m: &Map, p: &P, allowed: &[&str], known: fn(&str) -> bool) {
+        for (k, e) in m.iter() {
+            if !known(k) {
+                self.unknown_key(e.key_span, k, p, allowed);
+            }
+        }
+    }
+
     pub fn unknown_key(&mut self, span: Span, key: &str, p: &P, allowed: &[&str]) {
         let place = if p.name.is_empty() {
             if self.owner.is_empty() {

@@ -56,6 +56,53 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "type",
 ];
 
+/// Whether `key` is in [`JOB_KEYS`], without a linear scan per key.
+fn is_job_key(key: &str) -> bool {
+    matches!(
+        key,
+        "script"
+            | "stage"
+            | "image"
+            | "services"
+            | "before_script"
+            | "after_script"
+            | "variables"
+            | "rules"
+            | "needs"
+            | "dependencies"
+            | "artifacts"
+            | "cache"
+            | "when"
+            | "allow_failure"
+            | "start_in"
+            | "manual_confirmation"
+            | "only"
+            | "except"
+            | "extends"
+            | "tags"
+            | "timeout"
+            | "retry"
+            | "parallel"
+            | "interruptible"
+            | "resource_group"
+            | "environment"
+            | "coverage"
+            | "trigger"
+            | "inherit"
+            | "hooks"
+            | "id_tokens"
+            | "identity"
+            | "secrets"
+            | "release"
+            | "pages"
+            | "publish"
+            | "dast_configuration"
+            | "inputs"
+            | "run"
+            | "type"
+    )
+}
+
 /// Keywords a trigger (bridge) job may use (GitLab `Entry::Bridge` with
 /// `Processable::PROCESSABLE_ALLOWED_KEYS`).
 pub(crate) const BRIDGE_KEYS: &[&str] = &[
@@ -175,6 +222,10 @@ pub(crate) struct ParsedJob {
     /// Trigger jobs only: keywords a trigger job may not use.
     pub non_bridge_keys: Vec<(String, Span)>,
     pub when_span: Option<Span>,
+    /// `run` when the job also has `script` (they exclude each other).
+    pub run_span: Option<Span>,
+    /// `publish` in a job that is not a pages job.
+    pub publish_outside_pages: Option<Span>,
     pub allow_failure_span: Option<Span>,
 }
 
@@ -202,10 +253,11 @@ pub(crate) fn job(ck: &mut Ck, name: &str, key_span: Span, n: &Node) -> Option<P
                 .expected("a hash with `script:`, `run:` or `trigger:` (or a global keyword)"),
             );
         }
+        ck.owner.clear();
         return None;
     };
     let root = P::root("");
-    ck.keys(m, &root, JOB_KEYS);
+    ck.keys_known(m, &root, JOB_KEYS, is_job_key);
     let mut j = ParsedJob {
         def: JobDef {
             name: name.to_string(),
@@ -231,6 +283,17 @@ pub(crate) fn job(ck: &mut Ck, name: &str, key_span: Span, n: &Node) -> Option<P
             Vec::new()
         },
         when_span: m.entry("when").map(|e| e.key_span),
+        run_span: m
+            .entry("run")
+            .filter(|_| m.contains_key("script"))
+            .map(|e| e.key_span),
+        // GitLab `pages_job?`: `pages:` set, or a job named `pages` without
+        // `pages: false`.
+        publish_outside_pages: m.entry("publish").map(|e| e.key_span).filter(|_| {
+            let pages = m.get("pages");
+            let pages_set = pages.is_some_and(|v| !v.is_null() && v.as_bool() != Some(false));
+            !(pages_set || (name == "pages" && pages.and_then(Node::as_bool) != Some(false)))
+        }),
         allow_failure_span: m.entry("allow_failure").map(|e| e.key_span),
     };
     for (key, e) in m.iter() {
@@ -366,5 +429,19 @@ fn extends(ck: &mut Ck, n: &Node, p: &P) {
         _ => {
             ck.strings(n, p, 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_key_lookup_matches_the_key_list() {
+        for key in JOB_KEYS {
+            assert!(is_job_key(key), "{key}");
+        }
+        let matched = ["scirpt", "Stage", "", "default", "stages", "variable"];
+        assert!(matched.iter().all(|k| !is_job_key(k)));
     }
 }

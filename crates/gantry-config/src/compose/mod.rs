@@ -50,6 +50,19 @@ pub fn validate(root: &Node) -> Vec<Diagnostic> {
     ck.diags
 }
 
+/// Validation of a file's header document (the part before `---` that
+/// holds `spec:`): only `spec` is allowed there.
+pub fn validate_header(header: &Node) -> Vec<Diagnostic> {
+    let mut ck = Ck::new(true);
+    if let Some(m) = ck.map(header, &P::root("header")) {
+        ck.keys(m, &P::root("header"), &["spec"]);
+        if let Some(spec) = m.get("spec") {
+            extra::spec(&mut ck, spec, &P::root("spec"));
+        }
+    }
+    ck.diags
+}
+
 /// Full composition of a post-include, post-extends, post-`!reference`
 /// document into a [`Config`], reporting every error found.
 pub fn compose(root: &Node) -> Result<Config, Vec<Diagnostic>> {
@@ -274,6 +287,15 @@ fn merge_defaults(mut d: Defaults, legacy: Defaults) -> Defaults {
 fn job_kind_checks(ck: &mut Ck, j: &ParsedJob) {
     let name = &j.def.name;
     let span = j.def.span.unwrap_or_default();
+    if let Some(at) = j.publish_outside_pages {
+        ck.push(
+            Diagnostic::at(
+                at,
+                format!("`publish` in job `{name}` can only be used within a `pages` job"),
+            )
+            .expected("a job named `pages`, or one with `pages:`"),
+        );
+    }
     if j.def.trigger.is_some() {
         for (key, key_span) in &j.non_bridge_keys {
             ck.push(
@@ -308,6 +330,14 @@ fn job_kind_checks(ck: &mut Ck, j: &ParsedJob) {
                 .expected("true or false"),
             );
         }
+    } else if let Some(at) = j.run_span {
+        ck.push(
+            Diagnostic::at(
+                at,
+                format!("job `{name}` cannot use both `script` and `run`"),
+            )
+            .expected("either `script:` or `run:`"),
+        );
     } else if !j.has_script && !j.has_run {
         ck.push(
             Diagnostic::at(

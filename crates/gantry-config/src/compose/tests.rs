@@ -160,6 +160,28 @@ fn script_must_not_be_empty_and_must_hold_strings() {
 }
 
 #[test]
+fn script_and_run_exclude_each_other() {
+    err(
+        "x:\n  script: a\n  run:\n    - name: s\n      script: b\n",
+        "job `x` cannot use both `script` and `run`",
+    );
+}
+
+#[test]
+fn publish_only_in_pages_jobs() {
+    ok("pages:\n  script: a\n  publish: public\n");
+    ok("docs:\n  script: a\n  pages: true\n  publish: public\n");
+    err(
+        "docs:\n  script: a\n  publish: public\n",
+        "can only be used within a `pages` job",
+    );
+    err(
+        "pages:\n  script: a\n  pages: false\n  publish: public\n",
+        "can only be used within a `pages` job",
+    );
+}
+
+#[test]
 fn a_job_needs_script_run_or_trigger() {
     err(
         "x:\n  stage: test\n",
@@ -1042,6 +1064,21 @@ fn include_items_are_checked() {
         "include:\n  - local: a.txt\n  - {local: a.yml, remote: https://x.y/c.yml}\n  - {local: a.yml, cache: true}\n  - ftp://x/y.yml\n",
     ));
     assert_eq!(all.len(), 4, "{all:?}");
+}
+
+#[test]
+fn header_documents_hold_only_a_valid_spec() {
+    let header = |src: &str| validate_header(&doc(src));
+    assert!(
+        header("spec:\n  inputs:\n    env: {default: staging, options: [staging, prod]}\n")
+            .is_empty()
+    );
+    let all = header("spec:\n  inputs:\n    n: {type: number, default: x}\nstages: [a]\n");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        all.iter()
+            .any(|d| d.message.contains("unknown key `stages` in `header`"))
+    );
 }
 
 // ---- !reference ----

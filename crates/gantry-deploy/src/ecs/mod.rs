@@ -220,6 +220,17 @@ pub async fn describe_service(client: &Client, cluster: &str, service: &str) -> 
     }
 }
 
+/// ECS refuses to point a service at a deregistered (INACTIVE) revision; say so up front.
+fn ensure_active(td: &TaskDefinition) -> Result<(), DeployError> {
+    if td.status() == Some(&TaskDefinitionStatus::Inactive) {
+        return Err(DeployError::Usage(format!(
+            "{} is INACTIVE (deregistered): ECS cannot deploy it again",
+            short_revision(td.task_definition_arn().unwrap_or("the task definition"))
+        )));
+    }
+    Ok(())
+}
+
 /// DescribeTaskDefinition with tags.
 pub async fn describe_task_definition(
     client: &Client,
@@ -262,7 +273,6 @@ pub async fn register_task_definition(
         .set_pid_mode(td.pid_mode.clone())
         .set_ipc_mode(td.ipc_mode.clone())
         .set_proxy_configuration(td.proxy_configuration.clone())
-        .set_inference_accelerators(td.inference_accelerators.clone())
         .set_ephemeral_storage(td.ephemeral_storage.clone())
         .set_runtime_platform(td.runtime_platform.clone())
         .send()
@@ -318,7 +328,6 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
             Err(e) => {
                 outcome.ok = false;
                 outcome.message = e.to_string();
-                log.line(format!("error: {e}"));
             }
         }
         outcome
@@ -350,7 +359,13 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         outcome.previous = Some(current_arn.clone());
 
         let (base_td, base_tags) = match &opts.task {
-            Some(task) => describe_task_definition(&self.client, task).await?,
+            Some(task) => {
+                let (td, tags) = describe_task_definition(&self.client, task).await?;
+                if opts.changes.is_empty() {
+                    ensure_active(&td)?;
+                }
+                (td, tags)
+            }
             None => (current_td, current_tags),
         };
         let base_arn = base_td.task_definition_arn().unwrap_or_default().to_string();
@@ -359,9 +374,11 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
             log.line(format!("deploying {} (no task definition changes)", short_revision(&base_arn)));
             base_arn.clone()
         } else {
-            log.line(format!("{} change(s) to {}:", diff.len(), short_revision(&base_arn)));
             if opts.show_diff {
+                log.line(format!("{} change(s) to {}:", diff.len(), short_revision(&base_arn)));
                 log.line(taskdef::format_diff(&diff));
+            } else {
+                log.line(format!("{} change(s) to {} (--diff lists them)", diff.len(), short_revision(&base_arn)));
             }
             let arn = register_task_definition(&self.client, &new_td, &base_tags).await?;
             log.line(format!("registered {arn}"));
@@ -466,10 +483,10 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         let rb = self
             .roll_back_to(cluster, service, &to, ecs_rollback, desired, opts.rollback_timeout, opts.poll_interval, log)
             .await;
-        outcome.rolled_back_to = Some(to.clone());
-        record.rolled_back_to = Some(to.clone());
         match rb {
             Ok(()) => {
+                outcome.rolled_back_to = Some(to.clone());
+                record.rolled_back_to = Some(to.clone());
                 record.finish(DeployResult::RolledBack, Some(reason.clone()));
                 self.history.save(&record)?;
                 Err(DeployError::Rollout(format!(
@@ -588,11 +605,18 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
             },
         };
         let (td, _) = describe_task_definition(&self.client, &wanted).await?;
+        ensure_active(&td)?;
         let to_arn = td.task_definition_arn().unwrap_or(&wanted).to_string();
         if to_arn == current_arn {
             return Err(DeployError::Usage(format!("{service} already runs {}", short_revision(&to_arn))));
         }
         self.log.line(format!("rolling back {service}: {} -> {}", short_revision(&current_arn), short_revision(&to_arn)));
+        crate::history::withdraw_known_good(
+            self.history,
+            &target,
+            &current_arn,
+            &format!("rolled back to {} by hand", short_revision(&to_arn)),
+        )?;
         match timeout {
             Some(t) => {
                 self.roll_back_to(cluster, service, &to_arn, None, svc.desired_count, t, poll, &self.log).await?;
@@ -658,7 +682,7 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
                 break;
             }
         }
-        arns.sort_by(|a, b| b.0.cmp(&a.0));
+        arns.sort_by_key(|a| std::cmp::Reverse(a.0));
         let mut removed = Vec::new();
         for (_, arn) in arns.into_iter().skip(keep) {
             if arn == new_arn || arn == previous_arn || known_good.as_deref() == Some(arn.as_str()) {
@@ -785,7 +809,7 @@ pub async fn run_task(client: &Client, opts: &RunTaskOptions, log: &Log) -> Resu
                         _ => {}
                     }
                 }
-                if let Some(r) = t.stopped_reason() {
+                if let Some(r) = t.stopped_reason().filter(|r| !r.is_empty()) {
                     log.line(format!("stopped: {r}"));
                 }
             }

@@ -305,8 +305,11 @@ pub async fn wait_for_rollout<O: RolloutObserver>(
 
 /// Replays scripted snapshots, built from the context so tests can refer to the real ids.
 /// The last one repeats once the script runs out. For tests: moto cannot produce these states.
+/// One scripted state, built from the wait context.
+type ScriptStep = Box<dyn Fn(&WaitContext) -> ServiceSnapshot + Send>;
+
 pub struct ScriptedObserver {
-    steps: Mutex<VecDeque<Box<dyn Fn(&WaitContext) -> ServiceSnapshot + Send>>>,
+    steps: Mutex<VecDeque<ScriptStep>>,
     last: Mutex<Option<ServiceSnapshot>>,
     seen: Mutex<Vec<WaitContext>>,
 }

@@ -14,8 +14,9 @@
 //!   else `sh`). A timeout or a cancellation kills the *container*, so no
 //!   process of the job survives; a later script (after_script) starts it
 //!   again.
-//! - Files the job wrote are given back to the project directory's owner
-//!   after each script (see [`ownership`]).
+//! - Files the job wrote are given back to the user (the repository's
+//!   owner) after each script, instead of running jobs as that user, which
+//!   many images do not support (see [`ownership`]).
 //! - `cleanup` force-removes the build and service containers, always.
 //!
 //! Networks: services share one network per pipeline run (`gantry-<run>`,
@@ -29,7 +30,7 @@
 mod names;
 mod ownership;
 
-pub use names::{default_service_aliases, expand_runner, user_aliases};
+pub use names::{default_service_aliases, expand_runner_env, user_aliases};
 
 use crate::executor::{
     ExecError, Executor, JobEnvironment, LogSink, PrepareRequest, ScriptOutcome, ScriptRequest,
@@ -400,7 +401,7 @@ impl DockerExecutor {
                 job.name
             ))
         })?;
-        let image_name = expand_runner(&image.name, &req.env);
+        let image_name = expand_runner_env(&image.name, &req.env);
         if image_name.trim().is_empty() {
             return Err(ExecError::Setup(format!(
                 "the image name `{}` of job `{}` is empty after variable expansion",
@@ -441,7 +442,7 @@ impl DockerExecutor {
                 req.project_dir.display()
             ))
         })?;
-        job_env.owner = Owner::of(&project_dir).ok();
+        job_env.owner = ownership::owner_for(&project_dir);
         job_env.project_dir = project_dir.clone();
 
         let name = format!("{}-build", job_env.instance);
@@ -511,11 +512,11 @@ impl DockerExecutor {
         let mut planned = Vec::new();
         let mut used: HashSet<String> = HashSet::new();
         for service in &job.services {
-            let image = expand_runner(&service.name, &req.env);
+            let image = expand_runner_env(&service.name, &req.env);
             let inspect = self
                 .ensure_image(&image, &service.pull_policy, output)
                 .await?;
-            let user = expand_runner(service.alias.as_deref().unwrap_or(""), &req.env);
+            let user = expand_runner_env(service.alias.as_deref().unwrap_or(""), &req.env);
             let mut aliases = Vec::new();
             for alias in default_service_aliases(&image)
                 .into_iter()
@@ -651,7 +652,7 @@ fn service_env(job_env: &[(String, String)], service: &Service) -> Vec<String> {
         .iter()
         .map(|v| {
             let value = if v.expand {
-                expand_runner(&v.value, job_env)
+                expand_runner_env(&v.value, job_env)
             } else {
                 v.value.clone()
             };
@@ -983,7 +984,7 @@ impl DockerJob {
             .await
             .ok()
             .and_then(|i| i.state);
-        let running = state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        let running = state.as_ref().and_then(|s| s.running).unwrap_or(true);
         if running {
             return ExecError::Setup(format!("container engine: running the script: {cause}"));
         }

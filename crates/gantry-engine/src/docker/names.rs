@@ -85,7 +85,7 @@ pub fn slug(s: &str, max: usize) -> String {
 
 /// The runner's expansion of image, service and alias names (Go's
 /// `os.Expand` over the job variables, the last definition winning).
-pub fn expand_runner(value: &str, env: &[(String, String)]) -> String {
+pub fn expand_runner_env(value: &str, env: &[(String, String)]) -> String {
     gantry_config::expand::expand_runner(value, &|name| {
         env.iter()
             .rev()
@@ -140,13 +140,16 @@ mod tests {
     }
 
     #[test]
-    fn expand_runner_is_os_expand() {
+    fn expand_runner_env_is_os_expand() {
         let env = vec![
             ("TAG".to_string(), "1.2".to_string()),
             ("REG".to_string(), "localhost".to_string()),
         ];
-        assert_eq!(expand_runner("$REG/app:${TAG}", &env), "localhost/app:1.2");
-        assert_eq!(expand_runner("app:$MISSING", &env), "app:");
-        assert_eq!(expand_runner("$$ and $", &env), "$ and $");
+        assert_eq!(
+            expand_runner_env("$REG/app:${TAG}", &env),
+            "localhost/app:1.2"
+        );
+        assert_eq!(expand_runner_env("app:$MISSING", &env), "app:");
+        assert_eq!(expand_runner_env("$$ and $", &env), "$ and $");
     }
 }

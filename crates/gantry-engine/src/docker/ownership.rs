@@ -3,8 +3,8 @@
 //! Jobs run as root in their container (as on GitLab: images expect it), so
 //! with a rootful engine the files they write into the bind-mounted project
 //! directory belong to root. After each script the executor hands every
-//! entry that is not owned by the project directory's owner (recorded
-//! before the job ran) back to that owner: on the host when Gantry runs as
+//! entry that is not owned by the user ([`owner_for`]: the repository's
+//! owner, recorded before the job ran) back to that user: on the host when Gantry runs as
 //! root, else from inside the container (`chown -R`). Rootless engines map
 //! container root to the user already, so nothing differs and nothing runs.
 
@@ -27,6 +27,19 @@ impl Owner {
             gid: meta.gid(),
         })
     }
+}
+
+/// Whose files the job's files become: the owner of the repository that
+/// holds Gantry's state directory (`<repo>/.gantry/...`), i.e. the user who
+/// checked it out even when Gantry runs under sudo; else the owner of the
+/// project directory itself.
+pub fn owner_for(project_dir: &Path) -> Option<Owner> {
+    let repo = project_dir
+        .ancestors()
+        .find(|dir| dir.file_name().is_some_and(|n| n == ".gantry"))
+        .and_then(Path::parent);
+    repo.and_then(|r| Owner::of(r).ok())
+        .or_else(|| Owner::of(project_dir).ok())
 }
 
 /// Whether any entry under `root` (itself included) has another owner.
@@ -85,6 +98,10 @@ mod tests {
         std::fs::write(dir.path().join("sub/f"), b"x").expect("write");
         let me = Owner::of(dir.path()).expect("owner");
         assert!(!has_foreign_entries(dir.path(), me));
+        assert_eq!(owner_for(&dir.path().join("sub")), Some(me));
+        let nested = dir.path().join("repo/.gantry/runs/1/builds/job");
+        std::fs::create_dir_all(&nested).expect("mkdir");
+        assert_eq!(owner_for(&nested), Some(me));
         if nix::unistd::geteuid().is_root() {
             let other = Owner {
                 uid: 4242,
@@ -96,6 +113,10 @@ mod tests {
             assert_eq!(give_back(dir.path(), me).expect("give back"), 1);
             assert!(!has_foreign_entries(dir.path(), me));
             assert!(has_foreign_entries(dir.path(), other));
+            // The repository's owner wins over the state directory's.
+            std::os::unix::fs::chown(dir.path().join("repo"), Some(4242), Some(4242))
+                .expect("chown");
+            assert_eq!(owner_for(&nested), Some(other));
         }
     }
 }

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# `gantry run` against gitlab-ci-local 4.x on generated shell pipelines, in
+# the same run, on the same repositories:
+#   stages30  30 echo jobs in 3 stages
+#   dag30     3 layers of 10; each job needs 2 jobs of the layer before
+#   chain30   a linear chain of 30 (each job needs the previous one)
+# Prints median wall time (date, ns) and peak RSS (/usr/bin/time -f '%M') of each
+# tool, the ratios, and gantry's per-job overhead on the shell executor:
+# (chain30 wall time - the same 30 scripts run directly with bash) / 30.
+#
+# Usage: bench/run/run.sh [--reps N] [--gantry BIN] [--no-peer]
+# Targets: >= 10x less wall time and peak RSS than gitlab-ci-local; < 5 ms
+# overhead per job.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+REPS=5
+PEER_REPS=3
+GANTRY=""
+PEER=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --reps) REPS="$2"; shift 2 ;;
+    --gantry) GANTRY="$2"; shift 2 ;;
+    --no-peer) PEER=0; shift ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$GANTRY" ]; then
+  (cd "$ROOT" && cargo build --release -q -p gantry)
+  GANTRY="$ROOT/target/release/gantry"
+fi
+if [ "$PEER" = 1 ]; then
+  PEER_PATH="$("$ROOT/scripts/setup-peer.sh" | tail -n 1)"
+fi
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+new_repo() { # name -> creates $WORK/name with .gitlab-ci.yml from stdin
+  local dir="$WORK/$1"
+  mkdir -p "$dir"
+  cat > "$dir/.gitlab-ci.yml"
+  (cd "$dir" && git init -q -b main && git remote add origin https://gitlab.example.com/bench/project.git \
+    && git add -A && git -c user.name=bench -c user.email=bench@example.com commit -qm bench)
+}
+
+gen_stages30() {
+  echo "stages: [s1, s2, s3]"
+  for s in 1 2 3; do for i in $(seq 1 10); do
+    printf 'job_%s_%s:\n  stage: s%s\n  script:\n    - echo "job %s %s"\n' "$s" "$i" "$s" "$s" "$i"
+  done; done
+}
+
+gen_dag30() {
+  echo "stages: [l0, l1, l2]"
+  for l in 0 1 2; do for i in $(seq 0 9); do
+    printf 'n_%s_%s:\n  stage: l%s\n' "$l" "$i" "$l"
+    if [ "$l" = 0 ]; then
+      printf '  needs: []\n'
+    else
+      printf '  needs: [n_%s_%s, n_%s_%s]\n' "$((l - 1))" "$i" "$((l - 1))" "$(((i + 1) % 10))"
+    fi
+    printf '  script:\n    - echo "node %s %s"\n' "$l" "$i"
+  done; done
+}
+
+gen_chain30() {
+  printf 'stages: ['
+  for i in $(seq 1 30); do printf 's%s' "$i"; [ "$i" -lt 30 ] && printf ', '; done
+  printf ']\n'
+  for i in $(seq 1 30); do
+    printf 'c_%s:\n  stage: s%s\n' "$i" "$i"
+    if [ "$i" -gt 1 ]; then printf '  needs: [c_%s]\n' "$((i - 1))"; fi
+    printf '  script:\n    - echo "link %s"\n' "$i"
+  done
+}
+
+# measure DIR REPS CMD... -> prints "median_wall_s max_rss_kb"
+measure() {
+  local dir="$1" reps="$2"; shift 2
+  local walls=() rss=0 out="$WORK/time.out"
+  local start end
+  for _ in $(seq 1 "$reps"); do
+    start="$(date +%s%N)"
+    (cd "$dir" && /usr/bin/time -o "$out" -f '%e %M' "$@" >/dev/null 2>&1) || {
+      echo "command failed in $dir: $*" >&2; cat "$out" >&2; return 1; }
+    end="$(date +%s%N)"
+    read -r _ m < "$out"
+    # %e has 10 ms resolution: the wall time is taken with date instead.
+    walls+=("$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')")
+    [ "$m" -gt "$rss" ] && rss="$m"
+  done
+  local median
+  median="$(printf '%s\n' "${walls[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+  echo "$median $rss"
+}
+
+printf '%-9s %10s %10s %10s %10s %8s %8s\n' pipeline gantry_s gantry_MB gcl_s gcl_MB wall_x rss_x
+for p in stages30 dag30 chain30; do
+  "gen_$p" | new_repo "$p"
+  read -r gw gm < <(measure "$WORK/$p" "$REPS" "$GANTRY" run)
+  if [ "$PEER" = 1 ]; then
+    read -r pw pm < <(PATH="$PEER_PATH:$PATH" measure "$WORK/$p" "$PEER_REPS" gitlab-ci-local)
+    awk -v p="$p" -v gw="$gw" -v gm="$gm" -v pw="$pw" -v pm="$pm" 'BEGIN {
+      gws = (gw > 0.005 ? gw : 0.005)
+      printf "%-9s %10.3f %10.1f %10.3f %10.1f %7.1fx %7.1fx\n", p, gw, gm/1024, pw, pm/1024, pw/gws, pm/gm }'
+  else
+    awk -v p="$p" -v gw="$gw" -v gm="$gm" 'BEGIN {
+      printf "%-9s %10.3f %10.1f %10s %10s %8s %8s\n", p, gw, gm/1024, "-", "-", "-", "-" }'
+  fi
+done
+
+# Per-job overhead on the shell executor: gantry's chain30 minus the same
+# scripts run directly, one bash each, in sequence.
+direct_ms() {
+  local start end
+  start="$(date +%s%N)"
+  for i in $(seq 1 30); do bash -c "set -e; echo \"link $i\"" >/dev/null; done
+  end="$(date +%s%N)"
+  echo $(((end - start) / 1000000))
+}
+best_direct=999999
+for _ in $(seq 1 "$REPS"); do d="$(direct_ms)"; [ "$d" -lt "$best_direct" ] && best_direct="$d"; done
+read -r cw _ < <(measure "$WORK/chain30" "$REPS" "$GANTRY" run -j 1)
+awk -v cw="$cw" -v d="$best_direct" 'BEGIN {
+  printf "\nper-job overhead (shell, chain30, -j 1): gantry %.0f ms, scripts alone %d ms -> %.2f ms/job (target < 5)\n",
+    cw*1000, d, (cw*1000 - d)/30 }'
