@@ -28,7 +28,6 @@ use crate::model::{
     AllowFailure, Artifacts, Config, Exists, Job, JobDef, JobNeed, MatrixEntry, Need, Parallel,
     Pipeline, PipelineStatus, Policy, Rule, SkippedJob, Variable, When,
 };
-use indexmap::IndexMap;
 use regex::Regex;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -79,6 +78,9 @@ impl Hasher for FxHasher {
 /// GitLab's cap on pattern comparisons in one `exists:` clause; beyond it
 /// the clause counts as satisfied (`clause/exists.rb`).
 const MAX_EXISTS_COMPARISONS: usize = 10_000;
+
+/// Upper bound on the instances one matrix expands to.
+const MAX_MATRIX_COMBINATIONS: usize = 10_000;
 
 /// Plans `config` for `ctx`: the pipeline GitLab would create. Errors are
 /// the ones GitLab reports when creating the pipeline (a need on a job that
@@ -1099,9 +1101,18 @@ fn matrix_combinations(entries: &[MatrixEntry]) -> Vec<Vec<(String, String)>> {
     for entry in entries {
         let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
         for (key, values) in entry {
-            let mut next = Vec::with_capacity(combos.len() * values.len());
-            for combo in &combos {
+            // The loader allows 200 instances; the cap only keeps a model
+            // built some other way from exhausting memory.
+            let size = combos
+                .len()
+                .saturating_mul(values.len())
+                .min(MAX_MATRIX_COMBINATIONS);
+            let mut next = Vec::with_capacity(size);
+            'fill: for combo in &combos {
                 for value in values {
+                    if next.len() == MAX_MATRIX_COMBINATIONS {
+                        break 'fill;
+                    }
                     let mut c = combo.clone();
                     c.push((key.clone(), value.clone()));
                     next.push(c);

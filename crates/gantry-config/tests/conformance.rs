@@ -19,13 +19,14 @@ const VERSION_SKEW: &[(&str, &str, &str)] = &[(
     "a `run:` step with `action:` (GitHub actions); the schema's step only allows `step`, `func` or `script`",
 )];
 
-fn shared_dir() -> Option<PathBuf> {
+/// The fixture directory, or the path that was looked at when it is absent.
+fn shared_dir() -> Result<PathBuf, PathBuf> {
     let dir = match std::env::var_os("GANTRY_SHARED") {
         Some(d) => PathBuf::from(d),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
     };
     let dir = dir.join("conformance/gitlab-schema");
-    dir.is_dir().then_some(dir)
+    if dir.is_dir() { Ok(dir) } else { Err(dir) }
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -63,12 +64,16 @@ fn fragments(rel: &str, root: &Node) -> Vec<(String, Node)> {
 
 #[test]
 fn gitlab_schema_fixtures() {
-    let Some(dir) = shared_dir() else {
-        println!(
-            "conformance: skipped: ../shared/conformance/gitlab-schema not found \
-             (set GANTRY_SHARED to the shared directory to run it)"
-        );
-        return;
+    let dir = match shared_dir() {
+        Ok(dir) => dir,
+        Err(missing) => {
+            println!(
+                "conformance: skipped: {} does not exist (the shared corpus is not checked out \
+                 here; set GANTRY_SHARED to the shared directory to run it)",
+                missing.display()
+            );
+            return;
+        }
     };
     let mut files = Vec::new();
     yaml_files(&dir, &mut files);

@@ -17,7 +17,10 @@ fn branch_push_variables() {
     assert_eq!(get(&ctx, "GITLAB_CI"), Some("true"));
     assert_eq!(get(&ctx, "CI_COMMIT_SHA"), Some(SHA));
     assert_eq!(get(&ctx, "CI_COMMIT_SHORT_SHA"), Some("01234567"));
-    assert_eq!(get(&ctx, "CI_COMMIT_BEFORE_SHA"), Some("fedcba9876543210fedcba9876543210fedcba98"));
+    assert_eq!(
+        get(&ctx, "CI_COMMIT_BEFORE_SHA"),
+        Some("fedcba9876543210fedcba9876543210fedcba98")
+    );
     assert_eq!(get(&ctx, "CI_COMMIT_REF_NAME"), Some("feature/Login_Page"));
     assert_eq!(get(&ctx, "CI_COMMIT_REF_SLUG"), Some("feature-login-page"));
     assert_eq!(get(&ctx, "CI_COMMIT_BRANCH"), Some("feature/Login_Page"));
@@ -25,8 +28,14 @@ fn branch_push_variables() {
     assert_eq!(get(&ctx, "CI_COMMIT_REF_PROTECTED"), Some("false"));
     assert_eq!(get(&ctx, "CI_COMMIT_TITLE"), Some("Add the engine"));
     assert_eq!(get(&ctx, "CI_COMMIT_DESCRIPTION"), Some("\nIt computes."));
-    assert_eq!(get(&ctx, "CI_COMMIT_MESSAGE"), Some("Add the engine\n\nIt computes.\n"));
-    assert_eq!(get(&ctx, "CI_COMMIT_AUTHOR"), Some("Ada Lovelace <ada@example.com>"));
+    assert_eq!(
+        get(&ctx, "CI_COMMIT_MESSAGE"),
+        Some("Add the engine\n\nIt computes.\n")
+    );
+    assert_eq!(
+        get(&ctx, "CI_COMMIT_AUTHOR"),
+        Some("Ada Lovelace <ada@example.com>")
+    );
     assert_eq!(get(&ctx, "CI_DEFAULT_BRANCH"), Some("main"));
     assert_eq!(get(&ctx, "CI_PIPELINE_SOURCE"), Some("push"));
     assert_eq!(get(&ctx, "CI_PIPELINE_ID"), Some("1"));
@@ -36,11 +45,20 @@ fn branch_push_variables() {
     assert_eq!(get(&ctx, "CI_PROJECT_NAMESPACE"), Some("group"));
     assert_eq!(get(&ctx, "CI_PROJECT_ROOT_NAMESPACE"), Some("group"));
     assert_eq!(get(&ctx, "CI_PROJECT_PATH_SLUG"), Some("group-project"));
-    assert_eq!(get(&ctx, "CI_PROJECT_URL"), Some("https://gitlab.example.com/group/project"));
-    assert_eq!(get(&ctx, "CI_SERVER_URL"), Some("https://gitlab.example.com"));
+    assert_eq!(
+        get(&ctx, "CI_PROJECT_URL"),
+        Some("https://gitlab.example.com/group/project")
+    );
+    assert_eq!(
+        get(&ctx, "CI_SERVER_URL"),
+        Some("https://gitlab.example.com")
+    );
     assert_eq!(get(&ctx, "CI_SERVER_HOST"), Some("gitlab.example.com"));
     assert_eq!(get(&ctx, "CI_SERVER_PORT"), Some("443"));
-    assert_eq!(get(&ctx, "CI_REGISTRY_IMAGE"), Some("registry.gitlab.example.com/group/project"));
+    assert_eq!(
+        get(&ctx, "CI_REGISTRY_IMAGE"),
+        Some("registry.gitlab.example.com/group/project")
+    );
     assert_eq!(get(&ctx, "CI_MERGE_REQUEST_IID"), None);
     assert_eq!(ctx.files.len(), 6);
     assert_eq!(ctx.changed_paths.as_ref().map(Vec::len), Some(2));
@@ -66,14 +84,29 @@ fn merge_request_variables_with_defaults() {
     assert_eq!(get(&ctx, "CI_PIPELINE_SOURCE"), Some("merge_request_event"));
     assert_eq!(get(&ctx, "CI_COMMIT_BRANCH"), None);
     assert_eq!(get(&ctx, "CI_COMMIT_REF_NAME"), Some("feature/x"));
-    assert_eq!(get(&ctx, "CI_COMMIT_BEFORE_SHA"), Some("0000000000000000000000000000000000000000"));
+    assert_eq!(
+        get(&ctx, "CI_COMMIT_BEFORE_SHA"),
+        Some("0000000000000000000000000000000000000000")
+    );
     assert_eq!(get(&ctx, "CI_MERGE_REQUEST_IID"), Some("1"));
-    assert_eq!(get(&ctx, "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME"), Some("feature/x"));
-    assert_eq!(get(&ctx, "CI_MERGE_REQUEST_TARGET_BRANCH_NAME"), Some("main"));
+    assert_eq!(
+        get(&ctx, "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME"),
+        Some("feature/x")
+    );
+    assert_eq!(
+        get(&ctx, "CI_MERGE_REQUEST_TARGET_BRANCH_NAME"),
+        Some("main")
+    );
     assert_eq!(get(&ctx, "CI_MERGE_REQUEST_EVENT_TYPE"), Some("detached"));
     assert_eq!(get(&ctx, "CI_MERGE_REQUEST_TITLE"), Some("Add the engine"));
-    assert_eq!(get(&ctx, "CI_MERGE_REQUEST_PROJECT_PATH"), Some("group/project"));
-    assert_eq!(get(&ctx, "CI_MERGE_REQUEST_REF_PATH"), Some("refs/merge-requests/1/head"));
+    assert_eq!(
+        get(&ctx, "CI_MERGE_REQUEST_PROJECT_PATH"),
+        Some("group/project")
+    );
+    assert_eq!(
+        get(&ctx, "CI_MERGE_REQUEST_REF_PATH"),
+        Some("refs/merge-requests/1/head")
+    );
     assert_eq!(get(&ctx, "CI_MERGE_REQUEST_SOURCE_BRANCH_SHA"), Some(""));
     assert_eq!(get(&ctx, "CI_OPEN_MERGE_REQUESTS"), Some("group/project!1"));
     let mr: Vec<String> = ctx
@@ -90,13 +123,30 @@ fn merge_request_overrides_feed_derived_values() {
     let ctx = with_vars(
         "feature/x",
         "merge_request_event",
-        &[("CI_MERGE_REQUEST_IID", "42"), ("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "develop")],
+        &[
+            ("CI_MERGE_REQUEST_IID", "42"),
+            ("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "develop"),
+        ],
     );
     assert_eq!(get(&ctx, "CI_MERGE_REQUEST_IID"), Some("42"));
-    assert_eq!(get(&ctx, "CI_MERGE_REQUEST_REF_PATH"), Some("refs/merge-requests/42/head"));
-    assert_eq!(get(&ctx, "CI_MERGE_REQUEST_TARGET_BRANCH_NAME"), Some("develop"));
-    assert_eq!(get(&ctx, "CI_MERGE_REQUEST_TARGET_BRANCH_PROTECTED"), Some("false"));
-    assert_eq!(ctx.overrides.get("CI_MERGE_REQUEST_IID").map(String::as_str), Some("42"));
+    assert_eq!(
+        get(&ctx, "CI_MERGE_REQUEST_REF_PATH"),
+        Some("refs/merge-requests/42/head")
+    );
+    assert_eq!(
+        get(&ctx, "CI_MERGE_REQUEST_TARGET_BRANCH_NAME"),
+        Some("develop")
+    );
+    assert_eq!(
+        get(&ctx, "CI_MERGE_REQUEST_TARGET_BRANCH_PROTECTED"),
+        Some("false")
+    );
+    assert_eq!(
+        ctx.overrides
+            .get("CI_MERGE_REQUEST_IID")
+            .map(String::as_str),
+        Some("42")
+    );
 }
 
 #[test]
@@ -117,7 +167,10 @@ push_only:
   rules:
     - if: $CI_PIPELINE_SOURCE == "push"
 "#;
-    let p = plan_ok(yaml, &Context::new(&facts("feature/x"), "merge_request_event", &[]));
+    let p = plan_ok(
+        yaml,
+        &Context::new(&facts("feature/x"), "merge_request_event", &[]),
+    );
     let names: Vec<String> = created(&p).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["review"]);
     let p = plan_ok(yaml, &push("feature/x"));
@@ -127,10 +180,17 @@ push_only:
 
 #[test]
 fn overrides_win() {
-    let ctx = with_vars("main", "web", &[("CI_COMMIT_REF_SLUG", "custom"), ("CI_PIPELINE_ID", "77")]);
+    let ctx = with_vars(
+        "main",
+        "web",
+        &[("CI_COMMIT_REF_SLUG", "custom"), ("CI_PIPELINE_ID", "77")],
+    );
     assert_eq!(get(&ctx, "CI_COMMIT_REF_SLUG"), Some("custom"));
     assert_eq!(get(&ctx, "CI_PIPELINE_ID"), Some("77"));
-    assert_eq!(get(&ctx, "CI_PIPELINE_URL"), Some("https://gitlab.example.com/group/project/-/pipelines/77"));
+    assert_eq!(
+        get(&ctx, "CI_PIPELINE_URL"),
+        Some("https://gitlab.example.com/group/project/-/pipelines/77")
+    );
     assert_eq!(get(&ctx, "CI_PIPELINE_SOURCE"), Some("web"));
 }
 
@@ -156,7 +216,10 @@ fn ref_slug_edge_cases() {
 #[test]
 fn long_titles_are_cut_in_the_description() {
     let title = "t".repeat(120);
-    let facts = GitFacts { message: format!("{title}\nbody"), ..facts("main") };
+    let facts = GitFacts {
+        message: format!("{title}\nbody"),
+        ..facts("main")
+    };
     let ctx = Context::new(&facts, "push", &[]);
     assert_eq!(get(&ctx, "CI_COMMIT_TITLE"), Some(title.as_str()));
     let expected = format!("…{}\nbody", "t".repeat(40));
@@ -165,7 +228,12 @@ fn long_titles_are_cut_in_the_description() {
 
 #[test]
 fn project_without_remote() {
-    let facts = GitFacts { project_path: String::new(), project_url: None, project_dir: "/home/me/my-app".into(), ..facts("main") };
+    let facts = GitFacts {
+        project_path: String::new(),
+        project_url: None,
+        project_dir: "/home/me/my-app".into(),
+        ..facts("main")
+    };
     let ctx = Context::new(&facts, "push", &[]);
     assert_eq!(get(&ctx, "CI_PROJECT_PATH"), Some("my-app"));
     assert_eq!(get(&ctx, "CI_PROJECT_NAME"), Some("my-app"));

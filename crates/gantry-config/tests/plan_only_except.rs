@@ -67,10 +67,28 @@ fn names(p: &gantry_config::model::Pipeline) -> Vec<String> {
 #[test]
 fn feature_branch_push() {
     let p = plan_ok(POLICIES, &push("feature/x"));
-    assert_eq!(names(&p), ["default_only", "feature_ci", "not_main", "this_project", "except_variable"]);
-    assert_eq!(skipped_reason(&p, "main_only"), r#"only:refs [main] did not match ref "feature/x""#);
-    assert_eq!(skipped_reason(&p, "other_project"), r#"only:refs [branches@someone/fork] did not match ref "feature/x""#);
-    assert_eq!(skipped_reason(&p, "except_changes"), "except:changes [src/**/*]: a changed file matched");
+    assert_eq!(
+        names(&p),
+        [
+            "default_only",
+            "feature_ci",
+            "not_main",
+            "this_project",
+            "except_variable"
+        ]
+    );
+    assert_eq!(
+        skipped_reason(&p, "main_only"),
+        r#"only:refs [main] did not match ref "feature/x""#
+    );
+    assert_eq!(
+        skipped_reason(&p, "other_project"),
+        r#"only:refs [branches@someone/fork] did not match ref "feature/x""#
+    );
+    assert_eq!(
+        skipped_reason(&p, "except_changes"),
+        "except:changes [src/**/*]: a changed file matched"
+    );
     insta::assert_snapshot!("only_except_feature_human", plan_human(&p));
 }
 
@@ -80,8 +98,14 @@ fn main_branch_with_variables() {
     let p = plan_ok(POLICIES, &ctx);
     assert!(names(&p).contains(&"main_only".to_string()));
     assert!(names(&p).contains(&"with_variable".to_string()));
-    assert_eq!(skipped_reason(&p, "not_main"), "except:refs [main] matched: main");
-    assert_eq!(skipped_reason(&p, "except_variable"), "except:variables [$SKIP_TESTS]: $SKIP_TESTS was true");
+    assert_eq!(
+        skipped_reason(&p, "not_main"),
+        "except:refs [main] matched: main"
+    );
+    assert_eq!(
+        skipped_reason(&p, "except_variable"),
+        "except:variables [$SKIP_TESTS]: $SKIP_TESTS was true"
+    );
     insta::assert_snapshot!("only_except_main_human", plan_human(&p));
 }
 
@@ -105,7 +129,10 @@ fn tags_and_schedules_match_keywords() {
 
 #[test]
 fn merge_request_pipelines_only_match_source_keywords() {
-    let p = plan_ok(POLICIES, &Context::new(&facts("feature/x"), "merge_request_event", &[]));
+    let p = plan_ok(
+        POLICIES,
+        &Context::new(&facts("feature/x"), "merge_request_event", &[]),
+    );
     assert_eq!(names(&p), ["mrs"]);
     assert_eq!(
         skipped_reason(&p, "default_only"),
@@ -122,6 +149,9 @@ workflow:
 job:
   script: x
 "#;
-    let p = plan_ok(yaml, &Context::new(&facts("feature/x"), "merge_request_event", &[]));
+    let p = plan_ok(
+        yaml,
+        &Context::new(&facts("feature/x"), "merge_request_event", &[]),
+    );
     assert_eq!(names(&p), ["job"]);
 }

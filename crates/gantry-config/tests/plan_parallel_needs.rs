@@ -76,18 +76,43 @@ fn parallel_and_matrix_instances() {
     assert_eq!(var(onprem, "PROVIDER"), Some("on-prem"));
     assert_eq!(var(job(&p, "deploy: [aws, us]"), "REGION"), Some("us"));
     // Rules see the matrix variables.
-    assert_eq!(skipped_reason(&p, "deploy: [azure, eu]"), r#"rules[0] (if: $PROVIDER == "azure") → when: never"#);
+    assert_eq!(
+        skipped_reason(&p, "deploy: [azure, eu]"),
+        r#"rules[0] (if: $PROVIDER == "azure") → when: never"#
+    );
 
     let need_names = |name: &str| -> Vec<String> {
-        job(&p, name).needs.as_ref().map(|n| n.iter().map(|n| n.job.clone()).collect()).unwrap_or_default()
+        job(&p, name)
+            .needs
+            .as_ref()
+            .map(|n| n.iter().map(|n| n.job.clone()).collect())
+            .unwrap_or_default()
     };
     assert_eq!(need_names("test"), ["build 1/3", "build 2/3", "build 3/3"]);
-    assert_eq!(need_names("smoke"), ["deploy: [aws, eu]", "deploy: [aws, us]", "build 1/3", "build 2/3", "build 3/3"]);
+    assert_eq!(
+        need_names("smoke"),
+        [
+            "deploy: [aws, eu]",
+            "deploy: [aws, us]",
+            "build 1/3",
+            "build 2/3",
+            "build 3/3"
+        ]
+    );
     // Artifacts come from needs with artifacts: true only.
-    assert_eq!(job(&p, "smoke").dependencies, ["deploy: [aws, eu]", "deploy: [aws, us]"]);
-    assert_eq!(job(&p, "test").dependencies, ["build 1/3", "build 2/3", "build 3/3"]);
+    assert_eq!(
+        job(&p, "smoke").dependencies,
+        ["deploy: [aws, eu]", "deploy: [aws, us]"]
+    );
+    assert_eq!(
+        job(&p, "test").dependencies,
+        ["build 1/3", "build 2/3", "build 3/3"]
+    );
     // Stage-ordered jobs download from earlier jobs that have artifacts.
-    assert_eq!(job(&p, "deploy: [aws, eu]").dependencies, ["build 1/3", "build 2/3", "build 3/3"]);
+    assert_eq!(
+        job(&p, "deploy: [aws, eu]").dependencies,
+        ["build 1/3", "build 2/3", "build 3/3"]
+    );
 
     insta::assert_snapshot!("parallel_human", plan_human(&p));
     insta::assert_json_snapshot!("parallel_json", plan_json(&p));
@@ -110,7 +135,8 @@ test:
     let errors = plan_errors(yaml, &push("main"));
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].ends_with("'test' job needs 'build' job, but 'build' is not in any previous stage"),
+        errors[0]
+            .ends_with("'test' job needs 'build' job, but 'build' is not in any previous stage"),
         "{errors:?}"
     );
     // The error points at the need (line 11: `  needs: [build]`).
@@ -139,7 +165,11 @@ test:
 "#;
     let p = plan_ok(yaml, &push("main"));
     let t = job(&p, "test");
-    let needs: Vec<&str> = t.needs.as_ref().map(|n| n.iter().map(|n| n.job.as_str()).collect()).unwrap_or_default();
+    let needs: Vec<&str> = t
+        .needs
+        .as_ref()
+        .map(|n| n.iter().map(|n| n.job.as_str()).collect())
+        .unwrap_or_default();
     assert_eq!(needs, ["lint"]);
     assert_eq!(t.dependencies, ["lint"]);
 }
@@ -176,7 +206,10 @@ late:
         Err(d) => d,
     };
     assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].message, "'early' job needs 'late' job, but 'late' is not in any previous stage");
+    assert_eq!(
+        errors[0].message,
+        "'early' job needs 'late' job, but 'late' is not in any previous stage"
+    );
     // Without a span on the need, the error points at the job.
     assert_eq!(errors[0].span.map(|s| s.line), Some(3));
 }
@@ -207,7 +240,10 @@ b:
         b.needs = Some(vec![need("a")]);
     }
     let errors = gantry_config::plan::plan(&config, &push("main")).expect_err("cycle");
-    assert_eq!(errors[0].message, "circular dependency detected in `needs` between jobs: a, b");
+    assert_eq!(
+        errors[0].message,
+        "circular dependency detected in `needs` between jobs: a, b"
+    );
 }
 
 #[test]

@@ -10,10 +10,16 @@ use gantry_config::plan::plan;
 use std::time::Instant;
 
 fn big_config(jobs: usize) -> Config {
-    let stages: Vec<String> = [".pre", "build", "test", "deploy", ".post"].iter().map(|s| s.to_string()).collect();
+    let stages: Vec<String> = [".pre", "build", "test", "deploy", ".post"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut config = Config {
         stages: stages.clone(),
-        variables: vec![Variable::new("GLOBAL", "1"), Variable::new("TARGET", "staging")],
+        variables: vec![
+            Variable::new("GLOBAL", "1"),
+            Variable::new("TARGET", "staging"),
+        ],
         ..Config::default()
     };
     for i in 0..jobs {
@@ -26,18 +32,35 @@ fn big_config(jobs: usize) -> Config {
                 ..Rule::default()
             },
             Rule {
-                if_expr: Some(format!(r#"$CI_COMMIT_BRANCH =~ /^(main|feature)/ && $JOB_KIND == "k{}""#, i % 7)),
+                if_expr: Some(format!(
+                    r#"$CI_COMMIT_BRANCH =~ /^(main|feature)/ && $JOB_KIND == "k{}""#,
+                    i % 7
+                )),
                 variables: vec![Variable::new("FROM_RULE", "yes")],
                 ..Rule::default()
             },
-            Rule { if_expr: Some("$CI_PIPELINE_SOURCE == \"push\"".into()), when: Some(When::Manual), ..Rule::default() },
+            Rule {
+                if_expr: Some("$CI_PIPELINE_SOURCE == \"push\"".into()),
+                when: Some(When::Manual),
+                ..Rule::default()
+            },
         ];
         // Each job after the first few needs two earlier jobs of an earlier
         // or the same stage.
         let needs = (i >= 10).then(|| {
-            let first_of_stage = (0..i).find(|&k| ["build", "test", "deploy"][k * 3 / jobs] == stage).unwrap_or(0);
-            let a = if first_of_stage > 2 { first_of_stage - 1 } else { i - 1 };
-            let b = if first_of_stage > 2 { first_of_stage - 2 } else { i - 2 };
+            let first_of_stage = (0..i)
+                .find(|&k| ["build", "test", "deploy"][k * 3 / jobs] == stage)
+                .unwrap_or(0);
+            let a = if first_of_stage > 2 {
+                first_of_stage - 1
+            } else {
+                i - 1
+            };
+            let b = if first_of_stage > 2 {
+                first_of_stage - 2
+            } else {
+                i - 2
+            };
             [a, b]
                 .iter()
                 .map(|k| Need {

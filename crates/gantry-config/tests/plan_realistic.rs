@@ -24,7 +24,10 @@ fn push_to_main() {
     let p = plan(&webapp(), &push("main")).expect("plan");
     assert_eq!(p.status, PipelineStatus::Created);
     assert_eq!(p.name.as_deref(), Some("push pipeline for main"));
-    assert_eq!(names(&p), ["build", "unit 1/2", "unit 2/2", "lint", "e2e", "staging"]);
+    assert_eq!(
+        names(&p),
+        ["build", "unit 1/2", "unit 2/2", "lint", "e2e", "staging"]
+    );
     assert_eq!(p.stages, ["build", "test", "deploy"]);
     let staging = job(&p, "staging");
     assert!(!staging.interruptible);
@@ -54,7 +57,11 @@ fn push_to_a_feature_branch() {
 
 #[test]
 fn push_to_a_branch_with_an_open_merge_request_is_filtered() {
-    let ctx = with_vars("feature/search", "push", &[("CI_OPEN_MERGE_REQUESTS", "group/project!7")]);
+    let ctx = with_vars(
+        "feature/search",
+        "push",
+        &[("CI_OPEN_MERGE_REQUESTS", "group/project!7")],
+    );
     let p = plan(&webapp(), &ctx).expect("plan");
     assert_eq!(p.status, PipelineStatus::Filtered);
     assert_eq!(
@@ -62,19 +69,41 @@ fn push_to_a_branch_with_an_open_merge_request_is_filtered() {
         Some("workflow:rules[1] (if: $CI_COMMIT_BRANCH && $CI_OPEN_MERGE_REQUESTS) → when: never")
     );
     assert_eq!(plan_json(&p)["status"], "filtered");
-    assert!(plan_json(&p)["jobs"].as_array().is_some_and(|j| j.is_empty()));
+    assert!(
+        plan_json(&p)["jobs"]
+            .as_array()
+            .is_some_and(|j| j.is_empty())
+    );
 }
 
 #[test]
 fn merge_request() {
-    let p = plan(&webapp(), &Context::new(&facts("feature/search"), "merge_request_event", &[])).expect("plan");
-    assert_eq!(names(&p), ["build", "unit 1/2", "unit 2/2", "lint", "e2e", "review", "stop_review"]);
+    let p = plan(
+        &webapp(),
+        &Context::new(&facts("feature/search"), "merge_request_event", &[]),
+    )
+    .expect("plan");
+    assert_eq!(
+        names(&p),
+        [
+            "build",
+            "unit 1/2",
+            "unit 2/2",
+            "lint",
+            "e2e",
+            "review",
+            "stop_review"
+        ]
+    );
     assert_eq!(job(&p, "stop_review").when.as_str(), "manual");
     assert!(!job(&p, "stop_review").allow_failure);
     // environment name and url are expanded when the job is created.
     let env = job(&p, "review").environment.as_ref().expect("environment");
     assert_eq!(env.name, "review/feature-search");
-    assert_eq!(env.url.as_deref(), Some("https://feature-search.review.example.com"));
+    assert_eq!(
+        env.url.as_deref(),
+        Some("https://feature-search.review.example.com")
+    );
     insta::assert_snapshot!("webapp_mr_human", plan_human(&p));
     insta::assert_json_snapshot!("webapp_mr_json", plan_json(&p));
 }
@@ -83,13 +112,22 @@ fn merge_request() {
 fn release_tag() {
     let ctx = Context::new(&tag_facts("v1.2.3"), "push", &[]);
     let p = plan(&webapp(), &ctx).expect("plan");
-    assert_eq!(names(&p), ["build", "unit 1/2", "unit 2/2", "lint", "production"]);
+    assert_eq!(
+        names(&p),
+        ["build", "unit 1/2", "unit 2/2", "lint", "production"]
+    );
     let prod = job(&p, "production");
     assert_eq!(prod.when.as_str(), "manual");
     assert!(!prod.allow_failure);
     assert_eq!(var(prod, "DEPLOY_TIER"), Some("production"));
     assert_eq!(prod.resource_group.as_deref(), Some("production"));
-    assert_eq!(p.variables.iter().find(|v| v.name == "DEPLOY_TIER").map(|v| v.value.as_str()), Some("production"));
+    assert_eq!(
+        p.variables
+            .iter()
+            .find(|v| v.name == "DEPLOY_TIER")
+            .map(|v| v.value.as_str()),
+        Some("production")
+    );
     // Without a diff, `changes:` matches: lint runs automatically.
     assert_eq!(job(&p, "lint").when.as_str(), "on_success");
     insta::assert_snapshot!("webapp_tag_human", plan_human(&p));
@@ -97,11 +135,16 @@ fn release_tag() {
 
 #[test]
 fn other_tag() {
-    let facts = GitFacts { ..tag_facts("nightly-2026-11-01") };
+    let facts = GitFacts {
+        ..tag_facts("nightly-2026-11-01")
+    };
     let p = plan(&webapp(), &Context::new(&facts, "push", &[])).expect("plan");
     assert_eq!(
         skipped_reason(&p, "production"),
         r#"rules[1] (if: $CI_COMMIT_TAG) → when: never"#
     );
-    assert_eq!(skipped_reason(&p, "pages"), r#"only:refs [main] did not match ref "nightly-2026-11-01""#);
+    assert_eq!(
+        skipped_reason(&p, "pages"),
+        r#"only:refs [main] did not match ref "nightly-2026-11-01""#
+    );
 }

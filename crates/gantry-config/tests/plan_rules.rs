@@ -88,7 +88,10 @@ fn rules_decide_when_and_allow_failure_on_a_feature_branch() {
 #[test]
 fn a_never_rule_names_its_index_and_condition() {
     let p = plan_ok(RULES, &push("main"));
-    assert_eq!(skipped_reason(&p, "build"), r#"rules[0] (if: $CI_COMMIT_BRANCH == "main") → when: never"#);
+    assert_eq!(
+        skipped_reason(&p, "build"),
+        r#"rules[0] (if: $CI_COMMIT_BRANCH == "main") → when: never"#
+    );
     insta::assert_snapshot!("rules_main_human", plan_human(&p));
 }
 
@@ -103,8 +106,15 @@ fn tag_pipelines_see_ci_commit_tag_and_not_the_branch() {
 
 #[test]
 fn command_line_variables_outrank_yaml_variables_in_rules() {
-    let p = plan_ok(RULES, &with_vars("feature/x", "push", &[("DEPLOY_ENV", "production")]));
-    assert!(p.jobs.iter().any(|j| j.name == "release"), "{:?}", created(&p));
+    let p = plan_ok(
+        RULES,
+        &with_vars("feature/x", "push", &[("DEPLOY_ENV", "production")]),
+    );
+    assert!(
+        p.jobs.iter().any(|j| j.name == "release"),
+        "{:?}",
+        created(&p)
+    );
 }
 
 const VARIABLES: &str = r#"
@@ -192,7 +202,10 @@ fn changes_and_exists_use_the_changed_paths_and_the_repository_files() {
 
 #[test]
 fn changes_match_when_there_is_no_diff() {
-    let facts = GitFacts { changed_paths: None, ..facts("new-branch") };
+    let facts = GitFacts {
+        changed_paths: None,
+        ..facts("new-branch")
+    };
     let p = plan_ok(FILES, &Context::new(&facts, "push", &[]));
     assert!(p.jobs.iter().any(|j| j.name == "docs"));
 }
@@ -231,7 +244,11 @@ fn workflow_rules_variables_override_global_ones() {
     assert_eq!(job(&p, "build").when.as_str(), "manual");
     // A job's own value still beats the workflow's.
     assert_eq!(var(job(&p, "own"), "DEPLOY_TARGET"), Some("own"));
-    let pvars: Vec<(&str, &str)> = p.variables.iter().map(|v| (v.name.as_str(), v.value.as_str())).collect();
+    let pvars: Vec<(&str, &str)> = p
+        .variables
+        .iter()
+        .map(|v| (v.name.as_str(), v.value.as_str()))
+        .collect();
     assert_eq!(pvars, [("DEPLOY_TARGET", "production"), ("OTHER", "kept")]);
 
     let p = plan_ok(WORKFLOW, &push("feature"));
@@ -244,7 +261,10 @@ fn workflow_rules_variables_override_global_ones() {
 fn workflow_rules_filter_the_pipeline() {
     let p = plan_ok(WORKFLOW, &push("wip"));
     assert_eq!(p.status, PipelineStatus::Filtered);
-    assert_eq!(p.filtered_reason.as_deref(), Some(r#"workflow:rules[0] (if: $CI_COMMIT_BRANCH == "wip") → when: never"#));
+    assert_eq!(
+        p.filtered_reason.as_deref(),
+        Some(r#"workflow:rules[0] (if: $CI_COMMIT_BRANCH == "wip") → when: never"#)
+    );
     assert!(p.jobs.is_empty());
     assert_eq!(p.skipped.len(), 2);
     insta::assert_snapshot!("workflow_never_human", plan_human(&p));
@@ -253,7 +273,10 @@ fn workflow_rules_filter_the_pipeline() {
     let ctx = Context::new(&tag_facts("v1"), "push", &[]);
     let p = plan_ok(WORKFLOW, &ctx);
     assert_eq!(p.status, PipelineStatus::Filtered);
-    assert_eq!(p.filtered_reason.as_deref(), Some("workflow:rules: no rule matched"));
+    assert_eq!(
+        p.filtered_reason.as_deref(),
+        Some("workflow:rules: no rule matched")
+    );
 }
 
 #[test]
@@ -293,11 +316,21 @@ t:
 "#;
     let p = plan_ok(yaml, &push("main"));
     let t = job(&p, "t");
-    assert_eq!(t.needs.as_ref().map(|n| n.iter().map(|n| n.job.as_str()).collect::<Vec<_>>()), Some(vec!["b"]));
+    assert_eq!(
+        t.needs
+            .as_ref()
+            .map(|n| n.iter().map(|n| n.job.as_str()).collect::<Vec<_>>()),
+        Some(vec!["b"])
+    );
     assert!(t.interruptible);
     let p = plan_ok(yaml, &push("dev"));
     let t = job(&p, "t");
-    assert_eq!(t.needs.as_ref().map(|n| n.iter().map(|n| n.job.as_str()).collect::<Vec<_>>()), Some(vec!["a"]));
+    assert_eq!(
+        t.needs
+            .as_ref()
+            .map(|n| n.iter().map(|n| n.job.as_str()).collect::<Vec<_>>()),
+        Some(vec!["a"])
+    );
     assert!(!t.interruptible);
 }
 

@@ -37,7 +37,8 @@ pub async fn load_config(opts: &AwsOptions) -> Result<SdkConfig, DeployError> {
         loader = loader.endpoint_url(url);
     }
     if let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) {
-        loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "gantry-static"));
+        loader =
+            loader.credentials_provider(Credentials::new(id, secret, None, None, "gantry-static"));
     }
     let base = loader.load().await;
     if base.region().is_none() {
@@ -49,12 +50,21 @@ pub async fn load_config(opts: &AwsOptions) -> Result<SdkConfig, DeployError> {
         return Ok(base);
     };
     let sts = aws_sdk_sts::Client::new(&base);
-    let session = opts.role_session_name.clone().unwrap_or_else(default_session_name);
-    let mut req = sts.assume_role().role_arn(role_arn).role_session_name(session);
+    let session = opts
+        .role_session_name
+        .clone()
+        .unwrap_or_else(default_session_name);
+    let mut req = sts
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name(session);
     if let Some(ext) = &opts.external_id {
         req = req.external_id(ext);
     }
-    let resp = req.send().await.map_err(|e| DeployError::aws(&format!("AssumeRole {role_arn}"), e))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| DeployError::aws(&format!("AssumeRole {role_arn}"), e))?;
     let creds = resp.credentials().ok_or_else(|| {
         DeployError::Aws(format!("AssumeRole {role_arn} returned no credentials"))
     })?;
@@ -66,13 +76,20 @@ pub async fn load_config(opts: &AwsOptions) -> Result<SdkConfig, DeployError> {
         expiry,
         "gantry-assume-role",
     );
-    Ok(base.into_builder().credentials_provider(SharedCredentialsProvider::new(assumed)).build())
+    Ok(base
+        .into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(assumed))
+        .build())
 }
 
 /// `gantry-<job>-<pipeline>` in a pipeline, `gantry-deploy` otherwise; STS allows [\w+=,.@-]{2,64}.
 fn default_session_name() -> String {
     let job = std::env::var("CI_JOB_ID").unwrap_or_default();
-    let raw = if job.is_empty() { "gantry-deploy".to_string() } else { format!("gantry-job-{job}") };
+    let raw = if job.is_empty() {
+        "gantry-deploy".to_string()
+    } else {
+        format!("gantry-job-{job}")
+    };
     raw.chars()
         .filter(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(*c))
         .take(64)

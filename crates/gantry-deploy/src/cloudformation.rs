@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::error::ProvideErrorMetadata;
-use aws_sdk_cloudformation::types::{Capability, ChangeSetType, Parameter, Stack, Tag, TemplateStage};
+use aws_sdk_cloudformation::types::{
+    Capability, ChangeSetType, Parameter, Stack, Tag, TemplateStage,
+};
 
 use crate::history::{DeployResult, DeploymentRecord, HistoryStore, RecordKind};
 use crate::{DeployError, Log};
@@ -74,16 +76,21 @@ pub fn target_key(stack: &str) -> String {
 /// DescribeStacks for one stack; `None` when it does not exist (or only a deleted one does).
 pub async fn describe_stack(client: &Client, stack: &str) -> Result<Option<Stack>, DeployError> {
     match client.describe_stacks().stack_name(stack).send().await {
-        Ok(r) => Ok(r.stacks().first().cloned().filter(|s| {
-            s.stack_status().map(|st| st.as_str()) != Some("DELETE_COMPLETE")
-        })),
+        Ok(r) => Ok(r
+            .stacks()
+            .first()
+            .cloned()
+            .filter(|s| s.stack_status().map(|st| st.as_str()) != Some("DELETE_COMPLETE"))),
         Err(e) if e.message().is_some_and(|m| m.contains("does not exist")) => Ok(None),
         Err(e) => Err(DeployError::aws(&format!("DescribeStacks {stack}"), e)),
     }
 }
 
 fn param(k: &str, v: &str) -> Parameter {
-    Parameter::builder().parameter_key(k).parameter_value(v).build()
+    Parameter::builder()
+        .parameter_key(k)
+        .parameter_value(v)
+        .build()
 }
 
 /// Parameters for the call: given values, then the stack's previous values for the rest.
@@ -95,15 +102,20 @@ pub fn merge_parameters(
 ) -> Vec<Parameter> {
     let mut out: Vec<Parameter> = given.iter().map(|(k, v)| param(k, v)).collect();
     for p in previous {
-        let Some(key) = p.parameter_key() else { continue };
+        let Some(key) = p.parameter_key() else {
+            continue;
+        };
         if given.iter().any(|(k, _)| k == key) || declared.is_some_and(|d| !d.contains(key)) {
             continue;
         }
         match p.parameter_value() {
             // NoEcho values come back masked; only CloudFormation itself knows them.
-            Some("****") | None => {
-                out.push(Parameter::builder().parameter_key(key).use_previous_value(true).build())
-            }
+            Some("****") | None => out.push(
+                Parameter::builder()
+                    .parameter_key(key)
+                    .use_previous_value(true)
+                    .build(),
+            ),
             Some(v) => out.push(param(key, v)),
         }
     }
@@ -127,15 +139,20 @@ pub async fn deploy_stack(
             )));
         }
         if status.ends_with("_IN_PROGRESS") {
-            return Err(DeployError::Usage(format!("stack {stack} is busy ({status}); try again when it settles")));
+            return Err(DeployError::Usage(format!(
+                "stack {stack} is busy ({status}); try again when it settles"
+            )));
         }
     }
     let template = match &opts.template_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| DeployError::Usage(format!("cannot read template {}: {e}", path.display())))?,
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            DeployError::Usage(format!("cannot read template {}: {e}", path.display()))
+        })?,
         None => {
             if existing.is_none() {
-                return Err(DeployError::Usage(format!("stack {stack} does not exist: pass --template FILE to create it")));
+                return Err(DeployError::Usage(format!(
+                    "stack {stack} does not exist: pass --template FILE to create it"
+                )));
             }
             let r = client
                 .get_template()
@@ -148,11 +165,24 @@ pub async fn deploy_stack(
             r.template_body().unwrap_or_default().to_string()
         }
     };
-    let declared = match client.get_template_summary().template_body(&template).send().await {
-        Ok(s) => Some(s.parameters().iter().filter_map(|p| p.parameter_key().map(str::to_string)).collect::<HashSet<_>>()),
+    let declared = match client
+        .get_template_summary()
+        .template_body(&template)
+        .send()
+        .await
+    {
+        Ok(s) => Some(
+            s.parameters()
+                .iter()
+                .filter_map(|p| p.parameter_key().map(str::to_string))
+                .collect::<HashSet<_>>(),
+        ),
         Err(_) => None,
     };
-    let previous = existing.as_ref().map(|s| s.parameters().to_vec()).unwrap_or_default();
+    let previous = existing
+        .as_ref()
+        .map(|s| s.parameters().to_vec())
+        .unwrap_or_default();
     let parameters = merge_parameters(&opts.parameters, &previous, declared.as_ref());
     for p in &parameters {
         let key = p.parameter_key().unwrap_or("?");
@@ -165,12 +195,22 @@ pub async fn deploy_stack(
         };
         log.line(format!("parameter {key} {how}"));
     }
-    let capabilities: Vec<Capability> = opts.capabilities.iter().map(|c| Capability::from(c.as_str())).collect();
-    let tags: Vec<Tag> = opts.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+    let capabilities: Vec<Capability> = opts
+        .capabilities
+        .iter()
+        .map(|c| Capability::from(c.as_str()))
+        .collect();
+    let tags: Vec<Tag> = opts
+        .tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
     let tags = if tags.is_empty() { None } else { Some(tags) };
 
     if opts.preview && existing.is_some() {
-        if let Err(e) = preview_change_set(client, stack, &template, &parameters, &capabilities, log).await {
+        if let Err(e) =
+            preview_change_set(client, stack, &template, &parameters, &capabilities, log).await
+        {
             log.line(format!("warning: no change-set preview: {e}"));
         }
     } else if opts.preview {
@@ -181,11 +221,19 @@ pub async fn deploy_stack(
             .as_ref()
             .and_then(|s| s.stack_status().map(|x| x.as_str().to_string()))
             .unwrap_or_else(|| "NOT_CREATED".into());
-        return Ok(StackOutcome { stack_id: String::new(), status, created: false, changed: false, outputs: Vec::new() });
+        return Ok(StackOutcome {
+            stack_id: String::new(),
+            status,
+            created: false,
+            changed: false,
+            outputs: Vec::new(),
+        });
     }
 
     let mut record = DeploymentRecord::start(&target_key(stack), RecordKind::Deploy, stack, None);
-    record.details.insert("template_sha1".into(), short_hash(&template));
+    record
+        .details
+        .insert("template_sha1".into(), short_hash(&template));
     history.save(&record)?;
     let since = aws_sdk_cloudformation::primitives::DateTime::from(std::time::SystemTime::now());
     let created = existing.is_none();
@@ -213,9 +261,14 @@ pub async fn deploy_stack(
             .await
         {
             Ok(r) => Ok(r.stack_id().map(str::to_string)),
-            Err(e) if e.message().is_some_and(|m| m.contains("No updates are to be performed")) => {
+            Err(e)
+                if e.message()
+                    .is_some_and(|m| m.contains("No updates are to be performed")) =>
+            {
                 log.line("no changes: the stack is up to date");
-                let s = describe_stack(client, stack).await?.unwrap_or_else(|| Stack::builder().build());
+                let s = describe_stack(client, stack)
+                    .await?
+                    .unwrap_or_else(|| Stack::builder().build());
                 let outcome = finish(&s, false, false, opts, log)?;
                 record.revision = outcome.stack_id.clone();
                 record.finish(DeployResult::Succeeded, Some("no changes".into()));
@@ -235,8 +288,20 @@ pub async fn deploy_stack(
     };
     record.revision = stack_id.clone();
     history.save(&record)?;
-    log.line(format!("{} {stack_id}", if created { "creating" } else { "updating" }));
-    match wait_for_stack(client, &stack_id, since, opts.timeout, opts.poll_interval, log).await {
+    log.line(format!(
+        "{} {stack_id}",
+        if created { "creating" } else { "updating" }
+    ));
+    match wait_for_stack(
+        client,
+        &stack_id,
+        since,
+        opts.timeout,
+        opts.poll_interval,
+        log,
+    )
+    .await
+    {
         Ok(s) => {
             let outcome = finish(&s, created, true, opts, log)?;
             record.finish(DeployResult::Succeeded, None);
@@ -245,7 +310,14 @@ pub async fn deploy_stack(
         }
         Err(e) => {
             let rolled = e.to_string().contains("ROLLBACK");
-            record.finish(if rolled { DeployResult::RolledBack } else { DeployResult::Failed }, Some(e.to_string()));
+            record.finish(
+                if rolled {
+                    DeployResult::RolledBack
+                } else {
+                    DeployResult::Failed
+                },
+                Some(e.to_string()),
+            );
             history.save(&record)?;
             Err(e)
         }
@@ -259,11 +331,22 @@ fn short_hash(text: &str) -> String {
     format!("{:016x}", h.finish())
 }
 
-fn finish(s: &Stack, created: bool, changed: bool, opts: &StackOptions, log: &Log) -> Result<StackOutcome, DeployError> {
+fn finish(
+    s: &Stack,
+    created: bool,
+    changed: bool,
+    opts: &StackOptions,
+    log: &Log,
+) -> Result<StackOutcome, DeployError> {
     let outputs: Vec<(String, String)> = s
         .outputs()
         .iter()
-        .map(|o| (o.output_key().unwrap_or_default().to_string(), o.output_value().unwrap_or_default().to_string()))
+        .map(|o| {
+            (
+                o.output_key().unwrap_or_default().to_string(),
+                o.output_value().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     if !outputs.is_empty() {
         log.line("outputs:");
@@ -274,11 +357,18 @@ fn finish(s: &Stack, created: bool, changed: bool, opts: &StackOptions, log: &Lo
     if let Some(path) = &opts.outputs_dotenv {
         std::fs::write(path, dotenv(&outputs))
             .map_err(|e| DeployError::Usage(format!("cannot write {}: {e}", path.display())))?;
-        log.line(format!("wrote {} output(s) to {}", outputs.len(), path.display()));
+        log.line(format!(
+            "wrote {} output(s) to {}",
+            outputs.len(),
+            path.display()
+        ));
     }
     Ok(StackOutcome {
         stack_id: s.stack_id().unwrap_or_default().into(),
-        status: s.stack_status().map(|x| x.as_str().to_string()).unwrap_or_default(),
+        status: s
+            .stack_status()
+            .map(|x| x.as_str().to_string())
+            .unwrap_or_default(),
         created,
         changed,
         outputs,
@@ -291,7 +381,16 @@ pub fn dotenv(outputs: &[(String, String)]) -> String {
     outputs
         .iter()
         .map(|(k, v)| {
-            let key: String = k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+            let key: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
             format!("{key}={}\n", v.replace('\n', "\\n"))
         })
         .collect()
@@ -305,7 +404,10 @@ async fn preview_change_set(
     capabilities: &[Capability],
     log: &Log,
 ) -> Result<(), DeployError> {
-    let name = format!("gantry-preview-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let name = format!(
+        "gantry-preview-{}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S")
+    );
     client
         .create_change_set()
         .stack_name(stack)
@@ -326,9 +428,15 @@ async fn preview_change_set(
             .send()
             .await
             .map_err(|e| DeployError::aws("DescribeChangeSet", e))?;
-        let status = d.status().map(|s| s.as_str().to_string()).unwrap_or_default();
+        let status = d
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
         if status == "CREATE_COMPLETE" {
-            log.line(format!("change set preview ({} change(s)):", d.changes().len()));
+            log.line(format!(
+                "change set preview ({} change(s)):",
+                d.changes().len()
+            ));
             if d.changes().is_empty() {
                 log.line("  (no resource changes listed)");
             }
@@ -339,7 +447,9 @@ async fn preview_change_set(
                         rc.action().map(|a| a.as_str()).unwrap_or("?"),
                         rc.logical_resource_id().unwrap_or("?"),
                         rc.resource_type().unwrap_or("?"),
-                        rc.replacement().map(|r| format!(" replacement: {}", r.as_str())).unwrap_or_default()
+                        rc.replacement()
+                            .map(|r| format!(" replacement: {}", r.as_str()))
+                            .unwrap_or_default()
                     ));
                 }
             }
@@ -354,12 +464,19 @@ async fn preview_change_set(
             break Err(DeployError::Aws(format!("change set failed: {reason}")));
         }
         if Instant::now() >= deadline {
-            break Err(DeployError::Aws("change set was not ready within 120s".into()));
+            break Err(DeployError::Aws(
+                "change set was not ready within 120s".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     // The preview is only a preview: the stack is then updated with the same inputs.
-    let _ = client.delete_change_set().stack_name(stack).change_set_name(&name).send().await;
+    let _ = client
+        .delete_change_set()
+        .stack_name(stack)
+        .change_set_name(&name)
+        .send()
+        .await;
     result
 }
 
@@ -377,8 +494,14 @@ pub async fn wait_for_stack(
     let mut seen: HashSet<String> = HashSet::new();
     let mut failures: Vec<String> = Vec::new();
     let since_secs = since.as_secs_f64() - 5.0;
+    let mut warned_rollback = false;
     loop {
-        if let Ok(ev) = client.describe_stack_events().stack_name(stack_id).send().await {
+        if let Ok(ev) = client
+            .describe_stack_events()
+            .stack_name(stack_id)
+            .send()
+            .await
+        {
             let mut fresh: Vec<_> = ev
                 .stack_events()
                 .iter()
@@ -390,7 +513,9 @@ pub async fn wait_for_stack(
             for e in fresh {
                 seen.insert(e.event_id().unwrap_or_default().to_string());
                 let status = e.resource_status().map(|s| s.as_str()).unwrap_or("?");
-                let reason = e.resource_status_reason().filter(|r| !r.is_empty() && *r != "None");
+                let reason = e
+                    .resource_status_reason()
+                    .filter(|r| !r.is_empty() && *r != "None");
                 let line = format!(
                     "{} {} {}{}",
                     status,
@@ -414,13 +539,28 @@ pub async fn wait_for_stack(
             .first()
             .cloned()
             .ok_or_else(|| DeployError::Aws(format!("stack {stack_id} disappeared")))?;
-        let status = s.stack_status().map(|x| x.as_str().to_string()).unwrap_or_default();
-        if !status.ends_with("_IN_PROGRESS") {
-            if status.contains("ROLLBACK") || status.contains("FAILED") {
+        let status = s
+            .stack_status()
+            .map(|x| x.as_str().to_string())
+            .unwrap_or_default();
+        let state = stack_state(&status);
+        if state == StackState::RollingBack && !warned_rollback {
+            warned_rollback = true;
+            log.line(format!(
+                "STACK IS ROLLING BACK ({status}){}",
+                s.stack_status_reason()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if state == StackState::Succeeded || state == StackState::Failed {
+            if state == StackState::Failed {
                 let mut msg = format!(
                     "stack {} ended in {status}{}",
                     s.stack_name().unwrap_or(stack_id),
-                    s.stack_status_reason().map(|r| format!(": {r}")).unwrap_or_default()
+                    s.stack_status_reason()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
                 );
                 for f in &failures {
                     msg.push_str(&format!("\n  {f}"));
@@ -431,24 +571,96 @@ pub async fn wait_for_stack(
             return Ok(s);
         }
         if Instant::now() >= deadline {
-            return Err(DeployError::Rollout(format!("stack still {status} after {}s", timeout.as_secs())));
+            return Err(DeployError::Rollout(format!(
+                "stack still {status} after {}s",
+                timeout.as_secs()
+            )));
         }
         tokio::time::sleep(poll).await;
     }
 }
 
+/// Where a stack status stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackState {
+    InProgress,
+    /// Still moving, but towards a rollback: already a failure.
+    RollingBack,
+    Succeeded,
+    /// Any settled ROLLBACK or FAILED state.
+    Failed,
+}
+
+/// Classifies a CloudFormation stack status.
+pub fn stack_state(status: &str) -> StackState {
+    let rollback = status.contains("ROLLBACK");
+    if status.ends_with("_IN_PROGRESS") {
+        if rollback {
+            StackState::RollingBack
+        } else {
+            StackState::InProgress
+        }
+    } else if rollback || status.contains("FAILED") || status.is_empty() {
+        StackState::Failed
+    } else {
+        StackState::Succeeded
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_rollback_or_failed_status_is_a_failure() {
+        use super::StackState::*;
+        for (status, want) in [
+            ("CREATE_COMPLETE", Succeeded),
+            ("UPDATE_COMPLETE", Succeeded),
+            ("IMPORT_COMPLETE", Succeeded),
+            ("CREATE_IN_PROGRESS", InProgress),
+            ("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", InProgress),
+            ("UPDATE_ROLLBACK_IN_PROGRESS", RollingBack),
+            ("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", RollingBack),
+            ("ROLLBACK_IN_PROGRESS", RollingBack),
+            ("ROLLBACK_COMPLETE", Failed),
+            ("UPDATE_ROLLBACK_COMPLETE", Failed),
+            ("UPDATE_ROLLBACK_FAILED", Failed),
+            ("IMPORT_ROLLBACK_COMPLETE", Failed),
+            ("CREATE_FAILED", Failed),
+            ("UPDATE_FAILED", Failed),
+        ] {
+            assert_eq!(super::stack_state(status), want, "{status}");
+        }
+    }
+
     use super::*;
 
     #[test]
     fn previous_values_fill_the_gaps_and_noecho_uses_previous() {
-        let previous = vec![param("Name", "a"), param("Env", "dev"), param("Secret", "****"), param("Gone", "x")];
-        let declared: HashSet<String> = ["Name", "Env", "Secret"].iter().map(|s| s.to_string()).collect();
+        let previous = vec![
+            param("Name", "a"),
+            param("Env", "dev"),
+            param("Secret", "****"),
+            param("Gone", "x"),
+        ];
+        let declared: HashSet<String> = ["Name", "Env", "Secret"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let merged = merge_parameters(&[("Env".into(), "prod".into())], &previous, Some(&declared));
         let shown: Vec<String> = merged
             .iter()
-            .map(|p| format!("{}={}{}", p.parameter_key().unwrap_or(""), p.parameter_value().unwrap_or(""), if p.use_previous_value == Some(true) { "(prev)" } else { "" }))
+            .map(|p| {
+                format!(
+                    "{}={}{}",
+                    p.parameter_key().unwrap_or(""),
+                    p.parameter_value().unwrap_or(""),
+                    if p.use_previous_value == Some(true) {
+                        "(prev)"
+                    } else {
+                        ""
+                    }
+                )
+            })
             .collect();
         assert_eq!(shown, ["Env=prod", "Name=a", "Secret=(prev)"]);
     }
@@ -456,7 +668,10 @@ mod tests {
     #[test]
     fn dotenv_format() {
         assert_eq!(
-            dotenv(&[("BucketName".into(), "b-1".into()), ("Odd-Key".into(), "a\nb".into())]),
+            dotenv(&[
+                ("BucketName".into(), "b-1".into()),
+                ("Odd-Key".into(), "a\nb".into())
+            ]),
             "BucketName=b-1\nOdd_Key=a\\nb\n"
         );
     }

@@ -18,13 +18,17 @@ pub async fn wait_http_healthy(
     loop {
         attempts += 1;
         let probe_url = url.to_string();
-        let per_request = timeout.min(Duration::from_secs(5)).max(Duration::from_millis(200));
+        let per_request = timeout
+            .min(Duration::from_secs(5))
+            .max(Duration::from_millis(200));
         let outcome = tokio::task::spawn_blocking(move || probe_once(&probe_url, per_request))
             .await
             .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
         match outcome {
             Ok(status) => {
-                log.line(format!("health: {url} answered {status} (attempt {attempts})"));
+                log.line(format!(
+                    "health: {url} answered {status} (attempt {attempts})"
+                ));
                 return Ok(());
             }
             Err(last) => {
@@ -42,7 +46,10 @@ pub async fn wait_http_healthy(
 
 /// One GET; `Ok(status)` only for 2xx.
 pub fn probe_once(url: &str, timeout: Duration) -> Result<u16, String> {
-    let agent = ureq::AgentBuilder::new().timeout(timeout).redirects(3).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(timeout)
+        .redirects(3)
+        .build();
     match agent.get(url).call() {
         Ok(resp) if (200..300).contains(&resp.status()) => Ok(resp.status()),
         Ok(resp) => Err(format!("HTTP {}", resp.status())),
@@ -81,9 +88,14 @@ mod tests {
             .await
             .expect("healthy");
         let bad = serve(503);
-        let err = wait_http_healthy(&bad, Duration::from_millis(400), Duration::from_millis(50), &log)
-            .await
-            .expect_err("503 is unhealthy");
+        let err = wait_http_healthy(
+            &bad,
+            Duration::from_millis(400),
+            Duration::from_millis(50),
+            &log,
+        )
+        .await
+        .expect_err("503 is unhealthy");
         assert!(err.to_string().contains("HTTP 503"), "{err}");
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -92,9 +104,14 @@ mod tests {
             format!("http://{a}/")
         };
         assert!(
-            wait_http_healthy(&closed, Duration::from_millis(300), Duration::from_millis(50), &log)
-                .await
-                .is_err()
+            wait_http_healthy(
+                &closed,
+                Duration::from_millis(300),
+                Duration::from_millis(50),
+                &log
+            )
+            .await
+            .is_err()
         );
     }
 }

@@ -130,7 +130,12 @@ impl DeploymentRecord {
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish() as u32
 }
 
@@ -149,9 +154,11 @@ pub trait HistoryStore: Send + Sync {
         target: &str,
         except: Option<&str>,
     ) -> Result<Option<DeploymentRecord>, DeployError> {
-        Ok(self.list(None)?.into_iter().rev().find(|r| {
-            r.target == target && r.known_good && Some(r.revision.as_str()) != except
-        }))
+        Ok(self
+            .list(None)?
+            .into_iter()
+            .rev()
+            .find(|r| r.target == target && r.known_good && Some(r.revision.as_str()) != except))
     }
 }
 
@@ -208,7 +215,10 @@ struct HistoryFile {
 impl FileHistoryStore {
     /// A store at an explicit path.
     pub fn at(path: impl Into<PathBuf>) -> Self {
-        FileHistoryStore { path: path.into(), lock: Mutex::new(()) }
+        FileHistoryStore {
+            path: path.into(),
+            lock: Mutex::new(()),
+        }
     }
 
     /// `$GANTRY_STATE_DIR/deployments.json`, else `.gantry/deployments.json`.
@@ -231,7 +241,10 @@ impl FileHistoryStore {
                 DeployError::History(format!("{} is not valid: {e}", self.path.display()))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HistoryFile::default()),
-            Err(e) => Err(DeployError::History(format!("cannot read {}: {e}", self.path.display()))),
+            Err(e) => Err(DeployError::History(format!(
+                "cannot read {}: {e}",
+                self.path.display()
+            ))),
         }
     }
 
@@ -242,7 +255,9 @@ impl FileHistoryStore {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let tmp = self.path.with_extension(format!("json.tmp{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp{}", std::process::id()));
         let body = serde_json::to_vec_pretty(file)
             .map_err(|e| DeployError::History(format!("cannot encode history: {e}")))?;
         std::fs::write(&tmp, body).map_err(err)?;
@@ -250,9 +265,65 @@ impl FileHistoryStore {
     }
 }
 
+/// A lock file beside the history, so parallel jobs (one per service, say) do not lose each
+/// other's records in the read-modify-write. A lock older than 30 s is a crashed writer's.
+struct FileLock(PathBuf);
+
+impl FileLock {
+    fn acquire(history: &Path) -> Result<FileLock, DeployError> {
+        let path = history.with_extension("json.lock");
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                DeployError::History(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(FileLock(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > std::time::Duration::from_secs(30));
+                    if stale {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(DeployError::History(format!(
+                            "{} is held by another gantry process",
+                            path.display()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(DeployError::History(format!(
+                        "cannot create {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 impl HistoryStore for FileHistoryStore {
     fn save(&self, record: &DeploymentRecord) -> Result<(), DeployError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _file_lock = FileLock::acquire(&self.path)?;
         let mut file = self.read()?;
         file.version = 1;
         match file.deployments.iter_mut().find(|r| r.id == record.id) {
@@ -321,8 +392,14 @@ pub fn format_table(records: &[DeploymentRecord]) -> String {
             },
             short_revision(&r.revision),
             r.result.as_str().to_string(),
-            r.rolled_back_to.as_deref().map(short_revision).unwrap_or_else(|| "-".into()),
-            r.commit.as_deref().map(|c| c.chars().take(8).collect()).unwrap_or_else(|| "-".into()),
+            r.rolled_back_to
+                .as_deref()
+                .map(short_revision)
+                .unwrap_or_else(|| "-".into()),
+            r.commit
+                .as_deref()
+                .map(|c| c.chars().take(8).collect())
+                .unwrap_or_else(|| "-".into()),
             r.job.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
@@ -334,8 +411,11 @@ pub fn format_table(records: &[DeploymentRecord]) -> String {
     }
     let mut out = String::new();
     for row in &rows {
-        let line: Vec<String> =
-            row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -361,7 +441,8 @@ mod tests {
         let mut good = DeploymentRecord::start("ecs:c/web", RecordKind::Deploy, "web:1", None);
         good.finish(DeployResult::Succeeded, None);
         store.save(&good).expect("save");
-        let mut bad = DeploymentRecord::start("ecs:c/web", RecordKind::Deploy, "web:2", Some("web:1"));
+        let mut bad =
+            DeploymentRecord::start("ecs:c/web", RecordKind::Deploy, "web:2", Some("web:1"));
         store.save(&bad).expect("save");
         bad.finish(DeployResult::RolledBack, Some("unhealthy".into()));
         store.save(&bad).expect("save again replaces");
@@ -374,17 +455,60 @@ mod tests {
         assert_eq!(store.list(Some("web")).expect("list").len(), 2);
         assert_eq!(store.list(Some("ecs:c")).expect("list").len(), 3);
         assert_eq!(store.list(Some("ecs:c/w")).expect("list").len(), 0);
-        let kg = store.last_known_good("ecs:c/web", Some("web:2")).expect("kg");
+        let kg = store
+            .last_known_good("ecs:c/web", Some("web:2"))
+            .expect("kg");
         assert_eq!(kg.map(|r| r.revision), Some("web:1".to_string()));
         withdraw_known_good(&store, "ecs:c/web", "web:1", "rolled back by hand").expect("withdraw");
-        assert!(store.last_known_good("ecs:c/web", None).expect("kg").is_none());
+        assert!(
+            store
+                .last_known_good("ecs:c/web", None)
+                .expect("kg")
+                .is_none()
+        );
         let rec = store.list(Some("ecs:c/web")).expect("list").remove(0);
         assert_eq!(rec.message.as_deref(), Some("rolled back by hand"));
         good.known_good = true;
         store.save(&good).expect("restore");
-        assert!(store.last_known_good("ecs:c/web", Some("web:1")).expect("kg").is_none());
+        assert!(
+            store
+                .last_known_good("ecs:c/web", Some("web:1"))
+                .expect("kg")
+                .is_none()
+        );
         let table = format_table(&all);
         assert!(table.contains("rolled_back"), "{table}");
+    }
+
+    #[test]
+    fn parallel_writers_in_separate_stores_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("deployments.json");
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    // A store per thread, as separate processes would have.
+                    let store = FileHistoryStore::at(&path);
+                    for i in 0..10 {
+                        let r = DeploymentRecord::start(
+                            &format!("docker:s{t}"),
+                            RecordKind::Deploy,
+                            &format!("r{i}"),
+                            None,
+                        );
+                        store.save(&r).expect("save");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("join");
+        }
+        assert_eq!(
+            FileHistoryStore::at(&path).list(None).expect("list").len(),
+            40
+        );
     }
 
     #[test]

@@ -31,7 +31,8 @@ const LABEL_REVISION: &str = "io.gantry.revision";
 /// Docker's default socket.
 pub fn connect() -> Result<Docker, DeployError> {
     if std::env::var_os("DOCKER_HOST").is_some_and(|v| !v.is_empty()) {
-        return Docker::connect_with_defaults().map_err(|e| DeployError::engine("connecting to DOCKER_HOST", e));
+        return Docker::connect_with_defaults()
+            .map_err(|e| DeployError::engine("connecting to DOCKER_HOST", e));
     }
     let mut candidates = vec!["/run/podman/podman.sock".to_string()];
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
@@ -84,7 +85,10 @@ impl LocalDeployOptions {
     pub fn new(name: &str, image: &str) -> Self {
         LocalDeployOptions {
             name: name.into(),
-            spec: ContainerSpec { image: image.into(), ..Default::default() },
+            spec: ContainerSpec {
+                image: image.into(),
+                ..Default::default()
+            },
             health_url: None,
             health_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(2),
@@ -112,7 +116,11 @@ struct PortSpec {
 }
 
 fn parse_port(spec: &str) -> Result<PortSpec, DeployError> {
-    let bad = || DeployError::Usage(format!("--port {spec:?}: expected [IP:]HOST:CONTAINER[/tcp|/udp]"));
+    let bad = || {
+        DeployError::Usage(format!(
+            "--port {spec:?}: expected [IP:]HOST:CONTAINER[/tcp|/udp]"
+        ))
+    };
     let (ports, proto) = match spec.rsplit_once('/') {
         Some((p, proto @ ("tcp" | "udp"))) => (p, proto),
         Some(_) => return Err(bad()),
@@ -127,7 +135,11 @@ fn parse_port(spec: &str) -> Result<PortSpec, DeployError> {
     if host.parse::<u16>().is_err() || container.parse::<u16>().is_err() {
         return Err(bad());
     }
-    Ok(PortSpec { ip, host: host.into(), container: format!("{container}/{proto}") })
+    Ok(PortSpec {
+        ip,
+        host: host.into(),
+        container: format!("{container}/{proto}"),
+    })
 }
 
 /// `docker:NAME`, the history key.
@@ -153,7 +165,11 @@ pub struct LocalDeployer<'a> {
 
 impl<'a> LocalDeployer<'a> {
     pub fn new(docker: Docker, history: &'a dyn HistoryStore, log: Log) -> Self {
-        LocalDeployer { docker, history, log }
+        LocalDeployer {
+            docker,
+            history,
+            log,
+        }
     }
 
     async fn revisions(&self, name: &str) -> Result<Vec<Revision>, DeployError> {
@@ -161,7 +177,12 @@ impl<'a> LocalDeployer<'a> {
             HashMap::from([("label", vec![format!("{LABEL_NAME}={name}")])]);
         let list = self
             .docker
-            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
             .map_err(|e| DeployError::engine("listing containers", e))?;
         let mut out: Vec<Revision> = list
@@ -171,7 +192,12 @@ impl<'a> LocalDeployer<'a> {
                 let revision = labels.get(LABEL_REVISION)?.parse().ok()?;
                 Some(Revision {
                     id: c.id.unwrap_or_default(),
-                    name: c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
+                    name: c
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
                     revision,
                     running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
                 })
@@ -189,14 +215,30 @@ impl<'a> LocalDeployer<'a> {
         spec: &ContainerSpec,
         ephemeral_ports: bool,
     ) -> Result<String, DeployError> {
-        let ports = spec.ports.iter().map(|p| parse_port(p)).collect::<Result<Vec<_>, _>>()?;
+        let ports = spec
+            .ports
+            .iter()
+            .map(|p| parse_port(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for p in &ports {
             let binding = PortBinding {
-                host_ip: if ephemeral_ports { Some("127.0.0.1".into()) } else { p.ip.clone() },
-                host_port: Some(if ephemeral_ports { String::new() } else { p.host.clone() }),
+                host_ip: if ephemeral_ports {
+                    Some("127.0.0.1".into())
+                } else {
+                    p.ip.clone()
+                },
+                host_port: Some(if ephemeral_ports {
+                    String::new()
+                } else {
+                    p.host.clone()
+                }),
             };
-            bindings.entry(p.container.clone()).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(binding);
+            bindings
+                .entry(p.container.clone())
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(binding);
         }
         let labels = HashMap::from([
             (LABEL_NAME.to_string(), deploy_name.to_string()),
@@ -217,9 +259,18 @@ impl<'a> LocalDeployer<'a> {
         };
         let created = self
             .docker
-            .create_container(Some(CreateContainerOptionsBuilder::new().name(container_name).build()), body)
+            .create_container(
+                Some(
+                    CreateContainerOptionsBuilder::new()
+                        .name(container_name)
+                        .build(),
+                ),
+                body,
+            )
             .await
-            .map_err(|e| DeployError::engine(&format!("creating {container_name} from {}", spec.image), e))?;
+            .map_err(|e| {
+                DeployError::engine(&format!("creating {container_name} from {}", spec.image), e)
+            })?;
         self.docker
             .start_container(&created.id, None)
             .await
@@ -230,7 +281,8 @@ impl<'a> LocalDeployer<'a> {
     async fn remove(&self, id: &str) {
         let opts = RemoveContainerOptionsBuilder::new().force(true).build();
         if let Err(e) = self.docker.remove_container(id, Some(opts)).await {
-            self.log.line(format!("warning: removing container {id}: {e}"));
+            self.log
+                .line(format!("warning: removing container {id}: {e}"));
         }
     }
 
@@ -252,11 +304,21 @@ impl<'a> LocalDeployer<'a> {
     async fn mapped_port(&self, id: &str, container_port: &str) -> Option<String> {
         let info = self.docker.inspect_container(id, None).await.ok()?;
         let ports = info.network_settings?.ports?;
-        ports.get(container_port)?.as_ref()?.iter().find_map(|b| b.host_port.clone().filter(|p| !p.is_empty()))
+        ports
+            .get(container_port)?
+            .as_ref()?
+            .iter()
+            .find_map(|b| b.host_port.clone().filter(|p| !p.is_empty()))
     }
 
     /// Health of a started container, by URL, HEALTHCHECK, or staying up for the grace period.
-    async fn check_health(&self, id: &str, url: Option<&str>, timeout: Duration, grace: Duration) -> Result<String, DeployError> {
+    async fn check_health(
+        &self,
+        id: &str,
+        url: Option<&str>,
+        timeout: Duration,
+        grace: Duration,
+    ) -> Result<String, DeployError> {
         let deadline = Instant::now() + timeout;
         let mut last: String;
         let started = Instant::now();
@@ -270,28 +332,46 @@ impl<'a> LocalDeployer<'a> {
             if state.running != Some(true) {
                 return Err(DeployError::Health(format!(
                     "the container is not running (exit code {}){}",
-                    state.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
-                    state.error.filter(|e| !e.is_empty()).map(|e| format!(": {e}")).unwrap_or_default()
+                    state
+                        .exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    state
+                        .error
+                        .filter(|e| !e.is_empty())
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
                 )));
             }
             if let Some(url) = url {
                 let probe = url.to_string();
                 let per_request = Duration::from_secs(2);
-                match tokio::task::spawn_blocking(move || crate::health::probe_once(&probe, per_request)).await {
+                match tokio::task::spawn_blocking(move || {
+                    crate::health::probe_once(&probe, per_request)
+                })
+                .await
+                {
                     Ok(Ok(code)) => return Ok(format!("{url} answered {code}")),
                     Ok(Err(e)) => last = e,
                     Err(e) => last = e.to_string(),
                 }
             } else {
                 match state.health.and_then(|h| h.status) {
-                    Some(HealthStatusEnum::HEALTHY) => return Ok("HEALTHCHECK reports healthy".into()),
+                    Some(HealthStatusEnum::HEALTHY) => {
+                        return Ok("HEALTHCHECK reports healthy".into());
+                    }
                     Some(HealthStatusEnum::UNHEALTHY) => {
-                        return Err(DeployError::Health("the container's HEALTHCHECK reports unhealthy".into()));
+                        return Err(DeployError::Health(
+                            "the container's HEALTHCHECK reports unhealthy".into(),
+                        ));
                     }
                     Some(HealthStatusEnum::STARTING) => last = "HEALTHCHECK still starting".into(),
                     _ => {
                         if started.elapsed() >= grace {
-                            return Ok(format!("still running after {}s (no health URL or HEALTHCHECK)", grace.as_secs()));
+                            return Ok(format!(
+                                "still running after {}s (no health URL or HEALTHCHECK)",
+                                grace.as_secs()
+                            ));
                         }
                         last = "waiting out the grace period".into();
                     }
@@ -310,10 +390,21 @@ impl<'a> LocalDeployer<'a> {
     /// Deploys a new revision; see the module docs for the cut-over and rollback rules.
     pub async fn deploy(&self, opts: &LocalDeployOptions) -> Result<LocalOutcome, DeployError> {
         let name = &opts.name;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-            return Err(DeployError::Usage(format!("invalid deploy name {name:?}: use [a-zA-Z0-9_.-]")));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(DeployError::Usage(format!(
+                "invalid deploy name {name:?}: use [a-zA-Z0-9_.-]"
+            )));
         }
-        let ports = opts.spec.ports.iter().map(|p| parse_port(p)).collect::<Result<Vec<_>, _>>()?;
+        let ports = opts
+            .spec
+            .ports
+            .iter()
+            .map(|p| parse_port(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let revisions = self.revisions(name).await?;
         let live = revisions.iter().find(|r| r.name == *name).cloned();
         let target = target_key(name);
@@ -326,25 +417,39 @@ impl<'a> LocalDeployer<'a> {
             .filter_map(|r| r.revision.trim_start_matches('r').parse::<u32>().ok())
             .max()
             .unwrap_or(0);
-        let revision = revisions.iter().map(|r| r.revision).max().unwrap_or(0).max(recorded) + 1;
+        let revision = revisions
+            .iter()
+            .map(|r| r.revision)
+            .max()
+            .unwrap_or(0)
+            .max(recorded)
+            + 1;
         let mut record = DeploymentRecord::start(
             &target,
             RecordKind::Deploy,
             &format!("r{revision}"),
             live.as_ref().map(|l| format!("r{}", l.revision)).as_deref(),
         );
-        record.details.insert("image".into(), opts.spec.image.clone());
+        record
+            .details
+            .insert("image".into(), opts.spec.image.clone());
         record.details.insert(
             "spec".into(),
             serde_json::to_string(&opts.spec).map_err(|e| DeployError::Usage(e.to_string()))?,
         );
         self.history.save(&record)?;
         let rev_name = format!("{name}-r{revision}");
-        self.log.line(format!("deploying {} as revision {revision}", opts.spec.image));
+        self.log.line(format!(
+            "deploying {} as revision {revision}",
+            opts.spec.image
+        ));
 
         // Phase 1: a candidate on ephemeral ports while the live revision keeps serving.
         let candidate_phase = live.as_ref().is_some_and(|l| l.running) && !ports.is_empty();
-        let id = match self.create(&rev_name, name, revision, &opts.spec, candidate_phase).await {
+        let id = match self
+            .create(&rev_name, name, revision, &opts.spec, candidate_phase)
+            .await
+        {
             Ok(id) => id,
             Err(e) => {
                 record.finish(DeployResult::Failed, Some(e.to_string()));
@@ -359,9 +464,11 @@ impl<'a> LocalDeployer<'a> {
             };
             let checked = if opts.health_url.is_some() && url.is_none() {
                 // The URL does not name a published port: it can only be probed after cut-over.
-                self.check_health(&id, None, opts.health_timeout, opts.grace).await
+                self.check_health(&id, None, opts.health_timeout, opts.grace)
+                    .await
             } else {
-                self.check_health(&id, url.as_deref(), opts.health_timeout, opts.grace).await
+                self.check_health(&id, url.as_deref(), opts.health_timeout, opts.grace)
+                    .await
             };
             match checked {
                 Ok(why) => self.log.line(format!("candidate healthy: {why}")),
@@ -375,7 +482,12 @@ impl<'a> LocalDeployer<'a> {
                     record.rolled_back_to = Some(format!("r{live_rev}"));
                     record.finish(DeployResult::RolledBack, Some(msg.clone()));
                     self.history.save(&record)?;
-                    return Ok(LocalOutcome { ok: false, revision, rolled_back_to: Some(live_rev), message: msg });
+                    return Ok(LocalOutcome {
+                        ok: false,
+                        revision,
+                        rolled_back_to: Some(live_rev),
+                        message: msg,
+                    });
                 }
             }
             // The candidate passed; recreate it on the real ports after stopping the old one.
@@ -387,7 +499,8 @@ impl<'a> LocalDeployer<'a> {
             if l.running {
                 self.stop(&l.id).await?;
             }
-            self.rename(&l.id, &format!("{name}-r{}", l.revision)).await?;
+            self.rename(&l.id, &format!("{name}-r{}", l.revision))
+                .await?;
         }
         let final_id = if candidate_phase {
             self.create(name, name, revision, &opts.spec, false).await
@@ -395,7 +508,15 @@ impl<'a> LocalDeployer<'a> {
             self.rename(&id, name).await.map(|_| id.clone())
         };
         let checked = match &final_id {
-            Ok(fid) => self.check_health(fid, opts.health_url.as_deref(), opts.health_timeout, opts.grace).await,
+            Ok(fid) => {
+                self.check_health(
+                    fid,
+                    opts.health_url.as_deref(),
+                    opts.health_timeout,
+                    opts.grace,
+                )
+                .await
+            }
             Err(e) => Err(DeployError::Engine(e.to_string())),
         };
         match checked {
@@ -404,7 +525,12 @@ impl<'a> LocalDeployer<'a> {
                 record.finish(DeployResult::Succeeded, None);
                 self.history.save(&record)?;
                 self.prune(name, opts.keep).await;
-                Ok(LocalOutcome { ok: true, revision, rolled_back_to: None, message: why })
+                Ok(LocalOutcome {
+                    ok: true,
+                    revision,
+                    rolled_back_to: None,
+                    message: why,
+                })
             }
             Err(e) => {
                 let reason = format!("revision {revision} is unhealthy after the cut-over: {e}");
@@ -413,9 +539,17 @@ impl<'a> LocalDeployer<'a> {
                     self.remove(fid).await;
                 }
                 if !opts.rollback {
-                    record.finish(DeployResult::Failed, Some(format!("{reason} (rollback disabled)")));
+                    record.finish(
+                        DeployResult::Failed,
+                        Some(format!("{reason} (rollback disabled)")),
+                    );
                     self.history.save(&record)?;
-                    return Ok(LocalOutcome { ok: false, revision, rolled_back_to: None, message: reason });
+                    return Ok(LocalOutcome {
+                        ok: false,
+                        revision,
+                        rolled_back_to: None,
+                        message: reason,
+                    });
                 }
                 let back = self.restore(name, live.as_ref(), revision, opts).await;
                 match back {
@@ -424,13 +558,23 @@ impl<'a> LocalDeployer<'a> {
                         record.rolled_back_to = Some(format!("r{rev}"));
                         record.finish(DeployResult::RolledBack, Some(msg.clone()));
                         self.history.save(&record)?;
-                        Ok(LocalOutcome { ok: false, revision, rolled_back_to: Some(rev), message: msg })
+                        Ok(LocalOutcome {
+                            ok: false,
+                            revision,
+                            rolled_back_to: Some(rev),
+                            message: msg,
+                        })
                     }
                     Err(e2) => {
                         let msg = format!("{reason}; rollback failed: {e2}");
                         record.finish(DeployResult::Failed, Some(msg.clone()));
                         self.history.save(&record)?;
-                        Ok(LocalOutcome { ok: false, revision, rolled_back_to: None, message: msg })
+                        Ok(LocalOutcome {
+                            ok: false,
+                            revision,
+                            rolled_back_to: None,
+                            message: msg,
+                        })
                     }
                 }
             }
@@ -438,26 +582,52 @@ impl<'a> LocalDeployer<'a> {
     }
 
     /// Maps a health URL on a published host port to the candidate's ephemeral port.
-    async fn rewrite_url_for_candidate(&self, url: &str, ports: &[PortSpec], id: &str) -> Option<String> {
+    async fn rewrite_url_for_candidate(
+        &self,
+        url: &str,
+        ports: &[PortSpec],
+        id: &str,
+    ) -> Option<String> {
         let (scheme, rest) = url.split_once("://")?;
-        let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, String::new()));
+        let (authority, path) = rest
+            .split_once('/')
+            .map(|(a, p)| (a, format!("/{p}")))
+            .unwrap_or((rest, String::new()));
         let (host, port) = authority.rsplit_once(':')?;
         let spec = ports.iter().find(|p| p.host == port)?;
         let mapped = self.mapped_port(id, &spec.container).await?;
-        let host = if host == "localhost" || host.starts_with("127.") || host == "0.0.0.0" { "127.0.0.1" } else { host };
+        let host = if host == "localhost" || host.starts_with("127.") || host == "0.0.0.0" {
+            "127.0.0.1"
+        } else {
+            host
+        };
         Some(format!("{scheme}://{host}:{mapped}{path}"))
     }
 
     /// Brings back the previous live container, or recreates the last known-good revision.
-    async fn restore(&self, name: &str, previous: Option<&Revision>, failed: u32, opts: &LocalDeployOptions) -> Result<u32, DeployError> {
+    async fn restore(
+        &self,
+        name: &str,
+        previous: Option<&Revision>,
+        failed: u32,
+        opts: &LocalDeployOptions,
+    ) -> Result<u32, DeployError> {
         if let Some(p) = previous {
             self.rename(&p.id, name).await?;
             self.docker
                 .start_container(&p.id, None)
                 .await
                 .map_err(|e| DeployError::engine(&format!("restarting r{}", p.revision), e))?;
-            let why = self.check_health(&p.id, opts.health_url.as_deref(), opts.health_timeout, opts.grace).await?;
-            self.log.line(format!("r{} is serving again: {why}", p.revision));
+            let why = self
+                .check_health(
+                    &p.id,
+                    opts.health_url.as_deref(),
+                    opts.health_timeout,
+                    opts.grace,
+                )
+                .await?;
+            self.log
+                .line(format!("r{} is serving again: {why}", p.revision));
             return Ok(p.revision);
         }
         let good = self
@@ -467,21 +637,39 @@ impl<'a> LocalDeployer<'a> {
         self.recreate(name, &good, opts).await
     }
 
-    async fn recreate(&self, name: &str, good: &DeploymentRecord, opts: &LocalDeployOptions) -> Result<u32, DeployError> {
+    async fn recreate(
+        &self,
+        name: &str,
+        good: &DeploymentRecord,
+        opts: &LocalDeployOptions,
+    ) -> Result<u32, DeployError> {
         let spec: ContainerSpec = good
             .details
             .get("spec")
             .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| DeployError::History(format!("record {} has no container spec", good.id)))?;
+            .ok_or_else(|| {
+                DeployError::History(format!("record {} has no container spec", good.id))
+            })?;
         let rev: u32 = good.revision.trim_start_matches('r').parse().unwrap_or(0);
         let id = self.create(name, name, rev, &spec, false).await?;
-        self.check_health(&id, opts.health_url.as_deref(), opts.health_timeout, opts.grace).await?;
+        self.check_health(
+            &id,
+            opts.health_url.as_deref(),
+            opts.health_timeout,
+            opts.grace,
+        )
+        .await?;
         Ok(rev)
     }
 
     /// `gantry rollback docker NAME [--to REV]`: to REV, else the newest known-good revision
     /// other than the live one.
-    pub async fn rollback(&self, name: &str, to: Option<u32>, opts: &LocalDeployOptions) -> Result<u32, DeployError> {
+    pub async fn rollback(
+        &self,
+        name: &str,
+        to: Option<u32>,
+        opts: &LocalDeployOptions,
+    ) -> Result<u32, DeployError> {
         let revisions = self.revisions(name).await?;
         let live = revisions.iter().find(|r| r.name == name).cloned();
         let wanted = match to {
@@ -491,8 +679,15 @@ impl<'a> LocalDeployer<'a> {
                 let good = self
                     .history
                     .last_known_good(&target_key(name), live_rev.as_deref())?
-                    .ok_or_else(|| DeployError::Usage(format!("no known-good revision of {name} in the history; pass --to REV")))?;
-                good.revision.trim_start_matches('r').parse().map_err(|_| DeployError::History(format!("bad revision {}", good.revision)))?
+                    .ok_or_else(|| {
+                        DeployError::Usage(format!(
+                            "no known-good revision of {name} in the history; pass --to REV"
+                        ))
+                    })?;
+                good.revision
+                    .trim_start_matches('r')
+                    .parse()
+                    .map_err(|_| DeployError::History(format!("bad revision {}", good.revision)))?
             }
         };
         if live.as_ref().is_some_and(|l| l.revision == wanted) {
@@ -515,7 +710,8 @@ impl<'a> LocalDeployer<'a> {
             if l.running {
                 self.stop(&l.id).await?;
             }
-            self.rename(&l.id, &format!("{name}-r{}", l.revision)).await?;
+            self.rename(&l.id, &format!("{name}-r{}", l.revision))
+                .await?;
         }
         let result = match revisions.iter().find(|r| r.revision == wanted) {
             Some(kept) => {
@@ -524,7 +720,14 @@ impl<'a> LocalDeployer<'a> {
                     .start_container(&kept.id, None)
                     .await
                     .map_err(|e| DeployError::engine(&format!("starting r{wanted}"), e))?;
-                self.check_health(&kept.id, opts.health_url.as_deref(), opts.health_timeout, opts.grace).await.map(|_| wanted)
+                self.check_health(
+                    &kept.id,
+                    opts.health_url.as_deref(),
+                    opts.health_timeout,
+                    opts.grace,
+                )
+                .await
+                .map(|_| wanted)
             }
             None => {
                 let rec = self
@@ -533,7 +736,11 @@ impl<'a> LocalDeployer<'a> {
                     .into_iter()
                     .rev()
                     .find(|r| r.revision == format!("r{wanted}") && r.details.contains_key("spec"))
-                    .ok_or_else(|| DeployError::Usage(format!("revision r{wanted} of {name} is neither kept nor recorded")))?;
+                    .ok_or_else(|| {
+                        DeployError::Usage(format!(
+                            "revision r{wanted} of {name} is neither kept nor recorded"
+                        ))
+                    })?;
                 self.recreate(name, &rec, opts).await
             }
         };
@@ -547,8 +754,13 @@ impl<'a> LocalDeployer<'a> {
 
     /// Removes stopped revisions beyond the newest `keep`.
     async fn prune(&self, name: &str, keep: usize) {
-        let Ok(revisions) = self.revisions(name).await else { return };
-        let stopped: Vec<&Revision> = revisions.iter().filter(|r| r.name != name && !r.running).collect();
+        let Ok(revisions) = self.revisions(name).await else {
+            return;
+        };
+        let stopped: Vec<&Revision> = revisions
+            .iter()
+            .filter(|r| r.name != name && !r.running)
+            .collect();
         if stopped.len() > keep {
             for r in &stopped[..stopped.len() - keep] {
                 self.log.line(format!("removing old revision {}", r.name));
@@ -575,9 +787,16 @@ mod tests {
     fn port_specs() {
         assert_eq!(
             parse_port("8080:80").expect("port"),
-            PortSpec { ip: None, host: "8080".into(), container: "80/tcp".into() }
+            PortSpec {
+                ip: None,
+                host: "8080".into(),
+                container: "80/tcp".into()
+            }
         );
-        assert_eq!(parse_port("127.0.0.1:53:53/udp").expect("port").container, "53/udp");
+        assert_eq!(
+            parse_port("127.0.0.1:53:53/udp").expect("port").container,
+            "53/udp"
+        );
         assert!(parse_port("80").is_err());
         assert!(parse_port("a:80").is_err());
         assert!(parse_port("1:2/sctp").is_err());

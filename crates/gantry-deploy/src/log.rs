@@ -35,12 +35,18 @@ impl Log {
 
     /// Lines go to `sink`.
     pub fn new(sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
-        Log { sink: Arc::new(sink), prefix: String::new() }
+        Log {
+            sink: Arc::new(sink),
+            prefix: String::new(),
+        }
     }
 
     /// The same sink with `[name] ` before every line.
     pub fn with_prefix(&self, name: &str) -> Self {
-        Log { sink: self.sink.clone(), prefix: format!("{}[{name}] ", self.prefix) }
+        Log {
+            sink: self.sink.clone(),
+            prefix: format!("{}[{name}] ", self.prefix),
+        }
     }
 
     /// Writes one line (or several, each prefixed).

@@ -17,14 +17,21 @@ use gantry_deploy::history::{HistoryStore, MemoryHistoryStore, RecordKind};
 use gantry_deploy::{Log, aws};
 
 async fn ecs_client(moto: &common::Moto) -> Client {
-    let cfg = aws::load_config(&common::aws_options(moto)).await.expect("aws config");
+    let cfg = aws::load_config(&common::aws_options(moto))
+        .await
+        .expect("aws config");
     Client::new(&cfg)
 }
 
 /// Cluster `c1`, task family `web` (container `app`, image `registry.local/app:1`, env A=1),
 /// service `NAME` on web:1 with 2 tasks. Returns the web:1 ARN.
 async fn fixture(client: &Client, service: &str) -> String {
-    client.create_cluster().cluster_name("c1").send().await.expect("cluster");
+    client
+        .create_cluster()
+        .cluster_name("c1")
+        .send()
+        .await
+        .expect("cluster");
     let td = client
         .register_task_definition()
         .family("web")
@@ -39,7 +46,11 @@ async fn fixture(client: &Client, service: &str) -> String {
         .send()
         .await
         .expect("register web");
-    let arn = td.task_definition().and_then(|t| t.task_definition_arn()).expect("arn").to_string();
+    let arn = td
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .expect("arn")
+        .to_string();
     client
         .create_service()
         .cluster("c1")
@@ -53,13 +64,30 @@ async fn fixture(client: &Client, service: &str) -> String {
 }
 
 async fn service_task_definition(client: &Client, service: &str) -> String {
-    let r = client.describe_services().cluster("c1").services(service).send().await.expect("describe");
-    r.services()[0].task_definition().unwrap_or_default().to_string()
+    let r = client
+        .describe_services()
+        .cluster("c1")
+        .services(service)
+        .send()
+        .await
+        .expect("describe");
+    r.services()[0]
+        .task_definition()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn td_status(client: &Client, td: &str) -> String {
-    let r = client.describe_task_definition().task_definition(td).send().await.expect("describe td");
-    r.task_definition().and_then(|t| t.status()).map(|s| s.as_str().to_string()).unwrap_or_default()
+    let r = client
+        .describe_task_definition()
+        .task_definition(td)
+        .send()
+        .await
+        .expect("describe td");
+    r.task_definition()
+        .and_then(|t| t.status())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
 }
 
 fn no_wait(services: &[&str]) -> EcsDeployOptions {
@@ -70,88 +98,170 @@ fn no_wait(services: &[&str]) -> EcsDeployOptions {
 
 #[tokio::test]
 async fn deploy_registers_revision_with_image_env_secrets_and_updates_service() {
-    let Some(moto) = common::start_moto("deploy_registers_revision") else { return };
+    let Some(moto) = common::start_moto("deploy_registers_revision") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     let web1 = fixture(&client, "web").await;
     let history = MemoryHistoryStore::default();
-    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client.clone()), &history, Log::silent());
+    let deployer = EcsDeployer::new(
+        client.clone(),
+        SdkObserver::new(client.clone()),
+        &history,
+        Log::silent(),
+    );
     let mut opts = no_wait(&["web"]);
     opts.changes.tag = Some("abc123".into());
-    opts.changes.env.push(("app".into(), "B".into(), "2".into()));
-    opts.changes.secrets.push(("app".into(), "DB_PASSWORD".into(), "arn:aws:ssm:eu-west-1:123456789012:parameter/db".into()));
+    opts.changes
+        .env
+        .push(("app".into(), "B".into(), "2".into()));
+    opts.changes.secrets.push((
+        "app".into(),
+        "DB_PASSWORD".into(),
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/db".into(),
+    ));
     let out = deployer.deploy(&opts).await;
     assert!(out[0].ok, "{}", out[0].message);
     let web2 = out[0].revision.clone().expect("revision");
     assert!(web2.ends_with("task-definition/web:2"), "{web2}");
     assert_eq!(out[0].previous.as_deref(), Some(web1.as_str()));
 
-    let td = client.describe_task_definition().task_definition(&web2).send().await.expect("describe");
+    let td = client
+        .describe_task_definition()
+        .task_definition(&web2)
+        .send()
+        .await
+        .expect("describe");
     let c = &td.task_definition().expect("td").container_definitions()[0];
     assert_eq!(c.image(), Some("registry.local/app:abc123"));
-    let env: Vec<String> = c.environment().iter().map(|kv| format!("{}={}", kv.name().unwrap_or(""), kv.value().unwrap_or(""))).collect();
-    assert!(env.contains(&"A=1".to_string()) && env.contains(&"B=2".to_string()), "{env:?}");
+    let env: Vec<String> = c
+        .environment()
+        .iter()
+        .map(|kv| format!("{}={}", kv.name().unwrap_or(""), kv.value().unwrap_or("")))
+        .collect();
+    assert!(
+        env.contains(&"A=1".to_string()) && env.contains(&"B=2".to_string()),
+        "{env:?}"
+    );
     assert_eq!(c.secrets()[0].name, "DB_PASSWORD");
     assert_eq!(service_task_definition(&client, "web").await, web2);
 
     let recs = history.list(None).expect("history");
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].result, DeployResult::Submitted);
-    assert!(!recs[0].known_good, "a deploy nobody waited for is not known good");
-    assert_eq!(recs[0].details.get("image.app").map(String::as_str), Some("registry.local/app:abc123"));
+    assert!(
+        !recs[0].known_good,
+        "a deploy nobody waited for is not known good"
+    );
+    assert_eq!(
+        recs[0].details.get("image.app").map(String::as_str),
+        Some("registry.local/app:abc123")
+    );
 }
 
 #[tokio::test]
 async fn keep_revisions_deregisters_older_ones_but_not_the_running_one() {
-    let Some(moto) = common::start_moto("keep_revisions") else { return };
+    let Some(moto) = common::start_moto("keep_revisions") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     let web1 = fixture(&client, "web").await;
-    let (td, _) = gantry_deploy::ecs::describe_task_definition(&client, &web1).await.expect("td");
+    let (td, _) = gantry_deploy::ecs::describe_task_definition(&client, &web1)
+        .await
+        .expect("td");
     for _ in 0..3 {
-        gantry_deploy::ecs::register_task_definition(&client, &td, &[]).await.expect("register");
+        gantry_deploy::ecs::register_task_definition(&client, &td, &[])
+            .await
+            .expect("register");
     }
     // web:1 runs, web:2..4 registered; the deploy adds web:5 and keeps the newest 2.
     let history = MemoryHistoryStore::default();
-    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client.clone()), &history, Log::silent());
+    let deployer = EcsDeployer::new(
+        client.clone(),
+        SdkObserver::new(client.clone()),
+        &history,
+        Log::silent(),
+    );
     let mut opts = no_wait(&["web"]);
-    opts.changes.images.push(("app".into(), "registry.local/app:5".into()));
+    opts.changes
+        .images
+        .push(("app".into(), "registry.local/app:5".into()));
     opts.keep_revisions = Some(2);
     let out = deployer.deploy(&opts).await;
     assert!(out[0].ok, "{}", out[0].message);
-    let dereg: Vec<String> = out[0].deregistered.iter().map(|a| gantry_deploy::history::short_revision(a)).collect();
+    let dereg: Vec<String> = out[0]
+        .deregistered
+        .iter()
+        .map(|a| gantry_deploy::history::short_revision(a))
+        .collect();
     assert_eq!(dereg, ["web:3", "web:2"]);
     assert_eq!(td_status(&client, "web:2").await, "INACTIVE");
     assert_eq!(td_status(&client, "web:3").await, "INACTIVE");
     assert_eq!(td_status(&client, "web:4").await, "ACTIVE");
-    assert_eq!(td_status(&client, "web:1").await, "ACTIVE", "the revision that ran before stays for rollback");
+    assert_eq!(
+        td_status(&client, "web:1").await,
+        "ACTIVE",
+        "the revision that ran before stays for rollback"
+    );
     assert_eq!(td_status(&client, "web:5").await, "ACTIVE");
     // A deregistered revision cannot be deployed again: refused before any UpdateService.
-    let err = deployer.rollback("c1", "web", Some("2"), None, Duration::from_millis(1)).await.expect_err("inactive");
+    let err = deployer
+        .rollback("c1", "web", Some("2"), None, Duration::from_millis(1))
+        .await
+        .expect_err("inactive");
     assert!(err.to_string().contains("web:2 is INACTIVE"), "{err}");
-    assert!(service_task_definition(&client, "web").await.ends_with("web:5"));
+    assert!(
+        service_task_definition(&client, "web")
+            .await
+            .ends_with("web:5")
+    );
 }
 
 #[tokio::test]
 async fn several_services_in_one_run() {
-    let Some(moto) = common::start_moto("several_services") else { return };
+    let Some(moto) = common::start_moto("several_services") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     let web1 = fixture(&client, "web").await;
-    client.create_service().cluster("c1").service_name("worker").task_definition(&web1).desired_count(1).send().await.expect("svc");
+    client
+        .create_service()
+        .cluster("c1")
+        .service_name("worker")
+        .task_definition(&web1)
+        .desired_count(1)
+        .send()
+        .await
+        .expect("svc");
     let history = MemoryHistoryStore::default();
-    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client.clone()), &history, Log::silent());
+    let deployer = EcsDeployer::new(
+        client.clone(),
+        SdkObserver::new(client.clone()),
+        &history,
+        Log::silent(),
+    );
     let mut opts = no_wait(&["web", "worker"]);
     opts.changes.tag = Some("v2".into());
     let out = deployer.deploy(&opts).await;
     assert!(out.iter().all(|o| o.ok), "{out:?}");
-    assert_ne!(out[0].revision, out[1].revision, "each service gets its own revision");
+    assert_ne!(
+        out[0].revision, out[1].revision,
+        "each service gets its own revision"
+    );
     for (o, svc) in out.iter().zip(["web", "worker"]) {
-        assert_eq!(service_task_definition(&client, svc).await, o.revision.clone().expect("rev"));
+        assert_eq!(
+            service_task_definition(&client, svc).await,
+            o.revision.clone().expect("rev")
+        );
     }
     assert_eq!(history.list(Some("ecs:c1")).expect("history").len(), 2);
 }
 
 #[tokio::test]
 async fn rollback_goes_to_the_last_known_good_revision() {
-    let Some(moto) = common::start_moto("rollback_known_good") else { return };
+    let Some(moto) = common::start_moto("rollback_known_good") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     fixture(&client, "web").await;
     let history = MemoryHistoryStore::default();
@@ -173,10 +283,24 @@ async fn rollback_goes_to_the_last_known_good_revision() {
     opts.changes.tag = Some("v3-broken".into());
     let second = deployer.deploy(&opts).await;
     assert!(!second[0].ok);
-    assert!(second[0].message.contains("FAILED"), "{}", second[0].message);
-    assert!(second[0].message.contains("rolled back to web:2 (last known-good revision)"), "{}", second[0].message);
+    assert!(
+        second[0].message.contains("FAILED"),
+        "{}",
+        second[0].message
+    );
+    assert!(
+        second[0]
+            .message
+            .contains("rolled back to web:2 (last known-good revision)"),
+        "{}",
+        second[0].message
+    );
     assert_eq!(second[0].rolled_back_to.as_deref(), Some(web2.as_str()));
-    assert_eq!(service_task_definition(&client, "web").await, web2, "moto's service is back on web:2");
+    assert_eq!(
+        service_task_definition(&client, "web").await,
+        web2,
+        "moto's service is back on web:2"
+    );
 
     let recs = history.list(Some("web")).expect("history");
     let kinds: Vec<(RecordKind, DeployResult)> = recs.iter().map(|r| (r.kind, r.result)).collect();
@@ -196,7 +320,9 @@ async fn rollback_goes_to_the_last_known_good_revision() {
 
 #[tokio::test]
 async fn timeout_without_history_rolls_back_to_the_revision_that_ran_before() {
-    let Some(moto) = common::start_moto("timeout_rollback") else { return };
+    let Some(moto) = common::start_moto("timeout_rollback") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     let web1 = fixture(&client, "web").await;
     let history = MemoryHistoryStore::default();
@@ -214,13 +340,19 @@ async fn timeout_without_history_rolls_back_to_the_revision_that_ran_before() {
     let out = deployer.deploy(&opts).await;
     assert!(!out[0].ok);
     assert!(out[0].message.contains("timed out"), "{}", out[0].message);
-    assert!(out[0].message.contains("(revision that ran before)"), "{}", out[0].message);
+    assert!(
+        out[0].message.contains("(revision that ran before)"),
+        "{}",
+        out[0].message
+    );
     assert_eq!(service_task_definition(&client, "web").await, web1);
 }
 
 #[tokio::test]
 async fn circuit_breaker_rollback_is_reported_and_followed() {
-    let Some(moto) = common::start_moto("circuit_breaker") else { return };
+    let Some(moto) = common::start_moto("circuit_breaker") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     let web1 = fixture(&client, "web").await;
     let history = MemoryHistoryStore::default();
@@ -236,8 +368,16 @@ async fn circuit_breaker_rollback_is_reported_and_followed() {
     opts.changes.tag = Some("crashy".into());
     let out = deployer.deploy(&opts).await;
     assert!(!out[0].ok, "a circuit-breaker rollback is never a success");
-    assert!(out[0].message.contains("circuit breaker rolled back"), "{}", out[0].message);
-    assert!(out[0].message.contains("service events:"), "{}", out[0].message);
+    assert!(
+        out[0].message.contains("circuit breaker rolled back"),
+        "{}",
+        out[0].message
+    );
+    assert!(
+        out[0].message.contains("service events:"),
+        "{}",
+        out[0].message
+    );
     let ctxs = deployer.observer().contexts();
     assert_eq!(ctxs.len(), 2);
     assert_eq!(
@@ -246,12 +386,18 @@ async fn circuit_breaker_rollback_is_reported_and_followed() {
         "the rollback wait follows ECS's own rollback deployment"
     );
     // No second UpdateService: moto still shows the literal revision gantry sent.
-    assert!(service_task_definition(&client, "web").await.ends_with("web:2"));
+    assert!(
+        service_task_definition(&client, "web")
+            .await
+            .ends_with("web:2")
+    );
 }
 
 #[tokio::test]
 async fn unable_event_fails_and_no_rollback_leaves_the_service() {
-    let Some(moto) = common::start_moto("unable_event") else { return };
+    let Some(moto) = common::start_moto("unable_event") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     fixture(&client, "web").await;
     let history = MemoryHistoryStore::default();
@@ -264,15 +410,32 @@ async fn unable_event_fails_and_no_rollback_leaves_the_service() {
     opts.changes.tag = Some("big".into());
     let out = deployer.deploy(&opts).await;
     assert!(!out[0].ok);
-    assert!(out[0].message.contains("unable to place a task"), "{}", out[0].message);
-    assert!(out[0].message.contains("rollback disabled"), "{}", out[0].message);
-    assert!(service_task_definition(&client, "web").await.ends_with("web:2"));
-    assert_eq!(history.list(None).expect("h")[0].result, DeployResult::Failed);
+    assert!(
+        out[0].message.contains("unable to place a task"),
+        "{}",
+        out[0].message
+    );
+    assert!(
+        out[0].message.contains("rollback disabled"),
+        "{}",
+        out[0].message
+    );
+    assert!(
+        service_task_definition(&client, "web")
+            .await
+            .ends_with("web:2")
+    );
+    assert_eq!(
+        history.list(None).expect("h")[0].result,
+        DeployResult::Failed
+    );
 }
 
 #[tokio::test]
 async fn failed_health_check_after_rollout_rolls_back() {
-    let Some(moto) = common::start_moto("health_rollback") else { return };
+    let Some(moto) = common::start_moto("health_rollback") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     let web1 = fixture(&client, "web").await;
     let history = MemoryHistoryStore::default();
@@ -281,7 +444,10 @@ async fn failed_health_check_after_rollout_rolls_back() {
         .then(|c| script::running_tasks(c, 2))
         .then(|c| script::primary(c, "COMPLETED"));
     let deployer = EcsDeployer::new(client.clone(), observer, &history, Log::silent());
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let mut opts = EcsDeployOptions::new("c1", &["web"]);
     opts.poll_interval = Duration::from_millis(1);
     opts.health_url = Some(format!("http://{closed}/keepalive"));
@@ -289,36 +455,57 @@ async fn failed_health_check_after_rollout_rolls_back() {
     opts.changes.tag = Some("v2".into());
     let out = deployer.deploy(&opts).await;
     assert!(!out[0].ok);
-    assert!(out[0].message.contains("health check failed"), "{}", out[0].message);
+    assert!(
+        out[0].message.contains("health check failed"),
+        "{}",
+        out[0].message
+    );
     assert_eq!(service_task_definition(&client, "web").await, web1);
 }
 
 #[tokio::test]
 async fn manual_rollback_to_a_revision() {
-    let Some(moto) = common::start_moto("manual_rollback") else { return };
+    let Some(moto) = common::start_moto("manual_rollback") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     let web1 = fixture(&client, "web").await;
     let history = MemoryHistoryStore::default();
-    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client.clone()), &history, Log::silent());
+    let deployer = EcsDeployer::new(
+        client.clone(),
+        SdkObserver::new(client.clone()),
+        &history,
+        Log::silent(),
+    );
     let mut opts = no_wait(&["web"]);
     opts.changes.tag = Some("v2".into());
     assert!(deployer.deploy(&opts).await[0].ok);
-    let msg = deployer.rollback("c1", "web", Some("1"), None, Duration::from_millis(1)).await.expect("rollback");
+    let msg = deployer
+        .rollback("c1", "web", Some("1"), None, Duration::from_millis(1))
+        .await
+        .expect("rollback");
     assert!(msg.contains("web:1"), "{msg}");
     assert_eq!(service_task_definition(&client, "web").await, web1);
     // Without --to and without a known-good record, the history's previous revision is used.
     assert!(deployer.deploy(&opts).await[0].ok);
-    let msg = deployer.rollback("c1", "web", None, None, Duration::from_millis(1)).await.expect("rollback");
+    let msg = deployer
+        .rollback("c1", "web", None, None, Duration::from_millis(1))
+        .await
+        .expect("rollback");
     assert!(msg.ends_with("rolled back to web:1"), "{msg}");
     assert_eq!(service_task_definition(&client, "web").await, web1);
     // Already there: a clear refusal, not a no-op deployment.
-    let again = deployer.rollback("c1", "web", Some("web:1"), None, Duration::from_millis(1)).await;
+    let again = deployer
+        .rollback("c1", "web", Some("web:1"), None, Duration::from_millis(1))
+        .await;
     assert!(again.is_err_and(|e| e.to_string().contains("already runs web:1")));
 }
 
 #[tokio::test]
 async fn assume_role_acts_in_the_second_account() {
-    let Some(moto) = common::start_moto("assume_role") else { return };
+    let Some(moto) = common::start_moto("assume_role") else {
+        return;
+    };
     let mut opts = common::aws_options(&moto);
     opts.assume_role = Some("arn:aws:iam::222222222222:role/deployer".into());
     let cfg = aws::load_config(&opts).await.expect("assume role");
@@ -326,21 +513,40 @@ async fn assume_role_acts_in_the_second_account() {
     let web1 = fixture(&client, "web").await;
     assert_eq!(aws::arn_account(&web1), Some("222222222222"), "{web1}");
     let history = MemoryHistoryStore::default();
-    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client.clone()), &history, Log::silent());
+    let deployer = EcsDeployer::new(
+        client.clone(),
+        SdkObserver::new(client.clone()),
+        &history,
+        Log::silent(),
+    );
     let mut d = no_wait(&["web"]);
     d.changes.tag = Some("v2".into());
     let out = deployer.deploy(&d).await;
     assert!(out[0].ok, "{}", out[0].message);
-    assert_eq!(aws::arn_account(out[0].revision.as_deref().unwrap_or("")), Some("222222222222"));
+    assert_eq!(
+        aws::arn_account(out[0].revision.as_deref().unwrap_or("")),
+        Some("222222222222")
+    );
     // The base account does not see the cluster.
-    let base = Client::new(&aws::load_config(&common::aws_options(&moto)).await.expect("base"));
-    let r = base.describe_services().cluster("c1").services("web").send().await;
+    let base = Client::new(
+        &aws::load_config(&common::aws_options(&moto))
+            .await
+            .expect("base"),
+    );
+    let r = base
+        .describe_services()
+        .cluster("c1")
+        .services("web")
+        .send()
+        .await;
     assert!(r.map(|r| r.services().is_empty()).unwrap_or(true));
 }
 
 #[tokio::test]
 async fn one_off_task_waits_for_stopped_and_returns_the_exit_code() {
-    let Some(moto) = common::start_moto("run_task") else { return };
+    let Some(moto) = common::start_moto("run_task") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     fixture(&client, "web").await;
     let opts = RunTaskOptions {
@@ -356,7 +562,9 @@ async fn one_off_task_waits_for_stopped_and_returns_the_exit_code() {
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let sink = lines.clone();
     let log = Log::new(move |l| sink.lock().expect("lock").push(l.to_string()));
-    let code = gantry_deploy::ecs::run_task(&client, &opts, &log).await.expect("run");
+    let code = gantry_deploy::ecs::run_task(&client, &opts, &log)
+        .await
+        .expect("run");
     assert_eq!(code, 0);
     let text = lines.lock().expect("lock").join("\n");
     assert!(text.contains("task status: STOPPED"), "{text}");
@@ -365,16 +573,33 @@ async fn one_off_task_waits_for_stopped_and_returns_the_exit_code() {
 
 #[tokio::test]
 async fn missing_service_and_unknown_container_are_clear_errors() {
-    let Some(moto) = common::start_moto("errors") else { return };
+    let Some(moto) = common::start_moto("errors") else {
+        return;
+    };
     let client = ecs_client(&moto).await;
     fixture(&client, "web").await;
     let history = MemoryHistoryStore::default();
-    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client.clone()), &history, Log::silent());
+    let deployer = EcsDeployer::new(
+        client.clone(),
+        SdkObserver::new(client.clone()),
+        &history,
+        Log::silent(),
+    );
     let out = deployer.deploy(&no_wait(&["nope"])).await;
     assert!(!out[0].ok);
-    assert!(out[0].message.contains("service nope not found in cluster c1"), "{}", out[0].message);
+    assert!(
+        out[0]
+            .message
+            .contains("service nope not found in cluster c1"),
+        "{}",
+        out[0].message
+    );
     let mut opts = no_wait(&["web"]);
     opts.changes.images.push(("db".into(), "x".into()));
     let out = deployer.deploy(&opts).await;
-    assert!(out[0].message.contains("has no container \"db\""), "{}", out[0].message);
+    assert!(
+        out[0].message.contains("has no container \"db\""),
+        "{}",
+        out[0].message
+    );
 }

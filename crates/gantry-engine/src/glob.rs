@@ -143,12 +143,10 @@ fn match_chars(g: &[char], n: &[char]) -> bool {
                         continue;
                     }
                 }
-                '\\' if gi + 1 < g.len() => {
-                    if g[gi + 1] == n[ni] {
-                        gi += 2;
-                        ni += 1;
-                        continue;
-                    }
+                '\\' if gi + 1 < g.len() && g[gi + 1] == n[ni] => {
+                    gi += 2;
+                    ni += 1;
+                    continue;
                 }
                 c if c == n[ni] => {
                     gi += 1;

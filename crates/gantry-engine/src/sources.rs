@@ -231,7 +231,7 @@ fn prune_snapshots(cache_dir: &Path, keep: usize) {
         .filter(|p| p.extension().is_some_and(|x| x == "files"))
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .collect();
-    lists.sort_by(|a, b| b.0.cmp(&a.0));
+    lists.sort_by_key(|b| std::cmp::Reverse(b.0));
     for (_, list) in lists.into_iter().skip(keep) {
         let _ = std::fs::remove_dir_all(list.with_extension(""));
         let _ = std::fs::remove_file(list);

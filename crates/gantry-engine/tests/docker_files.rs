@@ -91,7 +91,7 @@ async fn a_kept_container_opens_again_for_gantry_shell() {
     .expect("prepare");
     let o = Output::new();
     assert_eq!(
-        run_step(&mut env, "echo marker > /tmp/m; exit 1", &o)
+        run_step(&mut env, "echo marker > /gantry-marker; exit 1", &o)
             .await
             .expect("run"),
         ScriptOutcome::Exited(1)
@@ -116,7 +116,7 @@ async fn a_kept_container_opens_again_for_gantry_shell() {
         .and_then(|mut child| {
             use std::io::Write;
             let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(b"cat /tmp/m; echo \"var=$JOB_SECRETLESS\"; pwd; exit\n")?;
+            stdin.write_all(b"cat /gantry-marker; echo \"var=$JOB_SECRETLESS\"; pwd; exit\n")?;
             drop(stdin);
             child.wait_with_output()
         });

@@ -189,7 +189,7 @@ async fn the_entrypoint_can_be_overridden() {
 
     // A wrapper entrypoint runs before the job's shell, as on GitLab.
     let wrapper = json!({"name": ENTRYPOINT,
-        "entrypoint": ["/bin/sh", "-c", "echo wrapped > /tmp/entrypoint-ran; exec \"$@\"", "--"]});
+        "entrypoint": ["/bin/sh", "-c", "echo wrapped > /entrypoint-ran; exec \"$@\"", "--"]});
     let mut env = prepare(
         &executor,
         request(job("e3", wrapper, json!([])), dir.path(), &run, &[]),
@@ -199,7 +199,7 @@ async fn the_entrypoint_can_be_overridden() {
     .expect("prepare");
     let mut o = Output::new();
     assert_eq!(
-        run_step(&mut env, "cat /tmp/entrypoint-ran", &o)
+        run_step(&mut env, "cat /entrypoint-ran", &o)
             .await
             .expect("run"),
         ScriptOutcome::Exited(0)

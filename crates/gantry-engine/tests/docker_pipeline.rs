@@ -27,10 +27,12 @@ fn in_container(name: &str, stage: &str, script: &[&str]) -> Job {
     job
 }
 
+/// The executor as `gantry run` makes it: keeping containers for `gantry shell`.
 fn connect() -> DockerConnect {
     Box::new(|| {
         Box::pin(async {
-            let executor = DockerExecutor::connect().await?;
+            let mut executor = DockerExecutor::connect().await?;
+            executor.keep_for_shell = true;
             Ok(Arc::new(executor) as Arc<dyn Executor>)
         })
     })
@@ -60,7 +62,7 @@ async fn artifacts_pass_between_containerised_jobs() {
     };
     let repo = Repo::new(&[("src/input.txt", "from the repository\n")]);
     let mut build = in_container(
-        "build",
+        "dk build",
         "build",
         &[
             "mkdir -p out",
@@ -70,14 +72,14 @@ async fn artifacts_pass_between_containerised_jobs() {
     );
     build.artifacts = artifacts(&["out/"]);
     let mut test = in_container(
-        "test",
+        "dk test",
         "test",
         &["cat out/result.txt", "test -f out/result.txt"],
     );
-    test.needs = needs(&["build"]);
+    test.needs = needs(&["dk build"]);
     // What the planner derives from `needs`.
-    test.dependencies = vec!["build".into()];
-    let mut with_service = in_container("with service", "test", &["wget -q -O - http://web/"]);
+    test.dependencies = vec!["dk build".into()];
+    let mut with_service = in_container("dk with service", "test", &["wget -q -O - http://web/"]);
     with_service.services = vec![Service {
         name: docker_common::HTTPD.to_string(),
         alias: Some("web".into()),
@@ -89,25 +91,40 @@ async fn artifacts_pass_between_containerised_jobs() {
     }];
     let p = pipeline(&["build", "test"], vec![build, test, with_service]);
     let report = run(&repo, &p, CancellationToken::new()).await;
-    let test_log = log(&report, "test");
+    let test_log = log(&report, "dk test");
     assert_eq!(
-        report.job("build").map(|j| j.status.as_str()),
+        report.job("dk build").map(|j| j.status.as_str()),
         Some("success"),
         "{}",
-        log(&report, "build")
+        log(&report, "dk build")
     );
     assert_eq!(
-        report.job("test").map(|j| j.status.as_str()),
+        report.job("dk test").map(|j| j.status.as_str()),
         Some("success"),
         "{test_log}"
     );
     assert!(test_log.contains("from the repository"), "{test_log}");
     assert!(test_log.contains("built in /"), "{test_log}");
-    let service_log = log(&report, "with service");
+    let service_log = log(&report, "dk with service");
     assert!(
         service_log.contains("hello from the service"),
         "{service_log}"
     );
+    // Each job's build container is kept (stopped) for `gantry shell`;
+    // services and the network are gone.
+    assert_eq!(
+        docker_common::count_run_objects(&executor, &report.run_id).await,
+        (3, 0)
+    );
+    for name in ["dk build", "dk test", "dk with service"] {
+        assert_eq!(
+            executor
+                .remove_kept(None, Some(name))
+                .await
+                .expect("remove kept"),
+            1
+        );
+    }
     assert_eq!(
         docker_common::count_run_objects(&executor, &report.run_id).await,
         (0, 0)

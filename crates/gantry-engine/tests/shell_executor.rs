@@ -605,8 +605,10 @@ async fn junit_failures_are_collected() {
             "exit 1",
         ],
     );
-    let mut art = gantry_config::model::Artifacts::default();
-    art.when = ArtifactsWhen::Always;
+    let mut art = gantry_config::model::Artifacts {
+        when: ArtifactsWhen::Always,
+        ..Default::default()
+    };
     art.reports.insert("junit".into(), vec!["*.xml".into()]);
     t.artifacts = Some(art);
     let p = pipeline(&["test"], vec![t]);

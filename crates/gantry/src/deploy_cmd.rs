@@ -296,7 +296,9 @@ pub struct DockerRollbackArgs {
 }
 
 fn parse_revision(s: &str) -> Result<u32, String> {
-    s.trim_start_matches('r').parse().map_err(|_| format!("{s:?} is not a revision number"))
+    s.trim_start_matches('r')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a revision number"))
 }
 
 /// `gantry deployments [TARGET]`.
@@ -386,18 +388,26 @@ pub struct EcsRunArgs {
 }
 
 fn pairs(v: &[String]) -> Vec<(String, String)> {
-    v.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect()
+    v.chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0].clone(), c[1].clone()))
+        .collect()
 }
 
 fn triples(v: &[String]) -> Vec<(String, String, String)> {
-    v.chunks(3).filter(|c| c.len() == 3).map(|c| (c[0].clone(), c[1].clone(), c[2].clone())).collect()
+    v.chunks(3)
+        .filter(|c| c.len() == 3)
+        .map(|c| (c[0].clone(), c[1].clone(), c[2].clone()))
+        .collect()
 }
 
 fn int_pairs(v: &[String], flag: &str) -> Result<Vec<(String, i32)>, DeployError> {
     pairs(v)
         .into_iter()
         .map(|(c, n)| {
-            n.parse().map(|n| (c.clone(), n)).map_err(|_| DeployError::Usage(format!("--{flag} {c} {n}: not a number")))
+            n.parse()
+                .map(|n| (c.clone(), n))
+                .map_err(|_| DeployError::Usage(format!("--{flag} {c} {n}: not a number")))
         })
         .collect()
 }
@@ -437,16 +447,27 @@ fn task_changes(a: &EcsDeployArgs) -> Result<TaskChanges, DeployError> {
     }
     for c in a.health_check.chunks(6).filter(|c| c.len() == 6) {
         let num = |i: usize| {
-            c[i].parse::<i32>()
-                .map_err(|_| DeployError::Usage(format!("--health-check {}: {:?} is not a number", c[0], c[i])))
+            c[i].parse::<i32>().map_err(|_| {
+                DeployError::Usage(format!(
+                    "--health-check {}: {:?} is not a number",
+                    c[0], c[i]
+                ))
+            })
         };
         ch.health_checks.push((
             c[0].clone(),
-            HealthCheckSpec { command: c[1].clone(), interval: num(2)?, timeout: num(3)?, retries: num(4)?, start_period: num(5)? },
+            HealthCheckSpec {
+                command: c[1].clone(),
+                interval: num(2)?,
+                timeout: num(3)?,
+                retries: num(4)?,
+                start_period: num(5)?,
+            },
         ));
     }
     for c in a.log.chunks(4).filter(|c| c.len() == 4) {
-        ch.log_configs.push((c[0].clone(), c[1].clone(), c[2].clone(), c[3].clone()));
+        ch.log_configs
+            .push((c[0].clone(), c[1].clone(), c[2].clone(), c[3].clone()));
     }
     Ok(ch)
 }
@@ -492,12 +513,21 @@ async fn deploy_ecs(a: EcsDeployArgs) -> i32 {
     };
     let client = sdk::ecs::Client::new(&cfg);
     let history = FileHistoryStore::from_env();
-    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client), &history, Log::stderr());
+    let deployer = EcsDeployer::new(
+        client.clone(),
+        SdkObserver::new(client),
+        &history,
+        Log::stderr(),
+    );
     let services: Vec<&str> = a.services.iter().map(String::as_str).collect();
     let mut opts = EcsDeployOptions::new(&a.cluster, &services);
     opts.changes = changes;
     opts.task = a.task.clone();
-    opts.timeout = if a.timeout < 0 { None } else { Some(Duration::from_secs(a.timeout as u64)) };
+    opts.timeout = if a.timeout < 0 {
+        None
+    } else {
+        Some(Duration::from_secs(a.timeout as u64))
+    };
     opts.poll_interval = Duration::from_secs_f64(a.poll_interval.clamp(0.05, 60.0));
     opts.rollback_timeout = Duration::from_secs(a.rollback_timeout);
     opts.show_diff = a.diff;
@@ -515,7 +545,11 @@ async fn deploy_ecs(a: EcsDeployArgs) -> i32 {
         } else {
             eprintln!("FAILED: {}", o.message);
             // Nothing was changed when no revision got chosen: a usage or API error.
-            code = code.max(if o.revision.is_some() { EXIT_FAILED } else { EXIT_USAGE });
+            code = code.max(if o.revision.is_some() {
+                EXIT_FAILED
+            } else {
+                EXIT_USAGE
+            });
         }
     }
     code
@@ -547,7 +581,9 @@ async fn deploy_cfn(a: CfnDeployArgs) -> i32 {
     opts.timeout = Duration::from_secs(a.timeout);
     opts.outputs_dotenv = a.outputs_dotenv.clone();
     let history = FileHistoryStore::from_env();
-    match gantry_deploy::cloudformation::deploy_stack(&client, &opts, &history, &Log::stderr()).await {
+    match gantry_deploy::cloudformation::deploy_stack(&client, &opts, &history, &Log::stderr())
+        .await
+    {
         Ok(o) => {
             for (k, v) in &o.outputs {
                 println!("{k}={v}");
@@ -564,13 +600,18 @@ fn docker_options(a: &DockerDeployArgs) -> Result<LocalDeployOptions, DeployErro
     o.spec.ports = a.ports.clone();
     o.spec.env = key_values(&a.env, "env")?;
     for f in &a.env_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| DeployError::Usage(format!("cannot read env file {}: {e}", f.display())))?;
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            DeployError::Usage(format!("cannot read env file {}: {e}", f.display()))
+        })?;
         let vars = gantry_deploy::ecs::taskdef::parse_dotenv(&text)
             .map_err(|(line, msg)| DeployError::Usage(format!("{}:{line}: {msg}", f.display())))?;
         o.spec.env.extend(vars);
     }
-    o.spec.command = a.command.as_deref().map(gantry_deploy::ecs::taskdef::split_command).transpose()?;
+    o.spec.command = a
+        .command
+        .as_deref()
+        .map(gantry_deploy::ecs::taskdef::split_command)
+        .transpose()?;
     o.spec.network = a.network.clone();
     o.health_url = a.health_url.clone();
     o.health_timeout = Duration::from_secs(a.health_timeout);
@@ -615,9 +656,27 @@ pub fn rollback(a: RollbackArgs) -> i32 {
                     Err(e) => return report(&e),
                 };
                 let client = sdk::ecs::Client::new(&cfg);
-                let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client), &history, Log::stderr());
-                let timeout = if r.timeout < 0 { None } else { Some(Duration::from_secs(r.timeout as u64)) };
-                match deployer.rollback(&r.cluster, &r.service, r.to.as_deref(), timeout, Duration::from_secs(2)).await {
+                let deployer = EcsDeployer::new(
+                    client.clone(),
+                    SdkObserver::new(client),
+                    &history,
+                    Log::stderr(),
+                );
+                let timeout = if r.timeout < 0 {
+                    None
+                } else {
+                    Some(Duration::from_secs(r.timeout as u64))
+                };
+                match deployer
+                    .rollback(
+                        &r.cluster,
+                        &r.service,
+                        r.to.as_deref(),
+                        timeout,
+                        Duration::from_secs(2),
+                    )
+                    .await
+                {
                     Ok(msg) => {
                         eprintln!("ok: {msg}");
                         EXIT_OK
@@ -685,17 +744,28 @@ pub fn registry(a: RegistryArgs) -> i32 {
         };
         if l.print {
             for c in &creds {
-                eprintln!("registry {} user {} (password on stdout)", c.registry, c.username);
+                eprintln!(
+                    "registry {} user {} (password on stdout)",
+                    c.registry, c.username
+                );
                 println!("{}", c.password);
             }
             return EXIT_OK;
         }
-        let path = l.auth_file.clone().unwrap_or_else(gantry_deploy::ecr::default_auth_file);
+        let path = l
+            .auth_file
+            .clone()
+            .unwrap_or_else(gantry_deploy::ecr::default_auth_file);
         for c in &creds {
             if let Err(e) = gantry_deploy::ecr::store_credentials(&path, c) {
                 return report(&e);
             }
-            eprintln!("logged in to {} as {} (credentials in {})", c.registry, c.username, path.display());
+            eprintln!(
+                "logged in to {} as {} (credentials in {})",
+                c.registry,
+                c.username,
+                path.display()
+            );
         }
         EXIT_OK
     })
@@ -750,13 +820,50 @@ mod tests {
     #[test]
     fn ecs_deploy_arguments_like_ecs_deploy() {
         let cli = Cli::try_parse_from([
-            "gantry", "deploy", "ecs", "prod", "web", "worker", "--tag", "abc", "--image", "app", "img:2",
-            "--env", "app", "A", "1", "-e", "app", "B", "2", "--secret", "app", "DB", "arn:p", "--timeout", "-1",
-            "--health-check", "app", "curl -f localhost", "10", "5", "3", "0", "--keep-revisions", "3",
-            "--assume-role", "arn:aws:iam::2:role/d",
+            "gantry",
+            "deploy",
+            "ecs",
+            "prod",
+            "web",
+            "worker",
+            "--tag",
+            "abc",
+            "--image",
+            "app",
+            "img:2",
+            "--env",
+            "app",
+            "A",
+            "1",
+            "-e",
+            "app",
+            "B",
+            "2",
+            "--secret",
+            "app",
+            "DB",
+            "arn:p",
+            "--timeout",
+            "-1",
+            "--health-check",
+            "app",
+            "curl -f localhost",
+            "10",
+            "5",
+            "3",
+            "0",
+            "--keep-revisions",
+            "3",
+            "--assume-role",
+            "arn:aws:iam::2:role/d",
         ])
         .expect("parse");
-        let Cmd::Deploy(DeployArgs { target: DeployTarget::Ecs(a) }) = cli.cmd else { panic!("ecs") };
+        let Cmd::Deploy(DeployArgs {
+            target: DeployTarget::Ecs(a),
+        }) = cli.cmd
+        else {
+            panic!("ecs")
+        };
         assert_eq!(a.services, ["web", "worker"]);
         assert_eq!(a.timeout, -1);
         let ch = task_changes(&a).expect("changes");
@@ -764,28 +871,59 @@ mod tests {
         assert_eq!(ch.env.len(), 2);
         assert_eq!(ch.secrets[0].2, "arn:p");
         assert_eq!(ch.health_checks[0].1.interval, 10);
-        assert_eq!(a.aws.options().assume_role.as_deref(), Some("arn:aws:iam::2:role/d"));
+        assert_eq!(
+            a.aws.options().assume_role.as_deref(),
+            Some("arn:aws:iam::2:role/d")
+        );
     }
 
     #[test]
     fn bad_numbers_are_usage_errors() {
-        let cli = Cli::try_parse_from(["gantry", "deploy", "ecs", "c", "s", "--cpu", "app", "lots"]).expect("parse");
-        let Cmd::Deploy(DeployArgs { target: DeployTarget::Ecs(a) }) = cli.cmd else { panic!("ecs") };
+        let cli =
+            Cli::try_parse_from(["gantry", "deploy", "ecs", "c", "s", "--cpu", "app", "lots"])
+                .expect("parse");
+        let Cmd::Deploy(DeployArgs {
+            target: DeployTarget::Ecs(a),
+        }) = cli.cmd
+        else {
+            panic!("ecs")
+        };
         assert!(matches!(task_changes(&a), Err(DeployError::Usage(_))));
     }
 
     #[test]
     fn docker_and_rollback_arguments() {
         let cli = Cli::try_parse_from([
-            "gantry", "deploy", "docker", "web", "--image", "localhost/app:2", "-p", "8080:80", "-e", "A=1",
-            "--health-url", "http://127.0.0.1:8080/keepalive",
+            "gantry",
+            "deploy",
+            "docker",
+            "web",
+            "--image",
+            "localhost/app:2",
+            "-p",
+            "8080:80",
+            "-e",
+            "A=1",
+            "--health-url",
+            "http://127.0.0.1:8080/keepalive",
         ])
         .expect("parse");
-        let Cmd::Deploy(DeployArgs { target: DeployTarget::Docker(a) }) = cli.cmd else { panic!("docker") };
+        let Cmd::Deploy(DeployArgs {
+            target: DeployTarget::Docker(a),
+        }) = cli.cmd
+        else {
+            panic!("docker")
+        };
         let o = docker_options(&a).expect("options");
         assert_eq!(o.spec.env, [("A".to_string(), "1".to_string())]);
-        let cli = Cli::try_parse_from(["gantry", "rollback", "docker", "web", "--to", "r3"]).expect("parse");
-        let Cmd::Rollback(RollbackArgs { target: RollbackTarget::Docker(r) }) = cli.cmd else { panic!("docker") };
+        let cli = Cli::try_parse_from(["gantry", "rollback", "docker", "web", "--to", "r3"])
+            .expect("parse");
+        let Cmd::Rollback(RollbackArgs {
+            target: RollbackTarget::Docker(r),
+        }) = cli.cmd
+        else {
+            panic!("docker")
+        };
         assert_eq!(r.to, Some(3));
     }
 }

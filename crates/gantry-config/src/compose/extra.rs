@@ -737,8 +737,9 @@ fn include_item(ck: &mut Ck, n: &Node, p: &P, scope: IncludeScope) {
                     let ok = s.strip_prefix("sha256-").is_some_and(|b64| {
                         b64.len() == 44
                             && b64.ends_with('=')
-                            && b64[..43]
+                            && b64
                                 .bytes()
+                                .take(43)
                                 .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
                     });
                     if !ok {

@@ -52,11 +52,11 @@ pub(crate) const JOB_KEYS: &[&str] = &[
     "dast_configuration",
     "inputs",
     "run",
-    // Legacy alias of `stage` (GitLab before 15.0), still in old pipelines.
-    "type",
 ];
 
-/// Whether `key` is in [`JOB_KEYS`], without a linear scan per key.
+/// Whether `key` is in [`JOB_KEYS`], without a linear scan per key. Also
+/// accepts `type`, the legacy alias of `stage` (GitLab before 15.0) that
+/// old pipelines still use, without advertising it.
 fn is_job_key(key: &str) -> bool {
     matches!(
         key,

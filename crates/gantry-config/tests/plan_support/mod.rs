@@ -40,7 +40,12 @@ pub fn facts(ref_name: &str) -> GitFacts {
 }
 
 pub fn tag_facts(tag: &str) -> GitFacts {
-    GitFacts { is_tag: true, tag_message: Some("Release".into()), changed_paths: None, ..facts(tag) }
+    GitFacts {
+        is_tag: true,
+        tag_message: Some("Release".into()),
+        changed_paths: None,
+        ..facts(tag)
+    }
 }
 
 pub fn push(ref_name: &str) -> Context {
@@ -48,7 +53,10 @@ pub fn push(ref_name: &str) -> Context {
 }
 
 pub fn with_vars(ref_name: &str, source: &str, vars: &[(&str, &str)]) -> Context {
-    let overrides: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let overrides: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Context::new(&facts(ref_name), source, &overrides)
 }
 
@@ -88,11 +96,17 @@ pub fn plan_errors(yaml: &str, ctx: &Context) -> Vec<String> {
 
 /// `name` → `when` of each created job, for compact assertions.
 pub fn created(p: &Pipeline) -> Vec<(String, String)> {
-    p.jobs.iter().map(|j| (j.name.clone(), j.when.as_str().to_string())).collect()
+    p.jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.when.as_str().to_string()))
+        .collect()
 }
 
 pub fn job<'p>(p: &'p Pipeline, name: &str) -> &'p gantry_config::model::Job {
-    p.jobs.iter().find(|j| j.name == name).unwrap_or_else(|| panic!("no job {name:?} in {:?}", created(p)))
+    p.jobs
+        .iter()
+        .find(|j| j.name == name)
+        .unwrap_or_else(|| panic!("no job {name:?} in {:?}", created(p)))
 }
 
 pub fn skipped_reason<'p>(p: &'p Pipeline, name: &str) -> &'p str {
@@ -104,5 +118,8 @@ pub fn skipped_reason<'p>(p: &'p Pipeline, name: &str) -> &'p str {
 }
 
 pub fn var<'p>(j: &'p gantry_config::model::Job, name: &str) -> Option<&'p str> {
-    j.variables.iter().find(|v| v.name == name).map(|v| v.value.as_str())
+    j.variables
+        .iter()
+        .find(|v| v.name == name)
+        .map(|v| v.value.as_str())
 }

@@ -93,7 +93,10 @@ fn last_segment(s: &str) -> &str {
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn ts(dt: Option<&aws_sdk_ecs::primitives::DateTime>) -> Option<f64> {
@@ -104,7 +107,12 @@ fn primary_deployment(s: &Service) -> Option<(String, String)> {
     s.deployments()
         .iter()
         .find(|d| d.status() == Some("PRIMARY"))
-        .map(|d| (d.id().unwrap_or_default().to_string(), d.task_definition().unwrap_or_default().to_string()))
+        .map(|d| {
+            (
+                d.id().unwrap_or_default().to_string(),
+                d.task_definition().unwrap_or_default().to_string(),
+            )
+        })
 }
 
 /// Reads rollout state from ECS: DescribeServices, ListTasks (running and stopped), DescribeTasks.
@@ -187,7 +195,13 @@ impl RolloutObserver for SdkObserver {
                     containers: t
                         .containers()
                         .iter()
-                        .map(|c| (c.name().unwrap_or_default().to_string(), c.exit_code(), c.reason().map(str::to_string)))
+                        .map(|c| {
+                            (
+                                c.name().unwrap_or_default().to_string(),
+                                c.exit_code(),
+                                c.reason().map(str::to_string),
+                            )
+                        })
                         .collect(),
                 });
             }
@@ -197,7 +211,11 @@ impl RolloutObserver for SdkObserver {
 }
 
 /// DescribeServices for one service; missing or INACTIVE services are usage errors.
-pub async fn describe_service(client: &Client, cluster: &str, service: &str) -> Result<Service, DeployError> {
+pub async fn describe_service(
+    client: &Client,
+    cluster: &str,
+    service: &str,
+) -> Result<Service, DeployError> {
     let resp = client
         .describe_services()
         .cluster(cluster)
@@ -215,7 +233,9 @@ pub async fn describe_service(client: &Client, cluster: &str, service: &str) -> 
                 .and_then(|f| f.reason())
                 .unwrap_or("MISSING or INACTIVE")
                 .to_string();
-            Err(DeployError::Usage(format!("service {service} not found in cluster {cluster}: {why}")))
+            Err(DeployError::Usage(format!(
+                "service {service} not found in cluster {cluster}: {why}"
+            )))
         }
     }
 }
@@ -269,7 +289,11 @@ pub async fn register_task_definition(
         .set_requires_compatibilities(td.requires_compatibilities.clone())
         .set_cpu(td.cpu.clone())
         .set_memory(td.memory.clone())
-        .set_tags(if tags.is_empty() { None } else { Some(tags.to_vec()) })
+        .set_tags(if tags.is_empty() {
+            None
+        } else {
+            Some(tags.to_vec())
+        })
         .set_pid_mode(td.pid_mode.clone())
         .set_ipc_mode(td.ipc_mode.clone())
         .set_proxy_configuration(td.proxy_configuration.clone())
@@ -294,7 +318,12 @@ pub struct EcsDeployer<'a, O: RolloutObserver> {
 
 impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
     pub fn new(client: Client, observer: O, history: &'a dyn HistoryStore, log: Log) -> Self {
-        EcsDeployer { client, observer, history, log }
+        EcsDeployer {
+            client,
+            observer,
+            history,
+            log,
+        }
     }
 
     /// The observer (tests inspect what was waited for).
@@ -309,7 +338,11 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
     }
 
     async fn deploy_service(&self, opts: &EcsDeployOptions, service: &str) -> ServiceOutcome {
-        let log = if opts.services.len() > 1 { self.log.with_prefix(service) } else { self.log.clone() };
+        let log = if opts.services.len() > 1 {
+            self.log.with_prefix(service)
+        } else {
+            self.log.clone()
+        };
         let mut outcome = ServiceOutcome {
             service: service.to_string(),
             ok: false,
@@ -320,7 +353,10 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
             message: String::new(),
             history_id: None,
         };
-        match self.deploy_service_inner(opts, service, &log, &mut outcome).await {
+        match self
+            .deploy_service_inner(opts, service, &log, &mut outcome)
+            .await
+        {
             Ok(msg) => {
                 outcome.ok = true;
                 outcome.message = msg;
@@ -355,7 +391,10 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         let previous_deployment = primary_deployment(&svc).map(|p| p.0);
         // moto stores the literal string given to UpdateService; resolve it to a full ARN.
         let (current_td, current_tags) = describe_task_definition(&self.client, &current).await?;
-        let current_arn = current_td.task_definition_arn().unwrap_or(&current).to_string();
+        let current_arn = current_td
+            .task_definition_arn()
+            .unwrap_or(&current)
+            .to_string();
         outcome.previous = Some(current_arn.clone());
 
         let (base_td, base_tags) = match &opts.task {
@@ -368,17 +407,31 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
             }
             None => (current_td, current_tags),
         };
-        let base_arn = base_td.task_definition_arn().unwrap_or_default().to_string();
+        let base_arn = base_td
+            .task_definition_arn()
+            .unwrap_or_default()
+            .to_string();
         let (new_td, diff) = taskdef::apply(&base_td, &opts.changes)?;
         let new_arn = if diff.is_empty() {
-            log.line(format!("deploying {} (no task definition changes)", short_revision(&base_arn)));
+            log.line(format!(
+                "deploying {} (no task definition changes)",
+                short_revision(&base_arn)
+            ));
             base_arn.clone()
         } else {
             if opts.show_diff {
-                log.line(format!("{} change(s) to {}:", diff.len(), short_revision(&base_arn)));
+                log.line(format!(
+                    "{} change(s) to {}:",
+                    diff.len(),
+                    short_revision(&base_arn)
+                ));
                 log.line(taskdef::format_diff(&diff));
             } else {
-                log.line(format!("{} change(s) to {} (--diff lists them)", diff.len(), short_revision(&base_arn)));
+                log.line(format!(
+                    "{} change(s) to {} (--diff lists them)",
+                    diff.len(),
+                    short_revision(&base_arn)
+                ));
             }
             let arn = register_task_definition(&self.client, &new_td, &base_tags).await?;
             log.line(format!("registered {arn}"));
@@ -386,11 +439,13 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         };
         outcome.revision = Some(new_arn.clone());
 
-        let mut record = DeploymentRecord::start(&target, RecordKind::Deploy, &new_arn, Some(&current_arn));
+        let mut record =
+            DeploymentRecord::start(&target, RecordKind::Deploy, &new_arn, Some(&current_arn));
         for c in new_td.container_definitions() {
-            record
-                .details
-                .insert(format!("image.{}", c.name().unwrap_or("?")), c.image().unwrap_or("").into());
+            record.details.insert(
+                format!("image.{}", c.name().unwrap_or("?")),
+                c.image().unwrap_or("").into(),
+            );
         }
         outcome.history_id = Some(record.id.clone());
         self.history.save(&record)?;
@@ -425,13 +480,24 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         if new_deployment.is_some() && new_deployment == previous_deployment && !force {
             log.line("note: the PRIMARY deployment id did not change after UpdateService");
         }
-        let desired = opts.scale.unwrap_or_else(|| updated.as_ref().map(|s| s.desired_count).unwrap_or(svc.desired_count));
+        let desired = opts.scale.unwrap_or_else(|| {
+            updated
+                .as_ref()
+                .map(|s| s.desired_count)
+                .unwrap_or(svc.desired_count)
+        });
 
         let Some(timeout) = opts.timeout else {
-            record.finish(DeployResult::Submitted, Some("not waited for (--timeout -1)".into()));
+            record.finish(
+                DeployResult::Submitted,
+                Some("not waited for (--timeout -1)".into()),
+            );
             self.history.save(&record)?;
             outcome.deregistered = self.prune(opts, &new_arn, &current_arn, &target, log).await;
-            return Ok(format!("submitted {} to {service} (not waited for)", short_revision(&new_arn)));
+            return Ok(format!(
+                "submitted {} to {service} (not waited for)",
+                short_revision(&new_arn)
+            ));
         };
         let ctx = WaitContext {
             cluster: cluster.clone(),
@@ -443,15 +509,22 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
             desired_count: desired,
             ignore_warnings: opts.ignore_warnings,
         };
-        let rollout = rollout::wait_for_rollout(&self.observer, &ctx, timeout, opts.poll_interval, log).await;
+        let rollout =
+            rollout::wait_for_rollout(&self.observer, &ctx, timeout, opts.poll_interval, log).await;
         let failure = match rollout {
             Ok(why) => {
                 log.line(format!("rollout succeeded: {why}"));
                 match &opts.health_url {
-                    Some(url) => crate::health::wait_http_healthy(url, opts.health_timeout, Duration::from_secs(1).min(opts.poll_interval.max(Duration::from_millis(100))), log)
-                        .await
-                        .err()
-                        .map(|e| (e.to_string(), None)),
+                    Some(url) => crate::health::wait_http_healthy(
+                        url,
+                        opts.health_timeout,
+                        Duration::from_secs(1)
+                            .min(opts.poll_interval.max(Duration::from_millis(100))),
+                        log,
+                    )
+                    .await
+                    .err()
+                    .map(|e| (e.to_string(), None)),
                     None => None,
                 }
             }
@@ -463,25 +536,49 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
             outcome.deregistered = self.prune(opts, &new_arn, &current_arn, &target, log).await;
             return Ok(format!("{service} is running {}", short_revision(&new_arn)));
         };
-        log.line(format!("deploy of {} failed: {reason}", short_revision(&new_arn)));
+        log.line(format!(
+            "deploy of {} failed: {reason}",
+            short_revision(&new_arn)
+        ));
         if !opts.rollback {
             record.finish(DeployResult::Failed, Some(reason.clone()));
             self.history.save(&record)?;
-            return Err(DeployError::Rollout(format!("{service}: {reason} (rollback disabled)")));
+            return Err(DeployError::Rollout(format!(
+                "{service}: {reason} (rollback disabled)"
+            )));
         }
         let rollback_to = match self.history.last_known_good(&target, Some(&new_arn))? {
             Some(r) => Some((r.revision, "last known-good revision")),
-            None if current_arn != new_arn => Some((current_arn.clone(), "revision that ran before")),
+            None if current_arn != new_arn => {
+                Some((current_arn.clone(), "revision that ran before"))
+            }
             None => None,
         };
         let Some((to, why)) = rollback_to else {
-            record.finish(DeployResult::Failed, Some(format!("{reason}; nothing to roll back to")));
+            record.finish(
+                DeployResult::Failed,
+                Some(format!("{reason}; nothing to roll back to")),
+            );
             self.history.save(&record)?;
-            return Err(DeployError::Rollout(format!("{service}: {reason}; no earlier revision to roll back to")));
+            return Err(DeployError::Rollout(format!(
+                "{service}: {reason}; no earlier revision to roll back to"
+            )));
         };
-        log.line(format!("rolling back {service} to {} ({why})", short_revision(&to)));
+        log.line(format!(
+            "rolling back {service} to {} ({why})",
+            short_revision(&to)
+        ));
         let rb = self
-            .roll_back_to(cluster, service, &to, ecs_rollback, desired, opts.rollback_timeout, opts.poll_interval, log)
+            .roll_back_to(
+                cluster,
+                service,
+                &to,
+                ecs_rollback,
+                desired,
+                opts.rollback_timeout,
+                opts.poll_interval,
+                log,
+            )
             .await;
         match rb {
             Ok(()) => {
@@ -495,9 +592,15 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
                 )))
             }
             Err(e) => {
-                record.finish(DeployResult::Failed, Some(format!("{reason}; rollback failed: {e}")));
+                record.finish(
+                    DeployResult::Failed,
+                    Some(format!("{reason}; rollback failed: {e}")),
+                );
                 self.history.save(&record)?;
-                Err(DeployError::Rollout(format!("{service}: {reason}\nrollback to {} FAILED too: {e}", short_revision(&to))))
+                Err(DeployError::Rollout(format!(
+                    "{service}: {reason}\nrollback to {} FAILED too: {e}",
+                    short_revision(&to)
+                )))
             }
         }
     }
@@ -521,7 +624,10 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         let started_at = now_secs();
         let deployment_id = match ecs_rollback {
             Some((id, td)) if td == to => {
-                log.line(format!("ECS already rolled back to {}: waiting for deployment {id}", short_revision(to)));
+                log.line(format!(
+                    "ECS already rolled back to {}: waiting for deployment {id}",
+                    short_revision(to)
+                ));
                 Some(id)
             }
             _ => {
@@ -533,7 +639,12 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
                     .task_definition(to)
                     .send()
                     .await
-                    .map_err(|e| DeployError::aws(&format!("UpdateService {cluster}/{service} (rollback)"), e));
+                    .map_err(|e| {
+                        DeployError::aws(
+                            &format!("UpdateService {cluster}/{service} (rollback)"),
+                            e,
+                        )
+                    });
                 match resp {
                     Ok(r) => r.service().and_then(primary_deployment).map(|p| p.0),
                     Err(e) => {
@@ -582,7 +693,10 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         let svc = describe_service(&self.client, cluster, service).await?;
         let current = svc.task_definition().unwrap_or_default().to_string();
         let (current_td, _) = describe_task_definition(&self.client, &current).await?;
-        let current_arn = current_td.task_definition_arn().unwrap_or(&current).to_string();
+        let current_arn = current_td
+            .task_definition_arn()
+            .unwrap_or(&current)
+            .to_string();
         let family = current_td.family().unwrap_or_default().to_string();
         let target = target_key(cluster, service);
         let wanted = match to {
@@ -608,9 +722,16 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         ensure_active(&td)?;
         let to_arn = td.task_definition_arn().unwrap_or(&wanted).to_string();
         if to_arn == current_arn {
-            return Err(DeployError::Usage(format!("{service} already runs {}", short_revision(&to_arn))));
+            return Err(DeployError::Usage(format!(
+                "{service} already runs {}",
+                short_revision(&to_arn)
+            )));
         }
-        self.log.line(format!("rolling back {service}: {} -> {}", short_revision(&current_arn), short_revision(&to_arn)));
+        self.log.line(format!(
+            "rolling back {service}: {} -> {}",
+            short_revision(&current_arn),
+            short_revision(&to_arn)
+        ));
         crate::history::withdraw_known_good(
             self.history,
             &target,
@@ -619,7 +740,17 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         )?;
         match timeout {
             Some(t) => {
-                self.roll_back_to(cluster, service, &to_arn, None, svc.desired_count, t, poll, &self.log).await?;
+                self.roll_back_to(
+                    cluster,
+                    service,
+                    &to_arn,
+                    None,
+                    svc.desired_count,
+                    t,
+                    poll,
+                    &self.log,
+                )
+                .await?;
             }
             None => {
                 self.client
@@ -629,13 +760,23 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
                     .task_definition(&to_arn)
                     .send()
                     .await
-                    .map_err(|e| DeployError::aws(&format!("UpdateService {cluster}/{service}"), e))?;
-                let mut record = DeploymentRecord::start(&target, RecordKind::Rollback, &to_arn, Some(&current_arn));
+                    .map_err(|e| {
+                        DeployError::aws(&format!("UpdateService {cluster}/{service}"), e)
+                    })?;
+                let mut record = DeploymentRecord::start(
+                    &target,
+                    RecordKind::Rollback,
+                    &to_arn,
+                    Some(&current_arn),
+                );
                 record.finish(DeployResult::Submitted, Some("not waited for".into()));
                 self.history.save(&record)?;
             }
         }
-        Ok(format!("{service} rolled back to {}", short_revision(&to_arn)))
+        Ok(format!(
+            "{service} rolled back to {}",
+            short_revision(&to_arn)
+        ))
     }
 
     /// Deregisters ACTIVE revisions of the family beyond the newest `keep`, never the new one,
@@ -648,9 +789,18 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         target: &str,
         log: &Log,
     ) -> Vec<String> {
-        let Some(keep) = opts.keep_revisions else { return Vec::new() };
-        let Some((family, _)) = family_and_revision(new_arn) else { return Vec::new() };
-        let known_good = self.history.last_known_good(target, None).ok().flatten().map(|r| r.revision);
+        let Some(keep) = opts.keep_revisions else {
+            return Vec::new();
+        };
+        let Some((family, _)) = family_and_revision(new_arn) else {
+            return Vec::new();
+        };
+        let known_good = self
+            .history
+            .last_known_good(target, None)
+            .ok()
+            .flatten()
+            .map(|r| r.revision);
         let mut arns: Vec<(i32, String)> = Vec::new();
         let mut next: Option<String> = None;
         loop {
@@ -666,7 +816,10 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
             let resp = match resp {
                 Ok(r) => r,
                 Err(e) => {
-                    log.line(format!("warning: {}", DeployError::aws("ListTaskDefinitions", e)));
+                    log.line(format!(
+                        "warning: {}",
+                        DeployError::aws("ListTaskDefinitions", e)
+                    ));
                     return Vec::new();
                 }
             };
@@ -685,15 +838,25 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         arns.sort_by_key(|a| std::cmp::Reverse(a.0));
         let mut removed = Vec::new();
         for (_, arn) in arns.into_iter().skip(keep) {
-            if arn == new_arn || arn == previous_arn || known_good.as_deref() == Some(arn.as_str()) {
+            if arn == new_arn || arn == previous_arn || known_good.as_deref() == Some(arn.as_str())
+            {
                 continue;
             }
-            match self.client.deregister_task_definition().task_definition(&arn).send().await {
+            match self
+                .client
+                .deregister_task_definition()
+                .task_definition(&arn)
+                .send()
+                .await
+            {
                 Ok(_) => {
                     log.line(format!("deregistered {}", short_revision(&arn)));
                     removed.push(arn);
                 }
-                Err(e) => log.line(format!("warning: {}", DeployError::aws(&format!("DeregisterTaskDefinition {arn}"), e))),
+                Err(e) => log.line(format!(
+                    "warning: {}",
+                    DeployError::aws(&format!("DeregisterTaskDefinition {arn}"), e)
+                )),
             }
         }
         removed
@@ -720,7 +883,11 @@ pub struct RunTaskOptions {
 
 /// Runs a one-off task, waits for STOPPED, returns the exit code: the first non-zero container
 /// exit code, 1 if a container has none and the task failed to start, else 0.
-pub async fn run_task(client: &Client, opts: &RunTaskOptions, log: &Log) -> Result<i32, DeployError> {
+pub async fn run_task(
+    client: &Client,
+    opts: &RunTaskOptions,
+    log: &Log,
+) -> Result<i32, DeployError> {
     use aws_sdk_ecs::types::{
         AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
         NetworkConfiguration, TaskOverride,
@@ -737,11 +904,23 @@ pub async fn run_task(client: &Client, opts: &RunTaskOptions, log: &Log) -> Resu
     if !opts.subnets.is_empty() {
         let vpc = AwsVpcConfiguration::builder()
             .set_subnets(Some(opts.subnets.clone()))
-            .set_security_groups(if opts.security_groups.is_empty() { None } else { Some(opts.security_groups.clone()) })
-            .assign_public_ip(if opts.public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled })
+            .set_security_groups(if opts.security_groups.is_empty() {
+                None
+            } else {
+                Some(opts.security_groups.clone())
+            })
+            .assign_public_ip(if opts.public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
             .build()
             .map_err(|e| DeployError::Usage(format!("network configuration: {e}")))?;
-        req = req.network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build());
+        req = req.network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(vpc)
+                .build(),
+        );
     }
     let mut names: Vec<&str> = opts.commands.iter().map(|c| c.0.as_str()).collect();
     names.extend(opts.env.iter().map(|e| e.0.as_str()));
@@ -761,7 +940,10 @@ pub async fn run_task(client: &Client, opts: &RunTaskOptions, log: &Log) -> Resu
         }
         req = req.overrides(overrides.build());
     }
-    let resp = req.send().await.map_err(|e| DeployError::aws(&format!("RunTask {}", opts.task), e))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| DeployError::aws(&format!("RunTask {}", opts.task), e))?;
     if let Some(f) = resp.failures().first() {
         return Err(DeployError::Aws(format!(
             "RunTask {}: {} {}",
@@ -770,9 +952,16 @@ pub async fn run_task(client: &Client, opts: &RunTaskOptions, log: &Log) -> Resu
             f.reason().unwrap_or("failed")
         )));
     }
-    let arns: Vec<String> = resp.tasks().iter().filter_map(|t| t.task_arn().map(str::to_string)).collect();
+    let arns: Vec<String> = resp
+        .tasks()
+        .iter()
+        .filter_map(|t| t.task_arn().map(str::to_string))
+        .collect();
     if arns.is_empty() {
-        return Err(DeployError::Aws(format!("RunTask {} started no task", opts.task)));
+        return Err(DeployError::Aws(format!(
+            "RunTask {} started no task",
+            opts.task
+        )));
     }
     for a in &arns {
         log.line(format!("started task {a}"));
@@ -787,7 +976,11 @@ pub async fn run_task(client: &Client, opts: &RunTaskOptions, log: &Log) -> Resu
             .send()
             .await
             .map_err(|e| DeployError::aws("DescribeTasks", e))?;
-        let statuses: Vec<String> = resp.tasks().iter().map(|t| t.last_status().unwrap_or("?").to_string()).collect();
+        let statuses: Vec<String> = resp
+            .tasks()
+            .iter()
+            .map(|t| t.last_status().unwrap_or("?").to_string())
+            .collect();
         let joined = statuses.join(",");
         if joined != last_status {
             log.line(format!("task status: {joined}"));
@@ -800,12 +993,19 @@ pub async fn run_task(client: &Client, opts: &RunTaskOptions, log: &Log) -> Resu
                     log.line(format!(
                         "container {} exited {}{}",
                         c.name().unwrap_or("?"),
-                        c.exit_code().map(|c| c.to_string()).unwrap_or_else(|| "without a code".into()),
+                        c.exit_code()
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "without a code".into()),
                         c.reason().map(|r| format!(" ({r})")).unwrap_or_default()
                     ));
                     match c.exit_code() {
                         Some(x) if x != 0 && code == 0 => code = x,
-                        None if code == 0 && t.stop_code().is_some_and(|s| s.as_str() == "TaskFailedToStart") => code = 1,
+                        None if code == 0
+                            && t.stop_code()
+                                .is_some_and(|s| s.as_str() == "TaskFailedToStart") =>
+                        {
+                            code = 1
+                        }
                         _ => {}
                     }
                 }

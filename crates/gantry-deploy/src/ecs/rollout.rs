@@ -134,9 +134,16 @@ const CLOCK_SKEW_SECS: f64 = 5.0;
 /// Judges one snapshot. Pure, so every rule is unit-tested.
 pub fn judge(ctx: &WaitContext, snap: &ServiceSnapshot) -> Verdict {
     let since = ctx.started_at - CLOCK_SKEW_SECS;
-    let recent_events: Vec<&ServiceEvent> =
-        snap.events.iter().filter(|e| e.created_at.is_none_or(|t| t >= since)).collect();
-    let event_lines: Vec<String> = recent_events.iter().take(10).map(|e| e.message.clone()).collect();
+    let recent_events: Vec<&ServiceEvent> = snap
+        .events
+        .iter()
+        .filter(|e| e.created_at.is_none_or(|t| t >= since))
+        .collect();
+    let event_lines: Vec<String> = recent_events
+        .iter()
+        .take(10)
+        .map(|e| e.message.clone())
+        .collect();
     let new_tasks: Vec<&TaskState> = snap
         .tasks
         .iter()
@@ -186,7 +193,9 @@ pub fn judge(ctx: &WaitContext, snap: &ServiceSnapshot) -> Verdict {
             format!(
                 "deployment {} FAILED: {}",
                 t.id,
-                t.rollout_state_reason.as_deref().unwrap_or("no reason given")
+                t.rollout_state_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
             ),
             None,
         );
@@ -201,7 +210,9 @@ pub fn judge(ctx: &WaitContext, snap: &ServiceSnapshot) -> Verdict {
         );
     }
     if !ctx.ignore_warnings
-        && let Some(e) = recent_events.iter().find(|e| e.message.to_ascii_lowercase().contains("unable"))
+        && let Some(e) = recent_events
+            .iter()
+            .find(|e| e.message.to_ascii_lowercase().contains("unable"))
     {
         return fail(format!("ECS reports: {}", e.message), None);
     }
@@ -224,8 +235,14 @@ pub fn judge(ctx: &WaitContext, snap: &ServiceSnapshot) -> Verdict {
         return Verdict::Succeeded(format!("deployment {} COMPLETED", t.id));
     }
     // moto (and ECS while scaling) may report 0 on the deployment; the context knows better.
-    let desired = tracked.map(|t| t.desired_count).filter(|d| *d > 0).unwrap_or(ctx.desired_count);
-    let running_new = new_tasks.iter().filter(|t| t.last_status == "RUNNING").count() as i32;
+    let desired = tracked
+        .map(|t| t.desired_count)
+        .filter(|d| *d > 0)
+        .unwrap_or(ctx.desired_count);
+    let running_new = new_tasks
+        .iter()
+        .filter(|t| t.last_status == "RUNNING")
+        .count() as i32;
     if desired <= 0 {
         return Verdict::Succeeded("desired count is 0".into());
     }
@@ -235,7 +252,9 @@ pub fn judge(ctx: &WaitContext, snap: &ServiceSnapshot) -> Verdict {
             crate::history::short_revision(&ctx.task_definition)
         ));
     }
-    let state = tracked.and_then(|t| t.rollout_state.clone()).unwrap_or_else(|| "unknown".into());
+    let state = tracked
+        .and_then(|t| t.rollout_state.clone())
+        .unwrap_or_else(|| "unknown".into());
     Verdict::Pending(format!(
         "{running_new}/{desired} new tasks running, {} deployment(s), rollout {state}",
         snap.deployments.len()
@@ -244,13 +263,19 @@ pub fn judge(ctx: &WaitContext, snap: &ServiceSnapshot) -> Verdict {
 
 fn describe_stopped(t: &TaskState) -> String {
     let id = t.arn.rsplit('/').next().unwrap_or(&t.arn);
-    let mut s = format!("{id}: {}", t.stopped_reason.as_deref().unwrap_or("no reason given"));
+    let mut s = format!(
+        "{id}: {}",
+        t.stopped_reason.as_deref().unwrap_or("no reason given")
+    );
     for (name, code, reason) in &t.containers {
         if code.is_some() || reason.is_some() {
             s.push_str(&format!(
                 "; {name} exit {}{}",
                 code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
-                reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -269,9 +294,26 @@ pub async fn wait_for_rollout<O: RolloutObserver>(
     let mut last_progress = String::new();
     let mut last_events: Vec<String> = Vec::new();
     loop {
-        match observer.snapshot(ctx).await {
+        // A hung read must not outlive the deadline by more than a few seconds.
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(5));
+        let read = tokio::time::timeout(budget, observer.snapshot(ctx))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DeployError::Aws(format!(
+                    "no answer within {}s",
+                    budget.as_secs()
+                )))
+            });
+        match read {
             Ok(snap) => {
-                last_events = snap.events.iter().take(10).map(|e| e.message.clone()).collect();
+                last_events = snap
+                    .events
+                    .iter()
+                    .take(10)
+                    .map(|e| e.message.clone())
+                    .collect();
                 match judge(ctx, &snap) {
                     Verdict::Succeeded(why) => return Ok(why),
                     Verdict::Failed(f) => return Err(f),
@@ -292,14 +334,22 @@ pub async fn wait_for_rollout<O: RolloutObserver>(
                     "timed out after {}s waiting for {} to roll out ({})",
                     timeout.as_secs(),
                     crate::history::short_revision(&ctx.task_definition),
-                    if last_progress.is_empty() { "no state read".into() } else { last_progress },
+                    if last_progress.is_empty() {
+                        "no state read".into()
+                    } else {
+                        last_progress
+                    },
                 ),
                 ecs_rolled_back_to: None,
                 events: last_events,
                 stopped_tasks: Vec::new(),
             });
         }
-        tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now())).max(Duration::from_millis(1))).await;
+        tokio::time::sleep(
+            poll.min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1)),
+        )
+        .await;
     }
 }
 
@@ -326,7 +376,10 @@ impl ScriptedObserver {
 
     /// Appends one state.
     pub fn then(self, step: impl Fn(&WaitContext) -> ServiceSnapshot + Send + 'static) -> Self {
-        self.steps.lock().unwrap_or_else(|p| p.into_inner()).push_back(Box::new(step));
+        self.steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Box::new(step));
         self
     }
 
@@ -347,8 +400,15 @@ impl RolloutObserver for ScriptedObserver {
         &self,
         ctx: &WaitContext,
     ) -> impl Future<Output = Result<ServiceSnapshot, DeployError>> + Send {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).push(ctx.clone());
-        let next = self.steps.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ctx.clone());
+        let next = self
+            .steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let snap = match next {
             Some(step) => step(ctx),
@@ -369,7 +429,10 @@ pub mod script {
             desired_count: ctx.desired_count,
             running_count: 0,
             deployments: vec![DeploymentState {
-                id: ctx.deployment_id.clone().unwrap_or_else(|| "ecs-svc/new".into()),
+                id: ctx
+                    .deployment_id
+                    .clone()
+                    .unwrap_or_else(|| "ecs-svc/new".into()),
                 status: "PRIMARY".into(),
                 task_definition: ctx.task_definition.clone(),
                 rollout_state: Some(rollout_state.into()),
@@ -382,7 +445,10 @@ pub mod script {
     }
 
     /// The circuit breaker rolled back: a new PRIMARY on `old_task_definition`, ours FAILED.
-    pub fn circuit_breaker_rollback(ctx: &WaitContext, old_task_definition: &str) -> ServiceSnapshot {
+    pub fn circuit_breaker_rollback(
+        ctx: &WaitContext,
+        old_task_definition: &str,
+    ) -> ServiceSnapshot {
         let mut snap = primary(ctx, "FAILED");
         snap.deployments[0].status = "ACTIVE".into();
         snap.deployments[0].rollout_state_reason =
@@ -467,14 +533,26 @@ mod tests {
 
     #[test]
     fn completed_deployment_succeeds() {
-        assert!(matches!(judge(&ctx(), &primary(&ctx(), "COMPLETED")), Verdict::Succeeded(_)));
+        assert!(matches!(
+            judge(&ctx(), &primary(&ctx(), "COMPLETED")),
+            Verdict::Succeeded(_)
+        ));
     }
 
     #[test]
     fn in_progress_is_pending_until_new_tasks_reach_desired_count() {
-        assert!(matches!(judge(&ctx(), &primary(&ctx(), "IN_PROGRESS")), Verdict::Pending(_)));
-        assert!(matches!(judge(&ctx(), &running_tasks(&ctx(), 1)), Verdict::Pending(_)));
-        assert!(matches!(judge(&ctx(), &running_tasks(&ctx(), 2)), Verdict::Succeeded(_)));
+        assert!(matches!(
+            judge(&ctx(), &primary(&ctx(), "IN_PROGRESS")),
+            Verdict::Pending(_)
+        ));
+        assert!(matches!(
+            judge(&ctx(), &running_tasks(&ctx(), 1)),
+            Verdict::Pending(_)
+        ));
+        assert!(matches!(
+            judge(&ctx(), &running_tasks(&ctx(), 2)),
+            Verdict::Succeeded(_)
+        ));
     }
 
     #[test]
@@ -491,7 +569,8 @@ mod tests {
     fn completed_on_another_revision_is_not_success() {
         let c = ctx();
         let mut snap = primary(&c, "COMPLETED");
-        snap.deployments[0].task_definition = "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:1".into();
+        snap.deployments[0].task_definition =
+            "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:1".into();
         assert!(matches!(judge(&c, &snap), Verdict::Pending(_)));
     }
 
@@ -512,10 +591,15 @@ mod tests {
         // services-stable waiter would call this a success; it is not.
         snap.deployments.truncate(1);
         snap.deployments[0].rollout_state = Some("COMPLETED".into());
-        let Verdict::Failed(f) = judge(&c, &snap) else { panic!("expected failure") };
+        let Verdict::Failed(f) = judge(&c, &snap) else {
+            panic!("expected failure")
+        };
         assert_eq!(
             f.ecs_rolled_back_to,
-            Some(("ecs-svc/circuit-breaker-rollback".to_string(), old.to_string()))
+            Some((
+                "ecs-svc/circuit-breaker-rollback".to_string(),
+                old.to_string()
+            ))
         );
         assert!(f.to_string().contains("rolling back"), "{f}");
     }
@@ -523,7 +607,9 @@ mod tests {
     #[test]
     fn unable_events_fail_unless_ignored() {
         let mut c = ctx();
-        let Verdict::Failed(f) = judge(&c, &unable_event(&c)) else { panic!("expected failure") };
+        let Verdict::Failed(f) = judge(&c, &unable_event(&c)) else {
+            panic!("expected failure")
+        };
         assert!(f.reason.contains("unable to place"), "{}", f.reason);
         c.ignore_warnings = true;
         assert!(matches!(judge(&c, &unable_event(&c)), Verdict::Pending(_)));
@@ -543,17 +629,30 @@ mod tests {
             panic!("expected failure")
         };
         let text = f.to_string();
-        assert!(text.contains("Essential container in task exited"), "{text}");
+        assert!(
+            text.contains("Essential container in task exited"),
+            "{text}"
+        );
         assert!(text.contains("app exit 137 (OutOfMemoryError)"), "{text}");
     }
 
     #[tokio::test]
     async fn wait_times_out_with_progress_in_the_message() {
         let obs = ScriptedObserver::new().then(|c| primary(c, "IN_PROGRESS"));
-        let err = wait_for_rollout(&obs, &ctx(), Duration::from_millis(120), Duration::from_millis(20), &Log::silent())
-            .await
-            .expect_err("timeout");
-        assert!(err.reason.starts_with("timed out after 0s"), "{}", err.reason);
+        let err = wait_for_rollout(
+            &obs,
+            &ctx(),
+            Duration::from_millis(120),
+            Duration::from_millis(20),
+            &Log::silent(),
+        )
+        .await
+        .expect_err("timeout");
+        assert!(
+            err.reason.starts_with("timed out after 0s"),
+            "{}",
+            err.reason
+        );
         assert!(err.reason.contains("rollout IN_PROGRESS"), "{}", err.reason);
         assert!(obs.contexts().len() >= 3);
     }
@@ -564,9 +663,15 @@ mod tests {
             .then(|c| primary(c, "IN_PROGRESS"))
             .then(|c| running_tasks(c, 1))
             .then(|c| primary(c, "COMPLETED"));
-        let ok = wait_for_rollout(&obs, &ctx(), Duration::from_secs(5), Duration::from_millis(1), &Log::silent())
-            .await
-            .expect("completed");
+        let ok = wait_for_rollout(
+            &obs,
+            &ctx(),
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            &Log::silent(),
+        )
+        .await
+        .expect("completed");
         assert!(ok.contains("COMPLETED"));
         assert_eq!(obs.contexts().len(), 3);
     }

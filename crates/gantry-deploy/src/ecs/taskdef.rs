@@ -120,7 +120,8 @@ pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, (usize, String)
         }
         let v = v.trim();
         let v = if v.len() >= 2
-            && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
         {
             &v[1..v.len() - 1]
         } else {
@@ -143,7 +144,14 @@ pub struct Change {
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {} -> {}", self.scope, self.field, show(&self.old), show(&self.new))
+        write!(
+            f,
+            "{}: {}: {} -> {}",
+            self.scope,
+            self.field,
+            show(&self.old),
+            show(&self.new)
+        )
     }
 }
 
@@ -160,8 +168,9 @@ pub fn format_diff(changes: &[Change]) -> String {
 pub fn split_command(cmd: &str) -> Result<Vec<String>, DeployError> {
     let trimmed = cmd.trim();
     if trimmed.starts_with('[') {
-        return serde_json::from_str(trimmed)
-            .map_err(|e| DeployError::Usage(format!("--command {cmd:?}: invalid JSON array: {e}")));
+        return serde_json::from_str(trimmed).map_err(|e| {
+            DeployError::Usage(format!("--command {cmd:?}: invalid JSON array: {e}"))
+        });
     }
     let mut words = Vec::new();
     let mut cur = String::new();
@@ -200,7 +209,9 @@ pub fn split_command(cmd: &str) -> Result<Vec<String>, DeployError> {
         }
     }
     if quote.is_some() {
-        return Err(DeployError::Usage(format!("--command {cmd:?}: unclosed quote")));
+        return Err(DeployError::Usage(format!(
+            "--command {cmd:?}: unclosed quote"
+        )));
     }
     if in_word {
         words.push(cur);
@@ -212,12 +223,19 @@ pub fn split_command(cmd: &str) -> Result<Vec<String>, DeployError> {
 pub fn retag(image: &str, tag: &str) -> String {
     let base = image.split('@').next().unwrap_or(image);
     let slash = base.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let name_end = base[slash..].find(':').map(|i| slash + i).unwrap_or(base.len());
+    let name_end = base[slash..]
+        .find(':')
+        .map(|i| slash + i)
+        .unwrap_or(base.len());
     format!("{}:{tag}", &base[..name_end])
 }
 
 fn parse_port(spec: &str) -> Result<PortMapping, DeployError> {
-    let bad = || DeployError::Usage(format!("--port {spec:?}: expected [HOST:]CONTAINER[/tcp|/udp]"));
+    let bad = || {
+        DeployError::Usage(format!(
+            "--port {spec:?}: expected [HOST:]CONTAINER[/tcp|/udp]"
+        ))
+    };
     let (ports, proto) = match spec.split_once('/') {
         Some((p, "udp")) => (p, TransportProtocol::Udp),
         Some((p, "tcp")) => (p, TransportProtocol::Tcp),
@@ -225,7 +243,10 @@ fn parse_port(spec: &str) -> Result<PortMapping, DeployError> {
         None => (spec, TransportProtocol::Tcp),
     };
     let (host, container) = match ports.split_once(':') {
-        Some((h, c)) => (Some(h.parse::<i32>().map_err(|_| bad())?), c.parse::<i32>().map_err(|_| bad())?),
+        Some((h, c)) => (
+            Some(h.parse::<i32>().map_err(|_| bad())?),
+            c.parse::<i32>().map_err(|_| bad())?,
+        ),
         None => (None, ports.parse::<i32>().map_err(|_| bad())?),
     };
     Ok(PortMapping::builder()
@@ -247,7 +268,10 @@ fn env_text(c: &ContainerDefinition) -> String {
 
 /// Applies `changes` to a copy of `td`. Unknown container names are an error that lists the
 /// containers the task definition has.
-pub fn apply(td: &TaskDefinition, changes: &TaskChanges) -> Result<(TaskDefinition, Vec<Change>), DeployError> {
+pub fn apply(
+    td: &TaskDefinition,
+    changes: &TaskChanges,
+) -> Result<(TaskDefinition, Vec<Change>), DeployError> {
     let mut out = td.clone();
     let mut diff = Vec::new();
     let containers = out.container_definitions.get_or_insert_with(Vec::new);
@@ -265,7 +289,12 @@ pub fn apply(td: &TaskDefinition, changes: &TaskChanges) -> Result<(TaskDefiniti
         let name = c.name.clone().unwrap_or_default();
         let mut change = |field: &str, old: String, new: String| {
             if old != new {
-                diff.push(Change { scope: name.clone(), field: field.to_string(), old, new });
+                diff.push(Change {
+                    scope: name.clone(),
+                    field: field.to_string(),
+                    old,
+                    new,
+                });
             }
         };
         // Images: --image wins over --tag for that container.
@@ -281,11 +310,15 @@ pub fn apply(td: &TaskDefinition, changes: &TaskChanges) -> Result<(TaskDefiniti
         c.image = Some(new_image);
 
         // Environment.
-        let given: Vec<&(String, String, String)> = changes.env.iter().filter(|e| e.0 == name).collect();
+        let given: Vec<&(String, String, String)> =
+            changes.env.iter().filter(|e| e.0 == name).collect();
         if !given.is_empty() {
             let before = env_text(c);
-            let mut env: Vec<KeyValuePair> =
-                if changes.exclusive_env { Vec::new() } else { c.environment.clone().unwrap_or_default() };
+            let mut env: Vec<KeyValuePair> = if changes.exclusive_env {
+                Vec::new()
+            } else {
+                c.environment.clone().unwrap_or_default()
+            };
             for (_, k, v) in given {
                 match env.iter_mut().find(|kv| kv.name() == Some(k.as_str())) {
                     Some(kv) => kv.value = Some(v.clone()),
@@ -297,16 +330,23 @@ pub fn apply(td: &TaskDefinition, changes: &TaskChanges) -> Result<(TaskDefiniti
         }
 
         // Secrets.
-        let given: Vec<&(String, String, String)> = changes.secrets.iter().filter(|e| e.0 == name).collect();
+        let given: Vec<&(String, String, String)> =
+            changes.secrets.iter().filter(|e| e.0 == name).collect();
         if !given.is_empty() {
             let text = |s: &[Secret]| {
-                let mut v: Vec<String> = s.iter().map(|s| format!("{}={}", s.name, s.value_from)).collect();
+                let mut v: Vec<String> = s
+                    .iter()
+                    .map(|s| format!("{}={}", s.name, s.value_from))
+                    .collect();
                 v.sort();
                 v.join(",")
             };
             let before = text(c.secrets());
-            let mut secrets: Vec<Secret> =
-                if changes.exclusive_secrets { Vec::new() } else { c.secrets.clone().unwrap_or_default() };
+            let mut secrets: Vec<Secret> = if changes.exclusive_secrets {
+                Vec::new()
+            } else {
+                c.secrets.clone().unwrap_or_default()
+            };
             for (_, k, param) in given {
                 match secrets.iter_mut().find(|s| s.name == *k) {
                     Some(s) => s.value_from = param.clone(),
@@ -326,20 +366,35 @@ pub fn apply(td: &TaskDefinition, changes: &TaskChanges) -> Result<(TaskDefiniti
         if let Some((_, cmd)) = changes.commands.iter().rev().find(|x| x.0 == name) {
             let before = serde_json::to_string(c.command()).unwrap_or_default();
             c.command = Some(split_command(cmd)?);
-            change("command", before, serde_json::to_string(c.command()).unwrap_or_default());
+            change(
+                "command",
+                before,
+                serde_json::to_string(c.command()).unwrap_or_default(),
+            );
         }
         if let Some((_, v)) = changes.cpu.iter().rev().find(|x| x.0 == name) {
             change("cpu", c.cpu.to_string(), v.to_string());
             c.cpu = *v;
         }
         if let Some((_, v)) = changes.memory.iter().rev().find(|x| x.0 == name) {
-            change("memory", c.memory.map(|m| m.to_string()).unwrap_or_default(), v.to_string());
+            change(
+                "memory",
+                c.memory.map(|m| m.to_string()).unwrap_or_default(),
+                v.to_string(),
+            );
             c.memory = Some(*v);
         }
-        if let Some((_, v)) = changes.memory_reservation.iter().rev().find(|x| x.0 == name) {
+        if let Some((_, v)) = changes
+            .memory_reservation
+            .iter()
+            .rev()
+            .find(|x| x.0 == name)
+        {
             change(
                 "memoryReservation",
-                c.memory_reservation.map(|m| m.to_string()).unwrap_or_default(),
+                c.memory_reservation
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
                 v.to_string(),
             );
             c.memory_reservation = Some(*v);
@@ -420,10 +475,17 @@ pub fn apply(td: &TaskDefinition, changes: &TaskChanges) -> Result<(TaskDefiniti
                     .build()
                     .map_err(|e| DeployError::Usage(format!("--log {name}: {e}")))?,
             );
-            change("logConfiguration", before, text(c.log_configuration.as_ref()));
+            change(
+                "logConfiguration",
+                before,
+                text(c.log_configuration.as_ref()),
+            );
         }
-        let labels: Vec<&(String, String, String)> =
-            changes.docker_labels.iter().filter(|x| x.0 == name).collect();
+        let labels: Vec<&(String, String, String)> = changes
+            .docker_labels
+            .iter()
+            .filter(|x| x.0 == name)
+            .collect();
         for (_, k, v) in labels {
             let map = c.docker_labels.get_or_insert_with(HashMap::new);
             let old = map.insert(k.clone(), v.clone()).unwrap_or_default();
@@ -461,7 +523,10 @@ pub fn apply(td: &TaskDefinition, changes: &TaskChanges) -> Result<(TaskDefiniti
 
 /// `arn:...:task-definition/web:7` or `web:7` → (`web`, 7).
 pub fn family_and_revision(arn_or_name: &str) -> Option<(String, i32)> {
-    let tail = arn_or_name.rsplit_once("task-definition/").map(|(_, t)| t).unwrap_or(arn_or_name);
+    let tail = arn_or_name
+        .rsplit_once("task-definition/")
+        .map(|(_, t)| t)
+        .unwrap_or(arn_or_name);
     let (family, rev) = tail.rsplit_once(':')?;
     Some((family.to_string(), rev.parse().ok()?))
 }
@@ -482,7 +547,10 @@ mod tests {
                     .build(),
             )
             .container_definitions(
-                ContainerDefinition::builder().name("sidecar").image("localhost:5000/proxy").build(),
+                ContainerDefinition::builder()
+                    .name("sidecar")
+                    .image("localhost:5000/proxy")
+                    .build(),
             )
             .build()
     }
@@ -492,20 +560,39 @@ mod tests {
         let changes = TaskChanges {
             tag: Some("abc123".into()),
             images: vec![("sidecar".into(), "proxy:2".into())],
-            env: vec![("app".into(), "A".into(), "9".into()), ("app".into(), "C".into(), "3".into())],
-            secrets: vec![("app".into(), "DB".into(), "arn:aws:ssm:::parameter/db".into())],
+            env: vec![
+                ("app".into(), "A".into(), "9".into()),
+                ("app".into(), "C".into(), "3".into()),
+            ],
+            secrets: vec![(
+                "app".into(),
+                "DB".into(),
+                "arn:aws:ssm:::parameter/db".into(),
+            )],
             ..Default::default()
         };
         let (new, diff) = apply(&td(), &changes).expect("apply");
         let c = &new.container_definitions.as_ref().expect("containers")[0];
-        assert_eq!(c.image(), Some("123.dkr.ecr.eu-west-1.amazonaws.com/app:abc123"));
+        assert_eq!(
+            c.image(),
+            Some("123.dkr.ecr.eu-west-1.amazonaws.com/app:abc123")
+        );
         assert_eq!(env_text(c), "A=9,B=2,C=3");
         assert_eq!(c.secrets()[0].value_from, "arn:aws:ssm:::parameter/db");
         let text = format_diff(&diff);
         assert!(text.contains("app: image: 123.dkr.ecr.eu-west-1.amazonaws.com/app:1 -> 123.dkr.ecr.eu-west-1.amazonaws.com/app:abc123"), "{text}");
-        assert!(text.contains("sidecar: image: localhost:5000/proxy -> proxy:2"), "{text}");
-        assert!(text.contains("app: environment: A=1,B=2 -> A=9,B=2,C=3"), "{text}");
-        assert!(text.contains("app: secrets: (none) -> DB=arn:aws:ssm:::parameter/db"), "{text}");
+        assert!(
+            text.contains("sidecar: image: localhost:5000/proxy -> proxy:2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("app: environment: A=1,B=2 -> A=9,B=2,C=3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("app: secrets: (none) -> DB=arn:aws:ssm:::parameter/db"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -521,9 +608,15 @@ mod tests {
 
     #[test]
     fn unknown_container_is_a_usage_error() {
-        let changes = TaskChanges { images: vec![("nope".into(), "x".into())], ..Default::default() };
+        let changes = TaskChanges {
+            images: vec![("nope".into(), "x".into())],
+            ..Default::default()
+        };
         let err = apply(&td(), &changes).expect_err("unknown container");
-        assert!(err.to_string().contains("containers: app, sidecar"), "{err}");
+        assert!(
+            err.to_string().contains("containers: app, sidecar"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -536,14 +629,33 @@ mod tests {
     fn command_ports_health_log() {
         let changes = TaskChanges {
             commands: vec![("app".into(), "sh -c 'echo hi there'".into())],
-            ports: vec![("app".into(), "8080:80".into()), ("app".into(), "53/udp".into())],
+            ports: vec![
+                ("app".into(), "8080:80".into()),
+                ("app".into(), "53/udp".into()),
+            ],
             health_checks: vec![(
                 "app".into(),
-                HealthCheckSpec { command: "wget -q localhost".into(), interval: 10, timeout: 3, retries: 2, start_period: 5 },
+                HealthCheckSpec {
+                    command: "wget -q localhost".into(),
+                    interval: 10,
+                    timeout: 3,
+                    retries: 2,
+                    start_period: 5,
+                },
             )],
             log_configs: vec![
-                ("app".into(), "awslogs".into(), "awslogs-group".into(), "g".into()),
-                ("app".into(), "awslogs".into(), "awslogs-region".into(), "eu-west-1".into()),
+                (
+                    "app".into(),
+                    "awslogs".into(),
+                    "awslogs-group".into(),
+                    "g".into(),
+                ),
+                (
+                    "app".into(),
+                    "awslogs".into(),
+                    "awslogs-region".into(),
+                    "eu-west-1".into(),
+                ),
             ],
             ..Default::default()
         };
@@ -552,8 +664,19 @@ mod tests {
         assert_eq!(c.command(), ["sh", "-c", "echo hi there"]);
         assert_eq!(c.port_mappings()[0].host_port, Some(8080));
         assert_eq!(c.port_mappings()[1].protocol, Some(TransportProtocol::Udp));
-        assert_eq!(c.health_check.as_ref().map(|h| h.command.clone()), Some(vec!["CMD-SHELL".to_string(), "wget -q localhost".to_string()]));
-        assert_eq!(c.log_configuration.as_ref().map(|l| l.options.as_ref().map(|o| o.len())), Some(Some(2)));
+        assert_eq!(
+            c.health_check.as_ref().map(|h| h.command.clone()),
+            Some(vec![
+                "CMD-SHELL".to_string(),
+                "wget -q localhost".to_string()
+            ])
+        );
+        assert_eq!(
+            c.log_configuration
+                .as_ref()
+                .map(|l| l.options.as_ref().map(|o| o.len())),
+            Some(Some(2))
+        );
         assert_eq!(diff.len(), 4);
     }
 
@@ -561,15 +684,25 @@ mod tests {
     fn helpers() {
         assert_eq!(retag("localhost:5000/app", "v2"), "localhost:5000/app:v2");
         assert_eq!(retag("app:1@sha256:ab", "v2"), "app:v2");
-        assert_eq!(split_command(r#"a "b c" d\ e"#).expect("split"), ["a", "b c", "d e"]);
+        assert_eq!(
+            split_command(r#"a "b c" d\ e"#).expect("split"),
+            ["a", "b c", "d e"]
+        );
         assert_eq!(split_command(r#"["x","y z"]"#).expect("json"), ["x", "y z"]);
         assert!(split_command("a 'b").is_err());
-        assert_eq!(family_and_revision("arn:aws:ecs:r:1:task-definition/web:7"), Some(("web".into(), 7)));
+        assert_eq!(
+            family_and_revision("arn:aws:ecs:r:1:task-definition/web:7"),
+            Some(("web".into(), 7))
+        );
         assert_eq!(family_and_revision("web:3"), Some(("web".into(), 3)));
         assert_eq!(family_and_revision("web"), None);
         assert_eq!(
             parse_dotenv("# c\nA=1\nexport B=\"two words\"\n\nC='x'\n").expect("parse"),
-            vec![("A".into(), "1".into()), ("B".into(), "two words".into()), ("C".into(), "x".into())]
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "x".into())
+            ]
         );
         assert_eq!(parse_dotenv("A=1\nnope\n").expect_err("bad").0, 2);
         assert!(parse_port("x:80").is_err());

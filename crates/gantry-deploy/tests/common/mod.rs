@@ -28,7 +28,10 @@ pub fn repo_root() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(5055)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(5055)
 }
 
 /// Starts moto, or returns None (skip) when the venv is absent and moto is not required.
@@ -43,9 +46,15 @@ pub fn start_moto_with(test: &str, env: &[(&str, &str)]) -> Option<Moto> {
     let bin = venv.join("bin/moto_server");
     if !bin.exists() {
         if std::env::var("GANTRY_REQUIRE_MOTO").as_deref() == Ok("1") {
-            panic!("{test}: GANTRY_REQUIRE_MOTO=1 but {} is missing (run scripts/setup-moto.sh)", bin.display());
+            panic!(
+                "{test}: GANTRY_REQUIRE_MOTO=1 but {} is missing (run scripts/setup-moto.sh)",
+                bin.display()
+            );
         }
-        eprintln!("SKIPPED {test}: no moto at {} (run scripts/setup-moto.sh)", bin.display());
+        eprintln!(
+            "SKIPPED {test}: no moto at {} (run scripts/setup-moto.sh)",
+            bin.display()
+        );
         return None;
     }
     let port = free_port();
@@ -58,7 +67,10 @@ pub fn start_moto_with(test: &str, env: &[(&str, &str)]) -> Option<Moto> {
         cmd.env(k, v);
     }
     let child = cmd.spawn().expect("spawn moto_server");
-    let moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
+    let moto = Moto {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -100,7 +100,8 @@ pub struct DockerExecutor {
     /// shell in it, with the job's variables, files and any packages the
     /// job installed. The previous kept container of the same job and
     /// project is removed when the job runs again. Service networks are
-    /// detached from a kept container (the services are gone).
+    /// detached from a kept container (the services are gone). A cancelled
+    /// job (Ctrl-C) keeps nothing.
     pub keep_for_shell: bool,
     /// How long to wait for a service's ports (GitLab: 30 s).
     pub service_wait_timeout: Duration,
@@ -459,6 +460,8 @@ impl DockerExecutor {
             cmd: Some(vec!["sh".into()]),
             open_stdin: Some(true),
             stdin_once: Some(false),
+            // `sh` as PID 1 ignores SIGTERM: a graceful stop would only wait.
+            stop_signal: Some("SIGKILL".into()),
             tty: Some(false),
             env: Some(env),
             working_dir: Some(req.ci_project_dir.clone()),
@@ -799,10 +802,9 @@ async fn list_containers(
         .collect())
 }
 
-/// Kills (SIGKILL: a shell as PID 1 ignores SIGTERM, and a graceful stop
-/// would wait 10 s) and removes a container. Ok(false) if it was gone.
+/// Force-removes a container (the engine kills it with SIGKILL first; a
+/// separate kill call would cost another ~100 ms). Ok(false) if it was gone.
 async fn force_remove(docker: &Docker, container: &str) -> Result<bool, ExecError> {
-    kill(docker, container).await;
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
@@ -1281,6 +1283,11 @@ impl JobEnvironment for DockerJob {
             // The whole container, so nothing the script started survives.
             kill(&self.docker, &container).await;
             self.needs_start = true;
+            if outcome == ScriptOutcome::Cancelled {
+                // Ctrl-C leaves nothing behind, not even a container kept
+                // for `gantry shell`.
+                self.keep_for_shell = false;
+            }
             self.give_files_back(&output).await;
             return Ok(outcome);
         }
@@ -1318,7 +1325,8 @@ impl JobEnvironment for DockerJob {
 }
 
 impl DockerJob {
-    /// Copies a script too long for an argument into the container.
+    /// Copies a script too long for an argument into the container, at its
+    /// root: the one directory every image has (not all have /tmp).
     async fn upload_script(&self, container: &str, script: &str) -> Result<String, ExecError> {
         let name = format!(
             ".gantry-script-{}.sh",
@@ -1332,12 +1340,12 @@ impl DockerJob {
         archive.append_data(&mut header, &name, script.as_bytes())?;
         let bytes = archive.into_inner()?;
         let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
-            .path("/tmp")
+            .path("/")
             .build();
         self.docker
             .upload_to_container(container, Some(options), bollard::body_full(bytes.into()))
             .await
             .map_err(|e| engine_error("copying the script into the container", e))?;
-        Ok(format!("/tmp/{name}"))
+        Ok(format!("/{name}"))
     }
 }
