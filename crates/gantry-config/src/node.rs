@@ -4,6 +4,12 @@
 
 use crate::source::Span;
 use indexmap::IndexMap;
+use std::hash::BuildHasherDefault;
+
+/// Keys are short and trusted to be few per map; FxHash is several times
+/// faster than SipHash here and maps hold no attacker-chosen key sets large
+/// enough to matter (documents are capped at 1 MB).
+type FastHasher = BuildHasherDefault<rustc_hash::FxHasher>;
 
 /// A YAML value with its position.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,7 +36,7 @@ pub enum Value {
 /// symbolised keys behave.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Map {
-    entries: IndexMap<String, Entry>,
+    entries: IndexMap<String, Entry, FastHasher>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

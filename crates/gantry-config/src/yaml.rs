@@ -16,7 +16,7 @@ use crate::node::{Map, Node, Value};
 use crate::source::{FileId, Span};
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Limits applied while loading one file.
 #[derive(Clone, Debug)]
@@ -83,7 +83,7 @@ pub fn parse_document(text: &str, file: FileId, limits: &Limits) -> Result<Docum
 
 enum Frame {
     Seq { items: Vec<Node>, span: Span, anchor: usize, tag: Option<String>, count: usize },
-    Map { map: Map, span: Span, anchor: usize, key: Option<(String, Span)>, count: usize, explicit: HashMap<String, Span> },
+    Map { map: Map, span: Span, anchor: usize, key: Option<(String, Span)>, count: usize, merged: Option<Box<HashSet<String>>> },
 }
 
 struct Builder<'l> {
@@ -168,7 +168,7 @@ impl<'l> Builder<'l> {
                             self.errors.push(Diagnostic::at(span, format!("unknown tag `{t}` on a mapping")).expected("an untagged mapping"));
                         }
                     }
-                    self.stack.push(Frame::Map { map: Map::new(), span, anchor, key: None, count: 1, explicit: HashMap::new() });
+                    self.stack.push(Frame::Map { map: Map::new(), span, anchor, key: None, count: 1, merged: None });
                 }
                 Event::SequenceEnd => {
                     let Some(Frame::Seq { items, span, anchor, tag, count }) = self.stack.pop() else {
@@ -234,7 +234,7 @@ impl<'l> Builder<'l> {
                 *count += size;
                 items.push(node);
             }
-            Frame::Map { map, key, count, explicit, .. } => {
+            Frame::Map { map, key, count, merged, .. } => {
                 *count += size;
                 match key.take() {
                     None => {
@@ -249,18 +249,18 @@ impl<'l> Builder<'l> {
                         };
                         *key = Some((name, node.span));
                     }
-                    Some((name, key_span)) if name == "<<" => {
-                        merge_into(map, explicit, node, &mut self.errors);
-                        let _ = key_span;
+                    Some((name, _)) if name == "<<" => {
+                        merge_into(map, merged.get_or_insert_with(Default::default), node, &mut self.errors);
                     }
                     Some((name, key_span)) => {
-                        if let Some(first) = explicit.get(&name) {
+                        // A key that came from a `<<` merge may be overridden;
+                        // a key written twice is an error.
+                        let from_merge = merged.as_mut().is_some_and(|m| m.remove(&name));
+                        if !from_merge && let Some(first) = map.entry(&name) {
                             self.errors.push(
-                                Diagnostic::at(key_span, format!("duplicate key `{name}` (first defined at line {})", first.line))
+                                Diagnostic::at(key_span, format!("duplicate key `{name}` (first defined at line {})", first.key_span.line))
                                     .expected("each key once per mapping"),
                             );
-                        } else {
-                            explicit.insert(name.clone(), key_span);
                         }
                         map.insert(name, key_span, node);
                     }
@@ -305,11 +305,11 @@ fn bad_tag(tag: &str, span: Span) -> Diagnostic {
 
 /// Applies a `<<` value (a mapping, or a sequence of mappings where earlier
 /// ones win) the way Psych does: merged keys override what came before.
-fn merge_into(map: &mut Map, explicit: &mut HashMap<String, Span>, value: Node, errors: &mut Vec<Diagnostic>) {
+fn merge_into(map: &mut Map, merged_keys: &mut HashSet<String>, value: Node, errors: &mut Vec<Diagnostic>) {
     match value.value {
         Value::Map(m) => {
             for (k, e) in m.iter() {
-                explicit.remove(k);
+                merged_keys.insert(k.to_string());
                 map.insert(k.to_string(), e.key_span, e.value.clone());
             }
         }
@@ -329,7 +329,7 @@ fn merge_into(map: &mut Map, explicit: &mut HashMap<String, Span>, value: Node, 
                 }
             }
             for (k, e) in merged.iter() {
-                explicit.remove(k);
+                merged_keys.insert(k.to_string());
                 map.insert(k.to_string(), e.key_span, e.value.clone());
             }
         }

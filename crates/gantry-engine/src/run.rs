@@ -446,9 +446,9 @@ pub fn run_blocking(
     docker: Option<DockerConnect>,
     reporter: &mut Reporter,
 ) -> Result<RunReport, EngineError> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // One thread: the run is I/O-bound (waiting on processes and pipes), and
+    // every hand-off between threads costs a wake-up on a busy machine.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| EngineError::Setup(format!("cannot start the runtime: {e}")))?;

@@ -3,6 +3,15 @@
 //! command a `$ command` line in the log followed by the command itself, so
 //! the first failing command fails the job.
 
+/// `set -e`, and `pipefail` where the shell has it: bash is known to (no
+/// subshell, so no extra fork per job); other shells are probed in one.
+const PRELUDE: &str = "set -e
+if [ -n \"${BASH_VERSION:-}\" ]; then set -o pipefail
+elif (set -o pipefail) 2>/dev/null; then set -o pipefail
+fi
+set +o noclobber
+";
+
 /// `before_script` + `script` as one script (the `step_script` stage).
 pub fn step_script(before_script: &[String], script: &[String]) -> String {
     build(before_script.iter().chain(script.iter()))
@@ -14,9 +23,7 @@ pub fn after_script(after_script: &[String]) -> String {
 }
 
 fn build<'a>(commands: impl Iterator<Item = &'a String>) -> String {
-    let mut out = String::from(
-        "set -e\nif (set -o pipefail) 2>/dev/null; then set -o pipefail; fi\nset +o noclobber\n",
-    );
+    let mut out = String::from(PRELUDE);
     for cmd in commands {
         let shown = match cmd.trim_end().split_once('\n') {
             Some((first, _)) => format!("$ {first} # collapsed multi-line command"),

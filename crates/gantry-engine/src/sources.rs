@@ -197,7 +197,13 @@ pub fn working_tree_dirty(repo_dir: &Path) -> bool {
     Command::new("git")
         .arg("-C")
         .arg(repo_dir)
-        .args(["status", "--porcelain", "--untracked-files=no"])
+        // No optional locks: never write the user's index behind their back.
+        .args([
+            "--no-optional-locks",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()

@@ -717,6 +717,9 @@ pub fn deployments(a: DeploymentsArgs) -> i32 {
         records.drain(..skip);
     }
     if a.json {
+        for r in &mut records {
+            redact_spec_env(r);
+        }
         match serde_json::to_string_pretty(&records) {
             Ok(s) => println!("{s}"),
             Err(e) => return report(&DeployError::History(e.to_string())),
@@ -727,6 +730,25 @@ pub fn deployments(a: DeploymentsArgs) -> i32 {
         print!("{}", format_table(&records));
     }
     EXIT_OK
+}
+
+/// Environment values of a recorded container spec may be secrets: the history keeps them to
+/// recreate a revision, the printed history shows only the names.
+fn redact_spec_env(r: &mut gantry_deploy::DeploymentRecord) {
+    let Some(spec) = r.details.get_mut("spec") else {
+        return;
+    };
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return;
+    };
+    if let Some(env) = doc.get_mut("env").and_then(|e| e.as_array_mut()) {
+        for pair in env.iter_mut() {
+            if let Some(value) = pair.get_mut(1) {
+                *value = serde_json::Value::String("<redacted>".into());
+            }
+        }
+    }
+    *spec = doc.to_string();
 }
 
 /// `gantry registry`: returns the exit code.
@@ -875,6 +897,23 @@ mod tests {
             a.aws.options().assume_role.as_deref(),
             Some("arn:aws:iam::2:role/d")
         );
+    }
+
+    #[test]
+    fn printed_history_hides_env_values() {
+        let mut r = gantry_deploy::DeploymentRecord::start(
+            "docker:web",
+            gantry_deploy::history::RecordKind::Deploy,
+            "r1",
+            None,
+        );
+        r.details.insert(
+            "spec".into(),
+            r#"{"image":"x","env":[["TOKEN","s3cret"]]}"#.into(),
+        );
+        redact_spec_env(&mut r);
+        let spec = &r.details["spec"];
+        assert!(!spec.contains("s3cret") && spec.contains("TOKEN"), "{spec}");
     }
 
     #[test]

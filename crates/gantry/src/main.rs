@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand};
 use project::{EXIT_FAILURE, EXIT_USAGE, PlanArgs};
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "gantry", version, about = "Run GitLab CI pipelines locally; deploy with health checks and rollback.")]
 struct Cli {
@@ -56,7 +59,10 @@ fn main() -> ExitCode {
         Command::Lint(args) => lint(args),
         Command::Plan(args) => plan(args),
     };
-    ExitCode::from(code as u8)
+    // Exit without tearing down large configurations piece by piece.
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }
 
 fn lint(args: LintArgs) -> i32 {
@@ -68,9 +74,9 @@ fn lint(args: LintArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let facts = project::git_facts(&located.project_dir, None, "push");
+    let facts = project::git_facts(&located.project_dir, None);
     let context = gantry_config::context::Context::new(&facts, "push", &[]);
-    let files = project::ProjectFiles::new(located.project_dir.clone(), facts.files.clone());
+    let files = project::ProjectFiles::new(located.project_dir.clone());
     let opts = gantry_config::load::LoadOptions { entry: located.entry.clone(), variables: context.variables.clone(), display_name: None };
     match gantry_config::load::load(&files, &opts) {
         Ok(loaded) => {

@@ -88,8 +88,57 @@ pub fn locate(file: Option<&Path>) -> Result<Located, String> {
     Ok(Located { project_dir, entry })
 }
 
+/// The repository root: the nearest ancestor holding `.git` (a directory,
+/// or a file for worktrees). Found without spawning git, which matters for
+/// start-up time.
 fn git_toplevel(dir: &Path) -> Option<PathBuf> {
-    git(dir, &["rev-parse", "--show-toplevel"]).map(PathBuf::from)
+    dir.ancestors().find(|d| d.join(".git").exists()).map(Path::to_path_buf)
+}
+
+/// The git directory of a repository root (follows `gitdir:` files).
+fn git_dir(root: &Path) -> Option<PathBuf> {
+    let dot = root.join(".git");
+    if dot.is_dir() {
+        return Some(dot);
+    }
+    let text = std::fs::read_to_string(&dot).ok()?;
+    let path = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    Some(if path.is_absolute() { path } else { root.join(path) })
+}
+
+/// The common git directory (refs and config live there for worktrees).
+fn common_dir(git_dir: &Path) -> PathBuf {
+    std::fs::read_to_string(git_dir.join("commondir"))
+        .ok()
+        .map(|c| {
+            let p = PathBuf::from(c.trim());
+            if p.is_absolute() { p } else { git_dir.join(p) }
+        })
+        .unwrap_or_else(|| git_dir.to_path_buf())
+}
+
+/// Whether `refs/...` exists, loose or packed.
+fn ref_exists(common: &Path, full: &str) -> bool {
+    common.join(full).is_file()
+        || std::fs::read_to_string(common.join("packed-refs"))
+            .map(|p| p.lines().any(|l| l.split_once(' ').is_some_and(|(_, r)| r == full)))
+            .unwrap_or(false)
+}
+
+/// `url` of `[remote "origin"]` in a git config file.
+fn origin_url(config: &str) -> Option<String> {
+    let mut in_origin = false;
+    for line in config.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_origin = t.replace(' ', "") == "[remote\"origin\"]";
+        } else if in_origin && let Some((k, v)) = t.split_once('=') {
+            if k.trim() == "url" {
+                return Some(v.trim().to_string());
+            }
+        }
+    }
+    None
 }
 
 /// Runs git and returns trimmed stdout, or `None` on any failure.
@@ -102,14 +151,25 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 }
 
 /// Facts about the repository at `dir`. Works outside git too, with
-/// placeholder values, so a lone file can be linted.
-pub fn git_facts(dir: &Path, git_ref: Option<&str>, source: &str) -> GitFacts {
+/// placeholder values, so a lone file can be linted. Reads refs and config
+/// from `.git` directly and runs `git` once for the commit; the file list and
+/// the changed paths are filled in by [`complete_facts`] only when the
+/// configuration uses `exists:` or `changes:`.
+pub fn git_facts(dir: &Path, git_ref: Option<&str>) -> GitFacts {
     let zeros = "0".repeat(40);
-    let sha = git(dir, &["rev-parse", "HEAD"]).unwrap_or_else(|| zeros.clone());
-    let branch = git(dir, &["symbolic-ref", "--short", "-q", "HEAD"]);
-    let default_branch = git(dir, &["symbolic-ref", "--short", "-q", "refs/remotes/origin/HEAD"])
-        .map(|s| s.trim_start_matches("origin/").to_string())
-        .or_else(|| git(dir, &["config", "init.defaultBranch"]))
+    let gd = git_dir(dir);
+    let common = gd.as_deref().map(common_dir);
+    let head = gd.as_ref().and_then(|g| std::fs::read_to_string(g.join("HEAD")).ok()).unwrap_or_default();
+    let branch = head.trim().strip_prefix("ref: refs/heads/").map(str::to_string);
+    let default_branch = common
+        .as_ref()
+        .and_then(|c| std::fs::read_to_string(c.join("refs/remotes/origin/HEAD")).ok())
+        .and_then(|s| s.trim().strip_prefix("ref: refs/remotes/origin/").map(str::to_string))
+        .or_else(|| {
+            let c = common.as_deref()?;
+            ["main", "master"].into_iter().find(|b| ref_exists(c, &format!("refs/heads/{b}"))).map(str::to_string)
+        })
+        .or_else(|| branch.clone())
         .unwrap_or_else(|| "main".to_string());
     let (ref_name, is_tag) = match git_ref {
         Some(r) => {
@@ -117,48 +177,39 @@ pub fn git_facts(dir: &Path, git_ref: Option<&str>, source: &str) -> GitFacts {
             match r.strip_prefix("refs/tags/") {
                 Some(t) => (t.to_string(), true),
                 None => {
-                    let tag_exists = git(dir, &["rev-parse", "-q", "--verify", &format!("refs/tags/{r}")]).is_some();
-                    let branch_exists = git(dir, &["rev-parse", "-q", "--verify", &format!("refs/heads/{r}")]).is_some();
-                    (r.to_string(), tag_exists && !branch_exists)
+                    let has = |full: String| common.as_deref().is_some_and(|c| ref_exists(c, &full));
+                    (r.to_string(), has(format!("refs/tags/{r}")) && !has(format!("refs/heads/{r}")))
                 }
             }
         }
         None => match branch {
             Some(b) => (b, false),
-            None => match git(dir, &["describe", "--tags", "--exact-match", "HEAD"]) {
-                Some(t) => (t, true),
-                None => (default_branch.clone(), false),
-            },
+            None => (default_branch.clone(), false),
         },
     };
-    let sha = if git_ref.is_some() {
-        git(dir, &["rev-parse", "-q", "--verify", &format!("{ref_name}^{{commit}}")]).unwrap_or(sha)
+    // The commit: the ref's when it exists here, else HEAD.
+    let log_format = "--format=%H%x00%P%x00%an%x00%ae%x00%cI%x00%B";
+    let log = if gd.is_none() {
+        None
     } else {
-        sha
+        git_ref.and_then(|_| git(dir, &["log", "-1", log_format, &format!("{ref_name}^{{commit}}"), "--"])).or_else(|| git(dir, &["log", "-1", log_format, "HEAD", "--"]))
     };
-    let fmt = git(dir, &["show", "-s", "--format=%an%x00%ae%x00%cI%x00%B", &sha]).unwrap_or_default();
-    let mut parts = fmt.splitn(4, '\0');
-    let author_name = parts.next().unwrap_or("").to_string();
-    let author_email = parts.next().unwrap_or("").to_string();
-    let timestamp = parts.next().unwrap_or("").to_string();
-    let message = parts.next().unwrap_or("").trim_end().to_string();
+    let log = log.unwrap_or_default();
+    let mut parts = log.splitn(6, '\0');
+    let mut next = || parts.next().unwrap_or("").to_string();
+    let sha = Some(next()).filter(|s| s.len() == 40).unwrap_or_else(|| zeros.clone());
+    let before_sha = next().split(' ').next().filter(|s| s.len() == 40).map(str::to_string).unwrap_or_else(|| zeros.clone());
+    let author_name = next();
+    let author_email = next();
+    let timestamp = next();
+    let message = next().trim_end().to_string();
     let tag_message = if is_tag { git(dir, &["tag", "-l", "--format=%(contents)", &ref_name]).filter(|m| !m.is_empty()) } else { None };
-    let remote = git(dir, &["remote", "get-url", "origin"]);
+    let remote = common.as_ref().and_then(|c| std::fs::read_to_string(c.join("config")).ok()).and_then(|c| origin_url(&c));
     let project_path = remote
         .as_deref()
         .and_then(project_path_from_remote)
         .unwrap_or_else(|| format!("local/{}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "project".into())));
     let project_url = remote.as_deref().and_then(web_url_from_remote);
-    let before_sha = git(dir, &["rev-parse", "-q", "--verify", &format!("{sha}~1")]).unwrap_or_else(|| zeros.clone());
-    let changed_paths = changed_paths(dir, &sha, &default_branch, is_tag, source);
-    let files = git(dir, &["ls-files", "--cached", "--others", "--exclude-standard"])
-        .map(|s| {
-            let mut v: Vec<String> = s.lines().map(str::to_string).collect();
-            v.sort();
-            v.dedup();
-            v
-        })
-        .unwrap_or_else(|| list_dir_files(dir));
     GitFacts {
         sha,
         before_sha,
@@ -174,9 +225,56 @@ pub fn git_facts(dir: &Path, git_ref: Option<&str>, source: &str) -> GitFacts {
         project_path,
         project_dir: dir.to_string_lossy().into_owned(),
         project_url,
-        changed_paths,
-        files,
+        changed_paths: None,
+        files: Vec::new(),
     }
+}
+
+/// Every file of the project: tracked and untracked-but-not-ignored, as
+/// the user sees the working tree.
+pub fn project_files(dir: &Path) -> Vec<String> {
+    git(dir, &["ls-files", "--cached", "--others", "--exclude-standard"])
+        .map(|s| {
+            let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+            v.sort();
+            v.dedup();
+            v
+        })
+        .unwrap_or_else(|| list_dir_files(dir))
+}
+
+/// Fills in the expensive facts the configuration needs.
+pub fn complete_facts(facts: &mut GitFacts, dir: &Path, source: &str, needs_files: bool, needs_changes: bool) {
+    if needs_files && facts.files.is_empty() {
+        facts.files = project_files(dir);
+    }
+    if needs_changes {
+        facts.changed_paths = changed_paths(dir, &facts.sha, &facts.default_branch, facts.is_tag, source);
+    }
+}
+
+/// Whether the configuration uses `exists:` and `changes:` anywhere, in
+/// one walk, so the git queries they need run only when they matter.
+pub fn uses_exists_and_changes(node: &gantry_config::node::Node) -> (bool, bool) {
+    use gantry_config::node::Value;
+    fn walk(node: &gantry_config::node::Node, found: &mut (bool, bool)) {
+        match &node.value {
+            Value::Map(m) => {
+                for (k, e) in m.iter() {
+                    found.0 |= k == "exists";
+                    found.1 |= k == "changes";
+                    if let Value::Map(_) | Value::Seq(_) = e.value.value {
+                        walk(&e.value, found);
+                    }
+                }
+            }
+            Value::Seq(items) => items.iter().for_each(|n| walk(n, found)),
+            _ => {}
+        }
+    }
+    let mut found = (false, false);
+    walk(node, &mut found);
+    found
 }
 
 /// What `changes:` compares. GitLab has no diff for tags, schedules and
@@ -261,12 +359,12 @@ fn web_url_from_remote(url: &str) -> Option<String> {
 /// clones for `include:project`, and HTTP with an on-disk cache.
 pub struct ProjectFiles {
     root: PathBuf,
-    files: Vec<String>,
+    files: std::sync::OnceLock<Vec<String>>,
 }
 
 impl ProjectFiles {
-    pub fn new(root: PathBuf, files: Vec<String>) -> Self {
-        ProjectFiles { root, files }
+    pub fn new(root: PathBuf) -> Self {
+        ProjectFiles { root, files: std::sync::OnceLock::new() }
     }
 
     fn project_clone(&self, project: &str) -> Option<PathBuf> {
@@ -296,7 +394,7 @@ impl FileSource for ProjectFiles {
     }
 
     fn local_files(&self) -> Vec<String> {
-        self.files.clone()
+        self.files.get_or_init(|| project_files(&self.root)).clone()
     }
 
     fn read_project(&self, project: &str, git_ref: Option<&str>, path: &str) -> Result<String, String> {
@@ -377,14 +475,20 @@ pub fn plan(args: &PlanArgs) -> Result<Planned, i32> {
         eprintln!("error: {e}");
         EXIT_USAGE
     })?;
-    let facts = git_facts(&located.project_dir, args.git_ref.as_deref(), &args.source);
-    let context = Context::new(&facts, &args.source, &args.vars);
-    let files = ProjectFiles::new(located.project_dir.clone(), facts.files.clone());
-    let opts = LoadOptions { entry: located.entry.clone(), variables: context.variables.clone(), display_name: None };
+    let mut facts = git_facts(&located.project_dir, args.git_ref.as_deref());
+    let pre_context = Context::new(&facts, &args.source, &args.vars);
+    let files = ProjectFiles::new(located.project_dir.clone());
+    let opts = LoadOptions { entry: located.entry.clone(), variables: pre_context.variables, display_name: None };
     let loaded = gantry_config::load::load(&files, &opts).map_err(|e| {
         print_diagnostics(&e.diagnostics, &e.sources);
         EXIT_FAILURE
     })?;
+    let (needs_files, needs_changes) = uses_exists_and_changes(&loaded.merged);
+    if needs_files {
+        facts.files = files.local_files();
+    }
+    complete_facts(&mut facts, &located.project_dir, &args.source, needs_files, needs_changes);
+    let context = Context::new(&facts, &args.source, &args.vars);
     let pipeline = gantry_config::plan::plan(&loaded.config, &context).map_err(|d| {
         print_diagnostics(&d, &loaded.sources);
         EXIT_FAILURE
