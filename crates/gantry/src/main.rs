@@ -4,7 +4,9 @@
 //! Exit codes, for every command: 0 success; 1 an invalid configuration,
 //! a failed pipeline or a failed deploy; 2 a usage or I/O error.
 
+mod deploy_cmd;
 mod project;
+mod run_cmd;
 
 use clap::{Parser, Subcommand};
 use project::{EXIT_FAILURE, EXIT_USAGE, PlanArgs};
@@ -26,6 +28,22 @@ enum Command {
     Lint(LintArgs),
     /// Show the pipeline GitLab would create for a ref and source.
     Plan(PlanCmdArgs),
+    /// Run the pipeline (or some jobs) on this machine.
+    Run(run_cmd::RunArgs),
+    /// Show the last run's log of a job.
+    Logs(run_cmd::LogsArgs),
+    /// Open a shell in a job's environment after it ran.
+    Shell(run_cmd::ShellArgs),
+    /// Deploy to ECS, CloudFormation or the local container host; wait, check health, roll back.
+    Deploy(deploy_cmd::DeployArgs),
+    /// Roll a target back to its last known-good revision (or a given one).
+    Rollback(deploy_cmd::RollbackArgs),
+    /// List the deployment history.
+    Deployments(deploy_cmd::DeploymentsArgs),
+    /// Log the local container engine into a registry (ECR).
+    Registry(deploy_cmd::RegistryArgs),
+    /// One-off ECS tasks.
+    Ecs(deploy_cmd::EcsArgs),
 }
 
 #[derive(clap::Args)]
@@ -58,6 +76,14 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Lint(args) => lint(args),
         Command::Plan(args) => plan(args),
+        Command::Run(args) => run_cmd::run(args),
+        Command::Logs(args) => run_cmd::logs(args),
+        Command::Shell(args) => run_cmd::shell(args),
+        Command::Deploy(args) => deploy_cmd::deploy(args),
+        Command::Rollback(args) => deploy_cmd::rollback(args),
+        Command::Deployments(args) => deploy_cmd::deployments(args),
+        Command::Registry(args) => deploy_cmd::registry(args),
+        Command::Ecs(args) => deploy_cmd::ecs(args),
     };
     // Exit without tearing down large configurations piece by piece.
     use std::io::Write as _;

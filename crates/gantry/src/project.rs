@@ -44,13 +44,6 @@ pub struct Planned {
     pub loaded: Loaded,
     pub project_dir: PathBuf,
     pub facts: GitFacts,
-    pub context: Context,
-}
-
-impl Planned {
-    pub fn sources(&self) -> &Sources {
-        &self.loaded.sources
-    }
 }
 
 /// Where the configuration file is, and the project it belongs to.
@@ -493,7 +486,7 @@ pub fn plan(args: &PlanArgs) -> Result<Planned, i32> {
         print_diagnostics(&d, &loaded.sources);
         EXIT_FAILURE
     })?;
-    Ok(Planned { pipeline, loaded, project_dir: located.project_dir, facts, context })
+    Ok(Planned { pipeline, loaded, project_dir: located.project_dir, facts })
 }
 
 pub fn print_diagnostics(diagnostics: &[Diagnostic], sources: &Sources) {
