@@ -17,7 +17,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(span: Option<Span>, message: impl Into<String>) -> Self {
-        Diagnostic { span, message: message.into(), expected: None }
+        Diagnostic {
+            span,
+            message: message.into(),
+            expected: None,
+        }
     }
 
     pub fn at(span: Span, message: impl Into<String>) -> Self {
@@ -55,7 +59,11 @@ impl Diagnostic {
                         .take(span.col.saturating_sub(1) as usize)
                         .map(|c| if c == '\t' { '\t' } else { ' ' })
                         .collect();
-                    let label = self.expected.as_deref().map(|e| format!(" expected {e}")).unwrap_or_default();
+                    let label = self
+                        .expected
+                        .as_deref()
+                        .map(|e| format!(" expected {e}"))
+                        .unwrap_or_default();
                     let _ = writeln!(out, " {pad} | {lead}^{label}");
                 } else if let Some(e) = &self.expected {
                     let _ = writeln!(out, "  = expected {e}");
@@ -73,7 +81,13 @@ impl Diagnostic {
     /// `file:line:col: message` on one line, for logs and JSON.
     pub fn short(&self, sources: &Sources) -> String {
         match self.span {
-            Some(s) => format!("{}:{}:{}: {}", sources.name(s.file), s.line, s.col, self.message),
+            Some(s) => format!(
+                "{}:{}:{}: {}",
+                sources.name(s.file),
+                s.line,
+                s.col,
+                self.message
+            ),
             None => self.message.clone(),
         }
     }
@@ -93,7 +107,11 @@ impl Diagnostics {
         self.errors.is_empty()
     }
     pub fn render(&self, sources: &Sources) -> String {
-        self.errors.iter().map(|d| d.render(sources)).collect::<Vec<_>>().join("\n")
+        self.errors
+            .iter()
+            .map(|d| d.render(sources))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

@@ -69,7 +69,9 @@ impl Map {
     }
     /// Inserts or replaces, keeping the original position of an existing key.
     pub fn insert(&mut self, key: impl Into<String>, key_span: Span, value: Node) -> Option<Node> {
-        self.entries.insert(key.into(), Entry { key_span, value }).map(|e| e.value)
+        self.entries
+            .insert(key.into(), Entry { key_span, value })
+            .map(|e| e.value)
     }
     /// Removes a key, keeping the order of the others.
     pub fn remove(&mut self, key: &str) -> Option<Node> {
@@ -91,10 +93,16 @@ impl Node {
         Node { value, span }
     }
     pub fn null(span: Span) -> Self {
-        Node { value: Value::Null, span }
+        Node {
+            value: Value::Null,
+            span,
+        }
     }
     pub fn str(s: impl Into<String>, span: Span) -> Self {
-        Node { value: Value::Str(s.into()), span }
+        Node {
+            value: Value::Str(s.into()),
+            span,
+        }
     }
     pub fn as_str(&self) -> Option<&str> {
         match &self.value {
@@ -169,13 +177,22 @@ impl Node {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(m) => J::Object(m.iter().map(|(k, e)| (k.to_string(), e.value.to_json())).collect()),
+            Value::Map(m) => J::Object(
+                m.iter()
+                    .map(|(k, e)| (k.to_string(), e.value.to_json()))
+                    .collect(),
+            ),
             Value::Reference(items) => {
                 let mut o = serde_json::Map::new();
-                o.insert("!reference".into(), J::Array(items.iter().map(Node::to_json).collect()));
+                o.insert(
+                    "!reference".into(),
+                    J::Array(items.iter().map(Node::to_json).collect()),
+                );
                 J::Object(o)
             }
         }
@@ -189,7 +206,11 @@ pub fn format_float(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if f == f.trunc() && f.abs() < 1e16 {
         format!("{f:.1}")

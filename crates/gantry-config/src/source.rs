@@ -19,7 +19,12 @@ pub struct Span {
 
 impl Span {
     pub fn new(file: FileId, line: u32, col: u32, offset: u32) -> Self {
-        Span { file, line, col, offset }
+        Span {
+            file,
+            line,
+            col,
+            offset,
+        }
     }
 }
 
@@ -43,7 +48,10 @@ impl Sources {
     }
 
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
-        self.files.push(Arc::new(SourceFile { name: name.into(), text: text.into() }));
+        self.files.push(Arc::new(SourceFile {
+            name: name.into(),
+            text: text.into(),
+        }));
         FileId(self.files.len() as u32 - 1)
     }
 

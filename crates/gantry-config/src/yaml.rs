@@ -31,7 +31,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 1024 * 1024, max_depth: 100, max_alias_nodes: 1_000_000 }
+        Limits {
+            max_bytes: 1024 * 1024,
+            max_depth: 100,
+            max_alias_nodes: 1_000_000,
+        }
     }
 }
 
@@ -50,29 +54,52 @@ pub fn parse(text: &str, file: FileId, limits: &Limits) -> Result<Node, Vec<Diag
 }
 
 /// Parses a file into its header (if any) and body.
-pub fn parse_document(text: &str, file: FileId, limits: &Limits) -> Result<Document, Vec<Diagnostic>> {
+pub fn parse_document(
+    text: &str,
+    file: FileId,
+    limits: &Limits,
+) -> Result<Document, Vec<Diagnostic>> {
     let origin = Span::new(file, 1, 1, 0);
     if text.len() > limits.max_bytes {
         return Err(vec![
-            Diagnostic::at(origin, format!("the file is {} bytes, over the limit of {} bytes", text.len(), limits.max_bytes))
-                .expected("a configuration file of at most 1 MB"),
+            Diagnostic::at(
+                origin,
+                format!(
+                    "the file is {} bytes, over the limit of {} bytes",
+                    text.len(),
+                    limits.max_bytes
+                ),
+            )
+            .expected("a configuration file of at most 1 MB"),
         ]);
     }
     let mut docs = Builder::new(file, limits).run(text)?;
     match docs.len() {
-        0 => Ok(Document { header: None, body: Node::null(origin) }),
-        1 => Ok(Document { header: None, body: docs.remove(0) }),
+        0 => Ok(Document {
+            header: None,
+            body: Node::null(origin),
+        }),
+        1 => Ok(Document {
+            header: None,
+            body: docs.remove(0),
+        }),
         2 => {
             let body = docs.pop().unwrap_or_else(|| Node::null(origin));
             let header = docs.pop().unwrap_or_else(|| Node::null(origin));
             let is_header = header.as_map().is_some_and(|m| m.contains_key("spec"));
             if !is_header {
                 return Err(vec![
-                    Diagnostic::at(header.span, "a file with two YAML documents must start with a header document")
-                        .expected("a first document holding only `spec:`"),
+                    Diagnostic::at(
+                        header.span,
+                        "a file with two YAML documents must start with a header document",
+                    )
+                    .expected("a first document holding only `spec:`"),
                 ]);
             }
-            Ok(Document { header: Some(header), body })
+            Ok(Document {
+                header: Some(header),
+                body,
+            })
         }
         _ => Err(vec![
             Diagnostic::at(docs[2].span, "too many YAML documents in one file")
@@ -82,8 +109,21 @@ pub fn parse_document(text: &str, file: FileId, limits: &Limits) -> Result<Docum
 }
 
 enum Frame {
-    Seq { items: Vec<Node>, span: Span, anchor: usize, tag: Option<String>, count: usize },
-    Map { map: Map, span: Span, anchor: usize, key: Option<(String, Span)>, count: usize, merged: Option<Box<HashSet<String>>> },
+    Seq {
+        items: Vec<Node>,
+        span: Span,
+        anchor: usize,
+        tag: Option<String>,
+        count: usize,
+    },
+    Map {
+        map: Map,
+        span: Span,
+        anchor: usize,
+        key: Option<(String, Span)>,
+        count: usize,
+        merged: Option<HashSet<String>>,
+    },
 }
 
 struct Builder<'l> {
@@ -99,11 +139,24 @@ struct Builder<'l> {
 
 impl<'l> Builder<'l> {
     fn new(file: FileId, limits: &'l Limits) -> Self {
-        Builder { file, limits, stack: Vec::new(), anchors: HashMap::new(), alias_nodes: 0, docs: Vec::new(), errors: Vec::new() }
+        Builder {
+            file,
+            limits,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            alias_nodes: 0,
+            docs: Vec::new(),
+            errors: Vec::new(),
+        }
     }
 
     fn span(&self, m: &saphyr_parser::Marker) -> Span {
-        Span::new(self.file, m.line() as u32, m.col() as u32 + 1, m.index() as u32)
+        Span::new(
+            self.file,
+            m.line() as u32,
+            m.col() as u32 + 1,
+            m.index() as u32,
+        )
     }
 
     fn run(mut self, text: &str) -> Result<Vec<Node>, Vec<Diagnostic>> {
@@ -114,20 +167,29 @@ impl<'l> Builder<'l> {
                 Some(Ok((event, span))) => (event, span.start),
                 Some(Err(e)) => {
                     let span = self.span(e.marker());
-                    self.errors.push(Diagnostic::at(span, format!("invalid YAML: {}", e.info())).expected("valid YAML syntax"));
+                    self.errors.push(
+                        Diagnostic::at(span, format!("invalid YAML: {}", e.info()))
+                            .expected("valid YAML syntax"),
+                    );
                     return Err(self.errors);
                 }
             };
             let span = self.span(&marker);
             match event {
-                Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::Nothing => {}
+                Event::StreamStart
+                | Event::StreamEnd
+                | Event::DocumentStart(_)
+                | Event::Nothing => {}
                 Event::DocumentEnd => {
                     // Anchors do not cross documents.
                     self.anchors.clear();
                 }
                 Event::Alias(id) => {
                     let Some((node, size)) = self.anchors.get(&id) else {
-                        self.errors.push(Diagnostic::at(span, "alias to an unknown anchor").expected("an anchor defined earlier in this file"));
+                        self.errors.push(
+                            Diagnostic::at(span, "alias to an unknown anchor")
+                                .expected("an anchor defined earlier in this file"),
+                        );
                         return Err(self.errors);
                     };
                     self.alias_nodes += size;
@@ -158,27 +220,55 @@ impl<'l> Builder<'l> {
                 Event::SequenceStart(anchor, tag) => {
                     self.check_depth(span)?;
                     let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
-                    self.stack.push(Frame::Seq { items: Vec::new(), span, anchor, tag, count: 1 });
+                    self.stack.push(Frame::Seq {
+                        items: Vec::new(),
+                        span,
+                        anchor,
+                        tag,
+                        count: 1,
+                    });
                 }
                 Event::MappingStart(anchor, tag) => {
                     self.check_depth(span)?;
                     if let Some(t) = tag {
                         let t = format!("{}{}", t.handle, t.suffix);
                         if t != "tag:yaml.org,2002:map" && t != "!!map" {
-                            self.errors.push(Diagnostic::at(span, format!("unknown tag `{t}` on a mapping")).expected("an untagged mapping"));
+                            self.errors.push(
+                                Diagnostic::at(span, format!("unknown tag `{t}` on a mapping"))
+                                    .expected("an untagged mapping"),
+                            );
                         }
                     }
-                    self.stack.push(Frame::Map { map: Map::new(), span, anchor, key: None, count: 1, merged: None });
+                    self.stack.push(Frame::Map {
+                        map: Map::new(),
+                        span,
+                        anchor,
+                        key: None,
+                        count: 1,
+                        merged: None,
+                    });
                 }
                 Event::SequenceEnd => {
-                    let Some(Frame::Seq { items, span, anchor, tag, count }) = self.stack.pop() else {
+                    let Some(Frame::Seq {
+                        items,
+                        span,
+                        anchor,
+                        tag,
+                        count,
+                    }) = self.stack.pop()
+                    else {
                         continue;
                     };
                     let node = match tag.as_deref() {
-                        None | Some("tag:yaml.org,2002:seq") | Some("!!seq") => Node::new(Value::Seq(items), span),
+                        None | Some("tag:yaml.org,2002:seq") | Some("!!seq") => {
+                            Node::new(Value::Seq(items), span)
+                        }
                         Some("!reference") => self.reference(items, span),
                         Some(t) => {
-                            self.errors.push(Diagnostic::at(span, format!("unknown tag `{t}`")).expected("`!reference [job, key]` or no tag"));
+                            self.errors.push(
+                                Diagnostic::at(span, format!("unknown tag `{t}`"))
+                                    .expected("`!reference [job, key]` or no tag"),
+                            );
                             Node::new(Value::Seq(items), span)
                         }
                     };
@@ -188,7 +278,14 @@ impl<'l> Builder<'l> {
                     self.push_value(node, count)?;
                 }
                 Event::MappingEnd => {
-                    let Some(Frame::Map { map, span, anchor, count, .. }) = self.stack.pop() else {
+                    let Some(Frame::Map {
+                        map,
+                        span,
+                        anchor,
+                        count,
+                        ..
+                    }) = self.stack.pop()
+                    else {
                         continue;
                     };
                     let node = Node::new(Value::Map(map), span);
@@ -199,14 +296,21 @@ impl<'l> Builder<'l> {
                 }
             }
         }
-        if self.errors.is_empty() { Ok(self.docs) } else { Err(self.errors) }
+        if self.errors.is_empty() {
+            Ok(self.docs)
+        } else {
+            Err(self.errors)
+        }
     }
 
     fn check_depth(&mut self, span: Span) -> Result<(), Vec<Diagnostic>> {
         if self.stack.len() >= self.limits.max_depth {
             self.errors.push(
-                Diagnostic::at(span, format!("nesting is deeper than {} levels", self.limits.max_depth))
-                    .expected("a document nested at most 100 levels deep"),
+                Diagnostic::at(
+                    span,
+                    format!("nesting is deeper than {} levels", self.limits.max_depth),
+                )
+                .expected("a document nested at most 100 levels deep"),
             );
             return Err(std::mem::take(&mut self.errors));
         }
@@ -217,7 +321,9 @@ impl<'l> Builder<'l> {
         let valid = !items.is_empty() && items.iter().all(|i| i.as_str().is_some());
         if !valid {
             self.errors.push(
-                Diagnostic::at(span, "invalid `!reference` tag").expected("a non-empty sequence of strings, like `!reference [.setup, script]`"),
+                Diagnostic::at(span, "invalid `!reference` tag").expected(
+                    "a non-empty sequence of strings, like `!reference [.setup, script]`",
+                ),
             );
         }
         Node::new(Value::Reference(items), span)
@@ -234,23 +340,39 @@ impl<'l> Builder<'l> {
                 *count += size;
                 items.push(node);
             }
-            Frame::Map { map, key, count, merged, .. } => {
+            Frame::Map {
+                map,
+                key,
+                count,
+                merged,
+                ..
+            } => {
                 *count += size;
                 match key.take() {
                     None => {
                         let name = match &node.value {
                             Value::Str(s) => s.clone(),
                             Value::Null => String::new(),
-                            Value::Bool(_) | Value::Int(_) | Value::Float(_) => node.scalar_string().unwrap_or_default(),
+                            Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+                                node.scalar_string().unwrap_or_default()
+                            }
                             _ => {
-                                self.errors.push(Diagnostic::at(node.span, "a mapping key must be a scalar").expected("a plain key like `script`"));
+                                self.errors.push(
+                                    Diagnostic::at(node.span, "a mapping key must be a scalar")
+                                        .expected("a plain key like `script`"),
+                                );
                                 "<invalid key>".to_string()
                             }
                         };
                         *key = Some((name, node.span));
                     }
                     Some((name, _)) if name == "<<" => {
-                        merge_into(map, merged.get_or_insert_with(Default::default), node, &mut self.errors);
+                        merge_into(
+                            map,
+                            merged.get_or_insert_with(Default::default),
+                            node,
+                            &mut self.errors,
+                        );
                     }
                     Some((name, key_span)) => {
                         // A key that came from a `<<` merge may be overridden;
@@ -258,8 +380,14 @@ impl<'l> Builder<'l> {
                         let from_merge = merged.as_mut().is_some_and(|m| m.remove(&name));
                         if !from_merge && let Some(first) = map.entry(&name) {
                             self.errors.push(
-                                Diagnostic::at(key_span, format!("duplicate key `{name}` (first defined at line {})", first.key_span.line))
-                                    .expected("each key once per mapping"),
+                                Diagnostic::at(
+                                    key_span,
+                                    format!(
+                                        "duplicate key `{name}` (first defined at line {})",
+                                        first.key_span.line
+                                    ),
+                                )
+                                .expected("each key once per mapping"),
                             );
                         }
                         map.insert(name, key_span, node);
@@ -270,26 +398,36 @@ impl<'l> Builder<'l> {
         Ok(())
     }
 
-    fn scalar(&self, value: Cow<'_, str>, style: ScalarStyle, tag: Option<&saphyr_parser::Tag>, span: Span) -> Result<Node, Diagnostic> {
+    fn scalar(
+        &self,
+        value: Cow<'_, str>,
+        style: ScalarStyle,
+        tag: Option<&saphyr_parser::Tag>,
+        span: Span,
+    ) -> Result<Node, Diagnostic> {
         if let Some(tag) = tag {
             let t = format!("{}{}", tag.handle, tag.suffix);
             return match t.as_str() {
                 "tag:yaml.org,2002:str" | "!!str" => Ok(Node::str(value.into_owned(), span)),
-                "tag:yaml.org,2002:int" | "!!int" => {
-                    resolve_plain(&value, span).filter(|n| matches!(n.value, Value::Int(_))).ok_or_else(|| bad_tag(&t, span))
+                "tag:yaml.org,2002:int" | "!!int" => resolve_plain(&value, span)
+                    .filter(|n| matches!(n.value, Value::Int(_)))
+                    .ok_or_else(|| bad_tag(&t, span)),
+                "tag:yaml.org,2002:float" | "!!float" => {
+                    match resolve_plain(&value, span).map(|n| n.value) {
+                        Some(Value::Float(f)) => Ok(Node::new(Value::Float(f), span)),
+                        Some(Value::Int(i)) => Ok(Node::new(Value::Float(i as f64), span)),
+                        _ => Err(bad_tag(&t, span)),
+                    }
                 }
-                "tag:yaml.org,2002:float" | "!!float" => match resolve_plain(&value, span).map(|n| n.value) {
-                    Some(Value::Float(f)) => Ok(Node::new(Value::Float(f), span)),
-                    Some(Value::Int(i)) => Ok(Node::new(Value::Float(i as f64), span)),
-                    _ => Err(bad_tag(&t, span)),
-                },
-                "tag:yaml.org,2002:bool" | "!!bool" => {
-                    resolve_plain(&value, span).filter(|n| matches!(n.value, Value::Bool(_))).ok_or_else(|| bad_tag(&t, span))
-                }
+                "tag:yaml.org,2002:bool" | "!!bool" => resolve_plain(&value, span)
+                    .filter(|n| matches!(n.value, Value::Bool(_)))
+                    .ok_or_else(|| bad_tag(&t, span)),
                 "tag:yaml.org,2002:null" | "!!null" => Ok(Node::null(span)),
-                "!reference" => Err(Diagnostic::at(span, "invalid `!reference` tag")
-                    .expected("a non-empty sequence of strings, like `!reference [.setup, script]`")),
-                _ => Err(Diagnostic::at(span, format!("unknown tag `{t}`")).expected("`!reference [job, key]` or no tag")),
+                "!reference" => Err(Diagnostic::at(span, "invalid `!reference` tag").expected(
+                    "a non-empty sequence of strings, like `!reference [.setup, script]`",
+                )),
+                _ => Err(Diagnostic::at(span, format!("unknown tag `{t}`"))
+                    .expected("`!reference [job, key]` or no tag")),
             };
         }
         if style != ScalarStyle::Plain {
@@ -300,12 +438,18 @@ impl<'l> Builder<'l> {
 }
 
 fn bad_tag(tag: &str, span: Span) -> Diagnostic {
-    Diagnostic::at(span, format!("the value does not fit its tag `{tag}`")).expected("a value of the tagged type")
+    Diagnostic::at(span, format!("the value does not fit its tag `{tag}`"))
+        .expected("a value of the tagged type")
 }
 
 /// Applies a `<<` value (a mapping, or a sequence of mappings where earlier
 /// ones win) the way Psych does: merged keys override what came before.
-fn merge_into(map: &mut Map, merged_keys: &mut HashSet<String>, value: Node, errors: &mut Vec<Diagnostic>) {
+fn merge_into(
+    map: &mut Map,
+    merged_keys: &mut HashSet<String>,
+    value: Node,
+    errors: &mut Vec<Diagnostic>,
+) {
     match value.value {
         Value::Map(m) => {
             for (k, e) in m.iter() {
@@ -324,7 +468,8 @@ fn merge_into(map: &mut Map, merged_keys: &mut HashSet<String>, value: Node, err
                         }
                     }
                     _ => errors.push(
-                        Diagnostic::at(item.span, "a merge key `<<` list may only hold mappings").expected("`<<: [*a, *b]` with mapping anchors"),
+                        Diagnostic::at(item.span, "a merge key `<<` list may only hold mappings")
+                            .expected("`<<: [*a, *b]` with mapping anchors"),
                     ),
                 }
             }
@@ -333,7 +478,10 @@ fn merge_into(map: &mut Map, merged_keys: &mut HashSet<String>, value: Node, err
                 map.insert(k.to_string(), e.key_span, e.value.clone());
             }
         }
-        _ => errors.push(Diagnostic::at(value.span, "a merge key `<<` needs a mapping").expected("`<<: *anchor` naming a mapping")),
+        _ => errors.push(
+            Diagnostic::at(value.span, "a merge key `<<` needs a mapping")
+                .expected("`<<: *anchor` naming a mapping"),
+        ),
     }
 }
 
@@ -379,14 +527,22 @@ fn parse_int(s: &str) -> Option<i64> {
     if body.is_empty() {
         return None;
     }
-    let clean = |t: &str| t.chars().filter(|c| *c != '_' && *c != ',').collect::<String>();
+    let clean = |t: &str| {
+        t.chars()
+            .filter(|c| *c != '_' && *c != ',')
+            .collect::<String>()
+    };
     let magnitude: i64 = if let Some(bin) = body.strip_prefix("0b") {
         if bin.is_empty() || !bin.chars().all(|c| matches!(c, '0' | '1' | '_' | ',')) {
             return None;
         }
         i64::from_str_radix(&clean(bin), 2).ok()?
     } else if let Some(hex) = body.strip_prefix("0x") {
-        if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit() || c == '_' || c == ',') {
+        if hex.is_empty()
+            || !hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '_' || c == ',')
+        {
             return None;
         }
         i64::from_str_radix(&clean(hex), 16).ok()?
@@ -399,7 +555,10 @@ fn parse_int(s: &str) -> Option<i64> {
         // Sexagesimal: [1-9][0-9_]*(:[0-5]?[0-9])+
         let mut parts = body.split(':');
         let first = parts.next()?;
-        if first.is_empty() || first.starts_with('0') || !first.chars().all(|c| c.is_ascii_digit() || c == '_') {
+        if first.is_empty()
+            || first.starts_with('0')
+            || !first.chars().all(|c| c.is_ascii_digit() || c == '_')
+        {
             return None;
         }
         let mut total: i64 = clean(first).parse().ok()?;
@@ -460,7 +619,11 @@ fn parse_float(s: &str) -> Option<f64> {
     let rest = &rest[1..];
     if !int_part.is_empty() {
         let ib = int_part.as_bytes();
-        if !ib[0].is_ascii_digit() || !ib.iter().all(|c| c.is_ascii_digit() || *c == b'_' || *c == b',') {
+        if !ib[0].is_ascii_digit()
+            || !ib
+                .iter()
+                .all(|c| c.is_ascii_digit() || *c == b'_' || *c == b',')
+        {
             return None;
         }
     }
@@ -473,17 +636,25 @@ fn parse_float(s: &str) -> Option<f64> {
     }
     if let Some(e) = exp {
         let eb = e.as_bytes();
-        if eb.len() < 2 || !matches!(eb[0], b'+' | b'-') || !eb[1..].iter().all(|c| c.is_ascii_digit()) {
+        if eb.len() < 2
+            || !matches!(eb[0], b'+' | b'-')
+            || !eb[1..].iter().all(|c| c.is_ascii_digit())
+        {
             return None;
         }
     }
     if int_part.is_empty() && frac.is_empty() {
         return None;
     }
-    let text: String = format!("{}.{}{}", if int_part.is_empty() { "0" } else { int_part }, if frac.is_empty() { "0" } else { frac }, exp.map(|e| format!("e{e}")).unwrap_or_default())
-        .chars()
-        .filter(|c| *c != '_' && *c != ',')
-        .collect();
+    let text: String = format!(
+        "{}.{}{}",
+        if int_part.is_empty() { "0" } else { int_part },
+        if frac.is_empty() { "0" } else { frac },
+        exp.map(|e| format!("e{e}")).unwrap_or_default()
+    )
+    .chars()
+    .filter(|c| *c != '_' && *c != ',')
+    .collect();
     text.parse::<f64>().ok().map(|f| sign * f)
 }
 
@@ -505,7 +676,9 @@ mod tests {
 
     #[test]
     fn yaml_1_1_scalars() {
-        let v = json("a: yes\nb: No\nc: on\nd: OFF\ne: y\nf: 1.10\ng: 0755\nh: 0x1f\ni: 1:30\nj: 1_000\nk: ~\nl: '1.10'\nm: .inf\nn: 1e3\no: 1.0e+3\np: 010\nq: 08\nr: 1,000\n");
+        let v = json(
+            "a: yes\nb: No\nc: on\nd: OFF\ne: y\nf: 1.10\ng: 0755\nh: 0x1f\ni: 1:30\nj: 1_000\nk: ~\nl: '1.10'\nm: .inf\nn: 1e3\no: 1.0e+3\np: 010\nq: 08\nr: 1,000\n",
+        );
         assert_eq!(v["a"], true);
         assert_eq!(v["b"], false);
         assert_eq!(v["c"], true);
@@ -527,7 +700,9 @@ mod tests {
 
     #[test]
     fn anchors_aliases_and_merge_keys() {
-        let v = json(".base: &base\n  image: alpine\n  tags: [a]\njob:\n  <<: *base\n  tags: [b]\n  script: &s [echo hi]\nother:\n  script: *s\n");
+        let v = json(
+            ".base: &base\n  image: alpine\n  tags: [a]\njob:\n  <<: *base\n  tags: [b]\n  script: &s [echo hi]\nother:\n  script: *s\n",
+        );
         assert_eq!(v["job"]["image"], "alpine");
         assert_eq!(v["job"]["tags"], serde_json::json!(["b"]));
         assert_eq!(v["other"]["script"], serde_json::json!(["echo hi"]));
@@ -547,7 +722,11 @@ mod tests {
     fn duplicate_keys_are_errors_with_position() {
         let e = err("job:\n  script: a\n  script: b\n");
         assert_eq!(e.len(), 1);
-        assert!(e[0].message.contains("duplicate key `script`"), "{}", e[0].message);
+        assert!(
+            e[0].message.contains("duplicate key `script`"),
+            "{}",
+            e[0].message
+        );
         let s = e[0].span.expect("span");
         assert_eq!((s.line, s.col), (3, 3));
     }
@@ -555,7 +734,12 @@ mod tests {
     #[test]
     fn reference_tags() {
         let n = p("a:\n  script: !reference [.setup, script]\n");
-        let script = n.as_map().and_then(|m| m.get("a")).and_then(|a| a.as_map()).and_then(|a| a.get("script")).cloned();
+        let script = n
+            .as_map()
+            .and_then(|m| m.get("a"))
+            .and_then(|a| a.as_map())
+            .and_then(|a| a.get("script"))
+            .cloned();
         assert!(matches!(script.map(|s| s.value), Some(Value::Reference(v)) if v.len() == 2));
         assert!(!err("a: !reference []\n").is_empty());
         assert!(!err("a: !unknown x\n").is_empty());
@@ -563,7 +747,9 @@ mod tests {
 
     #[test]
     fn billion_laughs_is_rejected_quickly() {
-        let mut doc = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut doc = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
         let names = ["b", "c", "d", "e", "f", "g", "h", "i"];
         let mut prev = "a";
         for n in names {
@@ -593,7 +779,12 @@ mod tests {
 
     #[test]
     fn header_document() {
-        let d = parse_document("spec:\n  inputs:\n    x: {}\n---\njob:\n  script: a\n", FileId(0), &Limits::default()).expect("parses");
+        let d = parse_document(
+            "spec:\n  inputs:\n    x: {}\n---\njob:\n  script: a\n",
+            FileId(0),
+            &Limits::default(),
+        )
+        .expect("parses");
         assert!(d.header.is_some());
         assert!(d.body.as_map().is_some_and(|m| m.contains_key("job")));
         assert!(parse("a: 1\n---\nb: 2\n", FileId(0), &Limits::default()).is_err());

@@ -15,9 +15,16 @@ const SEED_DOCS: &[&str] = &[
 ];
 
 fn run(text: &str) {
-    let src = MemorySource::new().with_file(".gitlab-ci.yml", text).with_file("other.yml", "o:\n  script: [echo o]\n");
+    let src = MemorySource::new()
+        .with_file(".gitlab-ci.yml", text)
+        .with_file("other.yml", "o:\n  script: [echo o]\n");
     if let Ok(loaded) = load(&src, &LoadOptions::new(".gitlab-ci.yml")) {
-        let facts = GitFacts { sha: "a".repeat(40), ref_name: "main".into(), default_branch: "main".into(), ..GitFacts::default() };
+        let facts = GitFacts {
+            sha: "a".repeat(40),
+            ref_name: "main".into(),
+            default_branch: "main".into(),
+            ..GitFacts::default()
+        };
         let ctx = Context::new(&facts, "push", &[]);
         let _ = gantry_config::plan::plan(&loaded.config, &ctx);
         let _ = gantry_config::emit::to_yaml(&loaded.merged);
@@ -26,8 +33,37 @@ fn run(text: &str) {
 
 fn mutate(doc: &str, ops: &[(u16, u8, u8)]) -> String {
     const PIECES: &[&str] = &[
-        ":", "-", " ", "\n", "  ", "[", "]", "{", "}", "&a", "*a", "<<: *a", "!reference [a, b]", "'", "\"", "#", "|", ">", "extends: j",
-        "needs: [k]", "rules:\n  - if: $X", "script: ", "yes", "~", "0x1", "1.10", "\t", "---\n", "include: x.yml", "parallel: 3", "\\",
+        ":",
+        "-",
+        " ",
+        "\n",
+        "  ",
+        "[",
+        "]",
+        "{",
+        "}",
+        "&a",
+        "*a",
+        "<<: *a",
+        "!reference [a, b]",
+        "'",
+        "\"",
+        "#",
+        "|",
+        ">",
+        "extends: j",
+        "needs: [k]",
+        "rules:\n  - if: $X",
+        "script: ",
+        "yes",
+        "~",
+        "0x1",
+        "1.10",
+        "\t",
+        "---\n",
+        "include: x.yml",
+        "parallel: 3",
+        "\\",
     ];
     let mut chars: Vec<char> = doc.chars().collect();
     for &(pos, kind, piece) in ops {
@@ -48,7 +84,10 @@ fn mutate(doc: &str, ops: &[(u16, u8, u8)]) -> String {
             }
             _ => {
                 if at < chars.len() {
-                    chars[at] = PIECES[piece as usize % PIECES.len()].chars().next().unwrap_or('x');
+                    chars[at] = PIECES[piece as usize % PIECES.len()]
+                        .chars()
+                        .next()
+                        .unwrap_or('x');
                 }
             }
         }

@@ -16,7 +16,11 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "gantry", version, about = "Run GitLab CI pipelines locally; deploy with health checks and rollback.")]
+#[command(
+    name = "gantry",
+    version,
+    about = "Run GitLab CI pipelines locally; deploy with health checks and rollback."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,7 +96,10 @@ fn main() -> ExitCode {
 }
 
 fn lint(args: LintArgs) -> i32 {
-    let plan_args = PlanArgs { file: args.file, ..PlanArgs::default() };
+    let plan_args = PlanArgs {
+        file: args.file,
+        ..PlanArgs::default()
+    };
     let located = match project::locate(plan_args.file.as_deref()) {
         Ok(l) => l,
         Err(e) => {
@@ -103,12 +110,20 @@ fn lint(args: LintArgs) -> i32 {
     let facts = project::git_facts(&located.project_dir, None);
     let context = gantry_config::context::Context::new(&facts, "push", &[]);
     let files = project::ProjectFiles::new(located.project_dir.clone());
-    let opts = gantry_config::load::LoadOptions { entry: located.entry.clone(), variables: context.variables.clone(), display_name: None };
+    let opts = gantry_config::load::LoadOptions {
+        entry: located.entry.clone(),
+        variables: context.variables.clone(),
+        display_name: None,
+    };
     match gantry_config::load::load(&files, &opts) {
         Ok(loaded) => {
             let jobs = loaded.config.jobs.len();
             let stages = loaded.config.stages.len();
-            println!("{}: valid ({jobs} job{}, {stages} stages)", located.entry, if jobs == 1 { "" } else { "s" });
+            println!(
+                "{}: valid ({jobs} job{}, {stages} stages)",
+                located.entry,
+                if jobs == 1 { "" } else { "s" }
+            );
             0
         }
         Err(e) => {
@@ -127,7 +142,10 @@ fn plan(args: PlanCmdArgs) -> i32 {
         print!("{}", gantry_config::emit::to_yaml(&planned.loaded.merged));
     } else if args.json {
         let json = gantry_config::output::plan_json(&planned.pipeline);
-        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
     } else {
         print!("{}", gantry_config::output::plan_human(&planned.pipeline));
     }

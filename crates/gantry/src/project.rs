@@ -55,10 +55,15 @@ pub struct Located {
 
 /// Finds the configuration file and its repository root.
 pub fn locate(file: Option<&Path>) -> Result<Located, String> {
-    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let file = match file {
         Some(f) => {
-            let abs = if f.is_absolute() { f.to_path_buf() } else { cwd.join(f) };
+            let abs = if f.is_absolute() {
+                f.to_path_buf()
+            } else {
+                cwd.join(f)
+            };
             if !abs.is_file() {
                 return Err(format!("{}: no such file", f.display()));
             }
@@ -68,16 +73,24 @@ pub fn locate(file: Option<&Path>) -> Result<Located, String> {
             let root = git_toplevel(&cwd).unwrap_or(cwd.clone());
             let f = root.join(".gitlab-ci.yml");
             if !f.is_file() {
-                return Err(format!("no .gitlab-ci.yml in {} (give a file: `gantry lint FILE`)", root.display()));
+                return Err(format!(
+                    "no .gitlab-ci.yml in {} (give a file: `gantry lint FILE`)",
+                    root.display()
+                ));
             }
             f
         }
     };
-    let file = file.canonicalize().map_err(|e| format!("{}: {e}", file.display()))?;
+    let file = file
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
     let project_dir = git_toplevel(&dir).unwrap_or(dir);
     let project_dir = project_dir.canonicalize().unwrap_or(project_dir);
-    let entry = file.strip_prefix(&project_dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| file.to_string_lossy().into_owned());
+    let entry = file
+        .strip_prefix(&project_dir)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| file.to_string_lossy().into_owned());
     Ok(Located { project_dir, entry })
 }
 
@@ -85,7 +98,9 @@ pub fn locate(file: Option<&Path>) -> Result<Located, String> {
 /// or a file for worktrees). Found without spawning git, which matters for
 /// start-up time.
 fn git_toplevel(dir: &Path) -> Option<PathBuf> {
-    dir.ancestors().find(|d| d.join(".git").exists()).map(Path::to_path_buf)
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(Path::to_path_buf)
 }
 
 /// The git directory of a repository root (follows `gitdir:` files).
@@ -96,7 +111,11 @@ fn git_dir(root: &Path) -> Option<PathBuf> {
     }
     let text = std::fs::read_to_string(&dot).ok()?;
     let path = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
-    Some(if path.is_absolute() { path } else { root.join(path) })
+    Some(if path.is_absolute() {
+        path
+    } else {
+        root.join(path)
+    })
 }
 
 /// The common git directory (refs and config live there for worktrees).
@@ -114,7 +133,10 @@ fn common_dir(git_dir: &Path) -> PathBuf {
 fn ref_exists(common: &Path, full: &str) -> bool {
     common.join(full).is_file()
         || std::fs::read_to_string(common.join("packed-refs"))
-            .map(|p| p.lines().any(|l| l.split_once(' ').is_some_and(|(_, r)| r == full)))
+            .map(|p| {
+                p.lines()
+                    .any(|l| l.split_once(' ').is_some_and(|(_, r)| r == full))
+            })
             .unwrap_or(false)
 }
 
@@ -125,10 +147,11 @@ fn origin_url(config: &str) -> Option<String> {
         let t = line.trim();
         if t.starts_with('[') {
             in_origin = t.replace(' ', "") == "[remote\"origin\"]";
-        } else if in_origin && let Some((k, v)) = t.split_once('=') {
-            if k.trim() == "url" {
-                return Some(v.trim().to_string());
-            }
+        } else if in_origin
+            && let Some((k, v)) = t.split_once('=')
+            && k.trim() == "url"
+        {
+            return Some(v.trim().to_string());
         }
     }
     None
@@ -136,11 +159,21 @@ fn origin_url(config: &str) -> Option<String> {
 
 /// Runs git and returns trimmed stdout, or `None` on any failure.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).stderr(std::process::Stdio::null()).output().ok()?;
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
-    Some(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_string(),
+    )
 }
 
 /// Facts about the repository at `dir`. Works outside git too, with
@@ -152,15 +185,28 @@ pub fn git_facts(dir: &Path, git_ref: Option<&str>) -> GitFacts {
     let zeros = "0".repeat(40);
     let gd = git_dir(dir);
     let common = gd.as_deref().map(common_dir);
-    let head = gd.as_ref().and_then(|g| std::fs::read_to_string(g.join("HEAD")).ok()).unwrap_or_default();
-    let branch = head.trim().strip_prefix("ref: refs/heads/").map(str::to_string);
+    let head = gd
+        .as_ref()
+        .and_then(|g| std::fs::read_to_string(g.join("HEAD")).ok())
+        .unwrap_or_default();
+    let branch = head
+        .trim()
+        .strip_prefix("ref: refs/heads/")
+        .map(str::to_string);
     let default_branch = common
         .as_ref()
         .and_then(|c| std::fs::read_to_string(c.join("refs/remotes/origin/HEAD")).ok())
-        .and_then(|s| s.trim().strip_prefix("ref: refs/remotes/origin/").map(str::to_string))
+        .and_then(|s| {
+            s.trim()
+                .strip_prefix("ref: refs/remotes/origin/")
+                .map(str::to_string)
+        })
         .or_else(|| {
             let c = common.as_deref()?;
-            ["main", "master"].into_iter().find(|b| ref_exists(c, &format!("refs/heads/{b}"))).map(str::to_string)
+            ["main", "master"]
+                .into_iter()
+                .find(|b| ref_exists(c, &format!("refs/heads/{b}")))
+                .map(str::to_string)
         })
         .or_else(|| branch.clone())
         .unwrap_or_else(|| "main".to_string());
@@ -170,8 +216,12 @@ pub fn git_facts(dir: &Path, git_ref: Option<&str>) -> GitFacts {
             match r.strip_prefix("refs/tags/") {
                 Some(t) => (t.to_string(), true),
                 None => {
-                    let has = |full: String| common.as_deref().is_some_and(|c| ref_exists(c, &full));
-                    (r.to_string(), has(format!("refs/tags/{r}")) && !has(format!("refs/heads/{r}")))
+                    let has =
+                        |full: String| common.as_deref().is_some_and(|c| ref_exists(c, &full));
+                    (
+                        r.to_string(),
+                        has(format!("refs/tags/{r}")) && !has(format!("refs/heads/{r}")),
+                    )
                 }
             }
         }
@@ -185,23 +235,57 @@ pub fn git_facts(dir: &Path, git_ref: Option<&str>) -> GitFacts {
     let log = if gd.is_none() {
         None
     } else {
-        git_ref.and_then(|_| git(dir, &["log", "-1", log_format, &format!("{ref_name}^{{commit}}"), "--"])).or_else(|| git(dir, &["log", "-1", log_format, "HEAD", "--"]))
+        git_ref
+            .and_then(|_| {
+                git(
+                    dir,
+                    &[
+                        "log",
+                        "-1",
+                        log_format,
+                        &format!("{ref_name}^{{commit}}"),
+                        "--",
+                    ],
+                )
+            })
+            .or_else(|| git(dir, &["log", "-1", log_format, "HEAD", "--"]))
     };
     let log = log.unwrap_or_default();
     let mut parts = log.splitn(6, '\0');
     let mut next = || parts.next().unwrap_or("").to_string();
-    let sha = Some(next()).filter(|s| s.len() == 40).unwrap_or_else(|| zeros.clone());
-    let before_sha = next().split(' ').next().filter(|s| s.len() == 40).map(str::to_string).unwrap_or_else(|| zeros.clone());
+    let sha = Some(next())
+        .filter(|s| s.len() == 40)
+        .unwrap_or_else(|| zeros.clone());
+    let before_sha = next()
+        .split(' ')
+        .next()
+        .filter(|s| s.len() == 40)
+        .map(str::to_string)
+        .unwrap_or_else(|| zeros.clone());
     let author_name = next();
     let author_email = next();
     let timestamp = next();
     let message = next().trim_end().to_string();
-    let tag_message = if is_tag { git(dir, &["tag", "-l", "--format=%(contents)", &ref_name]).filter(|m| !m.is_empty()) } else { None };
-    let remote = common.as_ref().and_then(|c| std::fs::read_to_string(c.join("config")).ok()).and_then(|c| origin_url(&c));
+    let tag_message = if is_tag {
+        git(dir, &["tag", "-l", "--format=%(contents)", &ref_name]).filter(|m| !m.is_empty())
+    } else {
+        None
+    };
+    let remote = common
+        .as_ref()
+        .and_then(|c| std::fs::read_to_string(c.join("config")).ok())
+        .and_then(|c| origin_url(&c));
     let project_path = remote
         .as_deref()
         .and_then(project_path_from_remote)
-        .unwrap_or_else(|| format!("local/{}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "project".into())));
+        .unwrap_or_else(|| {
+            format!(
+                "local/{}",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "project".into())
+            )
+        });
     let project_url = remote.as_deref().and_then(web_url_from_remote);
     GitFacts {
         sha,
@@ -226,23 +310,33 @@ pub fn git_facts(dir: &Path, git_ref: Option<&str>) -> GitFacts {
 /// Every file of the project: tracked and untracked-but-not-ignored, as
 /// the user sees the working tree.
 pub fn project_files(dir: &Path) -> Vec<String> {
-    git(dir, &["ls-files", "--cached", "--others", "--exclude-standard"])
-        .map(|s| {
-            let mut v: Vec<String> = s.lines().map(str::to_string).collect();
-            v.sort();
-            v.dedup();
-            v
-        })
-        .unwrap_or_else(|| list_dir_files(dir))
+    git(
+        dir,
+        &["ls-files", "--cached", "--others", "--exclude-standard"],
+    )
+    .map(|s| {
+        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+        v.sort();
+        v.dedup();
+        v
+    })
+    .unwrap_or_else(|| list_dir_files(dir))
 }
 
 /// Fills in the expensive facts the configuration needs.
-pub fn complete_facts(facts: &mut GitFacts, dir: &Path, source: &str, needs_files: bool, needs_changes: bool) {
+pub fn complete_facts(
+    facts: &mut GitFacts,
+    dir: &Path,
+    source: &str,
+    needs_files: bool,
+    needs_changes: bool,
+) {
     if needs_files && facts.files.is_empty() {
         facts.files = project_files(dir);
     }
     if needs_changes {
-        facts.changed_paths = changed_paths(dir, &facts.sha, &facts.default_branch, facts.is_tag, source);
+        facts.changed_paths =
+            changed_paths(dir, &facts.sha, &facts.default_branch, facts.is_tag, source);
     }
 }
 
@@ -274,7 +368,13 @@ pub fn uses_exists_and_changes(node: &gantry_config::node::Node) -> (bool, bool)
 /// manual runs (changes then always match). For merge requests it compares
 /// with the target branch; for pushes, the commit with its parent. Local
 /// uncommitted changes are included, since they are what the user is trying.
-fn changed_paths(dir: &Path, sha: &str, default_branch: &str, is_tag: bool, source: &str) -> Option<Vec<String>> {
+fn changed_paths(
+    dir: &Path,
+    sha: &str,
+    default_branch: &str,
+    is_tag: bool,
+    source: &str,
+) -> Option<Vec<String>> {
     if is_tag || !matches!(source, "push" | "merge_request_event") {
         return None;
     }
@@ -283,9 +383,17 @@ fn changed_paths(dir: &Path, sha: &str, default_branch: &str, is_tag: bool, sour
     } else {
         git(dir, &["rev-parse", "-q", "--verify", &format!("{sha}~1")])?
     };
-    let mut paths: Vec<String> = git(dir, &["diff", "--name-only", &base, sha])?.lines().map(str::to_string).collect();
+    let mut paths: Vec<String> = git(dir, &["diff", "--name-only", &base, sha])?
+        .lines()
+        .map(str::to_string)
+        .collect();
     if let Some(local) = git(dir, &["status", "--porcelain", "--untracked-files=all"]) {
-        paths.extend(local.lines().filter_map(|l| l.get(3..)).map(|p| p.rsplit(" -> ").next().unwrap_or(p).to_string()));
+        paths.extend(
+            local
+                .lines()
+                .filter_map(|l| l.get(3..))
+                .map(|p| p.rsplit(" -> ").next().unwrap_or(p).to_string()),
+        );
     }
     paths.sort();
     paths.dedup();
@@ -297,7 +405,9 @@ fn list_dir_files(dir: &Path) -> Vec<String> {
         if depth > 20 {
             return;
         }
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let name = e.file_name();
@@ -331,8 +441,15 @@ fn project_path_from_remote(url: &str) -> Option<String> {
     } else {
         url
     };
-    let p = rest.trim_end_matches('/').trim_end_matches(".git").trim_matches('/');
-    if p.is_empty() { None } else { Some(p.to_string()) }
+    let p = rest
+        .trim_end_matches('/')
+        .trim_end_matches(".git")
+        .trim_matches('/');
+    if p.is_empty() {
+        None
+    } else {
+        Some(p.to_string())
+    }
 }
 
 fn web_url_from_remote(url: &str) -> Option<String> {
@@ -345,7 +462,11 @@ fn web_url_from_remote(url: &str) -> Option<String> {
         let (user_host, _) = url.split_once(':')?;
         user_host.rsplit('@').next()?.to_string()
     };
-    if host.is_empty() || host.starts_with('/') { None } else { Some(format!("https://{host}/{path}")) }
+    if host.is_empty() || host.starts_with('/') {
+        None
+    } else {
+        Some(format!("https://{host}/{path}"))
+    }
 }
 
 /// Reads configuration files for the loader: the working tree, sibling
@@ -357,11 +478,16 @@ pub struct ProjectFiles {
 
 impl ProjectFiles {
     pub fn new(root: PathBuf) -> Self {
-        ProjectFiles { root, files: std::sync::OnceLock::new() }
+        ProjectFiles {
+            root,
+            files: std::sync::OnceLock::new(),
+        }
     }
 
     fn project_clone(&self, project: &str) -> Option<PathBuf> {
-        let base = std::env::var_os("GANTRY_PROJECTS_DIR").map(PathBuf::from).or_else(|| self.root.parent().map(Path::to_path_buf))?;
+        let base = std::env::var_os("GANTRY_PROJECTS_DIR")
+            .map(PathBuf::from)
+            .or_else(|| self.root.parent().map(Path::to_path_buf))?;
         let full = base.join(project);
         if full.is_dir() {
             return Some(full);
@@ -383,21 +509,29 @@ fn safe_relative(path: &str) -> Result<&str, String> {
 impl FileSource for ProjectFiles {
     fn read_local(&self, path: &str) -> Result<String, String> {
         let rel = safe_relative(path)?;
-        std::fs::read_to_string(self.root.join(rel)).map_err(|e| format!("cannot read local file `{rel}`: {e}"))
+        std::fs::read_to_string(self.root.join(rel))
+            .map_err(|e| format!("cannot read local file `{rel}`: {e}"))
     }
 
     fn local_files(&self) -> Vec<String> {
         self.files.get_or_init(|| project_files(&self.root)).clone()
     }
 
-    fn read_project(&self, project: &str, git_ref: Option<&str>, path: &str) -> Result<String, String> {
+    fn read_project(
+        &self,
+        project: &str,
+        git_ref: Option<&str>,
+        path: &str,
+    ) -> Result<String, String> {
         let rel = safe_relative(path)?;
         let dir = self.project_clone(project).ok_or_else(|| {
             format!("project `{project}` has no local clone (looked in GANTRY_PROJECTS_DIR or beside this project)")
         })?;
         match git_ref {
-            Some(r) => git(&dir, &["show", &format!("{r}:{rel}")]).ok_or_else(|| format!("`{rel}` not found at ref `{r}` of project `{project}`")),
-            None => std::fs::read_to_string(dir.join(rel)).map_err(|e| format!("cannot read `{rel}` of project `{project}`: {e}")),
+            Some(r) => git(&dir, &["show", &format!("{r}:{rel}")])
+                .ok_or_else(|| format!("`{rel}` not found at ref `{r}` of project `{project}`")),
+            None => std::fs::read_to_string(dir.join(rel))
+                .map_err(|e| format!("cannot read `{rel}` of project `{project}`: {e}")),
         }
     }
 
@@ -424,8 +558,13 @@ fn fetch_remote(url: &str) -> Result<String, String> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(format!("`{url}` is not an http(s) URL"));
     }
-    let ttl = std::env::var("GANTRY_REMOTE_TTL").ok().and_then(|s| s.parse().ok()).unwrap_or(3600u64);
-    let path = cache_dir().join("remote").join(hex::encode(sha2::Sha256::digest(url.as_bytes())));
+    let ttl = std::env::var("GANTRY_REMOTE_TTL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3600u64);
+    let path = cache_dir()
+        .join("remote")
+        .join(hex::encode(sha2::Sha256::digest(url.as_bytes())));
     let cached = std::fs::read_to_string(&path).ok();
     let fresh = std::fs::metadata(&path)
         .and_then(|m| m.modified())
@@ -435,12 +574,22 @@ fn fetch_remote(url: &str) -> Result<String, String> {
     if let (true, Some(text)) = (fresh, &cached) {
         return Ok(text.clone());
     }
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-    let fetched = agent.get(url).call().map_err(|e| e.to_string()).and_then(|r| {
-        let mut body = String::new();
-        std::io::Read::read_to_string(&mut std::io::Read::take(r.into_reader(), 1024 * 1024 + 1), &mut body).map_err(|e| e.to_string())?;
-        Ok(body)
-    });
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let fetched = agent
+        .get(url)
+        .call()
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            let mut body = String::new();
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(r.into_reader(), 1024 * 1024 + 1),
+                &mut body,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(body)
+        });
     match fetched {
         Ok(text) => {
             if let Some(parent) = path.parent() {
@@ -471,7 +620,11 @@ pub fn plan(args: &PlanArgs) -> Result<Planned, i32> {
     let mut facts = git_facts(&located.project_dir, args.git_ref.as_deref());
     let pre_context = Context::new(&facts, &args.source, &args.vars);
     let files = ProjectFiles::new(located.project_dir.clone());
-    let opts = LoadOptions { entry: located.entry.clone(), variables: pre_context.variables, display_name: None };
+    let opts = LoadOptions {
+        entry: located.entry.clone(),
+        variables: pre_context.variables,
+        display_name: None,
+    };
     let loaded = gantry_config::load::load(&files, &opts).map_err(|e| {
         print_diagnostics(&e.diagnostics, &e.sources);
         EXIT_FAILURE
@@ -480,13 +633,24 @@ pub fn plan(args: &PlanArgs) -> Result<Planned, i32> {
     if needs_files {
         facts.files = files.local_files();
     }
-    complete_facts(&mut facts, &located.project_dir, &args.source, needs_files, needs_changes);
+    complete_facts(
+        &mut facts,
+        &located.project_dir,
+        &args.source,
+        needs_files,
+        needs_changes,
+    );
     let context = Context::new(&facts, &args.source, &args.vars);
     let pipeline = gantry_config::plan::plan(&loaded.config, &context).map_err(|d| {
         print_diagnostics(&d, &loaded.sources);
         EXIT_FAILURE
     })?;
-    Ok(Planned { pipeline, loaded, project_dir: located.project_dir, facts })
+    Ok(Planned {
+        pipeline,
+        loaded,
+        project_dir: located.project_dir,
+        facts,
+    })
 }
 
 pub fn print_diagnostics(diagnostics: &[Diagnostic], sources: &Sources) {
@@ -503,11 +667,26 @@ mod tests {
 
     #[test]
     fn remote_urls_to_project_paths() {
-        assert_eq!(project_path_from_remote("git@gitlab.com:group/sub/app.git").as_deref(), Some("group/sub/app"));
-        assert_eq!(project_path_from_remote("https://gitlab.com/group/app.git").as_deref(), Some("group/app"));
-        assert_eq!(project_path_from_remote("https://user:tok@gitlab.com/group/app").as_deref(), Some("group/app"));
-        assert_eq!(web_url_from_remote("git@gitlab.com:group/app.git").as_deref(), Some("https://gitlab.com/group/app"));
-        assert_eq!(web_url_from_remote("https://user:tok@gitlab.com/group/app").as_deref(), Some("https://gitlab.com/group/app"));
+        assert_eq!(
+            project_path_from_remote("git@gitlab.com:group/sub/app.git").as_deref(),
+            Some("group/sub/app")
+        );
+        assert_eq!(
+            project_path_from_remote("https://gitlab.com/group/app.git").as_deref(),
+            Some("group/app")
+        );
+        assert_eq!(
+            project_path_from_remote("https://user:tok@gitlab.com/group/app").as_deref(),
+            Some("group/app")
+        );
+        assert_eq!(
+            web_url_from_remote("git@gitlab.com:group/app.git").as_deref(),
+            Some("https://gitlab.com/group/app")
+        );
+        assert_eq!(
+            web_url_from_remote("https://user:tok@gitlab.com/group/app").as_deref(),
+            Some("https://gitlab.com/group/app")
+        );
     }
 
     #[test]

@@ -26,7 +26,11 @@ impl Default for Cmd {
 
 impl Cmd {
     pub fn new() -> Self {
-        Cmd { dir: std::env::current_dir().expect("cwd"), args: Vec::new(), env: Vec::new() }
+        Cmd {
+            dir: std::env::current_dir().expect("cwd"),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
     }
     pub fn dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.dir = dir.as_ref().to_path_buf();
@@ -42,7 +46,9 @@ impl Cmd {
     }
     pub fn run(self) -> Ran {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
-        cmd.current_dir(&self.dir).args(&self.args).env("NO_COLOR", "1");
+        cmd.current_dir(&self.dir)
+            .args(&self.args)
+            .env("NO_COLOR", "1");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -58,19 +64,38 @@ impl Cmd {
 
 impl Ran {
     pub fn status(self, code: i32) -> Self {
-        assert_eq!(self.output.status.code(), Some(code), "{}\nstdout:\n{}\nstderr:\n{}", self.what, self.stdout, self.stderr);
+        assert_eq!(
+            self.output.status.code(),
+            Some(code),
+            "{}\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
         self
     }
     pub fn stdout_has(self, needle: &str) -> Self {
-        assert!(self.stdout.contains(needle), "{}: stdout lacks {needle:?}\nstdout:\n{}\nstderr:\n{}", self.what, self.stdout, self.stderr);
+        assert!(
+            self.stdout.contains(needle),
+            "{}: stdout lacks {needle:?}\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
         self
     }
     pub fn stderr_has(self, needle: &str) -> Self {
-        assert!(self.stderr.contains(needle), "{}: stderr lacks {needle:?}\nstderr:\n{}", self.what, self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "{}: stderr lacks {needle:?}\nstderr:\n{}",
+            self.what,
+            self.stderr
+        );
         self
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}):\n{}", self.what, self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}):\n{}", self.what, self.stdout))
     }
 }
 
