@@ -48,15 +48,26 @@ impl Diagnostic {
             Some(span) => {
                 let name = sources.name(span.file);
                 let _ = writeln!(out, "  --> {}:{}:{}", name, span.line, span.col);
-                if let Some(line) = sources.line(span.file, span.line) {
-                    let num = span.line.to_string();
+                // An error at the end of the file (an unclosed bracket) points
+                // past the last line: show the last line, caret after its end.
+                let shown = match sources.line(span.file, span.line) {
+                    Some(line) => Some((span.line, line, span.col)),
+                    None => span.line.checked_sub(1).filter(|l| *l > 0).and_then(|l| {
+                        sources
+                            .line(span.file, l)
+                            .map(|line| (l, line, line.chars().count() as u32 + 1))
+                    }),
+                };
+                if let Some((line_no, line, col)) = shown {
+                    let num = line_no.to_string();
                     let pad = " ".repeat(num.len());
                     let _ = writeln!(out, " {pad} |");
                     let _ = writeln!(out, " {num} | {line}");
                     // Columns count characters; keep tabs so the caret lines up.
                     let lead: String = line
                         .chars()
-                        .take(span.col.saturating_sub(1) as usize)
+                        .chain(std::iter::repeat(' '))
+                        .take(col.saturating_sub(1) as usize)
                         .map(|c| if c == '\t' { '\t' } else { ' ' })
                         .collect();
                     let label = self
