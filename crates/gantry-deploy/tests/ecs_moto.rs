@@ -603,3 +603,38 @@ async fn missing_service_and_unknown_container_are_clear_errors() {
         out[0].message
     );
 }
+
+#[tokio::test]
+async fn scale_sets_the_desired_count_with_the_deploy() {
+    let Some(moto) = common::start_moto("scale") else {
+        return;
+    };
+    let client = ecs_client(&moto).await;
+    fixture(&client, "web").await;
+    let history = MemoryHistoryStore::default();
+    let deployer = EcsDeployer::new(
+        client.clone(),
+        SdkObserver::new(client.clone()),
+        &history,
+        Log::silent(),
+    );
+    let mut opts = no_wait(&["web"]);
+    opts.scale = Some(5);
+    let out = deployer.deploy(&opts).await;
+    assert!(out[0].ok, "{}", out[0].message);
+    assert!(
+        out[0]
+            .revision
+            .as_deref()
+            .is_some_and(|r| r.ends_with("web:1")),
+        "no changes: same revision"
+    );
+    let r = client
+        .describe_services()
+        .cluster("c1")
+        .services("web")
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(r.services()[0].desired_count, 5);
+}
