@@ -44,9 +44,28 @@ if [ "$(cat /etc/containers/containers.conf 2>/dev/null)" != "$CONF_WANT" ]; the
     printf '%s\n' "$CONF_WANT" > /etc/containers/containers.conf
 fi
 
+# The local registry of scripts/setup-registry.sh speaks plain HTTP. The
+# service reads this at start, so a change means a restart.
+REG_CONF=/etc/containers/registries.conf.d/50-gantry-local.conf
+REG_WANT='[[registry]]
+location = "127.0.0.1:5000"
+insecure = true'
+restart=
+mkdir -p /etc/containers/registries.conf.d
+if [ "$(cat "$REG_CONF" 2>/dev/null)" != "$REG_WANT" ]; then
+    printf '%s\n' "$REG_WANT" > "$REG_CONF"
+    restart=yes
+fi
+
 answers() {
     curl -sf --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1
 }
+
+if [ -n "$restart" ] && answers; then
+    pkill -f "podman system service --time=0 unix://$SOCKET" || true
+    i=0
+    while answers && [ "$i" -lt 50 ]; do i=$((i + 1)); sleep 0.1; done
+fi
 
 if ! answers; then
     mkdir -p "$(dirname "$SOCKET")"

@@ -8,8 +8,8 @@ if ! command -v docker-registry >/dev/null 2>&1; then
     apt-get -o DPkg::Lock::Timeout=900 update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq docker-registry curl >/dev/null
 fi
-mkdir -p /etc/containers/registries.conf.d "$DATA"
-printf '[[registry]]\nlocation = "%s"\ninsecure = true\n' "$ADDR" > /etc/containers/registries.conf.d/50-gantry-local.conf
+mkdir -p "$DATA"
+# Podman is told this registry is plain HTTP by scripts/setup-podman.sh.
 if ! curl -sf --max-time 2 "http://$ADDR/v2/" >/dev/null 2>&1; then
     printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' "$DATA" "$ADDR" > /etc/gantry-registry.yml
     setsid docker-registry serve /etc/gantry-registry.yml >/tmp/gantry-registry.log 2>&1 < /dev/null &

@@ -235,6 +235,13 @@ pub async fn run_pipeline(
         .new_run()
         .map_err(|e| EngineError::Setup(format!("cannot create {}: {e}", state.root.display())))?;
     let previous = state.last().and_then(|id| state.read_manifest(&id).ok());
+    // Old runs go while this one runs (removing directories is slow on some
+    // filesystems); the previous run's build dirs stay for `gantry shell`.
+    let pruning = {
+        let state = state.clone();
+        let current = run.id.clone();
+        std::thread::spawn(move || state.prune(&current))
+    };
     // Whether the working tree differs from the commit is only a note: it
     // is found out while the run goes on.
     let dirty_check = {
@@ -414,7 +421,7 @@ pub async fn run_pipeline(
     let report = d.report(&run, status, duration);
     write_manifest(&run, &opts.sha, &report, &d.nodes);
     let _ = state.set_last(&run.id);
-    state.prune(&run.id);
+    let _ = pruning.join();
     d.reporter.emit(&Event::RunFinished {
         run_id: run.id.clone(),
         status: status.as_str().into(),

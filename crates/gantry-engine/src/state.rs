@@ -88,7 +88,8 @@ impl StateDir {
     }
 
     /// Removes old runs (keeping [`RUNS_KEPT`]) and the build dirs of every
-    /// run but `current` and the last one (whose dirs `gantry shell` uses).
+    /// run but `current` and the last one (whose dirs `gantry shell` uses
+    /// until `current` ends).
     pub fn prune(&self, current: &str) {
         let Ok(entries) = std::fs::read_dir(self.runs_dir()) else {
             return;

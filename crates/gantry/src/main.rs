@@ -142,10 +142,10 @@ fn plan(args: PlanCmdArgs) -> i32 {
         print!("{}", gantry_config::emit::to_yaml(&planned.loaded.merged));
     } else if args.json {
         let json = gantry_config::output::plan_json(&planned.pipeline);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).unwrap_or_default()
-        );
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let _ = serde_json::to_writer_pretty(&mut out, &json);
+        let _ = std::io::Write::write_all(&mut out, b"\n");
+        let _ = std::io::Write::flush(&mut out);
     } else {
         print!("{}", gantry_config::output::plan_human(&planned.pipeline));
     }
