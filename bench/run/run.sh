@@ -4,6 +4,9 @@
 #   stages30  30 echo jobs in 3 stages
 #   dag30     3 layers of 10; each job needs 2 jobs of the layer before
 #   chain30   a linear chain of 30 (each job needs the previous one)
+#   container10  10 jobs in 2 stages in localhost/busybox containers, through
+#             the Docker API of Podman (scripts/setup-podman.sh,
+#             make-test-images.sh); skipped when no engine answers
 # Prints median wall time (date, ns) and peak RSS (/usr/bin/time -f '%M') of each
 # tool, the ratios, and gantry's per-job overhead on the shell executor:
 # (chain30 wall time - the same 30 scripts run directly with bash) / 30.
@@ -75,6 +78,14 @@ gen_chain30() {
   done
 }
 
+gen_container10() {
+  echo "stages: [one, two]"
+  echo "image: localhost/busybox:latest"
+  for s in one two; do for i in $(seq 1 5); do
+    printf 'box_%s_%s:\n  stage: %s\n  script:\n    - echo "box %s %s"\n' "$s" "$i" "$s" "$s" "$i"
+  done; done
+}
+
 # measure DIR REPS CMD... -> prints "median_wall_s max_rss_kb"
 measure() {
   local dir="$1" reps="$2"; shift 2
@@ -96,11 +107,21 @@ measure() {
 }
 
 printf '%-9s %10s %10s %10s %10s %8s %8s\n' pipeline gantry_s gantry_MB gcl_s gcl_MB wall_x rss_x
-for p in stages30 dag30 chain30; do
+export DOCKER_HOST="${DOCKER_HOST:-unix:///run/podman/podman.sock}"
+PIPELINES="stages30 dag30 chain30"
+if curl -sf --max-time 2 --unix-socket "${DOCKER_HOST#unix://}" http://d/_ping >/dev/null 2>&1; then
+  PIPELINES="$PIPELINES container10"
+else
+  echo "(no container engine at $DOCKER_HOST: container10 skipped)"
+fi
+for p in $PIPELINES; do
   "gen_$p" | new_repo "$p"
   read -r gw gm < <(measure "$WORK/$p" "$REPS" "$GANTRY" run)
   if [ "$PEER" = 1 ]; then
-    read -r pw pm < <(PATH="$PEER_PATH:$PATH" measure "$WORK/$p" "$PEER_REPS" gitlab-ci-local)
+    if ! read -r pw pm < <(PATH="$PEER_PATH:$PATH" measure "$WORK/$p" "$PEER_REPS" gitlab-ci-local); then
+      printf '%-9s %10.3f %10.1f %10s %10s %8s %8s   (gitlab-ci-local failed)\n' "$p" "$gw" "$(awk -v m="$gm" 'BEGIN{print m/1024}')" - - - -
+      continue
+    fi
     awk -v p="$p" -v gw="$gw" -v gm="$gm" -v pw="$pw" -v pm="$pm" 'BEGIN {
       gws = (gw > 0.005 ? gw : 0.005)
       printf "%-9s %10.3f %10.1f %10.3f %10.1f %7.1fx %7.1fx\n", p, gw, gm/1024, pw, pm/1024, pw/gws, pm/gm }'

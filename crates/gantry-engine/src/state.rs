@@ -53,12 +53,20 @@ impl StateDir {
         self.runs_dir().join(run_id)
     }
 
-    /// Creates a new run directory with a sortable, unique id.
+    /// Creates a new run directory with a sortable, unique id. The id also
+    /// names container-engine objects (networks, labels), which are shared by
+    /// every repository on the machine, so it carries a tag that differs
+    /// between processes and between runs started in the same second.
     pub fn new_run(&self) -> io::Result<RunDir> {
         self.ensure()?;
-        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+        let now = chrono::Utc::now();
+        let stamp = now.format("%Y%m%d-%H%M%S").to_string();
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag =
+            (std::process::id() ^ now.timestamp_subsec_nanos() ^ seq.wrapping_mul(0x9e37)) & 0xffff;
         for n in 1..10_000u32 {
-            let id = format!("{stamp}-{n}");
+            let id = format!("{stamp}-{n}-{tag:04x}");
             let dir = self.run_dir(&id);
             match std::fs::create_dir(&dir) {
                 Ok(()) => {

@@ -210,3 +210,33 @@ async fn running_runs(executor: &DockerExecutor) -> Vec<String> {
         .filter_map(|c| c.labels.and_then(|l| l.get("gantry.run").cloned()))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_variables_reach_a_containerised_job() {
+    let Some(executor) = docker_common::engine("file_variables_reach_a_containerised_job").await
+    else {
+        return;
+    };
+    let repo = Repo::new(&[("README", "x\n")]);
+    let mut job = in_container(
+        "dk file var",
+        "test",
+        &["test -f \"$KUBECONFIG_FILE\"", "cat \"$KUBECONFIG_FILE\""],
+    );
+    let mut var = gantry_config::model::Variable::new("KUBECONFIG_FILE", "apiVersion: v1");
+    var.file = true;
+    job.variables.push(var);
+    let p = pipeline(&["test"], vec![job]);
+    let report = run(&repo, &p, CancellationToken::new()).await;
+    let out = log(&report, "dk file var");
+    assert_eq!(
+        report.job("dk file var").map(|j| j.status.as_str()),
+        Some("success"),
+        "{out}"
+    );
+    assert!(out.contains("apiVersion: v1"), "{out}");
+    executor
+        .remove_kept(None, Some("dk file var"))
+        .await
+        .expect("remove kept");
+}

@@ -468,11 +468,7 @@ impl DockerExecutor {
             user: docker_user(image.docker.as_ref()),
             labels: Some(job_env.labels("build", self.keep_for_shell)),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!(
-                    "{}:{}",
-                    project_dir.display(),
-                    req.ci_project_dir
-                )]),
+                binds: Some(job_binds(&project_dir, &req.ci_project_dir)),
                 network_mode: network.clone(),
                 ..Default::default()
             }),
@@ -1348,4 +1344,16 @@ impl DockerJob {
             .map_err(|e| engine_error("copying the script into the container", e))?;
         Ok(format!("/{name}"))
     }
+}
+
+/// The project directory, and beside it the job's `.tmp` directory where the
+/// engine writes file-type variables (the job sees `$CI_PROJECT_DIR.tmp/NAME`,
+/// as on gitlab-runner).
+fn job_binds(project_dir: &std::path::Path, ci_project_dir: &str) -> Vec<String> {
+    let mut binds = vec![format!("{}:{}", project_dir.display(), ci_project_dir)];
+    let tmp = std::path::PathBuf::from(format!("{}.tmp", project_dir.display()));
+    if tmp.is_dir() {
+        binds.push(format!("{}:{}.tmp", tmp.display(), ci_project_dir));
+    }
+    binds
 }
