@@ -27,5 +27,8 @@ cargo fmt --all --check
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "conformance (GitLab's schema fixtures)"
+cargo test -q -p gantry-config --test conformance -- --nocapture
+
 step "tests"
 cargo test --workspace --no-fail-fast

@@ -136,7 +136,9 @@ fn lint(args: LintArgs) -> i32 {
 }
 
 fn plan(args: PlanCmdArgs) -> i32 {
-    let planned = match project::plan(&args.plan) {
+    let mut plan_args = args.plan.clone();
+    plan_args.keep_merged = args.merged;
+    let planned = match project::plan(&plan_args) {
         Ok(p) => p,
         Err(code) => return code,
     };

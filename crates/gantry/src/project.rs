@@ -29,6 +29,9 @@ pub struct PlanArgs {
     /// Set a variable (repeatable); wins over predefined ones.
     #[arg(short = 'v', long = "variable", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub vars: Vec<(String, String)>,
+    /// Keep the merged configuration in [`Planned::loaded`] (for `--merged`).
+    #[arg(skip)]
+    pub keep_merged: bool,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -641,6 +644,11 @@ pub fn plan(args: &PlanArgs) -> Result<Planned, i32> {
         needs_changes,
     );
     let context = Context::new(&facts, &args.source, &args.vars);
+    let mut loaded = loaded;
+    if !args.keep_merged {
+        // Only `plan --merged` reads the merged tree; free it before planning.
+        loaded.merged = gantry_config::node::Node::null(loaded.merged.span);
+    }
     let pipeline = gantry_config::plan::plan(&loaded.config, &context).map_err(|d| {
         print_diagnostics(&d, &loaded.sources);
         EXIT_FAILURE

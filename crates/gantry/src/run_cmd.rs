@@ -100,6 +100,7 @@ pub fn run(args: RunArgs) -> i32 {
         git_ref: args.git_ref.clone(),
         source: args.source.clone(),
         vars: args.vars.clone(),
+        keep_merged: false,
     };
     // An invalid configuration is a usage error for `run` (exit 2); the
     // diagnostics are already printed.
