@@ -119,7 +119,7 @@ for p in $PIPELINES; do
   read -r gw gm < <(measure "$WORK/$p" "$REPS" "$GANTRY" run)
   if [ "$PEER" = 1 ]; then
     if ! read -r pw pm < <(PATH="$PEER_PATH:$PATH" measure "$WORK/$p" "$PEER_REPS" gitlab-ci-local); then
-      printf '%-9s %10.3f %10.1f %10s %10s %8s %8s   (gitlab-ci-local failed)\n' "$p" "$gw" "$(awk -v m="$gm" 'BEGIN{print m/1024}')" - - - -
+      printf '%-9s %10.3f %10.1f %10s %10s %8s %8s   (gitlab-ci-local failed: it pulls its helper image firecow/gitlab-ci-local-util from Docker Hub, unreachable here)\n' "$p" "$gw" "$(awk -v m="$gm" 'BEGIN{print m/1024}')" - - - -
       continue
     fi
     awk -v p="$p" -v gw="$gw" -v gm="$gm" -v pw="$pw" -v pm="$pm" 'BEGIN {
