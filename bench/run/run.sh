@@ -37,7 +37,16 @@ if [ "$PEER" = 1 ]; then
 fi
 
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+# `gantry run` keeps each container job's build container for `gantry shell`;
+# the bench repositories go away, so their kept containers go too.
+cleanup() {
+  if command -v docker >/dev/null 2>&1; then
+    docker ps -a --format '{{.Names}}|{{.Label "gantry.project"}}' 2>/dev/null \
+      | awk -F'|' '$2 == "/builds/bench/project" { print $1 }' | xargs -r docker rm -f >/dev/null 2>&1 || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 new_repo() { # name -> creates $WORK/name with .gitlab-ci.yml from stdin
   local dir="$WORK/$1"

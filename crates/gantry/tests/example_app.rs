@@ -114,11 +114,20 @@ fn example_app_runs_end_to_end() {
         .args(&["run", "-v", "APP_PORT=18581"])
         .run();
     // Remove what the deploy created before asserting, so a failure leaves nothing behind.
-    for c in docker(&["ps", "-a", "--format", "{{.Names}}"])
-        .lines()
-        .filter(|c| c.starts_with(&name))
+    // The deployed revisions are named after the project; the build
+    // containers `gantry shell` could reopen carry the project's path.
+    for line in docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}|{{.Label \"gantry.project\"}}",
+    ])
+    .lines()
     {
-        docker(&["rm", "-f", c]);
+        let (container, project) = line.split_once('|').unwrap_or((line, ""));
+        if container.starts_with(&name) || project.ends_with(&format!("/{name}")) {
+            docker(&["rm", "-f", container]);
+        }
     }
     let ran = ran.status(0);
     assert!(ran.stdout.contains("2 passed, 0 failed"), "{}", ran.stdout);
