@@ -3,21 +3,39 @@
 //! (plain text; colour is the CLI's business).
 
 use crate::model::{Job, Pipeline, PipelineStatus, Variable};
-use serde_json::{Map, Value, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 use std::fmt::Write as _;
 
 /// The pipeline as one JSON object: `status`, `name`, `filtered_reason`,
 /// `stages`, `jobs[]`, `skipped[]` and the pipeline's global `variables`.
 pub fn plan_json(p: &Pipeline) -> Value {
-    json!({
-        "status": status_str(p.status),
-        "name": p.name,
-        "filtered_reason": p.filtered_reason,
-        "stages": p.stages,
-        "jobs": p.jobs.iter().map(job_json).collect::<Vec<_>>(),
-        "skipped": p.skipped.iter().map(|s| json!({"name": s.name, "reason": s.reason})).collect::<Vec<_>>(),
-        "variables": variables_json(&p.variables),
-    })
+    serde_json::to_value(PlanJson(p)).unwrap_or(Value::Null)
+}
+
+/// The same object, serialised straight from the pipeline without building
+/// a [`Value`] first (a 5,000-job plan is megabytes of JSON).
+pub struct PlanJson<'a>(pub &'a Pipeline);
+
+impl Serialize for PlanJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let p = self.0;
+        let mut m = ser.serialize_map(Some(7))?;
+        m.serialize_entry("status", status_str(p.status))?;
+        m.serialize_entry("name", &p.name)?;
+        m.serialize_entry("filtered_reason", &p.filtered_reason)?;
+        m.serialize_entry("stages", &p.stages)?;
+        m.serialize_entry("jobs", &Seq(p.jobs.iter().map(JobJson)))?;
+        m.serialize_entry(
+            "skipped",
+            &Seq(p.skipped.iter().map(|s| Skipped {
+                name: &s.name,
+                reason: &s.reason,
+            })),
+        )?;
+        m.serialize_entry("variables", &Vars(&p.variables))?;
+        m.end()
+    }
 }
 
 fn status_str(s: PipelineStatus) -> &'static str {
@@ -27,54 +45,68 @@ fn status_str(s: PipelineStatus) -> &'static str {
     }
 }
 
-fn variables_json(vars: &[Variable]) -> Value {
-    Value::Object(
-        vars.iter()
-            .map(|v| (v.name.clone(), Value::String(v.value.clone())))
-            .collect::<Map<_, _>>(),
-    )
-}
+/// Serialises an iterator as a JSON array, once.
+struct Seq<I>(I);
 
-/// Serialises a model value; the model types are plain data, so this does
-/// not fail, and `null` stands in if it ever did.
-fn to_json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-fn job_json(j: &Job) -> Value {
-    let mut o = Map::new();
-    o.insert("name".into(), j.name.clone().into());
-    o.insert("stage".into(), j.stage.clone().into());
-    o.insert("when".into(), j.when.as_str().into());
-    o.insert("allow_failure".into(), j.allow_failure.into());
-    if !j.allow_failure_exit_codes.is_empty() {
-        o.insert(
-            "allow_failure_exit_codes".into(),
-            to_json(&j.allow_failure_exit_codes),
-        );
+impl<I: Iterator<Item = T> + Clone, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_seq(self.0.clone())
     }
-    let needs = match &j.needs {
-        None => Value::Null,
-        Some(list) => Value::Array(list.iter().map(|n| Value::String(n.job.clone())).collect()),
-    };
-    o.insert("needs".into(), needs);
-    o.insert("dependencies".into(), to_json(&j.dependencies));
-    o.insert("script".into(), to_json(&j.script));
-    o.insert("before_script".into(), to_json(&j.before_script));
-    o.insert("after_script".into(), to_json(&j.after_script));
-    o.insert("image".into(), to_json(&j.image));
-    o.insert("services".into(), to_json(&j.services));
-    o.insert("variables".into(), variables_json(&j.variables));
-    o.insert("environment".into(), to_json(&j.environment));
-    o.insert("start_in".into(), to_json(&j.start_in));
-    o.insert("retry".into(), to_json(&j.retry));
-    o.insert("timeout".into(), to_json(&j.timeout));
-    o.insert("resource_group".into(), to_json(&j.resource_group));
-    o.insert("interruptible".into(), j.interruptible.into());
-    o.insert("artifacts".into(), to_json(&j.artifacts));
-    o.insert("cache".into(), to_json(&j.cache));
-    o.insert("tags".into(), to_json(&j.tags));
-    Value::Object(o)
+}
+
+#[derive(serde::Serialize)]
+struct Skipped<'a> {
+    name: &'a str,
+    reason: &'a str,
+}
+
+/// Variables as one object, name to value.
+struct Vars<'a>(&'a [Variable]);
+
+impl Serialize for Vars<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_map(self.0.iter().map(|v| (&v.name, &v.value)))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct JobJson<'a>(&'a Job);
+
+impl Serialize for JobJson<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let j = self.0;
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("name", &j.name)?;
+        m.serialize_entry("stage", &j.stage)?;
+        m.serialize_entry("when", j.when.as_str())?;
+        m.serialize_entry("allow_failure", &j.allow_failure)?;
+        if !j.allow_failure_exit_codes.is_empty() {
+            m.serialize_entry("allow_failure_exit_codes", &j.allow_failure_exit_codes)?;
+        }
+        // `null` for stage ordering, else the names of the needed jobs.
+        let needs = j
+            .needs
+            .as_ref()
+            .map(|list| Seq(list.iter().map(|n| n.job.as_str())));
+        m.serialize_entry("needs", &needs)?;
+        m.serialize_entry("dependencies", &j.dependencies)?;
+        m.serialize_entry("script", &j.script)?;
+        m.serialize_entry("before_script", &j.before_script)?;
+        m.serialize_entry("after_script", &j.after_script)?;
+        m.serialize_entry("image", &j.image)?;
+        m.serialize_entry("services", &j.services)?;
+        m.serialize_entry("variables", &Vars(&j.variables))?;
+        m.serialize_entry("environment", &j.environment)?;
+        m.serialize_entry("start_in", &j.start_in)?;
+        m.serialize_entry("retry", &j.retry)?;
+        m.serialize_entry("timeout", &j.timeout)?;
+        m.serialize_entry("resource_group", &j.resource_group)?;
+        m.serialize_entry("interruptible", &j.interruptible)?;
+        m.serialize_entry("artifacts", &j.artifacts)?;
+        m.serialize_entry("cache", &j.cache)?;
+        m.serialize_entry("tags", &j.tags)?;
+        m.end()
+    }
 }
 
 /// The pipeline for people:

@@ -145,9 +145,16 @@ fn plan(args: PlanCmdArgs) -> i32 {
     if args.merged {
         print!("{}", gantry_config::emit::to_yaml(&planned.loaded.merged));
     } else if args.json {
-        let json = gantry_config::output::plan_json(&planned.pipeline);
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let _ = serde_json::to_writer_pretty(&mut out, &json);
+        let json = gantry_config::output::PlanJson(&planned.pipeline);
+        // Indented for a person, compact for a pipe (half the bytes to write).
+        let stdout = std::io::stdout();
+        let pretty = std::io::IsTerminal::is_terminal(&stdout);
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        let _ = if pretty {
+            serde_json::to_writer_pretty(&mut out, &json)
+        } else {
+            serde_json::to_writer(&mut out, &json)
+        };
         let _ = std::io::Write::write_all(&mut out, b"\n");
         let _ = std::io::Write::flush(&mut out);
     } else {
