@@ -9,7 +9,7 @@ mod project;
 mod run_cmd;
 
 use clap::{Parser, Subcommand};
-use project::{EXIT_FAILURE, EXIT_USAGE, PlanArgs};
+use project::{EXIT_USAGE, PlanArgs};
 use std::process::ExitCode;
 
 // mimalloc halves the time of loading large configurations; its `no_thp`
@@ -100,38 +100,21 @@ fn main() -> ExitCode {
 fn lint(args: LintArgs) -> i32 {
     let plan_args = PlanArgs {
         file: args.file,
+        source: "push".into(),
         ..PlanArgs::default()
     };
-    let located = match project::locate(plan_args.file.as_deref()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let facts = project::git_facts(&located.project_dir, None);
-    let context = gantry_config::context::Context::new(&facts, "push", &[]);
-    let files = project::ProjectFiles::new(located.project_dir.clone());
-    let opts = gantry_config::load::LoadOptions {
-        entry: located.entry.clone(),
-        variables: context.variables.clone(),
-        display_name: None,
-    };
-    match gantry_config::load::load(&files, &opts) {
-        Ok(loaded) => {
-            let jobs = loaded.config.jobs.len();
-            let stages = loaded.config.stages.len();
+    match project::load(&plan_args) {
+        Ok(project) => {
+            let jobs = project.loaded.config.jobs.len();
+            let stages = project.loaded.config.stages.len();
             println!(
                 "{}: valid ({jobs} job{}, {stages} stages)",
-                located.entry,
+                project.located.entry,
                 if jobs == 1 { "" } else { "s" }
             );
             0
         }
-        Err(e) => {
-            project::print_diagnostics(&e.diagnostics, &e.sources);
-            EXIT_FAILURE
-        }
+        Err(code) => code,
     }
 }
 

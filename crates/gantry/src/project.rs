@@ -182,7 +182,7 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 /// Facts about the repository at `dir`. Works outside git too, with
 /// placeholder values, so a lone file can be linted. Reads refs and config
 /// from `.git` directly and runs `git` once for the commit; the file list and
-/// the changed paths are filled in by [`complete_facts`] only when the
+/// the changed paths are filled in by [`plan`] only when the
 /// configuration uses `exists:` or `changes:`.
 pub fn git_facts(dir: &Path, git_ref: Option<&str>) -> GitFacts {
     let zeros = "0".repeat(40);
@@ -312,7 +312,7 @@ pub fn git_facts(dir: &Path, git_ref: Option<&str>) -> GitFacts {
 
 /// Every file of the project: tracked and untracked-but-not-ignored, as
 /// the user sees the working tree.
-pub fn project_files(dir: &Path) -> Vec<String> {
+fn project_files(dir: &Path) -> Vec<String> {
     git(
         dir,
         &["ls-files", "--cached", "--others", "--exclude-standard"],
@@ -324,23 +324,6 @@ pub fn project_files(dir: &Path) -> Vec<String> {
         v
     })
     .unwrap_or_else(|| list_dir_files(dir))
-}
-
-/// Fills in the expensive facts the configuration needs.
-pub fn complete_facts(
-    facts: &mut GitFacts,
-    dir: &Path,
-    source: &str,
-    needs_files: bool,
-    needs_changes: bool,
-) {
-    if needs_files && facts.files.is_empty() {
-        facts.files = project_files(dir);
-    }
-    if needs_changes {
-        facts.changed_paths =
-            changed_paths(dir, &facts.sha, &facts.default_branch, facts.is_tag, source);
-    }
 }
 
 /// Whether the configuration uses `exists:` and `changes:` anywhere, in
@@ -614,37 +597,69 @@ fn fetch_remote(url: &str) -> Result<String, String> {
     }
 }
 
-/// Loads and plans. Prints diagnostics itself; the error is the exit code.
-pub fn plan(args: &PlanArgs) -> Result<Planned, i32> {
+/// A loaded configuration and the context it was loaded in.
+pub struct LoadedProject {
+    pub located: Located,
+    pub facts: GitFacts,
+    /// Pre-pipeline context: no file list or diff yet (see [`plan`]).
+    pub context: Context,
+    pub files: ProjectFiles,
+    pub loaded: Loaded,
+}
+
+/// Finds, reads and validates the configuration (what `gantry lint` does).
+/// Prints diagnostics itself; the error is the exit code.
+pub fn load(args: &PlanArgs) -> Result<LoadedProject, i32> {
     let located = locate(args.file.as_deref()).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_USAGE
     })?;
-    let mut facts = git_facts(&located.project_dir, args.git_ref.as_deref());
-    let pre_context = Context::new(&facts, &args.source, &args.vars);
+    let facts = git_facts(&located.project_dir, args.git_ref.as_deref());
+    let context = Context::new(&facts, &args.source, &args.vars);
     let files = ProjectFiles::new(located.project_dir.clone());
     let opts = LoadOptions {
         entry: located.entry.clone(),
-        variables: pre_context.variables,
+        variables: context.variables.clone(),
         display_name: None,
     };
     let loaded = gantry_config::load::load(&files, &opts).map_err(|e| {
         print_diagnostics(&e.diagnostics, &e.sources);
         EXIT_FAILURE
     })?;
+    Ok(LoadedProject {
+        located,
+        facts,
+        context,
+        files,
+        loaded,
+    })
+}
+
+/// Loads and plans. Prints diagnostics itself; the error is the exit code.
+pub fn plan(args: &PlanArgs) -> Result<Planned, i32> {
+    let LoadedProject {
+        located,
+        mut facts,
+        mut context,
+        files,
+        mut loaded,
+    } = load(args)?;
+    // The file list and the diff cost git calls: only when rules use them.
     let (needs_files, needs_changes) = uses_exists_and_changes(&loaded.merged);
     if needs_files {
         facts.files = files.local_files();
+        context.files = facts.files.clone();
     }
-    complete_facts(
-        &mut facts,
-        &located.project_dir,
-        &args.source,
-        needs_files,
-        needs_changes,
-    );
-    let context = Context::new(&facts, &args.source, &args.vars);
-    let mut loaded = loaded;
+    if needs_changes {
+        facts.changed_paths = changed_paths(
+            &located.project_dir,
+            &facts.sha,
+            &facts.default_branch,
+            facts.is_tag,
+            &args.source,
+        );
+        context.changed_paths = facts.changed_paths.clone();
+    }
     if !args.keep_merged {
         // Only `plan --merged` reads the merged tree; free it before planning.
         loaded.merged = gantry_config::node::Node::null(loaded.merged.span);
