@@ -211,3 +211,27 @@ impl FileSource for MemorySource {
             .ok_or_else(|| "HTTP 404".to_string())
     }
 }
+
+/// Whether the configuration uses `exists:` and `changes:` anywhere, in
+/// one walk, so the git queries they need run only when they matter.
+pub fn uses_exists_and_changes(node: &Node) -> (bool, bool) {
+    use crate::node::Value;
+    fn walk(node: &Node, found: &mut (bool, bool)) {
+        match &node.value {
+            Value::Map(m) => {
+                for (k, e) in m.iter() {
+                    found.0 |= k == "exists";
+                    found.1 |= k == "changes";
+                    if let Value::Map(_) | Value::Seq(_) = e.value.value {
+                        walk(&e.value, found);
+                    }
+                }
+            }
+            Value::Seq(items) => items.iter().for_each(|n| walk(n, found)),
+            _ => {}
+        }
+    }
+    let mut found = (false, false);
+    walk(node, &mut found);
+    found
+}
