@@ -88,6 +88,16 @@ pub fn expand(
     opts: &LoadOptions,
     sources: &mut Sources,
 ) -> Result<Node, Vec<Diagnostic>> {
+    expand_with_warnings(fs, opts, sources, &mut Vec::new())
+}
+
+/// [`expand`], collecting warnings (duplicate keys) into `warnings`.
+pub fn expand_with_warnings(
+    fs: &dyn FileSource,
+    opts: &LoadOptions,
+    sources: &mut Sources,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Node, Vec<Diagnostic>> {
     let name = opts
         .display_name
         .clone()
@@ -101,6 +111,7 @@ pub fn expand(
         vars: &opts.variables,
         sources,
         errors: Vec::new(),
+        warnings,
         count: 0,
         limit_reached: false,
         stack: Vec::new(),
@@ -122,6 +133,7 @@ struct Expander<'a> {
     vars: &'a IndexMap<String, String>,
     sources: &'a mut Sources,
     errors: Vec<Diagnostic>,
+    warnings: &'a mut Vec<Diagnostic>,
     /// Included files so far (GitLab's `expandset`).
     count: usize,
     limit_reached: bool,
@@ -195,7 +207,10 @@ impl Expander<'_> {
     fn parse(&mut self, id: FileId) -> Option<yaml::Document> {
         let text = self.sources.get(id).map(|f| f.text.as_str()).unwrap_or("");
         match yaml::parse_document(text, id, &yaml::Limits::default()) {
-            Ok(doc) => Some(doc),
+            Ok(mut doc) => {
+                self.warnings.append(&mut doc.warnings);
+                Some(doc)
+            }
             Err(errors) => {
                 self.errors.extend(errors);
                 None

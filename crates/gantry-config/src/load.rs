@@ -75,17 +75,22 @@ pub struct Loaded {
     pub merged: Node,
     /// Every file that took part, for rendering diagnostics.
     pub sources: Sources,
+    /// What GitLab accepts but the user should see (duplicate keys).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// yaml → includes → extends → !reference → compose. All diagnostics of a
 /// stage are reported together.
+/// Errors come after the warnings found before them, so a user sees both.
 pub fn load(fs: &dyn FileSource, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let mut sources = Sources::new();
-    let merged = match merge(fs, opts, &mut sources) {
+    let mut warnings = Vec::new();
+    let merged = match merge_with_warnings(fs, opts, &mut sources, &mut warnings) {
         Ok(node) => node,
         Err(diagnostics) => {
+            warnings.extend(diagnostics);
             return Err(ConfigError {
-                diagnostics,
+                diagnostics: warnings,
                 sources,
             });
         }
@@ -95,11 +100,15 @@ pub fn load(fs: &dyn FileSource, opts: &LoadOptions) -> Result<Loaded, ConfigErr
             config,
             merged,
             sources,
+            warnings,
         }),
-        Err(diagnostics) => Err(ConfigError {
-            diagnostics,
-            sources,
-        }),
+        Err(diagnostics) => {
+            warnings.extend(diagnostics);
+            Err(ConfigError {
+                diagnostics: warnings,
+                sources,
+            })
+        }
     }
 }
 
@@ -111,9 +120,21 @@ pub fn merge(
     opts: &LoadOptions,
     sources: &mut Sources,
 ) -> Result<Node, Vec<Diagnostic>> {
-    let root = crate::include::expand(fs, opts, sources)?;
+    merge_with_warnings(fs, opts, sources, &mut Vec::new())
+}
+
+/// [`merge`], collecting warnings into `warnings`.
+pub fn merge_with_warnings(
+    fs: &dyn FileSource,
+    opts: &LoadOptions,
+    sources: &mut Sources,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Node, Vec<Diagnostic>> {
+    let root = crate::include::expand_with_warnings(fs, opts, sources, warnings)?;
     let root = crate::extends::apply(root)?;
-    crate::reference::resolve(root)
+    let mut root = crate::reference::resolve(root)?;
+    crate::normalize::normalize(&mut root);
+    Ok(root)
 }
 
 /// A [`FileSource`] over maps held in memory.
