@@ -500,6 +500,20 @@ impl Expander<'_> {
             );
             return None;
         }
+        // GitLab reads local paths from the repository root as given: a
+        // `./` prefix names no file there ("does not exist"), unlike `/`.
+        if kind == "local" && value.starts_with("./") {
+            self.error(
+                value_span,
+                format!("Local file `{value}` does not exist!"),
+                &format!(
+                    "a path from the repository root without `./`, such as `{}` or `/{}`",
+                    value.trim_start_matches("./"),
+                    value.trim_start_matches("./")
+                ),
+            );
+            return None;
+        }
         let target = match kind {
             "local" => Target::Local(value.trim_start_matches('/').to_string()),
             "remote" => {

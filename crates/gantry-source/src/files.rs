@@ -64,27 +64,48 @@ fn projects_dir(this_project: &Path) -> Option<PathBuf> {
 }
 
 /// The local clone of `project` (`group/name`): `BASE/group/name`, else
-/// `BASE/name`. The error lists every directory tried.
+/// `BASE/name`, each matched without regard to case as GitLab matches
+/// project paths (`GNOME/citemplates` is `gnome/citemplates`). The error
+/// lists every directory tried.
 pub fn find_clone(this_project: &Path, project: &str) -> Result<PathBuf, SourceError> {
     let mut tried = Vec::new();
     if let Some(base) = projects_dir(this_project) {
-        let full = base.join(project);
-        if full.is_dir() {
-            return Ok(full);
-        }
-        tried.push(full);
-        if let Some(last) = project.rsplit('/').next() {
-            let short = base.join(last);
-            if short.is_dir() {
-                return Ok(short);
+        let last = project.rsplit('/').next().unwrap_or(project);
+        for candidate in [project, last] {
+            if let Some(found) = find_dir_ignoring_case(&base, candidate) {
+                return Ok(found);
             }
-            tried.push(short);
+            let path = base.join(candidate);
+            if !tried.contains(&path) {
+                tried.push(path);
+            }
         }
     }
     Err(SourceError::NoClone {
         project: project.to_string(),
         tried,
     })
+}
+
+/// `base/rel`, each component of `rel` matched exactly first, then without
+/// regard to ASCII case.
+fn find_dir_ignoring_case(base: &Path, rel: &str) -> Option<PathBuf> {
+    let mut dir = base.to_path_buf();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        let exact = dir.join(part);
+        dir = if exact.is_dir() {
+            exact
+        } else {
+            std::fs::read_dir(&dir)
+                .ok()?
+                .flatten()
+                .find(|e| {
+                    e.file_name().to_string_lossy().eq_ignore_ascii_case(part) && e.path().is_dir()
+                })?
+                .path()
+        };
+    }
+    Some(dir)
 }
 
 /// `include:project`: the file at `git_ref` of the clone, or its working

@@ -38,6 +38,11 @@ const LEGACY_DEFAULTS: &[&str] = &[
     "after_script",
 ];
 
+/// The name in `names` closest to a misspelt `word`, if one is close enough.
+pub fn closest_name<'a>(word: &str, names: &[&'a str]) -> Option<&'a str> {
+    check::closest(word, names)
+}
+
 /// GitLab's stages when `stages:` is not given.
 const DEFAULT_STAGES: &[&str] = &["build", "test", "deploy"];
 
