@@ -6,8 +6,10 @@
 //! GitLab instance) must load and plan without errors.
 //!
 //! The files themselves are not committed (they are other projects' code):
-//! `scripts/fetch-ci-corpus.sh` downloads them at the recorded commits. The
-//! test skips with a reason when they are absent, unless
+//! `scripts/fetch-ci-corpus.sh` downloads them at the recorded commits into
+//! `tests/corpus/`, or a copy is kept in the shared directory
+//! (`$GANTRY_SHARED/ci-corpus`, default `../shared/ci-corpus` beside the
+//! repository). The test skips with a reason when they are absent, unless
 //! `GANTRY_REQUIRE_CORPUS` is set.
 
 use gantry_config::context::{Context, GitFacts};
@@ -138,16 +140,39 @@ fn check(dir: &Path, entry: &Entry) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Where the corpus files are: beside the manifest, else the shared copy.
+fn corpus_dir(manifest_dir: &Path, entries: &[Entry]) -> PathBuf {
+    let has_files = |d: &Path| {
+        entries
+            .iter()
+            .any(|e| d.join(&e.name).join(".gitlab-ci.yml").is_file())
+    };
+    if has_files(manifest_dir) {
+        return manifest_dir.to_path_buf();
+    }
+    let shared = std::env::var_os("GANTRY_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join("ci-corpus");
+    shared
+}
+
 #[test]
 fn real_projects_lint_and_plan() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
-    let entries = manifest(&dir);
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let entries = manifest(&manifest_dir);
+    let dir = corpus_dir(&manifest_dir, &entries);
     let present: Vec<&Entry> = entries
         .iter()
+        .filter(|e| !e.name.starts_with('_'))
         .filter(|e| dir.join(&e.name).join(".gitlab-ci.yml").is_file())
         .collect();
     if present.is_empty() {
-        let why = "the corpus files are absent (run scripts/fetch-ci-corpus.sh)";
+        let why = format!(
+            "the corpus files are absent from {} and {} (run scripts/fetch-ci-corpus.sh)",
+            manifest_dir.display(),
+            dir.display()
+        );
         if std::env::var_os("GANTRY_REQUIRE_CORPUS").is_some() {
             panic!("{why}");
         }

@@ -5,7 +5,8 @@
 
 use crate::error::SourceError;
 use crate::git::{files_at, show_file, working_tree_files};
-use gantry_config::load::FileSource;
+use crate::gitlab::GitlabInstance;
+use gantry_config::load::{ComponentRef, FileSource};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -13,14 +14,24 @@ use std::sync::OnceLock;
 pub struct WorkingTree {
     root: PathBuf,
     files: OnceLock<Vec<String>>,
+    gitlab: GitlabInstance,
 }
 
 impl WorkingTree {
+    /// The tree at `root`; templates and components from the instance the
+    /// environment names ([`GitlabInstance::from_env`]).
     pub fn new(root: PathBuf) -> Self {
         WorkingTree {
             root,
             files: OnceLock::new(),
+            gitlab: GitlabInstance::from_env(None),
         }
+    }
+
+    /// Reads templates and components from `gitlab`.
+    pub fn with_gitlab(mut self, gitlab: GitlabInstance) -> Self {
+        self.gitlab = gitlab;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -33,6 +44,7 @@ pub struct CommitTree {
     repo: PathBuf,
     sha: String,
     files: OnceLock<Vec<String>>,
+    gitlab: GitlabInstance,
 }
 
 impl CommitTree {
@@ -42,7 +54,14 @@ impl CommitTree {
             repo,
             sha: sha.into(),
             files: OnceLock::new(),
+            gitlab: GitlabInstance::from_env(None),
         }
+    }
+
+    /// Reads templates and components from `gitlab`.
+    pub fn with_gitlab(mut self, gitlab: GitlabInstance) -> Self {
+        self.gitlab = gitlab;
+        self
     }
 }
 
@@ -162,6 +181,14 @@ impl FileSource for WorkingTree {
     fn read_remote(&self, url: &str) -> Result<String, String> {
         crate::remote::fetch(url).map_err(|e| e.to_string())
     }
+
+    fn read_template(&self, name: &str) -> Result<String, String> {
+        self.gitlab.template(name).map_err(|e| e.to_string())
+    }
+
+    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+        self.gitlab.component(component).map_err(|e| e.to_string())
+    }
 }
 
 impl FileSource for CommitTree {
@@ -193,6 +220,14 @@ impl FileSource for CommitTree {
 
     fn read_remote(&self, url: &str) -> Result<String, String> {
         crate::remote::fetch(url).map_err(|e| e.to_string())
+    }
+
+    fn read_template(&self, name: &str) -> Result<String, String> {
+        self.gitlab.template(name).map_err(|e| e.to_string())
+    }
+
+    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+        self.gitlab.component(component).map_err(|e| e.to_string())
     }
 }
 

@@ -6,7 +6,7 @@ use gantry_config::context::{Context, GitFacts};
 use gantry_config::load::{FileSource, LoadOptions, Loaded};
 use gantry_config::model::Pipeline;
 use gantry_config::{Diagnostic, Sources};
-use gantry_source::{Located, WorkingTree, git, locate};
+use gantry_source::{GitlabInstance, Located, WorkingTree, git, locate};
 use std::path::PathBuf;
 
 /// Exit code for a usage or I/O error (bad flag, unreadable file).
@@ -81,7 +81,8 @@ pub fn load_with(args: &PlanArgs, settings: &LoadSettings) -> Result<LoadedProje
     })?;
     let facts = git::working_tree_facts(&located.project_dir, args.git_ref.as_deref());
     let context = Context::new(&facts, &args.source, &args.vars);
-    let files = WorkingTree::new(located.project_dir.clone());
+    let files = WorkingTree::new(located.project_dir.clone())
+        .with_gitlab(GitlabInstance::from_env(settings.gitlab_url.as_deref()));
     let opts = LoadOptions {
         entry: located.entry.clone(),
         variables: context.variables.clone(),
