@@ -16,18 +16,38 @@ use gantry_config::context::{Context, GitFacts};
 use gantry_config::load::{FileSource, LoadOptions, load};
 use std::path::{Path, PathBuf};
 
-/// The project's files from a directory.
+/// The project's files from a directory; other projects (for
+/// `include:project` and `include:component`) from `_projects/OWNER+NAME`
+/// when the corpus has them, at the one commit recorded for them.
 struct DirSource {
     root: PathBuf,
+    projects: PathBuf,
     files: Vec<String>,
 }
 
 impl DirSource {
-    fn new(root: PathBuf) -> Self {
+    fn new(root: PathBuf, projects: PathBuf) -> Self {
         let mut files = Vec::new();
         walk(&root, &root, &mut files);
         files.sort();
-        DirSource { root, files }
+        DirSource {
+            root,
+            projects,
+            files,
+        }
+    }
+
+    fn project_dir(&self, project: &str) -> Option<PathBuf> {
+        let wanted = project.replace('/', "+");
+        std::fs::read_dir(&self.projects)
+            .ok()?
+            .flatten()
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .eq_ignore_ascii_case(&wanted)
+            })
+            .map(|e| e.path())
     }
 }
 
@@ -50,8 +70,23 @@ impl FileSource for DirSource {
     fn local_files(&self) -> Vec<String> {
         self.files.clone()
     }
-    fn read_project(&self, project: &str, _: Option<&str>, _: &str) -> Result<String, String> {
-        Err(format!("UNAVAILABLE: no clone of {project}"))
+    fn read_project(&self, project: &str, _: Option<&str>, path: &str) -> Result<String, String> {
+        let dir = self
+            .project_dir(project)
+            .ok_or_else(|| format!("UNAVAILABLE: no clone of {project}"))?;
+        std::fs::read_to_string(dir.join(path.trim_start_matches('/'))).map_err(|e| e.to_string())
+    }
+    fn read_template(&self, name: &str) -> Result<String, String> {
+        Err(format!("UNAVAILABLE: GitLab's template {name}"))
+    }
+    fn read_component(&self, c: &gantry_config::load::ComponentRef) -> Result<String, String> {
+        let dir = self
+            .project_dir(&c.project)
+            .ok_or_else(|| format!("UNAVAILABLE: no copy of {}", c.project))?;
+        let [a, b] = c.template_paths();
+        std::fs::read_to_string(dir.join(a))
+            .or_else(|_| std::fs::read_to_string(dir.join(b)))
+            .map_err(|e| e.to_string())
     }
     fn read_remote(&self, url: &str) -> Result<String, String> {
         Err(format!("UNAVAILABLE: offline ({url})"))
@@ -61,8 +96,6 @@ impl FileSource for DirSource {
 /// An error caused by an include that cannot be had offline.
 fn unavailable(message: &str) -> bool {
     message.contains("UNAVAILABLE")
-        || message.contains("`include:template`")
-        || message.contains("`include:component`")
 }
 
 struct Entry {
@@ -107,7 +140,7 @@ fn facts(entry: &Entry) -> GitFacts {
 /// The outcome of one project: `Ok(true)` passed, `Ok(false)` needs an
 /// unavailable include, `Err` the errors.
 fn check(dir: &Path, entry: &Entry) -> Result<bool, String> {
-    let fs = DirSource::new(dir.join(&entry.name));
+    let fs = DirSource::new(dir.join(&entry.name), dir.join("_projects"));
     let facts = GitFacts {
         files: fs.local_files(),
         ..facts(entry)
@@ -120,7 +153,8 @@ fn check(dir: &Path, entry: &Entry) -> Result<bool, String> {
     let loaded = match load(&fs, &opts) {
         Ok(l) => l,
         Err(e) => {
-            if e.diagnostics.iter().any(|d| unavailable(&d.message)) {
+            if let Some(d) = e.diagnostics.iter().find(|d| unavailable(&d.message)) {
+                eprintln!("  {}: {}", entry.name, d.message);
                 return Ok(false);
             }
             return Err(e

@@ -304,3 +304,53 @@ some:
     assert_eq!(var(job(&p, "some"), "A"), None);
     assert_eq!(var(job(&p, "some"), "B"), Some("global"));
 }
+
+#[test]
+fn a_component_of_this_project_at_this_commit_resolves_from_the_repository() {
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let src = MemorySource::new()
+        .with_file(
+            ".gitlab-ci.yml",
+            "include:\n  - component: $CI_SERVER_FQDN/$CI_PROJECT_PATH/hello@$CI_COMMIT_SHA\n    inputs:\n      who: world\n  - component: $CI_SERVER_FQDN/$CI_PROJECT_PATH/dir-form@$CI_COMMIT_SHA\n",
+        )
+        .with_file(
+            "templates/hello.yml",
+            "spec:\n  inputs:\n    who:\n---\nhello-$[[ inputs.who ]]:\n  script: echo hi\n",
+        )
+        .with_file("templates/dir-form/template.yml", "dir-job:\n  script: s\n");
+    let mut opts = LoadOptions::default();
+    for (k, v) in [
+        ("CI_SERVER_FQDN", "gitlab.example.com"),
+        ("CI_SERVER_HOST", "gitlab.example.com"),
+        ("CI_PROJECT_PATH", "group/project"),
+        ("CI_COMMIT_SHA", sha),
+        ("CI_COMMIT_REF_NAME", "main"),
+    ] {
+        opts.variables.insert(k.into(), v.into());
+    }
+    // MemorySource has no components: only the repository can serve them.
+    let l = load(&src, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = l.config.jobs.keys().map(String::as_str).collect();
+    assert_eq!(names, ["hello-world", "dir-job"]);
+}
+
+#[test]
+fn spec_include_reads_input_specifications_from_files_and_inline_ones_win() {
+    let src = MemorySource::new()
+        .with_file(
+            ".gitlab-ci.yml",
+            "include:\n  - local: job.yml\n    inputs:\n      name: built\n",
+        )
+        .with_file(
+            "job.yml",
+            "spec:\n  include:\n    - local: ci/inputs.yml\n  inputs:\n    stage:\n      default: test\n---\n$[[ inputs.name ]]:\n  stage: $[[ inputs.stage ]]\n  script: echo $[[ inputs.flavour ]]\n",
+        )
+        .with_file(
+            "ci/inputs.yml",
+            "inputs:\n  name:\n  stage:\n    default: build\n  flavour:\n    default: vanilla\n",
+        );
+    let l = load(&src, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let job = &l.config.jobs["built"];
+    assert_eq!(job.stage, "test", "the file's own spec wins");
+    assert_eq!(job.script, ["echo vanilla"]);
+}
