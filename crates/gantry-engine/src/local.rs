@@ -243,6 +243,16 @@ impl BlobStore for LocalBlobs {
 /// `.gantry/snapshots/<sha>/` and copied for each job.
 pub struct LocalSources {
     snapshot: Snapshot,
+    /// A snapshot of the working tree is this run's own: removed at the end.
+    temporary: bool,
+}
+
+impl Drop for LocalSources {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.snapshot.dir);
+        }
+    }
 }
 
 impl LocalSources {
@@ -250,7 +260,33 @@ impl LocalSources {
     pub fn open(repo_dir: &Path, sha: &str) -> Result<LocalSources, SourceError> {
         let snapshots = StateDir::for_repo(repo_dir).root.join("snapshots");
         let snapshot = Snapshot::cached(repo_dir, sha, &snapshots, SNAPSHOTS_KEPT)?;
-        Ok(LocalSources { snapshot })
+        Ok(LocalSources {
+            snapshot,
+            temporary: false,
+        })
+    }
+
+    /// A copy of the working tree as it is now (`--working-tree`).
+    pub fn working_tree(repo_dir: &Path) -> Result<LocalSources, SourceError> {
+        let snapshots = StateDir::for_repo(repo_dir).root.join("snapshots");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dest = snapshots.join(format!("worktree.{}.{nanos}", std::process::id()));
+        StateDir::for_repo(repo_dir)
+            .ensure()
+            .map_err(|source| SourceError::Copy {
+                path: snapshots.clone(),
+                source,
+            })?;
+        let snapshot = Snapshot::from_working_tree(repo_dir, &dest);
+        if snapshot.is_err() {
+            let _ = std::fs::remove_dir_all(&dest);
+        }
+        Ok(LocalSources {
+            snapshot: snapshot?,
+            temporary: true,
+        })
     }
 
     pub fn snapshot(&self) -> &Snapshot {

@@ -172,6 +172,68 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The working tree as it is (`--working-tree`): every tracked file and
+    /// every untracked file git does not ignore, copied into `dest`.
+    pub fn from_working_tree(repo_dir: &Path, dest: &Path) -> Result<Snapshot, SourceError> {
+        let copy_err = |path: &Path, source| SourceError::Copy {
+            path: path.to_path_buf(),
+            source,
+        };
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(repo_dir)
+            .args([
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(SourceError::Git)?;
+        if !out.status.success() {
+            return Err(SourceError::GitFailed {
+                command: "ls-files".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        std::fs::create_dir_all(dest).map_err(|e| copy_err(dest, e))?;
+        let mut tracked = HashSet::new();
+        for name in out.stdout.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let rel = PathBuf::from(String::from_utf8_lossy(name).into_owned());
+            if rel.starts_with(".gantry") {
+                continue;
+            }
+            let from = repo_dir.join(&rel);
+            let to = dest.join(&rel);
+            let Ok(meta) = std::fs::symlink_metadata(&from) else {
+                // Deleted in the working tree: not part of it.
+                continue;
+            };
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| copy_err(parent, e))?;
+            }
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&from).map_err(|e| copy_err(&from, e))?;
+                std::os::unix::fs::symlink(target, &to).map_err(|e| copy_err(&to, e))?;
+            } else if meta.is_file() {
+                std::fs::copy(&from, &to).map_err(|e| copy_err(&to, e))?;
+            } else {
+                continue;
+            }
+            tracked.insert(rel);
+        }
+        Ok(Snapshot {
+            dir: dest.to_path_buf(),
+            repo_dir: repo_dir.to_path_buf(),
+            sha: head_sha(repo_dir).unwrap_or_default(),
+            tracked,
+        })
+    }
+}
+
 /// `GIT_STRATEGY`, as the job's variables set it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GitStrategy {
@@ -213,7 +275,8 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether the working tree has uncommitted changes to tracked files.
+/// Whether the working tree differs from `HEAD`: changed tracked files or
+/// untracked files git does not ignore (neither is in the commit).
 pub fn working_tree_dirty(repo_dir: &Path) -> bool {
     Command::new("git")
         .arg("-C")
@@ -223,7 +286,10 @@ pub fn working_tree_dirty(repo_dir: &Path) -> bool {
             "--no-optional-locks",
             "status",
             "--porcelain",
-            "--untracked-files=no",
+            "--untracked-files=normal",
+            "--",
+            ".",
+            ":(exclude).gantry",
         ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())

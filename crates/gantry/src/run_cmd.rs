@@ -8,6 +8,7 @@ use gantry_config::model::{PipelineStatus, Variable};
 use gantry_engine::executor::Executor;
 use gantry_engine::report::{OutputMode, Reporter};
 use gantry_engine::run::{DockerConnect, ExecutorKind, RunOptions, RunStatus, run_blocking};
+use gantry_engine::sources;
 use gantry_engine::state::{JobEnvRecord, JobRecord, RunManifest, StateDir};
 use gantry_engine::vars::{parse_variables_file, valid_name};
 use std::io::IsTerminal;
@@ -69,6 +70,10 @@ pub struct RunArgs {
     /// Print events as JSON, one object per line.
     #[arg(long)]
     pub json: bool,
+    /// Run the working tree as it is (configuration and files, including
+    /// uncommitted changes) instead of the last commit.
+    #[arg(long)]
+    pub working_tree: bool,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -96,13 +101,94 @@ pub struct ShellArgs {
     pub run: Option<String>,
 }
 
+/// What `gantry run` runs: a commit (the default) or the working tree.
+struct Target {
+    /// The commit (empty with `--working-tree` in a repository without one).
+    sha: String,
+    /// The working tree has changes the commit does not have.
+    dirty: bool,
+}
+
+/// Finds what to run, or says what is wrong and what to do.
+fn target(args: &RunArgs) -> Result<Target, String> {
+    let located = gantry_source::locate(args.file.as_deref()).map_err(|e| e.to_string())?;
+    let repo = &located.project_dir;
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    if let (Some(file), Some(here)) = (&args.file, gantry_source::git::toplevel(&cwd)) {
+        let here = here.canonicalize().unwrap_or(here);
+        if &here != repo {
+            return Err(format!(
+                "{} is outside this repository ({}): gantry run runs the repository that holds the configuration; copy the file into {}, or run from {}",
+                file.display(),
+                here.display(),
+                here.display(),
+                repo.display()
+            ));
+        }
+    }
+    let is_repo = gantry_source::git::toplevel(repo).is_some();
+    if args.working_tree {
+        return Ok(Target {
+            sha: sources::head_sha(repo).unwrap_or_default(),
+            dirty: false,
+        });
+    }
+    if !is_repo {
+        return Err(format!(
+            "{} is not a git repository: gantry run runs a commit (git init and commit, or use --working-tree to run the files as they are)",
+            repo.display()
+        ));
+    }
+    if let Some(git_ref) = &args.git_ref {
+        // `--ref`: that ref's commit, whatever the working tree holds.
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["rev-parse", "--verify", "--quiet"])
+            .arg(format!("{git_ref}^{{commit}}"))
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run git: {e}"))?;
+        let sha = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || sha.is_empty() {
+            return Err(format!(
+                "`{git_ref}` is not a branch, tag or commit of {} (git branch -a lists them)",
+                repo.display()
+            ));
+        }
+        return Ok(Target { sha, dirty: false });
+    }
+    let Some(sha) = sources::head_sha(repo) else {
+        return Err(format!(
+            "{} has no commit yet: gantry run runs a commit (commit your files, or use --working-tree to run them as they are)",
+            repo.display()
+        ));
+    };
+    let dirty = sources::working_tree_dirty(repo);
+    Ok(Target { sha, dirty })
+}
+
 pub fn run(args: RunArgs) -> i32 {
+    let target = match target(&args) {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage.code();
+        }
+    };
+    if target.dirty {
+        eprintln!(
+            "note: uncommitted changes are not included: running commit {} (its configuration and files); --working-tree runs the working tree as it is",
+            target.sha.get(..8).unwrap_or(&target.sha)
+        );
+    }
     let plan_args = PlanArgs {
         file: args.file.clone(),
         git_ref: args.git_ref.clone(),
         source: args.source.clone(),
         vars: args.vars.clone(),
         keep_merged: false,
+        at_commit: (!args.working_tree).then(|| target.sha.clone()),
     };
     // The diagnostics are already printed; the code is the same as lint's.
     let planned = match project::plan(&plan_args) {
@@ -117,10 +203,6 @@ pub fn run(args: RunArgs) -> i32 {
             .unwrap_or_else(|| "workflow:rules".into());
         eprintln!("no pipeline for this context: {why}");
         return 0;
-    }
-    if planned.facts.sha.is_empty() {
-        eprintln!("error: gantry run needs a commit: jobs run on a clean copy of it");
-        return EXIT_USAGE;
     }
 
     // Variables you do not commit, then -v (highest precedence).
@@ -148,7 +230,12 @@ pub fn run(args: RunArgs) -> i32 {
 
     let opts = RunOptions {
         repo_dir: planned.project_dir.clone(),
-        sha: planned.facts.sha.clone(),
+        sha: if target.sha.is_empty() {
+            planned.facts.sha.clone()
+        } else {
+            target.sha.clone()
+        },
+        working_tree: args.working_tree,
         jobs: args.jobs.clone(),
         with_needs: args.needs,
         stage: args.stage.clone(),
