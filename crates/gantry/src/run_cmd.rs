@@ -300,7 +300,33 @@ fn find_job(run: Option<&str>, job: &str) -> Result<(StateDir, RunManifest, JobR
     let manifest = match state.read_manifest(&run_id) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: run {run_id}: {e}");
+            let dir = state.run_dir(&run_id);
+            if dir.is_dir() {
+                eprintln!(
+                    "error: run {run_id} has no record ({e}): it stopped before it started its jobs; its files are in {}",
+                    dir.display()
+                );
+            } else {
+                let mut ids: Vec<String> = std::fs::read_dir(state.runs_dir())
+                    .map(|d| {
+                        d.flatten()
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                ids.sort();
+                let recent: Vec<&str> = ids.iter().rev().take(5).map(String::as_str).collect();
+                if recent.is_empty() {
+                    eprintln!(
+                        "error: no run `{run_id}` in this repository (no runs yet: gantry run first)"
+                    );
+                } else {
+                    eprintln!(
+                        "error: no run `{run_id}` in this repository (recent runs: {}; without --run: the last run)",
+                        recent.join(", ")
+                    );
+                }
+            }
             return Err(EXIT_USAGE);
         }
     };
@@ -335,6 +361,11 @@ pub fn logs(args: LogsArgs) -> i32 {
         );
         return EXIT_FAILURE;
     };
+    // Which run this is goes to stderr: stdout is the log alone.
+    eprintln!(
+        "gantry: log of {} in run {} (job {}, pipeline {})",
+        record.name, manifest.run_id, record.status, manifest.status
+    );
     match std::fs::read(path) {
         Ok(bytes) => {
             use std::io::Write;

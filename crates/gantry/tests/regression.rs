@@ -100,4 +100,126 @@ fn zero_concurrency_is_refused() {
     assert!(!dir.path().join(".gantry/runs").exists());
 }
 
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Issue 8, defect 6: `gantry logs` did not say which run it showed, and
+/// `--run ID` of a run without a record printed an I/O error.
+#[test]
+fn logs_name_their_run_and_unknown_runs_are_explained() {
+    let dir = repo("job:\n  script: [\"echo hello-log\"]\n");
+    assert_eq!(gantry(dir.path(), &["run"]).status.code(), Some(0));
+    let out = gantry(dir.path(), &["logs", "job"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("hello-log"));
+    let last = std::fs::read_to_string(dir.path().join(".gantry/last")).unwrap();
+    assert!(
+        stderr(&out).contains(&format!("run {}", last.trim())),
+        "{}",
+        stderr(&out)
+    );
+    let out = gantry(
+        dir.path(),
+        &["logs", "job", "--run", "20990101-000000-1-beef"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no run `20990101-000000-1-beef`") && err.contains(last.trim()),
+        "{err}"
+    );
+}
+
+/// Issue 8, defect 9: a repository without a commit gave `git archive …
+/// not a tree object`.
+#[test]
+fn a_repository_without_a_commit_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".gitlab-ci.yml"),
+        "job:\n  script: [\"echo from-tree\"]\n",
+    )
+    .unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    let out = gantry(dir.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no commit yet") && err.contains("--working-tree"),
+        "{err}"
+    );
+    assert!(!err.contains("tree object"), "{err}");
+    // --working-tree runs it as it is.
+    let out = gantry(dir.path(), &["run", "--working-tree"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("from-tree"));
+}
+
+/// Issue 8, defect 9: with uncommitted changes the script came from the
+/// working tree and the files from the commit. Now: the commit, said
+/// before the jobs start; `--working-tree` runs exactly the working tree.
+#[test]
+fn uncommitted_changes_are_never_mixed_with_the_commit() {
+    let dir = repo("job:\n  script: [\"echo script-v1\", \"cat data.txt\"]\n");
+    std::fs::write(dir.path().join("data.txt"), "data-v1\n").unwrap();
+    git(dir.path(), &["add", "-A"]);
+    git(
+        dir.path(),
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "data",
+        ],
+    );
+    std::fs::write(
+        dir.path().join(".gitlab-ci.yml"),
+        "job:\n  script: [\"echo script-v2\", \"cat data.txt\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("data.txt"), "data-v2\n").unwrap();
+    let out = gantry(dir.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("script-v1") && text.contains("data-v1"),
+        "{text}"
+    );
+    assert!(!text.contains("v2"), "{text}");
+    assert!(
+        stderr(&out).contains("uncommitted changes are not included"),
+        "{}",
+        stderr(&out)
+    );
+    let out = gantry(dir.path(), &["run", "--working-tree"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("script-v2") && text.contains("data-v2"),
+        "{text}"
+    );
+    assert!(!text.contains("v1"), "{text}");
+}
+
+/// Issue 8, defect 9: a configuration file outside the repository.
+#[test]
+fn a_file_outside_the_repository_is_explained() {
+    let dir = repo("job:\n  script: [true]\n");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let file = elsewhere.path().join("ci.yml");
+    std::fs::write(&file, "job:\n  script: [true]\n").unwrap();
+    let out = gantry(dir.path(), &["run", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("outside this repository"), "{err}");
+}
+
 // ---- end engine ----
