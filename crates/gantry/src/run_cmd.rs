@@ -74,6 +74,43 @@ pub struct RunArgs {
     /// uncommitted changes) instead of the last commit.
     #[arg(long)]
     pub working_tree: bool,
+    /// Colours: auto (a terminal, unless NO_COLOR is set; FORCE_COLOR
+    /// forces them), always, never.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub color: ColorArg,
+    /// Prefix each log line with the time it was shown.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// After the run, extract the artifacts of the jobs that made some into
+    /// the working tree (as gitlab-ci-local does).
+    #[arg(long)]
+    pub artifacts_to_worktree: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether to colour: `--color`, then FORCE_COLOR, then NO_COLOR, then
+/// whether stdout is a terminal.
+fn use_color(arg: ColorArg) -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    match arg {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            if std::env::var_os("FORCE_COLOR").is_some_and(|v| v != "0" && v != "false") {
+                true
+            } else if set("NO_COLOR") {
+                false
+            } else {
+                std::io::stdout().is_terminal()
+            }
+        }
+    }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -251,11 +288,12 @@ pub fn run(args: RunArgs) -> i32 {
     let mode = if args.json {
         OutputMode::Json
     } else {
-        let color = std::io::stdout().is_terminal()
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        OutputMode::Human { color }
+        OutputMode::Human {
+            color: use_color(args.color),
+        }
     };
-    let mut reporter = Reporter::stdout(mode);
+    let mut reporter = Reporter::stdout(mode).with_timestamps(args.timestamps);
+    let repo_dir = planned.project_dir.clone();
     let docker: DockerConnect = Box::new(|| {
         Box::pin(async {
             let mut executor = gantry_engine::docker::DockerExecutor::connect().await?;
@@ -265,6 +303,9 @@ pub fn run(args: RunArgs) -> i32 {
     });
 
     match run_blocking(&planned.pipeline, opts, Some(docker), &mut reporter) {
+        Ok(report) if args.artifacts_to_worktree && !copy_artifacts(&report, &repo_dir) => {
+            Exit::Usage.code()
+        }
         Ok(report) => match report.status {
             RunStatus::Success | RunStatus::Blocked => Exit::Success.code(),
             RunStatus::Canceled => Exit::Interrupted.code(),
@@ -275,6 +316,29 @@ pub fn run(args: RunArgs) -> i32 {
             Exit::Usage.code()
         }
     }
+}
+
+/// `--artifacts-to-worktree`: every job's artifacts, in pipeline order,
+/// extracted into the working tree. False (after a message) on an error.
+fn copy_artifacts(report: &gantry_engine::run::RunReport, repo_dir: &Path) -> bool {
+    for job in &report.jobs {
+        let Some(zip) = &job.artifact else { continue };
+        match gantry_engine::archive::extract_zip(zip, repo_dir) {
+            Ok(n) => eprintln!(
+                "gantry: artifacts of {} into the working tree ({n} entries)",
+                job.name
+            ),
+            Err(e) => {
+                eprintln!(
+                    "error: artifacts of {} could not be extracted into {}: {e}",
+                    job.name,
+                    repo_dir.display()
+                );
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The repository root for the state directory: git's top level, else cwd.
@@ -340,10 +404,15 @@ fn find_job(run: Option<&str>, job: &str) -> Result<(StateDir, RunManifest, JobR
         Some(record) => Ok((state, manifest, record)),
         None => {
             let names: Vec<&str> = manifest.jobs.iter().map(|j| j.name.as_str()).collect();
-            eprintln!(
-                "error: no job `{job}` in run {run_id} (jobs: {})",
-                names.join(", ")
-            );
+            match gantry_engine::error::closest(job, names.iter().copied()) {
+                Some(near) => {
+                    eprintln!("error: no job `{job}` in run {run_id}; did you mean `{near}`?")
+                }
+                None => eprintln!(
+                    "error: no job `{job}` in run {run_id} (jobs: {})",
+                    names.join(", ")
+                ),
+            }
             Err(EXIT_USAGE)
         }
     }
