@@ -142,8 +142,10 @@ mod engine {
         }
         state.prune(&finished.last().unwrap().id);
         assert!(live.build_dir("job").is_dir(), "the live run was pruned");
-        // Finished runs beyond the limit go.
+        // Finished runs beyond the limit go, oldest first.
         assert!(!finished[0].dir.exists());
+        let left = std::fs::read_dir(state.runs_dir()).unwrap().count();
+        assert_eq!(left, gantry_engine::state::RUNS_KEPT + 1);
         drop(live);
     }
 
