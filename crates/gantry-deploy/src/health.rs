@@ -167,7 +167,7 @@ pub fn url_host(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod url_tests {
     use super::*;
 
     #[test]

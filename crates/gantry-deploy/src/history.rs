@@ -363,7 +363,9 @@ pub fn target_matches(target: &str, filter: &str) -> bool {
     }
     match (filter.split_once(':'), target.split_once(':')) {
         (Some((fk, rest)), Some((tk, _))) if fk == tk && !rest.is_empty() => {
-            target.ends_with(&format!(":{rest}")) || target.ends_with(&format!("/{rest}"))
+            target.ends_with(&format!(":{rest}"))
+                || target.ends_with(&format!("/{rest}"))
+                || target.contains(&format!(":{rest}/"))
         }
         _ => false,
     }
@@ -515,7 +517,7 @@ impl<B: CasBackend> CasHistoryStore<B> {
     }
 
     /// Applies `change` to the target's document until a conditional write succeeds.
-    async fn update<R>(
+    async fn update<R: Send>(
         &self,
         target: &str,
         mut change: impl FnMut(&mut TargetDoc) -> R + Send,
@@ -972,6 +974,7 @@ mod tests {
         assert!(target_matches("docker:host1/web", "docker:web"));
         assert!(target_matches(WEB, "ecs:c/web"));
         assert!(!target_matches(WEB, "ecs:b/web"));
+        assert!(target_matches(WEB, "ecs:c"), "a cluster");
         assert!(target_matches("docker:host1/web", "web"));
         assert!(!target_matches("docker:host1/web", "ecs:web"));
         assert!(target_matches(WEB, "ecs"));

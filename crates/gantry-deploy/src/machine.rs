@@ -250,6 +250,9 @@ impl Report {
             ),
             Outcome::NotStarted { reason, .. } => reason.clone(),
         };
+        for n in &self.notes {
+            s.push_str(&format!("\n{n}"));
+        }
         for w in &self.history_warnings {
             s.push_str(&format!("\nwarning: {w}"));
         }
@@ -509,6 +512,8 @@ async fn fail<T: Target>(
         _ => rev.id.clone(),
     };
     if !opts.rollback {
+        // Whatever of the new revision never took traffic (a candidate) goes; the rest stays.
+        target.abandon(rev).await;
         let outcome = match signal {
             Some(sig) => {
                 record.finish(
@@ -803,7 +808,7 @@ async fn rollback_leased<T: Target>(
             .ok()
             .and_then(|rs| rs.into_iter().rev().find(|r| r.revision == plan.revision));
         match newest {
-            Some(r) if !r.known_good && r.kind == RecordKind::Rollback => {
+            Some(r) if r.kind == RecordKind::Rollback && r.result == DeployResult::Failed => {
                 bad = r.previous_revision.filter(|p| *p != plan.revision);
             }
             _ => {
@@ -843,6 +848,7 @@ async fn rollback_leased<T: Target>(
                     short_revision(bad)
                 ));
             }
+            let note = back.note.clone();
             let mut r = Report::new(if back.awaited {
                 Outcome::Succeeded {
                     revision: back.revision.clone(),
@@ -854,6 +860,9 @@ async fn rollback_leased<T: Target>(
                 }
             });
             r.live_now = Some(back.revision);
+            if !note.is_empty() && !r.message().contains(&note) {
+                r.notes.push(note);
+            }
             r
         }
         Err(e) => {

@@ -70,7 +70,7 @@ impl AwsArgs {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct HistoryArgs {
     /// Deployment history: file://DIR or s3://BUCKET/PREFIX (default: $GANTRY_STATE_DIR, else the repository's .gantry/).
-    #[arg(long, env = "GANTRY_HISTORY", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub history: Option<String>,
 }
 
@@ -706,9 +706,6 @@ fn report(e: &DeployError) -> i32 {
 
 /// Prints a machine report; 0 ok, 1 something was changed and failed, 2 nothing was changed.
 fn print_report(r: &gantry_deploy::machine::Report) -> i32 {
-    for n in &r.notes {
-        eprintln!("{n}");
-    }
     if r.ok() {
         eprintln!("ok: {}", r.message());
         EXIT_OK
@@ -737,9 +734,10 @@ async fn open_history(
     h: &HistoryArgs,
     aws: &AwsArgs,
 ) -> Result<Box<dyn HistoryStore>, DeployError> {
-    let url = match &h.history {
-        Some(u) if !u.is_empty() => u.clone(),
-        _ => gantry_deploy::history::default_url()?,
+    let from_env = std::env::var("GANTRY_HISTORY").ok().filter(|v| !v.is_empty());
+    let url = match h.history.clone().filter(|u| !u.is_empty()).or(from_env) {
+        Some(u) => u,
+        None => gantry_deploy::history::default_url()?,
     };
     gantry_deploy::history::open(&url, &aws.options()).await
 }

@@ -349,6 +349,8 @@ pub struct EcsTarget<'d, O: RolloutObserver> {
     key: String,
     svc: Option<Service>,
     current_arn: Option<String>,
+    /// What ran when the deploy started.
+    previous_arn: Option<String>,
     previous_deployment: Option<String>,
     new_deployment: Option<String>,
     desired: i32,
@@ -395,6 +397,7 @@ impl<'d, O: RolloutObserver> EcsTarget<'d, O> {
             key,
             svc: Some(svc),
             current_arn: None,
+            previous_arn: None,
             previous_deployment: None,
             new_deployment: None,
             desired: 0,
@@ -479,6 +482,7 @@ impl<O: RolloutObserver> Target for EcsTarget<'_, O> {
                 .unwrap_or(&current)
                 .to_string(),
         );
+        self.previous_arn = self.current_arn.clone();
         self.previous_deployment = primary_deployment(&svc).map(|p| p.0);
         self.desired = self.opts.scale.unwrap_or(svc.desired_count);
         self.svc = Some(svc);
@@ -692,7 +696,7 @@ impl<O: RolloutObserver> Target for EcsTarget<'_, O> {
                     .collect()
             })
             .unwrap_or_default();
-        let previous = self.current_arn.clone().unwrap_or_default();
+        let previous = self.previous_arn.clone().unwrap_or_default();
         prune(
             self.client,
             self.opts.keep_revisions,
@@ -759,7 +763,10 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
             Ok(mut target) => {
                 let report = machine::deploy(&mut target, self.history, &opts.machine, &log).await;
                 let mut o = ServiceOutcome::from_report(service, report);
-                o.previous = target.current_arn.clone().filter(|c| Some(c) != o.revision.as_ref());
+                o.previous = target
+                    .previous_arn
+                    .clone()
+                    .filter(|c| Some(c) != o.revision.as_ref());
                 return o;
             }
             Err(e) => machine::Report {
