@@ -318,6 +318,25 @@ impl<'a> LocalDeployer<'a> {
             .find_map(|b| b.host_port.clone().filter(|p| !p.is_empty()))
     }
 
+    /// Inspects a container. Podman briefly reports a state (`stopped`) the Docker API schema
+    /// does not know, between running and exited: read again until it settles.
+    async fn inspect_settled(
+        &self,
+        id: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse, DeployError> {
+        let mut tries = 0;
+        loop {
+            match self.docker.inspect_container(id, None).await {
+                Ok(info) => return Ok(info),
+                Err(e) if tries < 25 && e.to_string().contains("unknown variant") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(DeployError::engine("inspecting the new revision", e)),
+            }
+        }
+    }
+
     /// Health of a started container, by URL, HEALTHCHECK, or staying up for the grace period.
     async fn check_health(
         &self,
@@ -330,11 +349,7 @@ impl<'a> LocalDeployer<'a> {
         let mut last: String;
         let started = Instant::now();
         loop {
-            let info = self
-                .docker
-                .inspect_container(id, None)
-                .await
-                .map_err(|e| DeployError::engine("inspecting the new revision", e))?;
+            let info = self.inspect_settled(id).await?;
             let state = info.state.unwrap_or_default();
             if state.running != Some(true) {
                 return Err(DeployError::Health(format!(
