@@ -53,7 +53,10 @@ async fn webhooks_with_a_bad_token_or_signature_are_refused() {
     assert_eq!(s, 401);
     let http = reqwest::Client::new();
     let r = http
-        .post(format!("{url}/api/v4/projects/{}/webhooks/gitlab", e.project))
+        .post(format!(
+            "{url}/api/v4/projects/{}/webhooks/gitlab",
+            e.project
+        ))
         .json(&body)
         .send()
         .await
@@ -63,11 +66,18 @@ async fn webhooks_with_a_bad_token_or_signature_are_refused() {
     let secret = e.api.webhook_secret(e.project).await;
     let raw = serde_json::to_vec(&body).unwrap();
     for (path, header, sig) in [
-        ("github", "X-Hub-Signature-256", gantry_server::crypto::sign_hmac_sha256("not-the-secret", &raw)),
+        (
+            "github",
+            "X-Hub-Signature-256",
+            gantry_server::crypto::sign_hmac_sha256("not-the-secret", &raw),
+        ),
         ("gitea", "X-Gitea-Signature", "00".repeat(32)),
     ] {
         let r = http
-            .post(format!("{url}/api/v4/projects/{}/webhooks/{path}", e.project))
+            .post(format!(
+                "{url}/api/v4/projects/{}/webhooks/{path}",
+                e.project
+            ))
             .header(header, sig)
             .header("X-GitHub-Event", "push")
             .header("X-Gitea-Event", "push")
@@ -82,7 +92,10 @@ async fn webhooks_with_a_bad_token_or_signature_are_refused() {
     let mut tampered = raw.clone();
     tampered.push(b' ');
     let r = http
-        .post(format!("{url}/api/v4/projects/{}/webhooks/github", e.project))
+        .post(format!(
+            "{url}/api/v4/projects/{}/webhooks/github",
+            e.project
+        ))
         .header("X-Hub-Signature-256", &signed)
         .header("X-GitHub-Event", "push")
         .body(tampered)
@@ -91,10 +104,16 @@ async fn webhooks_with_a_bad_token_or_signature_are_refused() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     // Nothing was created by any of them; the right signature works.
-    let (_, pipelines) = e.api.get(&format!("/api/v4/projects/{}/pipelines", e.project)).await;
+    let (_, pipelines) = e
+        .api
+        .get(&format!("/api/v4/projects/{}/pipelines", e.project))
+        .await;
     assert_eq!(pipelines.as_array().unwrap().len(), 0);
     let r = http
-        .post(format!("{url}/api/v4/projects/{}/webhooks/github", e.project))
+        .post(format!(
+            "{url}/api/v4/projects/{}/webhooks/github",
+            e.project
+        ))
         .header("X-Hub-Signature-256", &signed)
         .header("X-GitHub-Event", "push")
         .body(raw.clone())
@@ -111,7 +130,11 @@ async fn api_tokens_are_checked_and_roles_limit_actions() {
     let url = &e.running.url;
     let path = format!("/api/v4/projects/{}/pipelines", e.project);
     assert_eq!(Client::new(url, None).get(&path).await.0, 401, "no token");
-    assert_eq!(Client::new(url, Some("gpat-wrong")).get(&path).await.0, 401, "wrong token");
+    assert_eq!(
+        Client::new(url, Some("gpat-wrong")).get(&path).await.0,
+        401,
+        "wrong token"
+    );
     // Bearer works like PRIVATE-TOKEN.
     let r = reqwest::Client::new()
         .get(format!("{url}{path}"))
@@ -132,22 +155,43 @@ async fn api_tokens_are_checked_and_roles_limit_actions() {
     assert_eq!(Client::new(url, Some(runner_token)).get(&path).await.0, 401);
     // And the registration token is not either; a wrong one registers nothing.
     let (s, _) = Client::new(url, None)
-        .post("/api/v4/runners", json!({"token": "grrt-wrong", "description": "x"}))
+        .post(
+            "/api/v4/runners",
+            json!({"token": "grrt-wrong", "description": "x"}),
+        )
         .await;
     assert_eq!(s, 403);
 
     // A viewer reads but cannot run or manage; a developer runs but cannot manage variables.
-    let (_, viewer) = e.api.post("/api/v4/users", json!({"username": "vera", "role": "viewer"})).await;
+    let (_, viewer) = e
+        .api
+        .post(
+            "/api/v4/users",
+            json!({"username": "vera", "role": "viewer"}),
+        )
+        .await;
     let viewer = Client::new(url, viewer["token"].as_str());
     assert_eq!(viewer.get(&path).await.0, 200);
     let create = format!("/api/v4/projects/{}/pipeline", e.project);
     assert_eq!(viewer.post(&create, json!({"ref": "main"})).await.0, 403);
-    let (_, dev) = e.api.post("/api/v4/users", json!({"username": "dev", "role": "developer"})).await;
+    let (_, dev) = e
+        .api
+        .post(
+            "/api/v4/users",
+            json!({"username": "dev", "role": "developer"}),
+        )
+        .await;
     let dev = Client::new(url, dev["token"].as_str());
     let vars = format!("/api/v4/projects/{}/variables", e.project);
-    assert_eq!(dev.post(&vars, json!({"key": "A", "value": "b"})).await.0, 403);
+    assert_eq!(
+        dev.post(&vars, json!({"key": "A", "value": "b"})).await.0,
+        403
+    );
     assert_eq!(dev.get(&vars).await.0, 403);
-    assert_eq!(dev.post("/api/v4/users", json!({"username": "x"})).await.0, 403);
+    assert_eq!(
+        dev.post("/api/v4/users", json!({"username": "x"})).await.0,
+        403
+    );
     assert_eq!(dev.post(&create, json!({"ref": "main"})).await.0, 201);
     e.running.server.abort();
 }
@@ -168,19 +212,31 @@ async fn protected_variables_reach_only_protected_refs() {
     for git_ref in ["main", "topic"] {
         let (s, p) = e
             .api
-            .post(&format!("/api/v4/projects/{}/pipeline", e.project), json!({"ref": git_ref}))
+            .post(
+                &format!("/api/v4/projects/{}/pipeline", e.project),
+                json!({"ref": git_ref}),
+            )
             .await;
         assert_eq!(s, 201, "{p}");
         let id = p["id"].as_i64().unwrap();
-        e.api.wait_pipeline(e.project, id, Duration::from_secs(60)).await;
+        e.api
+            .wait_pipeline(e.project, id, Duration::from_secs(60))
+            .await;
         let job = &e.api.jobs(e.project, id).await[0];
         let (_, t) = e
             .api
-            .text(&format!("/api/v4/projects/{}/jobs/{}/trace", e.project, job["id"]))
+            .text(&format!(
+                "/api/v4/projects/{}/jobs/{}/trace",
+                e.project, job["id"]
+            ))
             .await;
         traces.push(t);
     }
-    assert!(traces[0].contains("prod=[prod-credential]"), "main is protected: {}", traces[0]);
+    assert!(
+        traces[0].contains("prod=[prod-credential]"),
+        "main is protected: {}",
+        traces[0]
+    );
     assert!(traces[1].contains("prod=[]"), "topic is not: {}", traces[1]);
     e.running.server.abort();
 }
@@ -189,13 +245,19 @@ async fn protected_variables_reach_only_protected_refs() {
 async fn claim(url: &str, registration: &str) -> (i64, String) {
     let c = Client::new(url, None);
     let (_, reg) = c
-        .post("/api/v4/runners", json!({"token": registration, "description": "probe"}))
+        .post(
+            "/api/v4/runners",
+            json!({"token": registration, "description": "probe"}),
+        )
         .await;
     let (s, job) = c
         .post("/api/v4/jobs/request", json!({"token": reg["token"]}))
         .await;
     assert_eq!(s, 201, "{job}");
-    (job["id"].as_i64().unwrap(), job["token"].as_str().unwrap().to_string())
+    (
+        job["id"].as_i64().unwrap(),
+        job["token"].as_str().unwrap().to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -225,7 +287,10 @@ async fn masked_values_in_log_chunks_and_escaping_artifacts_are_refused() {
         .await;
     assert_eq!(s, 400);
     let (s, _) = api
-        .post(&format!("/api/v4/projects/{project}/pipeline"), json!({"ref": "main"}))
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
         .await;
     assert_eq!(s, 201);
     let (job, token) = claim(&url, &running.app.store.key.registration_token()).await;
@@ -242,7 +307,9 @@ async fn masked_values_in_log_chunks_and_escaping_artifacts_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    let (_, trace) = api.text(&format!("/api/v4/projects/{project}/jobs/{job}/trace")).await;
+    let (_, trace) = api
+        .text(&format!("/api/v4/projects/{project}/jobs/{job}/trace"))
+        .await;
     assert_eq!(trace, "connecting with [MASKED] now\n");
     let stored = std::fs::read_dir(dir.path().join("data/objects/logs").join(job.to_string()))
         .unwrap()
@@ -266,7 +333,8 @@ async fn masked_values_in_log_chunks_and_escaping_artifacts_are_refused() {
         let mut buf = std::io::Cursor::new(Vec::new());
         {
             let mut zip = zip::ZipWriter::new(&mut buf);
-            zip.start_file(evil, zip::write::SimpleFileOptions::default()).unwrap();
+            zip.start_file(evil, zip::write::SimpleFileOptions::default())
+                .unwrap();
             zip.write_all(b"pwned").unwrap();
             zip.finish().unwrap();
         }
@@ -279,7 +347,9 @@ async fn masked_values_in_log_chunks_and_escaping_artifacts_are_refused() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 400, "{evil} accepted");
     }
-    let (_, j) = api.get(&format!("/api/v4/projects/{project}/jobs/{job}")).await;
+    let (_, j) = api
+        .get(&format!("/api/v4/projects/{project}/jobs/{job}"))
+        .await;
     assert!(j["artifacts_file"].is_null(), "{j}");
     running.server.abort();
 }
