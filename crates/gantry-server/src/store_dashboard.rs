@@ -9,7 +9,7 @@ use crate::crypto;
 use crate::db::Backend;
 use crate::error::StoreError;
 use crate::now_ms;
-use crate::store::{Job, Pipeline, Store, User};
+use crate::store::{Job, Store, User};
 use sqlx::Executor;
 
 const SCHEMA: &str = r#"
@@ -52,13 +52,34 @@ pub struct OverviewFilter {
     pub username: String,
 }
 
-const PIPELINE_COLUMNS: &str = "p.id, p.project_id, p.iid, p.ref, p.sha, p.before_sha, p.tag, p.source, \
-    p.status, p.protected, p.user_id, p.variables, p.spec, p.name, p.error, p.created_at, p.updated_at, \
-    p.started_at, p.finished_at";
-const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, stage_idx, status, when_, \
-    allow_failure, tags, resource_group, interruptible, attempt, retried, spec, runner_id, \
-    failure_reason, exit_code, environment, dotenv, artifact_size, user_id, created_at, \
-    queued_at, started_at, finished_at, heartbeat_at, scheduled_at";
+/// A pipeline as the overview shows it (no planned spec or variables).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PipelineSummary {
+    pub id: i64,
+    pub project_id: i64,
+    #[sqlx(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+    pub source: String,
+    pub status: String,
+    pub user_id: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A job as the overview shows it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct JobSummary {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub name: String,
+    pub stage: String,
+    pub status: String,
+}
+
+const PIPELINE_COLUMNS: &str =
+    "p.id, p.project_id, p.ref, p.sha, p.source, p.status, p.user_id, p.created_at, p.started_at, p.finished_at";
 
 /// The dashboard's view of the store.
 pub struct DashboardStore<'a>(pub &'a Store);
@@ -218,7 +239,7 @@ impl DashboardStore<'_> {
     // ---- overview ----
 
     /// The newest pipeline of every project and ref, filtered.
-    pub async fn latest_per_ref(&self, f: &OverviewFilter, limit: i64) -> Result<Vec<Pipeline>, StoreError> {
+    pub async fn latest_per_ref(&self, f: &OverviewFilter, limit: i64) -> Result<Vec<PipelineSummary>, StoreError> {
         // The GROUP BY walks the (project_id, ref, id) index; the outer
         // query fetches only the winners by primary key.
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -238,7 +259,7 @@ impl DashboardStore<'_> {
     }
 
     /// The newest pipelines of all projects, filtered.
-    pub async fn recent_pipelines(&self, f: &OverviewFilter, limit: i64) -> Result<Vec<Pipeline>, StoreError> {
+    pub async fn recent_pipelines(&self, f: &OverviewFilter, limit: i64) -> Result<Vec<PipelineSummary>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {PIPELINE_COLUMNS} FROM pipelines p LEFT JOIN users u ON u.id = p.user_id \
              WHERE ($1 = '' OR p.status = $1) AND ($2 = 0 OR p.project_id = $2) AND ($3 = '' OR p.ref = $3) \
@@ -254,12 +275,13 @@ impl DashboardStore<'_> {
     }
 
     /// The current (not retried) jobs of the given pipelines.
-    pub async fn jobs_of(&self, pipeline_ids: &[i64]) -> Result<Vec<Job>, StoreError> {
+    pub async fn jobs_of(&self, pipeline_ids: &[i64]) -> Result<Vec<JobSummary>, StoreError> {
         if pipeline_ids.is_empty() {
             return Ok(Vec::new());
         }
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE pipeline_id IN ({}) AND retried = 0 ORDER BY pipeline_id, stage_idx, id",
+            "SELECT id, pipeline_id, name, stage, status FROM jobs WHERE pipeline_id IN ({}) AND retried = 0 \
+             ORDER BY pipeline_id, stage_idx, id",
             id_list(pipeline_ids)
         )))
         .fetch_all(&self.0.db.pool)

@@ -6,7 +6,7 @@ use super::DashError;
 use super::session::{self, Form, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session};
 use crate::app::Shared;
 use crate::store::{Job, Pipeline, Project, Role};
-use crate::store_dashboard::{Approval, DashboardStore, OverviewFilter};
+use crate::store_dashboard::{Approval, DashboardStore, OverviewFilter, PipelineSummary};
 use askama::Template;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -254,7 +254,7 @@ struct Board {
 }
 
 /// Rows for the pipelines, with their jobs, users and project paths.
-async fn rows(app: &Shared, pipelines: &[Pipeline], projects: &[Project]) -> Result<Vec<PipelineRow>, DashError> {
+async fn rows(app: &Shared, pipelines: &[PipelineSummary], projects: &[Project]) -> Result<Vec<PipelineRow>, DashError> {
     let dash = DashboardStore(&app.store);
     let ids: Vec<i64> = pipelines.iter().map(|p| p.id).collect();
     let mut jobs: HashMap<i64, Vec<JobDot>> = HashMap::new();
@@ -295,7 +295,7 @@ async fn rows(app: &Shared, pipelines: &[Pipeline], projects: &[Project]) -> Res
 async fn load_board(app: &Shared, q: &FilterQuery, projects: &[Project]) -> Result<Board, DashError> {
     let dash = DashboardStore(&app.store);
     let f = q.filter();
-    let latest = dash.latest_per_ref(&f, 200).await?;
+    let latest = dash.latest_per_ref(&f, 100).await?;
     let recent = dash.recent_pipelines(&f, 50).await?;
     Ok(Board {
         latest: rows(app, &latest, projects).await?,
