@@ -13,6 +13,8 @@ use std::time::Duration;
 pub enum Event {
     RunStarted {
         run_id: String,
+        /// `CI_PIPELINE_ID`.
+        pipeline_id: u64,
         sha: String,
         jobs: Vec<String>,
     },
@@ -21,6 +23,13 @@ pub enum Event {
         stage: String,
         attempt: u32,
         executor: String,
+        /// `CI_JOB_ID` of this attempt.
+        job_id: u64,
+    },
+    /// A job attempt enters one of gitlab-runner's stages.
+    JobStage {
+        job: String,
+        stage: String,
     },
     Log {
         job: String,
@@ -43,10 +52,11 @@ pub enum Event {
     },
     RunFinished {
         run_id: String,
+        /// success, failed, canceled, or blocked (a manual job waits).
         status: String,
         duration_ms: u64,
-        /// The working tree had uncommitted changes (the jobs used the commit).
-        dirty: bool,
+        /// One row per job, in pipeline order.
+        jobs: Vec<SummaryRow>,
     },
 }
 
@@ -61,12 +71,12 @@ pub enum OutputMode {
 }
 
 /// A row of the summary table.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct SummaryRow {
     pub job: String,
     pub stage: String,
     pub status: String,
-    pub duration: Option<Duration>,
+    pub duration_ms: Option<u64>,
     pub allow_failure: bool,
     pub reason: Option<String>,
     pub junit_failures: Vec<String>,
@@ -164,6 +174,7 @@ impl Reporter {
                     stage,
                     attempt,
                     executor,
+                    ..
                 } => {
                     let retry = if *attempt > 1 {
                         format!(", attempt {attempt}")
@@ -198,7 +209,21 @@ impl Reporter {
                     let code = status_colour(status);
                     format!("{}{}", self.prefix(job), self.paint(code, &msg))
                 }
-                Event::RunFinished { .. } => return,
+                Event::JobStage { .. } => return,
+                Event::RunFinished {
+                    status,
+                    duration_ms,
+                    jobs,
+                    ..
+                } => {
+                    let (status, total, rows) = (
+                        status.clone(),
+                        Duration::from_millis(*duration_ms),
+                        jobs.clone(),
+                    );
+                    self.summary(&rows, &status, total);
+                    return;
+                }
             },
         };
         let _ = writeln!(self.out, "{text}");
@@ -206,7 +231,7 @@ impl Reporter {
     }
 
     /// The final table (human mode only).
-    pub fn summary(&mut self, rows: &[SummaryRow], status: &str, total: Duration) {
+    fn summary(&mut self, rows: &[SummaryRow], status: &str, total: Duration) {
         if !matches!(self.mode, OutputMode::Human { .. }) {
             return;
         }
@@ -234,7 +259,10 @@ impl Reporter {
             "job", "stage", "status", "duration", "allow_failure"
         ));
         for r in rows {
-            let duration = r.duration.map(fmt_duration).unwrap_or_else(|| "-".into());
+            let duration = r
+                .duration_ms
+                .map(|ms| fmt_duration(Duration::from_millis(ms)))
+                .unwrap_or_else(|| "-".into());
             let status = format!("{:<w_status$}", r.status);
             let mut line = format!(
                 "{:<w_job$}  {:<w_stage$}  {}  {:>8}  {}",
@@ -263,6 +291,12 @@ impl Reporter {
         ));
         let _ = write!(self.out, "{text}");
         let _ = self.out.flush();
+    }
+}
+
+impl crate::ports::EventSink for Reporter {
+    fn emit(&mut self, event: &Event) {
+        Reporter::emit(self, event)
     }
 }
 

@@ -7,6 +7,7 @@
 //! clone|fetch` gives the job a real git clone instead (sharing objects with
 //! the repository), `none`/`empty` an empty directory.
 
+use crate::error::SourceError;
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,8 +25,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Extracts `sha` of the repository at `repo_dir` into `dest`.
-    pub fn extract(repo_dir: &Path, sha: &str, dest: &Path) -> io::Result<Snapshot> {
-        std::fs::create_dir_all(dest)?;
+    pub fn extract(repo_dir: &Path, sha: &str, dest: &Path) -> Result<Snapshot, SourceError> {
+        let copy_err = |source| SourceError::Copy {
+            path: dest.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dest).map_err(copy_err)?;
         let mut child = Command::new("git")
             .arg("-C")
             .arg(repo_dir)
@@ -34,12 +39,12 @@ impl Snapshot {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| io::Error::other(format!("cannot run git: {e}")))?;
+            .map_err(SourceError::Git)?;
         let mut tracked = HashSet::new();
         let stdout = child
             .stdout
             .take()
-            .ok_or_else(|| io::Error::other("git archive: no output"))?;
+            .ok_or_else(|| SourceError::Git(io::Error::other("git archive: no output")))?;
         let mut archive = tar::Archive::new(stdout);
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
@@ -56,14 +61,21 @@ impl Snapshot {
             }
             Ok(())
         })();
-        let output = child.wait_with_output()?;
+        let output = child.wait_with_output().map_err(SourceError::Git)?;
         if !output.status.success() {
-            return Err(io::Error::other(format!(
-                "git archive {sha} failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
+            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            if stderr.contains("not a tree object") || stderr.contains("not a valid object name") {
+                return Err(SourceError::UnknownCommit {
+                    repo: repo_dir.to_path_buf(),
+                    rev: sha.to_string(),
+                });
+            }
+            return Err(SourceError::GitFailed {
+                command: format!("archive {sha}"),
+                stderr,
+            });
         }
-        unpack_result?;
+        unpack_result.map_err(copy_err)?;
         Ok(Snapshot {
             dir: dest.to_path_buf(),
             repo_dir: repo_dir.to_path_buf(),
@@ -80,7 +92,11 @@ impl Snapshot {
         sha: &str,
         cache_dir: &Path,
         keep: usize,
-    ) -> io::Result<Snapshot> {
+    ) -> Result<Snapshot, SourceError> {
+        let copy_err = |source| SourceError::Copy {
+            path: cache_dir.to_path_buf(),
+            source,
+        };
         let dir = cache_dir.join(sha);
         let list = cache_dir.join(format!("{sha}.files"));
         if dir.is_dir()
@@ -95,7 +111,7 @@ impl Snapshot {
                 tracked: text.lines().map(PathBuf::from).collect(),
             });
         }
-        std::fs::create_dir_all(cache_dir)?;
+        std::fs::create_dir_all(cache_dir).map_err(copy_err)?;
         let tmp = cache_dir.join(format!("{sha}.tmp{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let mut snap = Snapshot::extract(repo_dir, sha, &tmp)?;
@@ -106,8 +122,8 @@ impl Snapshot {
             .collect();
         files.sort();
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir)?;
-        std::fs::write(&list, files.join("\n"))?;
+        std::fs::rename(&tmp, &dir).map_err(copy_err)?;
+        std::fs::write(&list, files.join("\n")).map_err(copy_err)?;
         snap.dir = dir;
         prune_snapshots(cache_dir, keep);
         Ok(snap)
@@ -115,35 +131,40 @@ impl Snapshot {
 
     /// Fills `dest` (missing or empty; an executor may have mounted it
     /// already, so it is not replaced) for one job.
-    pub fn checkout(&self, dest: &Path, strategy: GitStrategy) -> io::Result<()> {
+    pub fn checkout(&self, dest: &Path, strategy: GitStrategy) -> Result<(), SourceError> {
+        let copy_err = |source| SourceError::Copy {
+            path: dest.to_path_buf(),
+            source,
+        };
         match strategy {
-            GitStrategy::Copy => copy_tree(&self.dir, dest),
-            GitStrategy::Empty => std::fs::create_dir_all(dest),
+            GitStrategy::Copy => copy_tree(&self.dir, dest).map_err(copy_err),
+            GitStrategy::Empty => std::fs::create_dir_all(dest).map_err(copy_err),
             GitStrategy::Clone => {
                 let out = Command::new("git")
                     .args(["clone", "--quiet", "--shared", "--no-checkout"])
                     .arg(&self.repo_dir)
                     .arg(dest)
                     .stdin(Stdio::null())
-                    .output()?;
+                    .output()
+                    .map_err(SourceError::Git)?;
                 if !out.status.success() {
-                    return Err(io::Error::other(format!(
-                        "git clone failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )));
+                    return Err(SourceError::GitFailed {
+                        command: "clone".into(),
+                        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    });
                 }
                 let out = Command::new("git")
                     .arg("-C")
                     .arg(dest)
                     .args(["checkout", "--quiet", "--detach", &self.sha])
                     .stdin(Stdio::null())
-                    .output()?;
+                    .output()
+                    .map_err(SourceError::Git)?;
                 if !out.status.success() {
-                    return Err(io::Error::other(format!(
-                        "git checkout {} failed: {}",
-                        self.sha,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )));
+                    return Err(SourceError::GitFailed {
+                        command: format!("checkout {}", self.sha),
+                        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    });
                 }
                 Ok(())
             }

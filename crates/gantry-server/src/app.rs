@@ -121,7 +121,9 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
     if let Some(token) = &config.admin_token
         && store.bootstrap_admin(token).await?
     {
-        eprintln!("gantry serve: created the administrator `root` with the token from GANTRY_ADMIN_TOKEN");
+        eprintln!(
+            "gantry serve: created the administrator `root` with the token from GANTRY_ADMIN_TOKEN"
+        );
     }
     let objects = Objects::open(config.objects.as_deref(), &config.data_dir)?;
     let logs = Logs::new(objects.clone());

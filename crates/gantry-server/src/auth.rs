@@ -29,7 +29,11 @@ pub fn job_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The user behind the request, who must have at least `needed`.
-pub async fn require_user(app: &Shared, headers: &HeaderMap, needed: Role) -> Result<User, ApiError> {
+pub async fn require_user(
+    app: &Shared,
+    headers: &HeaderMap,
+    needed: Role,
+) -> Result<User, ApiError> {
     let token = user_token(headers).ok_or(ApiError::Unauthorized)?;
     let user = app
         .store

@@ -112,25 +112,26 @@ impl Db {
         };
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
-            options = options
-                .max_connections(8)
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
+            options = options.max_connections(8).after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
                              PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON",
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                });
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
         } else {
             options = options.max_connections(16);
         }
-        let pool = options.connect(url).await.map_err(|e| StoreError::Connect {
-            url: redact_url(url),
-            source: e,
-        })?;
+        let pool = options
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Connect {
+                url: redact_url(url),
+                source: e,
+            })?;
         let db = Db {
             pool,
             backend,
@@ -177,7 +178,8 @@ impl Db {
                     continue;
                 }
                 // The migration text is a constant of this file.
-                tx.execute(sqlx::AssertSqlSafe(statement.to_string())).await?;
+                tx.execute(sqlx::AssertSqlSafe(statement.to_string()))
+                    .await?;
             }
             sqlx::query("INSERT INTO gantry_schema (version, applied_at) VALUES ($1, $2)")
                 .bind(version)

@@ -77,7 +77,9 @@ pub fn next_steps(jobs: &[Job]) -> Vec<Step> {
                 true,
             ),
             None => (
-                jobs.iter().filter(|j| j.stage_idx < job.stage_idx).collect(),
+                jobs.iter()
+                    .filter(|j| j.stage_idx < job.stage_idx)
+                    .collect(),
                 false,
             ),
         };
@@ -152,9 +154,9 @@ pub fn pipeline_status(jobs: &[Job]) -> &'static str {
     if any("running") {
         return "running";
     }
-    let started = jobs
-        .iter()
-        .any(|j| j.status != "created" && j.status != "pending" && j.status != "waiting_for_resource");
+    let started = jobs.iter().any(|j| {
+        j.status != "created" && j.status != "pending" && j.status != "waiting_for_resource"
+    });
     if any("pending") {
         return if started { "running" } else { "pending" };
     }
@@ -283,14 +285,19 @@ pub async fn run_job(
     let job = &payload.spec;
     let slug = slugify(&job.name);
     let (ci_project_dir, ci_builds_dir) = if docker {
-        (format!("/builds/{}", payload.project_path), "/builds".to_string())
+        (
+            format!("/builds/{}", payload.project_path),
+            "/builds".to_string(),
+        )
     } else {
         (
             run.build_dir(&slug).display().to_string(),
             run.dir.join("builds").display().to_string(),
         )
     };
-    let timeout = job.timeout.unwrap_or(gantry_engine::job::DEFAULT_TIMEOUT.as_secs());
+    let timeout = job
+        .timeout
+        .unwrap_or(gantry_engine::job::DEFAULT_TIMEOUT.as_secs());
     let mut vars = VarSet::new();
     vars.set("CI", "true");
     vars.set("GITLAB_CI", "true");
@@ -301,7 +308,10 @@ pub async fn run_job(
         vars.set("CI_ENVIRONMENT_NAME", env.name.clone());
         let mut env_slug = slugify(&env.name);
         env_slug.truncate(24);
-        vars.set("CI_ENVIRONMENT_SLUG", env_slug.trim_end_matches('-').to_string());
+        vars.set(
+            "CI_ENVIRONMENT_SLUG",
+            env_slug.trim_end_matches('-').to_string(),
+        );
         if let Some(url) = &env.url {
             vars.set("CI_ENVIRONMENT_URL", url.clone());
         }
@@ -317,7 +327,11 @@ pub async fn run_job(
     vars.set("CI_SERVER", "yes");
     vars.set("CI_JOB_TIMEOUT", timeout.to_string());
     vars.set(
-        if docker { "CI_DISPOSABLE_ENVIRONMENT" } else { "CI_SHARED_ENVIRONMENT" },
+        if docker {
+            "CI_DISPOSABLE_ENVIRONMENT"
+        } else {
+            "CI_SHARED_ENVIRONMENT"
+        },
         "true",
     );
     vars.extend(job.variables.iter());

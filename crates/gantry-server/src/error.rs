@@ -15,7 +15,9 @@ pub enum StoreError {
     Config(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("cannot decrypt a stored secret: the server key differs from the one it was written with")]
+    #[error(
+        "cannot decrypt a stored secret: the server key differs from the one it was written with"
+    )]
     Decrypt,
 }
 
@@ -40,8 +42,13 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source} (is another server running? choose another with --listen)")]
-    Listen { addr: String, source: std::io::Error },
+    #[error(
+        "cannot listen on {addr}: {source} (is another server running? choose another with --listen)"
+    )]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
 }
@@ -87,6 +94,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             eprintln!("gantry serve: {self}");
         }
-        (status, Json(serde_json::json!({ "message": self.to_string() }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "message": self.to_string() })),
+        )
+            .into_response()
     }
 }

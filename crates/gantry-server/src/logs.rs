@@ -102,7 +102,10 @@ impl Logs {
         let fresh = &data[(expected - offset) as usize..];
         let masked = mask(fresh, secrets);
         self.objects
-            .put(&chunk_key(job, expected, fresh.len() as u64), Bytes::from(masked))
+            .put(
+                &chunk_key(job, expected, fresh.len() as u64),
+                Bytes::from(masked),
+            )
             .await?;
         self.next.lock().expect("log offsets").insert(job, end);
         if let Some(tx) = self.followers.lock().expect("log followers").get(&job) {
@@ -187,11 +190,23 @@ mod tests {
     async fn chunks_are_idempotent_and_gaps_refused() {
         let dir = tempfile::tempdir().unwrap();
         let logs = Logs::new(Objects::open(None, dir.path()).unwrap());
-        assert_eq!(logs.append(1, 0, b"hello ", &[]).await.unwrap(), Appended::Next(6));
+        assert_eq!(
+            logs.append(1, 0, b"hello ", &[]).await.unwrap(),
+            Appended::Next(6)
+        );
         // The same chunk again (a runner retry) changes nothing.
-        assert_eq!(logs.append(1, 0, b"hello ", &[]).await.unwrap(), Appended::Next(6));
-        assert_eq!(logs.append(1, 10, b"x", &[]).await.unwrap(), Appended::Gap(6));
-        assert_eq!(logs.append(1, 6, b"world", &[]).await.unwrap(), Appended::Next(11));
+        assert_eq!(
+            logs.append(1, 0, b"hello ", &[]).await.unwrap(),
+            Appended::Next(6)
+        );
+        assert_eq!(
+            logs.append(1, 10, b"x", &[]).await.unwrap(),
+            Appended::Gap(6)
+        );
+        assert_eq!(
+            logs.append(1, 6, b"world", &[]).await.unwrap(),
+            Appended::Next(11)
+        );
         assert_eq!(&logs.read(1, 0).await.unwrap()[..], b"hello world");
         logs.finish(1).await.unwrap();
         assert_eq!(&logs.read(1, 6).await.unwrap()[..], b"world");

@@ -53,10 +53,10 @@ impl Objects {
                         .with_endpoint(endpoint)
                         .with_virtual_hosted_style_request(false);
                 }
-                if std::env::var("AWS_REGION").is_err() {
-                    if let Ok(region) = std::env::var("AWS_DEFAULT_REGION") {
-                        builder = builder.with_region(region);
-                    }
+                if std::env::var("AWS_REGION").is_err()
+                    && let Ok(region) = std::env::var("AWS_DEFAULT_REGION")
+                {
+                    builder = builder.with_region(region);
                 }
                 let store = builder.build()?;
                 Ok(Objects {

@@ -39,7 +39,11 @@ pub struct Request {
 }
 
 /// Creates, stores and starts a pipeline.
-pub async fn create(app: &Shared, project: &Project, req: Request) -> Result<Pipeline, CreateError> {
+pub async fn create(
+    app: &Shared,
+    project: &Project,
+    req: Request,
+) -> Result<Pipeline, CreateError> {
     let mirror = if req.fetch || !app.repos.mirror_dir(project.id).join("HEAD").exists() {
         app.repos.sync(project.id, &project.source_url).await?
     } else {
@@ -50,9 +54,11 @@ pub async fn create(app: &Shared, project: &Project, req: Request) -> Result<Pip
             if !app.repos.has_commit(project.id, sha) {
                 return Err(RepoError::UnknownCommit(sha.clone()).into());
             }
-            let is_tag = req
-                .is_tag
-                .unwrap_or_else(|| app.repos.resolve_ref(project.id, &req.git_ref).is_ok_and(|(_, t)| t));
+            let is_tag = req.is_tag.unwrap_or_else(|| {
+                app.repos
+                    .resolve_ref(project.id, &req.git_ref)
+                    .is_ok_and(|(_, t)| t)
+            });
             (sha.clone(), is_tag)
         }
         None => app.repos.resolve_ref(project.id, &req.git_ref)?,
@@ -68,11 +74,11 @@ pub async fn create(app: &Shared, project: &Project, req: Request) -> Result<Pip
             "CI_PROJECT_URL".to_string(),
             format!("{}/{}", app.url, project.path),
         ),
+        ("CI_COMMIT_REF_PROTECTED".to_string(), protected.to_string()),
         (
-            "CI_COMMIT_REF_PROTECTED".to_string(),
-            protected.to_string(),
+            "CI_DEFAULT_BRANCH".to_string(),
+            project.default_branch.clone(),
         ),
-        ("CI_DEFAULT_BRANCH".to_string(), project.default_branch.clone()),
     ];
     predefined.extend(req.predefined.iter().cloned());
     let trigger = Trigger {
@@ -85,9 +91,10 @@ pub async fn create(app: &Shared, project: &Project, req: Request) -> Result<Pip
         predefined,
     };
     let entry = project.ci_config_path.clone();
-    let planned = tokio::task::spawn_blocking(move || crate::planning::plan(&mirror, &entry, &trigger))
-        .await
-        .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))??;
+    let planned =
+        tokio::task::spawn_blocking(move || crate::planning::plan(&mirror, &entry, &trigger))
+            .await
+            .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))??;
     if planned.status == gantry_config::model::PipelineStatus::Filtered {
         return Err(CreateError::Filtered(
             planned
@@ -102,7 +109,11 @@ pub async fn create(app: &Shared, project: &Project, req: Request) -> Result<Pip
         .map(|j| NewJob {
             name: j.name.clone(),
             stage: j.stage.clone(),
-            stage_idx: planned.stages.iter().position(|s| *s == j.stage).unwrap_or(0) as i64,
+            stage_idx: planned
+                .stages
+                .iter()
+                .position(|s| *s == j.stage)
+                .unwrap_or(0) as i64,
             when: j.when.as_str().to_string(),
             allow_failure: j.allow_failure,
             tags: j.tags.clone(),
@@ -155,7 +166,15 @@ async fn auto_cancel(app: &Shared, newer: &Pipeline) -> Result<(), StoreError> {
         let jobs = app.store.pipeline_jobs(p.id, false).await?;
         let protected_started = jobs.iter().any(|j| {
             j.interruptible == 0
-                && !matches!(j.status.as_str(), "created" | "pending" | "manual" | "scheduled" | "skipped" | "waiting_for_resource")
+                && !matches!(
+                    j.status.as_str(),
+                    "created"
+                        | "pending"
+                        | "manual"
+                        | "scheduled"
+                        | "skipped"
+                        | "waiting_for_resource"
+                )
         });
         if protected_started {
             continue;

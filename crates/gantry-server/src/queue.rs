@@ -70,7 +70,11 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
                         Some((j, g)) => app.store.resource_group_busy(j.project_id, g).await?,
                         None => false,
                     };
-                    let to = if busy { "waiting_for_resource" } else { "pending" };
+                    let to = if busy {
+                        "waiting_for_resource"
+                    } else {
+                        "pending"
+                    };
                     if app.store.transition(id, "created", to, None).await? && !busy {
                         enqueued = true;
                     }
@@ -147,7 +151,8 @@ pub async fn job_finished(
     if status == "failed" {
         after_failure(app, job, kind.unwrap_or("script_failure"), exit_code).await?;
     }
-    if let (Some(env), Some(pipeline)) = (&job.environment, app.store.pipeline(job.pipeline_id).await?)
+    if let (Some(env), Some(pipeline)) =
+        (&job.environment, app.store.pipeline(job.pipeline_id).await?)
     {
         let spec = engine_bridge::spec(job);
         let e = spec.as_ref().and_then(|s| s.environment.clone());
@@ -215,7 +220,11 @@ async fn after_failure(
 }
 
 /// Cancels every unfinished job of a pipeline.
-pub async fn cancel_pipeline(app: &Shared, pipeline_id: i64, reason: &str) -> Result<(), StoreError> {
+pub async fn cancel_pipeline(
+    app: &Shared,
+    pipeline_id: i64,
+    reason: &str,
+) -> Result<(), StoreError> {
     for job in app.store.pipeline_jobs(pipeline_id, false).await? {
         if !job.is_finished() {
             app.store.cancel_job(job.id, reason).await?;
@@ -225,7 +234,11 @@ pub async fn cancel_pipeline(app: &Shared, pipeline_id: i64, reason: &str) -> Re
 }
 
 /// Retries every failed or canceled job of a pipeline.
-pub async fn retry_pipeline(app: &Shared, pipeline_id: i64, user_id: Option<i64>) -> Result<(), StoreError> {
+pub async fn retry_pipeline(
+    app: &Shared,
+    pipeline_id: i64,
+    user_id: Option<i64>,
+) -> Result<(), StoreError> {
     for job in app.store.pipeline_jobs(pipeline_id, false).await? {
         if matches!(job.status.as_str(), "failed" | "canceled") {
             app.store.retry_job(&job, "created", user_id).await?;

@@ -86,11 +86,20 @@ impl Repos {
                 }
             } else {
                 // Clone beside the final name, then rename: no half clone stays.
-                let tmp = root.join(format!(".{}.tmp", dir.file_name().unwrap_or_default().to_string_lossy()));
+                let tmp = root.join(format!(
+                    ".{}.tmp",
+                    dir.file_name().unwrap_or_default().to_string_lossy()
+                ));
                 let _ = std::fs::remove_dir_all(&tmp);
                 let out = git(
                     None,
-                    &["clone", "--mirror", "--quiet", &source, &tmp.to_string_lossy()],
+                    &[
+                        "clone",
+                        "--mirror",
+                        "--quiet",
+                        &source,
+                        &tmp.to_string_lossy(),
+                    ],
                 )?;
                 if !out.status.success() {
                     let _ = std::fs::remove_dir_all(&tmp);
@@ -128,7 +137,10 @@ impl Repos {
             let spec = format!("{prefix}{name}^{{commit}}");
             let out = git(Some(&dir), &["rev-parse", "--verify", "--quiet", &spec])?;
             if out.status.success() {
-                return Ok((String::from_utf8_lossy(&out.stdout).trim().to_string(), is_tag));
+                return Ok((
+                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                    is_tag,
+                ));
             }
         }
         Err(RepoError::UnknownRef(name.to_string()))

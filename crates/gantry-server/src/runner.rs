@@ -4,7 +4,9 @@
 //! The server's built-in runner is this same code over loopback HTTP.
 
 use crate::engine_bridge::{self, Workspace};
-use crate::protocol::{JobPayload, JobRequest, JobUpdate, JobUpdateReply, RegisterRequest, Registered};
+use crate::protocol::{
+    JobPayload, JobRequest, JobUpdate, JobUpdateReply, RegisterRequest, Registered,
+};
 use gantry_engine::executor::Executor;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,7 +48,9 @@ pub struct RunnerConfig {
 pub enum RunnerError {
     #[error("cannot reach the server at {url}: {source}")]
     Unreachable { url: String, source: reqwest::Error },
-    #[error("the server refused the registration token (HTTP {0}); print the right one with `gantry serve --print-runner-token`")]
+    #[error(
+        "the server refused the registration token (HTTP {0}); print the right one with `gantry serve --print-runner-token`"
+    )]
     Refused(u16),
     #[error("the server answered HTTP {status}: {body}")]
     Server { status: u16, body: String },
@@ -116,7 +120,11 @@ pub async fn run(cfg: RunnerConfig) -> Result<(), RunnerError> {
     Ok(())
 }
 
-async fn register(http: &reqwest::Client, url: &str, cfg: &RunnerConfig) -> Result<Registered, RunnerError> {
+async fn register(
+    http: &reqwest::Client,
+    url: &str,
+    cfg: &RunnerConfig,
+) -> Result<Registered, RunnerError> {
     let body = RegisterRequest {
         token: cfg.registration_token.clone(),
         description: cfg.description.clone(),
@@ -128,14 +136,22 @@ async fn register(http: &reqwest::Client, url: &str, cfg: &RunnerConfig) -> Resu
     // The server may still be starting: try for a while.
     let mut last = None;
     for _ in 0..50 {
-        match http.post(format!("{url}/api/v4/runners")).json(&body).send().await {
+        match http
+            .post(format!("{url}/api/v4/runners"))
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 if status == 201 {
-                    return resp.json().await.map_err(|source| RunnerError::Unreachable {
-                        url: url.into(),
-                        source,
-                    });
+                    return resp
+                        .json()
+                        .await
+                        .map_err(|source| RunnerError::Unreachable {
+                            url: url.into(),
+                            source,
+                        });
                 }
                 if status == 403 || status == 401 {
                     return Err(RunnerError::Refused(status));
@@ -215,7 +231,10 @@ impl LogSender {
             let resp = self
                 .ctx
                 .http
-                .patch(format!("{}/api/v4/jobs/{}/trace", self.ctx.url, self.job_id))
+                .patch(format!(
+                    "{}/api/v4/jobs/{}/trace",
+                    self.ctx.url, self.job_id
+                ))
                 .header("JOB-TOKEN", &self.job_token)
                 .header(
                     "Content-Range",
@@ -234,7 +253,10 @@ impl LogSender {
                 Ok(r) if r.status().as_u16() == 416 => {
                     // The server has less than we thought (it lost a chunk
                     // it had acknowledged): nothing we still hold fills it.
-                    eprintln!("gantry runner: job {}: the server refused log offset {}", self.job_id, self.offset);
+                    eprintln!(
+                        "gantry runner: job {}: the server refused log offset {}",
+                        self.job_id, self.offset
+                    );
                     return;
                 }
                 _ => tokio::time::sleep(Duration::from_millis(200 * (attempt + 1).min(10))).await,
@@ -262,7 +284,10 @@ async fn update(ctx: &Ctx, job_id: i64, token: &str, body: &JobUpdate) -> Option
     None
 }
 
-async fn executor_for(ctx: &Ctx, payload: &JobPayload) -> Result<(Arc<dyn Executor>, bool), String> {
+async fn executor_for(
+    ctx: &Ctx,
+    payload: &JobPayload,
+) -> Result<(Arc<dyn Executor>, bool), String> {
     let want_docker = match ctx.executor {
         ExecutorChoice::Shell => false,
         ExecutorChoice::Docker => true,
@@ -293,7 +318,10 @@ async fn fetch(ctx: &Ctx, payload: &JobPayload) -> Result<PathBuf, String> {
         .or_default()
         .clone();
     let _guard = lock.lock().await;
-    let dir = ctx.workspace.project_dir(payload.project_id).join("mirror.git");
+    let dir = ctx
+        .workspace
+        .project_dir(payload.project_id)
+        .join("mirror.git");
     let url = payload.repo_url.clone();
     let sha = payload.sha.clone();
     tokio::task::spawn_blocking(move || {
@@ -306,16 +334,32 @@ async fn fetch(ctx: &Ctx, payload: &JobPayload) -> Result<PathBuf, String> {
                 .map_err(|e| format!("cannot run git: {e}"))
         };
         let has = |dir: &PathBuf| {
-            git(&["-C", &dir.to_string_lossy(), "cat-file", "-e", &format!("{sha}^{{commit}}")])
-                .is_ok_and(|o| o.status.success())
+            git(&[
+                "-C",
+                &dir.to_string_lossy(),
+                "cat-file",
+                "-e",
+                &format!("{sha}^{{commit}}"),
+            ])
+            .is_ok_and(|o| o.status.success())
         };
         if dir.join("HEAD").exists() {
             if has(&dir) {
                 return Ok(dir);
             }
-            let out = git(&["-C", &dir.to_string_lossy(), "fetch", "--quiet", "--prune", "origin"])?;
+            let out = git(&[
+                "-C",
+                &dir.to_string_lossy(),
+                "fetch",
+                "--quiet",
+                "--prune",
+                "origin",
+            ])?;
             if !out.status.success() {
-                return Err(format!("git fetch {url}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+                return Err(format!(
+                    "git fetch {url}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
             }
         } else {
             if let Some(parent) = dir.parent() {
@@ -326,7 +370,10 @@ async fn fetch(ctx: &Ctx, payload: &JobPayload) -> Result<PathBuf, String> {
             let out = git(&["clone", "--mirror", "--quiet", &url, &tmp.to_string_lossy()])?;
             if !out.status.success() {
                 let _ = std::fs::remove_dir_all(&tmp);
-                return Err(format!("git clone {url}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+                return Err(format!(
+                    "git clone {url}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
             }
             std::fs::rename(&tmp, &dir).map_err(|e| e.to_string())?;
         }
@@ -387,7 +434,12 @@ async fn run_one(ctx: &Arc<Ctx>, payload: JobPayload) {
         }
         Err(message) => {
             log.send(format!("ERROR: {message}\n").as_bytes()).await;
-            ("failed", Some("runner_system_failure".to_string()), None, Vec::new())
+            (
+                "failed",
+                Some("runner_system_failure".to_string()),
+                None,
+                Vec::new(),
+            )
         }
     };
     let body = JobUpdate {
@@ -399,11 +451,18 @@ async fn run_one(ctx: &Arc<Ctx>, payload: JobPayload) {
     update(ctx, job_id, &token, &body).await;
 }
 
-async fn upload_artifact(ctx: &Ctx, job_id: i64, token: &str, path: &std::path::Path, log: &mut LogSender) {
+async fn upload_artifact(
+    ctx: &Ctx,
+    job_id: i64,
+    token: &str,
+    path: &std::path::Path,
+    log: &mut LogSender,
+) {
     let bytes = match tokio::fs::read(path).await {
         Ok(b) => b,
         Err(e) => {
-            log.send(format!("WARNING: cannot read the artifacts archive: {e}\n").as_bytes()).await;
+            log.send(format!("WARNING: cannot read the artifacts archive: {e}\n").as_bytes())
+                .await;
             return;
         }
     };
@@ -419,10 +478,15 @@ async fn upload_artifact(ctx: &Ctx, job_id: i64, token: &str, path: &std::path::
         Ok(r) => {
             let status = r.status().as_u16();
             let text = r.text().await.unwrap_or_default();
-            log.send(format!("WARNING: uploading artifacts failed (HTTP {status}): {text}\n").as_bytes())
-                .await;
+            log.send(
+                format!("WARNING: uploading artifacts failed (HTTP {status}): {text}\n").as_bytes(),
+            )
+            .await;
         }
-        Err(e) => log.send(format!("WARNING: uploading artifacts failed: {e}\n").as_bytes()).await,
+        Err(e) => {
+            log.send(format!("WARNING: uploading artifacts failed: {e}\n").as_bytes())
+                .await
+        }
     }
 }
 

@@ -46,12 +46,20 @@ pub async fn run_due(app: &Shared) {
         return;
     };
     let now = now_ms();
-    for s in schedules.iter().filter(|s| s.active != 0 && s.next_run_at <= now) {
+    for s in schedules
+        .iter()
+        .filter(|s| s.active != 0 && s.next_run_at <= now)
+    {
         let Ok(next) = next_run(&s.cron, &s.cron_timezone, now) else {
             continue;
         };
         // Claim this run first: another server may be here too.
-        if !matches!(app.store.advance_schedule(s.id, s.next_run_at, next, None).await, Ok(true)) {
+        if !matches!(
+            app.store
+                .advance_schedule(s.id, s.next_run_at, next, None)
+                .await,
+            Ok(true)
+        ) {
             continue;
         }
         let Ok(Some(project)) = app.store.project(s.project_id).await else {
@@ -69,7 +77,10 @@ pub async fn run_due(app: &Shared) {
         };
         match crate::pipelines::create(app, &project, req).await {
             Ok(p) => {
-                let _ = app.store.advance_schedule(s.id, next, next, Some(p.id)).await;
+                let _ = app
+                    .store
+                    .advance_schedule(s.id, next, next, Some(p.id))
+                    .await;
             }
             Err(e) => eprintln!("gantry serve: schedule {} ({}): {e}", s.id, s.description),
         }

@@ -443,11 +443,11 @@ impl Store {
     }
 
     pub async fn runners(&self) -> Result<Vec<Runner>, StoreError> {
-        Ok(
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {RUNNER_COLUMNS} FROM runners ORDER BY id")))
-                .fetch_all(&self.db.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUNNER_COLUMNS} FROM runners ORDER BY id"
+        )))
+        .fetch_all(&self.db.pool)
+        .await?)
     }
 
     pub async fn touch_runner(&self, id: i64) -> Result<(), StoreError> {
@@ -496,7 +496,11 @@ impl Store {
         .await?)
     }
 
-    pub async fn set_project_webhook_secret(&self, id: i64, secret: &str) -> Result<(), StoreError> {
+    pub async fn set_project_webhook_secret(
+        &self,
+        id: i64,
+        secret: &str,
+    ) -> Result<(), StoreError> {
         let _w = self.db.write_lock().await;
         sqlx::query("UPDATE projects SET webhook_secret = $1 WHERE id = $2")
             .bind(secret)
@@ -506,7 +510,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_project_default_branch(&self, id: i64, branch: &str) -> Result<(), StoreError> {
+    pub async fn set_project_default_branch(
+        &self,
+        id: i64,
+        branch: &str,
+    ) -> Result<(), StoreError> {
         let _w = self.db.write_lock().await;
         sqlx::query("UPDATE projects SET default_branch = $1 WHERE id = $2")
             .bind(branch)
@@ -535,11 +543,11 @@ impl Store {
     }
 
     pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
-        Ok(
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id")))
-                .fetch_all(&self.db.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id"
+        )))
+        .fetch_all(&self.db.pool)
+        .await?)
     }
 
     // ---- pipelines ----
@@ -554,7 +562,11 @@ impl Store {
                 .bind(new.project_id)
                 .fetch_one(&mut *tx)
                 .await?;
-        let status = if new.jobs.is_empty() { "skipped" } else { "created" };
+        let status = if new.jobs.is_empty() {
+            "skipped"
+        } else {
+            "created"
+        };
         let pipeline: Pipeline = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO pipelines (project_id, iid, ref, sha, before_sha, tag, source, status, protected, \
              user_id, variables, spec, name, error, created_at, updated_at) \
@@ -577,7 +589,16 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         for job in &new.jobs {
-            insert_job(&mut tx, pipeline.id, new.project_id, job, 1, new.user_id, now).await?;
+            insert_job(
+                &mut tx,
+                pipeline.id,
+                new.project_id,
+                job,
+                1,
+                new.user_id,
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(pipeline)
@@ -657,12 +678,12 @@ impl Store {
     // ---- jobs ----
 
     pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
-        Ok(
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")))
-                .bind(id)
-                .fetch_optional(&self.db.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await?)
     }
 
     /// A pipeline's jobs in creation order; `include_retried` adds the
@@ -777,7 +798,8 @@ impl Store {
         };
         let token = crypto::new_token(crypto::JOB_TOKEN_PREFIX);
         let now = now_ms();
-        let changed = transition_in(&mut tx, id, "pending", "running", None, Some(runner.id)).await?;
+        let changed =
+            transition_in(&mut tx, id, "pending", "running", None, Some(runner.id)).await?;
         if !changed {
             return Ok(None);
         }
@@ -790,10 +812,12 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let job: Job = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let job: Job = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Some(Claimed { job, token }))
     }
@@ -820,7 +844,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let _w = self.db.write_lock().await;
         let mut tx = self.db.pool.begin().await?;
-        let changed = transition_in(&mut tx, job_id, "running", status, failure_reason, None).await?;
+        let changed =
+            transition_in(&mut tx, job_id, "running", status, failure_reason, None).await?;
         if changed {
             sqlx::query(
                 "UPDATE jobs SET failure_reason = $1, exit_code = $2, dotenv = $3, finished_at = $4, token_hash = NULL WHERE id = $5",
@@ -838,7 +863,11 @@ impl Store {
     }
 
     /// Cancels a job that has not finished. Returns the status it had.
-    pub async fn cancel_job(&self, job_id: i64, reason: &str) -> Result<Option<String>, StoreError> {
+    pub async fn cancel_job(
+        &self,
+        job_id: i64,
+        reason: &str,
+    ) -> Result<Option<String>, StoreError> {
         let _w = self.db.write_lock().await;
         let mut tx = self.db.pool.begin().await?;
         let Some((status,)): Option<(String,)> =
@@ -881,7 +910,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if updated.rows_affected() != 1 {
-            return Err(StoreError::Config(format!("job {} was already retried", job.id)));
+            return Err(StoreError::Config(format!(
+                "job {} was already retried",
+                job.id
+            )));
         }
         let new = NewJob {
             name: job.name.clone(),
@@ -908,10 +940,12 @@ impl Store {
         if status != "created" {
             transition_in(&mut tx, id, "created", status, Some("retry"), None).await?;
         }
-        let row: Job = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row: Job = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -968,9 +1002,11 @@ impl Store {
 
     /// Counts of jobs by status (for `/metrics`).
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
-            .fetch_all(&self.db.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+                .fetch_all(&self.db.pool)
+                .await?,
+        )
     }
 
     // ---- variables ----
@@ -1003,12 +1039,14 @@ impl Store {
     pub async fn put_variable(&self, project_id: i64, v: &Variable) -> Result<(), StoreError> {
         let _w = self.db.write_lock().await;
         let mut tx = self.db.pool.begin().await?;
-        sqlx::query("DELETE FROM variables WHERE project_id = $1 AND key = $2 AND environment_scope = $3")
-            .bind(project_id)
-            .bind(&v.key)
-            .bind(&v.environment_scope)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM variables WHERE project_id = $1 AND key = $2 AND environment_scope = $3",
+        )
+        .bind(project_id)
+        .bind(&v.key)
+        .bind(&v.environment_scope)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO variables (project_id, key, value_enc, variable_type, masked, protected, raw, \
              environment_scope, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

@@ -62,10 +62,18 @@ async fn end_to_end(database: Option<String>) {
     let feature_sha = commit(&repo_dir, &[("README", "feature\n")], "feature work");
 
     let secret = api.webhook_secret(project).await;
-    let (status, body) = send_gitlab_hook(&running.url, project, &secret, &gitlab_push("feature", &sha, &feature_sha)).await;
+    let (status, body) = send_gitlab_hook(
+        &running.url,
+        project,
+        &secret,
+        &gitlab_push("feature", &sha, &feature_sha),
+    )
+    .await;
     assert_eq!(status, 201, "webhook: {body}");
     let pipeline_id = body["pipeline_id"].as_i64().unwrap();
-    let pipeline = api.wait_pipeline(project, pipeline_id, Duration::from_secs(60)).await;
+    let pipeline = api
+        .wait_pipeline(project, pipeline_id, Duration::from_secs(60))
+        .await;
     let jobs = api.jobs(project, pipeline_id).await;
     assert_eq!(pipeline["status"], "success", "jobs: {jobs:#?}");
     assert_eq!(pipeline["source"], "push");
@@ -75,23 +83,40 @@ async fn end_to_end(database: Option<String>) {
 
     let build = jobs.iter().find(|j| j["name"] == "build").unwrap();
     let build_id = build["id"].as_i64().unwrap();
-    let (s, trace) = api.text(&format!("/api/v4/projects/{project}/jobs/{build_id}/trace")).await;
+    let (s, trace) = api
+        .text(&format!("/api/v4/projects/{project}/jobs/{build_id}/trace"))
+        .await;
     assert_eq!(s, 200);
     assert!(trace.contains("building"), "{trace}");
     assert!(trace.contains("on feature from push"), "{trace}");
-    assert!(!trace.contains("hunter2-very-secret"), "masked value in the log: {trace}");
+    assert!(
+        !trace.contains("hunter2-very-secret"),
+        "masked value in the log: {trace}"
+    );
     assert!(trace.contains("[MASKED]"), "{trace}");
-    assert!(!trace.contains("prod-credential"), "protected variable on an unprotected ref: {trace}");
+    assert!(
+        !trace.contains("prod-credential"),
+        "protected variable on an unprotected ref: {trace}"
+    );
     assert!(trace.contains("protected is []"), "{trace}");
 
     let test = jobs.iter().find(|j| j["name"] == "test").unwrap();
     let (_, test_trace) = api
-        .text(&format!("/api/v4/projects/{project}/jobs/{}/trace", test["id"]))
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            test["id"]
+        ))
         .await;
-    assert!(test_trace.contains("hello"), "artifacts reached the next stage: {test_trace}");
+    assert!(
+        test_trace.contains("hello"),
+        "artifacts reached the next stage: {test_trace}"
+    );
 
     let r = reqwest::Client::new()
-        .get(format!("{}/api/v4/projects/{project}/jobs/{build_id}/artifacts", running.url))
+        .get(format!(
+            "{}/api/v4/projects/{project}/jobs/{build_id}/artifacts",
+            running.url
+        ))
         .header("PRIVATE-TOKEN", ADMIN_TOKEN)
         .send()
         .await
@@ -101,8 +126,13 @@ async fn end_to_end(database: Option<String>) {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes.to_vec())).unwrap();
     assert!(zip.by_name("out/result.txt").is_ok());
 
-    let (_, deployments) = api.get(&format!("/api/v4/projects/{project}/deployments")).await;
-    assert_eq!(deployments[0]["environment"]["name"], "production", "{deployments}");
+    let (_, deployments) = api
+        .get(&format!("/api/v4/projects/{project}/deployments"))
+        .await;
+    assert_eq!(
+        deployments[0]["environment"]["name"], "production",
+        "{deployments}"
+    );
     assert_eq!(deployments[0]["sha"], feature_sha.as_str());
 
     // Every transition is stored, and the secret is stored only encrypted.
@@ -175,7 +205,8 @@ async fn python_gitlab_drives_the_api() {
     let mut cfg = config(&dir.path().join("data"), None);
     cfg.builtin_concurrency = 4;
     let running = gantry_server::start(cfg).await.unwrap();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pyclients/python_gitlab.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pyclients/python_gitlab.py");
     let out = tokio::process::Command::new(&python)
         .arg(&script)
         .env("GANTRY_URL", &running.url)
@@ -187,7 +218,10 @@ async fn python_gitlab_drives_the_api() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python-gitlab script failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "python-gitlab script failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}");
     running.server.abort();
 }

@@ -1,10 +1,12 @@
 //! `gantry`: GitLab CI pipelines on your machine, deploys to ECS with a
 //! rollback you can trust.
 //!
-//! Exit codes, for every command: 0 success; 1 an invalid configuration,
-//! a failed pipeline or a failed deploy; 2 a usage or I/O error.
+//! Exit codes, for every command ([`exit::Exit`]): 0 success; 1 an invalid
+//! configuration, a failed pipeline or a failed deploy; 2 a usage or I/O
+//! error; 130 interrupted (Ctrl-C, SIGTERM).
 
 mod deploy_cmd;
+mod exit;
 mod project;
 mod run_cmd;
 mod serve_cmd;
@@ -22,7 +24,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "gantry",
     version,
-    about = "Run GitLab CI pipelines locally; deploy with health checks and rollback."
+    about = "Run GitLab CI pipelines locally; deploy with health checks and rollback.",
+    after_help = "Exit codes: 0 success; 1 failed pipeline, deploy or invalid configuration; 2 usage or I/O error; 130 interrupted."
 )]
 struct Cli {
     #[command(subcommand)]

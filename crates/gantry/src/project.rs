@@ -10,9 +10,9 @@ use gantry_source::{Located, WorkingTree, git, locate};
 use std::path::PathBuf;
 
 /// Exit code for a usage or I/O error (bad flag, unreadable file).
-pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_USAGE: i32 = crate::exit::Exit::Usage.code();
 /// Exit code for an invalid configuration or a failed pipeline.
-pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_FAILURE: i32 = crate::exit::Exit::Failed.code();
 
 /// Options shared by every command that plans a pipeline.
 #[derive(clap::Args, Clone, Debug, Default)]

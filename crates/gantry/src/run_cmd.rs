@@ -2,11 +2,12 @@
 //! this machine, show a job's log from the last run, open a shell in a
 //! job's environment.
 
+use crate::exit::Exit;
 use crate::project::{self, EXIT_FAILURE, EXIT_USAGE, PlanArgs};
 use gantry_config::model::{PipelineStatus, Variable};
 use gantry_engine::executor::Executor;
 use gantry_engine::report::{OutputMode, Reporter};
-use gantry_engine::run::{DockerConnect, EngineError, ExecutorKind, RunOptions, run_blocking};
+use gantry_engine::run::{DockerConnect, ExecutorKind, RunOptions, RunStatus, run_blocking};
 use gantry_engine::state::{JobEnvRecord, JobRecord, RunManifest, StateDir};
 use gantry_engine::vars::{parse_variables_file, valid_name};
 use std::io::IsTerminal;
@@ -58,8 +59,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_delay: bool,
     /// Jobs to run at once (default: the number of cores).
-    #[arg(short = 'j', long = "concurrency", value_name = "N")]
-    pub concurrency: Option<usize>,
+    #[arg(short = 'j', long = "concurrency", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
     /// Run every job with this executor (default: docker for jobs with
     /// `image:`, shell for the others).
     #[arg(long, value_enum)]
@@ -102,11 +104,10 @@ pub fn run(args: RunArgs) -> i32 {
         vars: args.vars.clone(),
         keep_merged: false,
     };
-    // An invalid configuration is a usage error for `run` (exit 2); the
-    // diagnostics are already printed.
+    // The diagnostics are already printed; the code is the same as lint's.
     let planned = match project::plan(&plan_args) {
         Ok(p) => p,
-        Err(_) => return EXIT_USAGE,
+        Err(code) => return code,
     };
     if planned.pipeline.status == PipelineStatus::Filtered {
         let why = planned
@@ -153,7 +154,7 @@ pub fn run(args: RunArgs) -> i32 {
         stage: args.stage.clone(),
         manual: args.manual.clone(),
         no_delay: args.no_delay,
-        concurrency: args.concurrency.unwrap_or(0),
+        concurrency: args.concurrency.map_or(0, |n| n as usize),
         executor: args.executor.map(|e| match e {
             ExecutorArg::Shell => ExecutorKind::Shell,
             ExecutorArg::Docker => ExecutorKind::Docker,
@@ -177,14 +178,14 @@ pub fn run(args: RunArgs) -> i32 {
     });
 
     match run_blocking(&planned.pipeline, opts, Some(docker), &mut reporter) {
-        Ok(report) => report.exit_code(),
-        Err(EngineError::Usage(e)) => {
+        Ok(report) => match report.status {
+            RunStatus::Success | RunStatus::Blocked => Exit::Success.code(),
+            RunStatus::Canceled => Exit::Interrupted.code(),
+            RunStatus::Failed | RunStatus::Running => Exit::Failed.code(),
+        },
+        Err(e) => {
             eprintln!("error: {e}");
-            EXIT_USAGE
-        }
-        Err(EngineError::Setup(e)) => {
-            eprintln!("error: {e}");
-            EXIT_FAILURE
+            Exit::Usage.code()
         }
     }
 }
@@ -263,7 +264,7 @@ pub fn logs(args: LogsArgs) -> i32 {
 }
 
 pub fn shell(args: ShellArgs) -> i32 {
-    let (state, manifest, record) = match find_job(args.run.as_deref(), &args.job) {
+    let (_, manifest, record) = match find_job(args.run.as_deref(), &args.job) {
         Ok(found) => found,
         Err(code) => return code,
     };
@@ -286,10 +287,7 @@ pub fn shell(args: ShellArgs) -> i32 {
         );
         return EXIT_FAILURE;
     }
-    let env_path = state
-        .run_dir(&manifest.run_id)
-        .join("jobs")
-        .join(format!("{}.json", record.slug));
+    let env_path = gantry_engine::job::env_record_path(dir);
     let env: JobEnvRecord = match std::fs::read(&env_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

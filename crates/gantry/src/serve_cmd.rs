@@ -89,23 +89,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, i32> {
 
 pub fn serve(args: ServeArgs) -> i32 {
     let mut config = ServeConfig::new(args.data.clone());
-    config.database = args
-        .database
-        .or_else(|| std::env::var("GANTRY_DATABASE_URL").ok().filter(|u| !u.is_empty()));
+    config.database = args.database.or_else(|| {
+        std::env::var("GANTRY_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+    });
     config.objects = args.objects;
     config.listen = args.listen;
     config.external_url = args.url;
     config.builtin_runner = !args.no_builtin_runner;
     config.builtin_concurrency = args.builtin_concurrency;
     config.runner_timeout = Duration::from_secs(args.runner_timeout.max(2));
-    config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
-    config.server_key = std::env::var("GANTRY_SERVER_KEY").ok().filter(|t| !t.is_empty());
+    config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    config.server_key = std::env::var("GANTRY_SERVER_KEY")
+        .ok()
+        .filter(|t| !t.is_empty());
     if args.print_runner_token {
         if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
             eprintln!("error: cannot create {}: {e}", config.data_dir.display());
             return EXIT_USAGE;
         }
-        return match gantry_server::crypto::ServerKey::load(config.server_key.as_deref(), &config.data_dir) {
+        return match gantry_server::crypto::ServerKey::load(
+            config.server_key.as_deref(),
+            &config.data_dir,
+        ) {
             Ok(key) => {
                 println!("{}", key.registration_token());
                 0
@@ -147,11 +156,14 @@ pub fn serve(args: ServeArgs) -> i32 {
 }
 
 pub fn runner(args: RunnerArgs) -> i32 {
-    let Some(token) = args
-        .token
-        .or_else(|| std::env::var("GANTRY_RUNNER_TOKEN").ok().filter(|t| !t.is_empty()))
-    else {
-        eprintln!("error: no registration token: pass --token (print it with `gantry serve --print-runner-token` on the server)");
+    let Some(token) = args.token.or_else(|| {
+        std::env::var("GANTRY_RUNNER_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+    }) else {
+        eprintln!(
+            "error: no registration token: pass --token (print it with `gantry serve --print-runner-token` on the server)"
+        );
         return EXIT_USAGE;
     };
     let rt = match runtime() {

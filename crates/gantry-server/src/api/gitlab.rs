@@ -60,13 +60,33 @@ fn paged(app: &Shared, path: &str, page: i64, per: i64, items: Vec<Value>) -> Re
     };
     set(h, "x-page", page.to_string());
     set(h, "x-per-page", per.to_string());
-    set(h, "x-prev-page", if page > 1 { (page - 1).to_string() } else { String::new() });
-    set(h, "x-next-page", if full { (page + 1).to_string() } else { String::new() });
+    set(
+        h,
+        "x-prev-page",
+        if page > 1 {
+            (page - 1).to_string()
+        } else {
+            String::new()
+        },
+    );
+    set(
+        h,
+        "x-next-page",
+        if full {
+            (page + 1).to_string()
+        } else {
+            String::new()
+        },
+    );
     if full {
         set(
             h,
             "link",
-            format!("<{}{path}?page={}&per_page={per}>; rel=\"next\"", app.url, page + 1),
+            format!(
+                "<{}{path}?page={}&per_page={per}>; rel=\"next\"",
+                app.url,
+                page + 1
+            ),
         );
     }
     resp
@@ -172,7 +192,10 @@ pub async fn version() -> Json<Value> {
     Json(json!({"version": format!("gantry-{}", env!("CARGO_PKG_VERSION")), "revision": "gantry"}))
 }
 
-pub async fn current_user(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn current_user(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let user = require_user(&app, &headers, Role::Viewer).await?;
     Ok(Json(user_json(&app, &user)))
 }
@@ -200,8 +223,15 @@ pub async fn create_user(
             "role `{role_text}` is not one of admin, maintainer, developer, viewer"
         ))
     })?;
-    if body.username.is_empty() || !body.username.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(ApiError::BadRequest("username must be letters, digits, - _ .".into()));
+    if body.username.is_empty()
+        || !body
+            .username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ApiError::BadRequest(
+            "username must be letters, digits, - _ .".into(),
+        ));
     }
     let (user, token) = app
         .store
@@ -271,7 +301,11 @@ pub async fn create_project(
         .import_url
         .clone()
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("import_url is missing: a git URL or a local path of the repository".into()))?;
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "import_url is missing: a git URL or a local path of the repository".into(),
+            )
+        })?;
     let name = body
         .name
         .clone()
@@ -282,16 +316,33 @@ pub async fn create_project(
         .clone()
         .unwrap_or_else(|| name.clone())
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
-    let namespace = body.namespace.clone().unwrap_or_else(|| user.username.clone());
+    let namespace = body
+        .namespace
+        .clone()
+        .unwrap_or_else(|| user.username.clone());
     let path = format!("{namespace}/{slug}");
     if app.store.project_by_path(&path).await?.is_some() {
-        return Err(ApiError::BadRequest(format!("project `{path}` has already been taken")));
+        return Err(ApiError::BadRequest(format!(
+            "project `{path}` has already been taken"
+        )));
     }
     let project = app
         .store
-        .create_project(&path, &name, &import_url, body.default_branch.as_deref().unwrap_or("main"), Some(user.id))
+        .create_project(
+            &path,
+            &name,
+            &import_url,
+            body.default_branch.as_deref().unwrap_or("main"),
+            Some(user.id),
+        )
         .await?;
     // Clone now: a bad URL is reported to the caller, not at the first push.
     match app.repos.sync(project.id, &import_url).await {
@@ -299,7 +350,9 @@ pub async fn create_project(
             if body.default_branch.is_none()
                 && let Some(branch) = app.repos.default_branch(project.id)
             {
-                app.store.set_project_default_branch(project.id, &branch).await?;
+                app.store
+                    .set_project_default_branch(project.id, &branch)
+                    .await?;
             }
         }
         Err(e) => {
@@ -315,7 +368,11 @@ pub async fn create_project(
             .execute(&app.store.db.pool)
             .await?;
     }
-    let project = app.store.project(project.id).await?.ok_or(ApiError::NotFound("Project"))?;
+    let project = app
+        .store
+        .project(project.id)
+        .await?
+        .ok_or(ApiError::NotFound("Project"))?;
     Ok((StatusCode::CREATED, Json(project_json(&app, &project))).into_response())
 }
 
@@ -372,19 +429,32 @@ pub async fn create_pipeline(
     let project = find_project(&app, &id).await?;
     for v in &body.variables {
         if !gantry_engine::vars::valid_name(&v.key) {
-            return Err(ApiError::BadRequest(format!("variable name `{}` is invalid", v.key)));
+            return Err(ApiError::BadRequest(format!(
+                "variable name `{}` is invalid",
+                v.key
+            )));
         }
     }
     let req = pipelines::Request {
         git_ref: body.git_ref,
         source: "api".into(),
-        variables: body.variables.into_iter().map(|v| (v.key, v.value)).collect(),
+        variables: body
+            .variables
+            .into_iter()
+            .map(|v| (v.key, v.value))
+            .collect(),
         user_id: Some(user.id),
         fetch: true,
         ..Default::default()
     };
-    let pipeline = pipelines::create(&app, &project, req).await.map_err(create_error)?;
-    Ok((StatusCode::CREATED, Json(pipeline_json(&app, &project, &pipeline))).into_response())
+    let pipeline = pipelines::create(&app, &project, req)
+        .await
+        .map_err(create_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(pipeline_json(&app, &project, &pipeline)),
+    )
+        .into_response())
 }
 
 pub async fn list_pipelines(
@@ -398,12 +468,24 @@ pub async fn list_pipelines(
     let (p, per, offset) = page.limits();
     let items = app
         .store
-        .pipelines(project.id, page.git_ref.as_deref(), page.status.as_deref(), per, offset)
+        .pipelines(
+            project.id,
+            page.git_ref.as_deref(),
+            page.status.as_deref(),
+            per,
+            offset,
+        )
         .await?
         .iter()
         .map(|pl| pipeline_json(&app, &project, pl))
         .collect();
-    Ok(paged(&app, &format!("/api/v4/projects/{}/pipelines", project.id), p, per, items))
+    Ok(paged(
+        &app,
+        &format!("/api/v4/projects/{}/pipelines", project.id),
+        p,
+        per,
+        items,
+    ))
 }
 
 async fn find_pipeline(app: &Shared, project: &Project, pid: i64) -> Result<Pipeline, ApiError> {
@@ -455,7 +537,13 @@ pub async fn pipeline_jobs(
         .take(per as usize)
         .map(|j| job_json(&app, &project, Some(&pipeline), j))
         .collect();
-    Ok(paged(&app, &format!("/api/v4/projects/{}/pipelines/{pid}/jobs", project.id), p, per, items))
+    Ok(paged(
+        &app,
+        &format!("/api/v4/projects/{}/pipelines/{pid}/jobs", project.id),
+        p,
+        per,
+        items,
+    ))
 }
 
 pub async fn pipeline_variables(
@@ -484,7 +572,11 @@ pub async fn retry_pipeline(
     find_pipeline(&app, &project, pid).await?;
     crate::queue::retry_pipeline(&app, pid, Some(user.id)).await?;
     let pipeline = find_pipeline(&app, &project, pid).await?;
-    Ok((StatusCode::CREATED, Json(pipeline_json(&app, &project, &pipeline))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(pipeline_json(&app, &project, &pipeline)),
+    )
+        .into_response())
 }
 
 pub async fn cancel_pipeline(
@@ -497,12 +589,20 @@ pub async fn cancel_pipeline(
     find_pipeline(&app, &project, pid).await?;
     crate::queue::cancel_pipeline(&app, pid, &format!("canceled by {}", user.username)).await?;
     let pipeline = find_pipeline(&app, &project, pid).await?;
-    Ok((StatusCode::CREATED, Json(pipeline_json(&app, &project, &pipeline))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(pipeline_json(&app, &project, &pipeline)),
+    )
+        .into_response())
 }
 
 // ---- jobs ----
 
-async fn find_job(app: &Shared, project: &Project, jid: i64) -> Result<(Job, Option<Pipeline>), ApiError> {
+async fn find_job(
+    app: &Shared,
+    project: &Project,
+    jid: i64,
+) -> Result<(Job, Option<Pipeline>), ApiError> {
     let job = app
         .store
         .job(jid)
@@ -522,13 +622,22 @@ pub async fn project_jobs(
     require_user(&app, &headers, Role::Viewer).await?;
     let project = find_project(&app, &id).await?;
     let (p, per, offset) = page.limits();
-    let jobs = app.store.project_jobs(project.id, &scopes(&page), per, offset).await?;
+    let jobs = app
+        .store
+        .project_jobs(project.id, &scopes(&page), per, offset)
+        .await?;
     let mut items = Vec::with_capacity(jobs.len());
     for j in &jobs {
         let pipeline = app.store.pipeline(j.pipeline_id).await?;
         items.push(job_json(&app, &project, pipeline.as_ref(), j));
     }
-    Ok(paged(&app, &format!("/api/v4/projects/{}/jobs", project.id), p, per, items))
+    Ok(paged(
+        &app,
+        &format!("/api/v4/projects/{}/jobs", project.id),
+        p,
+        per,
+        items,
+    ))
 }
 
 pub async fn get_job(
@@ -552,8 +661,10 @@ pub async fn job_trace(
     find_job(&app, &project, jid).await?;
     let text = app.logs.read(jid, 0).await?;
     let mut resp = Response::new(Body::from(text));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     Ok(resp)
 }
 
@@ -581,45 +692,61 @@ pub async fn job_trace_stream(
     let start = resume.or(q.offset).unwrap_or(0);
     let rx = app.logs.subscribe(jid);
     let state = (app.clone(), jid, start, rx, false);
-    let stream = futures_util::stream::unfold(state, |(app, jid, offset, mut rx, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            // Subscribe-then-read: a chunk that lands between the two still wakes us.
-            let data = match app.logs.read(jid, offset).await {
-                Ok(d) => d,
-                Err(e) => {
-                    let ev = Event::default().event("error").data(e.to_string());
-                    return Some((Ok::<_, std::convert::Infallible>(ev), (app, jid, offset, rx, true)));
+    let stream =
+        futures_util::stream::unfold(state, |(app, jid, offset, mut rx, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                // Subscribe-then-read: a chunk that lands between the two still wakes us.
+                let data = match app.logs.read(jid, offset).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let ev = Event::default().event("error").data(e.to_string());
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(ev),
+                            (app, jid, offset, rx, true),
+                        ));
+                    }
+                };
+                if !data.is_empty() {
+                    let next = offset + data.len() as u64;
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    let ev = Event::default()
+                        .event("log")
+                        .id(next.to_string())
+                        .data(serde_json::to_string(&text).unwrap_or_default());
+                    return Some((Ok(ev), (app, jid, next, rx, false)));
                 }
-            };
-            if !data.is_empty() {
-                let next = offset + data.len() as u64;
-                let text = String::from_utf8_lossy(&data).into_owned();
-                let ev = Event::default()
-                    .event("log")
-                    .id(next.to_string())
-                    .data(serde_json::to_string(&text).unwrap_or_default());
-                return Some((Ok(ev), (app, jid, next, rx, false)));
+                let finished = app
+                    .store
+                    .job(jid)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none_or(|j| j.is_finished() || j.status == "manual");
+                if finished {
+                    let status = app
+                        .store
+                        .job(jid)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|j| j.status)
+                        .unwrap_or_default();
+                    let ev = Event::default()
+                        .event("end")
+                        .id(offset.to_string())
+                        .data(status);
+                    return Some((Ok(ev), (app, jid, offset, rx, true)));
+                }
+                // Another server may hold the runner's connection: poll too.
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
             }
-            let finished = app
-                .store
-                .job(jid)
-                .await
-                .ok()
-                .flatten()
-                .is_none_or(|j| j.is_finished() || j.status == "manual");
-            if finished {
-                let status = app.store.job(jid).await.ok().flatten().map(|j| j.status).unwrap_or_default();
-                let ev = Event::default().event("end").id(offset.to_string()).data(status);
-                return Some((Ok(ev), (app, jid, offset, rx, true)));
-            }
-            // Another server may hold the runner's connection: poll too.
-            let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+        });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 pub async fn play_job(
@@ -632,13 +759,24 @@ pub async fn play_job(
     let (job, _) = find_job(&app, &project, jid).await?;
     let job = match job.status.as_str() {
         "manual" | "scheduled" => {
-            if !app.store.transition(jid, &job.status, "pending", Some(&format!("played by {}", user.username))).await? {
+            if !app
+                .store
+                .transition(
+                    jid,
+                    &job.status,
+                    "pending",
+                    Some(&format!("played by {}", user.username)),
+                )
+                .await?
+            {
                 return Err(ApiError::BadRequest("Unplayable Job".into()));
             }
             app.queue.notify_waiters();
             job
         }
-        s if crate::store::is_finished(s) => app.store.retry_job(&job, "pending", Some(user.id)).await?,
+        s if crate::store::is_finished(s) => {
+            app.store.retry_job(&job, "pending", Some(user.id)).await?
+        }
         _ => return Err(ApiError::BadRequest("Unplayable Job".into())),
     };
     crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
@@ -661,7 +799,11 @@ pub async fn retry_job(
     app.queue.notify_waiters();
     crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
     let (new, pipeline) = find_job(&app, &project, new.id).await?;
-    Ok((StatusCode::CREATED, Json(job_json(&app, &project, pipeline.as_ref(), &new))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(job_json(&app, &project, pipeline.as_ref(), &new)),
+    )
+        .into_response())
 }
 
 pub async fn cancel_job(
@@ -672,10 +814,16 @@ pub async fn cancel_job(
     let user = require_user(&app, &headers, Role::Developer).await?;
     let project = find_project(&app, &id).await?;
     let (job, _) = find_job(&app, &project, jid).await?;
-    app.store.cancel_job(jid, &format!("canceled by {}", user.username)).await?;
+    app.store
+        .cancel_job(jid, &format!("canceled by {}", user.username))
+        .await?;
     crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
     let (job, pipeline) = find_job(&app, &project, jid).await?;
-    Ok((StatusCode::CREATED, Json(job_json(&app, &project, pipeline.as_ref(), &job))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(job_json(&app, &project, pipeline.as_ref(), &job)),
+    )
+        .into_response())
 }
 
 pub async fn job_artifacts(
@@ -693,7 +841,10 @@ pub async fn job_artifacts(
         .ok_or(ApiError::NotFound("Artifacts"))?;
     let mut resp = Response::new(Body::from(zip));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
     h.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("attachment; filename=\"artifacts.zip\""),
@@ -714,7 +865,11 @@ pub struct VariableBody {
     environment_scope: Option<String>,
 }
 
-fn build_variable(key: String, body: VariableBody, old: Option<&Variable>) -> Result<Variable, ApiError> {
+fn build_variable(
+    key: String,
+    body: VariableBody,
+    old: Option<&Variable>,
+) -> Result<Variable, ApiError> {
     if !gantry_engine::vars::valid_name(&key) {
         return Err(ApiError::BadRequest(format!(
             "key `{key}` can contain only letters, digits and '_'"
@@ -729,7 +884,8 @@ fn build_variable(key: String, body: VariableBody, old: Option<&Variable>) -> Re
     // or it could not be found reliably in logs.
     if masked && (value.len() < 8 || value.contains('\n')) {
         return Err(ApiError::BadRequest(
-            "value is invalid: a masked variable must be a single line of at least 8 characters".into(),
+            "value is invalid: a masked variable must be a single line of at least 8 characters"
+                .into(),
         ));
     }
     Ok(Variable {
@@ -768,10 +924,15 @@ pub async fn create_variable(
 ) -> Result<Response, ApiError> {
     require_user(&app, &headers, Role::Maintainer).await?;
     let project = find_project(&app, &id).await?;
-    let key = body.key.clone().ok_or_else(|| ApiError::BadRequest("key is missing".into()))?;
+    let key = body
+        .key
+        .clone()
+        .ok_or_else(|| ApiError::BadRequest("key is missing".into()))?;
     let existing = app.store.variables(project.id).await?;
     if existing.iter().any(|v| v.key == key) {
-        return Err(ApiError::BadRequest(format!("(key) has already been taken: {key}")));
+        return Err(ApiError::BadRequest(format!(
+            "(key) has already been taken: {key}"
+        )));
     }
     let var = build_variable(key, body, None)?;
     app.store.put_variable(project.id, &var).await?;
@@ -786,7 +947,10 @@ pub async fn get_variable(
     require_user(&app, &headers, Role::Maintainer).await?;
     let project = find_project(&app, &id).await?;
     let vars = app.store.variables(project.id).await?;
-    let v = vars.iter().find(|v| v.key == key).ok_or(ApiError::NotFound("Variable"))?;
+    let v = vars
+        .iter()
+        .find(|v| v.key == key)
+        .ok_or(ApiError::NotFound("Variable"))?;
     Ok(Json(variable_json(v)))
 }
 
@@ -799,7 +963,10 @@ pub async fn update_variable(
     require_user(&app, &headers, Role::Maintainer).await?;
     let project = find_project(&app, &id).await?;
     let vars = app.store.variables(project.id).await?;
-    let old = vars.iter().find(|v| v.key == key).ok_or(ApiError::NotFound("Variable"))?;
+    let old = vars
+        .iter()
+        .find(|v| v.key == key)
+        .ok_or(ApiError::NotFound("Variable"))?;
     let var = build_variable(key.clone(), body, Some(old))?;
     app.store.put_variable(project.id, &var).await?;
     Ok(Json(variable_json(&var)))
@@ -833,7 +1000,10 @@ pub async fn create_instance_variable(
     Json(body): Json<VariableBody>,
 ) -> Result<Response, ApiError> {
     require_user(&app, &headers, Role::Admin).await?;
-    let key = body.key.clone().ok_or_else(|| ApiError::BadRequest("key is missing".into()))?;
+    let key = body
+        .key
+        .clone()
+        .ok_or_else(|| ApiError::BadRequest("key is missing".into()))?;
     let var = build_variable(key, body, None)?;
     app.store.put_variable(0, &var).await?;
     Ok((StatusCode::CREATED, Json(variable_json(&var))).into_response())
@@ -885,7 +1055,16 @@ pub async fn create_schedule(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let s = app
         .store
-        .create_schedule(project.id, &body.description, &body.git_ref, &body.cron, &tz, body.active.unwrap_or(true), next, Some(user.id))
+        .create_schedule(
+            project.id,
+            &body.description,
+            &body.git_ref,
+            &body.cron,
+            &tz,
+            body.active.unwrap_or(true),
+            next,
+            Some(user.id),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(schedule_json(&s))).into_response())
 }
@@ -930,7 +1109,10 @@ pub async fn list_deployments(
     )))
 }
 
-pub async fn list_runners(State(app): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list_runners(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     require_user(&app, &headers, Role::Admin).await?;
     let cutoff = crate::now_ms() - app.config.runner_timeout.as_millis() as i64;
     let runners = app.store.runners().await?;

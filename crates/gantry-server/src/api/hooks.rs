@@ -28,7 +28,8 @@ fn refused(app: &Shared) -> ApiError {
 }
 
 fn parse(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the payload is not JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the payload is not JSON: {e}")))
 }
 
 fn s(v: &Value, path: &[&str]) -> Option<String> {
@@ -41,8 +42,19 @@ fn s(v: &Value, path: &[&str]) -> Option<String> {
 
 /// What an event asks for, in forge-neutral terms.
 enum Event {
-    Push { git_ref: String, is_tag: bool, sha: String, before: String },
-    MergeRequest { iid: i64, source: String, target: String, sha: String, title: String },
+    Push {
+        git_ref: String,
+        is_tag: bool,
+        sha: String,
+        before: String,
+    },
+    MergeRequest {
+        iid: i64,
+        source: String,
+        target: String,
+        sha: String,
+        title: String,
+    },
     Ignored(String),
 }
 
@@ -74,9 +86,18 @@ async fn run(app: &Shared, project: &Project, event: Event) -> Result<Response, 
     Metrics::inc(&app.metrics.webhooks, 1);
     let req = match event {
         Event::Ignored(why) => {
-            return Ok((StatusCode::OK, Json(json!({"message": format!("ignored: {why}")}))).into_response());
+            return Ok((
+                StatusCode::OK,
+                Json(json!({"message": format!("ignored: {why}")})),
+            )
+                .into_response());
         }
-        Event::Push { git_ref, is_tag, sha, before } => Request {
+        Event::Push {
+            git_ref,
+            is_tag,
+            sha,
+            before,
+        } => Request {
             git_ref,
             sha: Some(sha),
             is_tag: Some(is_tag),
@@ -85,7 +106,13 @@ async fn run(app: &Shared, project: &Project, event: Event) -> Result<Response, 
             fetch: true,
             ..Default::default()
         },
-        Event::MergeRequest { iid, source, target, sha, title } => Request {
+        Event::MergeRequest {
+            iid,
+            source,
+            target,
+            sha,
+            title,
+        } => Request {
             predefined: vec![
                 ("CI_MERGE_REQUEST_IID".into(), iid.to_string()),
                 ("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME".into(), source.clone()),
@@ -102,7 +129,9 @@ async fn run(app: &Shared, project: &Project, event: Event) -> Result<Response, 
             ..Default::default()
         },
     };
-    let pipeline = crate::pipelines::create(app, project, req).await.map_err(create_error)?;
+    let pipeline = crate::pipelines::create(app, project, req)
+        .await
+        .map_err(create_error)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"pipeline_id": pipeline.id, "status": pipeline.status})),
@@ -130,9 +159,15 @@ pub async fn gitlab(
     let event = match kind.as_str() {
         "Push Hook" | "Tag Push Hook" | "push" | "tag_push" => push_event(&payload),
         "Merge Request Hook" | "merge_request" => {
-            let attrs = payload.get("object_attributes").cloned().unwrap_or(Value::Null);
+            let attrs = payload
+                .get("object_attributes")
+                .cloned()
+                .unwrap_or(Value::Null);
             let action = s(&attrs, &["action"]).unwrap_or_default();
-            if matches!(action.as_str(), "close" | "merge" | "approved" | "unapproved") {
+            if matches!(
+                action.as_str(),
+                "close" | "merge" | "approved" | "unapproved"
+            ) {
                 Event::Ignored(format!("merge request action `{action}`"))
             } else {
                 Event::MergeRequest {
@@ -151,7 +186,10 @@ pub async fn gitlab(
 
 fn pull_request(payload: &Value) -> Event {
     let action = s(payload, &["action"]).unwrap_or_default();
-    if !matches!(action.as_str(), "opened" | "synchronize" | "synchronized" | "reopened") {
+    if !matches!(
+        action.as_str(),
+        "opened" | "synchronize" | "synchronized" | "reopened"
+    ) {
         return Event::Ignored(format!("pull request action `{action}`"));
     }
     let pr = payload.get("pull_request").cloned().unwrap_or(Value::Null);

@@ -33,36 +33,68 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v4/projects/{id}/pipeline", post(create_pipeline))
         .route("/api/v4/projects/{id}/pipelines", get(list_pipelines))
         .route("/api/v4/projects/{id}/pipelines/{pid}", get(get_pipeline))
-        .route("/api/v4/projects/{id}/pipelines/{pid}/jobs", get(pipeline_jobs))
-        .route("/api/v4/projects/{id}/pipelines/{pid}/variables", get(pipeline_variables))
-        .route("/api/v4/projects/{id}/pipelines/{pid}/retry", post(retry_pipeline))
-        .route("/api/v4/projects/{id}/pipelines/{pid}/cancel", post(cancel_pipeline))
+        .route(
+            "/api/v4/projects/{id}/pipelines/{pid}/jobs",
+            get(pipeline_jobs),
+        )
+        .route(
+            "/api/v4/projects/{id}/pipelines/{pid}/variables",
+            get(pipeline_variables),
+        )
+        .route(
+            "/api/v4/projects/{id}/pipelines/{pid}/retry",
+            post(retry_pipeline),
+        )
+        .route(
+            "/api/v4/projects/{id}/pipelines/{pid}/cancel",
+            post(cancel_pipeline),
+        )
         .route("/api/v4/projects/{id}/jobs", get(project_jobs))
         .route("/api/v4/projects/{id}/jobs/{jid}", get(get_job))
         .route("/api/v4/projects/{id}/jobs/{jid}/trace", get(job_trace))
-        .route("/api/v4/projects/{id}/jobs/{jid}/trace/stream", get(job_trace_stream))
+        .route(
+            "/api/v4/projects/{id}/jobs/{jid}/trace/stream",
+            get(job_trace_stream),
+        )
         .route("/api/v4/projects/{id}/jobs/{jid}/play", post(play_job))
         .route("/api/v4/projects/{id}/jobs/{jid}/retry", post(retry_job))
         .route("/api/v4/projects/{id}/jobs/{jid}/cancel", post(cancel_job))
-        .route("/api/v4/projects/{id}/jobs/{jid}/artifacts", get(job_artifacts))
-        .route("/api/v4/projects/{id}/variables", get(list_variables).post(create_variable))
+        .route(
+            "/api/v4/projects/{id}/jobs/{jid}/artifacts",
+            get(job_artifacts),
+        )
+        .route(
+            "/api/v4/projects/{id}/variables",
+            get(list_variables).post(create_variable),
+        )
         .route(
             "/api/v4/projects/{id}/variables/{key}",
-            get(get_variable).put(update_variable).delete(delete_variable),
+            get(get_variable)
+                .put(update_variable)
+                .delete(delete_variable),
         )
-        .route("/api/v4/admin/ci/variables", get(list_instance_variables).post(create_instance_variable))
+        .route(
+            "/api/v4/admin/ci/variables",
+            get(list_instance_variables).post(create_instance_variable),
+        )
         .route(
             "/api/v4/projects/{id}/pipeline_schedules",
             get(list_schedules).post(create_schedule),
         )
         .route("/api/v4/projects/{id}/environments", get(list_environments))
         .route("/api/v4/projects/{id}/deployments", get(list_deployments))
-        .route("/api/v4/projects/{id}/gantry_webhook", get(webhook_settings))
+        .route(
+            "/api/v4/projects/{id}/gantry_webhook",
+            get(webhook_settings),
+        )
         .route("/api/v4/runners/all", get(list_runners))
         .route("/api/v4/projects/{id}/webhooks/gitlab", post(hooks::gitlab))
         .route("/api/v4/projects/{id}/webhooks/github", post(hooks::github))
         .route("/api/v4/projects/{id}/webhooks/gitea", post(hooks::gitea))
-        .route("/api/v4/runners", post(runner::register).delete(runner::unregister))
+        .route(
+            "/api/v4/runners",
+            post(runner::register).delete(runner::unregister),
+        )
         .route("/api/v4/jobs/request", post(runner::request_job))
         .route("/api/v4/jobs/{id}", put(runner::update_job))
         .route("/api/v4/jobs/{id}/trace", patch(runner::append_trace))
@@ -70,8 +102,15 @@ pub fn router(app: Shared) -> Router {
             "/api/v4/jobs/{id}/artifacts",
             post(runner::upload_artifacts).get(runner::download_artifacts),
         )
+<<<<<<< HEAD
         .route("/api/v4/jobs/{id}/cache/{key}", get(runner::get_cache).put(runner::put_cache))
         .merge(crate::dashboard::routes(app.clone()))
+=======
+        .route(
+            "/api/v4/jobs/{id}/cache/{key}",
+            get(runner::get_cache).put(runner::put_cache),
+        )
+>>>>>>> server
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -100,18 +139,49 @@ async fn metrics(State(app): State<Shared>) -> Response {
     let m = &app.metrics;
     let mut out = String::new();
     let counters = [
-        ("gantry_http_requests_total", "HTTP requests served.", &m.http_requests),
-        ("gantry_jobs_claimed_total", "Jobs handed to runners.", &m.jobs_claimed),
-        ("gantry_jobs_finished_total", "Jobs finished by runners.", &m.jobs_finished),
-        ("gantry_log_bytes_total", "Log bytes received from runners.", &m.log_bytes),
+        (
+            "gantry_http_requests_total",
+            "HTTP requests served.",
+            &m.http_requests,
+        ),
+        (
+            "gantry_jobs_claimed_total",
+            "Jobs handed to runners.",
+            &m.jobs_claimed,
+        ),
+        (
+            "gantry_jobs_finished_total",
+            "Jobs finished by runners.",
+            &m.jobs_finished,
+        ),
+        (
+            "gantry_log_bytes_total",
+            "Log bytes received from runners.",
+            &m.log_bytes,
+        ),
         ("gantry_webhooks_total", "Webhooks accepted.", &m.webhooks),
-        ("gantry_webhooks_refused_total", "Webhooks refused (bad token or signature).", &m.webhooks_refused),
-        ("gantry_pipelines_created_total", "Pipelines created.", &m.pipelines_created),
+        (
+            "gantry_webhooks_refused_total",
+            "Webhooks refused (bad token or signature).",
+            &m.webhooks_refused,
+        ),
+        (
+            "gantry_pipelines_created_total",
+            "Pipelines created.",
+            &m.pipelines_created,
+        ),
     ];
     for (name, help, c) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            c.load(Relaxed)
+        );
     }
-    let _ = writeln!(out, "# HELP gantry_jobs Jobs by status.\n# TYPE gantry_jobs gauge");
+    let _ = writeln!(
+        out,
+        "# HELP gantry_jobs Jobs by status.\n# TYPE gantry_jobs gauge"
+    );
     if let Ok(counts) = app.store.job_counts().await {
         for (status, n) in counts {
             let _ = writeln!(out, "gantry_jobs{{status=\"{status}\"}} {n}");
@@ -123,7 +193,9 @@ async fn metrics(State(app): State<Shared>) -> Response {
         .await
         .map(|rs| {
             let cutoff = crate::now_ms() - app.config.runner_timeout.as_millis() as i64;
-            rs.iter().filter(|r| r.active != 0 && r.contacted_at >= cutoff).count()
+            rs.iter()
+                .filter(|r| r.active != 0 && r.contacted_at >= cutoff)
+                .count()
         })
         .unwrap_or(0);
     let _ = writeln!(

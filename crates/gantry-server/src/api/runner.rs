@@ -44,7 +44,14 @@ pub async fn register(
             body.concurrency.max(1) as i64,
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(Registered { id: runner.id, token })).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            id: runner.id,
+            token,
+        }),
+    )
+        .into_response())
 }
 
 async fn runner_from(app: &Shared, token: &str) -> Result<Runner, ApiError> {
@@ -84,9 +91,18 @@ pub async fn request_job(
                     // A job that cannot be described fails now, not silently later.
                     let reason = format!("the server could not prepare the job: {e}");
                     app.store
-                        .finish_job(claimed.job.id, "failed", Some("runner_system_failure"), None, None)
+                        .finish_job(
+                            claimed.job.id,
+                            "failed",
+                            Some("runner_system_failure"),
+                            None,
+                            None,
+                        )
                         .await?;
-                    let _ = app.logs.append(claimed.job.id, 0, format!("{reason}\n").as_bytes(), &[]).await;
+                    let _ = app
+                        .logs
+                        .append(claimed.job.id, 0, format!("{reason}\n").as_bytes(), &[])
+                        .await;
                     let _ = app.logs.finish(claimed.job.id).await;
                     crate::queue::advance_pipeline(&app, claimed.job.pipeline_id).await?;
                     continue;
@@ -137,17 +153,26 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
     for (k, v) in [
         ("CI_JOB_ID", job.id.to_string()),
         ("CI_JOB_NAME", job.name.clone()),
-        ("CI_JOB_NAME_SLUG", gantry_config::context::slugify(&job.name)),
+        (
+            "CI_JOB_NAME_SLUG",
+            gantry_config::context::slugify(&job.name),
+        ),
         ("CI_JOB_STAGE", job.stage.clone()),
         ("CI_JOB_URL", job_url),
-        ("CI_JOB_STARTED_AT", crate::api::gitlab::iso(job.started_at.unwrap_or_else(crate::now_ms))),
+        (
+            "CI_JOB_STARTED_AT",
+            crate::api::gitlab::iso(job.started_at.unwrap_or_else(crate::now_ms)),
+        ),
         ("CI_PIPELINE_ID", pipeline.id.to_string()),
         ("CI_PIPELINE_IID", pipeline.iid.to_string()),
         (
             "CI_PIPELINE_URL",
             format!("{}/{}/-/pipelines/{}", app.url, project.path, pipeline.id),
         ),
-        ("CI_PIPELINE_CREATED_AT", crate::api::gitlab::iso(pipeline.created_at)),
+        (
+            "CI_PIPELINE_CREATED_AT",
+            crate::api::gitlab::iso(pipeline.created_at),
+        ),
         ("CI_RUNNER_ID", job.runner_id.unwrap_or(0).to_string()),
     ] {
         variables.push(Variable::new(k, v));
@@ -178,7 +203,8 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
         }
     }
     // Pipeline variables outrank project ones.
-    let pipeline_vars: Vec<(String, String)> = serde_json::from_str(&pipeline.variables).unwrap_or_default();
+    let pipeline_vars: Vec<(String, String)> =
+        serde_json::from_str(&pipeline.variables).unwrap_or_default();
     overrides.extend(pipeline_vars.iter().map(|(k, v)| Variable::new(k, v)));
 
     let current = app.store.pipeline_jobs(pipeline.id, false).await?;
@@ -190,7 +216,9 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
             if exact.is_empty() {
                 current
                     .iter()
-                    .filter(|j| crate::engine_bridge::spec(j).is_some_and(|s| &s.definition == name))
+                    .filter(|j| {
+                        crate::engine_bridge::spec(j).is_some_and(|s| &s.definition == name)
+                    })
                     .collect()
             } else {
                 exact
@@ -254,12 +282,17 @@ pub async fn update_job(
     match body.state.as_str() {
         "running" => {
             app.store.heartbeat(id).await?;
-            Ok(Json(JobUpdateReply { status: "running".into() }))
+            Ok(Json(JobUpdateReply {
+                status: "running".into(),
+            }))
         }
         "success" | "failed" => {
             let dotenv = (!body.dotenv.is_empty())
                 .then(|| serde_json::to_string(&body.dotenv).unwrap_or_default());
-            let reason = body.failure_reason.as_deref().filter(|_| body.state == "failed");
+            let reason = body
+                .failure_reason
+                .as_deref()
+                .filter(|_| body.state == "failed");
             if app
                 .store
                 .finish_job(id, &body.state, reason, body.exit_code, dotenv.as_deref())
@@ -268,7 +301,12 @@ pub async fn update_job(
                 app.logs.finish(id).await?;
                 crate::queue::job_finished(&app, &job, &body.state, reason, body.exit_code).await?;
             }
-            let now = app.store.job(id).await?.map(|j| j.status).unwrap_or_default();
+            let now = app
+                .store
+                .job(id)
+                .await?
+                .map(|j| j.status)
+                .unwrap_or_default();
             Ok(Json(JobUpdateReply { status: now }))
         }
         other => Err(ApiError::BadRequest(format!(
@@ -311,14 +349,18 @@ pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| format!("not a zip archive: {e}"))?;
     for i in 0..archive.len() {
-        let entry = archive.by_index_raw(i).map_err(|e| format!("unreadable entry: {e}"))?;
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| format!("unreadable entry: {e}"))?;
         let name = entry.name().to_string();
         let escapes = name.starts_with('/')
             || name.starts_with('\\')
             || name.split(['/', '\\']).any(|c| c == "..")
             || entry.enclosed_name().is_none();
         if escapes {
-            return Err(format!("entry `{name}` would be written outside the job's directory"));
+            return Err(format!(
+                "entry `{name}` would be written outside the job's directory"
+            ));
         }
     }
     Ok(())
@@ -331,9 +373,12 @@ pub async fn upload_artifacts(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_job(&app, &headers, id).await?;
-    check_archive(&body).map_err(|e| ApiError::BadRequest(format!("artifact archive refused: {e}")))?;
+    check_archive(&body)
+        .map_err(|e| ApiError::BadRequest(format!("artifact archive refused: {e}")))?;
     let size = body.len() as i64;
-    app.objects.put(&format!("artifacts/{id}.zip"), body).await?;
+    app.objects
+        .put(&format!("artifacts/{id}.zip"), body)
+        .await?;
     app.store.set_artifact_size(id, size).await?;
     Ok(StatusCode::CREATED.into_response())
 }
@@ -361,14 +406,18 @@ pub async fn download_artifacts(
         .await?
         .ok_or(ApiError::NotFound("Artifacts"))?;
     let mut resp = Response::new(Body::from(zip));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
     Ok(resp)
 }
 
 fn cache_key(project_id: i64, key: &str) -> Result<String, ApiError> {
     if key.is_empty() || key.contains('/') || key.contains("..") || key.contains('\\') {
-        return Err(ApiError::BadRequest(format!("cache key `{key}` is invalid")));
+        return Err(ApiError::BadRequest(format!(
+            "cache key `{key}` is invalid"
+        )));
     }
     Ok(format!("caches/{project_id}/{key}"))
 }
@@ -394,6 +443,8 @@ pub async fn put_cache(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let job = require_job(&app, &headers, id).await?;
-    app.objects.put(&cache_key(job.project_id, &key)?, body).await?;
+    app.objects
+        .put(&cache_key(job.project_id, &key)?, body)
+        .await?;
     Ok(StatusCode::CREATED)
 }

@@ -23,7 +23,9 @@ fn pg_bin() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("GANTRY_PG_BIN") {
         return Some(PathBuf::from(d));
     }
-    if let Ok(out) = Command::new("sh").args(["-c", "command -v initdb"]).output()
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output()
         && out.status.success()
     {
         let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -68,7 +70,10 @@ impl PgCluster {
             return None;
         };
         let as_root = unsafe { libc::geteuid() } == 0;
-        let dir = tempfile::Builder::new().prefix("gantry-pg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("gantry-pg-")
+            .tempdir()
+            .unwrap();
         let data = dir.path().join("data");
         if as_root {
             // PostgreSQL refuses to run as root: the cluster belongs to `postgres`.
@@ -77,7 +82,10 @@ impl PgCluster {
                 .arg(dir.path())
                 .status()
                 .is_ok_and(|s| s.success());
-            assert!(ok, "chown to postgres failed (run scripts/setup-postgres.sh)");
+            assert!(
+                ok,
+                "chown to postgres failed (run scripts/setup-postgres.sh)"
+            );
         }
         let port = free_port();
         let cluster = PgCluster {
@@ -88,7 +96,15 @@ impl PgCluster {
         };
         let initdb = cluster
             .command("initdb")
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .output()
             .expect("initdb runs");
@@ -135,7 +151,15 @@ impl PgCluster {
     pub fn database(&self, name: &str) -> String {
         let out = self
             .command("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-c"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-c",
+            ])
             .arg(format!("CREATE DATABASE {name}"))
             .output();
         let ok = match &out {
@@ -145,11 +169,23 @@ impl PgCluster {
         if !ok {
             // psql may live elsewhere than initdb (Debian: /usr/bin).
             let out = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-c"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-c",
+                ])
                 .arg(format!("CREATE DATABASE {name}"))
                 .output()
                 .expect("psql runs");
-            assert!(out.status.success(), "CREATE DATABASE: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "CREATE DATABASE: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
@@ -231,14 +267,25 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self.auth(self.http.get(format!("{}{path}", self.url))).send().await.unwrap();
+        let r = self
+            .auth(self.http.get(format!("{}{path}", self.url)))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     pub async fn text(&self, path: &str) -> (u16, String) {
-        let r = self.auth(self.http.get(format!("{}{path}", self.url))).send().await.unwrap();
+        let r = self
+            .auth(self.http.get(format!("{}{path}", self.url)))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
@@ -251,7 +298,10 @@ impl Client {
             .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     /// Creates a project from a local repository; returns its id.
@@ -267,17 +317,29 @@ impl Client {
     }
 
     /// Waits until the pipeline has finished; returns it.
-    pub async fn wait_pipeline(&self, project: i64, pipeline: i64, timeout: Duration) -> serde_json::Value {
+    pub async fn wait_pipeline(
+        &self,
+        project: i64,
+        pipeline: i64,
+        timeout: Duration,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let (_, p) = self.get(&format!("/api/v4/projects/{project}/pipelines/{pipeline}")).await;
+            let (_, p) = self
+                .get(&format!("/api/v4/projects/{project}/pipelines/{pipeline}"))
+                .await;
             let status = p["status"].as_str().unwrap_or("").to_string();
-            if matches!(status.as_str(), "success" | "failed" | "canceled" | "skipped" | "manual") {
+            if matches!(
+                status.as_str(),
+                "success" | "failed" | "canceled" | "skipped" | "manual"
+            ) {
                 return p;
             }
             if Instant::now() > deadline {
                 let (_, jobs) = self
-                    .get(&format!("/api/v4/projects/{project}/pipelines/{pipeline}/jobs"))
+                    .get(&format!(
+                        "/api/v4/projects/{project}/pipelines/{pipeline}/jobs"
+                    ))
                     .await;
                 panic!("pipeline {pipeline} still {status} after {timeout:?}; jobs: {jobs:#}");
             }
@@ -287,13 +349,17 @@ impl Client {
 
     pub async fn jobs(&self, project: i64, pipeline: i64) -> Vec<serde_json::Value> {
         let (_, jobs) = self
-            .get(&format!("/api/v4/projects/{project}/pipelines/{pipeline}/jobs?per_page=100"))
+            .get(&format!(
+                "/api/v4/projects/{project}/pipelines/{pipeline}/jobs?per_page=100"
+            ))
             .await;
         jobs.as_array().cloned().unwrap_or_default()
     }
 
     pub async fn webhook_secret(&self, project: i64) -> String {
-        let (_, w) = self.get(&format!("/api/v4/projects/{project}/gantry_webhook")).await;
+        let (_, w) = self
+            .get(&format!("/api/v4/projects/{project}/gantry_webhook"))
+            .await;
         w["secret"].as_str().unwrap().to_string()
     }
 }
@@ -306,7 +372,12 @@ pub fn gitlab_push(branch: &str, before: &str, sha: &str) -> serde_json::Value {
     })
 }
 
-pub async fn send_gitlab_hook(url: &str, project: i64, secret: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+pub async fn send_gitlab_hook(
+    url: &str,
+    project: i64,
+    secret: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let r = reqwest::Client::new()
         .post(format!("{url}/api/v4/projects/{project}/webhooks/gitlab"))
         .header("X-Gitlab-Token", secret)
@@ -317,7 +388,10 @@ pub async fn send_gitlab_hook(url: &str, project: i64, secret: &str, body: &serd
         .unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 /// A server configuration for tests: loopback on a free port, the admin
