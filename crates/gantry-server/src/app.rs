@@ -96,6 +96,31 @@ pub struct App {
     pub advance: Notify,
     pub metrics: Metrics,
     pub started: std::time::Instant,
+    /// Planned pipelines by id (immutable once stored), parsed once.
+    planned: std::sync::Mutex<std::collections::HashMap<i64, Arc<gantry_config::model::Pipeline>>>,
+}
+
+impl App {
+    /// The planned pipeline stored with `pipeline`.
+    pub fn planned(
+        &self,
+        pipeline: &crate::store::Pipeline,
+    ) -> Result<Arc<gantry_config::model::Pipeline>, crate::error::StoreError> {
+        if let Some(p) = self.planned.lock().expect("plan cache").get(&pipeline.id) {
+            return Ok(p.clone());
+        }
+        let planned: gantry_config::model::Pipeline = serde_json::from_str(&pipeline.spec)
+            .map_err(|e| {
+                crate::error::StoreError::Corrupt(format!("pipeline {}: {e}", pipeline.id))
+            })?;
+        let planned = Arc::new(planned);
+        let mut cache = self.planned.lock().expect("plan cache");
+        if cache.len() > 1000 {
+            cache.clear();
+        }
+        cache.insert(pipeline.id, planned.clone());
+        Ok(planned)
+    }
 }
 
 pub type Shared = Arc<App>;
@@ -145,6 +170,7 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
         advance: Notify::new(),
         metrics: Metrics::default(),
         started: std::time::Instant::now(),
+        planned: Default::default(),
     })
 }
 

@@ -1,225 +1,228 @@
 //! Every call the server makes into the pipeline engine goes through this
-//! module, so the engine's scheduling state machine and its job entry point
-//! can replace what is here without touching the queue or the runner.
-//!
-//! INTERIM (until gantry-engine exposes its serializable state machine):
-//! [`next_steps`] and [`pipeline_status`] apply the engine's gate rules
-//! (`gantry_engine::run`'s `decide`: stages or `needs`, `when`,
-//! `allow_failure`) to stored job rows, and [`retry_allowed`] its `retry`
-//! rule. The server keeps no other scheduling logic.
+//! module: the engine's state machine ([`gantry_engine::schedule::Schedule`])
+//! decides from stored job rows which jobs start, are skipped, wait as
+//! manual or delayed, are retried, and the pipeline's status; runners run
+//! each attempt with the engine's entry point ([`gantry_engine::job::run_job`])
+//! and ports that fit a runner. The server has no scheduling rules of its own.
 
 use crate::store::Job;
-use gantry_config::model::{Job as JobSpec, When};
-use std::time::Duration;
-
-/// What the queue should do with a `created` job whose gate is decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Ready to run: `pending` (or `waiting_for_resource`).
-    Enqueue(i64),
-    /// `when: manual`: waits for someone to play it.
-    Manual(i64),
-    /// `when: delayed`: runs after `start_in`.
-    Delay(i64, Duration),
-    /// Will not run, and why.
-    Skip(i64, String),
-}
+use gantry_config::model::{Job as JobSpec, Pipeline as Planned};
+use gantry_engine::payload::{AttemptStatus, Failure};
+use gantry_engine::schedule::{Decision, JobProgress, JobState, JobStatus, Schedule, Selection};
 
 /// The planned job stored with a row.
 pub fn spec(job: &Job) -> Option<JobSpec> {
     serde_json::from_str(&job.spec).ok()
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum View {
-    Success,
-    Failed,
-    Skipped,
-}
-
-/// How a finished (or non-blocking) prerequisite looks to a gate; `None`
-/// while it can still change.
-fn view(job: &Job) -> Option<View> {
+/// A job row as the state machine sees it.
+fn state_of(job: &Job) -> JobState {
     match job.status.as_str() {
-        "success" => Some(View::Success),
-        "failed" if job.allow_failure != 0 => Some(View::Success),
-        "failed" | "canceled" => Some(View::Failed),
-        "skipped" => Some(View::Skipped),
-        // A manual job that may fail does not block what follows it.
-        "manual" if job.allow_failure != 0 => Some(View::Skipped),
-        _ => None,
+        "created" => JobState::Waiting,
+        "scheduled" => JobState::Delayed,
+        "waiting_for_resource" => JobState::Ready,
+        "pending" | "running" => JobState::Running,
+        "success" => JobState::Done(JobStatus::Success),
+        "failed" if job.allow_failure != 0 => JobState::Done(JobStatus::Warning),
+        "failed" => JobState::Done(JobStatus::Failed),
+        "canceled" => JobState::Done(JobStatus::Canceled),
+        "manual" => JobState::Done(JobStatus::Manual),
+        _ => JobState::Done(JobStatus::Skipped),
     }
 }
 
-/// The jobs a `need` names: the exact name, else a parallel job's instances.
-fn resolve<'a>(jobs: &'a [Job], name: &str) -> Vec<&'a Job> {
-    let exact: Vec<&Job> = jobs.iter().filter(|j| j.name == name).collect();
-    if !exact.is_empty() {
-        return exact;
+/// The stored status of a job the state machine finished.
+pub fn row_status(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Success => "success",
+        JobStatus::Warning | JobStatus::Failed => "failed",
+        JobStatus::Skipped => "skipped",
+        JobStatus::Manual => "manual",
+        JobStatus::Canceled => "canceled",
     }
-    jobs.iter()
-        .filter(|j| spec(j).is_some_and(|s| s.definition == name))
-        .collect()
 }
 
-/// Decides every `created` job of one pipeline whose prerequisites are
-/// done. `jobs` are the pipeline's current (not retried) jobs.
-pub fn next_steps(jobs: &[Job]) -> Vec<Step> {
+/// The pipeline's state machine rebuilt from its current job rows.
+pub fn restore(planned: &Planned, jobs: &[Job]) -> Result<Schedule, String> {
+    let progress: Vec<JobProgress> = jobs
+        .iter()
+        .map(|j| JobProgress {
+            name: j.name.clone(),
+            state: state_of(j),
+            // A job still waiting has had no attempt in this row yet.
+            attempt: match state_of(j) {
+                JobState::Waiting | JobState::Ready | JobState::Delayed => {
+                    (j.attempt - 1).max(0) as u32
+                }
+                _ => j.attempt as u32,
+            },
+            exit_code: j.exit_code.map(|c| c as i32),
+            reason: j.failure_reason.clone(),
+        })
+        .collect();
+    let selection = Selection {
+        concurrency: usize::MAX,
+        ..Selection::default()
+    };
+    Schedule::restore(planned, &selection, &progress).map_err(|e| e.to_string())
+}
+
+/// What the queue should do with a job row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Hand it to a runner (`pending`).
+    Enqueue(i64),
+    /// `when: delayed`: runs after this many seconds.
+    Delay(i64, u64),
+    /// Done without an attempt: skipped, manual (waits to be played), canceled.
+    Finish(i64, &'static str, Option<String>),
+}
+
+fn row_id(schedule: &Schedule, jobs: &[Job], i: usize) -> Option<i64> {
+    let name = &schedule.job(i).name;
+    jobs.iter().find(|j| &j.name == name).map(|j| j.id)
+}
+
+/// Decides every job of one pipeline that can be decided now.
+pub fn next_steps(planned: &Planned, jobs: &[Job]) -> Result<Vec<Step>, String> {
+    let mut schedule = restore(planned, jobs)?;
     let mut steps = Vec::new();
-    for job in jobs.iter().filter(|j| j.status == "created") {
-        let Some(spec) = spec(job) else {
-            steps.push(Step::Skip(job.id, "the stored job cannot be read".into()));
-            continue;
-        };
-        let (prereqs, dag): (Vec<&Job>, bool) = match &spec.needs {
-            Some(needs) => (
-                needs.iter().flat_map(|n| resolve(jobs, &n.job)).collect(),
-                true,
-            ),
-            None => (
-                jobs.iter()
-                    .filter(|j| j.stage_idx < job.stage_idx)
-                    .collect(),
-                false,
-            ),
-        };
-        let mut views = Vec::with_capacity(prereqs.len());
-        let mut waiting = false;
-        for p in &prereqs {
-            match view(p) {
-                Some(v) => views.push((p.name.as_str(), v)),
-                None => waiting = true,
-            }
-        }
-        if waiting {
-            continue;
-        }
-        let failed = views.iter().any(|(_, v)| *v == View::Failed);
-        let not_run = views.iter().find(|(_, v)| *v == View::Skipped);
-        let go = |steps: &mut Vec<Step>| match spec.when {
-            When::Manual => steps.push(Step::Manual(job.id)),
-            When::Delayed => {
-                let delay = spec
-                    .start_in
-                    .as_deref()
-                    .and_then(gantry_engine::run::parse_duration)
-                    .unwrap_or_default();
-                steps.push(Step::Delay(job.id, delay));
-            }
-            _ => steps.push(Step::Enqueue(job.id)),
-        };
-        match spec.when {
-            When::Always => go(&mut steps),
-            When::Never => steps.push(Step::Skip(job.id, "when: never".into())),
-            When::OnFailure => {
-                if failed {
-                    go(&mut steps)
-                } else {
-                    steps.push(Step::Skip(
-                        job.id,
-                        "when: on_failure, and nothing failed".into(),
-                    ))
+    for d in schedule.step() {
+        match d {
+            Decision::Start { job, .. } => {
+                if let Some(id) = row_id(&schedule, jobs, job) {
+                    steps.push(Step::Enqueue(id));
                 }
             }
-            When::OnSuccess | When::Manual | When::Delayed => {
-                if failed {
-                    steps.push(Step::Skip(
-                        job.id,
-                        if dag {
-                            "a needed job failed".into()
-                        } else {
-                            "an earlier stage failed".into()
-                        },
-                    ))
-                } else if let (true, Some((name, _))) = (dag, not_run) {
-                    steps.push(Step::Skip(
-                        job.id,
-                        format!("needed job `{name}` did not run"),
-                    ))
-                } else {
-                    go(&mut steps)
+            Decision::Delay { job, seconds } => {
+                if let Some(id) = row_id(&schedule, jobs, job) {
+                    steps.push(Step::Delay(id, seconds));
                 }
             }
+            Decision::Finished {
+                job,
+                status,
+                reason,
+            } => {
+                if let Some(id) = row_id(&schedule, jobs, job) {
+                    steps.push(Step::Finish(id, row_status(status), reason));
+                }
+            }
+            Decision::Retry { .. } => {}
         }
     }
-    steps
+    Ok(steps)
 }
 
-/// A pipeline's status from its current jobs (GitLab's composite status).
-pub fn pipeline_status(jobs: &[Job]) -> &'static str {
-    if jobs.is_empty() {
-        return "skipped";
-    }
-    let any = |s: &str| jobs.iter().any(|j| j.status == s);
-    if any("running") {
-        return "running";
-    }
-    let started = jobs.iter().any(|j| {
-        j.status != "created" && j.status != "pending" && j.status != "waiting_for_resource"
-    });
-    if any("pending") {
-        return if started { "running" } else { "pending" };
-    }
-    if any("waiting_for_resource") {
-        return "waiting_for_resource";
-    }
-    let blocking_manual = jobs
-        .iter()
-        .any(|j| j.status == "manual" && j.allow_failure == 0);
-    if any("created") {
-        // Jobs still wait for a gate: behind a blocking manual job, or
-        // about to be decided.
-        return if blocking_manual { "manual" } else { "running" };
-    }
-    if blocking_manual {
-        return "manual";
-    }
-    if any("scheduled") {
-        return "scheduled";
-    }
-    if jobs
-        .iter()
-        .any(|j| j.status == "failed" && j.allow_failure == 0)
-    {
+/// The pipeline's status in GitLab's words.
+pub fn pipeline_status(planned: &Planned, jobs: &[Job]) -> &'static str {
+    let Ok(schedule) = restore(planned, jobs) else {
         return "failed";
+    };
+    match schedule.status().as_str() {
+        "running" => {
+            let started = jobs.iter().any(|j| {
+                !matches!(
+                    j.status.as_str(),
+                    "created" | "pending" | "waiting_for_resource"
+                )
+            });
+            if started {
+                "running"
+            } else if jobs.iter().any(|j| j.status == "pending") {
+                "pending"
+            } else {
+                "created"
+            }
+        }
+        "blocked" => "manual",
+        "success" => {
+            if !jobs.is_empty() && jobs.iter().all(|j| j.status == "skipped") {
+                "skipped"
+            } else {
+                "success"
+            }
+        }
+        // A stored schedule has no "canceled" flag: canceled jobs and no
+        // failed one is GitLab's canceled pipeline.
+        "failed"
+            if !jobs
+                .iter()
+                .any(|j| j.status == "failed" && j.allow_failure == 0) =>
+        {
+            "canceled"
+        }
+        "failed" => "failed",
+        _ => "canceled",
     }
-    if any("canceled") {
-        return "canceled";
-    }
-    if jobs
-        .iter()
-        .all(|j| j.status == "skipped" || j.status == "manual")
-        && any("skipped")
-    {
-        return "skipped";
-    }
-    "success"
 }
 
-/// Whether a failed attempt is retried (`retry:max`, `retry:when`,
-/// `retry:exit_codes`); `kind` is GitLab's failure reason.
-pub fn retry_allowed(spec: &JobSpec, attempt: i64, kind: &str, exit_code: Option<i64>) -> bool {
-    let retry = &spec.retry;
-    if attempt > retry.max as i64 {
-        return false;
+/// How a finished attempt ends the job: retried, or done with a status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterAttempt {
+    /// A new attempt goes to the queue.
+    Retry,
+    /// The job's final stored status.
+    Done(&'static str),
+}
+
+/// Asks the state machine what a finished attempt means (`retry:`,
+/// `allow_failure`). `failure` is GitLab's reason when it failed.
+pub fn attempt_finished(
+    planned: &Planned,
+    jobs: &[Job],
+    job: &Job,
+    state: &str,
+    failure: Option<&str>,
+    exit_code: Option<i64>,
+) -> AfterAttempt {
+    let status = match state {
+        "success" => AttemptStatus::Success,
+        "canceled" => AttemptStatus::Canceled,
+        _ => AttemptStatus::Failed(match failure {
+            Some("script_failure") | None => Failure::Script,
+            Some("stuck_or_timeout_failure") | Some("job_execution_timeout") => Failure::Timeout,
+            Some(other) => Failure::System(other.to_string()),
+        }),
+    };
+    // The row as it was while running.
+    let mut rows = jobs.to_vec();
+    if let Some(r) = rows.iter_mut().find(|r| r.id == job.id) {
+        r.status = "running".into();
     }
-    let when_ok = retry.when.is_empty()
-        || retry
-            .when
-            .iter()
-            .any(|w| w == "always" || w == kind || (w == "unknown_failure" && kind.is_empty()));
-    let code_ok = retry.exit_codes.is_empty()
-        || exit_code.is_some_and(|c| retry.exit_codes.iter().any(|e| *e as i64 == c));
-    when_ok && code_ok
+    let Ok(mut schedule) = restore(planned, &rows) else {
+        return AfterAttempt::Done(if state == "success" {
+            "success"
+        } else {
+            "failed"
+        });
+    };
+    let Some(i) = schedule.jobs().iter().position(|j| j.name == job.name) else {
+        return AfterAttempt::Done(if state == "success" {
+            "success"
+        } else {
+            "failed"
+        });
+    };
+    match schedule.attempt_finished(i, &status, exit_code.map(|c| c as i32)) {
+        Decision::Retry { .. } => AfterAttempt::Retry,
+        Decision::Finished { status, .. } => AfterAttempt::Done(row_status(status)),
+        _ => AfterAttempt::Done(if state == "success" {
+            "success"
+        } else {
+            "failed"
+        }),
+    }
 }
 
 // ---- running one job attempt on a runner ----
 
 use crate::protocol::JobPayload;
 use gantry_engine::executor::Executor;
-use gantry_engine::job::{AttemptStatus, Failure, JobSpec as AttemptSpec, RunShared};
-use gantry_engine::sources::Snapshot;
-use gantry_engine::state::{StateDir, slugify};
+use gantry_engine::job::{JobPorts, JobSignal};
+use gantry_engine::payload::{ArtifactRef, JobPayload as EnginePayload};
+use gantry_engine::ports::{BlobStore, LogWriter};
+use gantry_engine::state::slugify;
 use gantry_engine::vars::VarSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,7 +242,7 @@ pub struct JobResult {
 }
 
 /// Where a runner keeps a project's files: a mirror of the repository,
-/// snapshots of commits, run directories (logs, builds, artifacts), caches.
+/// snapshots of commits, builds, artifacts being made, caches.
 pub struct Workspace {
     pub root: PathBuf,
 }
@@ -250,8 +253,75 @@ impl Workspace {
     }
 }
 
-/// Runs one attempt of `payload`'s job through the engine's job lifecycle
-/// (`gantry_engine::job::run_attempt`). Masked lines go to `lines`.
+/// The job's log as the engine writes it: every masked line goes to the
+/// runner's log streamer.
+struct ChannelLog(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl LogWriter for ChannelLog {
+    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.0
+            .send(line.to_string())
+            .map_err(|_| std::io::Error::other("the log streamer stopped"))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Artifacts made in the runner's directory (uploaded after the job) and
+/// dependencies' archives downloaded there; caches on the runner's disk.
+struct RunnerBlobs {
+    dir: PathBuf,
+}
+
+impl BlobStore for RunnerBlobs {
+    fn artifact_staging(&self, _run_id: &str, slug: &str) -> PathBuf {
+        self.dir.join("artifacts").join(format!("{slug}.zip"))
+    }
+    fn commit_artifact(
+        &self,
+        _run_id: &str,
+        job: &str,
+        staged: &Path,
+    ) -> Result<ArtifactRef, gantry_engine::error::StoreError> {
+        Ok(ArtifactRef {
+            job: job.to_string(),
+            key: staged.display().to_string(),
+        })
+    }
+    fn artifact_path(
+        &self,
+        artifact: &ArtifactRef,
+    ) -> Result<PathBuf, gantry_engine::error::StoreError> {
+        let path = PathBuf::from(&artifact.key);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(gantry_engine::error::StoreError::new(
+                "the dependency's artifacts were not downloaded",
+                &path,
+                std::io::ErrorKind::NotFound.into(),
+            ))
+        }
+    }
+    fn cache_path(&self, key: &str) -> Option<PathBuf> {
+        let path = gantry_engine::cache::cache_path(&self.dir.join("cache"), key);
+        path.is_file().then_some(path)
+    }
+    fn cache_staging(&self, key: &str) -> PathBuf {
+        gantry_engine::cache::cache_path(&self.dir.join("cache"), key)
+    }
+    fn commit_cache(
+        &self,
+        _key: &str,
+        _staged: &Path,
+    ) -> Result<(), gantry_engine::error::StoreError> {
+        Ok(())
+    }
+}
+
+/// Runs one attempt of `payload`'s job with the engine's entry point
+/// ([`gantry_engine::job::run_job`]). Masked lines go to `lines`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_job(
     payload: &JobPayload,
@@ -260,30 +330,25 @@ pub async fn run_job(
     executor: Arc<dyn Executor>,
     docker: bool,
     dependencies: Vec<(String, PathBuf)>,
-    lines: tokio::sync::mpsc::UnboundedSender<(usize, String)>,
+    lines: tokio::sync::mpsc::UnboundedSender<String>,
     cancel: CancellationToken,
     snapshot_lock: &tokio::sync::Mutex<()>,
-) -> Result<JobResult, std::io::Error> {
+) -> Result<JobResult, String> {
     let project_dir = workspace.project_dir(payload.project_id);
-    std::fs::create_dir_all(&project_dir)?;
-    let state = StateDir::for_repo(&project_dir);
-    let run = state.new_run()?;
-    let snapshot = {
+    let builds_dir = project_dir.join("builds");
+    std::fs::create_dir_all(&builds_dir).map_err(|e| e.to_string())?;
+    let sources = {
         let _one_at_a_time = snapshot_lock.lock().await;
         let mirror = mirror.to_path_buf();
         let sha = payload.sha.clone();
-        let cache = state.root.join("snapshots");
-        tokio::task::spawn_blocking(move || Snapshot::cached(&mirror, &sha, &cache, 3))
+        tokio::task::spawn_blocking(move || gantry_engine::local::LocalSources::open(&mirror, &sha))
             .await
-            .map_err(std::io::Error::other)??
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
     };
-    let shared = Arc::new(RunShared {
-        run: run.clone(),
-        snapshot,
-        cache_dir: state.cache_dir(),
-    });
     let job = &payload.spec;
-    let slug = slugify(&job.name);
+    // Unique per attempt: concurrent jobs of one project share `builds`.
+    let slug = format!("{}-{}", slugify(&job.name), payload.id);
     let (ci_project_dir, ci_builds_dir) = if docker {
         (
             format!("/builds/{}", payload.project_path),
@@ -291,8 +356,8 @@ pub async fn run_job(
         )
     } else {
         (
-            run.build_dir(&slug).display().to_string(),
-            run.dir.join("builds").display().to_string(),
+            builds_dir.join(&slug).display().to_string(),
+            builds_dir.display().to_string(),
         )
     };
     let timeout = job
@@ -301,7 +366,7 @@ pub async fn run_job(
     let mut vars = VarSet::new();
     vars.set("CI", "true");
     vars.set("GITLAB_CI", "true");
-    if job.when == When::Manual {
+    if job.when == gantry_config::model::When::Manual {
         vars.set("CI_JOB_MANUAL", "true");
     }
     if let Some(env) = &job.environment {
@@ -339,36 +404,53 @@ pub async fn run_job(
         vars.set(k, v.clone());
     }
     vars.extend(payload.overrides.iter());
-    let spec = AttemptSpec {
-        index: 0,
+    let engine_payload = EnginePayload {
+        run_id: format!("server-{}-{}", payload.pipeline_id, payload.id),
+        pipeline_id: payload.pipeline_id as u64,
+        job_id: payload.id as u64,
         job: job.clone(),
-        slug,
+        slug: slug.clone(),
         attempt: payload.attempt as u32,
-        executor,
+        executor: if docker { "docker" } else { "shell" }.into(),
         vars,
         ci_project_dir,
-        dependencies,
+        dependencies: dependencies
+            .into_iter()
+            .map(|(job, path)| ArtifactRef {
+                job,
+                key: path.display().to_string(),
+            })
+            .collect(),
     };
-    let outcome = gantry_engine::job::run_attempt(shared, spec, lines, cancel).await;
+    let ports = JobPorts {
+        log: Box::new(ChannelLog(lines)),
+        signals: Box::new(|_: JobSignal| {}),
+        blobs: Arc::new(RunnerBlobs {
+            dir: project_dir.clone(),
+        }),
+        sources: Arc::new(sources),
+        executor,
+        builds_dir: builds_dir.clone(),
+    };
+    let outcome = gantry_engine::job::run_job(engine_payload, ports, cancel).await;
     let (state, failure_reason) = match &outcome.status {
         AttemptStatus::Success => ("success", None),
         AttemptStatus::Canceled => ("canceled", None),
-        AttemptStatus::Failed(f) => (
-            "failed",
-            Some(match f {
-                Failure::Script => "script_failure".to_string(),
-                Failure::Timeout => "stuck_or_timeout_failure".to_string(),
-                Failure::System(_) => "runner_system_failure".to_string(),
-            }),
-        ),
+        AttemptStatus::Failed(f) => ("failed", Some(f.retry_kind().to_string())),
     };
     // The build directory is not kept: a runner has no `gantry shell`.
-    let _ = std::fs::remove_dir_all(&outcome.build_dir);
+    if let Some(dir) = &outcome.build_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_dir_all(builds_dir.join(format!("{slug}.tmp")));
     Ok(JobResult {
         state,
         failure_reason,
         exit_code: outcome.exit_code.map(i64::from),
         dotenv: outcome.dotenv,
-        artifact: outcome.artifact.filter(|p| p.is_file()),
+        artifact: outcome
+            .artifact
+            .map(|a| PathBuf::from(a.key))
+            .filter(|p| p.is_file()),
     })
 }

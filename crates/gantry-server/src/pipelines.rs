@@ -123,9 +123,6 @@ pub async fn create(
             spec: serde_json::to_string(j).unwrap_or_default(),
         })
         .collect::<Vec<_>>();
-    // The jobs are stored in their own rows; the pipeline keeps the rest.
-    let mut head = planned.clone();
-    head.jobs.clear();
     let new = NewPipeline {
         project_id: project.id,
         git_ref: req.git_ref.clone(),
@@ -139,7 +136,7 @@ pub async fn create(
         protected,
         user_id: req.user_id,
         variables: serde_json::to_string(&req.variables).unwrap_or_else(|_| "[]".into()),
-        spec: serde_json::to_string(&head).unwrap_or_default(),
+        spec: serde_json::to_string(&planned).unwrap_or_default(),
         name: planned.name.clone(),
         jobs,
     };

@@ -5,7 +5,7 @@
 //! processes may run it at once.
 
 use crate::app::{Metrics, Shared};
-use crate::engine_bridge::{self, Step};
+use crate::engine_bridge::{self, AfterAttempt, Step};
 use crate::error::StoreError;
 use crate::now_ms;
 use crate::store::Job;
@@ -39,35 +39,26 @@ pub async fn tick(app: &Shared) -> Result<(), StoreError> {
 
 /// Decides what can be decided in one pipeline, then stores its status.
 pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), StoreError> {
+    let Some(pipeline) = app.store.pipeline(pipeline_id).await? else {
+        return Ok(());
+    };
+    let planned = app.planned(&pipeline)?;
     let mut enqueued = false;
     loop {
         let jobs = app.store.pipeline_jobs(pipeline_id, false).await?;
-        let steps = engine_bridge::next_steps(&jobs);
-        if steps.is_empty() {
-            // Jobs waiting for their resource group take it when it frees.
-            for job in jobs.iter().filter(|j| j.status == "waiting_for_resource") {
-                if let Some(group) = &job.resource_group
-                    && !app.store.resource_group_busy(job.project_id, group).await?
-                    && app
-                        .store
-                        .transition(job.id, "waiting_for_resource", "pending", None)
-                        .await?
-                {
-                    enqueued = true;
-                }
-            }
-            let jobs = app.store.pipeline_jobs(pipeline_id, false).await?;
-            app.store
-                .set_pipeline_status(pipeline_id, engine_bridge::pipeline_status(&jobs))
-                .await?;
-            break;
-        }
+        let steps = engine_bridge::next_steps(&planned, &jobs).map_err(StoreError::Corrupt)?;
+        let mut changed = false;
         for step in steps {
+            let Some(job) = jobs.iter().find(|j| match &step {
+                Step::Enqueue(id) | Step::Delay(id, _) | Step::Finish(id, _, _) => j.id == *id,
+            }) else {
+                continue;
+            };
             match step {
                 Step::Enqueue(id) => {
-                    let job = jobs.iter().find(|j| j.id == id);
-                    let busy = match job.and_then(|j| j.resource_group.as_ref().map(|g| (j, g))) {
-                        Some((j, g)) => app.store.resource_group_busy(j.project_id, g).await?,
+                    // A resource group admits one job at a time across pipelines.
+                    let busy = match &job.resource_group {
+                        Some(g) => app.store.resource_group_busy(job.project_id, g).await?,
                         None => false,
                     };
                     let to = if busy {
@@ -75,24 +66,30 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
                     } else {
                         "pending"
                     };
-                    if app.store.transition(id, "created", to, None).await? && !busy {
-                        enqueued = true;
+                    if job.status != to && app.store.transition(id, &job.status, to, None).await? {
+                        changed = true;
+                        enqueued |= !busy;
                     }
                 }
-                Step::Manual(id) => {
-                    app.store.transition(id, "created", "manual", None).await?;
-                }
-                Step::Delay(id, delay) => {
-                    app.store
-                        .schedule_job(id, now_ms() + delay.as_millis() as i64)
+                Step::Delay(id, seconds) => {
+                    changed |= app
+                        .store
+                        .schedule_job(id, now_ms() + seconds as i64 * 1000)
                         .await?;
                 }
-                Step::Skip(id, reason) => {
-                    app.store
-                        .transition(id, "created", "skipped", Some(&reason))
+                Step::Finish(id, status, reason) => {
+                    changed |= app
+                        .store
+                        .transition(id, &job.status, status, reason.as_deref())
                         .await?;
                 }
             }
+        }
+        if !changed {
+            app.store
+                .set_pipeline_status(pipeline_id, engine_bridge::pipeline_status(&planned, &jobs))
+                .await?;
+            break;
         }
     }
     if enqueued {
@@ -121,46 +118,71 @@ async fn start_due_delayed_jobs(app: &Shared) -> Result<(), StoreError> {
 async fn sweep_lost_runners(app: &Shared) -> Result<(), StoreError> {
     let before = now_ms() - app.config.runner_timeout.as_millis() as i64;
     for job in app.store.lost_jobs(before).await? {
-        if app
-            .store
-            .finish_job(job.id, "failed", Some("runner lost"), None, None)
-            .await?
-        {
-            let _ = app.logs.finish(job.id).await;
-            eprintln!(
-                "gantry serve: job {} ({}) failed: runner lost",
-                job.id, job.name
-            );
-            after_failure(app, &job, "runner_system_failure", None).await?;
-            advance_pipeline(app, job.pipeline_id).await?;
-        }
+        eprintln!(
+            "gantry serve: job {} ({}) failed: runner lost",
+            job.id, job.name
+        );
+        attempt_ended(app, &job, "failed", Some(RUNNER_LOST), None, None).await?;
     }
     Ok(())
 }
 
-/// A job ended (reported by its runner): retry, record a deployment,
-/// advance the pipeline.
-pub async fn job_finished(
+/// The failure reason of a job whose runner stopped heartbeating.
+pub const RUNNER_LOST: &str = "runner lost";
+
+/// An attempt ended (reported by its runner, or its runner was lost): the
+/// state machine says whether it is retried; the row, the log, a
+/// deployment and the pipeline follow. Returns false when the job was no
+/// longer running (canceled meanwhile, or already ended).
+pub async fn attempt_ended(
     app: &Shared,
     job: &Job,
-    status: &str,
-    kind: Option<&str>,
+    state: &str,
+    failure: Option<&str>,
     exit_code: Option<i64>,
-) -> Result<(), StoreError> {
-    Metrics::inc(&app.metrics.jobs_finished, 1);
-    if status == "failed" {
-        after_failure(app, job, kind.unwrap_or("script_failure"), exit_code).await?;
-    }
-    if let (Some(env), Some(pipeline)) =
-        (&job.environment, app.store.pipeline(job.pipeline_id).await?)
+    dotenv: Option<&str>,
+) -> Result<bool, StoreError> {
+    let Some(pipeline) = app.store.pipeline(job.pipeline_id).await? else {
+        return Ok(false);
+    };
+    let planned = app.planned(&pipeline)?;
+    let rows = app.store.pipeline_jobs(job.pipeline_id, false).await?;
+    let after = engine_bridge::attempt_finished(&planned, &rows, job, state, failure, exit_code);
+    let status = match &after {
+        AfterAttempt::Retry => "failed",
+        AfterAttempt::Done(s) => s,
+    };
+    if !app
+        .store
+        .finish_job(job.id, status, failure, exit_code, dotenv)
+        .await?
     {
-        let spec = engine_bridge::spec(job);
-        let e = spec.as_ref().and_then(|s| s.environment.clone());
+        return Ok(false);
+    }
+    Metrics::inc(&app.metrics.jobs_finished, 1);
+    app.logs
+        .finish(job.id)
+        .await
+        .map_err(|e| StoreError::Config(e.to_string()))?;
+    if after == AfterAttempt::Retry {
+        let retry = app.store.retry_job(job, "pending", None).await?;
+        eprintln!(
+            "gantry serve: job {} ({}) failed ({}); retried as job {} (attempt {})",
+            job.id,
+            job.name,
+            failure.unwrap_or("script_failure"),
+            retry.id,
+            retry.attempt
+        );
+        app.queue.notify_waiters();
+    }
+    if let Some(env) = &job.environment {
+        let e = engine_bridge::spec(job).and_then(|s| s.environment);
         let deploys = e
             .as_ref()
             .and_then(|e| e.action.as_deref())
             .is_none_or(|a| a == "start");
-        if deploys {
+        if deploys && after != AfterAttempt::Retry {
             let url = e.as_ref().and_then(|e| e.url.clone());
             let tier = e
                 .as_ref()
@@ -180,7 +202,8 @@ pub async fn job_finished(
                 .await?;
         }
     }
-    advance_pipeline(app, job.pipeline_id).await
+    advance_pipeline(app, job.pipeline_id).await?;
+    Ok(true)
 }
 
 /// GitLab's guess of an environment's tier from its name.
@@ -197,26 +220,6 @@ fn tier_of(name: &str) -> &'static str {
     } else {
         "other"
     }
-}
-
-async fn after_failure(
-    app: &Shared,
-    job: &Job,
-    kind: &str,
-    exit_code: Option<i64>,
-) -> Result<(), StoreError> {
-    let Some(spec) = engine_bridge::spec(job) else {
-        return Ok(());
-    };
-    if engine_bridge::retry_allowed(&spec, job.attempt, kind, exit_code) {
-        let retry = app.store.retry_job(job, "pending", None).await?;
-        eprintln!(
-            "gantry serve: job {} ({}) failed ({kind}); retried as job {} (attempt {})",
-            job.id, job.name, retry.id, retry.attempt
-        );
-        app.queue.notify_waiters();
-    }
-    Ok(())
 }
 
 /// Cancels every unfinished job of a pipeline.

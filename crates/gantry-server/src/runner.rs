@@ -537,7 +537,7 @@ async fn execute(
         .join("dependencies")
         .join(payload.id.to_string());
     let dependencies = download_dependencies(ctx, payload, &deps_dir).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let run = {
         let ctx = ctx.clone();
         let payload = payload.clone();
@@ -564,7 +564,7 @@ async fn execute(
         tokio::select! {
             r = &mut run => break r,
             line = rx.recv() => {
-                if let Some((_, line)) = line {
+                if let Some(line) = line {
                     buf.extend_from_slice(line.as_bytes());
                     buf.push(b'\n');
                     if buf.len() >= 64 * 1024 {
@@ -579,7 +579,7 @@ async fn execute(
             }
         }
     };
-    while let Ok((_, line)) = rx.try_recv() {
+    while let Ok(line) = rx.try_recv() {
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
     }

@@ -14,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gantry_config::model::{Pipeline as PlannedPipeline, Variable};
+use gantry_config::model::Variable;
 use std::time::{Duration, Instant};
 
 /// How long a job request waits for a job before answering 204.
@@ -90,21 +90,19 @@ pub async fn request_job(
                 Err(e) => {
                     // A job that cannot be described fails now, not silently later.
                     let reason = format!("the server could not prepare the job: {e}");
-                    app.store
-                        .finish_job(
-                            claimed.job.id,
-                            "failed",
-                            Some("runner_system_failure"),
-                            None,
-                            None,
-                        )
-                        .await?;
                     let _ = app
                         .logs
                         .append(claimed.job.id, 0, format!("{reason}\n").as_bytes(), &[])
                         .await;
-                    let _ = app.logs.finish(claimed.job.id).await;
-                    crate::queue::advance_pipeline(&app, claimed.job.pipeline_id).await?;
+                    crate::queue::attempt_ended(
+                        &app,
+                        &claimed.job,
+                        "failed",
+                        Some("runner_system_failure"),
+                        None,
+                        None,
+                    )
+                    .await?;
                     continue;
                 }
             };
@@ -146,8 +144,7 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
         .ok_or(ApiError::NotFound("Project"))?;
     let spec = crate::engine_bridge::spec(job)
         .ok_or_else(|| ApiError::Unprocessable("the stored job cannot be read".into()))?;
-    let planned: PlannedPipeline = serde_json::from_str(&pipeline.spec)
-        .map_err(|e| ApiError::Unprocessable(format!("the stored pipeline cannot be read: {e}")))?;
+    let planned = app.planned(&pipeline)?;
     let mut variables = planned.context_variables.clone();
     let job_url = format!("{}/{}/-/jobs/{}", app.url, project.path, job.id);
     for (k, v) in [
@@ -293,14 +290,15 @@ pub async fn update_job(
                 .failure_reason
                 .as_deref()
                 .filter(|_| body.state == "failed");
-            if app
-                .store
-                .finish_job(id, &body.state, reason, body.exit_code, dotenv.as_deref())
-                .await?
-            {
-                app.logs.finish(id).await?;
-                crate::queue::job_finished(&app, &job, &body.state, reason, body.exit_code).await?;
-            }
+            crate::queue::attempt_ended(
+                &app,
+                &job,
+                &body.state,
+                reason,
+                body.exit_code,
+                dotenv.as_deref(),
+            )
+            .await?;
             let now = app
                 .store
                 .job(id)
