@@ -246,7 +246,7 @@ async fn roles_csrf_and_escaping(database: Option<String>) {
 
     // User content is text: the job name and the log are escaped.
     let (_, page, _) = dev.get(&format!("/dash/pipelines/{pipeline}")).await;
-    assert!(page.contains("build &lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    assert!(page.contains("build &#60;script&#62;alert(1)&#60;/script&#62;"), "{page}");
     assert!(!page.contains("<script>alert(1)"));
     let (_, page, _) = dev.get(&format!("/dash/jobs/{build}")).await;
     assert!(!page.contains("<script>alert(1)"));
