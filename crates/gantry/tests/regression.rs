@@ -427,4 +427,78 @@ fn seed002_local_rolls_back_under_gantry_run() {
     assert!(dir.join(".gantry/deployments.json").is_file());
 }
 
+/// Issue 8, defect 3: two `gantry run`s at once, in one repository and in
+/// two repositories with the same folder name: both succeed, each with its
+/// own files. (The container half is the docker executor's test.)
+#[test]
+fn concurrent_runs_in_one_and_in_same_named_repositories_succeed() {
+    let ci = "stages: [a, b]\nslow:\n  stage: a\n  script: [\"sleep 1\", \"cat mine.txt\"]\nafter:\n  stage: b\n  script: [\"cat mine.txt\"]\n";
+    let parent_a = tempfile::tempdir().unwrap();
+    let parent_b = tempfile::tempdir().unwrap();
+    let mut repos = Vec::new();
+    for (parent, tag) in [(&parent_a, "first"), (&parent_b, "second")] {
+        let dir = parent.path().join("project");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".gitlab-ci.yml"), ci).unwrap();
+        std::fs::write(dir.join("mine.txt"), format!("{tag}\n")).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["add", "-A"]);
+        git(
+            &dir,
+            &[
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "-qm",
+                "x",
+            ],
+        );
+        repos.push((dir, tag));
+    }
+    let spawn = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["run", "--json"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Two runs in the first repository, one in the second, all at once.
+    let children = vec![
+        (spawn(&repos[0].0), repos[0].1),
+        (spawn(&repos[0].0), repos[0].1),
+        (spawn(&repos[1].0), repos[1].1),
+    ];
+    for (child, tag) in children {
+        let out = child.wait_with_output().unwrap();
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"event\":\"log\"") && l.contains("\"line\":\""))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("\"line\":\"{tag}\""))),
+            "{text}"
+        );
+        let other = if tag == "first" { "second" } else { "first" };
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains(&format!("\"line\":\"{other}\""))),
+            "{text}"
+        );
+    }
+    let runs = std::fs::read_dir(repos[0].0.join(".gantry/runs"))
+        .unwrap()
+        .count();
+    assert_eq!(runs, 2);
+}
+
 // ---- end engine ----
