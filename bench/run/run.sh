@@ -11,20 +11,31 @@
 # tool, the ratios, and gantry's per-job overhead on the shell executor:
 # (chain30 wall time - the same 30 scripts run directly with bash) / 30.
 #
+# Then the scale series (gantry alone: the peer needs minutes per thousand
+# jobs): 1,000 / 5,000 / 20,000 trivial jobs in 5 stages; wall time, peak
+# RSS and the size of .gantry/ after the run, each per job and relative to
+# the 1,000-job run (linear growth keeps the per-job figures flat).
+#
 # Usage: bench/run/run.sh [--reps N] [--gantry BIN] [--no-peer]
+#                         [--scale "1000 5000 20000"] [--no-scale] [--scale-only]
 # Targets: >= 10x less wall time and peak RSS than gitlab-ci-local; < 5 ms
-# overhead per job.
+# overhead per job; per-job time, memory and disk flat from 1,000 to 20,000.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 REPS=5
 PEER_REPS=3
 GANTRY=""
 PEER=1
+SCALE="1000 5000 20000"
+SCALE_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --reps) REPS="$2"; shift 2 ;;
     --gantry) GANTRY="$2"; shift 2 ;;
     --no-peer) PEER=0; shift ;;
+    --scale) SCALE="$2"; shift 2 ;;
+    --no-scale) SCALE=""; shift ;;
+    --scale-only) SCALE_ONLY=1; PEER=0; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -115,6 +126,36 @@ measure() {
   echo "$median $rss"
 }
 
+gen_trivial() { # N -> N echo jobs in 5 stages (compact: 20,000 jobs stay under GitLab's 1 MB)
+  echo "stages: [s1, s2, s3, s4, s5]"
+  awk -v n="$1" 'BEGIN { for (i = 1; i <= n; i++)
+    printf "j%d: {stage: s%d, script: [echo %d]}\n", i, (i % 5) + 1, i }'
+}
+
+scale_series() {
+  [ -n "$SCALE" ] || return 0
+  echo
+  echo "scale: N trivial shell jobs in 5 stages, one run each (-j = cores)"
+  printf '%7s %9s %9s %9s %10s %10s %11s %8s\n' jobs wall_s rss_MB gantry_MB ms/job KB_rss/job KB_disk/job time_x
+  local base=""
+  for n in $SCALE; do
+    gen_trivial "$n" | new_repo "scale$n"
+    read -r w m < <(measure "$WORK/scale$n" 1 "$GANTRY" run)
+    local disk
+    disk="$(du -sk "$WORK/scale$n/.gantry" | cut -f1)"
+    [ -z "$base" ] && base="$w:$n"
+    awk -v n="$n" -v w="$w" -v m="$m" -v d="$disk" -v base="$base" 'BEGIN {
+      split(base, b, ":")
+      printf "%7d %9.2f %9.1f %9.1f %10.3f %10.2f %11.2f %7.2fx\n", n, w, m/1024, d/1024, w*1000/n, m/n, d/n, (w/b[1]) / (n/b[2]) }'
+  done
+  echo "(time_x: wall time relative to linear growth from the first row; 1.00x is linear)"
+}
+
+if [ "$SCALE_ONLY" = 1 ]; then
+  scale_series
+  exit 0
+fi
+
 printf '%-9s %10s %10s %10s %10s %8s %8s\n' pipeline gantry_s gantry_MB gcl_s gcl_MB wall_x rss_x
 export DOCKER_HOST="${DOCKER_HOST:-unix:///run/podman/podman.sock}"
 PIPELINES="stages30 dag30 chain30"
@@ -161,3 +202,5 @@ awk -v cw="$cw" -v c1="$c1" -v d="$best_direct" 'BEGIN {
   printf "\nshell executor, chain30 with -j 1: gantry %.0f ms, 1-job pipeline %.0f ms, the 30 scripts alone %d ms\n", cw*1000, c1*1000, d
   printf "per-job overhead, amortized (incl. planning): %.2f ms/job\n", (cw*1000 - d)/30
   printf "per-job overhead, marginal: %.2f ms/job (target < 5)\n", (cw - c1)*1000/29 - d/30 }'
+
+scale_series

@@ -328,6 +328,7 @@ pub async fn dispatch(
         events: ports.events,
         executor_notes: HashSet::new(),
         by_pipeline_index: HashMap::new(),
+        index: crate::schedule::JobIndex::new(pipeline),
     };
     d.by_pipeline_index = d
         .schedule
@@ -390,6 +391,7 @@ struct Dispatcher<'a> {
     executor_notes: HashSet<String>,
     /// Schedule index of each selected job, by its index in the pipeline.
     by_pipeline_index: std::collections::HashMap<usize, usize>,
+    index: crate::schedule::JobIndex<'a>,
 }
 
 type Done = UnboundedSender<(usize, JobOutcome)>;
@@ -806,10 +808,9 @@ impl Dispatcher<'_> {
         // dotenv reports of dependencies.
         let mut dependencies = Vec::new();
         for dep in &job.dependencies {
-            let producers = crate::schedule::resolve(self.pipeline, dep);
             let mut found_here = false;
-            for p in producers {
-                let Some(&si) = self.by_pipeline_index.get(&p) else {
+            for p in self.index.resolve(dep) {
+                let Some(&si) = self.by_pipeline_index.get(p) else {
                     continue;
                 };
                 found_here = true;

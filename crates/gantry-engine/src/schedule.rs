@@ -251,6 +251,39 @@ impl From<Schedule> for ScheduleData {
     }
 }
 
+/// Job indices by name and by definition name, to resolve `needs` and
+/// `dependencies` without scanning the pipeline for each.
+pub struct JobIndex<'p> {
+    by_name: HashMap<&'p str, Vec<usize>>,
+    by_definition: HashMap<&'p str, Vec<usize>>,
+}
+
+impl<'p> JobIndex<'p> {
+    pub fn new(pipeline: &'p Pipeline) -> JobIndex<'p> {
+        let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut by_definition: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, j) in pipeline.jobs.iter().enumerate() {
+            by_name.entry(j.name.as_str()).or_default().push(i);
+            by_definition
+                .entry(j.definition.as_str())
+                .or_default()
+                .push(i);
+        }
+        JobIndex {
+            by_name,
+            by_definition,
+        }
+    }
+
+    /// The job named `name`, or every instance of a parallel job's definition.
+    pub fn resolve(&self, name: &str) -> &[usize] {
+        self.by_name
+            .get(name)
+            .or_else(|| self.by_definition.get(name))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
 /// Job indices named `name`: the job itself, or every instance of a
 /// parallel job's definition.
 pub fn resolve(pipeline: &Pipeline, name: &str) -> Vec<usize> {
@@ -294,13 +327,14 @@ pub fn select_jobs(pipeline: &Pipeline, sel: &Selection) -> Result<Vec<usize>, S
     if sel.jobs.is_empty() {
         set.extend(0..pipeline.jobs.len());
     } else {
+        let index = JobIndex::new(pipeline);
         let mut queue: Vec<usize> = Vec::new();
         for name in &sel.jobs {
-            let found = resolve(pipeline, name);
+            let found = index.resolve(name);
             if found.is_empty() {
                 return Err(unknown_job(pipeline, name));
             }
-            queue.extend(found);
+            queue.extend(found.iter().copied());
         }
         while let Some(i) = queue.pop() {
             if !set.insert(i) || !sel.with_needs {
@@ -308,7 +342,7 @@ pub fn select_jobs(pipeline: &Pipeline, sel: &Selection) -> Result<Vec<usize>, S
             }
             if let Some(needs) = &pipeline.jobs[i].needs {
                 for n in needs {
-                    queue.extend(resolve(pipeline, &n.job));
+                    queue.extend(index.resolve(&n.job).iter().copied());
                 }
             }
         }
@@ -335,13 +369,14 @@ impl Schedule {
             return Err(SelectionError::ZeroConcurrency);
         }
         let selected = select_jobs(pipeline, sel)?;
+        let index = JobIndex::new(pipeline);
         let mut triggered: HashSet<usize> = HashSet::new();
         for name in sel.manual.iter().chain(sel.jobs.iter()) {
-            let found = resolve(pipeline, name);
+            let found = index.resolve(name);
             if found.is_empty() {
                 return Err(unknown_job(pipeline, name));
             }
-            triggered.extend(found);
+            triggered.extend(found.iter().copied());
         }
         let stage_index: HashMap<&str, usize> = pipeline
             .stages
@@ -358,8 +393,8 @@ impl Schedule {
                 .needs
                 .iter()
                 .flatten()
-                .flat_map(|n| resolve(pipeline, &n.job))
-                .filter_map(|j| position.get(&j).copied())
+                .flat_map(|n| index.resolve(&n.job))
+                .filter_map(|j| position.get(j).copied())
                 .collect();
             let resource_group = job.resource_group.as_ref().map(|g| {
                 let vars: indexmap::IndexMap<String, String> = pipeline

@@ -65,8 +65,10 @@ impl StateDir {
         let seq = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag =
             (std::process::id() ^ now.timestamp_subsec_nanos() ^ seq.wrapping_mul(0x9e37)) & 0xffff;
-        for n in 1..10_000u32 {
-            let id = format!("{stamp}-{n:04}-{tag:04x}");
+        // Microseconds first: ids sort in creation order, across processes.
+        let micros = now.timestamp_subsec_micros();
+        for n in 0..10_000u32 {
+            let id = format!("{stamp}-{micros:06}{n:04}-{tag:04x}");
             let dir = self.run_dir(&id);
             match std::fs::create_dir(&dir) {
                 Ok(()) => {

@@ -294,7 +294,8 @@ async fn cancel_stops_everything_cleanly() {
     let c2 = cancel.clone();
     let pf = pidfile.clone();
     tokio::spawn(async move {
-        while !pf.exists() {
+        // The file exists before `echo $!` has written the pid into it.
+        while std::fs::read_to_string(&pf).map_or(true, |s| s.trim().is_empty()) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         c2.cancel();

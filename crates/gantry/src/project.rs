@@ -87,9 +87,9 @@ pub fn load_with(args: &PlanArgs, settings: &LoadSettings) -> Result<LoadedProje
     let context = Context::new(&facts, &args.source, &args.vars);
     let gitlab = GitlabInstance::from_env(settings.gitlab_url.as_deref());
     let files: Box<dyn FileSource> = match &args.at_commit {
-        Some(sha) => Box::new(
-            CommitTree::new(located.project_dir.clone(), sha.clone()).with_gitlab(gitlab),
-        ),
+        Some(sha) => {
+            Box::new(CommitTree::new(located.project_dir.clone(), sha.clone()).with_gitlab(gitlab))
+        }
         None => Box::new(WorkingTree::new(located.project_dir.clone()).with_gitlab(gitlab)),
     };
     let opts = LoadOptions {

@@ -319,4 +319,186 @@ fn wide_names_align_timestamps_and_artifacts_to_worktree() {
     );
 }
 
+/// Issue 8, defect 4: the deploy history went into the job's throwaway
+/// build folder, so `examples/seed002-local`'s rollback found no
+/// deployment. Now jobs get GANTRY_STATE_DIR (the repository's .gantry/).
+/// Needs Podman (skips with a reason unless GANTRY_REQUIRE_PODMAN is set).
+#[test]
+fn seed002_local_rolls_back_under_gantry_run() {
+    let ping = Command::new("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "2",
+            "--unix-socket",
+            "/run/podman/podman.sock",
+            "http://d/_ping",
+        ])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let has_docker_cli = Command::new("docker").arg("--version").output().is_ok();
+    if !ping || !has_docker_cli {
+        let why = "no Podman API socket at /run/podman/podman.sock or no docker CLI";
+        assert!(
+            std::env::var("GANTRY_REQUIRE_PODMAN").is_err(),
+            "GANTRY_REQUIRE_PODMAN is set but: {why}"
+        );
+        eprintln!("SKIPPED seed002_local_rolls_back_under_gantry_run: {why}");
+        return;
+    }
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), &target).unwrap();
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("seed002");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed002-local");
+    copy_dir(&example, &dir);
+    git(&dir, &["init", "-q", "-b", "main"]);
+    git(&dir, &["add", "-A"]);
+    git(
+        &dir,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "seed",
+        ],
+    );
+    // Our own name and port: other tests may run the example at the same time.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = format!("gantry-reg-seed002-{}", std::process::id());
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_gantry"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "-j", "1", "-v"];
+        let name = format!("APP_NAME={app}");
+        let port = format!("APP_PORT={port}");
+        args.push(&name);
+        args.push("-v");
+        args.push(&port);
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(&args)
+            .current_dir(&dir)
+            .env("NO_COLOR", "1")
+            .env("PATH", &path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let good = run(&[]);
+    let broken = run(&["-v", "BREAK_KEEPALIVE=1"]);
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &app])
+        .env("DOCKER_HOST", "unix:///run/podman/podman.sock")
+        .output();
+    assert_eq!(good.status.code(), Some(0), "{}", stdout(&good));
+    let text = stdout(&broken);
+    assert_eq!(broken.status.code(), Some(1), "{text}");
+    assert!(text.contains("is back on revision 1"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rollback") && l.contains("success")),
+        "{text}"
+    );
+    assert!(dir.join(".gantry/deployments.json").is_file());
+}
+
+/// Issue 8, defect 3: two `gantry run`s at once, in one repository and in
+/// two repositories with the same folder name: both succeed, each with its
+/// own files. (The container half is the docker executor's test.)
+#[test]
+fn concurrent_runs_in_one_and_in_same_named_repositories_succeed() {
+    let ci = "stages: [a, b]\nslow:\n  stage: a\n  script: [\"sleep 1\", \"cat mine.txt\"]\nafter:\n  stage: b\n  script: [\"cat mine.txt\"]\n";
+    let parent_a = tempfile::tempdir().unwrap();
+    let parent_b = tempfile::tempdir().unwrap();
+    let mut repos = Vec::new();
+    for (parent, tag) in [(&parent_a, "first"), (&parent_b, "second")] {
+        let dir = parent.path().join("project");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".gitlab-ci.yml"), ci).unwrap();
+        std::fs::write(dir.join("mine.txt"), format!("{tag}\n")).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["add", "-A"]);
+        git(
+            &dir,
+            &[
+                "-c",
+                "user.name=T",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "-qm",
+                "x",
+            ],
+        );
+        repos.push((dir, tag));
+    }
+    let spawn = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["run", "--json"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Two runs in the first repository, one in the second, all at once.
+    let children = vec![
+        (spawn(&repos[0].0), repos[0].1),
+        (spawn(&repos[0].0), repos[0].1),
+        (spawn(&repos[1].0), repos[1].1),
+    ];
+    for (child, tag) in children {
+        let out = child.wait_with_output().unwrap();
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"event\":\"log\"") && l.contains("\"line\":\""))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("\"line\":\"{tag}\""))),
+            "{text}"
+        );
+        let other = if tag == "first" { "second" } else { "first" };
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains(&format!("\"line\":\"{other}\""))),
+            "{text}"
+        );
+    }
+    let runs = std::fs::read_dir(repos[0].0.join(".gantry/runs"))
+        .unwrap()
+        .count();
+    assert_eq!(runs, 2);
+}
+
 // ---- end engine ----
