@@ -212,7 +212,9 @@ pub async fn deploy_stack(
     .await?;
     let result = deploy_stack_leased(client, opts, history, log, &key).await;
     if let Err(e) = history.release_lease(&key, &holder.id).await {
-        log.line(format!("warning: could not release the lease on {key}: {e}"));
+        log.line(format!(
+            "warning: could not release the lease on {key}: {e}"
+        ));
     }
     result
 }
@@ -319,8 +321,8 @@ async fn deploy_stack_leased(
         }
     } else if opts.preview {
         log.line(format!("stack {stack} does not exist: it will be created"));
-        if let Err(e) = preview_create(client, stack, &template, &parameters, &capabilities, log)
-            .await
+        if let Err(e) =
+            preview_create(client, stack, &template, &parameters, &capabilities, log).await
         {
             log.line(format!("warning: no change-set preview: {e}"));
         }
@@ -388,7 +390,9 @@ async fn deploy_stack_leased(
                     .await?
                     .unwrap_or_else(|| Stack::builder().build());
                 let outcome = finish(&s, false, false, opts, log)?;
-                record.details.insert("stack_id".into(), outcome.stack_id.clone());
+                record
+                    .details
+                    .insert("stack_id".into(), outcome.stack_id.clone());
                 record.finish(DeployResult::Succeeded, Some("no changes".into()));
                 history.save(&record).await?;
                 return Ok(outcome);
@@ -462,7 +466,9 @@ pub async fn rollback_stack(
 ) -> Result<String, DeployError> {
     let stack = &opts.stack;
     let existing = describe_stack(client, stack).await?.ok_or_else(|| {
-        DeployError::Usage(format!("stack {stack} does not exist: nothing to roll back"))
+        DeployError::Usage(format!(
+            "stack {stack} does not exist: nothing to roll back"
+        ))
     })?;
     let key = key_for(client, opts, Some(&existing));
     let holder = crate::history::acquire_lease_waiting(
@@ -475,7 +481,9 @@ pub async fn rollback_stack(
     .await?;
     let result = rollback_stack_leased(client, opts, history, log, &key).await;
     if let Err(e) = history.release_lease(&key, &holder.id).await {
-        log.line(format!("warning: could not release the lease on {key}: {e}"));
+        log.line(format!(
+            "warning: could not release the lease on {key}: {e}"
+        ));
     }
     result
 }
@@ -546,7 +554,10 @@ async fn rollback_stack_leased(
         .await;
     let stack_id = match sent {
         Ok(r) => r.stack_id().unwrap_or(stack).to_string(),
-        Err(e) if e.message().is_some_and(|m| m.contains("No updates are to be performed")) => {
+        Err(e)
+            if e.message()
+                .is_some_and(|m| m.contains("No updates are to be performed")) =>
+        {
             stack.clone()
         }
         Err(e) => {
@@ -556,7 +567,16 @@ async fn rollback_stack_leased(
             return Err(err);
         }
     };
-    match wait_for_stack(client, &stack_id, since, opts.timeout, opts.poll_interval, log).await {
+    match wait_for_stack(
+        client,
+        &stack_id,
+        since,
+        opts.timeout,
+        opts.poll_interval,
+        log,
+    )
+    .await
+    {
         Ok(s) => {
             record.finish(DeployResult::Succeeded, None);
             let mut warn = String::new();
@@ -769,9 +789,15 @@ async fn preview_create(
             .send()
             .await
             .map_err(|e| DeployError::aws("DescribeChangeSet", e))?;
-        let status = d.status().map(|s| s.as_str().to_string()).unwrap_or_default();
+        let status = d
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
         if status == "CREATE_COMPLETE" {
-            log.line(format!("change set preview ({} change(s)):", d.changes().len()));
+            log.line(format!(
+                "change set preview ({} change(s)):",
+                d.changes().len()
+            ));
             for c in d.changes() {
                 if let Some(rc) = c.resource_change() {
                     log.line(format!(
@@ -791,7 +817,9 @@ async fn preview_create(
             )));
         }
         if Instant::now() >= deadline {
-            break Err(DeployError::Aws("change set was not ready within 120s".into()));
+            break Err(DeployError::Aws(
+                "change set was not ready within 120s".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };

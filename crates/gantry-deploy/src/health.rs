@@ -174,9 +174,20 @@ mod url_tests {
     fn urls_are_checked() {
         assert!(validate_url("http://127.0.0.1:8080/keepalive", "--health-url").is_ok());
         assert!(validate_url("https://example.com", "--health-url").is_ok());
-        for bad in ["", "localhost:80", "ftp://x/", "http://", "http://h:99999/", "http://h:x/", "http://a b/"] {
+        for bad in [
+            "",
+            "localhost:80",
+            "ftp://x/",
+            "http://",
+            "http://h:99999/",
+            "http://h:x/",
+            "http://a b/",
+        ] {
             assert!(validate_url(bad, "--health-url").is_err(), "{bad}");
         }
-        assert_eq!(url_host("https://user:tok@hooks.example/T/B?x=1"), "https://hooks.example");
+        assert_eq!(
+            url_host("https://user:tok@hooks.example/T/B?x=1"),
+            "https://hooks.example"
+        );
     }
 }

@@ -923,13 +923,26 @@ mod tests {
         assert_eq!(all.len(), 3);
         assert_eq!(store.list(Some("web")).await.expect("list").len(), 2);
         assert_eq!(store.list(Some("ecs:1")).await.expect("list").len(), 3);
-        assert_eq!(store.list(Some("ecs:1:eu-west-1:c/w")).await.expect("l").len(), 0);
+        assert_eq!(
+            store
+                .list(Some("ecs:1:eu-west-1:c/w"))
+                .await
+                .expect("l")
+                .len(),
+            0
+        );
         let kg = store.last_known_good(WEB, Some("web:2")).await.expect("kg");
         assert_eq!(kg.map(|r| r.revision), Some("web:1".to_string()));
         withdraw_known_good(&store, WEB, "web:1", "rolled back by hand")
             .await
             .expect("withdraw");
-        assert!(store.last_known_good(WEB, None).await.expect("kg").is_none());
+        assert!(
+            store
+                .last_known_good(WEB, None)
+                .await
+                .expect("kg")
+                .is_none()
+        );
         let table = format_table(&all);
         assert!(table.contains("rolled_back"), "{table}");
     }
@@ -1000,7 +1013,10 @@ mod tests {
         for t in tasks {
             t.await.expect("join");
         }
-        let n = FileHistoryStore::at(dir.path()).records(WEB).await.expect("list");
+        let n = FileHistoryStore::at(dir.path())
+            .records(WEB)
+            .await
+            .expect("list");
         assert_eq!(n.len(), 40);
     }
 
@@ -1010,6 +1026,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("targets")).expect("mkdir");
         std::fs::write(dir.path().join("targets").join(object_key(WEB)), "{nope").expect("w");
         let store = FileHistoryStore::at(dir.path());
-        assert!(matches!(store.list(None).await, Err(DeployError::History(_))));
+        assert!(matches!(
+            store.list(None).await,
+            Err(DeployError::History(_))
+        ));
     }
 }

@@ -20,10 +20,10 @@ pub mod error;
 pub mod health;
 pub mod history;
 pub mod interrupt;
-pub mod notify;
 pub mod local;
 pub mod log;
 pub mod machine;
+pub mod notify;
 pub mod s3_history;
 
 pub use error::DeployError;

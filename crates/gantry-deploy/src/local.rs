@@ -153,7 +153,6 @@ fn parse_port(spec: &str) -> Result<PortSpec, DeployError> {
     })
 }
 
-
 /// A container of this deploy name.
 #[derive(Debug, Clone)]
 struct Revision {
@@ -662,7 +661,8 @@ impl Target for LocalTarget<'_, '_> {
         details.insert("image".into(), self.opts.spec.image.clone());
         details.insert(
             "spec".into(),
-            serde_json::to_string(&self.opts.spec).map_err(|e| DeployError::Usage(e.to_string()))?,
+            serde_json::to_string(&self.opts.spec)
+                .map_err(|e| DeployError::Usage(e.to_string()))?,
         );
         self.d.log.line(format!(
             "deploying {} as revision {}",
@@ -772,11 +772,15 @@ impl Target for LocalTarget<'_, '_> {
         if let Some(cur) = all.iter().find(|r| r.name == name) {
             if cur.revision == wanted {
                 if !cur.running {
-                    self.d.docker.start_container(&cur.id, None).await.map_err(|e| {
-                        DeployError::engine(&format!("starting r{wanted}"), e)
-                    })?;
+                    self.d
+                        .docker
+                        .start_container(&cur.id, None)
+                        .await
+                        .map_err(|e| DeployError::engine(&format!("starting r{wanted}"), e))?;
                 }
-                let why = self.health(&cur.id, self.opts.health_url.as_deref()).await?;
+                let why = self
+                    .health(&cur.id, self.opts.health_url.as_deref())
+                    .await?;
                 return Ok(RolledBack {
                     revision: plan.revision.clone(),
                     awaited: true,
@@ -816,7 +820,9 @@ impl Target for LocalTarget<'_, '_> {
                             "revision r{wanted} of {name} is neither kept as a container nor recorded with its container spec"
                         ))
                     })?;
-                self.d.log.line(format!("recreating r{wanted} from its recorded spec"));
+                self.d
+                    .log
+                    .line(format!("recreating r{wanted} from its recorded spec"));
                 self.d.create(&name, &name, wanted, &spec, false).await?
             }
         };

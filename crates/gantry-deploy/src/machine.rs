@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::history::{
-    DeployResult, DeploymentRecord, HistoryStore, RecordKind, acquire_lease_waiting, short_revision,
-    withdraw_known_good,
+    DeployResult, DeploymentRecord, HistoryStore, RecordKind, acquire_lease_waiting,
+    short_revision, withdraw_known_good,
 };
 use crate::notify::{Event, EventKind};
 use crate::{DeployError, Log};
@@ -312,10 +312,12 @@ async fn deploy_leased<T: Target>(
     log: &Log,
     key: &str,
 ) -> Report {
-    let not_started = |reason: String| Report::new(Outcome::NotStarted {
-        reason,
-        locked: false,
-    });
+    let not_started = |reason: String| {
+        Report::new(Outcome::NotStarted {
+            reason,
+            locked: false,
+        })
+    };
     if let Err(e) = target.prepare(store).await {
         return not_started(e.to_string());
     }
@@ -343,14 +345,11 @@ async fn deploy_leased<T: Target>(
             record: Some(k),
             why: "last known-good revision",
         }),
-        None => live
-            .clone()
-            .filter(|l| *l != rev.id)
-            .map(|l| RollbackPlan {
-                revision: l,
-                record: None,
-                why: "revision that ran before",
-            }),
+        None => live.clone().filter(|l| *l != rev.id).map(|l| RollbackPlan {
+            revision: l,
+            record: None,
+            why: "revision that ran before",
+        }),
     };
     let mut record = DeploymentRecord::start(key, RecordKind::Deploy, &rev.id, live.as_deref());
     record.details = rev.details.clone();
@@ -432,13 +431,38 @@ async fn deploy_leased<T: Target>(
             r
         }
         Phase::Failed(f) => {
-            fail(target, store, opts, log, key, &rev, &mut record, plan, f, None, &mut warnings).await
+            fail(
+                target,
+                store,
+                opts,
+                log,
+                key,
+                &rev,
+                &mut record,
+                plan,
+                f,
+                None,
+                &mut warnings,
+            )
+            .await
         }
         Phase::Interrupted(sig) => {
             log.line(format!("{sig} received: stopping the deploy"));
             let f = Failure::changed(format!("interrupted by {sig}"));
-            fail(target, store, opts, log, key, &rev, &mut record, plan, f, Some(sig), &mut warnings)
-                .await
+            fail(
+                target,
+                store,
+                opts,
+                log,
+                key,
+                &rev,
+                &mut record,
+                plan,
+                f,
+                Some(sig),
+                &mut warnings,
+            )
+            .await
         }
     };
     report.record_id = Some(record.id.clone());
@@ -469,7 +493,10 @@ async fn fail<T: Target>(
         }
     };
     let reason = failure.reason.clone();
-    log.line(format!("deploy of {} failed: {reason}", short_revision(&rev.id)));
+    log.line(format!(
+        "deploy of {} failed: {reason}",
+        short_revision(&rev.id)
+    ));
     let before = record.previous_revision.clone();
     let next_rollback = with_history(target.rollback_command(), store);
 
@@ -478,7 +505,10 @@ async fn fail<T: Target>(
         target.abandon(rev).await;
         let msg = format!(
             "{reason}; it never took traffic, {} keeps serving",
-            before.as_deref().map(short_revision).unwrap_or("nothing".into())
+            before
+                .as_deref()
+                .map(short_revision)
+                .unwrap_or("nothing".into())
         );
         let outcome = match &before {
             Some(b) => {
@@ -599,7 +629,10 @@ async fn fail<T: Target>(
             r.next = Some("fix the revision and deploy again".into());
         }
         _ => {
-            r.live_now = Some(format!("unknown (was rolling back to {})", short_revision(&plan.revision)));
+            r.live_now = Some(format!(
+                "unknown (was rolling back to {})",
+                short_revision(&plan.revision)
+            ));
             r.next = Some(next_rollback);
         }
     }
@@ -639,7 +672,8 @@ async fn notify_failure(
         _ => Event::new(EventKind::Failed, key, &rev.id),
     };
     if let Some(to) = &ev.rolled_back_to {
-        ev.text.push_str(&format!(", back on {}", short_revision(to)));
+        ev.text
+            .push_str(&format!(", back on {}", short_revision(to)));
     }
     crate::notify::send(&opts.notify, &ev, log).await;
 }
@@ -724,7 +758,9 @@ pub async fn rollback<T: Target>(
     };
     let report = rollback_leased(target, store, to, log, &key).await;
     if let Err(e) = store.release_lease(&key, &holder.id).await {
-        log.line(format!("warning: could not release the lease on {key}: {e}"));
+        log.line(format!(
+            "warning: could not release the lease on {key}: {e}"
+        ));
     }
     report
 }
@@ -736,10 +772,12 @@ async fn rollback_leased<T: Target>(
     log: &Log,
     key: &str,
 ) -> Report {
-    let not_started = |reason: String| Report::new(Outcome::NotStarted {
-        reason,
-        locked: false,
-    });
+    let not_started = |reason: String| {
+        Report::new(Outcome::NotStarted {
+            reason,
+            locked: false,
+        })
+    };
     if let Err(e) = target.prepare(store).await {
         return not_started(e.to_string());
     }
@@ -823,13 +861,24 @@ async fn rollback_leased<T: Target>(
     }
     log.line(format!(
         "rolling back {key}: {} -> {} ({})",
-        live.as_deref().map(short_revision).unwrap_or("nothing".into()),
+        live.as_deref()
+            .map(short_revision)
+            .unwrap_or("nothing".into()),
         short_revision(&plan.revision),
         plan.why
     ));
     let mut warnings = Vec::new();
     // Not raced against signals: a rollback is the safe way out, so it runs to its end.
-    let result = run_rollback(target, store, key, &plan, bad.as_deref(), log, &mut warnings).await;
+    let result = run_rollback(
+        target,
+        store,
+        key,
+        &plan,
+        bad.as_deref(),
+        log,
+        &mut warnings,
+    )
+    .await;
     let mut report = match result {
         Ok(back) => {
             // Only now, with the good revision live, is the bad one's record withdrawn.
@@ -872,7 +921,9 @@ async fn rollback_leased<T: Target>(
             });
             r.live_now = Some(format!(
                 "unknown (was {})",
-                live.as_deref().map(short_revision).unwrap_or("nothing".into())
+                live.as_deref()
+                    .map(short_revision)
+                    .unwrap_or("nothing".into())
             ));
             r.next = Some(with_history(target.rollback_command(), store));
             r

@@ -99,11 +99,19 @@ impl CasBackend for S3Backend {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
                 if e.code() == Some("NoSuchBucket") {
-                    return Err(s3_error(&format!("GetObject s3://{}/{full}", self.bucket), e));
+                    return Err(s3_error(
+                        &format!("GetObject s3://{}/{full}", self.bucket),
+                        e,
+                    ));
                 }
                 return Ok(None);
             }
-            Err(e) => return Err(s3_error(&format!("GetObject s3://{}/{full}", self.bucket), e)),
+            Err(e) => {
+                return Err(s3_error(
+                    &format!("GetObject s3://{}/{full}", self.bucket),
+                    e,
+                ));
+            }
         };
         let etag = obj.e_tag().unwrap_or_default().to_string();
         let body = obj
@@ -146,7 +154,10 @@ impl CasBackend for S3Backend {
                 {
                     Ok(PutResult::Conflict)
                 } else {
-                    Err(s3_error(&format!("PutObject s3://{}/{full}", self.bucket), e))
+                    Err(s3_error(
+                        &format!("PutObject s3://{}/{full}", self.bucket),
+                        e,
+                    ))
                 }
             }
         }
@@ -169,7 +180,9 @@ impl CasBackend for S3Backend {
                 .set_continuation_token(token.clone())
                 .send()
                 .await
-                .map_err(|e| s3_error(&format!("ListObjectsV2 s3://{}/{prefix}", self.bucket), e))?;
+                .map_err(|e| {
+                    s3_error(&format!("ListObjectsV2 s3://{}/{prefix}", self.bucket), e)
+                })?;
             for o in resp.contents() {
                 if let Some(k) = o.key().and_then(|k| k.strip_prefix(&prefix))
                     && k.ends_with(".json")

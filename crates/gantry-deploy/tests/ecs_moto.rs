@@ -264,7 +264,10 @@ async fn several_services_in_one_run() {
             o.revision.clone().expect("rev")
         );
     }
-    assert_eq!(history.list(Some("ecs:c1")).await.expect("history").len(), 2);
+    assert_eq!(
+        history.list(Some("ecs:c1")).await.expect("history").len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -499,7 +502,9 @@ async fn manual_rollback_to_a_revision() {
     assert_eq!(service_task_definition(&client, "web").await, web1);
     // Without --to and without a known-good record, the history's previous revision is used.
     assert!(deployer.deploy(&opts).await[0].ok);
-    let report = deployer.rollback(&rollback_no_wait("web"), "web", None).await;
+    let report = deployer
+        .rollback(&rollback_no_wait("web"), "web", None)
+        .await;
     assert!(report.ok(), "{}", report.message());
     assert_eq!(report.live_now.as_deref(), Some(web1.as_str()));
     assert_eq!(service_task_definition(&client, "web").await, web1);
@@ -508,7 +513,11 @@ async fn manual_rollback_to_a_revision() {
         .rollback(&rollback_no_wait("web"), "web", Some("web:1"))
         .await;
     assert!(!again.ok() && !again.changed_anything());
-    assert!(again.message().contains("already runs web:1"), "{}", again.message());
+    assert!(
+        again.message().contains("already runs web:1"),
+        "{}",
+        again.message()
+    );
 }
 
 #[tokio::test]

@@ -13,8 +13,7 @@ use aws_sdk_ecs::types::ContainerDefinition;
 use gantry_deploy::ecs::rollout::{ScriptedObserver, script};
 use gantry_deploy::ecs::{EcsDeployOptions, EcsDeployer};
 use gantry_deploy::history::{
-    self, DeploymentRecord, HistoryStore, LeaseAttempt, LeaseHolder, MemoryHistoryStore,
-    RecordKind,
+    self, DeploymentRecord, HistoryStore, LeaseAttempt, LeaseHolder, MemoryHistoryStore, RecordKind,
 };
 use gantry_deploy::machine::Outcome;
 use gantry_deploy::{DeployError, DeployResult, Log, aws};
@@ -149,7 +148,11 @@ async fn history_keys_name_account_and_region_so_another_regions_revision_is_nev
         "{}",
         out[0].message
     );
-    assert!(out[0].message.contains("revision that ran before"), "{}", out[0].message);
+    assert!(
+        out[0].message.contains("revision that ran before"),
+        "{}",
+        out[0].message
+    );
     let targets: std::collections::BTreeSet<String> = history
         .list(None)
         .await
@@ -181,7 +184,10 @@ async fn inactive_known_good_revision_is_reregistered_and_rolled_to() {
         .then(|c| script::primary(c, "FAILED"))
         .then(|c| script::primary(c, "COMPLETED"));
     let d = EcsDeployer::new(client.clone(), observer, &history, Log::silent());
-    let web2 = d.deploy(&opts("v2")).await[0].revision.clone().expect("web:2");
+    let web2 = d.deploy(&opts("v2")).await[0]
+        .revision
+        .clone()
+        .expect("web:2");
     client
         .deregister_task_definition()
         .task_definition(&web2)
@@ -192,7 +198,11 @@ async fn inactive_known_good_revision_is_reregistered_and_rolled_to() {
     assert!(!out[0].ok);
     let to = out[0].rolled_back_to.clone().expect("rolled back");
     assert!(to.ends_with("web:4"), "re-registered as web:4, got {to}");
-    assert!(out[0].message.contains("web:2 was INACTIVE"), "{}", out[0].message);
+    assert!(
+        out[0].message.contains("web:2 was INACTIVE"),
+        "{}",
+        out[0].message
+    );
     assert_eq!(service_state(&client).await.0, to);
     let images = client
         .describe_task_definition()
@@ -201,7 +211,11 @@ async fn inactive_known_good_revision_is_reregistered_and_rolled_to() {
         .await
         .expect("web:4");
     assert_eq!(
-        images.task_definition().expect("td").container_definitions()[0].image(),
+        images
+            .task_definition()
+            .expect("td")
+            .container_definitions()[0]
+            .image(),
         Some("registry.local/app:v2")
     );
 }
@@ -252,11 +266,7 @@ impl HistoryStore for FailingWrites {
     async fn list(&self, f: Option<&str>) -> Result<Vec<DeploymentRecord>, DeployError> {
         self.inner.list(f).await
     }
-    async fn acquire_lease(
-        &self,
-        t: &str,
-        h: &LeaseHolder,
-    ) -> Result<LeaseAttempt, DeployError> {
+    async fn acquire_lease(&self, t: &str, h: &LeaseHolder) -> Result<LeaseAttempt, DeployError> {
         self.inner.acquire_lease(t, h).await
     }
     async fn release_lease(&self, t: &str, id: &str) -> Result<(), DeployError> {
@@ -329,7 +339,10 @@ async fn manual_rollback_withdraws_known_good_from_every_record_of_the_bad_revis
         .then(|c| script::primary(c, "IN_PROGRESS"))
         .then(|c| script::primary(c, "COMPLETED"));
     let d = EcsDeployer::new(client.clone(), observer, &history, Log::silent());
-    let web2 = d.deploy(&opts("v2")).await[0].revision.clone().expect("web:2");
+    let web2 = d.deploy(&opts("v2")).await[0]
+        .revision
+        .clone()
+        .expect("web:2");
     let mut again = opts("v2");
     again.task = Some(web2.clone());
     again.changes = Default::default();
@@ -360,9 +373,16 @@ async fn manual_rollback_withdraws_known_good_from_every_record_of_the_bad_revis
     let ok = d.rollback(&rb, "web", Some("1")).await;
     assert!(ok.ok(), "{}", ok.message());
     let records = history.records(key).await.expect("r");
-    assert_eq!(good_web2(&records), 0, "withdrawn from every record of web:2");
+    assert_eq!(
+        good_web2(&records),
+        0,
+        "withdrawn from every record of web:2"
+    );
     let last = records.last().expect("rollback record");
-    assert_eq!((last.kind, last.result), (RecordKind::Rollback, DeployResult::Succeeded));
+    assert_eq!(
+        (last.kind, last.result),
+        (RecordKind::Rollback, DeployResult::Succeeded)
+    );
     assert!(last.known_good, "the awaited rollback is known good");
 }
 
@@ -377,7 +397,8 @@ async fn s3_history_concurrent_writers_lose_no_record() {
         let store = s3_store(&moto, "history").await;
         tasks.push(tokio::spawn(async move {
             for i in 0..8 {
-                let r = DeploymentRecord::start(target, RecordKind::Deploy, &format!("{w}.{i}"), None);
+                let r =
+                    DeploymentRecord::start(target, RecordKind::Deploy, &format!("{w}.{i}"), None);
                 store.save(&r).await.expect("save");
             }
         }));
@@ -411,11 +432,18 @@ async fn a_second_deploy_of_one_service_fails_naming_the_holder_or_waits_for_the
     let d = EcsDeployer::new(client.clone(), observer, store.as_ref(), Log::silent());
     let out = d.deploy(&opts("v2")).await;
     assert!(
-        matches!(out[0].report.outcome, Outcome::NotStarted { locked: true, .. }),
+        matches!(
+            out[0].report.outcome,
+            Outcome::NotStarted { locked: true, .. }
+        ),
         "{}",
         out[0].message
     );
-    assert!(out[0].message.contains("pipeline 4711 job 42"), "{}", out[0].message);
+    assert!(
+        out[0].message.contains("pipeline 4711 job 42"),
+        "{}",
+        out[0].message
+    );
     assert!(service_state(&client).await.0.ends_with("web:1"));
     // With --wait-lock it waits until the holder releases, then deploys.
     let release = {

@@ -560,13 +560,18 @@ impl<O: RolloutObserver> Target for EcsTarget<'_, O> {
         self.started_at = now_secs();
         let updated = update.send().await.map_err(|e| {
             Failure::unchanged(
-                DeployError::aws(&format!("UpdateService {}/{}", self.cluster(), self.service), e)
-                    .to_string(),
+                DeployError::aws(
+                    &format!("UpdateService {}/{}", self.cluster(), self.service),
+                    e,
+                )
+                .to_string(),
             )
         })?;
         let updated = updated.service().cloned();
         self.new_deployment = updated.as_ref().and_then(primary_deployment).map(|p| p.0);
-        if self.new_deployment.is_some() && self.new_deployment == self.previous_deployment && !force
+        if self.new_deployment.is_some()
+            && self.new_deployment == self.previous_deployment
+            && !force
         {
             self.log
                 .line("note: the PRIMARY deployment id did not change after UpdateService");
@@ -591,8 +596,14 @@ impl<O: RolloutObserver> Target for EcsTarget<'_, O> {
             ignore_warnings: self.opts.ignore_warnings,
         };
         let timeout = self.opts.timeout.unwrap_or(Duration::ZERO);
-        match rollout::wait_for_rollout(self.observer, &ctx, timeout, self.opts.poll_interval, &self.log)
-            .await
+        match rollout::wait_for_rollout(
+            self.observer,
+            &ctx,
+            timeout,
+            self.opts.poll_interval,
+            &self.log,
+        )
+        .await
         {
             Ok(why) => Ok(why),
             Err(f) => {
@@ -643,7 +654,11 @@ impl<O: RolloutObserver> Target for EcsTarget<'_, O> {
                 }
                 let resp = req.send().await.map_err(|e| {
                     DeployError::aws(
-                        &format!("UpdateService {}/{} (rollback)", self.cluster(), self.service),
+                        &format!(
+                            "UpdateService {}/{} (rollback)",
+                            self.cluster(),
+                            self.service
+                        ),
                         e,
                     )
                 })?;
@@ -793,25 +808,30 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         service: &str,
         to: Option<&str>,
     ) -> machine::Report {
-        let mut target =
-            match EcsTarget::new(&self.client, &self.observer, opts, service, self.log.clone())
-                .await
-            {
-                Ok(t) => t,
-                Err(e) => {
-                    return machine::Report {
-                        outcome: Outcome::NotStarted {
-                            reason: e.to_string(),
-                            locked: false,
-                        },
-                        live_now: None,
-                        next: None,
-                        history_warnings: Vec::new(),
-                        record_id: None,
-                        notes: Vec::new(),
-                    };
-                }
-            };
+        let mut target = match EcsTarget::new(
+            &self.client,
+            &self.observer,
+            opts,
+            service,
+            self.log.clone(),
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                return machine::Report {
+                    outcome: Outcome::NotStarted {
+                        reason: e.to_string(),
+                        locked: false,
+                    },
+                    live_now: None,
+                    next: None,
+                    history_warnings: Vec::new(),
+                    record_id: None,
+                    notes: Vec::new(),
+                };
+            }
+        };
         machine::rollback(&mut target, self.history, to, &opts.machine, &self.log).await
     }
 }
