@@ -14,6 +14,7 @@ bash scripts/setup-registry.sh
 bash scripts/setup-moto.sh
 bash scripts/setup-postgres.sh
 bash scripts/setup-pyclients.sh
+bash scripts/setup-chromium.sh
 # A `docker` client for the example pipeline's `docker build`: Podman's own
 # when no Docker client is installed.
 command -v docker >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman-docker >/dev/null
@@ -22,6 +23,7 @@ command -v docker >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get inst
 # machine; here they are installed, so a skip would hide a failure.
 export GANTRY_REQUIRE_PODMAN=1 GANTRY_REQUIRE_MOTO=1
 export GANTRY_REQUIRE_POSTGRES=1 GANTRY_REQUIRE_PYCLIENTS=1
+export GANTRY_REQUIRE_CHROMIUM=1
 export DOCKER_HOST="${DOCKER_HOST:-unix:///run/podman/podman.sock}"
 
 step "format"

@@ -18,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod crypto;
+pub mod dashboard;
 pub mod db;
 pub mod engine_bridge;
 pub mod error;
@@ -31,6 +32,7 @@ pub mod repos;
 pub mod runner;
 pub mod schedules;
 pub mod store;
+pub mod store_dashboard;
 
 pub use app::{Running, ServeConfig, start};
 
