@@ -78,8 +78,7 @@ pub struct JobSummary {
     pub status: String,
 }
 
-const PIPELINE_COLUMNS: &str =
-    "p.id, p.project_id, p.ref, p.sha, p.source, p.status, p.user_id, p.created_at, p.started_at, p.finished_at";
+const PIPELINE_COLUMNS: &str = "p.id, p.project_id, p.ref, p.sha, p.source, p.status, p.user_id, p.created_at, p.started_at, p.finished_at";
 
 /// The dashboard's view of the store.
 pub struct DashboardStore<'a>(pub &'a Store);
@@ -102,7 +101,8 @@ impl DashboardStore<'_> {
         for statement in SCHEMA.replace("{ID}", id).split(';') {
             if !statement.trim().is_empty() {
                 // The schema text is a constant of this file.
-                tx.execute(sqlx::AssertSqlSafe(statement.to_string())).await?;
+                tx.execute(sqlx::AssertSqlSafe(statement.to_string()))
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -112,26 +112,31 @@ impl DashboardStore<'_> {
     // ---- users ----
 
     /// A user and their password hash (`None`: no password set).
-    pub async fn user_with_password(&self, username: &str) -> Result<Option<(User, Option<String>)>, StoreError> {
+    pub async fn user_with_password(
+        &self,
+        username: &str,
+    ) -> Result<Option<(User, Option<String>)>, StoreError> {
         let row: Option<(i64, String, String, String, String, i64, Option<String>)> = sqlx::query_as(
             "SELECT id, username, name, email, role, created_at, password_hash FROM users WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(&self.0.db.pool)
         .await?;
-        Ok(row.map(|(id, username, name, email, role, created_at, hash)| {
-            (
-                User {
-                    id,
-                    username,
-                    name,
-                    email,
-                    role,
-                    created_at,
-                },
-                hash,
-            )
-        }))
+        Ok(
+            row.map(|(id, username, name, email, role, created_at, hash)| {
+                (
+                    User {
+                        id,
+                        username,
+                        name,
+                        email,
+                        role,
+                        created_at,
+                    },
+                    hash,
+                )
+            }),
+        )
     }
 
     pub async fn set_password_hash(&self, user_id: i64, hash: &str) -> Result<(), StoreError> {
@@ -145,9 +150,11 @@ impl DashboardStore<'_> {
     }
 
     pub async fn users(&self) -> Result<Vec<User>, StoreError> {
-        Ok(sqlx::query_as("SELECT id, username, name, email, role, created_at FROM users ORDER BY id")
-            .fetch_all(&self.0.db.pool)
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT id, username, name, email, role, created_at FROM users ORDER BY id",
+        )
+        .fetch_all(&self.0.db.pool)
+        .await?)
     }
 
     // ---- sessions ----
@@ -184,17 +191,19 @@ impl DashboardStore<'_> {
         .bind(now_ms())
         .fetch_optional(&self.0.db.pool)
         .await?;
-        Ok(row.map(|(id, username, name, email, role, created_at, csrf)| SessionRow {
-            user: User {
-                id,
-                username,
-                name,
-                email,
-                role,
-                created_at,
+        Ok(row.map(
+            |(id, username, name, email, role, created_at, csrf)| SessionRow {
+                user: User {
+                    id,
+                    username,
+                    name,
+                    email,
+                    role,
+                    created_at,
+                },
+                csrf,
             },
-            csrf,
-        }))
+        ))
     }
 
     pub async fn delete_session(&self, token: &str) -> Result<(), StoreError> {
@@ -208,7 +217,12 @@ impl DashboardStore<'_> {
 
     // ---- approvals ----
 
-    pub async fn record_approval(&self, job: &Job, user: &User, environment: &str) -> Result<(), StoreError> {
+    pub async fn record_approval(
+        &self,
+        job: &Job,
+        user: &User,
+        environment: &str,
+    ) -> Result<(), StoreError> {
         let _w = self.0.db.write_lock().await;
         sqlx::query(
             "INSERT INTO dashboard_approvals (job_id, user_id, username, environment, at) VALUES ($1, $2, $3, $4, $5)",
@@ -239,7 +253,11 @@ impl DashboardStore<'_> {
     // ---- overview ----
 
     /// The newest pipeline of every project and ref, filtered.
-    pub async fn latest_per_ref(&self, f: &OverviewFilter, limit: i64) -> Result<Vec<PipelineSummary>, StoreError> {
+    pub async fn latest_per_ref(
+        &self,
+        f: &OverviewFilter,
+        limit: i64,
+    ) -> Result<Vec<PipelineSummary>, StoreError> {
         // The GROUP BY walks the (project_id, ref, id) index; the outer
         // query fetches only the winners by primary key.
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -259,7 +277,11 @@ impl DashboardStore<'_> {
     }
 
     /// The newest pipelines of all projects, filtered.
-    pub async fn recent_pipelines(&self, f: &OverviewFilter, limit: i64) -> Result<Vec<PipelineSummary>, StoreError> {
+    pub async fn recent_pipelines(
+        &self,
+        f: &OverviewFilter,
+        limit: i64,
+    ) -> Result<Vec<PipelineSummary>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {PIPELINE_COLUMNS} FROM pipelines p LEFT JOIN users u ON u.id = p.user_id \
              WHERE ($1 = '' OR p.status = $1) AND ($2 = 0 OR p.project_id = $2) AND ($3 = '' OR p.ref = $3) \

@@ -71,7 +71,10 @@ fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     if !dir.join("node_modules/playwright-core").exists() {
-        return Err(format!("playwright-core is not installed in {}", dir.display()));
+        return Err(format!(
+            "playwright-core is not installed in {}",
+            dir.display()
+        ));
     }
     Ok((chromium, dir))
 }
@@ -81,7 +84,10 @@ async fn dashboard_in_headless_chromium() {
     let (chromium, script_dir) = match browser_tools() {
         Ok(t) => t,
         Err(why) => {
-            skip_or_fail("GANTRY_REQUIRE_CHROMIUM", &format!("{why} (run scripts/setup-chromium.sh)"));
+            skip_or_fail(
+                "GANTRY_REQUIRE_CHROMIUM",
+                &format!("{why} (run scripts/setup-chromium.sh)"),
+            );
             return;
         }
     };
@@ -90,16 +96,22 @@ async fn dashboard_in_headless_chromium() {
     let tools_repo = dir.path().join("tools");
     repo(&shop_repo, &[(".gitlab-ci.yml", SHOP)]);
     repo(&tools_repo, &[(".gitlab-ci.yml", TOOLS)]);
-    let running = gantry_server::start(config(&dir.path().join("data"), None)).await.unwrap();
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
     let api = Client::new(&running.url, Some(ADMIN_TOKEN));
     let shop = api.project("shop", &shop_repo).await;
     let tools = api.project("tools", &tools_repo).await;
     for project in [shop, tools] {
         let (s, p) = api
-            .post(&format!("/api/v4/projects/{project}/pipeline"), json!({"ref": "main"}))
+            .post(
+                &format!("/api/v4/projects/{project}/pipeline"),
+                json!({"ref": "main"}),
+            )
             .await;
         assert_eq!(s, 201, "{p}");
-        api.wait_pipeline(project, p["id"].as_i64().unwrap(), Duration::from_secs(90)).await;
+        api.wait_pipeline(project, p["id"].as_i64().unwrap(), Duration::from_secs(90))
+            .await;
     }
 
     let shots = workspace().join("target/browser-screenshots");
@@ -125,14 +137,25 @@ async fn dashboard_in_headless_chromium() {
 
     // What the browser did is in the store: the maintainer's approval of
     // the production deploy, and nobody else's.
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT username, environment FROM dashboard_approvals")
-        .fetch_all(&app.store.db.pool)
-        .await
-        .unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT username, environment FROM dashboard_approvals")
+            .fetch_all(&app.store.db.pool)
+            .await
+            .unwrap();
     assert_eq!(rows, [("boss".to_string(), "production".to_string())]);
     let shots = workspace().join("target/browser-screenshots");
-    for name in ["01-login", "03-overview", "07-pipeline", "08-job-log", "10-job-approved", "11-environments"] {
-        assert!(shots.join(format!("{name}.png")).exists(), "screenshot {name}");
+    for name in [
+        "01-login",
+        "03-overview",
+        "07-pipeline",
+        "08-job-log",
+        "10-job-approved",
+        "11-environments",
+    ] {
+        assert!(
+            shots.join(format!("{name}.png")).exists(),
+            "screenshot {name}"
+        );
     }
     running.server.abort();
 }

@@ -48,7 +48,11 @@ impl Web {
     }
 
     fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn remember(&mut self, resp: &reqwest::Response) {
@@ -77,7 +81,11 @@ impl Web {
         (status, resp.text().await.unwrap(), headers)
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String, reqwest::header::HeaderMap) {
+    async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (u16, String, reqwest::header::HeaderMap) {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();
@@ -100,7 +108,15 @@ impl Web {
         let (_, page, _) = self.get("/login").await;
         let csrf = csrf_of(&page);
         let (status, _, _) = self
-            .post("/login", &[("csrf", &csrf), ("username", username), ("password", password), ("next", "/dash")])
+            .post(
+                "/login",
+                &[
+                    ("csrf", &csrf),
+                    ("username", username),
+                    ("password", password),
+                    ("next", "/dash"),
+                ],
+            )
             .await;
         status
     }
@@ -113,8 +129,23 @@ impl Web {
 }
 
 fn csrf_of(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
     page[at..].split('"').next().unwrap().to_string()
+}
+
+async fn post_schedule(web: &mut Web, project: i64, cron: &str, csrf: &str) -> u16 {
+    let project = project.to_string();
+    let form = [
+        ("csrf", csrf),
+        ("project", project.as_str()),
+        ("description", "nightly <b>build</b>"),
+        ("cron", cron),
+        ("timezone", "Europe/Paris"),
+    ];
+    web.post("/dash/schedules", &form).await.0
 }
 
 async fn wait_job_status(app: &gantry_server::app::App, job: i64, want: &str) {
@@ -124,7 +155,11 @@ async fn wait_job_status(app: &gantry_server::app::App, job: i64, want: &str) {
         if j.status == want {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "job {job} stayed {}", j.status);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {job} stayed {}",
+            j.status
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -133,7 +168,9 @@ async fn roles_csrf_and_escaping(database: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
     repo(&repo_dir, &[(".gitlab-ci.yml", PIPELINE)]);
-    let running = gantry_server::start(config(&dir.path().join("data"), database)).await.unwrap();
+    let running = gantry_server::start(config(&dir.path().join("data"), database))
+        .await
+        .unwrap();
     let api = Client::new(&running.url, Some(ADMIN_TOKEN));
     let project = api.project("web", &repo_dir).await;
 
@@ -142,7 +179,9 @@ async fn roles_csrf_and_escaping(database: Option<String>) {
     let (s, _, h) = anon.get("/dash/environments").await;
     assert_eq!(s, 303);
     assert_eq!(h["location"], "/login?next=%2Fdash%2Fenvironments");
-    let (s, _, _) = anon.post(&format!("/dash/projects/{project}/run"), &[("ref", "main")]).await;
+    let (s, _, _) = anon
+        .post(&format!("/dash/projects/{project}/run"), &[("ref", "main")])
+        .await;
     assert_eq!(s, 303, "a form post without a session is refused");
 
     // Wrong passwords and a login form without its CSRF cookie are refused.
@@ -150,7 +189,14 @@ async fn roles_csrf_and_escaping(database: Option<String>) {
     assert_eq!(root.login("root", "wrong").await, 401);
     let mut forged = Web::new(&running.url);
     let (s, _, _) = forged
-        .post("/login", &[("csrf", "x"), ("username", "root"), ("password", ADMIN_TOKEN)])
+        .post(
+            "/login",
+            &[
+                ("csrf", "x"),
+                ("username", "root"),
+                ("password", ADMIN_TOKEN),
+            ],
+        )
         .await;
     assert_eq!(s, 403, "login without the CSRF cookie");
 
@@ -159,34 +205,73 @@ async fn roles_csrf_and_escaping(database: Option<String>) {
     let (_, page, _) = root.get("/login").await;
     let csrf = csrf_of(&page);
     let (s, _, h) = root
-        .post("/login", &[("csrf", &csrf), ("username", "root"), ("password", ADMIN_TOKEN), ("next", "/dash")])
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "root"),
+                ("password", ADMIN_TOKEN),
+                ("next", "/dash"),
+            ],
+        )
         .await;
     assert_eq!(s, 303);
-    let set: Vec<&str> = h.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
-    let session = set.iter().find(|c| c.starts_with("gantry_session=")).unwrap();
-    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"), "{session}");
+    let set: Vec<&str> = h
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("gantry_session="))
+        .unwrap();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
     assert!(!session.contains("Secure"), "plain http: {session}");
 
     // Users with passwords and roles, created by the administrator.
     let csrf = root.csrf().await;
-    for (name, role) in [("dev", "developer"), ("boss", "maintainer"), ("eve", "viewer")] {
+    for (name, role) in [
+        ("dev", "developer"),
+        ("boss", "maintainer"),
+        ("eve", "viewer"),
+    ] {
         let (s, body, _) = root
             .post(
                 "/dash/users",
-                &[("csrf", &csrf), ("username", name), ("role", role), ("password", "correct horse")],
+                &[
+                    ("csrf", &csrf),
+                    ("username", name),
+                    ("role", role),
+                    ("password", "correct horse"),
+                ],
             )
             .await;
         assert_eq!(s, 200, "{body}");
         assert!(body.contains("data-testid=\"new-token\""));
     }
     let (s, _, _) = root
-        .post("/dash/users", &[("username", "mallory"), ("role", "admin"), ("password", "correct horse")])
+        .post(
+            "/dash/users",
+            &[
+                ("username", "mallory"),
+                ("role", "admin"),
+                ("password", "correct horse"),
+            ],
+        )
         .await;
     assert_eq!(s, 403, "no CSRF token");
     let (s, _, _) = root
         .post(
             "/dash/users",
-            &[("csrf", "not-the-token"), ("username", "mallory"), ("role", "admin"), ("password", "correct horse")],
+            &[
+                ("csrf", "not-the-token"),
+                ("username", "mallory"),
+                ("role", "admin"),
+                ("password", "correct horse"),
+            ],
         )
         .await;
     assert_eq!(s, 403, "wrong CSRF token");
@@ -204,19 +289,28 @@ async fn roles_csrf_and_escaping(database: Option<String>) {
 
     // A session's CSRF token does not work in another session.
     let (s, _, _) = dev
-        .post(&format!("/dash/projects/{project}/run"), &[("csrf", &boss_csrf), ("ref", "main")])
+        .post(
+            &format!("/dash/projects/{project}/run"),
+            &[("csrf", &boss_csrf), ("ref", "main")],
+        )
         .await;
     assert_eq!(s, 403);
     // A viewer may look but not run; a developer's choice must be an option.
     let (s, _, _) = eve.get("/dash").await;
     assert_eq!(s, 200);
     let (s, _, _) = eve
-        .post(&format!("/dash/projects/{project}/run"), &[("csrf", &eve_csrf), ("ref", "main")])
+        .post(
+            &format!("/dash/projects/{project}/run"),
+            &[("csrf", &eve_csrf), ("ref", "main")],
+        )
         .await;
     assert_eq!(s, 403, "viewer ran a pipeline");
     let (s, form, _) = dev.get(&format!("/dash/projects/{project}/run")).await;
     assert_eq!(s, 200);
-    assert!(form.contains("<option value=\"production\""), "choice list: {form}");
+    assert!(
+        form.contains("<option value=\"production\""),
+        "choice list: {form}"
+    );
     assert!(form.contains("Where to deploy"));
     let (s, body, _) = dev
         .post(
@@ -229,24 +323,47 @@ async fn roles_csrf_and_escaping(database: Option<String>) {
     let (s, _, h) = dev
         .post(
             &format!("/dash/projects/{project}/run"),
-            &[("csrf", &dev_csrf), ("ref", "main"), ("var:TARGET", "production")],
+            &[
+                ("csrf", &dev_csrf),
+                ("ref", "main"),
+                ("var:TARGET", "production"),
+            ],
         )
         .await;
     assert_eq!(s, 303);
-    let pipeline: i64 = h["location"].to_str().unwrap().rsplit('/').next().unwrap().parse().unwrap();
+    let pipeline: i64 = h["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let p = running.app.store.pipeline(pipeline).await.unwrap().unwrap();
     assert_eq!(p.source, "web");
     assert!(p.variables.contains("production"), "{}", p.variables);
 
-    let jobs = running.app.store.pipeline_jobs(pipeline, false).await.unwrap();
-    let build = jobs.iter().find(|j| j.name.starts_with("build")).unwrap().id;
+    let jobs = running
+        .app
+        .store
+        .pipeline_jobs(pipeline, false)
+        .await
+        .unwrap();
+    let build = jobs
+        .iter()
+        .find(|j| j.name.starts_with("build"))
+        .unwrap()
+        .id;
     let deploy = jobs.iter().find(|j| j.name == "deploy").unwrap().id;
     wait_job_status(&running.app, build, "success").await;
     wait_job_status(&running.app, deploy, "manual").await;
 
     // User content is text: the job name and the log are escaped.
     let (_, page, _) = dev.get(&format!("/dash/pipelines/{pipeline}")).await;
-    assert!(page.contains("build &#60;script&#62;alert(1)&#60;/script&#62;"), "{page}");
+    assert!(
+        page.contains("build &#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{page}"
+    );
     assert!(!page.contains("<script>alert(1)"));
     let (_, page, _) = dev.get(&format!("/dash/jobs/{build}")).await;
     assert!(!page.contains("<script>alert(1)"));
@@ -257,29 +374,71 @@ async fn roles_csrf_and_escaping(database: Option<String>) {
     // A developer cannot deploy to production; a maintainer approves.
     let (_, page, _) = dev.get(&format!("/dash/jobs/{deploy}")).await;
     assert!(page.contains("data-testid=\"needs-approver\""), "{page}");
-    let (s, body, _) = dev.post(&format!("/dash/jobs/{deploy}/play"), &[("csrf", &dev_csrf)]).await;
+    let (s, body, _) = dev
+        .post(&format!("/dash/jobs/{deploy}/play"), &[("csrf", &dev_csrf)])
+        .await;
     assert_eq!(s, 403, "{body}");
     assert!(body.contains("needs an approver"), "{body}");
-    assert_eq!(running.app.store.job(deploy).await.unwrap().unwrap().status, "manual");
+    assert_eq!(
+        running.app.store.job(deploy).await.unwrap().unwrap().status,
+        "manual"
+    );
     let (s, _, _) = boss.post(&format!("/dash/jobs/{deploy}/play"), &[]).await;
     assert_eq!(s, 403, "approval without a CSRF token");
-    let (s, _, _) = boss.post(&format!("/dash/jobs/{deploy}/play"), &[("csrf", &boss_csrf)]).await;
+    let (s, _, _) = boss
+        .post(
+            &format!("/dash/jobs/{deploy}/play"),
+            &[("csrf", &boss_csrf)],
+        )
+        .await;
     assert_eq!(s, 303);
     wait_job_status(&running.app, deploy, "success").await;
     let (_, page, _) = dev.get(&format!("/dash/jobs/{deploy}")).await;
-    assert!(page.contains("Approved by <strong>boss</strong> for <code>production</code>"), "{page}");
+    assert!(
+        page.contains("Approved by <strong>boss</strong> for <code>production</code>"),
+        "{page}"
+    );
     let (_, envs, _) = dev.get("/dash/environments").await;
     assert!(envs.contains("web / production"), "{envs}");
-    assert!(envs.contains(&format!("/dash/jobs/{deploy}")), "the deployment is in the history: {envs}");
+    assert!(
+        envs.contains(&format!("/dash/jobs/{deploy}")),
+        "the deployment is in the history: {envs}"
+    );
 
     // Only administrators manage users.
     let (s, _, _) = boss
         .post(
             "/dash/users",
-            &[("csrf", &boss_csrf), ("username", "x"), ("role", "admin"), ("password", "correct horse")],
+            &[
+                ("csrf", &boss_csrf),
+                ("username", "x"),
+                ("role", "admin"),
+                ("password", "correct horse"),
+            ],
         )
         .await;
     assert_eq!(s, 403);
+
+    // Schedules: a cron with a time zone, checked; viewers cannot add one.
+    assert_eq!(
+        post_schedule(&mut dev, project, "not a cron", &dev_csrf).await,
+        422
+    );
+    assert_eq!(
+        post_schedule(&mut eve, project, "0 3 * * 1-5", &eve_csrf).await,
+        403,
+        "viewer"
+    );
+    assert_eq!(
+        post_schedule(&mut dev, project, "0 3 * * 1-5", &dev_csrf).await,
+        303
+    );
+    let (_, page, _) = eve.get("/dash/schedules").await;
+    assert!(
+        page.contains("nightly &#60;b&#62;build&#60;/b&#62;"),
+        "{page}"
+    );
+    assert!(page.contains("Europe/Paris") && page.contains("0 3 * * 1-5"));
 
     // Signing out ends the session on the server.
     let (s, _, _) = dev.post("/logout", &[("csrf", &dev_csrf)]).await;
@@ -303,7 +462,9 @@ async fn dashboard_roles_csrf_and_escaping_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_cookie_is_secure_behind_https() {
     let dir = tempfile::tempdir().unwrap();
-    let running = gantry_server::start(config(&dir.path().join("data"), None)).await.unwrap();
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -344,7 +505,10 @@ async fn session_cookie_is_secure_behind_https() {
         .map(|v| v.to_str().unwrap().to_string())
         .find(|c| c.starts_with("gantry_session="))
         .unwrap();
-    assert!(session.contains("; Secure") && session.contains("HttpOnly"), "{session}");
+    assert!(
+        session.contains("; Secure") && session.contains("HttpOnly"),
+        "{session}"
+    );
     // An open redirect through `next` is refused.
     assert_eq!(resp.headers()["location"], "/dash");
     running.server.abort();

@@ -101,7 +101,7 @@ pub fn routes(app: Shared) -> Router<Shared> {
         .route("/dash/projects/{id}/run", get(run_form).post(run_pipeline))
         .route("/dash/environments", get(environments))
         .route("/dash/runners", get(runners))
-        .route("/dash/schedules", get(schedules))
+        .route("/dash/schedules", get(schedules).post(create_schedule))
         .route("/dash/users", get(users).post(create_user))
         .route("/dash/password", post(change_password))
         .route("/dash/assets/{name}", get(asset))
@@ -109,7 +109,11 @@ pub fn routes(app: Shared) -> Router<Shared> {
 }
 
 /// Creates the dashboard's tables once, before the first page.
-async fn ready(State((app, dash)): State<(Shared, Arc<Dash>)>, req: Request, next: Next) -> Response {
+async fn ready(
+    State((app, dash)): State<(Shared, Arc<Dash>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     if let Err(e) = dash
         .schema
         .get_or_try_init(|| async { DashboardStore(&app.store).ensure_schema().await })
@@ -119,7 +123,10 @@ async fn ready(State((app, dash)): State<(Shared, Arc<Dash>)>, req: Request, nex
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     resp
@@ -127,10 +134,26 @@ async fn ready(State((app, dash)): State<(Shared, Arc<Dash>)>, req: Request, nex
 
 /// Files embedded in the binary: no build step, no CDN.
 const ASSETS: &[(&str, &str, &[u8])] = &[
-    ("htmx.min.js", "text/javascript", include_bytes!("../../assets/htmx-2.0.11.min.js")),
-    ("sse.min.js", "text/javascript", include_bytes!("../../assets/htmx-ext-sse-2.2.4.min.js")),
-    ("dashboard.js", "text/javascript", include_bytes!("../../assets/dashboard.js")),
-    ("dashboard.css", "text/css", include_bytes!("../../assets/dashboard.css")),
+    (
+        "htmx.min.js",
+        "text/javascript",
+        include_bytes!("../../assets/htmx-2.0.11.min.js"),
+    ),
+    (
+        "sse.min.js",
+        "text/javascript",
+        include_bytes!("../../assets/htmx-ext-sse-2.2.4.min.js"),
+    ),
+    (
+        "dashboard.js",
+        "text/javascript",
+        include_bytes!("../../assets/dashboard.js"),
+    ),
+    (
+        "dashboard.css",
+        "text/css",
+        include_bytes!("../../assets/dashboard.css"),
+    ),
 ];
 
 async fn asset(Path(name): Path<String>) -> Response {
@@ -139,7 +162,10 @@ async fn asset(Path(name): Path<String>) -> Response {
             let mut resp = bytes.to_vec().into_response();
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            );
             resp
         }
         None => DashError::NotFound("asset").into_response(),

@@ -57,7 +57,9 @@ pub fn fmt_time(ms: i64) -> String {
 
 /// `1m 03s` between two times; empty when not started.
 pub fn fmt_duration(start: Option<i64>, end: Option<i64>) -> String {
-    let Some(start) = start else { return String::new() };
+    let Some(start) = start else {
+        return String::new();
+    };
     let end = end.unwrap_or_else(crate::now_ms);
     let s = ((end - start).max(0) + 500) / 1000;
     if s >= 3600 {
@@ -99,7 +101,11 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-pub async fn login_page(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<NextQuery>) -> Page {
+pub async fn login_page(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Page {
     let csrf = crate::crypto::new_token("");
     let page = LoginPage {
         csrf: csrf.clone(),
@@ -108,9 +114,16 @@ pub async fn login_page(State(app): State<Shared>, headers: HeaderMap, Query(q):
         username: String::new(),
     };
     let mut resp = html(&page)?;
-    let cookie = session::set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600, session::is_https(&app, &headers));
-    resp.headers_mut()
-        .append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is ASCII"));
+    let cookie = session::set_cookie(
+        LOGIN_CSRF_COOKIE,
+        &csrf,
+        3600,
+        session::is_https(&app, &headers),
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
+    );
     Ok(resp)
 }
 
@@ -120,7 +133,9 @@ pub async fn login(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -
     let form = Form::parse(&body);
     let expected = session::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     let given = form.get("csrf").unwrap_or("");
-    if expected.is_empty() || !crate::crypto::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+    if expected.is_empty()
+        || !crate::crypto::constant_time_eq(expected.as_bytes(), given.as_bytes())
+    {
         return Err(DashError::Csrf);
     }
     let username = form.get("username").unwrap_or("").trim().to_string();
@@ -128,11 +143,23 @@ pub async fn login(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -
     let next = safe_next(form.get("next"));
     let dash = DashboardStore(&app.store);
     let mut user = None;
-    if let Some((u, hash)) = dash.user_with_password(&username).await? {
-        let by_password = hash.as_deref().is_some_and(|h| session::verify_password(password, h));
+    let found = dash.user_with_password(&username).await?;
+    if found.as_ref().is_none_or(|(_, hash)| hash.is_none()) {
+        // The same argon2 work whether or not the user exists, so the
+        // answer's timing does not tell which usernames exist.
+        session::verify_password(password, session::dummy_hash());
+    }
+    if let Some((u, hash)) = found {
+        let by_password = hash
+            .as_deref()
+            .is_some_and(|h| session::verify_password(password, h));
         let by_token = !by_password
             && password.starts_with(crate::crypto::USER_TOKEN_PREFIX)
-            && app.store.user_by_token(password).await?.is_some_and(|t| t.id == u.id);
+            && app
+                .store
+                .user_by_token(password)
+                .await?
+                .is_some_and(|t| t.id == u.id);
         if by_password || by_token {
             user = Some(u);
         }
@@ -158,20 +185,28 @@ pub async fn login(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -
     );
     h.append(
         header::SET_COOKIE,
-        HeaderValue::from_str(&session::set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure)).expect("cookie is ASCII"),
+        HeaderValue::from_str(&session::set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure))
+            .expect("cookie is ASCII"),
     );
     Ok(resp)
 }
 
-pub async fn logout(State(app): State<Shared>, s: Session, headers: HeaderMap, body: Bytes) -> Page {
+pub async fn logout(
+    State(app): State<Shared>,
+    s: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Page {
     s.check_csrf(&Form::parse(&body))?;
     if let Some(token) = session::cookie(&headers, SESSION_COOKIE) {
         DashboardStore(&app.store).delete_session(&token).await?;
     }
     let mut resp = see_other("/login");
     let cookie = session::set_cookie(SESSION_COOKIE, "", 0, session::is_https(&app, &headers));
-    resp.headers_mut()
-        .append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is ASCII"));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("cookie is ASCII"),
+    );
     Ok(resp)
 }
 
@@ -230,7 +265,15 @@ impl FilterQuery {
 }
 
 pub const STATUSES: &[&str] = &[
-    "created", "pending", "running", "success", "failed", "canceled", "skipped", "manual", "scheduled",
+    "created",
+    "pending",
+    "running",
+    "success",
+    "failed",
+    "canceled",
+    "skipped",
+    "manual",
+    "scheduled",
 ];
 
 #[derive(Template)]
@@ -254,7 +297,11 @@ struct Board {
 }
 
 /// Rows for the pipelines, with their jobs, users and project paths.
-async fn rows(app: &Shared, pipelines: &[PipelineSummary], projects: &[Project]) -> Result<Vec<PipelineRow>, DashError> {
+async fn rows(
+    app: &Shared,
+    pipelines: &[PipelineSummary],
+    projects: &[Project],
+) -> Result<Vec<PipelineRow>, DashError> {
     let dash = DashboardStore(&app.store);
     let ids: Vec<i64> = pipelines.iter().map(|p| p.id).collect();
     let mut jobs: HashMap<i64, Vec<JobDot>> = HashMap::new();
@@ -283,7 +330,10 @@ async fn rows(app: &Shared, pipelines: &[PipelineSummary], projects: &[Project])
             git_ref: p.git_ref.clone(),
             status: p.status.clone(),
             source: p.source.clone(),
-            user: p.user_id.and_then(|u| users.get(&u).cloned()).unwrap_or_default(),
+            user: p
+                .user_id
+                .and_then(|u| users.get(&u).cloned())
+                .unwrap_or_default(),
             created: fmt_time(p.created_at),
             duration: fmt_duration(p.started_at, p.finished_at),
             sha: p.sha.chars().take(8).collect(),
@@ -292,7 +342,11 @@ async fn rows(app: &Shared, pipelines: &[PipelineSummary], projects: &[Project])
         .collect())
 }
 
-async fn load_board(app: &Shared, q: &FilterQuery, projects: &[Project]) -> Result<Board, DashError> {
+async fn load_board(
+    app: &Shared,
+    q: &FilterQuery,
+    projects: &[Project],
+) -> Result<Board, DashError> {
     let dash = DashboardStore(&app.store);
     let f = q.filter();
     let latest = dash.latest_per_ref(&f, 100).await?;
@@ -326,27 +380,22 @@ pub async fn board(State(app): State<Shared>, _s: Session, Query(q): Query<Filte
 /// Server-Sent Events: `changed` whenever a job changes state or a
 /// pipeline is created (pages reload their live parts on it).
 pub async fn events(State(app): State<Shared>, _s: Session) -> Response {
-    let stream = futures_util::stream::unfold((app, None::<(i64, i64)>), |(app, last)| async move {
-        loop {
-            let mark = DashboardStore(&app.store).change_mark().await.ok();
-            if mark.is_some() && last.is_some() && mark != last {
-                let ev = Event::default().event("changed").data("changed");
-                return Some((Ok::<_, std::convert::Infallible>(ev), (app, mark)));
+    let stream =
+        futures_util::stream::unfold((app, None::<(i64, i64)>), |(app, mut last)| async move {
+            loop {
+                if let Ok(mark) = DashboardStore(&app.store).change_mark().await {
+                    if last.is_some_and(|l| l != mark) {
+                        let ev = Event::default().event("changed").data("changed");
+                        return Some((Ok::<_, std::convert::Infallible>(ev), (app, Some(mark))));
+                    }
+                    last = Some(mark);
+                }
+                tokio::time::sleep(Duration::from_millis(700)).await;
             }
-            let last = if last.is_none() { mark } else { last };
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            if last.is_none() {
-                continue;
-            }
-            let now = DashboardStore(&app.store).change_mark().await.ok();
-            if now.is_some() && now != last {
-                let ev = Event::default().event("changed").data("changed");
-                return Some((Ok(ev), (app, now)));
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+        });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 // ---- pipeline ----
@@ -395,14 +444,20 @@ const ROW_GAP: i64 = 14;
 const TOP: i64 = 34;
 
 fn layout(p: &Pipeline, jobs: &[Job], s: &Session) -> Graph {
-    let mut stage_idx: Vec<(i64, String)> = jobs.iter().map(|j| (j.stage_idx, j.stage.clone())).collect();
+    let mut stage_idx: Vec<(i64, String)> = jobs
+        .iter()
+        .map(|j| (j.stage_idx, j.stage.clone()))
+        .collect();
     stage_idx.sort();
     stage_idx.dedup();
     let mut rows_in: HashMap<i64, i64> = HashMap::new();
     let mut nodes = Vec::new();
     let mut pos: HashMap<&str, (i64, i64)> = HashMap::new();
     for j in jobs {
-        let col = stage_idx.iter().position(|(i, _)| *i == j.stage_idx).unwrap_or(0) as i64;
+        let col = stage_idx
+            .iter()
+            .position(|(i, _)| *i == j.stage_idx)
+            .unwrap_or(0) as i64;
         let row = rows_in.entry(col).or_insert(0);
         let (x, y) = (col * (NODE_W + COL_GAP), TOP + *row * (NODE_H + ROW_GAP));
         *row += 1;
@@ -420,11 +475,19 @@ fn layout(p: &Pipeline, jobs: &[Job], s: &Session) -> Graph {
     let mut edges = Vec::new();
     for j in jobs {
         let spec: serde_json::Value = serde_json::from_str(&j.spec).unwrap_or_default();
-        let Some(needs) = spec.get("needs").and_then(|n| n.as_array()) else { continue };
-        let Some(&(x2, y2)) = pos.get(j.name.as_str()) else { continue };
+        let Some(needs) = spec.get("needs").and_then(|n| n.as_array()) else {
+            continue;
+        };
+        let Some(&(x2, y2)) = pos.get(j.name.as_str()) else {
+            continue;
+        };
         for need in needs {
-            let Some(from) = need.get("job").and_then(|n| n.as_str()) else { continue };
-            let Some(&(x1, y1)) = pos.get(from) else { continue };
+            let Some(from) = need.get("job").and_then(|n| n.as_str()) else {
+                continue;
+            };
+            let Some(&(x1, y1)) = pos.get(from) else {
+                continue;
+            };
             let (sx, sy, ex, ey) = (x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2);
             let mid = (sx + ex) / 2;
             edges.push(Edge {
@@ -472,8 +535,16 @@ struct PipelinePage {
 }
 
 async fn pipeline_and_project(app: &Shared, id: i64) -> Result<(Pipeline, Project), DashError> {
-    let p = app.store.pipeline(id).await?.ok_or(DashError::NotFound("pipeline"))?;
-    let project = app.store.project(p.project_id).await?.ok_or(DashError::NotFound("project"))?;
+    let p = app
+        .store
+        .pipeline(id)
+        .await?
+        .ok_or(DashError::NotFound("pipeline"))?;
+    let project = app
+        .store
+        .project(p.project_id)
+        .await?
+        .ok_or(DashError::NotFound("project"))?;
     Ok((p, project))
 }
 
@@ -481,7 +552,12 @@ pub async fn pipeline_page(State(app): State<Shared>, s: Session, Path(id): Path
     let (p, project) = pipeline_and_project(&app, id).await?;
     let jobs = app.store.pipeline_jobs(id, false).await?;
     let user = match p.user_id {
-        Some(u) => app.store.user(u).await?.map(|u| u.username).unwrap_or_default(),
+        Some(u) => app
+            .store
+            .user(u)
+            .await?
+            .map(|u| u.username)
+            .unwrap_or_default(),
         None => String::new(),
     };
     let variables: Vec<(String, String)> = serde_json::from_str(&p.variables).unwrap_or_default();
@@ -503,7 +579,12 @@ pub async fn pipeline_graph(State(app): State<Shared>, s: Session, Path(id): Pat
     html(&layout(&p, &jobs, &s))
 }
 
-pub async fn pipeline_retry(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+pub async fn pipeline_retry(
+    State(app): State<Shared>,
+    s: Session,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Page {
     s.check_csrf(&Form::parse(&body))?;
     s.require(Role::Developer)?;
     pipeline_and_project(&app, id).await?;
@@ -512,7 +593,12 @@ pub async fn pipeline_retry(State(app): State<Shared>, s: Session, Path(id): Pat
     Ok(see_other(&format!("/dash/pipelines/{id}")))
 }
 
-pub async fn pipeline_cancel(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+pub async fn pipeline_cancel(
+    State(app): State<Shared>,
+    s: Session,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Page {
     s.check_csrf(&Form::parse(&body))?;
     s.require(Role::Developer)?;
     pipeline_and_project(&app, id).await?;
@@ -565,14 +651,26 @@ fn artifact_entries(zip: &[u8]) -> Vec<(String, u64)> {
         return Vec::new();
     };
     (0..archive.len())
-        .filter_map(|i| archive.by_index(i).ok().map(|f| (f.name().to_string(), f.size())))
+        .filter_map(|i| {
+            archive
+                .by_index(i)
+                .ok()
+                .map(|f| (f.name().to_string(), f.size()))
+        })
         .collect()
 }
 
 pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>) -> Page {
     let (job, p, project) = job_and_project(&app, id).await?;
-    let protected_env = job.environment.as_deref().is_some_and(is_protected_environment);
-    let needed = if protected_env { Role::Maintainer } else { Role::Developer };
+    let protected_env = job
+        .environment
+        .as_deref()
+        .is_some_and(is_protected_environment);
+    let needed = if protected_env {
+        Role::Maintainer
+    } else {
+        Role::Developer
+    };
     let approvals = approval_rows(DashboardStore(&app.store).approvals(&[job.id]).await?);
     let artifacts = match app.objects.get(&format!("artifacts/{id}.zip")).await? {
         Some(zip) => artifact_entries(&zip),
@@ -605,12 +703,18 @@ pub async fn job_raw(State(app): State<Shared>, _s: Session, Path(id): Path<i64>
     job_and_project(&app, id).await?;
     let text = app.logs.read(id, 0).await?;
     let mut resp = Response::new(Body::from(text));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     Ok(resp)
 }
 
-pub async fn job_artifacts_download(State(app): State<Shared>, _s: Session, Path(id): Path<i64>) -> Page {
+pub async fn job_artifacts_download(
+    State(app): State<Shared>,
+    _s: Session,
+    Path(id): Path<i64>,
+) -> Page {
     job_and_project(&app, id).await?;
     let zip = app
         .objects
@@ -619,7 +723,10 @@ pub async fn job_artifacts_download(State(app): State<Shared>, _s: Session, Path
         .ok_or(DashError::NotFound("artifacts"))?;
     let mut resp = Response::new(Body::from(zip));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
     let disposition = format!("attachment; filename=\"job-{id}-artifacts.zip\"");
     h.insert(
         header::CONTENT_DISPOSITION,
@@ -650,49 +757,68 @@ pub async fn job_log_stream(
         .and_then(|v| v.parse::<u64>().ok());
     let start = resume.or(q.offset).unwrap_or(0);
     let rx = app.logs.subscribe(id);
-    let stream = futures_util::stream::unfold((app, start, rx, false), move |(app, offset, mut rx, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            let data = match app.logs.read(id, offset).await {
-                Ok(d) => d,
-                Err(e) => {
-                    let ev = Event::default().event("error").data(e.to_string());
-                    return Some((Ok::<_, std::convert::Infallible>(ev), (app, offset, rx, true)));
+    let stream = futures_util::stream::unfold(
+        (app, start, rx, false),
+        move |(app, offset, mut rx, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let data = match app.logs.read(id, offset).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let ev = Event::default().event("error").data(e.to_string());
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(ev),
+                            (app, offset, rx, true),
+                        ));
+                    }
+                };
+                if !data.is_empty() {
+                    let next = offset + data.len() as u64;
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    let ev = Event::default()
+                        .event("log")
+                        .id(next.to_string())
+                        .data(serde_json::to_string(&text).unwrap_or_default());
+                    return Some((Ok(ev), (app, next, rx, false)));
                 }
-            };
-            if !data.is_empty() {
-                let next = offset + data.len() as u64;
-                let text = String::from_utf8_lossy(&data).into_owned();
-                let ev = Event::default()
-                    .event("log")
-                    .id(next.to_string())
-                    .data(serde_json::to_string(&text).unwrap_or_default());
-                return Some((Ok(ev), (app, next, rx, false)));
+                let status = app.store.job(id).await.ok().flatten().map(|j| j.status);
+                if status
+                    .as_deref()
+                    .is_none_or(|s| crate::store::is_finished(s) || s == "manual")
+                {
+                    let ev = Event::default()
+                        .event("end")
+                        .id(offset.to_string())
+                        .data(status.unwrap_or_default());
+                    return Some((Ok(ev), (app, offset, rx, true)));
+                }
+                // Another server may hold the runner's connection: poll too.
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
             }
-            let status = app.store.job(id).await.ok().flatten().map(|j| j.status);
-            if status.as_deref().is_none_or(|s| crate::store::is_finished(s) || s == "manual") {
-                let ev = Event::default()
-                    .event("end")
-                    .id(offset.to_string())
-                    .data(status.unwrap_or_default());
-                return Some((Ok(ev), (app, offset, rx, true)));
-            }
-            // Another server may hold the runner's connection: poll too.
-            let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// Plays a manual job (or re-runs a finished one). A job deploying to a
 /// protected environment needs a maintainer or admin, and the approval is
 /// recorded.
-pub async fn job_play(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+pub async fn job_play(
+    State(app): State<Shared>,
+    s: Session,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Page {
     s.check_csrf(&Form::parse(&body))?;
     let (job, _, _) = job_and_project(&app, id).await?;
-    let protected = job.environment.as_deref().filter(|e| is_protected_environment(e));
+    let protected = job
+        .environment
+        .as_deref()
+        .filter(|e| is_protected_environment(e));
     if let Some(env) = protected {
         s.require(Role::Maintainer).map_err(|_| {
             DashError::Forbidden(format!(
@@ -703,49 +829,91 @@ pub async fn job_play(State(app): State<Shared>, s: Session, Path(id): Path<i64>
     } else {
         s.require(Role::Developer)?;
     }
-    let verb = if protected.is_some() { "approved" } else { "played" };
+    let verb = if protected.is_some() {
+        "approved"
+    } else {
+        "played"
+    };
     let target = match job.status.as_str() {
         "manual" | "scheduled" => {
             let reason = format!("{verb} by {}", s.user.username);
-            if !app.store.transition(id, &job.status, "pending", Some(&reason)).await? {
-                return Err(DashError::BadRequest("the job changed meanwhile; reload the page".into()));
+            if !app
+                .store
+                .transition(id, &job.status, "pending", Some(&reason))
+                .await?
+            {
+                return Err(DashError::BadRequest(
+                    "the job changed meanwhile; reload the page".into(),
+                ));
             }
             id
         }
         st if crate::store::is_finished(st) && job.retried == 0 => {
-            app.store.retry_job(&job, "pending", Some(s.user.id)).await?.id
+            app.store
+                .retry_job(&job, "pending", Some(s.user.id))
+                .await?
+                .id
         }
-        _ => return Err(DashError::BadRequest(format!("a {} job cannot be played", job.status))),
+        _ => {
+            return Err(DashError::BadRequest(format!(
+                "a {} job cannot be played",
+                job.status
+            )));
+        }
     };
     if let Some(env) = protected {
-        DashboardStore(&app.store).record_approval(&job, &s.user, env).await?;
+        DashboardStore(&app.store)
+            .record_approval(&job, &s.user, env)
+            .await?;
     }
     app.queue.notify_waiters();
     crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
     Ok(see_other(&format!("/dash/jobs/{target}")))
 }
 
-pub async fn job_retry(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+pub async fn job_retry(
+    State(app): State<Shared>,
+    s: Session,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Page {
     s.check_csrf(&Form::parse(&body))?;
     s.require(Role::Developer)?;
     let (job, _, _) = job_and_project(&app, id).await?;
     if !matches!(job.status.as_str(), "failed" | "canceled" | "success") || job.retried != 0 {
-        return Err(DashError::BadRequest(format!("a {} job cannot be retried", job.status)));
+        return Err(DashError::BadRequest(format!(
+            "a {} job cannot be retried",
+            job.status
+        )));
     }
-    if job.environment.as_deref().is_some_and(is_protected_environment) {
+    if job
+        .environment
+        .as_deref()
+        .is_some_and(is_protected_environment)
+    {
         s.require(Role::Maintainer)?;
     }
-    let new = app.store.retry_job(&job, "pending", Some(s.user.id)).await?;
+    let new = app
+        .store
+        .retry_job(&job, "pending", Some(s.user.id))
+        .await?;
     app.queue.notify_waiters();
     crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
     Ok(see_other(&format!("/dash/jobs/{}", new.id)))
 }
 
-pub async fn job_cancel(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+pub async fn job_cancel(
+    State(app): State<Shared>,
+    s: Session,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Page {
     s.check_csrf(&Form::parse(&body))?;
     s.require(Role::Developer)?;
     let (job, _, _) = job_and_project(&app, id).await?;
-    app.store.cancel_job(id, &format!("canceled by {}", s.user.username)).await?;
+    app.store
+        .cancel_job(id, &format!("canceled by {}", s.user.username))
+        .await?;
     crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
     Ok(see_other(&format!("/dash/jobs/{id}")))
 }
@@ -805,15 +973,25 @@ async fn declared_variables(
         gantry_config::load::load(&files, &opts)
             .map(|l| l.config.variables)
             .map_err(|e| {
-                let text = e.diagnostics.iter().map(|d| d.render(&e.sources)).collect::<Vec<_>>().join("\n");
-                DashError::BadRequest(format!("the CI configuration at this ref is invalid:\n{text}"))
+                let text = e
+                    .diagnostics
+                    .iter()
+                    .map(|d| d.render(&e.sources))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                DashError::BadRequest(format!(
+                    "the CI configuration at this ref is invalid:\n{text}"
+                ))
             })
     })
     .await
     .map_err(|e| DashError::Internal(format!("configuration task failed: {e}")))?
 }
 
-fn fields_of(declared: &[gantry_config::model::Variable], given: &[(String, String)]) -> Vec<Field> {
+fn fields_of(
+    declared: &[gantry_config::model::Variable],
+    given: &[(String, String)],
+) -> Vec<Field> {
     declared
         .iter()
         .map(|v| Field {
@@ -830,13 +1008,30 @@ fn fields_of(declared: &[gantry_config::model::Variable], given: &[(String, Stri
         .collect()
 }
 
-pub async fn run_form(State(app): State<Shared>, s: Session, Path(id): Path<i64>, Query(q): Query<RunQuery>) -> Page {
+pub async fn run_form(
+    State(app): State<Shared>,
+    s: Session,
+    Path(id): Path<i64>,
+    Query(q): Query<RunQuery>,
+) -> Page {
     s.require(Role::Developer)?;
-    let project = app.store.project(id).await?.ok_or(DashError::NotFound("project"))?;
+    let project = app
+        .store
+        .project(id)
+        .await?
+        .ok_or(DashError::NotFound("project"))?;
     let mut given: Vec<(String, String)> = Vec::new();
-    let mut git_ref = q.git_ref.clone().unwrap_or_else(|| project.default_branch.clone());
+    let mut git_ref = q
+        .git_ref
+        .clone()
+        .unwrap_or_else(|| project.default_branch.clone());
     if let Some(from) = q.from {
-        let p = app.store.pipeline(from).await?.filter(|p| p.project_id == id).ok_or(DashError::NotFound("pipeline"))?;
+        let p = app
+            .store
+            .pipeline(from)
+            .await?
+            .filter(|p| p.project_id == id)
+            .ok_or(DashError::NotFound("pipeline"))?;
         given = serde_json::from_str(&p.variables).unwrap_or_default();
         if q.git_ref.is_none() {
             git_ref = p.git_ref;
@@ -844,7 +1039,10 @@ pub async fn run_form(State(app): State<Shared>, s: Session, Path(id): Path<i64>
     }
     let declared = declared_variables(&app, &project, &git_ref).await?;
     let fields = fields_of(&declared, &given);
-    let extra = given.into_iter().filter(|(k, _)| !declared.iter().any(|v| v.name == *k)).collect();
+    let extra = given
+        .into_iter()
+        .filter(|(k, _)| !declared.iter().any(|v| v.name == *k))
+        .collect();
     html(&RunPage {
         chrome: Chrome::of(&s, "overview"),
         project,
@@ -855,19 +1053,33 @@ pub async fn run_form(State(app): State<Shared>, s: Session, Path(id): Path<i64>
     })
 }
 
-pub async fn run_pipeline(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+pub async fn run_pipeline(
+    State(app): State<Shared>,
+    s: Session,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Page {
     let form = Form::parse(&body);
     s.check_csrf(&form)?;
     s.require(Role::Developer)?;
-    let project = app.store.project(id).await?.ok_or(DashError::NotFound("project"))?;
+    let project = app
+        .store
+        .project(id)
+        .await?
+        .ok_or(DashError::NotFound("project"))?;
     let git_ref = form.get("ref").unwrap_or("").trim().to_string();
     if git_ref.is_empty() {
-        return Err(DashError::BadRequest("choose a branch or tag to run".into()));
+        return Err(DashError::BadRequest(
+            "choose a branch or tag to run".into(),
+        ));
     }
     let declared = declared_variables(&app, &project, &git_ref).await?;
     let mut variables: Vec<(String, String)> = Vec::new();
     for v in &declared {
-        let value = form.get(&format!("var:{}", v.name)).unwrap_or(&v.value).to_string();
+        let value = form
+            .get(&format!("var:{}", v.name))
+            .unwrap_or(&v.value)
+            .to_string();
         variables.push((v.name.clone(), value));
     }
     let keys = form.all("extra_key");
@@ -891,14 +1103,21 @@ pub async fn run_pipeline(State(app): State<Shared>, s: Session, Path(id): Path<
         }
     }
     if !error.is_empty() || fields.iter().any(|f| !f.error.is_empty()) {
-        let extra = variables.into_iter().filter(|(k, _)| !declared.iter().any(|v| v.name == *k)).collect();
+        let extra = variables
+            .into_iter()
+            .filter(|(k, _)| !declared.iter().any(|v| v.name == *k))
+            .collect();
         let mut resp = html(&RunPage {
             chrome: Chrome::of(&s, "overview"),
             project,
             git_ref,
             fields,
             extra,
-            error: if error.is_empty() { "Some values are not valid.".into() } else { error },
+            error: if error.is_empty() {
+                "Some values are not valid.".into()
+            } else {
+                error
+            },
         })?;
         *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return Ok(resp);
@@ -980,7 +1199,10 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
                     git_ref: d.git_ref.clone(),
                     sha: d.sha.chars().take(8).collect(),
                     status: d.status.clone(),
-                    user: d.user_id.and_then(|u| users.get(&u).cloned()).unwrap_or_default(),
+                    user: d
+                        .user_id
+                        .and_then(|u| users.get(&u).cloned())
+                        .unwrap_or_default(),
                     at: fmt_time(d.created_at),
                     revision: d.revision.clone().unwrap_or_default(),
                 })
@@ -1012,7 +1234,11 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
                 job_id: j.id,
                 name: j.name,
                 pipeline_id: j.pipeline_id,
-                project: projects.iter().find(|p| p.id == j.project_id).map(|p| p.path.clone()).unwrap_or_default(),
+                project: projects
+                    .iter()
+                    .find(|p| p.id == j.project_id)
+                    .map(|p| p.path.clone())
+                    .unwrap_or_default(),
                 environment: env,
             })
         })
@@ -1082,7 +1308,8 @@ pub struct ScheduleRow {
     pub cron: String,
     pub timezone: String,
     pub active: bool,
-    pub next_run: String,
+    /// The next three runs (UTC).
+    pub next_runs: Vec<String>,
     pub last_pipeline: Option<i64>,
 }
 
@@ -1091,30 +1318,107 @@ pub struct ScheduleRow {
 struct SchedulesPage {
     chrome: Chrome,
     schedules: Vec<ScheduleRow>,
+    projects: Vec<Project>,
+    can_create: bool,
+    error: String,
 }
 
-pub async fn schedules(State(app): State<Shared>, s: Session) -> Page {
+async fn schedules_page(app: &Shared, s: &Session, error: String) -> Page {
     let projects = app.store.projects().await?;
     let schedules = app
         .store
         .schedules(None)
         .await?
         .into_iter()
-        .map(|x| ScheduleRow {
-            project: projects.iter().find(|p| p.id == x.project_id).map(|p| p.path.clone()).unwrap_or_default(),
-            description: x.description,
-            git_ref: x.git_ref,
-            cron: x.cron,
-            timezone: x.cron_timezone,
-            active: x.active != 0,
-            next_run: fmt_time(x.next_run_at),
-            last_pipeline: x.last_pipeline_id,
+        .map(|x| {
+            let mut next_runs = vec![fmt_time(x.next_run_at)];
+            let mut at = x.next_run_at;
+            for _ in 0..2 {
+                match crate::schedules::next_run(&x.cron, &x.cron_timezone, at) {
+                    Ok(n) if n > at => {
+                        next_runs.push(fmt_time(n));
+                        at = n;
+                    }
+                    _ => break,
+                }
+            }
+            ScheduleRow {
+                project: projects
+                    .iter()
+                    .find(|p| p.id == x.project_id)
+                    .map(|p| p.path.clone())
+                    .unwrap_or_default(),
+                description: x.description,
+                git_ref: x.git_ref,
+                cron: x.cron,
+                timezone: x.cron_timezone,
+                active: x.active != 0,
+                next_runs,
+                last_pipeline: x.last_pipeline_id,
+            }
         })
         .collect();
-    html(&SchedulesPage {
-        chrome: Chrome::of(&s, "schedules"),
+    let failed = !error.is_empty();
+    let mut resp = html(&SchedulesPage {
+        chrome: Chrome::of(s, "schedules"),
         schedules,
-    })
+        projects,
+        can_create: s.user.role().allows(Role::Developer),
+        error,
+    })?;
+    if failed {
+        *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(resp)
+}
+
+pub async fn schedules(State(app): State<Shared>, s: Session) -> Page {
+    schedules_page(&app, &s, String::new()).await
+}
+
+/// A new schedule: cron with a time zone, for a ref of a project.
+pub async fn create_schedule(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
+    s.require(Role::Developer)?;
+    let project_id: i64 = form
+        .get("project")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let project = app
+        .store
+        .project(project_id)
+        .await?
+        .ok_or(DashError::NotFound("project"))?;
+    let cron = form.get("cron").unwrap_or("").trim();
+    let tz = form
+        .get("timezone")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("UTC");
+    let git_ref = form
+        .get("ref")
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or(&project.default_branch);
+    let description = form.get("description").unwrap_or("").trim();
+    let next = match crate::schedules::next_run(cron, tz, crate::now_ms()) {
+        Ok(n) => n,
+        Err(e) => return schedules_page(&app, &s, e.to_string()).await,
+    };
+    app.store
+        .create_schedule(
+            project.id,
+            description,
+            git_ref,
+            cron,
+            tz,
+            true,
+            next,
+            Some(s.user.id),
+        )
+        .await?;
+    Ok(see_other("/dash/schedules"))
 }
 
 // ---- users ----
@@ -1150,20 +1454,34 @@ pub async fn create_user(State(app): State<Shared>, s: Session, body: Bytes) -> 
     s.require(Role::Admin)?;
     let username = form.get("username").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
-    let role = Role::parse(form.get("role").unwrap_or(""))
-        .ok_or_else(|| DashError::BadRequest("role must be admin, maintainer, developer or viewer".into()))?;
-    if username.is_empty() || !username.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        return Err(DashError::BadRequest("a username is letters, digits, '.', '_' and '-'".into()));
+    let role = Role::parse(form.get("role").unwrap_or("")).ok_or_else(|| {
+        DashError::BadRequest("role must be admin, maintainer, developer or viewer".into())
+    })?;
+    if username.is_empty()
+        || !username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(DashError::BadRequest(
+            "a username is letters, digits, '.', '_' and '-'".into(),
+        ));
     }
     if password.chars().count() < 8 {
-        return Err(DashError::BadRequest("a password has at least 8 characters".into()));
+        return Err(DashError::BadRequest(
+            "a password has at least 8 characters".into(),
+        ));
     }
     let dash = DashboardStore(&app.store);
     if dash.user_with_password(username).await?.is_some() {
-        return Err(DashError::BadRequest(format!("the user `{username}` exists already")));
+        return Err(DashError::BadRequest(format!(
+            "the user `{username}` exists already"
+        )));
     }
     let hash = session::hash_password(password)?;
-    let name = form.get("name").filter(|n| !n.trim().is_empty()).unwrap_or(username);
+    let name = form
+        .get("name")
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or(username);
     let email = form.get("email").unwrap_or("");
     let (user, token) = app.store.create_user(username, name, email, role).await?;
     dash.set_password_hash(user.id, &hash).await?;
@@ -1180,10 +1498,14 @@ pub async fn change_password(State(app): State<Shared>, s: Session, body: Bytes)
     s.check_csrf(&form)?;
     let password = form.get("password").unwrap_or("");
     if password.chars().count() < 8 {
-        return Err(DashError::BadRequest("a password has at least 8 characters".into()));
+        return Err(DashError::BadRequest(
+            "a password has at least 8 characters".into(),
+        ));
     }
     let hash = session::hash_password(password)?;
-    DashboardStore(&app.store).set_password_hash(s.user.id, &hash).await?;
+    DashboardStore(&app.store)
+        .set_password_hash(s.user.id, &hash)
+        .await?;
     let users = if s.user.role() == Role::Admin {
         DashboardStore(&app.store).users().await?
     } else {
