@@ -45,7 +45,7 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
     let planned = app.planned(&pipeline)?;
     let mut enqueued = false;
     loop {
-        let jobs = app.store.pipeline_jobs(pipeline_id, false).await?;
+        let jobs = app.store.pipeline_job_states(pipeline_id).await?;
         let steps = engine_bridge::next_steps(&planned, &jobs).map_err(StoreError::Corrupt)?;
         let mut changed = false;
         for step in steps {
@@ -146,7 +146,7 @@ pub async fn attempt_ended(
         return Ok(false);
     };
     let planned = app.planned(&pipeline)?;
-    let rows = app.store.pipeline_jobs(job.pipeline_id, false).await?;
+    let rows = app.store.pipeline_job_states(job.pipeline_id).await?;
     let after = engine_bridge::attempt_finished(&planned, &rows, job, state, failure, exit_code);
     let status = match &after {
         AfterAttempt::Retry => "failed",

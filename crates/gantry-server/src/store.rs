@@ -295,6 +295,12 @@ const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, stage_idx, 
     allow_failure, tags, resource_group, interruptible, attempt, retried, spec, runner_id, \
     failure_reason, exit_code, environment, dotenv, artifact_size, user_id, created_at, \
     queued_at, started_at, finished_at, heartbeat_at, scheduled_at";
+/// The job columns without the large ones (spec, dotenv): what the
+/// scheduler reads on every event.
+const JOB_STATE_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, stage_idx, status, when_, \
+    allow_failure, tags, resource_group, interruptible, attempt, retried, '' AS spec, runner_id, \
+    failure_reason, exit_code, environment, NULL AS dotenv, artifact_size, user_id, created_at, \
+    queued_at, started_at, finished_at, heartbeat_at, scheduled_at";
 const PIPELINE_COLUMNS: &str = "id, project_id, iid, ref, sha, before_sha, tag, source, status, \
     protected, user_id, variables, spec, name, error, created_at, updated_at, started_at, finished_at";
 const PROJECT_COLUMNS: &str = "id, path, name, source_url, default_branch, webhook_secret, \
@@ -698,6 +704,16 @@ impl Store {
         )))
         .bind(pipeline_id)
         .bind(b(include_retried))
+        .fetch_all(&self.db.pool)
+        .await?)
+    }
+
+    /// A pipeline's current jobs without their specs (for scheduling).
+    pub async fn pipeline_job_states(&self, pipeline_id: i64) -> Result<Vec<Job>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_STATE_COLUMNS} FROM jobs WHERE pipeline_id = $1 AND retried = 0 ORDER BY id"
+        )))
+        .bind(pipeline_id)
         .fetch_all(&self.db.pool)
         .await?)
     }

@@ -47,6 +47,14 @@ pub enum SourceError {
     NotHttp(String),
     #[error("cannot fetch {url}: {reason}")]
     Fetch { url: String, reason: String },
+    #[error(
+        "cannot read the {what} from {instance}: {cause} (offline runs use the copy cached by an earlier run; set --gitlab-url, GANTRY_GITLAB_URL or CI_SERVER_URL for another instance, GANTRY_GITLAB_TOKEN for a private project)"
+    )]
+    Gitlab {
+        what: String,
+        instance: String,
+        cause: String,
+    },
     #[error("`{0}` is not a commit of this repository")]
     UnknownCommit(String),
 }

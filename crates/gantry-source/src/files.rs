@@ -5,7 +5,8 @@
 
 use crate::error::SourceError;
 use crate::git::{files_at, show_file, working_tree_files};
-use gantry_config::load::FileSource;
+use crate::gitlab::GitlabInstance;
+use gantry_config::load::{ComponentRef, FileSource};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -13,14 +14,24 @@ use std::sync::OnceLock;
 pub struct WorkingTree {
     root: PathBuf,
     files: OnceLock<Vec<String>>,
+    gitlab: GitlabInstance,
 }
 
 impl WorkingTree {
+    /// The tree at `root`; templates and components from the instance the
+    /// environment names ([`GitlabInstance::from_env`]).
     pub fn new(root: PathBuf) -> Self {
         WorkingTree {
             root,
             files: OnceLock::new(),
+            gitlab: GitlabInstance::from_env(None),
         }
+    }
+
+    /// Reads templates and components from `gitlab`.
+    pub fn with_gitlab(mut self, gitlab: GitlabInstance) -> Self {
+        self.gitlab = gitlab;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -33,6 +44,7 @@ pub struct CommitTree {
     repo: PathBuf,
     sha: String,
     files: OnceLock<Vec<String>>,
+    gitlab: GitlabInstance,
 }
 
 impl CommitTree {
@@ -42,7 +54,14 @@ impl CommitTree {
             repo,
             sha: sha.into(),
             files: OnceLock::new(),
+            gitlab: GitlabInstance::from_env(None),
         }
+    }
+
+    /// Reads templates and components from `gitlab`.
+    pub fn with_gitlab(mut self, gitlab: GitlabInstance) -> Self {
+        self.gitlab = gitlab;
+        self
     }
 }
 
@@ -64,27 +83,48 @@ fn projects_dir(this_project: &Path) -> Option<PathBuf> {
 }
 
 /// The local clone of `project` (`group/name`): `BASE/group/name`, else
-/// `BASE/name`. The error lists every directory tried.
+/// `BASE/name`, each matched without regard to case as GitLab matches
+/// project paths (`GNOME/citemplates` is `gnome/citemplates`). The error
+/// lists every directory tried.
 pub fn find_clone(this_project: &Path, project: &str) -> Result<PathBuf, SourceError> {
     let mut tried = Vec::new();
     if let Some(base) = projects_dir(this_project) {
-        let full = base.join(project);
-        if full.is_dir() {
-            return Ok(full);
-        }
-        tried.push(full);
-        if let Some(last) = project.rsplit('/').next() {
-            let short = base.join(last);
-            if short.is_dir() {
-                return Ok(short);
+        let last = project.rsplit('/').next().unwrap_or(project);
+        for candidate in [project, last] {
+            if let Some(found) = find_dir_ignoring_case(&base, candidate) {
+                return Ok(found);
             }
-            tried.push(short);
+            let path = base.join(candidate);
+            if !tried.contains(&path) {
+                tried.push(path);
+            }
         }
     }
     Err(SourceError::NoClone {
         project: project.to_string(),
         tried,
     })
+}
+
+/// `base/rel`, each component of `rel` matched exactly first, then without
+/// regard to ASCII case.
+fn find_dir_ignoring_case(base: &Path, rel: &str) -> Option<PathBuf> {
+    let mut dir = base.to_path_buf();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        let exact = dir.join(part);
+        dir = if exact.is_dir() {
+            exact
+        } else {
+            std::fs::read_dir(&dir)
+                .ok()?
+                .flatten()
+                .find(|e| {
+                    e.file_name().to_string_lossy().eq_ignore_ascii_case(part) && e.path().is_dir()
+                })?
+                .path()
+        };
+    }
+    Some(dir)
 }
 
 /// `include:project`: the file at `git_ref` of the clone, or its working
@@ -141,6 +181,14 @@ impl FileSource for WorkingTree {
     fn read_remote(&self, url: &str) -> Result<String, String> {
         crate::remote::fetch(url).map_err(|e| e.to_string())
     }
+
+    fn read_template(&self, name: &str) -> Result<String, String> {
+        self.gitlab.template(name).map_err(|e| e.to_string())
+    }
+
+    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+        self.gitlab.component(component).map_err(|e| e.to_string())
+    }
 }
 
 impl FileSource for CommitTree {
@@ -172,6 +220,14 @@ impl FileSource for CommitTree {
 
     fn read_remote(&self, url: &str) -> Result<String, String> {
         crate::remote::fetch(url).map_err(|e| e.to_string())
+    }
+
+    fn read_template(&self, name: &str) -> Result<String, String> {
+        self.gitlab.template(name).map_err(|e| e.to_string())
+    }
+
+    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+        self.gitlab.component(component).map_err(|e| e.to_string())
     }
 }
 

@@ -16,6 +16,8 @@
 //!   clones and `include:remote` through [`remote`].
 //! - [`remote`]: HTTP fetches with an on-disk cache that serves stale
 //!   copies when offline.
+//! - [`gitlab`]: `include:template` and `include:component` from a GitLab
+//!   instance, with a token when one is set, cached like remote files.
 //!
 //! Errors are [`SourceError`]; the loader's `FileSource` trait carries their
 //! text.
@@ -23,10 +25,12 @@
 pub mod error;
 pub mod files;
 pub mod git;
+pub mod gitlab;
 pub mod locate;
 pub mod remote;
 
 pub use error::SourceError;
 pub use files::{CommitTree, WorkingTree};
 pub use git::{Revision, commit_facts, working_tree_facts};
+pub use gitlab::GitlabInstance;
 pub use locate::{Located, locate};

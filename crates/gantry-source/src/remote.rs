@@ -21,6 +21,16 @@ pub fn cache_dir() -> PathBuf {
 
 /// The body at `url`, from the cache when fresh.
 pub fn fetch(url: &str) -> Result<String, SourceError> {
+    fetch_with(url, &[], &cache_dir())
+}
+
+/// [`fetch`] with request headers (an access token: never part of the
+/// cache key, a log or an error) and a cache directory.
+pub fn fetch_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    cache_root: &std::path::Path,
+) -> Result<String, SourceError> {
     use sha2::Digest;
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(SourceError::NotHttp(url.to_string()));
@@ -29,7 +39,7 @@ pub fn fetch(url: &str) -> Result<String, SourceError> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3600u64);
-    let path = cache_dir()
+    let path = cache_root
         .join("remote")
         .join(hex::encode(sha2::Sha256::digest(url.as_bytes())));
     let cached = std::fs::read_to_string(&path).ok();
@@ -44,10 +54,17 @@ pub fn fetch(url: &str) -> Result<String, SourceError> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(30))
         .build();
-    let fetched = agent
-        .get(url)
+    let mut request = agent.get(url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let fetched = request
         .call()
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            // The status, not ureq's text (which may quote the response).
+            ureq::Error::Status(code, _) => format!("HTTP {code}"),
+            ureq::Error::Transport(t) => t.kind().to_string(),
+        })
         .and_then(|r| {
             let mut body = String::new();
             std::io::Read::read_to_string(

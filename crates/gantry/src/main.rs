@@ -12,7 +12,7 @@ mod run_cmd;
 mod serve_cmd;
 
 use clap::{Parser, Subcommand};
-use project::{EXIT_USAGE, PlanArgs};
+use project::{EXIT_USAGE, LoadSettings, PlanArgs};
 use std::process::ExitCode;
 
 // mimalloc halves the time of loading large configurations; its `no_thp`
@@ -64,12 +64,16 @@ enum Command {
 struct LintArgs {
     /// The configuration file (default: `.gitlab-ci.yml` at the repository root).
     file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    settings: LoadSettings,
 }
 
 #[derive(clap::Args)]
 struct PlanCmdArgs {
     #[command(flatten)]
     plan: PlanArgs,
+    #[command(flatten)]
+    settings: LoadSettings,
     /// Print the plan as one JSON object.
     #[arg(long, conflicts_with = "merged")]
     json: bool,
@@ -113,7 +117,7 @@ fn lint(args: LintArgs) -> i32 {
         source: "push".into(),
         ..PlanArgs::default()
     };
-    match project::load(&plan_args) {
+    match project::load_with(&plan_args, &args.settings) {
         Ok(project) => {
             let jobs = project.loaded.config.jobs.len();
             let stages = project.loaded.config.stages.len();
@@ -131,7 +135,7 @@ fn lint(args: LintArgs) -> i32 {
 fn plan(args: PlanCmdArgs) -> i32 {
     let mut plan_args = args.plan.clone();
     plan_args.keep_merged = args.merged;
-    let planned = match project::plan(&plan_args) {
+    let planned = match project::plan_with(&plan_args, &args.settings) {
         Ok(p) => p,
         Err(code) => return code,
     };

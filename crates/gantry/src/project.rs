@@ -6,7 +6,7 @@ use gantry_config::context::{Context, GitFacts};
 use gantry_config::load::{FileSource, LoadOptions, Loaded};
 use gantry_config::model::Pipeline;
 use gantry_config::{Diagnostic, Sources};
-use gantry_source::{Located, WorkingTree, git, locate};
+use gantry_source::{CommitTree, GitlabInstance, Located, WorkingTree, git, locate};
 use std::path::PathBuf;
 
 /// Exit code for a usage or I/O error (bad flag, unreadable file).
@@ -31,6 +31,10 @@ pub struct PlanArgs {
     /// Keep the merged configuration in [`Planned::loaded`] (for `--merged`).
     #[arg(skip)]
     pub keep_merged: bool,
+    /// Read the configuration from this commit instead of the working tree
+    /// (`gantry run` runs a commit: its configuration and its files).
+    #[arg(skip)]
+    pub at_commit: Option<String>,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -38,6 +42,19 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
+}
+
+/// How strictly to load, and where GitLab is. Kept out of [`PlanArgs`] so
+/// commands that build `PlanArgs` themselves keep compiling.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LoadSettings {
+    /// Treat warnings (duplicate keys) as errors.
+    #[arg(long)]
+    pub strict: bool,
+    /// The GitLab instance for `include:template` and `include:component`
+    /// (default: GANTRY_GITLAB_URL, CI_SERVER_URL, https://gitlab.com).
+    #[arg(long, value_name = "URL")]
+    pub gitlab_url: Option<String>,
 }
 
 /// A planned pipeline and where it came from.
@@ -52,31 +69,54 @@ pub struct Planned {
 pub struct LoadedProject {
     pub located: Located,
     pub facts: GitFacts,
-    /// Pre-pipeline context: no file list or diff yet (see [`plan`]).
+    /// Pre-pipeline context: no file list or diff yet (see [`plan_with`]).
     pub context: Context,
-    pub files: WorkingTree,
+    pub files: Box<dyn FileSource>,
     pub loaded: Loaded,
 }
 
-/// Finds, reads and validates the configuration (what `gantry lint` does).
+/// Finds, reads and validates the configuration (what `gantry lint` does),
+/// with settings from the command line.
 /// Prints diagnostics itself; the error is the exit code.
-pub fn load(args: &PlanArgs) -> Result<LoadedProject, i32> {
+pub fn load_with(args: &PlanArgs, settings: &LoadSettings) -> Result<LoadedProject, i32> {
     let located = locate(args.file.as_deref()).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_USAGE
     })?;
     let facts = git::working_tree_facts(&located.project_dir, args.git_ref.as_deref());
     let context = Context::new(&facts, &args.source, &args.vars);
-    let files = WorkingTree::new(located.project_dir.clone());
+    let gitlab = GitlabInstance::from_env(settings.gitlab_url.as_deref());
+    let files: Box<dyn FileSource> = match &args.at_commit {
+        Some(sha) => Box::new(
+            CommitTree::new(located.project_dir.clone(), sha.clone()).with_gitlab(gitlab),
+        ),
+        None => Box::new(WorkingTree::new(located.project_dir.clone()).with_gitlab(gitlab)),
+    };
     let opts = LoadOptions {
         entry: located.entry.clone(),
         variables: context.variables.clone(),
         display_name: None,
     };
-    let loaded = gantry_config::load::load(&files, &opts).map_err(|e| {
+    let loaded = gantry_config::load::load(files.as_ref(), &opts).map_err(|e| {
         print_diagnostics(&e.diagnostics, &e.sources);
         EXIT_FAILURE
     })?;
+    if !loaded.warnings.is_empty() {
+        if settings.strict {
+            let as_errors: Vec<Diagnostic> = loaded
+                .warnings
+                .iter()
+                .map(|w| Diagnostic {
+                    severity: gantry_config::diag::Severity::Error,
+                    ..w.clone()
+                })
+                .collect();
+            print_diagnostics(&as_errors, &loaded.sources);
+            eprintln!("(--strict turns warnings into errors)");
+            return Err(EXIT_FAILURE);
+        }
+        print_diagnostics(&loaded.warnings, &loaded.sources);
+    }
     Ok(LoadedProject {
         located,
         facts,
@@ -88,13 +128,18 @@ pub fn load(args: &PlanArgs) -> Result<LoadedProject, i32> {
 
 /// Loads and plans. Prints diagnostics itself; the error is the exit code.
 pub fn plan(args: &PlanArgs) -> Result<Planned, i32> {
+    plan_with(args, &LoadSettings::default())
+}
+
+/// [`plan`] with settings from the command line.
+pub fn plan_with(args: &PlanArgs, settings: &LoadSettings) -> Result<Planned, i32> {
     let LoadedProject {
         located,
         mut facts,
         mut context,
         files,
         mut loaded,
-    } = load(args)?;
+    } = load_with(args, settings)?;
     // The file list and the diff cost git calls: only when rules use them.
     let (needs_files, needs_changes) = gantry_config::load::uses_exists_and_changes(&loaded.merged);
     if needs_files {
@@ -128,10 +173,17 @@ pub fn plan(args: &PlanArgs) -> Result<Planned, i32> {
     })
 }
 
+/// Prints diagnostics, then how many errors and warnings there were.
 pub fn print_diagnostics(diagnostics: &[Diagnostic], sources: &Sources) {
     for d in diagnostics {
         eprintln!("{}", d.render(sources));
     }
-    let n = diagnostics.len();
-    eprintln!("{n} error{} found", if n == 1 { "" } else { "s" });
+    let warnings = diagnostics.iter().filter(|d| d.is_warning()).count();
+    let errors = diagnostics.len() - warnings;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    match (errors, warnings) {
+        (0, w) => eprintln!("{w} warning{}", plural(w)),
+        (e, 0) => eprintln!("{e} error{} found", plural(e)),
+        (e, w) => eprintln!("{e} error{} and {w} warning{} found", plural(e), plural(w)),
+    }
 }

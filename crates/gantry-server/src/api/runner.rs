@@ -204,7 +204,11 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
         serde_json::from_str(&pipeline.variables).unwrap_or_default();
     overrides.extend(pipeline_vars.iter().map(|(k, v)| Variable::new(k, v)));
 
-    let current = app.store.pipeline_jobs(pipeline.id, false).await?;
+    let current = if spec.dependencies.is_empty() {
+        Vec::new()
+    } else {
+        app.store.pipeline_jobs(pipeline.id, false).await?
+    };
     let mut dependencies = Vec::new();
     let mut dotenv = Vec::new();
     for name in &spec.dependencies {
