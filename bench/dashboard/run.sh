@@ -5,12 +5,22 @@
 # and ref, 50 newest pipelines, all their jobs) against the 100 ms target,
 # and the ratio to the server's own JSON list of one project's 50 newest
 # pipelines (GET /api/v4/projects/1/pipelines) in the same run.
-# GANTRY_BIN defaults to target/release/gantry (built when missing).
+# GANTRY_BIN defaults to target/release/gantry (built when missing);
+# GANTRY_BIN=example uses crates/gantry-server/examples/dashboard_bench_server
+# (the same server start without the CLI, quicker to build; dev profile).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 bin="${GANTRY_BIN:-$root/target/release/gantry}"
-[ -x "$bin" ] || (cd "$root" && cargo build --release -p gantry)
+if [ "$bin" = example ]; then
+  # The dev profile (dependencies at opt-level 1): a slower, conservative figure.
+  (cd "$root" && cargo build -q -p gantry-server --example dashboard_bench_server)
+  bin="$root/target/debug/examples/dashboard_bench_server"
+  example=1
+else
+  [ -x "$bin" ] || (cd "$root" && cargo build --release -p gantry)
+  example=0
+fi
 requests="${REQUESTS:-200}"
 token="gpat-bench-admin-token-000000000000"
 work="$(mktemp -d)"
@@ -27,7 +37,12 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 serve() { # DATA_DIR DATABASE_ARGS... ; sets url
   local data="$1"; shift
   local p; p=$(port)
-  GANTRY_ADMIN_TOKEN="$token" "$bin" serve --data "$data" --listen "127.0.0.1:$p" --no-builtin-runner "$@" >"$data.log" 2>&1 &
+  if [ "$example" = 1 ]; then
+    GANTRY_ADMIN_TOKEN="$token" "$bin" "$data" "127.0.0.1:$p" "$@" >"$data.log" 2>&1 &
+  else
+    GANTRY_ADMIN_TOKEN="$token" "$bin" serve --data "$data" --listen "127.0.0.1:$p" --no-builtin-runner \
+      ${1:+--database "$1"} >"$data.log" 2>&1 &
+  fi
   pids+=($!)
   url="http://127.0.0.1:$p"
   for _ in $(seq 1 300); do curl -fs "$url/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
@@ -88,11 +103,11 @@ if [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] && id postgres >/dev/null 2>&1; the
   su postgres -c "$pgbin/initdb -U postgres --auth=trust -D $pgdata" >/dev/null
   su postgres -c "$pgbin/pg_ctl -w -D $pgdata -l $pgdata/log -o '-p $pgport -k /tmp -c fsync=off' start" >/dev/null
   db="postgres://postgres@127.0.0.1:$pgport/postgres"
-  serve "$work/pgdata" --database "$db"
+  serve "$work/pgdata" "$db"
   stop_last
   psql -q "$db" < "$here/seed.sql"
   echo "postgres   jobs: $(psql -tA "$db" -c 'SELECT COUNT(*) FROM jobs')"
-  serve "$work/pgdata" --database "$db"
+  serve "$work/pgdata" "$db"
   bench postgres
   stop_last
 else

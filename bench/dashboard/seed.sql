@@ -21,3 +21,6 @@ SELECT p.id, p.project_id, 'job-' || n.i, 'stage-' || (n.i / 3), n.i / 3,
   CASE WHEN p.status = 'failed' AND n.i = 9 THEN 'failed' WHEN p.status = 'running' AND n.i > 5 THEN 'pending' ELSE 'success' END,
   'on_success', 0, '[]', NULL, 0, 1, 0, '{"name":"job","script":["make test"]}', NULL, 1, p.created_at, p.started_at, p.finished_at
 FROM pipelines p CROSS JOIN n;
+
+-- Planner statistics, as autovacuum (PostgreSQL) or a long-running server would have them.
+ANALYZE;

@@ -80,11 +80,12 @@ pub struct JobSummary {
 
 const PIPELINE_COLUMNS: &str = "p.id, p.project_id, p.ref, p.sha, p.source, p.status, p.user_id, p.created_at, p.started_at, p.finished_at";
 
+/// A user's columns (id, username, name, email, role, created_at) and one more.
+type UserAnd<T> = (i64, String, String, String, String, i64, T);
+
 /// The dashboard's view of the store.
 pub struct DashboardStore<'a>(pub &'a Store);
 
-/// A user row with its password hash.
-type UserWithHash = (i64, String, String, String, String, i64, Option<String>);
 impl DashboardStore<'_> {
     /// Creates the dashboard's tables and indexes if missing.
     pub async fn ensure_schema(&self) -> Result<(), StoreError> {
@@ -118,7 +119,7 @@ impl DashboardStore<'_> {
         &self,
         username: &str,
     ) -> Result<Option<(User, Option<String>)>, StoreError> {
-        let row: Option<UserWithHash> = sqlx::query_as(
+        let row: Option<UserAnd<Option<String>>> = sqlx::query_as(
             "SELECT id, username, name, email, role, created_at, password_hash FROM users WHERE username = $1",
         )
         .bind(username)
@@ -185,7 +186,7 @@ impl DashboardStore<'_> {
     }
 
     pub async fn session(&self, token: &str) -> Result<Option<SessionRow>, StoreError> {
-        let row: Option<(i64, String, String, String, String, i64, String)> = sqlx::query_as(
+        let row: Option<UserAnd<String>> = sqlx::query_as(
             "SELECT u.id, u.username, u.name, u.email, u.role, u.created_at, s.csrf FROM dashboard_sessions s \
              JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
         )

@@ -136,6 +136,18 @@ fn csrf_of(page: &str) -> String {
     page[at..].split('"').next().unwrap().to_string()
 }
 
+async fn post_schedule(web: &mut Web, project: i64, cron: &str, csrf: &str) -> u16 {
+    let project = project.to_string();
+    let form = [
+        ("csrf", csrf),
+        ("project", project.as_str()),
+        ("description", "nightly <b>build</b>"),
+        ("cron", cron),
+        ("timezone", "Europe/Paris"),
+    ];
+    web.post("/dash/schedules", &form).await.0
+}
+
 async fn wait_job_status(app: &gantry_server::app::App, job: i64, want: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -406,6 +418,27 @@ async fn roles_csrf_and_escaping(database: Option<String>) {
         )
         .await;
     assert_eq!(s, 403);
+
+    // Schedules: a cron with a time zone, checked; viewers cannot add one.
+    assert_eq!(
+        post_schedule(&mut dev, project, "not a cron", &dev_csrf).await,
+        422
+    );
+    assert_eq!(
+        post_schedule(&mut eve, project, "0 3 * * 1-5", &eve_csrf).await,
+        403,
+        "viewer"
+    );
+    assert_eq!(
+        post_schedule(&mut dev, project, "0 3 * * 1-5", &dev_csrf).await,
+        303
+    );
+    let (_, page, _) = eve.get("/dash/schedules").await;
+    assert!(
+        page.contains("nightly &#60;b&#62;build&#60;/b&#62;"),
+        "{page}"
+    );
+    assert!(page.contains("Europe/Paris") && page.contains("0 3 * * 1-5"));
 
     // Signing out ends the session on the server.
     let (s, _, _) = dev.post("/logout", &[("csrf", &dev_csrf)]).await;

@@ -101,7 +101,7 @@ pub fn routes(app: Shared) -> Router<Shared> {
         .route("/dash/projects/{id}/run", get(run_form).post(run_pipeline))
         .route("/dash/environments", get(environments))
         .route("/dash/runners", get(runners))
-        .route("/dash/schedules", get(schedules))
+        .route("/dash/schedules", get(schedules).post(create_schedule))
         .route("/dash/users", get(users).post(create_user))
         .route("/dash/password", post(change_password))
         .route("/dash/assets/{name}", get(asset))

@@ -154,3 +154,9 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A hash to verify against when the user has none, for even timing.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("gantry-no-such-user").unwrap_or_default())
+}

@@ -143,7 +143,13 @@ pub async fn login(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -
     let next = safe_next(form.get("next"));
     let dash = DashboardStore(&app.store);
     let mut user = None;
-    if let Some((u, hash)) = dash.user_with_password(&username).await? {
+    let found = dash.user_with_password(&username).await?;
+    if found.as_ref().is_none_or(|(_, hash)| hash.is_none()) {
+        // The same argon2 work whether or not the user exists, so the
+        // answer's timing does not tell which usernames exist.
+        session::verify_password(password, session::dummy_hash());
+    }
+    if let Some((u, hash)) = found {
         let by_password = hash
             .as_deref()
             .is_some_and(|h| session::verify_password(password, h));
@@ -375,24 +381,16 @@ pub async fn board(State(app): State<Shared>, _s: Session, Query(q): Query<Filte
 /// pipeline is created (pages reload their live parts on it).
 pub async fn events(State(app): State<Shared>, _s: Session) -> Response {
     let stream =
-        futures_util::stream::unfold((app, None::<(i64, i64)>), |(app, last)| async move {
+        futures_util::stream::unfold((app, None::<(i64, i64)>), |(app, mut last)| async move {
             loop {
-                let mark = DashboardStore(&app.store).change_mark().await.ok();
-                if mark.is_some() && last.is_some() && mark != last {
-                    let ev = Event::default().event("changed").data("changed");
-                    return Some((Ok::<_, std::convert::Infallible>(ev), (app, mark)));
+                if let Ok(mark) = DashboardStore(&app.store).change_mark().await {
+                    if last.is_some_and(|l| l != mark) {
+                        let ev = Event::default().event("changed").data("changed");
+                        return Some((Ok::<_, std::convert::Infallible>(ev), (app, Some(mark))));
+                    }
+                    last = Some(mark);
                 }
-                let last = if last.is_none() { mark } else { last };
                 tokio::time::sleep(Duration::from_millis(700)).await;
-                if last.is_none() {
-                    continue;
-                }
-                let now = DashboardStore(&app.store).change_mark().await.ok();
-                if now.is_some() && now != last {
-                    let ev = Event::default().event("changed").data("changed");
-                    return Some((Ok(ev), (app, now)));
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
             }
         });
     Sse::new(stream)
@@ -1310,7 +1308,8 @@ pub struct ScheduleRow {
     pub cron: String,
     pub timezone: String,
     pub active: bool,
-    pub next_run: String,
+    /// The next three runs (UTC).
+    pub next_runs: Vec<String>,
     pub last_pipeline: Option<i64>,
 }
 
@@ -1319,34 +1318,107 @@ pub struct ScheduleRow {
 struct SchedulesPage {
     chrome: Chrome,
     schedules: Vec<ScheduleRow>,
+    projects: Vec<Project>,
+    can_create: bool,
+    error: String,
 }
 
-pub async fn schedules(State(app): State<Shared>, s: Session) -> Page {
+async fn schedules_page(app: &Shared, s: &Session, error: String) -> Page {
     let projects = app.store.projects().await?;
     let schedules = app
         .store
         .schedules(None)
         .await?
         .into_iter()
-        .map(|x| ScheduleRow {
-            project: projects
-                .iter()
-                .find(|p| p.id == x.project_id)
-                .map(|p| p.path.clone())
-                .unwrap_or_default(),
-            description: x.description,
-            git_ref: x.git_ref,
-            cron: x.cron,
-            timezone: x.cron_timezone,
-            active: x.active != 0,
-            next_run: fmt_time(x.next_run_at),
-            last_pipeline: x.last_pipeline_id,
+        .map(|x| {
+            let mut next_runs = vec![fmt_time(x.next_run_at)];
+            let mut at = x.next_run_at;
+            for _ in 0..2 {
+                match crate::schedules::next_run(&x.cron, &x.cron_timezone, at) {
+                    Ok(n) if n > at => {
+                        next_runs.push(fmt_time(n));
+                        at = n;
+                    }
+                    _ => break,
+                }
+            }
+            ScheduleRow {
+                project: projects
+                    .iter()
+                    .find(|p| p.id == x.project_id)
+                    .map(|p| p.path.clone())
+                    .unwrap_or_default(),
+                description: x.description,
+                git_ref: x.git_ref,
+                cron: x.cron,
+                timezone: x.cron_timezone,
+                active: x.active != 0,
+                next_runs,
+                last_pipeline: x.last_pipeline_id,
+            }
         })
         .collect();
-    html(&SchedulesPage {
-        chrome: Chrome::of(&s, "schedules"),
+    let failed = !error.is_empty();
+    let mut resp = html(&SchedulesPage {
+        chrome: Chrome::of(s, "schedules"),
         schedules,
-    })
+        projects,
+        can_create: s.user.role().allows(Role::Developer),
+        error,
+    })?;
+    if failed {
+        *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(resp)
+}
+
+pub async fn schedules(State(app): State<Shared>, s: Session) -> Page {
+    schedules_page(&app, &s, String::new()).await
+}
+
+/// A new schedule: cron with a time zone, for a ref of a project.
+pub async fn create_schedule(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
+    s.require(Role::Developer)?;
+    let project_id: i64 = form
+        .get("project")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let project = app
+        .store
+        .project(project_id)
+        .await?
+        .ok_or(DashError::NotFound("project"))?;
+    let cron = form.get("cron").unwrap_or("").trim();
+    let tz = form
+        .get("timezone")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("UTC");
+    let git_ref = form
+        .get("ref")
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or(&project.default_branch);
+    let description = form.get("description").unwrap_or("").trim();
+    let next = match crate::schedules::next_run(cron, tz, crate::now_ms()) {
+        Ok(n) => n,
+        Err(e) => return schedules_page(&app, &s, e.to_string()).await,
+    };
+    app.store
+        .create_schedule(
+            project.id,
+            description,
+            git_ref,
+            cron,
+            tz,
+            true,
+            next,
+            Some(s.user.id),
+        )
+        .await?;
+    Ok(see_other("/dash/schedules"))
 }
 
 // ---- users ----
