@@ -12,7 +12,6 @@ use crate::executor::{
     ExecError, Executor, JobEnvironment, JobStage, LogSink, PrepareRequest, ScriptOutcome,
     ScriptRequest,
 };
-use crate::mask::StreamMasker;
 use crate::script;
 use crate::sources::{GitStrategy, Snapshot};
 use crate::state::{JobEnvRecord, RunDir, write_private};
@@ -23,7 +22,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 /// The runner's after_script timeout (common/consts.go).
@@ -135,41 +134,27 @@ pub async fn run_attempt(
     );
 
     // The log pump: raw bytes → masker → lines → file + dispatcher.
-    let (raw_tx, mut raw_rx) = unbounded_channel::<Vec<u8>>();
+    let (raw_tx, mut raw_rx) = crate::executor::log_channel();
     let log_path = shared.run.log_path(&spec.slug);
     let index = spec.index;
     let pump = tokio::spawn(async move {
-        let mut masker = StreamMasker::new(secrets);
-        let mut file = std::fs::OpenOptions::new()
+        let mut log_lines = crate::mask::LogLines::new(secrets, crate::mask::LogLines::LIVE_CAP);
+        let mut file: Box<dyn std::io::Write + Send> = match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .ok()
-            .map(std::io::BufWriter::new);
-        let mut partial: Vec<u8> = Vec::new();
-        let emit = |partial: &mut Vec<u8>, bytes: &[u8], file: &mut Option<_>| {
-            partial.extend_from_slice(bytes);
-            while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = partial.drain(..=pos).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                write_line(file, &lines, index, &line);
-            }
+        {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(_) => Box::new(std::io::sink()),
+        };
+        let mut on_line = |line: String| {
+            let _ = lines.send((index, line));
         };
         while let Some(chunk) = raw_rx.recv().await {
-            let out = masker.push(&chunk);
-            emit(&mut partial, &out, &mut file);
+            let _ = log_lines.push(&chunk, &mut file, &mut on_line);
         }
-        let out = masker.finish();
-        emit(&mut partial, &out, &mut file);
-        if !partial.is_empty() {
-            write_line(&mut file, &lines, index, &partial);
-        }
-        if let Some(f) = file.as_mut() {
-            let _ = f.flush();
-        }
+        let _ = log_lines.finish(&mut file, &mut on_line);
+        let _ = file.flush();
     });
     let log = JobLog { tx: raw_tx };
 
@@ -210,20 +195,6 @@ pub async fn run_attempt(
     let _ = pump.await;
     outcome.duration = started.elapsed();
     outcome
-}
-
-fn write_line(
-    file: &mut Option<std::io::BufWriter<std::fs::File>>,
-    lines: &LineSender,
-    index: usize,
-    line: &[u8],
-) {
-    let text = String::from_utf8_lossy(line).into_owned();
-    if let Some(f) = file.as_mut() {
-        let _ = f.write_all(text.as_bytes());
-        let _ = f.write_all(b"\n");
-    }
-    let _ = lines.send((index, text));
 }
 
 /// The job's own messages, into the same masked stream as its output.
@@ -282,8 +253,9 @@ impl Lifecycle<'_> {
             }
         };
         let mut env = env;
-        outcome.shell_command = env.shell_command();
         let status = self.run_prepared(env.as_mut(), outcome).await;
+        // Asked after the scripts: an executor keeps a failed job's environment.
+        outcome.shell_command = env.shell_command();
         outcome.status = status;
         self.save_env_record();
         // cleanup
@@ -309,6 +281,7 @@ impl Lifecycle<'_> {
             ci_project_dir: self.spec.ci_project_dir.clone(),
             env: self.env_with_status("running"),
             run_id: self.shared.run.id.clone(),
+            repository_key: crate::executor::repository_key(&self.shared.snapshot.repo_dir),
         };
         self.spec
             .executor
