@@ -656,7 +656,8 @@ impl DockerExecutor {
             }),
             ..Default::default()
         };
-        self.docker
+        let created = self
+            .docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::default().name(&name).build()),
                 body,
@@ -665,7 +666,8 @@ impl DockerExecutor {
             .map_err(|e| {
                 engine_error(&format!("creating the job container from {image_name}"), e)
             })?;
-        job_env.build = Some(name.clone());
+        // By id: labels select containers by id, never by name.
+        job_env.build = Some(created.id);
         self.upload_tmp_dir(&name, &project_dir, &req.ci_project_dir)
             .await?;
         self.connect_extra_networks(&name).await?;
@@ -1011,19 +1013,23 @@ async fn container_logs(docker: &Docker, container: &str, tail: usize) -> String
 #[derive(Debug)]
 struct Found {
     id: String,
-    /// The engine's state: `created`, `running`, `exited`, Podman's
-    /// transient `stopped`, ...
-    state: String,
+    names: Vec<String>,
     labels: HashMap<String, String>,
 }
 
 impl Found {
-    /// A stopped build container: one kept for `gantry shell`.
+    /// A build container kept for `gantry shell`: renamed with
+    /// [`KEPT_SUFFIX`] when kept (labels cannot change after creation; the
+    /// name only marks the state, selection is by labels). It may be
+    /// running while a `gantry shell` session uses it.
     fn is_kept_build(&self) -> bool {
         self.labels.get(LABEL_ROLE).is_some_and(|r| r == "build")
-            && matches!(self.state.as_str(), "exited" | "stopped")
+            && self.names.iter().any(|n| n.ends_with(KEPT_SUFFIX))
     }
 }
+
+/// The name suffix of a build container kept for `gantry shell`.
+const KEPT_SUFFIX: &str = "-kept";
 
 /// What [`DockerExecutor::clean_repository`] did.
 #[derive(Debug, Default)]
@@ -1051,14 +1057,9 @@ async fn list_containers(docker: &Docker, label_filters: Vec<String>) -> Result<
     Ok(list
         .into_iter()
         .filter_map(|c| {
-            let state = c
-                .state
-                .as_ref()
-                .map(|s| s.to_string().to_ascii_lowercase())
-                .unwrap_or_default();
             Some(Found {
                 id: c.id?,
-                state,
+                names: c.names.unwrap_or_default(),
                 labels: c.labels.unwrap_or_default(),
             })
         })
@@ -1211,7 +1212,7 @@ struct DockerJob {
     /// Canonical host project directory (after prepare).
     project_dir: PathBuf,
     image: String,
-    /// Name of the build container, once created.
+    /// Id of the build container, once created.
     build: Option<String>,
     /// Names of service containers created.
     services: Vec<String>,
@@ -1388,6 +1389,18 @@ impl DockerJob {
                     kept.insert(build.clone());
                 }
                 kill(&self.docker, &build).await;
+                let renamed = self
+                    .docker
+                    .rename_container(
+                        &build,
+                        bollard::query_parameters::RenameContainerOptionsBuilder::default()
+                            .name(&format!("{}{KEPT_SUFFIX}", self.instance))
+                            .build(),
+                    )
+                    .await;
+                if let Err(e) = renamed {
+                    first_error.get_or_insert(engine_error("marking the kept container", e));
+                }
                 let network = self.private_network.clone().or_else(|| {
                     self.shared_aliases
                         .as_ref()
@@ -1658,7 +1671,8 @@ impl JobEnvironment for DockerJob {
                    echo 'gantry: the files of this run were removed; run the job again' >&2; exit 1; fi; \
                  {cli} start {c} >/dev/null || exit 1; \
                  if [ -t 0 ]; then t=-t; else t=; fi; \
-                 exec {cli} exec -i $t -w {dir} {c} sh -c {detect}",
+                 {cli} exec -i $t -w {dir} {c} sh -c {detect}; rc=$?; \
+                 {cli} kill {c} >/dev/null 2>&1; exit $rc",
                 c = shell_quote(container),
                 host_dir = shell_quote(&self.project_dir.to_string_lossy()),
                 dir = shell_quote(&self.ci_project_dir),
