@@ -1009,6 +1009,18 @@ async fn container_logs(docker: &Docker, container: &str, tail: usize) -> String
     String::from_utf8_lossy(&text).into_owned()
 }
 
+/// [`DockerExecutor::clean_repository`] on the discovered engine, for
+/// callers without an async runtime (`gantry clean`).
+pub fn clean_repository_blocking(repository_key: &str) -> Result<CleanCount, ExecError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let executor = DockerExecutor::connect().await?;
+        executor.clean_repository(repository_key).await
+    })
+}
+
 /// A container found by its labels.
 #[derive(Debug)]
 struct Found {
