@@ -320,7 +320,9 @@ impl Lifecycle<'_> {
         if self.cancel.is_cancelled() {
             return AttemptStatus::Canceled;
         }
-        // restore_cache
+        // restore_cache (a key whose restore failed is not saved again: the
+        // job's files are incomplete and would shrink the cache)
+        let mut restore_failed: std::collections::HashSet<String> = Default::default();
         for c in job.cache.iter().filter(|c| c.policy != CachePolicy::Push) {
             let key = cache::cache_key(
                 c,
@@ -332,16 +334,19 @@ impl Lifecycle<'_> {
             for k in cache::restore_keys(c, &key, self.env_map) {
                 let path = cache::cache_path(&self.shared.cache_dir, &k);
                 if path.is_file() {
-                    match archive::extract_zip(&path, self.build_dir) {
+                    match cache::restore(&path, self.build_dir) {
                         Ok(n) => {
                             self.log
                                 .line(&format!("Restored cache \"{k}\" ({n} entries)"));
                             restored = true;
                             break;
                         }
-                        Err(e) => self.log.line(&format!(
-                            "WARNING: cache \"{k}\" could not be restored: {e}"
-                        )),
+                        Err(e) => {
+                            restore_failed.insert(k.clone());
+                            self.log.line(&format!(
+                                "WARNING: cache \"{k}\" could not be restored: {e}"
+                            ))
+                        }
                     }
                 }
             }
@@ -477,6 +482,12 @@ impl Lifecycle<'_> {
                     .line(&format!("WARNING: cache \"{key}\": no matching files"));
                 continue;
             }
+            if restore_failed.contains(&key) {
+                self.log.line(&format!(
+                    "WARNING: cache \"{key}\" not saved: its restore failed, and saving would replace it with this job's incomplete files"
+                ));
+                continue;
+            }
             let dest = cache::cache_path(&self.shared.cache_dir, &key);
             match archive::write_zip(self.build_dir, &files, &dest) {
                 Ok(n) => self
@@ -510,7 +521,10 @@ impl Lifecycle<'_> {
                         ci_project_dir: &self.spec.ci_project_dir,
                     },
                 );
-                for w in warnings {
+                for w in warnings
+                    .into_iter()
+                    .chain(archive::outside_links(self.build_dir, &files))
+                {
                     self.log.line(&format!("WARNING: artifacts: {w}"));
                 }
                 if files.is_empty() {

@@ -1062,10 +1062,20 @@ async fn list_containers(docker: &Docker, label_filters: Vec<String>) -> Result<
         .all(true)
         .filters(&filters)
         .build();
-    let list = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| engine_error("listing containers", e))?;
+    // Podman reports a container it is stopping as `stopped`, a state the
+    // Docker API (and bollard) does not know: the whole listing then fails
+    // to parse. The state lasts a moment, so list again.
+    let mut attempts = 0;
+    let list = loop {
+        match docker.list_containers(Some(options.clone())).await {
+            Ok(list) => break list,
+            Err(e) if attempts < 100 && e.to_string().contains("unknown variant `stopped`") => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(engine_error("listing containers", e)),
+        }
+    };
     Ok(list
         .into_iter()
         .filter_map(|c| {
