@@ -324,7 +324,11 @@ mod tests {
 
     #[test]
     fn log_lines_split_mask_and_strip_crlf() {
-        let (file, live) = lines(&["s3cr3t"], 100, &[b"a s3c", b"r3t\r", b"\nb\r\rc\n", b"end"]);
+        let (file, live) = lines(
+            &["s3cr3t"],
+            100,
+            &[b"a s3c", b"r3t\r", b"\nb\r\rc\n", b"end"],
+        );
         assert_eq!(file, b"a [MASKED]\nb\r\rc\nend\n");
         assert_eq!(live, vec!["a [MASKED]", "b\r\rc", "end"]);
     }

@@ -13,9 +13,7 @@ mod executor_regressions {
     use super::docker_common::*;
     use gantry_config::model::{Cache, CacheKey, CachePolicy};
     use gantry_engine::docker::{DockerExecutor, KeepContainers, LABEL_REPO};
-    use gantry_engine::executor::{
-        Executor, JobStage, LOG_BUDGET, ScriptOutcome, log_channel,
-    };
+    use gantry_engine::executor::{Executor, JobStage, LOG_BUDGET, ScriptOutcome, log_channel};
     use gantry_engine::mask::LogLines;
     use gantry_engine::report::{OutputMode, Reporter};
     use serde_json::json;
@@ -112,7 +110,9 @@ mod executor_regressions {
                     .push(&chunk, &mut file, &mut |l| live.push(l))
                     .expect("push");
             }
-            lines.finish(&mut file, &mut |l| live.push(l)).expect("finish");
+            lines
+                .finish(&mut file, &mut |l| live.push(l))
+                .expect("finish");
             (String::from_utf8_lossy(&file).into_owned(), live)
         });
         let outcome = env
@@ -322,8 +322,7 @@ mod executor_regressions {
     /// removes those of runs whose process is gone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_next_run_removes_what_a_sigkilled_run_left() {
-        let Some(executor) = engine("the_next_run_removes_what_a_sigkilled_run_left").await
-        else {
+        let Some(executor) = engine("the_next_run_removes_what_a_sigkilled_run_left").await else {
             return;
         };
         let dir = tempfile::tempdir().expect("tempdir");
@@ -424,7 +423,11 @@ mod executor_regressions {
                 .is_empty()
         );
         let others = repo_containers(&executor, &repository_key(other.path())).await;
-        assert_eq!(others.len(), 1, "another repository's container was touched");
+        assert_eq!(
+            others.len(),
+            1,
+            "another repository's container was touched"
+        );
         executor
             .clean_repository(&repository_key(other.path()))
             .await
@@ -440,11 +443,9 @@ mod executor_regressions {
         sink.send_output(vec![b'x'; LOG_BUDGET])
             .await
             .expect("first chunk");
-        let blocked = tokio::time::timeout(
-            Duration::from_millis(200),
-            sink.send_output(vec![b'y'; 10]),
-        )
-        .await;
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(200), sink.send_output(vec![b'y'; 10]))
+                .await;
         assert!(blocked.is_err(), "a full log must make the sender wait");
         // Engine messages never wait.
         sink.send(b"note\n".to_vec()).expect("message");
@@ -499,7 +500,10 @@ mod executor_regressions {
         .expect("run");
         assert_eq!(common::status(&report, "long"), "success");
         let log = common::log(&report, "long");
-        assert!(log.contains(&"x".repeat(3_000_000)), "the log has the whole line");
+        assert!(
+            log.contains(&"x".repeat(3_000_000)),
+            "the log has the whole line"
+        );
         assert!(log.contains("after"));
         let text = String::from_utf8(events.0.lock().expect("lock").clone()).expect("utf-8");
         let longest = text
@@ -576,7 +580,8 @@ mod executor_regressions {
             let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).expect("zip"));
             let opts = SimpleFileOptions::default();
             for i in 0..5 {
-                z.start_file(format!("deps/file{i}.txt"), opts).expect("entry");
+                z.start_file(format!("deps/file{i}.txt"), opts)
+                    .expect("entry");
                 z.write_all(b"cached").expect("write");
             }
             z.add_symlink("deps/out", "/tmp", opts).expect("link");

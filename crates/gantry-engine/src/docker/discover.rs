@@ -42,8 +42,9 @@ pub fn candidate_sockets() -> Vec<Result<String, String>> {
     ];
     match std::env::var("XDG_RUNTIME_DIR") {
         Ok(dir) if !dir.is_empty() => candidates.push(Ok(format!("{dir}/podman/podman.sock"))),
-        _ => candidates
-            .push(Err("$XDG_RUNTIME_DIR/podman/podman.sock (XDG_RUNTIME_DIR unset)".into())),
+        _ => candidates.push(Err(
+            "$XDG_RUNTIME_DIR/podman/podman.sock (XDG_RUNTIME_DIR unset)".into(),
+        )),
     }
     candidates
 }
@@ -112,7 +113,8 @@ pub fn ping(host: &str) -> Result<(), String> {
     let request = b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n";
     let mut answer = Vec::new();
     if let Some(path) = host.strip_prefix("unix://") {
-        let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| e.to_string())?;
+        let mut stream =
+            std::os::unix::net::UnixStream::connect(path).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(PING_LIMIT))
             .and_then(|()| stream.set_write_timeout(Some(PING_LIMIT)))

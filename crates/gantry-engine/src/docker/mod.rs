@@ -565,22 +565,26 @@ impl DockerExecutor {
         output: &LogSink,
     ) -> Result<(), ExecError> {
         let job = &req.job;
-        let default_image = self
-            .options
-            .default_image
+        let default_image =
+            self.options
+                .default_image
+                .as_ref()
+                .map(|name| gantry_config::model::Image {
+                    name: name.clone(),
+                    entrypoint: None,
+                    pull_policy: Vec::new(),
+                    docker: None,
+                });
+        let image = job
+            .image
             .as_ref()
-            .map(|name| gantry_config::model::Image {
-                name: name.clone(),
-                entrypoint: None,
-                pull_policy: Vec::new(),
-                docker: None,
-            });
-        let image = job.image.as_ref().or(default_image.as_ref()).ok_or_else(|| {
-            ExecError::Setup(format!(
-                "job `{}` has no `image:`; the docker executor needs one (or --default-image)",
-                job.name
-            ))
-        })?;
+            .or(default_image.as_ref())
+            .ok_or_else(|| {
+                ExecError::Setup(format!(
+                    "job `{}` has no `image:`; the docker executor needs one (or --default-image)",
+                    job.name
+                ))
+            })?;
         let image_name = expand_runner_env(&image.name, &req.env);
         if image_name.trim().is_empty() {
             return Err(ExecError::Setup(format!(
@@ -1055,7 +1059,10 @@ pub struct CleanCount {
 }
 
 /// Containers matching all label filters.
-async fn list_containers(docker: &Docker, label_filters: Vec<String>) -> Result<Vec<Found>, ExecError> {
+async fn list_containers(
+    docker: &Docker,
+    label_filters: Vec<String>,
+) -> Result<Vec<Found>, ExecError> {
     let mut filters = HashMap::new();
     filters.insert("label".to_string(), label_filters);
     let options = ListContainersOptionsBuilder::default()
