@@ -40,13 +40,15 @@ fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-SCRIPT_fast400='yes 012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678 | head -c 400000000'
+# `yes` dies of SIGPIPE when head has enough; the job's shell has pipefail.
+SCRIPT_fast400='{ yes 012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678 || true; } | head -c 400000000'
 SCRIPT_line50="head -c 50000000 /dev/zero | tr '\\0' x"
 
 new_repo() { # name script
   local dir="$WORK/$1"
   mkdir -p "$dir"
-  printf 'out:\n  script:\n    - %s\n' "$2" > "$dir/.gitlab-ci.yml"
+  # A YAML single-quoted scalar: the script starts with `{`.
+  printf "out:\n  script:\n    - '%s'\n" "${2//\'/\'\'}" > "$dir/.gitlab-ci.yml"
   (cd "$dir" && git init -q -b main && git add -A \
     && git -c user.name=bench -c user.email=bench@example.com commit -qm bench)
 }

@@ -349,3 +349,56 @@ pub trait Executor: Send + Sync {
 pub fn host_dir(req: &PrepareRequest) -> &Path {
     &req.project_dir
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(parts: &[(usize, &[u8])]) -> Vec<u8> {
+        let mut buffers = LineBuffers::new();
+        let mut out = Vec::new();
+        for (stream, bytes) in parts {
+            out.extend(buffers.push(*stream, bytes));
+        }
+        out.extend(buffers.finish());
+        out
+    }
+
+    #[test]
+    fn lines_of_two_streams_interleave_whole() {
+        let out = feed(&[
+            (0, b"tok s3cr"),
+            (1, b"err 1\n"),
+            (0, b"3t\n"),
+            (1, b"err"),
+        ]);
+        assert_eq!(out, b"err 1\ntok s3cr3t\nerr\n");
+    }
+
+    #[test]
+    fn a_long_line_goes_on_in_pieces_and_holds_the_other_stream() {
+        let long = vec![b'x'; LineBuffers::FRAGMENT + 10];
+        let mut buffers = LineBuffers::new();
+        let first = buffers.push(0, &long);
+        assert_eq!(first.len(), long.len(), "passed on before its newline");
+        assert!(buffers.push(1, b"err\n").is_empty(), "held until the line ends");
+        let rest = buffers.push(0, b"yy\n");
+        assert_eq!(rest, b"yy\nerr\n");
+    }
+
+    #[test]
+    fn held_lines_past_the_limit_end_the_long_line() {
+        let long = vec![b'x'; LineBuffers::FRAGMENT];
+        let mut buffers = LineBuffers::new();
+        buffers.push(0, &long);
+        let line = vec![b'e'; 1000];
+        let mut line = line;
+        line.push(b'\n');
+        let mut out = Vec::new();
+        for _ in 0..(LineBuffers::HELD_LIMIT / line.len() + 2) {
+            out.extend(buffers.push(1, &line));
+        }
+        assert!(out.starts_with(b"\n"), "the long line is ended first");
+        assert_eq!(out.len() % line.len(), 1);
+    }
+}

@@ -22,7 +22,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 /// The runner's after_script timeout (common/consts.go).
@@ -93,7 +92,12 @@ pub struct AttemptOutcome {
 }
 
 /// A masked line of a job, for the dispatcher.
-pub type LineSender = UnboundedSender<(usize, String)>;
+/// Bounded ([`LINE_QUEUE`]): a job printing faster than the dispatcher shows
+/// its lines waits, instead of filling memory.
+pub type LineSender = tokio::sync::mpsc::Sender<(usize, String)>;
+
+/// Lines queued between all jobs and the dispatcher.
+pub const LINE_QUEUE: usize = 1024;
 
 /// Runs one attempt of a job. Lines go to `lines` (masked) and to the log
 /// file (appended: retries share one log).
@@ -147,13 +151,17 @@ pub async fn run_attempt(
             Ok(f) => Box::new(std::io::BufWriter::new(f)),
             Err(_) => Box::new(std::io::sink()),
         };
-        let mut on_line = |line: String| {
-            let _ = lines.send((index, line));
-        };
+        let mut ready: Vec<String> = Vec::new();
         while let Some(chunk) = raw_rx.recv().await {
-            let _ = log_lines.push(&chunk, &mut file, &mut on_line);
+            let _ = log_lines.push(&chunk, &mut file, &mut |line| ready.push(line));
+            for line in ready.drain(..) {
+                let _ = lines.send((index, line)).await;
+            }
         }
-        let _ = log_lines.finish(&mut file, &mut on_line);
+        let _ = log_lines.finish(&mut file, &mut |line| ready.push(line));
+        for line in ready.drain(..) {
+            let _ = lines.send((index, line)).await;
+        }
         let _ = file.flush();
     });
     let log = JobLog { tx: raw_tx };

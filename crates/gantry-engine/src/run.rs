@@ -576,7 +576,7 @@ struct Dispatcher<'a> {
 
 impl Dispatcher<'_> {
     async fn run_loop(&mut self, cancel: &CancellationToken) {
-        let (line_tx, mut line_rx) = unbounded_channel::<(usize, String)>();
+        let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<(usize, String)>(job::LINE_QUEUE);
         let (done_tx, mut done_rx) = unbounded_channel::<(usize, AttemptOutcome)>();
         let (delay_tx, mut delay_rx) = unbounded_channel::<usize>();
         let job_cancel = cancel.child_token();
