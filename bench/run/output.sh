@@ -33,6 +33,9 @@ if [ -z "$GANTRY" ]; then
   (cd "$ROOT" && cargo build --release -q -p gantry)
   GANTRY="$ROOT/target/release/gantry"
 fi
+# Measured from inside the repositories: absolute paths.
+GANTRY="$(realpath "$GANTRY")"
+if [ -n "$OLD" ]; then OLD="$(realpath "$OLD")"; fi
 if [ "$PEER" = 1 ]; then
   PEER_PATH="$("$ROOT/scripts/setup-peer.sh" | tail -n 1)"
 fi
