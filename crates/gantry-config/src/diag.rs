@@ -4,9 +4,20 @@
 use crate::source::{Sources, Span};
 use std::fmt::Write as _;
 
-/// One configuration error.
+/// Whether a diagnostic stops the load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Severity {
+    #[default]
+    Error,
+    /// GitLab accepts the file; the user probably did not mean it (a
+    /// duplicate key). `--strict` makes these errors.
+    Warning,
+}
+
+/// One configuration error or warning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
+    pub severity: Severity,
     /// Where the problem is; `None` for errors about the whole pipeline.
     pub span: Option<Span>,
     /// What is wrong, e.g. "unknown key `scirpt` in job `build`".
@@ -18,6 +29,7 @@ pub struct Diagnostic {
 impl Diagnostic {
     pub fn new(span: Option<Span>, message: impl Into<String>) -> Self {
         Diagnostic {
+            severity: Severity::Error,
             span,
             message: message.into(),
             expected: None,
@@ -26,6 +38,16 @@ impl Diagnostic {
 
     pub fn at(span: Span, message: impl Into<String>) -> Self {
         Self::new(Some(span), message)
+    }
+
+    /// The same diagnostic as a warning.
+    pub fn warning(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
+    }
+
+    pub fn is_warning(&self) -> bool {
+        self.severity == Severity::Warning
     }
 
     pub fn expected(mut self, expected: impl Into<String>) -> Self {
@@ -43,7 +65,11 @@ impl Diagnostic {
     ///    |   ^ expected one of: script, stage, ...
     /// ```
     pub fn render(&self, sources: &Sources) -> String {
-        let mut out = format!("error: {}\n", self.message);
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut out = format!("{level}: {}\n", self.message);
         match self.span {
             Some(span) => {
                 let name = sources.name(span.file);

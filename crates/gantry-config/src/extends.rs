@@ -224,16 +224,16 @@ impl<'a> Planner<'a> {
             }
         }
         if !unknown.is_empty() {
-            let names: Vec<&str> = unknown.iter().map(|(n, _)| *n).collect();
-            self.errors.push(
-                Diagnostic::at(
-                    unknown[0].1,
-                    format!("{key}: unknown keys in `extends` ({})", names.join(", ")),
-                )
-                .expected(
+            let defined: Vec<&str> = self.root.keys().collect();
+            for (name, span) in unknown {
+                let mut message = format!("{key}: `extends` target `{name}` is not defined");
+                if let Some(similar) = crate::compose::closest_name(name, &defined) {
+                    message.push_str(&format!("; did you mean `{similar}`?"));
+                }
+                self.errors.push(Diagnostic::at(span, message).expected(
                     "the name of a job or hidden job (`.template`) defined in the configuration",
-                ),
-            );
+                ));
+            }
             return None;
         }
         if !invalid.is_empty() {

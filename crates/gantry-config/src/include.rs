@@ -19,7 +19,7 @@
 //! would only stop at the limit in GitLab, so it is reported as a cycle.
 
 use crate::diag::Diagnostic;
-use crate::load::{FileSource, LoadOptions};
+use crate::load::{ComponentRef, FileSource, LoadOptions};
 use crate::node::{Map, Node, Value, deep_merge};
 use crate::source::{FileId, Sources, Span};
 use crate::yaml;
@@ -88,6 +88,16 @@ pub fn expand(
     opts: &LoadOptions,
     sources: &mut Sources,
 ) -> Result<Node, Vec<Diagnostic>> {
+    expand_with_warnings(fs, opts, sources, &mut Vec::new())
+}
+
+/// [`expand`], collecting warnings (duplicate keys) into `warnings`.
+pub fn expand_with_warnings(
+    fs: &dyn FileSource,
+    opts: &LoadOptions,
+    sources: &mut Sources,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Node, Vec<Diagnostic>> {
     let name = opts
         .display_name
         .clone()
@@ -101,6 +111,7 @@ pub fn expand(
         vars: &opts.variables,
         sources,
         errors: Vec::new(),
+        warnings,
         count: 0,
         limit_reached: false,
         stack: Vec::new(),
@@ -122,6 +133,7 @@ struct Expander<'a> {
     vars: &'a IndexMap<String, String>,
     sources: &'a mut Sources,
     errors: Vec<Diagnostic>,
+    warnings: &'a mut Vec<Diagnostic>,
     /// Included files so far (GitLab's `expandset`).
     count: usize,
     limit_reached: bool,
@@ -145,6 +157,8 @@ enum Target {
         file: String,
     },
     Remote(String),
+    Template(String),
+    Component(ComponentRef),
 }
 
 impl Expander<'_> {
@@ -158,15 +172,19 @@ impl Expander<'_> {
         let id = self.sources.add(name.clone(), text);
         let doc = self.parse(id)?;
         let body = match doc.header {
-            Some(header) => interpolate(
-                header,
-                None,
-                doc.body,
-                &name,
-                self.vars,
-                &mut self.errors,
-                None,
-            )?,
+            Some(header) => {
+                let external = self.spec_include_inputs(&header, &Scope::Main)?;
+                interpolate(
+                    header,
+                    None,
+                    doc.body,
+                    &name,
+                    self.vars,
+                    &mut self.errors,
+                    None,
+                    external,
+                )?
+            }
             None => doc.body,
         };
         match &body.value {
@@ -195,7 +213,10 @@ impl Expander<'_> {
     fn parse(&mut self, id: FileId) -> Option<yaml::Document> {
         let text = self.sources.get(id).map(|f| f.text.as_str()).unwrap_or("");
         match yaml::parse_document(text, id, &yaml::Limits::default()) {
-            Ok(doc) => Some(doc),
+            Ok(mut doc) => {
+                self.warnings.append(&mut doc.warnings);
+                Some(doc)
+            }
             Err(errors) => {
                 self.errors.extend(errors);
                 None
@@ -456,18 +477,23 @@ impl Expander<'_> {
         };
         match kind {
             "template" => {
-                self.errors.push(
-                    Diagnostic::at(value_span, format!("`include:template` `{value}` cannot be resolved: GitLab's CI/CD templates are not available offline"))
-                        .expected("a copy of the template in the repository, included with `include:local`"),
-                );
-                return None;
+                return self.read_and_expand(Target::Template(value), value_span, scope, inputs);
             }
             "component" => {
-                self.errors.push(
-                    Diagnostic::at(value_span, format!("`include:component` `{value}` cannot be resolved: CI/CD components need a GitLab instance's catalog"))
-                        .expected("the component's template copied into the repository, included with `include:local`"),
+                let Some(component) = ComponentRef::parse(&value) else {
+                    self.error(
+                        value_span,
+                        format!("`{value}` is not a component address"),
+                        "`host/group/project/name@version`, e.g. `$CI_SERVER_FQDN/my-org/components/build@1.0.0`",
+                    );
+                    return None;
+                };
+                return self.read_and_expand(
+                    Target::Component(component),
+                    value_span,
+                    scope,
+                    inputs,
                 );
-                return None;
             }
             "artifact" => {
                 self.error(value_span, "Including configs from artifacts is only allowed when triggering child pipelines", "`artifact:` only under a job's `trigger:include`");
@@ -482,6 +508,20 @@ impl Expander<'_> {
                     format!("Included file `{value}` does not have YAML extension!"),
                 )
                 .expected("a file name ending in .yml or .yaml"),
+            );
+            return None;
+        }
+        // GitLab reads local paths from the repository root as given: a
+        // `./` prefix names no file there ("does not exist"), unlike `/`.
+        if kind == "local" && value.starts_with("./") {
+            self.error(
+                value_span,
+                format!("Local file `{value}` does not exist!"),
+                &format!(
+                    "a path from the repository root without `./`, such as `{}` or `/{}`",
+                    value.trim_start_matches("./"),
+                    value.trim_start_matches("./")
+                ),
             );
             return None;
         }
@@ -610,6 +650,44 @@ impl Expander<'_> {
                     read,
                 )
             }
+            Target::Template(name) => {
+                let read = self.fs.read_template(&name).map_err(|e| {
+                    format!("Included file `{name}` (include:template) could not be read: {e}")
+                });
+                (
+                    FileKey {
+                        scope: Scope::Detached,
+                        path: format!("template:{name}"),
+                    },
+                    format!("template:{name}"),
+                    read,
+                )
+            }
+            Target::Component(component) => {
+                let name = component.address();
+                let (scope, read) = match self.local_component(&component) {
+                    // The project's own component at the pipeline's commit
+                    // (how a component is tested in its repository): the
+                    // working tree, no network.
+                    Some(read) => (Scope::Main, read),
+                    None => (
+                        Scope::Project {
+                            project: component.project.to_lowercase(),
+                            git_ref: Some(component.version.clone()),
+                        },
+                        self.fs.read_component(&component),
+                    ),
+                };
+                let read = read.map_err(|e| format!("Component `{name}` could not be read: {e}"));
+                (
+                    FileKey {
+                        scope,
+                        path: name.clone(),
+                    },
+                    name,
+                    read,
+                )
+            }
         };
         if let Some(pos) = self.stack.iter().position(|(k, _)| *k == key) {
             let mut chain: Vec<&str> = self.stack[pos..].iter().map(|(_, n)| n.as_str()).collect();
@@ -650,15 +728,19 @@ impl Expander<'_> {
         let id = self.sources.add(name.clone(), text);
         let doc = self.parse(id)?;
         let body = match (doc.header, inputs) {
-            (Some(header), inputs) => interpolate(
-                header,
-                inputs,
-                doc.body,
-                &name,
-                self.vars,
-                &mut self.errors,
-                Some(span),
-            )?,
+            (Some(header), inputs) => {
+                let external = self.spec_include_inputs(&header, &key.scope)?;
+                interpolate(
+                    header,
+                    inputs,
+                    doc.body,
+                    &name,
+                    self.vars,
+                    &mut self.errors,
+                    Some(span),
+                    external,
+                )?
+            }
             (None, Some(inputs)) if inputs.as_map().is_some_and(|m| !m.is_empty()) => {
                 self.errors.push(
                     Diagnostic::at(inputs.span, format!("`{name}`: Given inputs not defined in the `spec` section of the included configuration file"))
@@ -683,6 +765,130 @@ impl Expander<'_> {
         let merged = self.expand_includes(body, &nested_scope);
         self.stack.pop();
         Some(merged)
+    }
+
+    /// `spec:include` (GitLab 18.6): files whose top-level `inputs:` are
+    /// input specifications, merged in order; the file's own
+    /// `spec:inputs` win over them. `None` after reporting an error.
+    fn spec_include_inputs(&mut self, header: &Node, scope: &Scope) -> Option<Option<Map>> {
+        let Some(include) = header
+            .as_map()
+            .and_then(|h| h.get("spec"))
+            .and_then(Node::as_map)
+            .and_then(|s| s.get("include"))
+        else {
+            return Some(None);
+        };
+        let items: Vec<Node> = match &include.value {
+            Value::Seq(items) => items.clone(),
+            Value::Map(_) => vec![include.clone()],
+            _ => {
+                self.error(
+                    include.span,
+                    "header:spec:include must be an array of includes",
+                    "`- local: path`, `- remote: url` or `- project:` with `file:`",
+                );
+                return None;
+            }
+        };
+        let mut merged = Map::new();
+        for item in items {
+            let Some(m) = item.as_map() else {
+                self.error(
+                    item.span,
+                    "header:spec:include items must be hashes",
+                    "`local:`, `remote:` or `project:` with `file:`",
+                );
+                return None;
+            };
+            let text = |key: &str| {
+                m.get(key)
+                    .and_then(Node::as_str)
+                    .map(|v| expand_variables(v, self.vars))
+            };
+            let (name, read) = if let Some(local) = text("local") {
+                let path = local.trim_start_matches('/').to_string();
+                let read = match scope {
+                    Scope::Main => self.fs.read_local(&path),
+                    Scope::Project { project, git_ref } => {
+                        self.fs.read_project(project, git_ref.as_deref(), &path)
+                    }
+                    Scope::Detached => Err(format!("Local file `{path}` does not have project!")),
+                };
+                (path, read)
+            } else if let Some(url) = text("remote") {
+                let read = self.fs.read_remote(&url);
+                (url, read)
+            } else if let (Some(project), Some(file)) = (text("project"), text("file")) {
+                let git_ref = text("ref");
+                let file = file.trim_start_matches('/').to_string();
+                let project = project.to_lowercase();
+                let read = self.fs.read_project(&project, git_ref.as_deref(), &file);
+                (project_file_name(&project, git_ref.as_deref(), &file), read)
+            } else {
+                self.error(
+                    item.span,
+                    "header:spec:include items take `local`, `remote`, or `project` with `file`",
+                    "`local: path`, `remote: url` or `project:` with `file:`",
+                );
+                return None;
+            };
+            let text = match read {
+                Ok(text) => text,
+                Err(e) => {
+                    self.error(
+                        item.span,
+                        format!("inputs file `{name}` could not be read: {e}"),
+                        "a file holding an `inputs:` hash",
+                    );
+                    return None;
+                }
+            };
+            let id = self.sources.add(name.clone(), text);
+            let doc = self.parse(id)?;
+            match doc
+                .body
+                .as_map()
+                .and_then(|b| b.get("inputs"))
+                .map(|i| &i.value)
+            {
+                Some(Value::Map(inputs)) => {
+                    for (k, e) in inputs.iter() {
+                        merged.insert(k, e.key_span, e.value.clone());
+                    }
+                }
+                _ => {
+                    self.error(
+                        item.span,
+                        format!("inputs file `{name}` has no `inputs:` hash"),
+                        "a file holding `inputs:` with input specifications",
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(Some(merged))
+    }
+
+    /// A component of this very project at this pipeline's commit:
+    /// `$CI_SERVER_FQDN/$CI_PROJECT_PATH/name@$CI_COMMIT_SHA` (or the
+    /// ref name) reads `templates/` of the project itself.
+    fn local_component(&mut self, c: &ComponentRef) -> Option<Result<String, String>> {
+        let var = |k: &str| self.vars.get(k).map(String::as_str).unwrap_or("");
+        let same_host = c.host == var("CI_SERVER_FQDN") || c.host == var("CI_SERVER_HOST");
+        let same_project = c.project.eq_ignore_ascii_case(var("CI_PROJECT_PATH"));
+        let same_commit = !var("CI_COMMIT_SHA").is_empty()
+            && (c.version == var("CI_COMMIT_SHA") || c.version == var("CI_COMMIT_REF_NAME"));
+        if !(same_host && same_project && same_commit) {
+            return None;
+        }
+        let paths = c.template_paths();
+        Some(
+            self.fs
+                .read_local(&paths[0])
+                .or_else(|_| self.fs.read_local(&paths[1]))
+                .map_err(|_| format!("this project has neither `{}` nor `{}`", paths[0], paths[1])),
+        )
     }
 
     /// `include:rules`: the first rule whose clauses all match decides;
@@ -960,6 +1166,7 @@ fn interpolate(
     vars: &IndexMap<String, String>,
     errors: &mut Vec<Diagnostic>,
     include_span: Option<Span>,
+    external_inputs: Option<Map>,
 ) -> Option<Node> {
     let before = errors.len();
     let mut push = |span: Span, message: String, expected: &str| {
@@ -1005,7 +1212,7 @@ fn interpolate(
                 format!("header:spec config contains unknown keys: {key}"),
                 "`inputs`",
             );
-        } else if key == "include" || key == "component" {
+        } else if key == "component" {
             push(
                 entry.key_span,
                 format!("header:spec:{key} is not supported by gantry"),
@@ -1013,7 +1220,7 @@ fn interpolate(
             );
         }
     }
-    let specs = match spec_map.get("inputs") {
+    let inline = match spec_map.get("inputs") {
         Some(Node {
             value: Value::Map(m),
             ..
@@ -1030,6 +1237,18 @@ fn interpolate(
             );
             return None;
         }
+    };
+    // `spec:include` inputs first; the file's own specifications win.
+    let combined;
+    let specs: &Map = match external_inputs {
+        Some(mut external) => {
+            for (k, e) in inline.iter() {
+                external.insert(k, e.key_span, e.value.clone());
+            }
+            combined = external;
+            &combined
+        }
+        None => inline,
     };
     let given_map = given.and_then(Node::as_map).unwrap_or(&empty);
     let given_span = given

@@ -7,7 +7,8 @@
 //! 1. [`yaml`]: parse each file (YAML 1.1 scalars, anchors, `<<` merge keys,
 //!    limits against hostile input) into a [`node::Node`] tree with positions.
 //! 2. [`include`]: includes, deep-merged (the including file last).
-//! 3. [`extends`], then [`reference`] (`!reference`), then `.pre`/`.post` stages.
+//! 3. [`extends`], then [`reference`] (`!reference`), then [`normalize`]
+//!    (empty values mean "not set", composed lists are flattened).
 //! 4. [`compose`]: validation of every keyword, `default:` and `inherit:`
 //!    → [`model::Config`].
 //! 5. [`plan`]: for a [`context::Context`]: workflow rules, rules,
@@ -28,6 +29,7 @@ pub mod include;
 pub mod load;
 pub mod model;
 pub mod node;
+pub mod normalize;
 pub mod output;
 pub mod plan;
 pub mod reference;

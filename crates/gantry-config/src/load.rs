@@ -31,6 +31,69 @@ pub trait FileSource {
     ) -> Result<String, String>;
     /// `include:remote` over HTTP(S); the implementation caches.
     fn read_remote(&self, url: &str) -> Result<String, String>;
+    /// `include:template`: one of GitLab's CI/CD templates by its path
+    /// under `lib/gitlab/ci/templates` (`Jobs/Build.gitlab-ci.yml`).
+    fn read_template(&self, name: &str) -> Result<String, String> {
+        Err(format!(
+            "no GitLab instance to read the template `{name}` from"
+        ))
+    }
+    /// `include:component`: the template of a CI/CD component.
+    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+        Err(format!(
+            "no GitLab instance to read the component `{}` from",
+            component.address()
+        ))
+    }
+}
+
+/// A parsed `include:component` address: `host/group/project/name@version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentRef {
+    /// The instance's host (`gitlab.com`, `$CI_SERVER_FQDN`).
+    pub host: String,
+    /// The component project's full path (`group/sub/project`).
+    pub project: String,
+    /// The component's name: `templates/NAME.yml` or
+    /// `templates/NAME/template.yml` in the project.
+    pub name: String,
+    /// `1.2.3`, a partial version (`1`, `1.2`), `~latest`, a branch or a SHA.
+    pub version: String,
+}
+
+impl ComponentRef {
+    /// Parses `host/project/name@version`; `None` when a part is missing.
+    pub fn parse(address: &str) -> Option<ComponentRef> {
+        let (path, version) = address.rsplit_once('@')?;
+        let (host, rest) = path.split_once('/')?;
+        let (project, name) = rest.rsplit_once('/')?;
+        if host.is_empty() || project.is_empty() || name.is_empty() || version.is_empty() {
+            return None;
+        }
+        Some(ComponentRef {
+            host: host.to_string(),
+            project: project.to_string(),
+            name: name.to_string(),
+            version: version.to_string(),
+        })
+    }
+
+    /// The address as written.
+    pub fn address(&self) -> String {
+        format!(
+            "{}/{}/{}@{}",
+            self.host, self.project, self.name, self.version
+        )
+    }
+
+    /// The paths a component's template may have in its project, in
+    /// GitLab's order.
+    pub fn template_paths(&self) -> [String; 2] {
+        [
+            format!("templates/{}.yml", self.name),
+            format!("templates/{}/template.yml", self.name),
+        ]
+    }
 }
 
 /// What to load and with which pre-pipeline variables.
@@ -75,17 +138,22 @@ pub struct Loaded {
     pub merged: Node,
     /// Every file that took part, for rendering diagnostics.
     pub sources: Sources,
+    /// What GitLab accepts but the user should see (duplicate keys).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// yaml → includes → extends → !reference → compose. All diagnostics of a
 /// stage are reported together.
+/// Errors come after the warnings found before them, so a user sees both.
 pub fn load(fs: &dyn FileSource, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let mut sources = Sources::new();
-    let merged = match merge(fs, opts, &mut sources) {
+    let mut warnings = Vec::new();
+    let merged = match merge_with_warnings(fs, opts, &mut sources, &mut warnings) {
         Ok(node) => node,
         Err(diagnostics) => {
+            warnings.extend(diagnostics);
             return Err(ConfigError {
-                diagnostics,
+                diagnostics: warnings,
                 sources,
             });
         }
@@ -95,11 +163,15 @@ pub fn load(fs: &dyn FileSource, opts: &LoadOptions) -> Result<Loaded, ConfigErr
             config,
             merged,
             sources,
+            warnings,
         }),
-        Err(diagnostics) => Err(ConfigError {
-            diagnostics,
-            sources,
-        }),
+        Err(diagnostics) => {
+            warnings.extend(diagnostics);
+            Err(ConfigError {
+                diagnostics: warnings,
+                sources,
+            })
+        }
     }
 }
 
@@ -111,9 +183,21 @@ pub fn merge(
     opts: &LoadOptions,
     sources: &mut Sources,
 ) -> Result<Node, Vec<Diagnostic>> {
-    let root = crate::include::expand(fs, opts, sources)?;
+    merge_with_warnings(fs, opts, sources, &mut Vec::new())
+}
+
+/// [`merge`], collecting warnings into `warnings`.
+pub fn merge_with_warnings(
+    fs: &dyn FileSource,
+    opts: &LoadOptions,
+    sources: &mut Sources,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Node, Vec<Diagnostic>> {
+    let root = crate::include::expand_with_warnings(fs, opts, sources, warnings)?;
     let root = crate::extends::apply(root)?;
-    crate::reference::resolve(root)
+    let mut root = crate::reference::resolve(root)?;
+    crate::normalize::normalize(&mut root);
+    Ok(root)
 }
 
 /// A [`FileSource`] over maps held in memory.
@@ -123,6 +207,9 @@ pub struct MemorySource {
     /// `(project, ref or "HEAD", path)` to text.
     projects: HashMap<(String, String, String), String>,
     remotes: HashMap<String, String>,
+    templates: HashMap<String, String>,
+    /// Component address (`host/project/name@version`) to text.
+    components: HashMap<String, String>,
 }
 
 impl MemorySource {
@@ -171,6 +258,18 @@ impl MemorySource {
         self.remotes.insert(url.into(), text.into());
         self
     }
+
+    /// Adds a GitLab CI/CD template (`Jobs/Build.gitlab-ci.yml`).
+    pub fn with_template(mut self, name: impl Into<String>, text: impl Into<String>) -> Self {
+        self.templates.insert(name.into(), text.into());
+        self
+    }
+
+    /// Adds a component's template under its full address.
+    pub fn with_component(mut self, address: impl Into<String>, text: impl Into<String>) -> Self {
+        self.components.insert(address.into(), text.into());
+        self
+    }
 }
 
 impl FileSource for MemorySource {
@@ -210,4 +309,42 @@ impl FileSource for MemorySource {
             .cloned()
             .ok_or_else(|| "HTTP 404".to_string())
     }
+
+    fn read_template(&self, name: &str) -> Result<String, String> {
+        self.templates
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no template `{name}`"))
+    }
+
+    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+        self.components
+            .get(&component.address())
+            .cloned()
+            .ok_or_else(|| format!("no component `{}`", component.address()))
+    }
+}
+
+/// Whether the configuration uses `exists:` and `changes:` anywhere, in
+/// one walk, so the git queries they need run only when they matter.
+pub fn uses_exists_and_changes(node: &Node) -> (bool, bool) {
+    use crate::node::Value;
+    fn walk(node: &Node, found: &mut (bool, bool)) {
+        match &node.value {
+            Value::Map(m) => {
+                for (k, e) in m.iter() {
+                    found.0 |= k == "exists";
+                    found.1 |= k == "changes";
+                    if let Value::Map(_) | Value::Seq(_) = e.value.value {
+                        walk(&e.value, found);
+                    }
+                }
+            }
+            Value::Seq(items) => items.iter().for_each(|n| walk(n, found)),
+            _ => {}
+        }
+    }
+    let mut found = (false, false);
+    walk(node, &mut found);
+    found
 }

@@ -338,6 +338,13 @@ pub struct JobDef {
     pub services: Vec<Service>,
     /// Global variables (filtered by `inherit:variables`) then job variables.
     pub variables: Vec<Variable>,
+    /// Names of the variables the job set itself (its own `variables:`,
+    /// after `extends` and `!reference`): `workflow:rules:variables`
+    /// replace every other one, never these.
+    pub own_variables: Vec<String>,
+    /// `inherit:variables`: which global (and workflow) variables reach
+    /// the job.
+    pub inherit_variables: Inheritance,
     /// `when:` as written (`None` = default on_success).
     pub when: Option<When>,
     pub start_in: Option<String>,
@@ -365,6 +372,25 @@ pub struct JobDef {
     pub extra: IndexMap<String, Json>,
     #[serde(skip)]
     pub span: Option<Span>,
+}
+
+/// `inherit:variables` (and `inherit:default`): all, none, or the listed names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Inheritance {
+    #[default]
+    All,
+    None,
+    Only(Vec<String>),
+}
+
+impl Inheritance {
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Inheritance::All => true,
+            Inheritance::None => false,
+            Inheritance::Only(names) => names.iter().any(|n| n == name),
+        }
+    }
 }
 
 /// `workflow:`

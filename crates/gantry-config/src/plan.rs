@@ -173,6 +173,8 @@ struct Meta<'a> {
     def: &'a JobDef,
     stage_idx: usize,
     needs: Option<&'a Vec<Need>>,
+    /// The instance's matrix values, for `$[[ matrix.NAME ]]` in needs.
+    matrix: Vec<(String, String)>,
 }
 
 struct Planner<'a> {
@@ -267,7 +269,7 @@ impl<'a> Planner<'a> {
             .enumerate()
             .map(|(i, s)| (s.as_str(), i))
             .collect();
-        let inherit = VariableInheritance::new(&config.variables, workflow_vars);
+        let inherit = VariableInheritance::new(workflow_vars);
         let has_workflow_rules = config.workflow.rules.is_some();
         let mut parallel_names: HashMap<&str, Vec<String>> = HashMap::default();
         // Created jobs by stage: pipeline order without sorting (and moving)
@@ -393,6 +395,7 @@ impl<'a> Planner<'a> {
                     def: c.def,
                     stage_idx,
                     needs: c.decision.needs,
+                    matrix: c.inst.matrix.clone(),
                 });
                 jobs.push(build_job(c.def, c.inst, &c.decision, c.vars));
                 if let Some(job) = jobs.last_mut() {
@@ -821,12 +824,21 @@ impl<'a> Planner<'a> {
             if need.pipeline.is_some() || need.project.is_some() {
                 continue;
             }
-            let names: Vec<String> = match parallel_names.get(need.job.as_str()) {
-                Some(all) => match &need.matrix {
-                    Some(matrix) => matrix_names(&need.job, matrix),
-                    None => all.clone(),
+            // A matrix selection names instances, parallel job or not (a
+            // job without that matrix then has no such instance).
+            let names: Vec<String> = match (&need.matrix, parallel_names.get(need.job.as_str())) {
+                (Some(matrix), _) => match needed_instances(&need.job, matrix, &meta.matrix) {
+                    Ok(names) => names,
+                    Err(message) => {
+                        self.diags.push(Diagnostic::new(
+                            need.span.or(meta.def.span),
+                            format!("{job_name} job: {message}"),
+                        ));
+                        continue;
+                    }
                 },
-                None => vec![need.job.clone()],
+                (None, Some(all)) => all.clone(),
+                (None, None) => vec![need.job.clone()],
             };
             for name in names {
                 match index.get(name.as_str()) {
@@ -991,52 +1003,29 @@ enum RefKind {
     MergeRequest,
 }
 
-/// How global variables reach each job, with `workflow:rules:variables`
-/// applied. A [`JobDef`] carries global and job variables already merged,
-/// so a variable counts as inherited when it equals the global one; a
-/// workflow variable replaces an inherited one, is added when the global
-/// list has no such name (and the job inherits every global variable), and
-/// never replaces a job's own value.
+/// How `workflow:rules:variables` reach each job, as GitLab's
+/// `Variables::Helpers.inherit_yaml_variables` does: the workflow's values
+/// are merged into the global ones, the result filtered by
+/// `inherit:variables`, and the job's own variables win over both. A
+/// [`JobDef`] carries the global and own variables merged, with the names
+/// it set itself in `own_variables`.
 struct VariableInheritance<'v> {
-    global: HashMap<&'v str, &'v Variable>,
     workflow: &'v [Variable],
 }
 
 impl<'v> VariableInheritance<'v> {
-    fn new(global: &'v [Variable], workflow: &'v [Variable]) -> Self {
-        VariableInheritance {
-            global: global.iter().map(|v| (v.name.as_str(), v)).collect(),
-            workflow,
-        }
+    fn new(workflow: &'v [Variable]) -> Self {
+        VariableInheritance { workflow }
     }
 
     fn job_variables(&self, def: &JobDef) -> Vec<Variable> {
-        if self.workflow.is_empty() {
-            return dedup(def.variables.iter().cloned());
-        }
-        let mut out: Vec<Variable> = Vec::with_capacity(def.variables.len() + self.workflow.len());
-        let inherits_all = self
-            .global
-            .keys()
-            .all(|g| def.variables.iter().any(|v| v.name == *g));
-        if inherits_all {
-            for w in self.workflow {
-                if !self.global.contains_key(w.name.as_str())
-                    && !def.variables.iter().any(|v| v.name == w.name)
-                {
-                    upsert(&mut out, w.clone());
-                }
+        let mut out = dedup(def.variables.iter().cloned());
+        for w in self.workflow {
+            if def.inherit_variables.allows(&w.name)
+                && !def.own_variables.iter().any(|o| *o == w.name)
+            {
+                upsert(&mut out, w.clone());
             }
-        }
-        for v in &def.variables {
-            let inherited = self.global.get(v.name.as_str()).is_some_and(|g| *g == v);
-            let from_workflow = if inherited {
-                self.workflow.iter().rev().find(|w| w.name == v.name)
-            } else {
-                None
-            };
-            let chosen = from_workflow.unwrap_or(v);
-            upsert(&mut out, chosen.clone());
         }
         out
     }
@@ -1127,6 +1116,11 @@ fn matrix_combinations(entries: &[MatrixEntry]) -> Vec<Vec<(String, String)>> {
     out
 }
 
+/// The names of a job's instances (just its name when not parallel).
+pub(crate) fn instance_names(def: &JobDef) -> Vec<String> {
+    expand_parallel(def).into_iter().map(|i| i.name).collect()
+}
+
 fn matrix_name(job: &str, vars: &[(String, String)]) -> String {
     let values: Vec<&str> = vars.iter().map(|(_, v)| v.as_str()).collect();
     format!("{job}: [{}]", values.join(", "))
@@ -1138,6 +1132,70 @@ fn matrix_names(job: &str, matrix: &[MatrixEntry]) -> Vec<String> {
         .iter()
         .map(|vars| matrix_name(job, vars))
         .collect()
+}
+
+/// The matrix values of each instance of a job (empty without a matrix).
+pub(crate) fn instance_matrices(def: &JobDef) -> Vec<Vec<(String, String)>> {
+    expand_parallel(def).into_iter().map(|i| i.matrix).collect()
+}
+
+/// Instance names selected by `needs:parallel:matrix` for one instance of
+/// the needing job: `$[[ matrix.NAME ]]` in a value is that instance's own
+/// value of `NAME` (GitLab 18.6), so each instance needs its counterpart.
+pub(crate) fn needed_instances(
+    job: &str,
+    matrix: &[MatrixEntry],
+    own: &[(String, String)],
+) -> Result<Vec<String>, String> {
+    if !matrix
+        .iter()
+        .flat_map(|e| e.values().flatten())
+        .any(|v| v.contains("$[["))
+    {
+        return Ok(matrix_names(job, matrix));
+    }
+    let mut substituted = Vec::with_capacity(matrix.len());
+    for entry in matrix {
+        let mut out = MatrixEntry::new();
+        for (key, values) in entry {
+            let values = values
+                .iter()
+                .map(|v| substitute_matrix_refs(v, own))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.insert(key.clone(), values);
+        }
+        substituted.push(out);
+    }
+    Ok(matrix_names(job, &substituted))
+}
+
+/// Replaces each `$[[ matrix.NAME ]]` in `value` by the instance's value.
+fn substitute_matrix_refs(value: &str, own: &[(String, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("$[[") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        let Some(end) = after.find("]]") else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let inner = after[..end].trim();
+        match inner.strip_prefix("matrix.") {
+            Some(name) => match own.iter().find(|(k, _)| k == name.trim()) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    return Err(format!(
+                        "`$[[ {inner} ]]` in `needs:parallel:matrix` names no variable of this job's `parallel:matrix`"
+                    ));
+                }
+            },
+            None => out.push_str(&rest[start..start + 3 + end + 2]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Builds the planned job; needs and dependencies are filled in later.

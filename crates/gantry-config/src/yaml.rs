@@ -45,6 +45,8 @@ impl Default for Limits {
 pub struct Document {
     pub header: Option<Node>,
     pub body: Node,
+    /// Duplicate keys: GitLab accepts them, the user should know.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Parses a configuration file. A header document with `spec:` is allowed
@@ -73,15 +75,17 @@ pub fn parse_document(
             .expected("a configuration file of at most 1 MB"),
         ]);
     }
-    let mut docs = Builder::new(file, limits).run(text)?;
+    let (mut docs, warnings) = Builder::new(file, limits).run(text)?;
     match docs.len() {
         0 => Ok(Document {
             header: None,
             body: Node::null(origin),
+            warnings,
         }),
         1 => Ok(Document {
             header: None,
             body: docs.remove(0),
+            warnings,
         }),
         2 => {
             let body = docs.pop().unwrap_or_else(|| Node::null(origin));
@@ -99,6 +103,7 @@ pub fn parse_document(
             Ok(Document {
                 header: Some(header),
                 body,
+                warnings,
             })
         }
         _ => Err(vec![
@@ -135,6 +140,7 @@ struct Builder<'l> {
     alias_nodes: usize,
     docs: Vec<Node>,
     errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl<'l> Builder<'l> {
@@ -147,6 +153,7 @@ impl<'l> Builder<'l> {
             alias_nodes: 0,
             docs: Vec::new(),
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -159,7 +166,7 @@ impl<'l> Builder<'l> {
         )
     }
 
-    fn run(mut self, text: &str) -> Result<Vec<Node>, Vec<Diagnostic>> {
+    fn run(mut self, text: &str) -> Result<(Vec<Node>, Vec<Diagnostic>), Vec<Diagnostic>> {
         let mut parser = Parser::new_from_str(text);
         loop {
             let (event, marker) = match parser.next_event() {
@@ -297,7 +304,7 @@ impl<'l> Builder<'l> {
             }
         }
         if self.errors.is_empty() {
-            Ok(self.docs)
+            Ok((self.docs, self.warnings))
         } else {
             Err(self.errors)
         }
@@ -376,18 +383,22 @@ impl<'l> Builder<'l> {
                     }
                     Some((name, key_span)) => {
                         // A key that came from a `<<` merge may be overridden;
-                        // a key written twice is an error.
+                        // a key written twice keeps the last value (Psych).
                         let from_merge = merged.as_mut().is_some_and(|m| m.remove(&name));
                         if !from_merge && let Some(first) = map.entry(&name) {
-                            self.errors.push(
+                            self.warnings.push(
                                 Diagnostic::at(
                                     key_span,
                                     format!(
-                                        "duplicate key `{name}` (first defined at line {})",
-                                        first.key_span.line
+                                        "duplicate key `{name}`: this value (line {}, column {}) replaces the one at line {}, column {}",
+                                        key_span.line,
+                                        key_span.col,
+                                        first.key_span.line,
+                                        first.key_span.col
                                     ),
                                 )
-                                .expected("each key once per mapping"),
+                                .expected("each key once per mapping (GitLab keeps the last value)")
+                                .warning(),
                             );
                         }
                         map.insert(name, key_span, node);
@@ -719,11 +730,20 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_errors_with_position() {
-        let e = err("job:\n  script: a\n  script: b\n");
+    fn duplicate_keys_keep_the_last_value_with_a_warning() {
+        let doc = parse_document(
+            "job:\n  script: a\n  script: b\n",
+            FileId(0),
+            &Limits::default(),
+        )
+        .expect("accepted");
+        assert_eq!(doc.body.to_json()["job"]["script"], "b");
+        let e = &doc.warnings;
         assert_eq!(e.len(), 1);
+        assert!(e[0].is_warning());
         assert!(
-            e[0].message.contains("duplicate key `script`"),
+            e[0].message.contains("duplicate key `script`")
+                && e[0].message.contains("line 2, column 3"),
             "{}",
             e[0].message
         );

@@ -113,7 +113,7 @@ fn unknown_and_invalid_bases_are_reported_together() {
     assert_eq!(e.len(), 3, "{e:?}");
     assert_eq!(
         e[0],
-        ".gitlab-ci.yml:2:12: a: unknown keys in `extends` (.missing)"
+        ".gitlab-ci.yml:2:12: a: `extends` target `.missing` is not defined"
     );
     assert_eq!(
         e[1],

@@ -261,6 +261,19 @@ pub struct PrepareRequest {
     pub repository_key: String,
 }
 
+/// [`repository_key`] of the repository a job's build directory belongs to:
+/// the parent of the `.gantry` state directory above it (the directory
+/// above the build directory when there is none, e.g. in a server's store).
+pub fn repository_key_of_build_dir(build_dir: &Path) -> String {
+    let repo = build_dir
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| n == ".gantry"))
+        .and_then(Path::parent)
+        .or_else(|| build_dir.parent())
+        .unwrap_or(build_dir);
+    repository_key(repo)
+}
+
 /// A short stable id of a repository: the first 16 hex digits of the SHA-1
 /// of its canonical absolute path (the path as given when it cannot be
 /// resolved).

@@ -12,16 +12,18 @@ use crate::executor::{
     ExecError, Executor, JobEnvironment, JobStage, LogSink, PrepareRequest, ScriptOutcome,
     ScriptRequest,
 };
+use crate::payload::{AttemptStatus, Failure, JobOutcome, JobPayload};
+use crate::ports::{BlobStore, LogWriter, SourceProvider};
 use crate::script;
-use crate::sources::{GitStrategy, Snapshot};
-use crate::state::{JobEnvRecord, RunDir, write_private};
-use crate::vars::{VarSet, parse_dotenv_report};
-use gantry_config::model::{ArtifactsWhen, CachePolicy, Job};
+use crate::sources::GitStrategy;
+use crate::state::{JobEnvRecord, write_private};
+use crate::vars::parse_dotenv_report;
+use gantry_config::model::{ArtifactsWhen, CachePolicy};
 use indexmap::IndexMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::unbounded_channel;
 use tokio_util::sync::CancellationToken;
 
 /// The runner's after_script timeout (common/consts.go).
@@ -29,96 +31,47 @@ pub const AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 /// GitLab's default job timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Run-wide facts every job uses.
-pub struct RunShared {
-    pub run: RunDir,
-    pub snapshot: Snapshot,
-    pub cache_dir: PathBuf,
+/// What a job attempt tells whoever watches it, as it happens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobSignal {
+    /// A masked line of output (the scripts' or the stages' own).
+    Line(String),
+    /// A lifecycle stage begins.
+    Stage(JobStage),
 }
 
-/// Everything one attempt of one job needs.
-pub struct JobSpec {
-    pub index: usize,
-    pub job: Job,
-    pub slug: String,
-    pub attempt: u32,
+/// Everything an attempt uses that is not in its payload.
+pub struct JobPorts {
+    /// The job's log (retries append).
+    pub log: Box<dyn LogWriter>,
+    /// Live lines and stage events.
+    pub signals: Box<dyn Fn(JobSignal) + Send + Sync>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub sources: Arc<dyn SourceProvider>,
     pub executor: Arc<dyn Executor>,
-    /// The variables in precedence order, before expansion.
-    pub vars: VarSet,
-    /// `CI_PROJECT_DIR` as the job sees it.
-    pub ci_project_dir: String,
-    /// Artifact archives of the job's dependencies, in order.
-    pub dependencies: Vec<(String, PathBuf)>,
+    /// Host directory holding the jobs' build directories.
+    pub builds_dir: PathBuf,
 }
 
-/// Why an attempt failed, in GitLab's retry vocabulary.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// The script exited non-zero.
-    Script,
-    /// The job timed out.
-    Timeout,
-    /// Gantry or the executor could not run the job.
-    System(String),
-}
-
-impl Failure {
-    pub fn retry_kind(&self) -> &'static str {
-        match self {
-            Failure::Script => "script_failure",
-            Failure::Timeout => "stuck_or_timeout_failure",
-            Failure::System(_) => "runner_system_failure",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttemptStatus {
-    Success,
-    Failed(Failure),
-    Canceled,
-}
-
-#[derive(Debug)]
-pub struct AttemptOutcome {
-    pub status: AttemptStatus,
-    pub exit_code: Option<i32>,
-    pub dotenv: Vec<(String, String)>,
-    pub junit_failures: Vec<String>,
-    pub artifact: Option<PathBuf>,
-    pub build_dir: PathBuf,
-    pub shell_command: Option<Vec<String>>,
-    pub duration: Duration,
-}
-
-/// A masked line of a job, for the dispatcher.
-/// Bounded ([`LINE_QUEUE`]): a job printing faster than the dispatcher shows
-/// its lines waits, instead of filling memory.
-pub type LineSender = tokio::sync::mpsc::Sender<(usize, String)>;
-
-/// Lines queued between all jobs and the dispatcher.
-pub const LINE_QUEUE: usize = 1024;
-
-/// Runs one attempt of a job. Lines go to `lines` (masked) and to the log
-/// file (appended: retries share one log).
-pub async fn run_attempt(
-    shared: Arc<RunShared>,
-    spec: JobSpec,
-    lines: LineSender,
+/// Runs one attempt of a job through gitlab-runner's stages. Lines are
+/// masked before they reach the log or a signal.
+pub async fn run_job(
+    payload: JobPayload,
+    ports: JobPorts,
     cancel: CancellationToken,
-) -> AttemptOutcome {
+) -> JobOutcome {
     let started = Instant::now();
-    let build_dir = shared.run.build_dir(&spec.slug);
-    let tmp_dir = shared.run.tmp_dir(&spec.slug);
+    let build_dir = ports.builds_dir.join(&payload.slug);
+    let tmp_dir = ports.builds_dir.join(format!("{}.tmp", payload.slug));
     // As on the runner, the host's environment is not a source of values.
     let fallback = |_: &str| None;
 
     // Variables: file-type ones become paths (before expansion, so that a
     // reference to one gives the path, as on the runner).
-    let mut vars = spec.vars.clone();
+    let mut vars = payload.vars.clone();
     let mut files: Vec<(String, String)> = Vec::new();
-    let ci_tmp = format!("{}.tmp", spec.ci_project_dir);
-    for v in spec.vars.iter().filter(|v| v.file) {
+    let ci_tmp = format!("{}.tmp", payload.ci_project_dir);
+    for v in payload.vars.iter().filter(|v| v.file) {
         let mut as_path = v.clone();
         as_path.value = format!("{ci_tmp}/{}", v.name);
         as_path.file = false;
@@ -127,90 +80,211 @@ pub async fn run_attempt(
         vars.push(as_path);
     }
     let expanded = vars.expand(&fallback);
-    let mut secrets = spec
+    let mut secrets = payload
         .vars
         .masked_values(expanded.as_ref().unwrap_or(&IndexMap::new()));
     secrets.extend(
-        spec.vars
+        payload
+            .vars
             .iter()
             .filter(|v| v.masked && v.file)
             .map(|v| v.value.clone()),
     );
 
-    // The log pump: raw bytes → masker → lines → file + dispatcher.
+    // The log pump: raw bytes → masker → lines → log + signals. The log is
+    // flushed whenever the pump has caught up, so readers see lines live.
     let (raw_tx, mut raw_rx) = crate::executor::log_channel();
-    let log_path = shared.run.log_path(&spec.slug);
-    let index = spec.index;
+    let (stage_tx, mut stage_rx) = unbounded_channel::<JobStage>();
+    let JobPorts {
+        log: log_writer,
+        signals,
+        blobs,
+        sources,
+        executor,
+        builds_dir: _,
+    } = ports;
     let pump = tokio::spawn(async move {
-        let mut log_lines = crate::mask::LogLines::new(secrets, crate::mask::LogLines::LIVE_CAP);
-        let mut file: Box<dyn std::io::Write + Send> = match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-        {
-            Ok(f) => Box::new(std::io::BufWriter::new(f)),
-            Err(_) => Box::new(std::io::sink()),
+        // Masks, splits and cuts lines for the live view in linear time.
+        let mut masker = crate::mask::LogLines::new(secrets, crate::mask::LogLines::LIVE_CAP);
+        let mut lines = LineSplitter {
+            writer: log_writer,
+            signals,
+            partial: Vec::new(),
+            log_ok: true,
         };
-        let mut ready: Vec<String> = Vec::new();
-        while let Some(chunk) = raw_rx.recv().await {
-            let _ = log_lines.push(&chunk, &mut file, &mut |line| ready.push(line));
-            for line in ready.drain(..) {
-                let _ = lines.send((index, line)).await;
+        let mut raw_open = true;
+        let mut stage_open = true;
+        while raw_open || stage_open {
+            tokio::select! {
+                biased;
+                chunk = raw_rx.recv(), if raw_open => match chunk {
+                    Some(chunk) => {
+                        lines.take(&mut masker, &chunk);
+                        while let Some(chunk) = raw_rx.try_recv() {
+                            lines.take(&mut masker, &chunk);
+                        }
+                        lines.flush();
+                    }
+                    None => raw_open = false,
+                },
+                stage = stage_rx.recv(), if stage_open => match stage {
+                    Some(stage) => (lines.signals)(JobSignal::Stage(stage)),
+                    None => stage_open = false,
+                },
             }
         }
-        let _ = log_lines.finish(&mut file, &mut |line| ready.push(line));
-        for line in ready.drain(..) {
-            let _ = lines.send((index, line)).await;
-        }
-        let _ = file.flush();
+        lines.finish(&mut masker);
     });
-    let log = JobLog { tx: raw_tx };
+    let log = JobLog {
+        tx: raw_tx,
+        stages: stage_tx,
+    };
 
-    let mut outcome = AttemptOutcome {
+    let mut outcome = JobOutcome {
         status: AttemptStatus::Success,
         exit_code: None,
+        reason: None,
         dotenv: Vec::new(),
         junit_failures: Vec::new(),
         artifact: None,
-        build_dir: build_dir.clone(),
+        build_dir: Some(build_dir.clone()),
         shell_command: None,
         duration: Duration::ZERO,
     };
-    let env_map = match expanded {
-        Ok(m) => m,
+    match expanded {
+        Ok(env_map) => {
+            let lifecycle = Lifecycle {
+                payload: &payload,
+                log: &log,
+                env_map: &env_map,
+                files: &files,
+                build_dir: &build_dir,
+                tmp_dir: &tmp_dir,
+                cancel: &cancel,
+                started,
+                blobs: blobs.as_ref(),
+                sources: sources.as_ref(),
+                executor: executor.as_ref(),
+                restore_failed: Default::default(),
+            };
+            lifecycle.run(&mut outcome).await;
+        }
         Err(e) => {
             log.line(&format!("ERROR: job variables: {e}"));
             outcome.status = AttemptStatus::Failed(Failure::System(format!("variables: {e}")));
-            drop(log);
-            let _ = pump.await;
-            outcome.duration = started.elapsed();
-            return outcome;
         }
-    };
-    let lifecycle = Lifecycle {
-        shared: &shared,
-        spec: &spec,
-        log: &log,
-        env_map: &env_map,
-        files: &files,
-        build_dir: &build_dir,
-        tmp_dir: &tmp_dir,
-        cancel: &cancel,
-        started,
-    };
-    lifecycle.run(&mut outcome).await;
+    }
     drop(log);
     let _ = pump.await;
+    if let AttemptStatus::Failed(failure) = &outcome.status {
+        outcome.reason = match failure {
+            Failure::Script => None,
+            Failure::Timeout => Some(timeout_reason(&payload)),
+            Failure::System(m) => Some(m.clone()),
+        };
+    }
     outcome.duration = started.elapsed();
     outcome
+}
+
+/// Splits masked output into lines for the log and the signals.
+struct LineSplitter {
+    writer: Box<dyn LogWriter>,
+    signals: Box<dyn Fn(JobSignal) + Send + Sync>,
+    partial: Vec<u8>,
+    /// Cleared at the first write error (the disk is full): the run goes on.
+    log_ok: bool,
+}
+
+impl LineSplitter {
+    /// Raw output through the masker: whole lines to the log, lines cut to
+    /// [`crate::mask::LogLines::LIVE_CAP`] to the signals.
+    fn take(&mut self, masker: &mut crate::mask::LogLines, chunk: &[u8]) {
+        let signals = &self.signals;
+        let mut file = LogBytes {
+            writer: &mut self.writer,
+            line: &mut self.partial,
+            ok: &mut self.log_ok,
+        };
+        let _ = masker.push(chunk, &mut file, &mut |line| signals(JobSignal::Line(line)));
+    }
+
+    fn flush(&mut self) {
+        if self.log_ok && self.writer.flush().is_err() {
+            self.log_ok = false;
+        }
+    }
+
+    /// The last line, even without a newline.
+    fn finish(&mut self, masker: &mut crate::mask::LogLines) {
+        let signals = &self.signals;
+        let mut file = LogBytes {
+            writer: &mut self.writer,
+            line: &mut self.partial,
+            ok: &mut self.log_ok,
+        };
+        let _ = masker.finish(&mut file, &mut |line| signals(JobSignal::Line(line)));
+        self.flush();
+    }
+}
+
+/// The log side of [`crate::mask::LogLines`]: bytes in, whole lines out to
+/// the [`LogWriter`] (a long line grows one buffer: linear).
+struct LogBytes<'a> {
+    writer: &'a mut Box<dyn LogWriter>,
+    line: &'a mut Vec<u8>,
+    /// Cleared at the first write error (the disk is full): the run goes on.
+    ok: &'a mut bool,
+}
+
+impl std::io::Write for LogBytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            self.line.extend_from_slice(&rest[..pos]);
+            if *self.ok {
+                let text = String::from_utf8_lossy(self.line);
+                if self.writer.write_line(&text).is_err() {
+                    *self.ok = false;
+                }
+            }
+            self.line.clear();
+            rest = &rest[pos + 1..];
+        }
+        self.line.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// "timeout after 1m30s (timeout: 90 in .gitlab-ci.yml)" or the default.
+fn timeout_reason(payload: &JobPayload) -> String {
+    match payload.job.timeout {
+        Some(secs) => format!(
+            "timed out after {} (the job's timeout)",
+            crate::report::fmt_duration(Duration::from_secs(secs))
+        ),
+        None => format!(
+            "timed out after {} (the default timeout; set `timeout:` on the job to change it)",
+            crate::report::fmt_duration(DEFAULT_TIMEOUT)
+        ),
+    }
 }
 
 /// The job's own messages, into the same masked stream as its output.
 struct JobLog {
     tx: LogSink,
+    stages: tokio::sync::mpsc::UnboundedSender<JobStage>,
 }
 
 impl JobLog {
+    /// A stage begins: a signal and a section line in the log.
+    fn stage(&self, stage: JobStage) {
+        let _ = self.stages.send(stage);
+    }
     fn line(&self, text: &str) {
         let _ = self.tx.send(format!("{text}\n").into_bytes());
     }
@@ -220,8 +294,10 @@ impl JobLog {
 }
 
 struct Lifecycle<'a> {
-    shared: &'a RunShared,
-    spec: &'a JobSpec,
+    payload: &'a JobPayload,
+    blobs: &'a dyn BlobStore,
+    sources: &'a dyn SourceProvider,
+    executor: &'a dyn Executor,
     log: &'a JobLog,
     env_map: &'a IndexMap<String, String>,
     files: &'a [(String, String)],
@@ -229,6 +305,8 @@ struct Lifecycle<'a> {
     tmp_dir: &'a PathBuf,
     cancel: &'a CancellationToken,
     started: Instant,
+    /// Cache keys whose restore failed: never saved again by this job.
+    restore_failed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Lifecycle<'_> {
@@ -243,15 +321,21 @@ impl Lifecycle<'_> {
         env
     }
 
-    async fn run(&self, outcome: &mut AttemptOutcome) {
-        // prepare
-        let env = match self.prepare().await {
+    fn canceled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The stages in order; a failed stage skips to `after_script` (if the
+    /// script ran) or to the end, as gitlab-runner does.
+    async fn run(&self, outcome: &mut JobOutcome) {
+        self.log.stage(JobStage::Prepare);
+        let mut env = match self.prepare().await {
             Ok(env) => env,
             Err(e) => {
                 let msg = e.to_string();
                 self.log
                     .line(&format!("ERROR: preparing environment: {msg}"));
-                outcome.status = if self.cancel.is_cancelled() {
+                outcome.status = if self.canceled() {
                     AttemptStatus::Canceled
                 } else {
                     AttemptStatus::Failed(Failure::System(msg))
@@ -260,19 +344,60 @@ impl Lifecycle<'_> {
                 return;
             }
         };
-        let mut env = env;
-        let status = self.run_prepared(env.as_mut(), outcome).await;
+        outcome.status = self.run_prepared(env.as_mut(), outcome).await;
         // Asked after the scripts: an executor keeps a failed job's environment.
         outcome.shell_command = env.shell_command();
-        outcome.status = status;
         self.save_env_record();
-        // cleanup
-        if let Err(e) = env.cleanup().await {
-            self.log.line(&format!("WARNING: cleanup: {e}"));
-        }
-        self.remove_tmp();
+        self.log.stage(JobStage::Cleanup);
+        self.cleanup(env).await;
     }
 
+    async fn run_prepared(
+        &self,
+        env: &mut dyn JobEnvironment,
+        outcome: &mut JobOutcome,
+    ) -> AttemptStatus {
+        self.log.stage(JobStage::GetSources);
+        if let Err(failure) = self.get_sources() {
+            return AttemptStatus::Failed(failure);
+        }
+        if self.canceled() {
+            return AttemptStatus::Canceled;
+        }
+        self.log.stage(JobStage::RestoreCache);
+        self.restore_cache();
+        self.log.stage(JobStage::DownloadArtifacts);
+        if let Err(failure) = self.download_artifacts() {
+            return AttemptStatus::Failed(failure);
+        }
+        if self.canceled() {
+            return AttemptStatus::Canceled;
+        }
+        self.log.stage(JobStage::StepScript);
+        let mut status = self.step_script(env, outcome).await;
+        if !self.payload.job.after_script.is_empty() && status != AttemptStatus::Canceled {
+            self.log.stage(JobStage::AfterScript);
+            if self.after_script(env, &status).await == Some(AttemptStatus::Canceled) {
+                status = AttemptStatus::Canceled;
+            }
+        }
+        if status == AttemptStatus::Canceled {
+            return status;
+        }
+        let succeeded = status == AttemptStatus::Success;
+        self.log.stage(JobStage::ArchiveCache);
+        self.archive_cache(succeeded);
+        self.log.stage(JobStage::UploadArtifacts);
+        if let Err(failure) = self.upload_artifacts(succeeded, outcome)
+            && status == AttemptStatus::Success
+        {
+            status = AttemptStatus::Failed(failure);
+        }
+        status
+    }
+
+    /// `prepare`: a fresh build directory, file variables, the executor's
+    /// environment (container, services).
     async fn prepare(&self) -> Result<Box<dyn JobEnvironment>, ExecError> {
         // A retry starts from a fresh directory.
         if self.build_dir.exists() {
@@ -284,77 +409,92 @@ impl Lifecycle<'_> {
             write_private(&self.tmp_dir.join(name), content.as_bytes())?;
         }
         let request = PrepareRequest {
-            job: self.spec.job.clone(),
+            job: self.payload.job.clone(),
             project_dir: self.build_dir.clone(),
-            ci_project_dir: self.spec.ci_project_dir.clone(),
+            ci_project_dir: self.payload.ci_project_dir.clone(),
             env: self.env_with_status("running"),
-            run_id: self.shared.run.id.clone(),
-            repository_key: crate::executor::repository_key(&self.shared.snapshot.repo_dir),
+            run_id: self.payload.run_id.clone(),
+            repository_key: crate::executor::repository_key_of_build_dir(self.build_dir),
         };
-        self.spec
-            .executor
+        self.executor
             .prepare(request, self.log.sink(), self.cancel.clone())
             .await
+    }
+
+    /// `cleanup`: the executor's environment and the file variables go.
+    async fn cleanup(&self, env: Box<dyn JobEnvironment>) {
+        if let Err(e) = env.cleanup().await {
+            self.log.line(&format!("WARNING: cleanup: {e}"));
+        }
+        if let Err(e) = self.sources.release(self.build_dir) {
+            self.log.line(&format!("WARNING: sources: {e}"));
+        }
+        self.remove_tmp();
     }
 
     fn remove_tmp(&self) {
         let _ = std::fs::remove_dir_all(self.tmp_dir);
     }
 
+    /// The environment for `gantry shell`, next to the build directory.
     fn save_env_record(&self) {
         let record = JobEnvRecord {
             env: self.env_with_status("running"),
             files: self.files.to_vec(),
-            ci_project_dir: self.spec.ci_project_dir.clone(),
+            ci_project_dir: self.payload.ci_project_dir.clone(),
         };
         if let Ok(bytes) = serde_json::to_vec(&record) {
-            let _ = write_private(&self.shared.run.job_env_path(&self.spec.slug), &bytes);
+            let _ = write_private(&env_record_path(self.build_dir), &bytes);
         }
     }
 
-    async fn run_prepared(
-        &self,
-        env: &mut dyn JobEnvironment,
-        outcome: &mut AttemptOutcome,
-    ) -> AttemptStatus {
-        let job = &self.spec.job;
-        // get_sources
+    /// `get_sources`: the job's copy of the commit.
+    fn get_sources(&self) -> Result<(), Failure> {
         let strategy =
             GitStrategy::from_variable(self.env_map.get("GIT_STRATEGY").map(|s| s.as_str()));
-        if let Err(e) = self.shared.snapshot.checkout(self.build_dir, strategy) {
-            self.log.line(&format!("ERROR: getting sources: {e}"));
-            return AttemptStatus::Failed(Failure::System(format!("get_sources: {e}")));
-        }
-        if self.cancel.is_cancelled() {
-            return AttemptStatus::Canceled;
-        }
-        // restore_cache (a key whose restore failed is not saved again: the
-        // job's files are incomplete and would shrink the cache)
-        let mut restore_failed: std::collections::HashSet<String> = Default::default();
-        for c in job.cache.iter().filter(|c| c.policy != CachePolicy::Push) {
-            let key = cache::cache_key(
-                c,
-                self.env_map,
-                &self.shared.snapshot.repo_dir,
-                &self.shared.snapshot.sha,
-            );
+        self.sources
+            .checkout(self.build_dir, strategy)
+            .map_err(|e| {
+                self.log.line(&format!("ERROR: getting sources: {e}"));
+                Failure::System(format!("get_sources: {e}"))
+            })
+    }
+
+    fn cache_key(&self, c: &gantry_config::model::Cache) -> String {
+        cache::cache_key(c, self.env_map, self.sources.git_dir(), self.sources.sha())
+    }
+
+    /// `restore_cache`: the first key (or fallback key) found; a missing or
+    /// broken cache is a warning.
+    fn restore_cache(&self) {
+        for c in self
+            .payload
+            .job
+            .cache
+            .iter()
+            .filter(|c| c.policy != CachePolicy::Push)
+        {
+            let key = self.cache_key(c);
             let mut restored = false;
             for k in cache::restore_keys(c, &key, self.env_map) {
-                let path = cache::cache_path(&self.shared.cache_dir, &k);
-                if path.is_file() {
-                    match cache::restore(&path, self.build_dir) {
-                        Ok(n) => {
-                            self.log
-                                .line(&format!("Restored cache \"{k}\" ({n} entries)"));
-                            restored = true;
-                            break;
+                let Some(path) = self.blobs.cache_path(&k) else {
+                    continue;
+                };
+                match cache::restore(&path, self.build_dir) {
+                    Ok(n) => {
+                        self.log
+                            .line(&format!("Restored cache \"{k}\" ({n} entries)"));
+                        restored = true;
+                        break;
+                    }
+                    Err(e) => {
+                        // Not saved again: the files are incomplete.
+                        if let Ok(mut failed) = self.restore_failed.lock() {
+                            failed.insert(k.clone());
                         }
-                        Err(e) => {
-                            restore_failed.insert(k.clone());
-                            self.log.line(&format!(
-                                "WARNING: cache \"{k}\" could not be restored: {e}"
-                            ))
-                        }
+                        self.log.line(&format!(
+                            "WARNING: cache \"{k}\" could not be restored: {e}"
+                        ))
                     }
                 }
             }
@@ -362,38 +502,58 @@ impl Lifecycle<'_> {
                 self.log.line(&format!("No cache found for \"{key}\""));
             }
         }
-        // download_artifacts
-        for (dep, zip) in &self.spec.dependencies {
-            match archive::extract_zip(zip, self.build_dir) {
-                Ok(n) => self
-                    .log
-                    .line(&format!("Downloaded artifacts of {dep} ({n} entries)")),
+    }
+
+    /// `download_artifacts`: the dependencies' archives, in order.
+    fn download_artifacts(&self) -> Result<(), Failure> {
+        for dep in &self.payload.dependencies {
+            let extracted = self
+                .blobs
+                .artifact_path(dep)
+                .map_err(|e| e.to_string())
+                .and_then(|zip| {
+                    archive::extract_zip(&zip, self.build_dir).map_err(|e| e.to_string())
+                });
+            match extracted {
+                Ok(n) => self.log.line(&format!(
+                    "Downloaded artifacts of {} ({n} entries)",
+                    dep.job
+                )),
                 Err(e) => {
                     self.log.line(&format!(
-                        "ERROR: artifacts of {dep} could not be extracted: {e}"
+                        "ERROR: artifacts of {} could not be extracted: {e}",
+                        dep.job
                     ));
-                    return AttemptStatus::Failed(Failure::System(format!(
-                        "download_artifacts: {dep}: {e}"
+                    return Err(Failure::System(format!(
+                        "download_artifacts: {}: {e}",
+                        dep.job
                     )));
                 }
             }
         }
-        if self.cancel.is_cancelled() {
-            return AttemptStatus::Canceled;
-        }
-        // step_script
-        let timeout = job
+        Ok(())
+    }
+
+    /// `step_script`: before_script and script in one shell, within what is
+    /// left of the job's timeout.
+    async fn step_script(
+        &self,
+        env: &mut dyn JobEnvironment,
+        outcome: &mut JobOutcome,
+    ) -> AttemptStatus {
+        let job = &self.payload.job;
+        let limit = job
             .timeout
             .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TIMEOUT)
-            .saturating_sub(self.started.elapsed());
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = limit.saturating_sub(self.started.elapsed());
         let request = ScriptRequest {
             stage: JobStage::StepScript,
             script: script::step_script(&job.before_script, &job.script),
             env: self.env_with_status("running"),
             timeout: Some(timeout),
         };
-        let mut status = match env
+        match env
             .run_script(request, self.log.sink(), self.cancel.clone())
             .await
         {
@@ -408,9 +568,14 @@ impl Lifecycle<'_> {
                 AttemptStatus::Failed(Failure::Script)
             }
             Ok(ScriptOutcome::TimedOut) => {
+                let source = if job.timeout.is_some() {
+                    "the job's `timeout:`"
+                } else {
+                    "the default timeout"
+                };
                 self.log.line(&format!(
-                    "ERROR: Job failed: execution took longer than {}",
-                    crate::report::fmt_duration(timeout)
+                    "ERROR: Job failed: execution took longer than {} ({source})",
+                    crate::report::fmt_duration(limit)
                 ));
                 AttemptStatus::Failed(Failure::Timeout)
             }
@@ -419,54 +584,63 @@ impl Lifecycle<'_> {
                 self.log.line(&format!("ERROR: {e}"));
                 AttemptStatus::Failed(Failure::System(e.to_string()))
             }
+        }
+    }
+
+    /// `after_script`: its failure is a warning; `Some(Canceled)` when the
+    /// run was canceled while it ran.
+    async fn after_script(
+        &self,
+        env: &mut dyn JobEnvironment,
+        status: &AttemptStatus,
+    ) -> Option<AttemptStatus> {
+        let job_status = match status {
+            AttemptStatus::Success => "success",
+            _ => "failed",
         };
-        // after_script (not after a cancellation: the run is stopping)
-        if !job.after_script.is_empty() && status != AttemptStatus::Canceled {
-            let job_status = match status {
-                AttemptStatus::Success => "success",
-                _ => "failed",
-            };
-            self.log.line("Running after_script");
-            let request = ScriptRequest {
-                stage: JobStage::AfterScript,
-                script: script::after_script(&job.after_script),
-                env: self.env_with_status(job_status),
-                timeout: Some(AFTER_SCRIPT_TIMEOUT),
-            };
-            match env
-                .run_script(request, self.log.sink(), self.cancel.clone())
-                .await
-            {
-                Ok(ScriptOutcome::Exited(0)) => {}
-                Ok(ScriptOutcome::Exited(code)) => self.log.line(&format!(
-                    "WARNING: after_script failed with exit code {code}"
-                )),
-                Ok(ScriptOutcome::TimedOut) => self.log.line("WARNING: after_script timed out"),
-                Ok(ScriptOutcome::Cancelled) => status = AttemptStatus::Canceled,
-                Err(e) => self.log.line(&format!("WARNING: after_script: {e}")),
-            }
+        self.log.line("Running after_script");
+        let request = ScriptRequest {
+            stage: JobStage::AfterScript,
+            script: script::after_script(&self.payload.job.after_script),
+            env: self.env_with_status(job_status),
+            timeout: Some(AFTER_SCRIPT_TIMEOUT),
+        };
+        match env
+            .run_script(request, self.log.sink(), self.cancel.clone())
+            .await
+        {
+            Ok(ScriptOutcome::Exited(0)) => {}
+            Ok(ScriptOutcome::Exited(code)) => self.log.line(&format!(
+                "WARNING: after_script failed with exit code {code}"
+            )),
+            Ok(ScriptOutcome::TimedOut) => self.log.line(&format!(
+                "WARNING: after_script timed out after {}",
+                crate::report::fmt_duration(AFTER_SCRIPT_TIMEOUT)
+            )),
+            Ok(ScriptOutcome::Cancelled) => return Some(AttemptStatus::Canceled),
+            Err(e) => self.log.line(&format!("WARNING: after_script: {e}")),
         }
-        if status == AttemptStatus::Canceled {
-            return status;
-        }
-        let succeeded = status == AttemptStatus::Success;
-        let when_ok = |w: ArtifactsWhen| match w {
+        None
+    }
+
+    fn when_ok(succeeded: bool, when: ArtifactsWhen) -> bool {
+        match when {
             ArtifactsWhen::OnSuccess => succeeded,
             ArtifactsWhen::OnFailure => !succeeded,
             ArtifactsWhen::Always => true,
-        };
-        // archive_cache
-        for c in job
+        }
+    }
+
+    /// `archive_cache`: a failure to save is a warning.
+    fn archive_cache(&self, succeeded: bool) {
+        for c in self
+            .payload
+            .job
             .cache
             .iter()
-            .filter(|c| c.policy != CachePolicy::Pull && when_ok(c.when))
+            .filter(|c| c.policy != CachePolicy::Pull && Self::when_ok(succeeded, c.when))
         {
-            let key = cache::cache_key(
-                c,
-                self.env_map,
-                &self.shared.snapshot.repo_dir,
-                &self.shared.snapshot.sha,
-            );
+            let key = self.cache_key(c);
             let paths: Vec<String> = c
                 .paths
                 .iter()
@@ -478,8 +652,8 @@ impl Lifecycle<'_> {
                     paths: &paths,
                     exclude: &[],
                     untracked: c.untracked,
-                    tracked: &self.shared.snapshot.tracked,
-                    ci_project_dir: &self.spec.ci_project_dir,
+                    tracked: self.sources.tracked(),
+                    ci_project_dir: &self.payload.ci_project_dir,
                 },
             );
             for w in warnings {
@@ -490,14 +664,26 @@ impl Lifecycle<'_> {
                     .line(&format!("WARNING: cache \"{key}\": no matching files"));
                 continue;
             }
-            if restore_failed.contains(&key) {
+            if self
+                .restore_failed
+                .lock()
+                .is_ok_and(|failed| failed.contains(&key))
+            {
                 self.log.line(&format!(
                     "WARNING: cache \"{key}\" not saved: its restore failed, and saving would replace it with this job's incomplete files"
                 ));
                 continue;
             }
-            let dest = cache::cache_path(&self.shared.cache_dir, &key);
-            match archive::write_zip(self.build_dir, &files, &dest) {
+            let dest = self.blobs.cache_staging(&key);
+            let saved = archive::write_zip(self.build_dir, &files, &dest)
+                .map_err(|e| e.to_string())
+                .and_then(|n| {
+                    self.blobs
+                        .commit_cache(&key, &dest)
+                        .map(|()| n)
+                        .map_err(|e| e.to_string())
+                });
+            match saved {
                 Ok(n) => self
                     .log
                     .line(&format!("Saved cache \"{key}\" ({n} entries)")),
@@ -506,98 +692,106 @@ impl Lifecycle<'_> {
                     .line(&format!("WARNING: cache \"{key}\" could not be saved: {e}")),
             }
         }
-        // upload_artifacts
-        if let Some(art) = &job.artifacts {
-            if when_ok(art.when) && (!art.paths.is_empty() || art.untracked) {
-                let paths: Vec<String> = art
-                    .paths
-                    .iter()
+    }
+
+    /// `upload_artifacts`: the archive, then the reports (collected
+    /// whatever the job's result).
+    fn upload_artifacts(&self, succeeded: bool, outcome: &mut JobOutcome) -> Result<(), Failure> {
+        let Some(art) = &self.payload.job.artifacts else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        if Self::when_ok(succeeded, art.when) && (!art.paths.is_empty() || art.untracked) {
+            let expand = |list: &[String]| -> Vec<String> {
+                list.iter()
                     .map(|p| crate::vars::expand_runner(p, self.env_map))
-                    .collect();
-                let exclude: Vec<String> = art
-                    .exclude
-                    .iter()
-                    .map(|p| crate::vars::expand_runner(p, self.env_map))
-                    .collect();
-                let (files, warnings) = archive::select(
-                    self.build_dir,
-                    &Selection {
-                        paths: &paths,
-                        exclude: &exclude,
-                        untracked: art.untracked,
-                        tracked: &self.shared.snapshot.tracked,
-                        ci_project_dir: &self.spec.ci_project_dir,
-                    },
-                );
-                for w in warnings
-                    .into_iter()
-                    .chain(archive::outside_links(self.build_dir, &files))
-                {
-                    self.log.line(&format!("WARNING: artifacts: {w}"));
-                }
-                if files.is_empty() {
-                    self.log.line("WARNING: artifacts: no files to upload");
-                } else {
-                    let dest = self.shared.run.artifact_path(&self.spec.slug);
-                    match archive::write_zip(self.build_dir, &files, &dest) {
-                        Ok(n) => {
-                            self.log.line(&format!("Uploaded artifacts ({n} entries)"));
-                            outcome.artifact = Some(dest);
-                        }
-                        Err(e) => {
-                            self.log
-                                .line(&format!("ERROR: artifacts could not be saved: {e}"));
-                            if succeeded {
-                                status = AttemptStatus::Failed(Failure::System(format!(
-                                    "upload_artifacts: {e}"
-                                )));
-                            }
-                        }
-                    }
-                }
+                    .collect()
+            };
+            let paths = expand(&art.paths);
+            let exclude = expand(&art.exclude);
+            let (files, warnings) = archive::select(
+                self.build_dir,
+                &Selection {
+                    paths: &paths,
+                    exclude: &exclude,
+                    untracked: art.untracked,
+                    tracked: self.sources.tracked(),
+                    ci_project_dir: &self.payload.ci_project_dir,
+                },
+            );
+            for w in warnings
+                .into_iter()
+                .chain(archive::outside_links(self.build_dir, &files))
+            {
+                self.log.line(&format!("WARNING: artifacts: {w}"));
             }
-            // Reports are collected whatever the job's result.
-            if let Some(paths) = art.reports.get("dotenv") {
-                for p in paths {
-                    let p = crate::vars::expand_runner(p, self.env_map);
-                    let path = self.build_dir.join(&p);
-                    match std::fs::read_to_string(&path) {
-                        Ok(text) => match parse_dotenv_report(&text) {
-                            Ok(vars) => {
-                                self.log.line(&format!(
-                                    "dotenv report {p}: {} variable(s)",
-                                    vars.len()
-                                ));
-                                outcome.dotenv.extend(vars);
-                            }
-                            Err(e) => {
-                                self.log.line(&format!("ERROR: dotenv report {p}: {e}"));
-                                if status == AttemptStatus::Success {
-                                    status = AttemptStatus::Failed(Failure::System(format!(
-                                        "dotenv report {p}: {e}"
-                                    )));
-                                }
-                            }
-                        },
-                        Err(_) => self
-                            .log
-                            .line(&format!("WARNING: dotenv report {p} not found")),
+            if files.is_empty() {
+                self.log.line("WARNING: artifacts: no files to upload");
+            } else {
+                let dest = self
+                    .blobs
+                    .artifact_staging(&self.payload.run_id, &self.payload.slug);
+                let stored = archive::write_zip(self.build_dir, &files, &dest)
+                    .map_err(|e| e.to_string())
+                    .and_then(|n| {
+                        self.blobs
+                            .commit_artifact(&self.payload.run_id, &self.payload.job.name, &dest)
+                            .map(|r| (n, r))
+                            .map_err(|e| e.to_string())
+                    });
+                match stored {
+                    Ok((n, artifact)) => {
+                        self.log.line(&format!("Uploaded artifacts ({n} entries)"));
+                        outcome.artifact = Some(artifact);
                     }
-                }
-            }
-            if let Some(paths) = art.reports.get("junit") {
-                let paths: Vec<String> = paths
-                    .iter()
-                    .map(|p| crate::vars::expand_runner(p, self.env_map))
-                    .collect();
-                let (gs, _) = crate::glob::GlobSet::new(&paths, &self.spec.ci_project_dir);
-                for f in gs.collect(self.build_dir) {
-                    if let Ok(xml) = std::fs::read_to_string(self.build_dir.join(&f)) {
-                        outcome.junit_failures.extend(archive::junit_failures(&xml));
+                    Err(e) => {
+                        self.log
+                            .line(&format!("ERROR: artifacts could not be saved: {e}"));
+                        result = Err(Failure::System(format!("upload_artifacts: {e}")));
                     }
                 }
             }
         }
-        status
+        if let Some(paths) = art.reports.get("dotenv") {
+            for p in paths {
+                let p = crate::vars::expand_runner(p, self.env_map);
+                match std::fs::read_to_string(self.build_dir.join(&p)) {
+                    Ok(text) => match parse_dotenv_report(&text) {
+                        Ok(vars) => {
+                            self.log
+                                .line(&format!("dotenv report {p}: {} variable(s)", vars.len()));
+                            outcome.dotenv.extend(vars);
+                        }
+                        Err(e) => {
+                            self.log.line(&format!("ERROR: dotenv report {p}: {e}"));
+                            if result.is_ok() {
+                                result = Err(Failure::System(format!("dotenv report {p}: {e}")));
+                            }
+                        }
+                    },
+                    Err(_) => self
+                        .log
+                        .line(&format!("WARNING: dotenv report {p} not found")),
+                }
+            }
+        }
+        if let Some(paths) = art.reports.get("junit") {
+            let paths: Vec<String> = paths
+                .iter()
+                .map(|p| crate::vars::expand_runner(p, self.env_map))
+                .collect();
+            let (gs, _) = crate::glob::GlobSet::new(&paths, &self.payload.ci_project_dir);
+            for f in gs.collect(self.build_dir) {
+                if let Ok(xml) = std::fs::read_to_string(self.build_dir.join(&f)) {
+                    outcome.junit_failures.extend(archive::junit_failures(&xml));
+                }
+            }
+        }
+        result
     }
+}
+
+/// Where the environment of a job is kept for `gantry shell` (0600).
+pub fn env_record_path(build_dir: &std::path::Path) -> PathBuf {
+    PathBuf::from(format!("{}.env.json", build_dir.display()))
 }

@@ -1,29 +1,35 @@
-//! The dispatcher: one task owns the whole run state; job attempts run as
-//! their own tasks and report lines and outcomes over channels.
+//! The dispatcher: one task owns the run; job attempts run as their own
+//! tasks and report lines and outcomes over channels. GitLab's scheduling
+//! rules live in [`crate::schedule`]; this module only drives them, and
+//! takes everything else from its caller ([`Ports`]): where records, logs
+//! and archives go, where events go, where sources come from, and which
+//! executors exist.
 //!
-//! A job starts the moment its gate opens: its `needs` (DAG mode) or every
-//! earlier stage (stage mode) have finished and GitLab's `when` rules say
-//! it runs. Concurrency is bounded by `-j`, and by one job at a time per
-//! `resource_group`. There are no waves and no polling: the loop wakes on
-//! a message (a line, a finished attempt, an elapsed delay, Ctrl-C).
+//! There are no waves and no polling: the loop wakes on a message (a line,
+//! a finished attempt, an elapsed delay, Ctrl-C).
 
-use crate::executor::{ExecError, Executor};
-use crate::job::{self, AttemptOutcome, AttemptStatus, Failure, JobSpec, RunShared};
-use crate::report::{Event, Reporter, SummaryRow};
+use crate::job::{self, JobPorts, JobSignal};
+use crate::local::{LocalSources, LocalStore};
+use crate::payload::{ArtifactRef, JobOutcome, JobPayload};
+use crate::ports::{
+    ConnectExecutor, EventSink, ExecutorRegistry, RunInfo, RunStore, SourceProvider,
+};
+use crate::report::{Event, SummaryRow};
+use crate::schedule::{Decision, Schedule, Selection};
 use crate::shell::ShellExecutor;
-use crate::sources::{self, Snapshot};
-use crate::state::{JobRecord, RunDir, RunManifest, StateDir, slugify};
-use crate::vars::{VarSet, expand_runner};
-use gantry_config::model::{Job, Pipeline, Variable, When};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use crate::state::{JobRecord, RunManifest, slugify};
+use crate::vars::VarSet;
+use gantry_config::model::{Pipeline, Variable, When};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::unbounded_channel;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
-/// Snapshots of commits kept in `.gantry/snapshots/` for later runs.
-pub const SNAPSHOTS_KEPT: usize = 3;
+pub use crate::error::EngineError;
+pub use crate::schedule::JobStatus;
+pub use crate::schedule::PipelineState as RunStatus;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecutorKind {
@@ -40,7 +46,7 @@ impl ExecutorKind {
     }
 }
 
-/// How to run a pipeline.
+/// How `gantry run` runs a pipeline of a local repository.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// The repository root (`.gantry/` lives there).
@@ -63,65 +69,55 @@ pub struct RunOptions {
     pub executor: Option<ExecutorKind>,
     /// Command-line and variables-file variables (highest precedence).
     pub variables: Vec<Variable>,
+    /// Run the working tree as it is instead of the commit `sha`.
+    pub working_tree: bool,
+}
+
+impl RunOptions {
+    /// The dispatcher's request for these options.
+    pub fn request(&self) -> RunRequest {
+        let concurrency = if self.concurrency == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            self.concurrency
+        };
+        RunRequest {
+            sha: self.sha.clone(),
+            selection: Selection {
+                jobs: self.jobs.clone(),
+                with_needs: self.with_needs,
+                stage: self.stage.clone(),
+                manual: self.manual.clone(),
+                no_delay: self.no_delay,
+                concurrency,
+            },
+            executor: self.executor.map(|e| e.as_str().to_string()),
+            variables: self.variables.clone(),
+        }
+    }
 }
 
 /// Creates the docker executor; called only when a selected job needs it.
-pub type DockerConnect = Box<
-    dyn FnOnce() -> futures_util::future::BoxFuture<'static, Result<Arc<dyn Executor>, ExecError>>
-        + Send,
->;
+pub type DockerConnect = ConnectExecutor;
 
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// A bad selection or option (exit code 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The run could not be set up (state dir, sources).
-    #[error("{0}")]
-    Setup(String),
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunRequest {
+    pub sha: String,
+    pub selection: Selection,
+    /// Run every job on this executor (default: `docker` for jobs with
+    /// `image:`, `shell` for the others).
+    pub executor: Option<String>,
+    /// Variables with the highest precedence (command line, variables file).
+    pub variables: Vec<Variable>,
 }
 
-/// A job's final status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobStatus {
-    Success,
-    /// Failed with `allow_failure`: counts as success, with a warning.
-    Warning,
-    Failed,
-    Skipped,
-    /// A manual job that was not asked for.
-    Manual,
-    Canceled,
-}
-
-impl JobStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Success => "success",
-            JobStatus::Warning => "warning",
-            JobStatus::Failed => "failed",
-            JobStatus::Skipped => "skipped",
-            JobStatus::Manual => "manual",
-            JobStatus::Canceled => "canceled",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunStatus {
-    Success,
-    Failed,
-    Canceled,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Success => "success",
-            RunStatus::Failed => "failed",
-            RunStatus::Canceled => "canceled",
-        }
-    }
+/// The dispatcher's ports, from its caller.
+pub struct Ports<'a> {
+    pub store: Arc<dyn RunStore>,
+    pub sources: Arc<dyn SourceProvider>,
+    pub executors: ExecutorRegistry,
+    pub events: &'a mut dyn EventSink,
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +130,8 @@ pub struct JobReport {
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub attempts: u32,
+    /// `CI_JOB_ID` of the last attempt (0 if it never started).
+    pub job_id: u64,
     pub junit_failures: Vec<String>,
     pub log: PathBuf,
     pub build_dir: Option<PathBuf>,
@@ -144,6 +142,9 @@ pub struct JobReport {
 #[derive(Clone, Debug)]
 pub struct RunReport {
     pub run_id: String,
+    /// `CI_PIPELINE_ID`.
+    pub pipeline_id: u64,
+    /// The run's directory (its builds are in `builds/`).
     pub run_dir: PathBuf,
     pub status: RunStatus,
     pub duration: Duration,
@@ -151,12 +152,14 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// 0 when the pipeline succeeded, 1 otherwise.
+    /// Whether the pipeline succeeded (a blocked pipeline did not fail).
+    pub fn succeeded(&self) -> bool {
+        matches!(self.status, RunStatus::Success | RunStatus::Blocked)
+    }
+
+    /// 0 when the pipeline succeeded (or waits on a manual job), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        match self.status {
-            RunStatus::Success => 0,
-            _ => 1,
-        }
+        if self.succeeded() { 0 } else { 1 }
     }
 
     pub fn job(&self, name: &str) -> Option<&JobReport> {
@@ -164,301 +167,69 @@ impl RunReport {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Waiting,
-    Delayed,
-    Ready,
-    Running,
-    Done,
-}
-
-struct Node {
-    job: Job,
-    slug: String,
-    kind: ExecutorKind,
-    /// Jobs whose results open this job's gate.
-    prereqs: Vec<usize>,
-    dag: bool,
-    triggered: bool,
-    resource_group: Option<String>,
-    state: State,
-    status: Option<JobStatus>,
-    attempt: u32,
-    started: Option<Instant>,
-    duration: Option<Duration>,
-    exit_code: Option<i32>,
-    reason: Option<String>,
-    junit_failures: Vec<String>,
-    dotenv: Vec<(String, String)>,
-    artifact: Option<PathBuf>,
-    build_dir: Option<PathBuf>,
-    shell_command: Option<Vec<String>>,
-}
-
-/// What a finished prerequisite means for a gate.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum GateView {
-    Success,
-    Failed,
-    Skipped,
-    BlockingManual,
-}
-
-enum Decision {
-    Go,
-    Skip(String),
-}
-
-/// Runs the pipeline. Output goes to `reporter`; Ctrl-C is `cancel`.
+/// Runs the pipeline of a local repository: `.gantry/` for records, the
+/// commit's snapshot for sources, the shell executor and (when `docker` is
+/// given) the docker executor. Output goes to `events`; Ctrl-C is `cancel`.
 pub async fn run_pipeline(
     pipeline: &Pipeline,
     opts: RunOptions,
     docker: Option<DockerConnect>,
-    reporter: &mut Reporter,
+    events: &mut dyn EventSink,
     cancel: CancellationToken,
 ) -> Result<RunReport, EngineError> {
-    let run_started = Instant::now();
-    let selected = select_jobs(pipeline, &opts)?;
-    let mut triggered: HashSet<usize> = HashSet::new();
-    for name in opts.manual.iter().chain(opts.jobs.iter()) {
-        let found = resolve(pipeline, name);
-        if found.is_empty() {
-            return Err(EngineError::Usage(format!("no job named `{name}`")));
-        }
-        triggered.extend(found);
-    }
-
-    // State dir and the commit's snapshot.
-    let state = StateDir::for_repo(&opts.repo_dir);
-    let run = state
-        .new_run()
-        .map_err(|e| EngineError::Setup(format!("cannot create {}: {e}", state.root.display())))?;
-    let previous = state.last().and_then(|id| state.read_manifest(&id).ok());
-    // Old runs go while this one runs (removing directories is slow on some
-    // filesystems); the previous run's build dirs stay for `gantry shell`.
-    let pruning = {
-        let state = state.clone();
-        let current = run.id.clone();
-        std::thread::spawn(move || state.prune(&current))
-    };
-    // Whether the working tree differs from the commit is only a note: it
-    // is found out while the run goes on.
-    let dirty_check = {
-        let repo_dir = opts.repo_dir.clone();
-        std::thread::spawn(move || sources::working_tree_dirty(&repo_dir))
-    };
+    let request = opts.request();
+    // A bad selection is reported before anything is written.
+    Schedule::plan(pipeline, &request.selection)?;
     let repo_dir = opts.repo_dir.clone();
     let sha = opts.sha.clone();
-    let snapshots = state.root.join("snapshots");
-    let snapshot = tokio::task::spawn_blocking(move || {
-        Snapshot::cached(&repo_dir, &sha, &snapshots, SNAPSHOTS_KEPT)
+    let working_tree = opts.working_tree;
+    let sources = tokio::task::spawn_blocking(move || {
+        if working_tree {
+            LocalSources::working_tree(&repo_dir)
+        } else {
+            LocalSources::open(&repo_dir, &sha)
+        }
     })
     .await
-    .map_err(|e| EngineError::Setup(e.to_string()))?
-    .map_err(|e| EngineError::Setup(format!("cannot get the sources of {}: {e}", opts.sha)))?;
-    let shared = Arc::new(RunShared {
-        run: run.clone(),
-        snapshot,
-        cache_dir: state.cache_dir(),
-    });
-
-    // Nodes.
-    let stage_index = |s: &str| pipeline.stages.iter().position(|x| x == s).unwrap_or(0);
-    let mut slugs: HashSet<String> = HashSet::new();
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut node_of_job: HashMap<usize, usize> = HashMap::new();
-    for &ji in &selected {
-        let job = &pipeline.jobs[ji];
-        let mut slug = slugify(&job.name);
-        let base = slug.clone();
-        let mut n = 2;
-        while !slugs.insert(slug.clone()) {
-            slug = format!("{base}-{n}");
-            n += 1;
-        }
-        let kind = opts.executor.unwrap_or(if job.image.is_some() {
-            ExecutorKind::Docker
-        } else {
-            ExecutorKind::Shell
-        });
-        let group_vars: indexmap::IndexMap<String, String> = pipeline
-            .context_variables
-            .iter()
-            .chain(job.variables.iter())
-            .map(|v| (v.name.clone(), v.value.clone()))
-            .collect();
-        node_of_job.insert(ji, nodes.len());
-        nodes.push(Node {
-            job: job.clone(),
-            slug,
-            kind,
-            prereqs: Vec::new(),
-            dag: job.needs.is_some(),
-            triggered: triggered.contains(&ji),
-            resource_group: job
-                .resource_group
-                .as_ref()
-                .map(|g| expand_runner(g, &group_vars)),
-            state: State::Waiting,
-            status: None,
-            attempt: 0,
-            started: None,
-            duration: None,
-            exit_code: None,
-            reason: None,
-            junit_failures: Vec::new(),
-            dotenv: Vec::new(),
-            artifact: None,
-            build_dir: None,
-            shell_command: None,
-        });
+    .map_err(|e| EngineError::Runtime(std::io::Error::other(e)))??;
+    let mut executors = ExecutorRegistry::new();
+    executors.insert("shell", Arc::new(ShellExecutor::new()));
+    match docker {
+        Some(connect) => executors.insert_lazy("docker", connect),
+        None => executors.insert_lazy(
+            "docker",
+            Box::new(|| {
+                Box::pin(async {
+                    Err(crate::executor::ExecError::Setup(
+                        "the docker executor is not available".into(),
+                    ))
+                })
+            }),
+        ),
     }
-    for (ni, &ji) in selected.iter().enumerate() {
-        let job = &pipeline.jobs[ji];
-        let prereqs: Vec<usize> = match &job.needs {
-            Some(needs) => needs
-                .iter()
-                .flat_map(|n| resolve(pipeline, &n.job))
-                .filter_map(|j| node_of_job.get(&j).copied())
-                .collect(),
-            None => {
-                let own = stage_index(&job.stage);
-                selected
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, j)| stage_index(&pipeline.jobs[**j].stage) < own)
-                    .map(|(n, _)| n)
-                    .collect()
-            }
-        };
-        nodes[ni].prereqs = prereqs;
-    }
-
-    // Executors: shell always, docker only if a selected job needs it.
-    let shell: Arc<dyn Executor> = Arc::new(ShellExecutor::new());
-    let mut docker_exec: Option<Arc<dyn Executor>> = None;
-    let mut docker_error: Option<String> = None;
-    if nodes.iter().any(|n| n.kind == ExecutorKind::Docker) {
-        match docker {
-            Some(connect) => match connect().await {
-                Ok(d) => docker_exec = Some(d),
-                Err(e) => docker_error = Some(e.to_string()),
-            },
-            None => docker_error = Some("the docker executor is not available".into()),
-        }
-    }
-
-    reporter.set_names(nodes.iter().map(|n| n.job.name.as_str()));
-    reporter.emit(&Event::RunStarted {
-        run_id: run.id.clone(),
-        sha: opts.sha.clone(),
-        jobs: nodes.iter().map(|n| n.job.name.clone()).collect(),
-    });
-    if let Some(e) = &docker_error {
-        reporter.emit(&Event::Note {
-            message: format!(
-                "docker executor unavailable: {e} (jobs with `image:` will fail; --executor shell runs them on the host)"
-            ),
-        });
-    }
-
-    let concurrency = if opts.concurrency == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        opts.concurrency
+    let ports = Ports {
+        store: Arc::new(LocalStore::new(&opts.repo_dir)),
+        sources: Arc::new(sources),
+        executors,
+        events,
     };
-    let mut d = Dispatcher {
-        pipeline,
-        opts: &opts,
-        nodes,
-        shared,
-        shell,
-        docker: docker_exec,
-        docker_error,
-        previous,
-        reporter,
-        running: 0,
-        delayed: 0,
-        concurrency,
-        busy_groups: HashSet::new(),
-        next_job_id: 1,
-        canceled: false,
-    };
-    d.run_loop(&cancel).await;
-
-    // Wrap up.
-    if let Some(dx) = &d.docker
-        && let Err(e) = dx.shutdown().await
-    {
-        d.reporter.emit(&Event::Note {
-            message: format!("docker executor shutdown: {e}"),
-        });
-    }
-    let _ = d.shell.shutdown().await;
-    let dirty = dirty_check.join().unwrap_or(false);
-    if dirty {
-        d.reporter.emit(&Event::Note {
-            message: format!(
-                "note: the working tree has uncommitted changes; the jobs ran on commit {} (commit your changes to run them)",
-                opts.sha.get(..8).unwrap_or(&opts.sha)
-            ),
-        });
-    }
-    let status = if d.canceled {
-        RunStatus::Canceled
-    } else if d.nodes.iter().any(|n| {
-        matches!(
-            n.status,
-            Some(JobStatus::Failed) | Some(JobStatus::Canceled)
-        )
-    }) {
-        RunStatus::Failed
-    } else {
-        RunStatus::Success
-    };
-    let duration = run_started.elapsed();
-    let report = d.report(&run, status, duration);
-    write_manifest(&run, &opts.sha, &report, &d.nodes);
-    let _ = state.set_last(&run.id);
-    let _ = pruning.join();
-    d.reporter.emit(&Event::RunFinished {
-        run_id: run.id.clone(),
-        status: status.as_str().into(),
-        duration_ms: duration.as_millis() as u64,
-        dirty,
-    });
-    let rows: Vec<SummaryRow> = report
-        .jobs
-        .iter()
-        .map(|j| SummaryRow {
-            job: j.name.clone(),
-            stage: j.stage.clone(),
-            status: j.status.as_str().into(),
-            duration: j.duration,
-            allow_failure: j.allow_failure,
-            reason: j.reason.clone(),
-            junit_failures: j.junit_failures.clone(),
-        })
-        .collect();
-    d.reporter.summary(&rows, status.as_str(), duration);
-    Ok(report)
+    dispatch(pipeline, request, ports, cancel).await
 }
 
-/// Runs the pipeline on a runtime of its own; Ctrl-C or SIGTERM cancels
-/// the run cleanly (process groups killed, executors shut down).
+/// [`run_pipeline`] on a runtime of its own; Ctrl-C or SIGTERM cancels the
+/// run cleanly (process groups killed, executors shut down).
 pub fn run_blocking(
     pipeline: &Pipeline,
     opts: RunOptions,
     docker: Option<DockerConnect>,
-    reporter: &mut Reporter,
+    events: &mut dyn EventSink,
 ) -> Result<RunReport, EngineError> {
     // One thread: the run is I/O-bound (waiting on processes and pipes), and
     // every hand-off between threads costs a wake-up on a busy machine.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| EngineError::Setup(format!("cannot start the runtime: {e}")))?;
+        .map_err(EngineError::Runtime)?;
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
@@ -467,9 +238,9 @@ pub fn run_blocking(
             on_signal.cancel();
             // A second interrupt while cleaning up: leave at once.
             wait_for_interrupt().await;
-            std::process::exit(130);
+            std::process::exit(crate::EXIT_INTERRUPTED);
         });
-        let result = run_pipeline(pipeline, opts, docker, reporter, cancel).await;
+        let result = run_pipeline(pipeline, opts, docker, events, cancel).await;
         watcher.abort();
         result
     })
@@ -491,354 +262,463 @@ async fn wait_for_interrupt() {
     }
 }
 
-/// Job indices named `name`: the job itself, or every instance of a
-/// parallel job's definition.
-fn resolve(pipeline: &Pipeline, name: &str) -> Vec<usize> {
-    let exact: Vec<usize> = pipeline
-        .jobs
-        .iter()
-        .enumerate()
-        .filter(|(_, j)| j.name == name)
-        .map(|(i, _)| i)
-        .collect();
-    if !exact.is_empty() {
-        return exact;
-    }
-    pipeline
-        .jobs
-        .iter()
-        .enumerate()
-        .filter(|(_, j)| j.definition == name)
-        .map(|(i, _)| i)
-        .collect()
+/// The dispatcher's own facts about one job of the schedule.
+struct JobRun {
+    slug: String,
+    executor: String,
+    job_id: u64,
+    started: Option<Instant>,
+    duration: Option<Duration>,
+    outcome: Option<JobOutcome>,
 }
 
-fn select_jobs(pipeline: &Pipeline, opts: &RunOptions) -> Result<Vec<usize>, EngineError> {
-    let mut set: BTreeSet<usize> = BTreeSet::new();
-    if opts.jobs.is_empty() {
-        set.extend(0..pipeline.jobs.len());
-    } else {
-        let mut queue: Vec<usize> = Vec::new();
-        for name in &opts.jobs {
-            let found = resolve(pipeline, name);
-            if found.is_empty() {
-                let known: Vec<&str> = pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
-                return Err(EngineError::Usage(format!(
-                    "no job named `{name}` in this pipeline (jobs: {})",
-                    known.join(", ")
-                )));
+/// Runs `pipeline` with the caller's ports until every job is done or the
+/// run is canceled.
+pub async fn dispatch(
+    pipeline: &Pipeline,
+    request: RunRequest,
+    ports: Ports<'_>,
+    cancel: CancellationToken,
+) -> Result<RunReport, EngineError> {
+    let run_started = Instant::now();
+    let schedule = Schedule::plan(pipeline, &request.selection)?;
+    let info = ports.store.create_run(&request.sha)?;
+    let ids = ports.store.allocate_job_ids(schedule.jobs().len() as u64)?;
+    let mut slugs: HashSet<String> = HashSet::new();
+    let runs: Vec<JobRun> = schedule
+        .jobs()
+        .iter()
+        .zip(ids)
+        .map(|(sj, job_id)| {
+            let job = &pipeline.jobs[sj.pipeline_index];
+            let base = slugify(&job.name);
+            let mut slug = base.clone();
+            let mut n = 2;
+            while !slugs.insert(slug.clone()) {
+                slug = format!("{base}-{n}");
+                n += 1;
             }
-            queue.extend(found);
-        }
-        while let Some(i) = queue.pop() {
-            if !set.insert(i) || !opts.with_needs {
-                continue;
-            }
-            if let Some(needs) = &pipeline.jobs[i].needs {
-                for n in needs {
-                    queue.extend(resolve(pipeline, &n.job));
+            let executor = request.executor.clone().unwrap_or_else(|| {
+                if job.image.is_some() {
+                    "docker"
+                } else {
+                    "shell"
                 }
+                .to_string()
+            });
+            JobRun {
+                slug,
+                executor,
+                job_id,
+                started: None,
+                duration: None,
+                outcome: None,
             }
-        }
+        })
+        .collect();
+    let mut d = Dispatcher {
+        pipeline,
+        request: &request,
+        schedule,
+        runs,
+        info,
+        store: ports.store,
+        sources: ports.sources,
+        executors: ports.executors,
+        events: ports.events,
+        executor_notes: HashSet::new(),
+        by_pipeline_index: HashMap::new(),
+    };
+    d.by_pipeline_index = d
+        .schedule
+        .jobs()
+        .iter()
+        .enumerate()
+        .map(|(si, j)| (j.pipeline_index, si))
+        .collect();
+    d.events.emit(&Event::RunStarted {
+        run_id: d.info.run_id.clone(),
+        pipeline_id: d.info.pipeline_id,
+        sha: request.sha.clone(),
+        jobs: d.schedule.jobs().iter().map(|j| j.name.clone()).collect(),
+    });
+    // The record exists from the start: `gantry logs` finds live logs.
+    d.store.finish_run(&d.manifest("running"))?;
+    d.run_loop(&cancel).await;
+
+    for (name, e) in d.executors.shutdown().await {
+        d.events.emit(&Event::Note {
+            message: format!("{name} executor shutdown: {e}"),
+        });
     }
-    if let Some(stage) = &opts.stage {
-        if !pipeline.stages.iter().any(|s| s == stage) {
-            return Err(EngineError::Usage(format!(
-                "no stage `{stage}` in this pipeline (stages: {})",
-                pipeline.stages.join(", ")
-            )));
-        }
-        set.retain(|&i| &pipeline.jobs[i].stage == stage);
-    }
-    if set.is_empty() {
-        return Err(EngineError::Usage("no job selected".into()));
-    }
-    Ok(set.into_iter().collect())
+    let status = d.schedule.status();
+    let duration = run_started.elapsed();
+    let report = d.report(status, duration);
+    d.store.finish_run(&d.manifest(status.as_str()))?;
+    d.events.emit(&Event::RunFinished {
+        run_id: d.info.run_id.clone(),
+        status: status.as_str().into(),
+        duration_ms: duration.as_millis() as u64,
+        jobs: report
+            .jobs
+            .iter()
+            .map(|j| SummaryRow {
+                job: j.name.clone(),
+                stage: j.stage.clone(),
+                status: j.status.as_str().into(),
+                duration_ms: j.duration.map(|d| d.as_millis() as u64),
+                allow_failure: j.allow_failure,
+                reason: j.reason.clone(),
+                junit_failures: j.junit_failures.clone(),
+            })
+            .collect(),
+    });
+    Ok(report)
 }
 
 struct Dispatcher<'a> {
     pipeline: &'a Pipeline,
-    opts: &'a RunOptions,
-    nodes: Vec<Node>,
-    shared: Arc<RunShared>,
-    shell: Arc<dyn Executor>,
-    docker: Option<Arc<dyn Executor>>,
-    docker_error: Option<String>,
-    previous: Option<RunManifest>,
-    reporter: &'a mut Reporter,
-    running: usize,
-    delayed: usize,
-    concurrency: usize,
-    busy_groups: HashSet<String>,
-    next_job_id: u64,
-    canceled: bool,
+    request: &'a RunRequest,
+    schedule: Schedule,
+    runs: Vec<JobRun>,
+    info: RunInfo,
+    store: Arc<dyn RunStore>,
+    sources: Arc<dyn SourceProvider>,
+    executors: ExecutorRegistry,
+    events: &'a mut dyn EventSink,
+    /// Executors whose unavailability was reported.
+    executor_notes: HashSet<String>,
+    /// Schedule index of each selected job, by its index in the pipeline.
+    by_pipeline_index: std::collections::HashMap<usize, usize>,
 }
+
+type Done = UnboundedSender<(usize, JobOutcome)>;
+type Signals = UnboundedSender<(usize, JobSignal)>;
 
 impl Dispatcher<'_> {
     async fn run_loop(&mut self, cancel: &CancellationToken) {
-        let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<(usize, String)>(job::LINE_QUEUE);
-        let (done_tx, mut done_rx) = unbounded_channel::<(usize, AttemptOutcome)>();
+        let (signal_tx, mut signal_rx) = unbounded_channel::<(usize, JobSignal)>();
+        let (done_tx, mut done_rx) = unbounded_channel::<(usize, JobOutcome)>();
         let (delay_tx, mut delay_rx) = unbounded_channel::<usize>();
         let job_cancel = cancel.child_token();
         loop {
-            if !self.canceled {
-                self.open_gates(&delay_tx);
-                self.start_ready(&line_tx, &done_tx, &job_cancel);
+            let decisions = self.schedule.step();
+            for decision in decisions {
+                self.apply(decision, &signal_tx, &done_tx, &delay_tx, &job_cancel)
+                    .await;
             }
-            if self.running == 0 && (self.delayed == 0 || self.canceled) {
+            if self.schedule.is_finished() {
                 break;
             }
             tokio::select! {
                 biased;
-                Some((i, line)) = line_rx.recv() => {
-                    let job = self.nodes[i].job.name.clone();
-                    self.reporter.emit(&Event::Log { job, line });
-                }
+                Some((i, signal)) = signal_rx.recv() => self.signal(i, signal),
                 Some((i, outcome)) = done_rx.recv() => {
                     // Lines sent before the outcome are queued: show them first.
-                    while let Ok((li, line)) = line_rx.try_recv() {
-                        let job = self.nodes[li].job.name.clone();
-                        self.reporter.emit(&Event::Log { job, line });
+                    while let Ok((li, signal)) = signal_rx.try_recv() {
+                        self.signal(li, signal);
                     }
-                    self.finish_attempt(i, outcome);
+                    self.attempt_finished(i, outcome);
                 }
-                Some(i) = delay_rx.recv() => {
-                    if self.nodes[i].state == State::Delayed {
-                        self.delayed -= 1;
-                        self.nodes[i].state = State::Ready;
-                    }
-                }
-                _ = cancel.cancelled(), if !self.canceled => {
-                    self.canceled = true;
+                Some(i) = delay_rx.recv() => self.schedule.delay_elapsed(i),
+                _ = cancel.cancelled(), if !self.schedule.is_canceled() => {
                     job_cancel.cancel();
-                    self.reporter.emit(&Event::Note { message: "canceling the run...".into() });
-                    for i in 0..self.nodes.len() {
-                        if matches!(self.nodes[i].state, State::Waiting | State::Ready | State::Delayed) {
-                            self.nodes[i].state = State::Done;
-                            self.finish(i, JobStatus::Canceled, None);
-                        }
+                    self.events.emit(&Event::Note { message: "canceling the run...".into() });
+                    for decision in self.schedule.cancel() {
+                        self.apply(decision, &signal_tx, &done_tx, &delay_tx, &job_cancel).await;
                     }
-                    self.delayed = 0;
                 }
             }
         }
-        // Lines still queued.
-        while let Ok((li, line)) = line_rx.try_recv() {
-            let job = self.nodes[li].job.name.clone();
-            self.reporter.emit(&Event::Log { job, line });
+        while let Ok((li, signal)) = signal_rx.try_recv() {
+            self.signal(li, signal);
         }
     }
 
-    fn gate_view(&self, i: usize) -> GateView {
-        let n = &self.nodes[i];
-        match n.status {
-            Some(JobStatus::Success) | Some(JobStatus::Warning) => GateView::Success,
-            Some(JobStatus::Failed) | Some(JobStatus::Canceled) => GateView::Failed,
-            Some(JobStatus::Manual) if !n.job.allow_failure => GateView::BlockingManual,
-            _ => GateView::Skipped,
+    fn signal(&mut self, i: usize, signal: JobSignal) {
+        let job = self.schedule.job(i).name.clone();
+        match signal {
+            JobSignal::Line(line) => self.events.emit(&Event::Log { job, line }),
+            JobSignal::Stage(stage) => self.events.emit(&Event::JobStage {
+                job,
+                stage: stage.as_str().into(),
+            }),
         }
     }
 
-    /// GitLab's gate: `None` while a prerequisite is still pending.
-    fn decide(&self, i: usize) -> Option<Decision> {
-        let n = &self.nodes[i];
-        if n.prereqs
-            .iter()
-            .any(|&p| self.nodes[p].state != State::Done)
-        {
-            return None;
-        }
-        let views: Vec<(usize, GateView)> =
-            n.prereqs.iter().map(|&p| (p, self.gate_view(p))).collect();
-        let failed = views.iter().any(|(_, v)| *v == GateView::Failed);
-        let blocking = views.iter().find(|(_, v)| *v == GateView::BlockingManual);
-        let not_run = views
-            .iter()
-            .find(|(_, v)| matches!(v, GateView::Skipped | GateView::BlockingManual));
-        let name = |p: usize| self.nodes[p].job.name.clone();
-        Some(match n.job.when {
-            When::Always => Decision::Go,
-            When::Never => Decision::Skip("when: never".into()),
-            When::OnFailure => {
-                if failed {
-                    Decision::Go
-                } else {
-                    Decision::Skip("when: on_failure, and nothing failed".into())
-                }
+    async fn apply(
+        &mut self,
+        decision: Decision,
+        signals: &Signals,
+        done: &Done,
+        delays: &UnboundedSender<usize>,
+        cancel: &CancellationToken,
+    ) {
+        match decision {
+            Decision::Start { job, attempt } => {
+                self.start(job, attempt, signals, done, cancel).await
             }
-            When::OnSuccess | When::Manual | When::Delayed => {
-                if failed {
-                    Decision::Skip(if n.dag {
-                        "a needed job failed".into()
-                    } else {
-                        "an earlier stage failed".into()
-                    })
-                } else if let (true, Some((p, _))) = (n.dag, not_run) {
-                    Decision::Skip(format!("needed job `{}` did not run", name(*p)))
-                } else if let Some((p, _)) = blocking {
-                    Decision::Skip(format!("blocked by manual job `{}`", name(*p)))
-                } else {
-                    Decision::Go
-                }
-            }
-        })
-    }
-
-    /// Moves every waiting job whose gate is decided, until nothing changes.
-    fn open_gates(&mut self, delay_tx: &tokio::sync::mpsc::UnboundedSender<usize>) {
-        loop {
-            let mut changed = false;
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].state != State::Waiting {
-                    continue;
-                }
-                let Some(decision) = self.decide(i) else {
-                    continue;
-                };
-                changed = true;
-                match decision {
-                    Decision::Skip(reason) => {
-                        self.nodes[i].state = State::Done;
-                        self.finish(i, JobStatus::Skipped, Some(reason));
-                    }
-                    Decision::Go => self.go(i, delay_tx),
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-    }
-
-    fn go(&mut self, i: usize, delay_tx: &tokio::sync::mpsc::UnboundedSender<usize>) {
-        let n = &self.nodes[i];
-        if n.job.trigger.is_some() {
-            self.nodes[i].state = State::Done;
-            self.finish(
-                i,
-                JobStatus::Skipped,
-                Some("trigger jobs start downstream pipelines on GitLab; not run locally".into()),
-            );
-            return;
-        }
-        match n.job.when {
-            When::Manual if !n.triggered => {
-                self.nodes[i].state = State::Done;
-                self.finish(
-                    i,
-                    JobStatus::Manual,
-                    Some("manual: run it with --manual".into()),
-                );
-            }
-            When::Delayed if !self.opts.no_delay => {
-                let wait = n
-                    .job
-                    .start_in
-                    .as_deref()
-                    .and_then(parse_duration)
-                    .unwrap_or(Duration::ZERO);
-                let name = n.job.name.clone();
-                self.nodes[i].state = State::Delayed;
-                self.delayed += 1;
-                self.reporter.emit(&Event::Note {
+            Decision::Delay { job, seconds } => {
+                let wait = Duration::from_secs(seconds);
+                self.events.emit(&Event::Note {
                     message: format!(
-                        "{name}: delayed, starts in {}",
+                        "{}: delayed, starts in {}",
+                        self.schedule.job(job).name,
                         crate::report::fmt_duration(wait)
                     ),
                 });
-                let tx = delay_tx.clone();
+                let tx = delays.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
-                    let _ = tx.send(i);
+                    let _ = tx.send(job);
                 });
             }
-            _ => self.nodes[i].state = State::Ready,
+            Decision::Finished { job, .. } => self.finished(job),
+            Decision::Retry {
+                job,
+                failed_attempt,
+                failure,
+            } => self.events.emit(&Event::Note {
+                message: format!(
+                    "{}: attempt {failed_attempt} failed ({failure}), retrying",
+                    self.schedule.job(job).name
+                ),
+            }),
         }
     }
 
-    fn start_ready(
-        &mut self,
-        line_tx: &job::LineSender,
-        done_tx: &tokio::sync::mpsc::UnboundedSender<(usize, AttemptOutcome)>,
-        cancel: &CancellationToken,
-    ) {
-        for i in 0..self.nodes.len() {
-            if self.running >= self.concurrency {
-                return;
-            }
-            if self.nodes[i].state != State::Ready {
-                continue;
-            }
-            if let Some(g) = &self.nodes[i].resource_group {
-                if self.busy_groups.contains(g) {
-                    continue;
-                }
-                self.busy_groups.insert(g.clone());
-            }
-            self.start(i, line_tx, done_tx, cancel);
-        }
-    }
-
-    fn start(
+    async fn start(
         &mut self,
         i: usize,
-        line_tx: &job::LineSender,
-        done_tx: &tokio::sync::mpsc::UnboundedSender<(usize, AttemptOutcome)>,
+        attempt: u32,
+        signals: &Signals,
+        done: &Done,
         cancel: &CancellationToken,
     ) {
-        self.running += 1;
-        let job_id = self.next_job_id;
-        self.next_job_id += 1;
-        let node = &mut self.nodes[i];
-        node.state = State::Running;
-        node.attempt += 1;
-        if node.started.is_none() {
-            node.started = Some(Instant::now());
+        if attempt > 1 {
+            // A retry is a new job on GitLab: a new id.
+            match self.store.allocate_job_ids(1) {
+                Ok(ids) => self.runs[i].job_id = ids.start,
+                Err(e) => {
+                    let _ = done.send((i, JobOutcome::system_failure(e.to_string())));
+                    return;
+                }
+            }
         }
-        let kind = node.kind;
-        self.reporter.emit(&Event::JobStarted {
-            job: self.nodes[i].job.name.clone(),
-            stage: self.nodes[i].job.stage.clone(),
-            attempt: self.nodes[i].attempt,
-            executor: kind.as_str().into(),
+        let run = &mut self.runs[i];
+        run.started.get_or_insert_with(Instant::now);
+        let executor_name = run.executor.clone();
+        let sj = self.schedule.job(i);
+        self.events.emit(&Event::JobStarted {
+            job: sj.name.clone(),
+            stage: sj.stage.clone(),
+            attempt,
+            executor: executor_name.clone(),
+            job_id: run.job_id,
         });
-        let executor = match kind {
-            ExecutorKind::Shell => Some(self.shell.clone()),
-            ExecutorKind::Docker => self.docker.clone(),
+        let executor = match self.executors.get(&executor_name).await {
+            Ok(e) => e,
+            Err(reason) => {
+                if self.executor_notes.insert(executor_name.clone()) {
+                    self.events.emit(&Event::Note {
+                        message: format!(
+                            "{executor_name} executor unavailable: {reason} (its jobs fail; --executor shell runs them on the host)"
+                        ),
+                    });
+                }
+                let _ = done.send((
+                    i,
+                    JobOutcome::system_failure(format!("{executor_name}: {reason}")),
+                ));
+                return;
+            }
         };
-        let done = done_tx.clone();
-        let Some(executor) = executor else {
-            let reason = self
-                .docker_error
-                .clone()
-                .unwrap_or_else(|| "the docker executor is not available".into());
-            let outcome = AttemptOutcome {
-                status: AttemptStatus::Failed(Failure::System(format!("docker: {reason}"))),
-                exit_code: None,
-                dotenv: Vec::new(),
-                junit_failures: Vec::new(),
-                artifact: None,
-                build_dir: PathBuf::new(),
-                shell_command: None,
-                duration: Duration::ZERO,
-            };
-            let _ = done.send((i, outcome));
-            return;
+        let payload = self.payload(i, attempt, &executor_name);
+        let log = match self.store.open_log(&self.info.run_id, &self.runs[i].slug) {
+            Ok(log) => log,
+            Err(e) => {
+                let _ = done.send((i, JobOutcome::system_failure(e.to_string())));
+                return;
+            }
         };
-        let spec = self.job_spec(i, job_id, executor);
-        let shared = self.shared.clone();
-        let lines = line_tx.clone();
+        let tx = signals.clone();
+        let ports = JobPorts {
+            log,
+            signals: Box::new(move |signal| {
+                let _ = tx.send((i, signal));
+            }),
+            blobs: self.store.blobs(),
+            sources: self.sources.clone(),
+            executor,
+            builds_dir: self.info.builds_dir.clone(),
+        };
+        let done = done.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            let outcome = job::run_attempt(shared, spec, lines, cancel).await;
+            let outcome = job::run_job(payload, ports, cancel).await;
             let _ = done.send((i, outcome));
         });
     }
 
-    /// The job's variables in GitLab's precedence order, and its inputs.
-    fn job_spec(&self, i: usize, job_id: u64, executor: Arc<dyn Executor>) -> JobSpec {
-        let node = &self.nodes[i];
-        let job = &node.job;
+    fn attempt_finished(&mut self, i: usize, outcome: JobOutcome) {
+        let decision = self
+            .schedule
+            .attempt_finished(i, &outcome.status, outcome.exit_code);
+        let run = &mut self.runs[i];
+        // A failed attempt's build directory may be gone; keep the last known.
+        let previous_dir = run.outcome.as_ref().and_then(|o| o.build_dir.clone());
+        let mut outcome = outcome;
+        if outcome.build_dir.is_none() {
+            outcome.build_dir = previous_dir;
+        }
+        run.outcome = Some(outcome);
+        match decision {
+            Decision::Finished { job, .. } => self.finished(job),
+            Decision::Retry {
+                job,
+                failed_attempt,
+                failure,
+            } => self.events.emit(&Event::Note {
+                message: format!(
+                    "{}: attempt {failed_attempt} failed ({failure}), retrying",
+                    self.schedule.job(job).name
+                ),
+            }),
+            _ => {}
+        }
+    }
+
+    /// A job reached its final status: event and record.
+    fn finished(&mut self, i: usize) {
+        let run = &mut self.runs[i];
+        run.duration = run.started.map(|s| s.elapsed());
+        let sj = self.schedule.job(i);
+        let status = sj.status().unwrap_or(JobStatus::Canceled);
+        let outcome = run.outcome.as_ref();
+        let reason = sj
+            .reason
+            .clone()
+            .or_else(|| outcome.and_then(|o| o.reason.clone()));
+        self.events.emit(&Event::JobFinished {
+            job: sj.name.clone(),
+            stage: sj.stage.clone(),
+            status: status.as_str().into(),
+            duration_ms: run.duration.map(|d| d.as_millis() as u64),
+            exit_code: sj.exit_code,
+            allow_failure: sj.may_fail(),
+            reason,
+            attempt: sj.attempt,
+            junit_failures: outcome
+                .map(|o| o.junit_failures.clone())
+                .unwrap_or_default(),
+        });
+        let record = self.record(i);
+        if let Err(e) = self.store.record_job(&self.info.run_id, &record) {
+            self.events.emit(&Event::Note {
+                message: format!("cannot record {}: {e}", record.name),
+            });
+        }
+    }
+
+    fn record(&self, i: usize) -> JobRecord {
+        let sj = self.schedule.job(i);
+        let run = &self.runs[i];
+        let outcome = run.outcome.as_ref();
+        let status = match sj.state {
+            crate::schedule::JobState::Done(s) => s.as_str(),
+            crate::schedule::JobState::Running => "running",
+            _ => "pending",
+        };
+        let log = self.store.log_location(&self.info.run_id, &run.slug);
+        JobRecord {
+            name: sj.name.clone(),
+            slug: run.slug.clone(),
+            stage: sj.stage.clone(),
+            status: status.into(),
+            job_id: run.job_id,
+            attempts: sj.attempt,
+            exit_code: sj.exit_code,
+            duration_ms: run.duration.map(|d| d.as_millis() as u64),
+            reason: sj
+                .reason
+                .clone()
+                .or_else(|| outcome.and_then(|o| o.reason.clone())),
+            executor: run.executor.clone(),
+            log: Some(log),
+            build_dir: outcome.and_then(|o| o.build_dir.clone()),
+            shell_command: outcome.and_then(|o| o.shell_command.clone()),
+            artifact: outcome
+                .and_then(|o| o.artifact.as_ref())
+                .and_then(|a| self.store.blobs().artifact_path(a).ok()),
+            dotenv: outcome.map(|o| o.dotenv.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn manifest(&self, status: &str) -> RunManifest {
+        RunManifest {
+            run_id: self.info.run_id.clone(),
+            pipeline_id: self.info.pipeline_id,
+            sha: self.request.sha.clone(),
+            status: status.into(),
+            jobs: (0..self.runs.len()).map(|i| self.record(i)).collect(),
+        }
+    }
+
+    fn report(&self, status: RunStatus, duration: Duration) -> RunReport {
+        let blobs = self.store.blobs();
+        RunReport {
+            run_id: self.info.run_id.clone(),
+            pipeline_id: self.info.pipeline_id,
+            run_dir: self
+                .info
+                .builds_dir
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+            status,
+            duration,
+            jobs: self
+                .schedule
+                .jobs()
+                .iter()
+                .zip(&self.runs)
+                .map(|(sj, run)| {
+                    let outcome = run.outcome.as_ref();
+                    JobReport {
+                        name: sj.name.clone(),
+                        stage: sj.stage.clone(),
+                        status: sj.status().unwrap_or(JobStatus::Canceled),
+                        allow_failure: sj.may_fail(),
+                        duration: run.duration,
+                        exit_code: sj.exit_code,
+                        reason: sj
+                            .reason
+                            .clone()
+                            .or_else(|| outcome.and_then(|o| o.reason.clone())),
+                        attempts: sj.attempt,
+                        job_id: run.job_id,
+                        junit_failures: outcome
+                            .map(|o| o.junit_failures.clone())
+                            .unwrap_or_default(),
+                        log: self.store.log_location(&self.info.run_id, &run.slug),
+                        build_dir: outcome.and_then(|o| o.build_dir.clone()),
+                        artifact: outcome
+                            .and_then(|o| o.artifact.as_ref())
+                            .and_then(|a| blobs.artifact_path(a).ok()),
+                        dotenv: outcome.map(|o| o.dotenv.clone()).unwrap_or_default(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The attempt's payload: the job's variables in GitLab's precedence
+    /// order, and its inputs.
+    fn payload(&self, i: usize, attempt: u32, executor: &str) -> JobPayload {
+        let run = &self.runs[i];
+        let job = &self.pipeline.jobs[self.schedule.job(i).pipeline_index];
+        let job_id = run.job_id;
+        let shell = executor == "shell";
         let ctx = &self.pipeline.context_variables;
         let ctx_value = |name: &str| {
             ctx.iter()
@@ -846,16 +726,14 @@ impl Dispatcher<'_> {
                 .find(|v| v.name == name)
                 .map(|v| v.value.clone())
         };
-        let host_build_dir = self.shared.run.build_dir(&node.slug);
-        let (ci_project_dir, ci_builds_dir) = match node.kind {
-            ExecutorKind::Shell => (
-                host_build_dir.display().to_string(),
-                self.shared.run.dir.join("builds").display().to_string(),
-            ),
-            ExecutorKind::Docker => {
-                let path = ctx_value("CI_PROJECT_PATH").unwrap_or_else(|| "project".into());
-                (format!("/builds/{path}"), "/builds".to_string())
-            }
+        let (ci_project_dir, ci_builds_dir) = if shell {
+            (
+                self.info.builds_dir.join(&run.slug).display().to_string(),
+                self.info.builds_dir.display().to_string(),
+            )
+        } else {
+            let path = ctx_value("CI_PROJECT_PATH").unwrap_or_else(|| "project".into());
+            (format!("/builds/{path}"), "/builds".to_string())
         };
         let timeout = job.timeout.unwrap_or(job::DEFAULT_TIMEOUT.as_secs());
 
@@ -864,7 +742,7 @@ impl Dispatcher<'_> {
         vars.set("CI", "true");
         vars.set("GITLAB_CI", "true");
         vars.set("CI_JOB_NAME", job.name.clone());
-        vars.set("CI_JOB_NAME_SLUG", node.slug.clone());
+        vars.set("CI_JOB_NAME_SLUG", run.slug.clone());
         vars.set("CI_JOB_STAGE", job.stage.clone());
         vars.set("CI_JOB_ID", job_id.to_string());
         vars.set(
@@ -900,234 +778,79 @@ impl Dispatcher<'_> {
                     .unwrap_or_else(|| guess_tier(&env.name).into()),
             );
         }
-        // Pipeline predefined (the context).
+        // Pipeline predefined (the context), with this run's pipeline id.
         vars.extend(ctx.iter());
+        vars.set("CI_PIPELINE_ID", self.info.pipeline_id.to_string());
+        vars.set("CI_PIPELINE_IID", self.info.pipeline_id.to_string());
         // Runner.
         vars.set("CI_BUILDS_DIR", ci_builds_dir);
         vars.set("CI_PROJECT_DIR", ci_project_dir.clone());
         vars.set("CI_JOB_STATUS", "running");
         vars.set("CI_SERVER", "yes");
         vars.set("CI_JOB_TIMEOUT", timeout.to_string());
-        vars.set("CI_CONCURRENT_ID", (i % self.concurrency).to_string());
-        vars.set(
-            "CI_CONCURRENT_PROJECT_ID",
-            (i % self.concurrency).to_string(),
-        );
+        let concurrency = self.request.selection.concurrency.max(1);
+        vars.set("CI_CONCURRENT_ID", (i % concurrency).to_string());
+        vars.set("CI_CONCURRENT_PROJECT_ID", (i % concurrency).to_string());
+        // State that outlives the job (a deploy's history) lives here.
+        if shell && let Some(dir) = &self.info.state_dir {
+            vars.set("GANTRY_STATE_DIR", dir.display().to_string());
+        }
         vars.set("CI_RUNNER_EXECUTABLE_ARCH", format!("linux/{}", go_arch()));
-        match node.kind {
-            ExecutorKind::Shell => vars.set("CI_SHARED_ENVIRONMENT", "true"),
-            ExecutorKind::Docker => vars.set("CI_DISPOSABLE_ENVIRONMENT", "true"),
+        if shell {
+            vars.set("CI_SHARED_ENVIRONMENT", "true");
+        } else {
+            vars.set("CI_DISPOSABLE_ENVIRONMENT", "true");
         }
         // YAML (global + job + rules + matrix).
         vars.extend(job.variables.iter());
         // dotenv reports of dependencies.
         let mut dependencies = Vec::new();
         for dep in &job.dependencies {
-            let producers = resolve(self.pipeline, dep);
+            let producers = crate::schedule::resolve(self.pipeline, dep);
             let mut found_here = false;
             for p in producers {
-                if let Some(ni) = self
-                    .nodes
-                    .iter()
-                    .position(|n| n.job.name == self.pipeline.jobs[p].name)
-                {
-                    found_here = true;
-                    let n = &self.nodes[ni];
-                    for (k, v) in &n.dotenv {
+                let Some(&si) = self.by_pipeline_index.get(&p) else {
+                    continue;
+                };
+                found_here = true;
+                if let Some(o) = &self.runs[si].outcome {
+                    for (k, v) in &o.dotenv {
                         vars.set(k, v.clone());
                     }
-                    if let Some(a) = &n.artifact {
-                        dependencies.push((n.job.name.clone(), a.clone()));
+                    if let Some(a) = &o.artifact {
+                        dependencies.push(a.clone());
                     }
                 }
             }
-            if !found_here {
-                // Not in this run: use the last run's result, if any.
-                if let Some(rec) = self.previous.as_ref().and_then(|m| {
-                    m.jobs
-                        .iter()
-                        .find(|j| &j.name == dep || j.name.starts_with(&format!("{dep} ")))
-                }) {
-                    for (k, v) in &rec.dotenv {
-                        vars.set(k, v.clone());
-                    }
-                    if let Some(a) = rec.artifact.as_ref().filter(|a| a.is_file()) {
-                        dependencies.push((rec.name.clone(), a.clone()));
-                    }
+            if !found_here && let Some(rec) = self.store.previous_job(dep) {
+                // Not in this run: the last run's result, if any.
+                for (k, v) in &rec.dotenv {
+                    vars.set(k, v.clone());
+                }
+                if let Some(a) = rec.artifact.as_ref().filter(|a| a.is_file()) {
+                    dependencies.push(ArtifactRef {
+                        job: rec.name.clone(),
+                        key: a.display().to_string(),
+                    });
                 }
             }
         }
         // Command line and variables file.
-        vars.extend(self.opts.variables.iter());
+        vars.extend(self.request.variables.iter());
 
-        JobSpec {
-            index: i,
+        JobPayload {
+            run_id: self.info.run_id.clone(),
+            pipeline_id: self.info.pipeline_id,
+            job_id,
             job: job.clone(),
-            slug: node.slug.clone(),
-            attempt: node.attempt,
-            executor,
+            slug: run.slug.clone(),
+            attempt,
+            executor: executor.to_string(),
             vars,
             ci_project_dir,
             dependencies,
         }
     }
-
-    fn finish_attempt(&mut self, i: usize, outcome: AttemptOutcome) {
-        self.running -= 1;
-        if let Some(g) = self.nodes[i].resource_group.clone() {
-            self.busy_groups.remove(&g);
-        }
-        let node = &mut self.nodes[i];
-        node.exit_code = outcome.exit_code;
-        node.junit_failures = outcome.junit_failures;
-        if !outcome.build_dir.as_os_str().is_empty() {
-            node.build_dir = Some(outcome.build_dir);
-        }
-        node.shell_command = outcome.shell_command;
-        match outcome.status {
-            AttemptStatus::Success => {
-                node.dotenv = outcome.dotenv;
-                node.artifact = outcome.artifact;
-                node.state = State::Done;
-                self.finish(i, JobStatus::Success, None);
-            }
-            AttemptStatus::Canceled => {
-                node.state = State::Done;
-                self.finish(i, JobStatus::Canceled, Some("canceled".into()));
-            }
-            AttemptStatus::Failed(failure) => {
-                node.dotenv = outcome.dotenv;
-                node.artifact = outcome.artifact;
-                let retry = &node.job.retry;
-                if !self.canceled
-                    && node.attempt <= retry.max
-                    && retry_allowed(retry, &failure, outcome.exit_code)
-                {
-                    node.state = State::Ready;
-                    let msg = format!(
-                        "{}: attempt {} failed ({}), retrying",
-                        node.job.name,
-                        node.attempt,
-                        failure.retry_kind()
-                    );
-                    self.reporter.emit(&Event::Note { message: msg });
-                    return;
-                }
-                let allowed = node.job.allow_failure
-                    || outcome
-                        .exit_code
-                        .is_some_and(|c| node.job.allow_failure_exit_codes.contains(&c));
-                let reason = match &failure {
-                    Failure::Script => None,
-                    Failure::Timeout => Some("timeout".to_string()),
-                    Failure::System(m) => Some(m.clone()),
-                };
-                node.state = State::Done;
-                self.finish(
-                    i,
-                    if allowed {
-                        JobStatus::Warning
-                    } else {
-                        JobStatus::Failed
-                    },
-                    reason,
-                );
-            }
-        }
-    }
-
-    fn finish(&mut self, i: usize, status: JobStatus, reason: Option<String>) {
-        let node = &mut self.nodes[i];
-        node.status = Some(status);
-        node.reason = reason.clone();
-        node.duration = node.started.map(|s| s.elapsed());
-        let allow_failure = node.job.allow_failure || !node.job.allow_failure_exit_codes.is_empty();
-        self.reporter.emit(&Event::JobFinished {
-            job: node.job.name.clone(),
-            stage: node.job.stage.clone(),
-            status: status.as_str().into(),
-            duration_ms: node.duration.map(|d| d.as_millis() as u64),
-            exit_code: node.exit_code,
-            allow_failure,
-            reason,
-            attempt: node.attempt,
-            junit_failures: node.junit_failures.clone(),
-        });
-    }
-
-    fn report(&self, run: &RunDir, status: RunStatus, duration: Duration) -> RunReport {
-        RunReport {
-            run_id: run.id.clone(),
-            run_dir: run.dir.clone(),
-            status,
-            duration,
-            jobs: self
-                .nodes
-                .iter()
-                .map(|n| JobReport {
-                    name: n.job.name.clone(),
-                    stage: n.job.stage.clone(),
-                    status: n.status.unwrap_or(JobStatus::Canceled),
-                    allow_failure: n.job.allow_failure
-                        || !n.job.allow_failure_exit_codes.is_empty(),
-                    duration: n.duration,
-                    exit_code: n.exit_code,
-                    reason: n.reason.clone(),
-                    attempts: n.attempt,
-                    junit_failures: n.junit_failures.clone(),
-                    log: run.log_path(&n.slug),
-                    build_dir: n.build_dir.clone(),
-                    artifact: n.artifact.clone(),
-                    dotenv: n.dotenv.clone(),
-                })
-                .collect(),
-        }
-    }
-}
-
-fn write_manifest(run: &RunDir, sha: &str, report: &RunReport, nodes: &[Node]) {
-    let manifest = RunManifest {
-        run_id: run.id.clone(),
-        sha: sha.to_string(),
-        status: report.status.as_str().into(),
-        jobs: report
-            .jobs
-            .iter()
-            .zip(nodes)
-            .map(|(j, n)| JobRecord {
-                name: j.name.clone(),
-                slug: n.slug.clone(),
-                stage: j.stage.clone(),
-                status: j.status.as_str().into(),
-                executor: n.kind.as_str().into(),
-                log: j.log.is_file().then(|| j.log.clone()),
-                build_dir: j.build_dir.clone(),
-                shell_command: n.shell_command.clone(),
-                artifact: j.artifact.clone(),
-                dotenv: j.dotenv.clone(),
-            })
-            .collect(),
-    };
-    let _ = run.write_manifest(&manifest);
-}
-
-/// Whether a failed attempt may be retried (`retry:when`, `retry:exit_codes`).
-fn retry_allowed(
-    retry: &gantry_config::model::Retry,
-    failure: &Failure,
-    exit_code: Option<i32>,
-) -> bool {
-    let kind = failure.retry_kind();
-    let when_ok = retry.when.is_empty()
-        || retry.when.iter().any(|w| {
-            w == "always"
-                || w == kind
-                || (w == "unknown_failure" && matches!(failure, Failure::System(_)))
-                || (w == "job_execution_timeout" && *failure == Failure::Timeout)
-        });
-    let code_ok =
-        retry.exit_codes.is_empty() || exit_code.is_some_and(|c| retry.exit_codes.contains(&c));
-    when_ok && code_ok
 }
 
 fn guess_tier(name: &str) -> &'static str {
@@ -1150,83 +873,5 @@ fn go_arch() -> &'static str {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
-    }
-}
-
-/// Parses a GitLab duration (`start_in`, ChronicDuration-style):
-/// `30`, `30 seconds`, `5 min`, `1h 30m`, `2 days`, `1 week`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim().to_ascii_lowercase();
-    if text.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    let mut rest = text.as_str();
-    let mut any = false;
-    while !rest.is_empty() {
-        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',' || c == '+');
-        if rest.is_empty() {
-            break;
-        }
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            if let Some(r) = rest.strip_prefix("and") {
-                rest = r;
-                continue;
-            }
-            return None;
-        }
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = rest[num_len..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let secs = match unit {
-            "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
-            "d" | "day" | "days" => 86400.0,
-            "w" | "wk" | "week" | "weeks" => 604800.0,
-            _ => return None,
-        };
-        total += n * secs;
-        any = true;
-    }
-    any.then(|| Duration::from_secs_f64(total))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2 seconds"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1 day"), Some(Duration::from_secs(86400)));
-        assert_eq!(parse_duration("soon"), None);
-    }
-
-    #[test]
-    fn retry_rules() {
-        let r = gantry_config::model::Retry {
-            max: 2,
-            when: vec!["script_failure".into()],
-            exit_codes: vec![],
-        };
-        assert!(retry_allowed(&r, &Failure::Script, Some(1)));
-        assert!(!retry_allowed(&r, &Failure::Timeout, None));
-        let r = gantry_config::model::Retry {
-            max: 1,
-            when: vec![],
-            exit_codes: vec![137],
-        };
-        assert!(retry_allowed(&r, &Failure::Script, Some(137)));
-        assert!(!retry_allowed(&r, &Failure::Script, Some(1)));
     }
 }

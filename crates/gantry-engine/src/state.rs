@@ -66,11 +66,17 @@ impl StateDir {
         let tag =
             (std::process::id() ^ now.timestamp_subsec_nanos() ^ seq.wrapping_mul(0x9e37)) & 0xffff;
         for n in 1..10_000u32 {
-            let id = format!("{stamp}-{n}-{tag:04x}");
+            let id = format!("{stamp}-{n:04}-{tag:04x}");
             let dir = self.run_dir(&id);
             match std::fs::create_dir(&dir) {
                 Ok(()) => {
-                    let run = RunDir { id, dir };
+                    let lock = std::fs::File::create(dir.join(RUN_LOCK))?;
+                    flock(&lock, libc::LOCK_EX | libc::LOCK_NB)?;
+                    let run = RunDir {
+                        id,
+                        dir,
+                        lock: Some(std::sync::Arc::new(lock)),
+                    };
                     for sub in ["logs", "artifacts", "builds", "jobs"] {
                         std::fs::create_dir_all(run.dir.join(sub))?;
                     }
@@ -95,9 +101,10 @@ impl StateDir {
         (!s.is_empty()).then(|| s.to_string())
     }
 
-    /// Removes old runs (keeping [`RUNS_KEPT`]) and the build dirs of every
-    /// run but `current` and the last one (whose dirs `gantry shell` uses
-    /// until `current` ends).
+    /// Removes old finished runs (keeping [`RUNS_KEPT`]) and the build dirs
+    /// of every finished run but the last one (whose dirs `gantry shell`
+    /// uses). A run that is still going holds its lock and is never touched,
+    /// whoever started it.
     pub fn prune(&self, current: &str) {
         let Ok(entries) = std::fs::read_dir(self.runs_dir()) else {
             return;
@@ -105,7 +112,7 @@ impl StateDir {
         let mut ids: Vec<String> = entries
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|id| id != current)
+            .filter(|id| id != current && !run_is_live(&self.run_dir(id)))
             .collect();
         ids.sort();
         let last = self.last();
@@ -120,20 +127,97 @@ impl StateDir {
         }
     }
 
+    /// The next `CI_PIPELINE_ID` and a block of `jobs` `CI_JOB_ID`s for this
+    /// project, under an exclusive lock (concurrent runs never share ids).
+    pub fn allocate_ids(&self, pipelines: u64, jobs: u64) -> io::Result<(u64, u64)> {
+        self.ensure()?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(self.root.join("ids.lock"))?;
+        flock(&lock, libc::LOCK_EX)?;
+        let path = self.root.join("ids.json");
+        let mut ids: IdCounters = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let first_pipeline = ids.pipeline + 1;
+        let first_job = ids.job + 1;
+        ids.pipeline += pipelines;
+        ids.job += jobs;
+        let tmp = self.root.join("ids.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&ids)?)?;
+        std::fs::rename(&tmp, &path)?;
+        // The lock goes with the file handle.
+        Ok((first_pipeline, first_job))
+    }
+
     pub fn read_manifest(&self, run_id: &str) -> io::Result<RunManifest> {
         let text = std::fs::read_to_string(self.run_dir(run_id).join("run.json"))?;
         serde_json::from_str(&text).map_err(io::Error::other)
     }
 }
 
-/// One run's directory.
+/// The file a live run holds an exclusive `flock` on: the kernel drops it
+/// when the process ends, even after `kill -9`.
+pub const RUN_LOCK: &str = "lock";
+
+/// Whether the run in `dir` is still going (its lock is held).
+pub fn run_is_live(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join(RUN_LOCK)) else {
+        return false;
+    };
+    match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
+        Ok(()) => false,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
+}
+
+fn flock(file: &std::fs::File, op: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: a valid open descriptor; flock has no memory effects.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct IdCounters {
+    pipeline: u64,
+    job: u64,
+}
+
+/// One run's directory. While a `RunDir` with its lock exists, the run is
+/// live and no other process prunes it.
 #[derive(Clone, Debug)]
 pub struct RunDir {
     pub id: String,
     pub dir: PathBuf,
+    lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl RunDir {
+    /// The directory of an existing run (not locked: for readers).
+    pub fn open(state: &StateDir, id: &str) -> RunDir {
+        RunDir {
+            id: id.to_string(),
+            dir: state.run_dir(id),
+            lock: None,
+        }
+    }
+
+    /// Releases the run's lock (the run is finished).
+    pub fn release(&mut self) {
+        self.lock = None;
+    }
     pub fn log_path(&self, slug: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{slug}.log"))
     }
@@ -161,7 +245,11 @@ impl RunDir {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunManifest {
     pub run_id: String,
+    /// `CI_PIPELINE_ID`.
+    #[serde(default)]
+    pub pipeline_id: u64,
     pub sha: String,
+    /// `running` until the run ends, then the pipeline's status.
     pub status: String,
     pub jobs: Vec<JobRecord>,
 }
@@ -171,7 +259,19 @@ pub struct JobRecord {
     pub name: String,
     pub slug: String,
     pub stage: String,
+    /// `pending`, `running`, or the job's final status.
     pub status: String,
+    /// `CI_JOB_ID` of the last attempt.
+    #[serde(default)]
+    pub job_id: u64,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
     pub executor: String,
     pub log: Option<PathBuf>,
     pub build_dir: Option<PathBuf>,

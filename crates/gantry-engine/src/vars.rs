@@ -9,7 +9,8 @@ use gantry_config::model::Variable;
 use indexmap::IndexMap;
 
 /// Variables collected in precedence order; `set` overrides an earlier one.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<Variable>", into = "Vec<Variable>")]
 pub struct VarSet {
     vars: IndexMap<String, Variable>,
 }
@@ -81,6 +82,22 @@ impl VarSet {
             out.insert(v.name.clone(), value);
         }
         Ok(out)
+    }
+}
+
+impl From<Vec<Variable>> for VarSet {
+    fn from(vars: Vec<Variable>) -> VarSet {
+        let mut set = VarSet::new();
+        for v in vars {
+            set.push(v);
+        }
+        set
+    }
+}
+
+impl From<VarSet> for Vec<Variable> {
+    fn from(set: VarSet) -> Vec<Variable> {
+        set.vars.into_values().collect()
     }
 }
 

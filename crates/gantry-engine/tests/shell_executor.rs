@@ -723,7 +723,7 @@ async fn selection_by_job_needs_and_stage() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, gantry_engine::run::EngineError::Usage(_)));
+    assert!(err.is_usage(), "{err}");
 }
 
 #[tokio::test]

@@ -1,16 +1,19 @@
 //! `gantry`: GitLab CI pipelines on your machine, deploys to ECS with a
 //! rollback you can trust.
 //!
-//! Exit codes, for every command: 0 success; 1 an invalid configuration,
-//! a failed pipeline or a failed deploy; 2 a usage or I/O error.
+//! Exit codes, for every command ([`exit::Exit`]): 0 success; 1 an invalid
+//! configuration, a failed pipeline or a failed deploy; 2 a usage or I/O
+//! error; 130 interrupted (Ctrl-C, SIGTERM).
 
 mod clean_cmd;
 mod deploy_cmd;
+mod exit;
 mod project;
 mod run_cmd;
+mod serve_cmd;
 
 use clap::{Parser, Subcommand};
-use project::{EXIT_USAGE, PlanArgs};
+use project::{EXIT_USAGE, LoadSettings, PlanArgs};
 use std::process::ExitCode;
 
 // mimalloc halves the time of loading large configurations; its `no_thp`
@@ -22,7 +25,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "gantry",
     version,
-    about = "Run GitLab CI pipelines locally; deploy with health checks and rollback."
+    about = "Run GitLab CI pipelines locally; deploy with health checks and rollback.",
+    after_help = "Exit codes: 0 success; 1 failed pipeline, deploy or invalid configuration; 2 usage or I/O error; 130 interrupted."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,18 +57,26 @@ enum Command {
     Registry(deploy_cmd::RegistryArgs),
     /// One-off ECS tasks.
     Ecs(deploy_cmd::EcsArgs),
+    /// Serve the API, webhooks and a job queue (SQLite or PostgreSQL), with a built-in runner.
+    Serve(serve_cmd::ServeArgs),
+    /// Run jobs for a `gantry serve` server.
+    Runner(serve_cmd::RunnerArgs),
 }
 
 #[derive(clap::Args)]
 struct LintArgs {
     /// The configuration file (default: `.gitlab-ci.yml` at the repository root).
     file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    settings: LoadSettings,
 }
 
 #[derive(clap::Args)]
 struct PlanCmdArgs {
     #[command(flatten)]
     plan: PlanArgs,
+    #[command(flatten)]
+    settings: LoadSettings,
     /// Print the plan as one JSON object.
     #[arg(long, conflicts_with = "merged")]
     json: bool,
@@ -94,6 +106,8 @@ fn main() -> ExitCode {
         Command::Deployments(args) => deploy_cmd::deployments(args),
         Command::Registry(args) => deploy_cmd::registry(args),
         Command::Ecs(args) => deploy_cmd::ecs(args),
+        Command::Serve(args) => serve_cmd::serve(args),
+        Command::Runner(args) => serve_cmd::runner(args),
     };
     // Exit without tearing down large configurations piece by piece.
     use std::io::Write as _;
@@ -107,7 +121,7 @@ fn lint(args: LintArgs) -> i32 {
         source: "push".into(),
         ..PlanArgs::default()
     };
-    match project::load(&plan_args) {
+    match project::load_with(&plan_args, &args.settings) {
         Ok(project) => {
             let jobs = project.loaded.config.jobs.len();
             let stages = project.loaded.config.stages.len();
@@ -125,7 +139,7 @@ fn lint(args: LintArgs) -> i32 {
 fn plan(args: PlanCmdArgs) -> i32 {
     let mut plan_args = args.plan.clone();
     plan_args.keep_merged = args.merged;
-    let planned = match project::plan(&plan_args) {
+    let planned = match project::plan_with(&plan_args, &args.settings) {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -52,14 +52,50 @@ fn typo_wrong_type_and_missing_need_in_one_run() {
 }
 
 #[test]
-fn yaml_syntax_and_duplicate_keys() {
+fn yaml_syntax() {
     insta::assert_snapshot!(
         "yaml_syntax",
         lint_stderr(&[(".gitlab-ci.yml", "job:\n  script: [a, b\n")])
     );
-    insta::assert_snapshot!(
-        "duplicate_key",
-        lint_stderr(&[(".gitlab-ci.yml", "job:\n  script: a\n  script: b\n")])
+}
+
+#[test]
+fn duplicate_keys_warn_and_strict_makes_them_errors() {
+    let repo = git_repo(&[(".gitlab-ci.yml", "job:\n  script: a\n  script: b\n")]);
+    // GitLab accepts the file (the last value wins): so does lint, loudly.
+    let ran = Cmd::new().dir(repo.path()).args(&["lint"]).run().status(0);
+    assert!(
+        ran.stderr
+            .contains("warning: duplicate key `script`: this value (line 3, column 3) replaces the one at line 2, column 3"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains(".gitlab-ci.yml:3:3"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("1 warning"), "{}", ran.stderr);
+    let ran = Cmd::new()
+        .dir(repo.path())
+        .args(&["lint", "--strict"])
+        .run()
+        .status(1);
+    assert!(
+        ran.stderr.contains("error: duplicate key `script`"),
+        "{}",
+        ran.stderr
+    );
+    Cmd::new()
+        .dir(repo.path())
+        .args(&["plan", "--strict"])
+        .run()
+        .status(1);
+    let ran = Cmd::new()
+        .dir(repo.path())
+        .args(&["plan", "--json"])
+        .run()
+        .status(0);
+    assert!(
+        ran.stdout.contains("\"b\""),
+        "the last value wins: {}",
+        ran.stdout
     );
 }
 

@@ -122,9 +122,6 @@ fn failing_pipeline_exits_1_and_usage_errors_exit_2() {
             .code(),
         Some(2)
     );
-
-    let bad = repo("job:\n  scriptt: [true]\n");
-    assert_eq!(gantry(bad.path(), &["run"]).status.code(), Some(2));
 }
 
 #[test]

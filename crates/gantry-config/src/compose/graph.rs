@@ -36,6 +36,28 @@ pub(crate) fn check(
     };
     let fallback = Span::default();
     let no_spans = JobSpans::default();
+    // Instance names of parallel jobs (`build: [arm]`, `test 1/2`), which
+    // `needs` and `dependencies` may name as GitLab's normaliser expands
+    // them first. Built on first use.
+    let mut instances: Option<HashMap<String, String>> = None;
+    let mut resolve = |name: &str| -> Option<String> {
+        if jobs.contains_key(name) {
+            return Some(name.to_string());
+        }
+        instances
+            .get_or_insert_with(|| {
+                jobs.values()
+                    .filter(|j| j.parallel.is_some())
+                    .flat_map(|j| {
+                        crate::plan::instance_names(j)
+                            .into_iter()
+                            .map(|i| (i, j.name.clone()))
+                    })
+                    .collect()
+            })
+            .get(name)
+            .cloned()
+    };
 
     for (i, (name, job)) in jobs.iter().enumerate() {
         let sp = spans.get(i).unwrap_or(&no_spans);
@@ -62,7 +84,7 @@ pub(crate) fn check(
                 continue;
             }
             let span = need.span.unwrap_or(job_span);
-            match jobs.get(&need.job) {
+            match resolve(&need.job) {
                 None if need.optional => {}
                 None => {
                     let mut d = Diagnostic::at(
@@ -78,8 +100,11 @@ pub(crate) fn check(
                     }
                     out.push(d.expected("the name of a visible job (or `optional: true`)"));
                 }
-                Some(_) => {
-                    if let (Some(own), Some(theirs)) = (own_stage, job_stage(&need.job))
+                Some(base) => {
+                    if let Some(matrix) = &need.matrix {
+                        matrix_needs(name, job, &base, matrix, jobs, span, out);
+                    }
+                    if let (Some(own), Some(theirs)) = (own_stage, job_stage(&base))
                         && theirs > own
                     {
                         out.push(
@@ -100,7 +125,7 @@ pub(crate) fn check(
         if let Some(deps) = &job.dependencies {
             for (k, dep) in deps.iter().enumerate() {
                 let span = sp.dependencies.get(k).copied().unwrap_or(job_span);
-                if !jobs.contains_key(dep) {
+                let Some(base) = resolve(dep) else {
                     let mut d = Diagnostic::at(
                         span,
                         format!("job `{name}` has the dependency `{dep}`, which is not a job"),
@@ -110,32 +135,35 @@ pub(crate) fn check(
                     }
                     out.push(d.expected("the name of a job in an earlier stage"));
                     continue;
-                }
-                if let Some(needs) = &job.needs {
-                    if !needs
+                };
+                // GitLab's `dependencies_in_needs`: only when `needs` lists
+                // jobs (`needs: []` skips the check).
+                if let Some(needs) = job.needs.as_ref().filter(|n| !n.is_empty())
+                    && !needs
                         .iter()
                         .any(|n| n.job == *dep && n.pipeline.is_none() && n.project.is_none())
-                    {
-                        out.push(
-                            Diagnostic::at(
-                                span,
-                                format!(
-                                    "job `{name}`: the dependency `{dep}` should be part of `needs`"
-                                ),
-                            )
-                            .expected("a job listed in `needs`"),
-                        );
-                    }
-                } else if let (Some(own), Some(theirs)) = (own_stage, job_stage(dep))
-                    && theirs >= own
                 {
                     out.push(
-                            Diagnostic::at(
-                                span,
-                                format!("job `{name}`: the dependency `{dep}` is not defined in an earlier stage"),
-                            )
-                            .expected(format!("a job in a stage before `{}`", job.stage)),
-                        );
+                        Diagnostic::at(
+                            span,
+                            format!(
+                                "job `{name}`: the dependency `{dep}` should be part of `needs`"
+                            ),
+                        )
+                        .expected("a job listed in `needs`"),
+                    );
+                }
+                // `YamlProcessor#validate_job_dependency!`: current or prior stages.
+                if let (Some(own), Some(theirs)) = (own_stage, job_stage(&base))
+                    && theirs > own
+                {
+                    out.push(
+                        Diagnostic::at(
+                            span,
+                            format!("job `{name}`: the dependency `{dep}` is not defined in current or prior stages"),
+                        )
+                        .expected(format!("a job in stage `{}` or before", job.stage)),
+                    );
                 }
             }
         }
@@ -168,6 +196,47 @@ pub(crate) fn check(
     }
 
     cycles(jobs, out);
+}
+
+/// `needs:parallel:matrix`: every instance it selects, for every instance
+/// of the needing job, must exist, as planning will look them up.
+fn matrix_needs(
+    name: &str,
+    job: &JobDef,
+    needed: &str,
+    matrix: &[crate::model::MatrixEntry],
+    jobs: &IndexMap<String, JobDef>,
+    span: Span,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(target) = jobs.get(needed) else {
+        return;
+    };
+    let existing: std::collections::HashSet<String> =
+        crate::plan::instance_names(target).into_iter().collect();
+    for own in crate::plan::instance_matrices(job) {
+        match crate::plan::needed_instances(needed, matrix, &own) {
+            Ok(names) => {
+                if let Some(missing) = names.iter().find(|n| !existing.contains(*n)) {
+                    out.push(
+                        Diagnostic::at(
+                            span,
+                            format!("job `{name}` needs `{missing}`, which is not an instance of `{needed}`"),
+                        )
+                        .expected(format!("values of `{needed}`'s `parallel:matrix`")),
+                    );
+                    return;
+                }
+            }
+            Err(message) => {
+                out.push(
+                    Diagnostic::at(span, format!("job `{name}`: {message}"))
+                        .expected("`$[[ matrix.NAME ]]` with a NAME of this job's matrix"),
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// Reports each cycle of `needs` once, with its path.

@@ -493,9 +493,11 @@ fn cache_key(ck: &mut Ck, n: &Node, p: &P) -> Option<CacheKey> {
         }
         Value::Map(m) => {
             ck.keys(m, p, &["files", "files_commits", "prefix"]);
+            // At most 2 files as GitLab ships (10 only behind the
+            // `ci_cache_key_files_limit` feature flag, off by default).
             let files = m
                 .get("files")
-                .and_then(|x| limited_strings(ck, x, &p.join("files"), 10));
+                .and_then(|x| limited_strings(ck, x, &p.join("files"), 2));
             // `files_commits` keys on the files' last commits, which is what
             // the model's `Files` key computes.
             let commits = m
@@ -567,7 +569,7 @@ const REPORT_LISTS: &[&str] = &[
     "load_performance",
     "repository_xray",
 ];
-/// Report kinds that take exactly one path.
+/// Report kinds documented with one path (they accept a list too).
 const REPORT_SINGLE: &[&str] = &["accessibility", "annotations", "browser_performance"];
 
 /// `artifacts:`. An empty value means "no artifacts".
@@ -593,11 +595,13 @@ pub(crate) fn artifacts(ck: &mut Ck, n: &Node, p: &P) -> Option<Artifacts> {
         ],
     );
     let mut a = Artifacts::default();
+    // `Entry::Artifacts` validates `array_of_strings`: an empty list is
+    // accepted (the editor schema's `minItems` is not the backend's rule).
     if let Some(x) = m.get("paths") {
-        a.paths = ck.strings(x, &p.join("paths"), 1).unwrap_or_default();
+        a.paths = ck.strings(x, &p.join("paths"), 0).unwrap_or_default();
     }
     if let Some(x) = m.get("exclude") {
-        a.exclude = ck.strings(x, &p.join("exclude"), 1).unwrap_or_default();
+        a.exclude = ck.strings(x, &p.join("exclude"), 0).unwrap_or_default();
     }
     if let Some(x) = m.get("expose_as") {
         a.expose_as = ck.string(x, &p.join("expose_as")).map(str::to_string);
@@ -659,17 +663,16 @@ fn reports(ck: &mut Ck, n: &Node, p: &P, a: &mut Artifacts) {
     for (kind, e) in m.iter() {
         let kp = p.join(kind);
         let x = &e.value;
-        let paths = if REPORT_LISTS.contains(&kind) {
-            ck.string_or_strings(x, &kp, 0)
-        } else if REPORT_SINGLE.contains(&kind) {
-            ck.string(x, &kp).map(|s| vec![s.to_string()])
-        } else if kind == "junit" {
-            ck.string_or_strings(x, &kp, 1)
-        } else if kind == "coverage_report" {
-            coverage_report(ck, x, &kp, a)
-        } else {
-            None
-        };
+        // GitLab's `Entry::Reports` validates every path report with
+        // `array_of_strings_or_string`, an empty array included.
+        let paths =
+            if REPORT_LISTS.contains(&kind) || REPORT_SINGLE.contains(&kind) || kind == "junit" {
+                ck.string_or_strings(x, &kp, 0)
+            } else if kind == "coverage_report" {
+                coverage_report(ck, x, &kp, a)
+            } else {
+                None
+            };
         if let Some(paths) = paths {
             a.reports.insert(kind.to_string(), paths);
         }
@@ -1146,6 +1149,16 @@ pub(crate) fn rules(ck: &mut Ck, n: &Node, p: &P, scope: RuleScope) -> Option<Ve
         ck.bad(n, p, "an array of rules (hashes)");
         return None;
     };
+    // `Entry::Rules` validates `presence`: an empty list is an error.
+    if items.is_empty() && scope != RuleScope::Include {
+        ck.error(
+            n.span,
+            p,
+            "config can't be blank",
+            "at least one rule (or no `rules:` at all)",
+        );
+        return None;
+    }
     let mut out = Vec::with_capacity(items.len());
     flatten_rules(ck, items, p, scope, 1, &mut out);
     Some(out)

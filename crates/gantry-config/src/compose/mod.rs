@@ -22,12 +22,12 @@ mod keywords;
 pub use duration::parse_duration;
 
 use crate::diag::Diagnostic;
-use crate::model::{Config, JobDef, Variable, Workflow};
+use crate::model::{Config, Inheritance, JobDef, Variable, Workflow};
 use crate::node::{Map, Node, Value};
 use check::{Ck, P};
 use indexmap::IndexMap;
 use job::{Defaults, ParsedJob};
-use keywords::{RuleScope, VarScope};
+use keywords::{Inherit, RuleScope, VarScope};
 
 /// Legacy top-level keywords that `default:` replaces.
 const LEGACY_DEFAULTS: &[&str] = &[
@@ -37,6 +37,11 @@ const LEGACY_DEFAULTS: &[&str] = &[
     "before_script",
     "after_script",
 ];
+
+/// The name in `names` closest to a misspelt `word`, if one is close enough.
+pub fn closest_name<'a>(word: &str, names: &[&'a str]) -> Option<&'a str> {
+    check::closest(word, names)
+}
 
 /// GitLab's stages when `stages:` is not given.
 const DEFAULT_STAGES: &[&str] = &["build", "test", "deploy"];
@@ -66,6 +71,16 @@ pub fn validate_header(header: &Node) -> Vec<Diagnostic> {
 /// Full composition of a post-include, post-extends, post-`!reference`
 /// document into a [`Config`], reporting every error found.
 pub fn compose(root: &Node) -> Result<Config, Vec<Diagnostic>> {
+    // The loader normalises in place; a tree from elsewhere is copied first.
+    if crate::normalize::needed(root) {
+        let mut owned = root.clone();
+        crate::normalize::normalize(&mut owned);
+        return compose_normalized(&owned);
+    }
+    compose_normalized(root)
+}
+
+fn compose_normalized(root: &Node) -> Result<Config, Vec<Diagnostic>> {
     let mut ck = Ck::new(false);
     let Some(doc) = walk(&mut ck, root) else {
         return Err(ck.diags);
@@ -420,6 +435,12 @@ fn inherit(j: ParsedJob, d: &Defaults, globals: &[Variable]) -> JobDef {
 
     // Job variables override global ones in place (Ruby `Hash#merge`).
     let job_vars = std::mem::take(&mut def.variables);
+    def.own_variables = job_vars.iter().map(|v| v.name.clone()).collect();
+    def.inherit_variables = match &inherit_variables {
+        Inherit::All => Inheritance::All,
+        Inherit::None => Inheritance::None,
+        Inherit::Only(names) => Inheritance::Only(names.clone()),
+    };
     let mut vars: Vec<Variable> = Vec::with_capacity(globals.len() + job_vars.len());
     vars.extend(
         globals

@@ -416,9 +416,10 @@ fn variable_hash_forms_are_checked_per_scope() {
         "variables:\n  A: {value: 1}\nj:\n  script: a\n",
         "`variables:A:value` must be a string",
     );
-    err(
-        "variables:\n  A:\nj:\n  script: a\n",
-        "`variables:A` must be",
+    // A null variable is the empty string (issue 7).
+    assert_eq!(
+        ok("variables:\n  A:\nj:\n  script: a\n").variables[0].value,
+        ""
     );
 }
 
@@ -709,7 +710,7 @@ fn dependencies_must_exist_come_earlier_and_be_in_needs() {
     );
     err(
         "a:\n  stage: deploy\n  script: s\nb:\n  stage: build\n  script: s\n  dependencies: [a]\n",
-        "the dependency `a` is not defined in an earlier stage",
+        "the dependency `a` is not defined in current or prior stages",
     );
     err(
         "a:\n  stage: build\n  script: s\nc:\n  stage: build\n  script: s\nb:\n  script: s\n  needs: [c]\n  dependencies: [a]\n",
@@ -940,8 +941,10 @@ fn image_and_services() {
     assert_eq!(x.services[1].alias.as_deref(), Some("db"));
     assert_eq!(x.services[1].command.as_ref().unwrap().len(), 3);
     assert_eq!(x.services[1].variables[0].name, "POSTGRES_PASSWORD");
+    // An empty `image:` is "not set" (GitLab's `Unspecified` entry).
+    assert!(ok("x:\n  script: s\n  image:\n").jobs["x"].image.is_none());
     err(
-        "x:\n  script: s\n  image:\n",
+        "x:\n  script: s\n  image: []\n",
         "`image` in job `x` must be an image name",
     );
     err(

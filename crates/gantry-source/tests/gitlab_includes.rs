@@ -1,0 +1,205 @@
+//! `include:template` and `include:component` against a local HTTP server
+//! standing in for a GitLab instance (std::net, one thread): the paths and
+//! API calls GitLab serves, the token header, versions, inputs, the disk
+//! cache when the server is gone, and the error when nothing is cached.
+
+use gantry_config::context::Context;
+use gantry_config::load::{LoadOptions, load};
+use gantry_source::{GitlabInstance, WorkingTree, working_tree_facts};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+/// A stand-in GitLab: serves `routes` (path with query → body), records
+/// each request's path and headers. Stops when dropped.
+struct FakeGitlab {
+    url: String,
+    requests: Arc<Mutex<Vec<(String, Vec<String>)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+}
+
+impl FakeGitlab {
+    fn start(routes: HashMap<String, String>) -> FakeGitlab {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log, halt) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if halt.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    headers.push(h.trim().to_string());
+                }
+                log.lock().unwrap().push((path.clone(), headers));
+                let (status, body) = match routes.get(&path) {
+                    Some(b) => ("200 OK", b.clone()),
+                    None => ("404 Not Found", "{\"message\":\"404 Not Found\"}".into()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        FakeGitlab {
+            url: format!("http://{addr}"),
+            requests,
+            stop,
+            addr,
+        }
+    }
+
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for FakeGitlab {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+const LINT_TEMPLATE: &str =
+    "include:\n  - template: Jobs/Base.gitlab-ci.yml\nlint:\n  extends: .base\n  script: lint\n";
+const BASE_TEMPLATE: &str = ".base:\n  stage: test\n  tags: [linter]\n";
+const BUILD_COMPONENT: &str = "spec:\n  inputs:\n    stage:\n      default: build\n    job-name:\n---\n\"$[[ inputs.job-name ]]\":\n  stage: $[[ inputs.stage ]]\n  script: make\n";
+const DEPLOY_COMPONENT: &str = "deploy-v1:\n  stage: deploy\n  script: ./deploy\n";
+
+fn routes() -> HashMap<String, String> {
+    let mut r = HashMap::new();
+    r.insert(
+        "/gitlab-org/gitlab/-/raw/master/lib/gitlab/ci/templates/Jobs/Lint.gitlab-ci.yml".into(),
+        LINT_TEMPLATE.into(),
+    );
+    r.insert(
+        "/gitlab-org/gitlab/-/raw/master/lib/gitlab/ci/templates/Jobs/Base.gitlab-ci.yml".into(),
+        BASE_TEMPLATE.into(),
+    );
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/releases?per_page=100".into(),
+        r#"[{"tag_name":"1.2.3"},{"tag_name":"1.10.0"},{"tag_name":"2.0.0"}]"#.into(),
+    );
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/repository/files/templates%2Fbuild.yml/raw?ref=2.0.0"
+            .into(),
+        BUILD_COMPONENT.into(),
+    );
+    // `deploy` is a directory component, and version `1` is 1.10.0.
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/repository/files/templates%2Fdeploy%2Ftemplate.yml/raw?ref=1.10.0"
+            .into(),
+        DEPLOY_COMPONENT.into(),
+    );
+    r
+}
+
+fn project(ci: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".gitlab-ci.yml"), ci).unwrap();
+    dir
+}
+
+fn ci(host: &str) -> String {
+    format!(
+        "include:\n  - template: Jobs/Lint.gitlab-ci.yml\n  - component: {host}/my-org/components/build@~latest\n    inputs:\n      job-name: compile\n      stage: test\n  - component: {host}/my-org/components/deploy@1\n"
+    )
+}
+
+fn load_jobs(dir: &std::path::Path, gitlab: GitlabInstance) -> Result<Vec<String>, String> {
+    let files = WorkingTree::new(dir.to_path_buf()).with_gitlab(gitlab);
+    let facts = working_tree_facts(dir, None);
+    let ctx = Context::new(&facts, "push", &[]);
+    let opts = LoadOptions {
+        variables: ctx.variables.clone(),
+        ..LoadOptions::new(".gitlab-ci.yml")
+    };
+    let loaded = load(&files, &opts).map_err(|e| e.to_string())?;
+    let pipeline = gantry_config::plan::plan(&loaded.config, &ctx).map_err(|d| format!("{d:?}"))?;
+    Ok(pipeline
+        .jobs
+        .iter()
+        .map(|j| format!("{}@{}", j.name, j.stage))
+        .collect())
+}
+
+#[test]
+fn templates_and_components_come_from_the_instance_with_versions_inputs_and_token() {
+    let server = FakeGitlab::start(routes());
+    let cache = tempfile::tempdir().unwrap();
+    let dir = project(&ci(&server.host()));
+    let gitlab = GitlabInstance::new(&server.url, cache.path().to_path_buf())
+        .with_private_token("s3cret-token");
+    let jobs = load_jobs(dir.path(), gitlab).unwrap();
+    assert_eq!(jobs, ["lint@test", "compile@test", "deploy-v1@deploy"]);
+    let requests = server.requests.lock().unwrap().clone();
+    assert!(
+        requests
+            .iter()
+            .all(|(_, h)| h.iter().any(|h| h == "PRIVATE-TOKEN: s3cret-token")),
+        "every request carries the token: {requests:?}"
+    );
+    // A job token is sent under its own header.
+    let cache2 = tempfile::tempdir().unwrap();
+    let gitlab =
+        GitlabInstance::new(&server.url, cache2.path().to_path_buf()).with_job_token("job-token-1");
+    load_jobs(dir.path(), gitlab).unwrap();
+    let requests = server.requests.lock().unwrap().clone();
+    assert!(
+        requests
+            .iter()
+            .any(|(_, h)| h.iter().any(|h| h == "JOB-TOKEN: job-token-1"))
+    );
+}
+
+#[test]
+fn offline_uses_the_cache_or_says_what_is_missing() {
+    let cache = tempfile::tempdir().unwrap();
+    let server = FakeGitlab::start(routes());
+    let (url, host) = (server.url.clone(), server.host());
+    let dir = project(&ci(&host));
+    load_jobs(
+        dir.path(),
+        GitlabInstance::new(&url, cache.path().to_path_buf()).with_private_token("tok-1"),
+    )
+    .unwrap();
+    drop(server);
+    // The server is gone: the cached copies serve.
+    let jobs = load_jobs(
+        dir.path(),
+        GitlabInstance::new(&url, cache.path().to_path_buf()),
+    )
+    .unwrap();
+    assert_eq!(jobs.len(), 3);
+    // Nothing cached: a clear error naming the component and the instance,
+    // and never the token.
+    let empty = tempfile::tempdir().unwrap();
+    let err = load_jobs(
+        dir.path(),
+        GitlabInstance::new(&url, empty.path().to_path_buf()).with_private_token("tok-2"),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(&format!("{host}/my-org/components/build@~latest")),
+        "{err}"
+    );
+    assert!(err.contains(&url) && err.contains("cached"), "{err}");
+    assert!(!err.contains("tok-2"), "{err}");
+}
