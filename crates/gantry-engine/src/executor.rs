@@ -379,12 +379,7 @@ mod tests {
 
     #[test]
     fn lines_of_two_streams_interleave_whole() {
-        let out = feed(&[
-            (0, b"tok s3cr"),
-            (1, b"err 1\n"),
-            (0, b"3t\n"),
-            (1, b"err"),
-        ]);
+        let out = feed(&[(0, b"tok s3cr"), (1, b"err 1\n"), (0, b"3t\n"), (1, b"err")]);
         assert_eq!(out, b"err 1\ntok s3cr3t\nerr\n");
     }
 
@@ -394,7 +389,10 @@ mod tests {
         let mut buffers = LineBuffers::new();
         let first = buffers.push(0, &long);
         assert_eq!(first.len(), long.len(), "passed on before its newline");
-        assert!(buffers.push(1, b"err\n").is_empty(), "held until the line ends");
+        assert!(
+            buffers.push(1, b"err\n").is_empty(),
+            "held until the line ends"
+        );
         let rest = buffers.push(0, b"yy\n");
         assert_eq!(rest, b"yy\nerr\n");
     }

@@ -138,7 +138,10 @@ fn bad_options_are_refused_before_any_job() {
         bad("relative:inside").check(),
         Err(OptionError::Volume(_))
     ));
-    assert!(matches!(bad("/a:/b:xx").check(), Err(OptionError::Volume(_))));
+    assert!(matches!(
+        bad("/a:/b:xx").check(),
+        Err(OptionError::Volume(_))
+    ));
     assert!(bad("/a:/b:ro").check().is_ok());
     assert!(bad("named-volume:/cache").check().is_ok());
     let network = DockerOptions {
