@@ -35,28 +35,14 @@ use crate::{DeployError, Log};
 const LABEL_NAME: &str = "io.gantry.deploy";
 const LABEL_REVISION: &str = "io.gantry.revision";
 
-/// Connects to `DOCKER_HOST`, else Podman's root socket, else the user's Podman socket, else
-/// Docker's default socket.
+/// Connects to the container engine `gantry run` uses, found in the one
+/// documented order ([`gantry_engine::docker::discover`]): `DOCKER_HOST`,
+/// `/var/run/docker.sock`, `/run/podman/podman.sock`, then
+/// `$XDG_RUNTIME_DIR/podman/podman.sock`; the first that answers.
 pub fn connect() -> Result<Docker, DeployError> {
-    if std::env::var_os("DOCKER_HOST").is_some_and(|v| !v.is_empty()) {
-        return Docker::connect_with_defaults()
-            .map_err(|e| DeployError::engine("connecting to DOCKER_HOST", e));
-    }
-    let mut candidates = vec!["/run/podman/podman.sock".to_string()];
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
-        candidates.push(format!("{}/podman/podman.sock", dir.to_string_lossy()));
-    }
-    candidates.push("/var/run/docker.sock".into());
-    for path in &candidates {
-        if std::path::Path::new(path).exists() {
-            return Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-                .map_err(|e| DeployError::engine(&format!("connecting to {path}"), e));
-        }
-    }
-    Err(DeployError::Engine(format!(
-        "no container engine: set DOCKER_HOST or start one (looked for {})",
-        candidates.join(", ")
-    )))
+    use gantry_engine::docker::discover;
+    let host = discover::discover_engine().map_err(|e| DeployError::Engine(e.to_string()))?;
+    discover::client_for(&host).map_err(|e| DeployError::Engine(e.to_string()))
 }
 
 /// Everything needed to (re)create one revision; stored in the history so a rollback can

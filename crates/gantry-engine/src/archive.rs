@@ -91,9 +91,48 @@ pub fn write_zip(base: &Path, files: &[PathBuf], dest: &Path) -> io::Result<usiz
     Ok(count)
 }
 
+/// Symlinks among `files` (relative to `base`) that point out of `base`
+/// (absolute, or up past the root, like a virtualenv's `bin/python`): they
+/// are archived as they are, but [`extract_zip`] refuses them when a job
+/// downloads the artifacts. One warning each, for the upload.
+pub fn outside_links(base: &Path, files: &[PathBuf]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for rel in files {
+        let Ok(target) = std::fs::read_link(base.join(rel)) else {
+            continue;
+        };
+        if !link_stays_inside(rel, &target) {
+            warnings.push(format!(
+                "`{}` is a symlink to `{}`, outside the project: it is uploaded, but jobs that \
+                 download these artifacts will refuse it (make the link relative, or leave it out)",
+                rel.display(),
+                target.display()
+            ));
+        }
+    }
+    warnings
+}
+
+/// Which symlinks [`extract_zip_with`] accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Links {
+    /// Only links that resolve inside the destination (artifacts, which
+    /// come from another job).
+    Inside,
+    /// Any target (caches, which this repository's own jobs wrote, e.g. a
+    /// virtualenv's absolute `bin/python`). Nothing is ever written through
+    /// a link that leaves the destination.
+    Any,
+}
+
 /// Extracts a zip into `dest`. Entries whose names leave `dest`, and
 /// symlinks pointing outside it, are refused. Returns the number of entries.
 pub fn extract_zip(zip_path: &Path, dest: &Path) -> io::Result<usize> {
+    extract_zip_with(zip_path, dest, Links::Inside)
+}
+
+/// [`extract_zip`] with a choice of accepted symlinks.
+pub fn extract_zip_with(zip_path: &Path, dest: &Path, links: Links) -> io::Result<usize> {
     use std::os::unix::fs::PermissionsExt;
     let file = std::fs::File::open(zip_path)?;
     let mut archive = zip::ZipArchive::new(io::BufReader::new(file)).map_err(io::Error::other)?;
@@ -109,6 +148,13 @@ pub fn extract_zip(zip_path: &Path, dest: &Path) -> io::Result<usize> {
             )));
         };
         let out = root.join(&rel);
+        // Never write through a link that leaves the destination (one from
+        // an earlier entry, accepted with `Links::Any`).
+        if std::fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink())
+            && !entry.is_symlink()
+        {
+            std::fs::remove_file(&out)?;
+        }
         if let Some(parent) = out.parent() {
             std::fs::create_dir_all(parent)?;
             // A symlinked parent (from an earlier entry) must stay inside.
@@ -124,7 +170,7 @@ pub fn extract_zip(zip_path: &Path, dest: &Path) -> io::Result<usize> {
         } else if entry.is_symlink() {
             let mut target = String::new();
             entry.read_to_string(&mut target)?;
-            if !link_stays_inside(&rel, Path::new(&target)) {
+            if links == Links::Inside && !link_stays_inside(&rel, Path::new(&target)) {
                 return Err(io::Error::other(format!(
                     "refusing symlink `{}` -> `{target}`: it points out of the destination",
                     entry.name()

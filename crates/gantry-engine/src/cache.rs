@@ -80,6 +80,16 @@ pub fn cache_path(cache_dir: &Path, key: &str) -> PathBuf {
     cache_dir.join(format!("{name}.zip"))
 }
 
+/// Restores a cache archive into a job's directory. Symlinks are restored
+/// whatever they point to (a cache holds what this repository's jobs made,
+/// such as a virtualenv whose `bin/python` is absolute); nothing is written
+/// through a link that leaves the directory. A failed restore must not be
+/// followed by saving the same key: the job's files are then incomplete
+/// and saving them would shrink the cache.
+pub fn restore(archive: &Path, build_dir: &Path) -> std::io::Result<usize> {
+    crate::archive::extract_zip_with(archive, build_dir, crate::archive::Links::Any)
+}
+
 /// Keys to try on restore: the key, `fallback_keys`, then `CACHE_FALLBACK_KEY`.
 pub fn restore_keys(cache: &Cache, key: &str, vars: &IndexMap<String, String>) -> Vec<String> {
     let mut keys = vec![key.to_string()];

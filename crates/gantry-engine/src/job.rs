@@ -12,7 +12,6 @@ use crate::executor::{
     ExecError, Executor, JobEnvironment, JobStage, LogSink, PrepareRequest, ScriptOutcome,
     ScriptRequest,
 };
-use crate::mask::StreamMasker;
 use crate::payload::{AttemptStatus, Failure, JobOutcome, JobPayload};
 use crate::ports::{BlobStore, LogWriter, SourceProvider};
 use crate::script;
@@ -94,7 +93,7 @@ pub async fn run_job(
 
     // The log pump: raw bytes → masker → lines → log + signals. The log is
     // flushed whenever the pump has caught up, so readers see lines live.
-    let (raw_tx, mut raw_rx) = unbounded_channel::<Vec<u8>>();
+    let (raw_tx, mut raw_rx) = crate::executor::log_channel();
     let (stage_tx, mut stage_rx) = unbounded_channel::<JobStage>();
     let JobPorts {
         log: log_writer,
@@ -105,7 +104,8 @@ pub async fn run_job(
         builds_dir: _,
     } = ports;
     let pump = tokio::spawn(async move {
-        let mut masker = StreamMasker::new(secrets);
+        // Masks, splits and cuts lines for the live view in linear time.
+        let mut masker = crate::mask::LogLines::new(secrets, crate::mask::LogLines::LIVE_CAP);
         let mut lines = LineSplitter {
             writer: log_writer,
             signals,
@@ -119,9 +119,9 @@ pub async fn run_job(
                 biased;
                 chunk = raw_rx.recv(), if raw_open => match chunk {
                     Some(chunk) => {
-                        lines.push(&masker.push(&chunk));
-                        while let Ok(chunk) = raw_rx.try_recv() {
-                            lines.push(&masker.push(&chunk));
+                        lines.take(&mut masker, &chunk);
+                        while let Some(chunk) = raw_rx.try_recv() {
+                            lines.take(&mut masker, &chunk);
                         }
                         lines.flush();
                     }
@@ -133,8 +133,7 @@ pub async fn run_job(
                 },
             }
         }
-        lines.push(&masker.finish());
-        lines.finish();
+        lines.finish(&mut masker);
     });
     let log = JobLog {
         tx: raw_tx,
@@ -166,6 +165,7 @@ pub async fn run_job(
                 blobs: blobs.as_ref(),
                 sources: sources.as_ref(),
                 executor: executor.as_ref(),
+                restore_failed: Default::default(),
             };
             lifecycle.run(&mut outcome).await;
         }
@@ -197,22 +197,16 @@ struct LineSplitter {
 }
 
 impl LineSplitter {
-    fn push(&mut self, bytes: &[u8]) {
-        self.partial.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(pos) = self.partial[start..].iter().position(|&b| b == b'\n') {
-            let mut line = &self.partial[start..start + pos];
-            if line.last() == Some(&b'\r') {
-                line = &line[..line.len() - 1];
-            }
-            let text = String::from_utf8_lossy(line).into_owned();
-            if self.log_ok && self.writer.write_line(&text).is_err() {
-                self.log_ok = false;
-            }
-            (self.signals)(JobSignal::Line(text));
-            start += pos + 1;
-        }
-        self.partial.drain(..start);
+    /// Raw output through the masker: whole lines to the log, lines cut to
+    /// [`crate::mask::LogLines::LIVE_CAP`] to the signals.
+    fn take(&mut self, masker: &mut crate::mask::LogLines, chunk: &[u8]) {
+        let signals = &self.signals;
+        let mut file = LogBytes {
+            writer: &mut self.writer,
+            line: &mut self.partial,
+            ok: &mut self.log_ok,
+        };
+        let _ = masker.push(chunk, &mut file, &mut |line| signals(JobSignal::Line(line)));
     }
 
     fn flush(&mut self) {
@@ -222,11 +216,47 @@ impl LineSplitter {
     }
 
     /// The last line, even without a newline.
-    fn finish(&mut self) {
-        if !self.partial.is_empty() {
-            self.push(b"\n");
-        }
+    fn finish(&mut self, masker: &mut crate::mask::LogLines) {
+        let signals = &self.signals;
+        let mut file = LogBytes {
+            writer: &mut self.writer,
+            line: &mut self.partial,
+            ok: &mut self.log_ok,
+        };
+        let _ = masker.finish(&mut file, &mut |line| signals(JobSignal::Line(line)));
         self.flush();
+    }
+}
+
+/// The log side of [`crate::mask::LogLines`]: bytes in, whole lines out to
+/// the [`LogWriter`] (a long line grows one buffer: linear).
+struct LogBytes<'a> {
+    writer: &'a mut Box<dyn LogWriter>,
+    line: &'a mut Vec<u8>,
+    /// Cleared at the first write error (the disk is full): the run goes on.
+    ok: &'a mut bool,
+}
+
+impl std::io::Write for LogBytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            self.line.extend_from_slice(&rest[..pos]);
+            if *self.ok {
+                let text = String::from_utf8_lossy(self.line);
+                if self.writer.write_line(&text).is_err() {
+                    *self.ok = false;
+                }
+            }
+            self.line.clear();
+            rest = &rest[pos + 1..];
+        }
+        self.line.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -275,6 +305,8 @@ struct Lifecycle<'a> {
     tmp_dir: &'a PathBuf,
     cancel: &'a CancellationToken,
     started: Instant,
+    /// Cache keys whose restore failed: never saved again by this job.
+    restore_failed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Lifecycle<'_> {
@@ -312,8 +344,9 @@ impl Lifecycle<'_> {
                 return;
             }
         };
-        outcome.shell_command = env.shell_command();
         outcome.status = self.run_prepared(env.as_mut(), outcome).await;
+        // Asked after the scripts: an executor keeps a failed job's environment.
+        outcome.shell_command = env.shell_command();
         self.save_env_record();
         self.log.stage(JobStage::Cleanup);
         self.cleanup(env).await;
@@ -381,6 +414,7 @@ impl Lifecycle<'_> {
             ci_project_dir: self.payload.ci_project_dir.clone(),
             env: self.env_with_status("running"),
             run_id: self.payload.run_id.clone(),
+            repository_key: crate::executor::repository_key_of_build_dir(self.build_dir),
         };
         self.executor
             .prepare(request, self.log.sink(), self.cancel.clone())
@@ -446,16 +480,22 @@ impl Lifecycle<'_> {
                 let Some(path) = self.blobs.cache_path(&k) else {
                     continue;
                 };
-                match archive::extract_zip(&path, self.build_dir) {
+                match cache::restore(&path, self.build_dir) {
                     Ok(n) => {
                         self.log
                             .line(&format!("Restored cache \"{k}\" ({n} entries)"));
                         restored = true;
                         break;
                     }
-                    Err(e) => self.log.line(&format!(
-                        "WARNING: cache \"{k}\" could not be restored: {e}"
-                    )),
+                    Err(e) => {
+                        // Not saved again: the files are incomplete.
+                        if let Ok(mut failed) = self.restore_failed.lock() {
+                            failed.insert(k.clone());
+                        }
+                        self.log.line(&format!(
+                            "WARNING: cache \"{k}\" could not be restored: {e}"
+                        ))
+                    }
                 }
             }
             if !restored {
@@ -624,6 +664,16 @@ impl Lifecycle<'_> {
                     .line(&format!("WARNING: cache \"{key}\": no matching files"));
                 continue;
             }
+            if self
+                .restore_failed
+                .lock()
+                .is_ok_and(|failed| failed.contains(&key))
+            {
+                self.log.line(&format!(
+                    "WARNING: cache \"{key}\" not saved: its restore failed, and saving would replace it with this job's incomplete files"
+                ));
+                continue;
+            }
             let dest = self.blobs.cache_staging(&key);
             let saved = archive::write_zip(self.build_dir, &files, &dest)
                 .map_err(|e| e.to_string())
@@ -669,7 +719,10 @@ impl Lifecycle<'_> {
                     ci_project_dir: &self.payload.ci_project_dir,
                 },
             );
-            for w in warnings {
+            for w in warnings
+                .into_iter()
+                .chain(archive::outside_links(self.build_dir, &files))
+            {
                 self.log.line(&format!("WARNING: artifacts: {w}"));
             }
             if files.is_empty() {

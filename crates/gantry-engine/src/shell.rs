@@ -174,7 +174,9 @@ async fn run_in_group(
             match reader.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if sink.send(buf[..n].to_vec()).is_err() {
+                    // Waits while the log is behind: the script then blocks
+                    // on a full pipe instead of filling memory.
+                    if sink.send_output(buf[..n].to_vec()).await.is_err() {
                         break;
                     }
                 }

@@ -69,7 +69,7 @@ async fn a_kept_container_opens_again_for_gantry_shell() {
     let Some(mut executor) = engine("a_kept_container_opens_again_for_gantry_shell").await else {
         return;
     };
-    executor.keep_for_shell = true;
+    executor.options.keep = gantry_engine::docker::KeepContainers::Always;
     let run = run_id("shell");
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Output::new();

@@ -32,7 +32,7 @@ fn connect() -> DockerConnect {
     Box::new(|| {
         Box::pin(async {
             let mut executor = DockerExecutor::connect().await?;
-            executor.keep_for_shell = true;
+            executor.options.keep = gantry_engine::docker::KeepContainers::Always;
             Ok(Arc::new(executor) as Arc<dyn Executor>)
         })
     })

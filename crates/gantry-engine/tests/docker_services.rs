@@ -112,7 +112,7 @@ async fn a_service_that_never_listens_only_warns() {
     let Some(mut executor) = engine("a_service_that_never_listens_only_warns").await else {
         return;
     };
-    executor.service_wait_timeout = std::time::Duration::from_secs(2);
+    executor.options.service_wait_timeout = std::time::Duration::from_secs(2);
     let run = run_id("deaf");
     let dir = tempfile::tempdir().expect("tempdir");
     // Exposes 80 but only sleeps.

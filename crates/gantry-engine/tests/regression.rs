@@ -1,7 +1,10 @@
 //! Regression tests of the engine, one per fixed defect, named after the
-//! behaviour. Each failed before its fix.
+//! behaviour. Each failed before its fix. Container tests run on the real
+//! Podman engine (DOCKER_HOST=unix:///run/podman/podman.sock) and skip with a
+//! printed reason without one, unless GANTRY_REQUIRE_PODMAN=1.
 
 mod common;
+mod docker_common;
 
 use common::*;
 
@@ -283,3 +286,602 @@ mod engine {
     }
 }
 // ---- end engine ----
+
+// ---- executor (issue 8: docker output, kept containers, labels, leftovers,
+// ---- long lines, backpressure, symlinks in artifacts and caches) ----
+
+mod executor_regressions {
+    use super::common;
+    use super::docker_common::*;
+    use gantry_config::model::{Cache, CacheKey, CachePolicy};
+    use gantry_engine::docker::{DockerExecutor, KeepContainers, LABEL_REPO};
+    use gantry_engine::executor::{Executor, JobStage, LOG_BUDGET, ScriptOutcome, log_channel};
+    use gantry_engine::mask::LogLines;
+    use gantry_engine::report::{OutputMode, Reporter};
+    use serde_json::json;
+    use std::io::Write;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    /// Containers labelled for a repository (all states).
+    async fn repo_containers(executor: &DockerExecutor, key: &str) -> Vec<String> {
+        use bollard::query_parameters::ListContainersOptionsBuilder;
+        let mut filters = std::collections::HashMap::new();
+        filters.insert("label".to_string(), vec![format!("{LABEL_REPO}={key}")]);
+        executor
+            .client()
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .expect("list containers")
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect()
+    }
+
+    async fn container_exists(executor: &DockerExecutor, id: &str) -> bool {
+        executor.client().inspect_container(id, None).await.is_ok()
+    }
+
+    /// Runs `shell_command` without a terminal, feeding `input`.
+    fn run_shell_command(command: &[String], input: &str) -> (i32, String, String) {
+        let mut child = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the shell command");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Issue 8, defect 1: stdout and stderr chunks were forwarded as they
+    /// came, so a line of one stream was cut by the other mid-line and the
+    /// masker never saw the whole secret (`tok s3cr3tV4lu3Aberr 1`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn docker_stdout_and_stderr_never_splice_so_a_secret_stays_masked() {
+        let Some(executor) = engine("docker_stdout_and_stderr_never_splice").await else {
+            return;
+        };
+        let secret = "s3cr3tV4lu3AbCdEfGh12345678";
+        let run = run_id("splice");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Output::new();
+        let mut env = prepare(
+            &executor,
+            request(
+                job("splice", json!({"name": BUSYBOX}), json!([])),
+                dir.path(),
+                &run,
+                &[],
+            ),
+            &out,
+        )
+        .await
+        .expect("prepare");
+        let (sink, mut rx) = log_channel();
+        let mut request = script(
+            JobStage::StepScript,
+            "i=0; while [ $i -lt 3000 ]; do echo \"tok $SECRET\"; echo \"err $i\" >&2; i=$((i+1)); done",
+            None,
+        );
+        request.env = vec![("SECRET".into(), secret.into())];
+        let reader = tokio::spawn(async move {
+            let mut lines = LogLines::new([secret], LogLines::LIVE_CAP);
+            let mut file = Vec::new();
+            let mut live = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                lines
+                    .push(&chunk, &mut file, &mut |l| live.push(l))
+                    .expect("push");
+            }
+            lines
+                .finish(&mut file, &mut |l| live.push(l))
+                .expect("finish");
+            (String::from_utf8_lossy(&file).into_owned(), live)
+        });
+        let outcome = env
+            .run_script(request, sink, CancellationToken::new())
+            .await
+            .expect("run");
+        assert_eq!(outcome, ScriptOutcome::Exited(0));
+        env.cleanup().await.expect("cleanup");
+        executor.shutdown().await.expect("shutdown");
+        let (file, live) = reader.await.expect("reader");
+        assert!(!file.contains("s3cr3t"), "a part of the secret leaked");
+        assert!(!file.contains("12345678"), "a part of the secret leaked");
+        assert_eq!(live.len(), 6000, "every line whole");
+        for line in &live {
+            let whole = line == "tok [MASKED]"
+                || line
+                    .strip_prefix("err ")
+                    .is_some_and(|n| n.parse::<u32>().is_ok());
+            assert!(whole, "spliced line: {line:?}");
+        }
+    }
+
+    /// Issue 8, defect 2: a kept container bind-mounted `<job>.tmp`, which
+    /// the engine deletes after the job, so `gantry shell` could not start
+    /// it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kept_docker_container_opens_for_gantry_shell_after_its_tmp_dir_is_gone() {
+        let Some(mut executor) = engine("a_kept_docker_container_opens_after_tmp").await else {
+            return;
+        };
+        executor.options.keep = KeepContainers::OnFailure;
+        let run = run_id("tmpgone");
+        let root = tempfile::tempdir().expect("tempdir");
+        let project = root.path().join("build");
+        let tmp = root.path().join("build.tmp");
+        std::fs::create_dir_all(&project).expect("project");
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        std::fs::write(tmp.join("KUBECONFIG"), "file-variable-content").expect("file var");
+        let out = Output::new();
+        let mut env = prepare(
+            &executor,
+            request(
+                job("tmp gone", json!({"name": BUSYBOX}), json!([])),
+                &project,
+                &run,
+                &[],
+            ),
+            &out,
+        )
+        .await
+        .expect("prepare");
+        assert_eq!(
+            run_step(
+                &mut env,
+                "cat /builds/group/project.tmp/KUBECONFIG; exit 3",
+                &out
+            )
+            .await
+            .expect("run"),
+            ScriptOutcome::Exited(3)
+        );
+        let command = env.shell_command().expect("a failed job is kept");
+        // As the engine does after every job.
+        std::fs::remove_dir_all(&tmp).expect("remove tmp");
+        env.cleanup().await.expect("cleanup");
+        executor.shutdown().await.expect("shutdown");
+
+        let (code, stdout, stderr) = run_shell_command(
+            &command,
+            "cat /builds/group/project.tmp/KUBECONFIG; echo; pwd; exit 0\n",
+        );
+        assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+        assert!(stdout.contains("file-variable-content"), "{stdout}");
+        assert!(stdout.contains("/builds/group/project"), "{stdout}");
+        assert_eq!(
+            executor
+                .remove_kept(Some(&repository_key(&project)), None)
+                .await
+                .expect("remove kept"),
+            1
+        );
+    }
+
+    /// Issue 8, defect 3: kept containers were selected by `CI_PROJECT_DIR`
+    /// and job name, so running a job in one repository removed the kept
+    /// container of the same job in another repository with the same folder
+    /// name.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_same_named_folder_in_another_repository_keeps_its_container() {
+        let Some(mut executor) = engine("a_same_named_folder_keeps_its_container").await else {
+            return;
+        };
+        executor.options.keep = KeepContainers::Always;
+        let first = tempfile::tempdir().expect("tempdir");
+        let second = tempfile::tempdir().expect("tempdir");
+        let dir_a = first.path().join("project");
+        let dir_b = second.path().join("project");
+        std::fs::create_dir_all(&dir_a).expect("a");
+        std::fs::create_dir_all(&dir_b).expect("b");
+        let (key_a, key_b) = (repository_key(&dir_a), repository_key(&dir_b));
+        assert_ne!(key_a, key_b);
+        let out = Output::new();
+        let mut kept = Vec::new();
+        for (dir, tag) in [(&dir_a, "sameA"), (&dir_b, "sameB")] {
+            let run = run_id(tag);
+            let mut env = prepare(
+                &executor,
+                request(
+                    job("build", json!({"name": BUSYBOX}), json!([])),
+                    dir,
+                    &run,
+                    &[],
+                ),
+                &out,
+            )
+            .await
+            .expect("prepare");
+            run_step(&mut env, "true", &out).await.expect("run");
+            env.cleanup().await.expect("cleanup");
+            executor.shutdown().await.expect("shutdown");
+            kept.push(repo_containers(&executor, &repository_key(dir)).await);
+        }
+        assert_eq!(kept[0].len(), 1);
+        assert_eq!(kept[1].len(), 1);
+        assert!(
+            container_exists(&executor, &kept[0][0]).await,
+            "the other repository's kept container was removed"
+        );
+        for key in [&key_a, &key_b] {
+            executor.clean_repository(key).await.expect("clean");
+            assert!(repo_containers(&executor, key).await.is_empty());
+        }
+    }
+
+    /// Issue 8, defect 8: every docker job kept its container, and a job
+    /// run again could leave a second one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_failed_docker_job_keeps_its_container_and_only_one() {
+        let Some(mut executor) = engine("only_a_failed_docker_job_keeps").await else {
+            return;
+        };
+        executor.options.keep = KeepContainers::OnFailure;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = repository_key(dir.path());
+        let out = Output::new();
+        for (script, kept_after) in [("exit 0", 0), ("exit 1", 1), ("exit 2", 1), ("true", 0)] {
+            let run = run_id("keep");
+            let mut env = prepare(
+                &executor,
+                request(
+                    job("flaky", json!({"name": BUSYBOX}), json!([])),
+                    dir.path(),
+                    &run,
+                    &[],
+                ),
+                &out,
+            )
+            .await
+            .expect("prepare");
+            run_step(&mut env, script, &out).await.expect("run");
+            assert_eq!(env.shell_command().is_some(), kept_after == 1, "{script}");
+            env.cleanup().await.expect("cleanup");
+            executor.shutdown().await.expect("shutdown");
+            assert_eq!(
+                repo_containers(&executor, &key).await.len(),
+                kept_after,
+                "after `{script}`"
+            );
+        }
+    }
+
+    /// The victim of the next test: a run with a service, killed with
+    /// SIGKILL by the parent test. Does nothing unless started by it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn victim_run_killed_by_the_sigkill_test() {
+        let (Ok(dir), Ok(run)) = (
+            std::env::var("GANTRY_VICTIM_DIR"),
+            std::env::var("GANTRY_VICTIM_RUN"),
+        ) else {
+            return;
+        };
+        let executor = DockerExecutor::connect().await.expect("engine");
+        let out = Output::new();
+        let _env = prepare(
+            &executor,
+            request(
+                job(
+                    "victim",
+                    json!({"name": BUSYBOX}),
+                    json!([{"name": HTTPD, "alias": "web"}]),
+                ),
+                Path::new(&dir),
+                &run,
+                &[],
+            ),
+            &out,
+        )
+        .await
+        .expect("prepare");
+        println!("READY");
+        std::io::stdout().flush().expect("flush");
+        tokio::time::sleep(Duration::from_secs(300)).await;
+    }
+
+    /// Issue 8, defect 8: after `kill -9` the build and service containers
+    /// and the network stayed forever. The next run in the repository
+    /// removes those of runs whose process is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_run_removes_what_a_sigkilled_run_left() {
+        let Some(executor) = engine("the_next_run_removes_what_a_sigkilled_run_left").await else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim_run = run_id("victim");
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "executor_regressions::victim_run_killed_by_the_sigkill_test",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("GANTRY_VICTIM_DIR", dir.path())
+            .env("GANTRY_VICTIM_RUN", &victim_run)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the victim");
+        let stdout = child.stdout.take().expect("stdout");
+        let ready = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.contains("READY"))
+        });
+        let ready = tokio::time::timeout(Duration::from_secs(120), ready)
+            .await
+            .map(|r| r.unwrap_or(false))
+            .unwrap_or(false);
+        // SIGKILL: the victim cannot clean up.
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(ready, "the victim run did not start its containers");
+        let (containers, networks) = count_run_objects(&executor, &victim_run).await;
+        assert_eq!(
+            (containers, networks),
+            (2, 1),
+            "the killed run left its build and service containers and its network"
+        );
+
+        // The next run in the same repository.
+        let run = run_id("next");
+        let out = Output::new();
+        let env = prepare(
+            &executor,
+            request(
+                job("next", json!({"name": BUSYBOX}), json!([])),
+                dir.path(),
+                &run,
+                &[],
+            ),
+            &out,
+        )
+        .await
+        .expect("prepare");
+        env.cleanup().await.expect("cleanup");
+        executor.shutdown().await.expect("shutdown");
+        assert_eq!(count_run_objects(&executor, &victim_run).await, (0, 0));
+        assert_eq!(count_run_objects(&executor, &run).await, (0, 0));
+    }
+
+    /// Issue 8, defect 8: `gantry clean` removes everything Gantry made for
+    /// the repository, kept containers included, and nothing of another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clean_removes_the_repositorys_containers_and_nothing_else() {
+        let Some(mut executor) = engine("clean_removes_the_repositorys_containers").await else {
+            return;
+        };
+        executor.options.keep = KeepContainers::Always;
+        let mine = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir().expect("tempdir");
+        let out = Output::new();
+        for dir in [mine.path(), other.path()] {
+            let run = run_id("clean");
+            let env = prepare(
+                &executor,
+                request(
+                    job("kept", json!({"name": BUSYBOX}), json!([])),
+                    dir,
+                    &run,
+                    &[],
+                ),
+                &out,
+            )
+            .await
+            .expect("prepare");
+            env.cleanup().await.expect("cleanup");
+            executor.shutdown().await.expect("shutdown");
+        }
+        let count = executor
+            .clean_repository(&repository_key(mine.path()))
+            .await
+            .expect("clean");
+        assert_eq!(count.containers, 1);
+        assert!(
+            repo_containers(&executor, &repository_key(mine.path()))
+                .await
+                .is_empty()
+        );
+        let others = repo_containers(&executor, &repository_key(other.path())).await;
+        assert_eq!(
+            others.len(),
+            1,
+            "another repository's container was touched"
+        );
+        executor
+            .clean_repository(&repository_key(other.path()))
+            .await
+            .expect("clean other");
+    }
+
+    /// Issue 8, defect 5: script output went through unbounded channels, so
+    /// memory grew with output speed. A sender now waits while the log is a
+    /// budget behind.
+    #[tokio::test]
+    async fn script_output_waits_while_the_log_is_behind() {
+        let (sink, mut rx) = log_channel();
+        sink.send_output(vec![b'x'; LOG_BUDGET])
+            .await
+            .expect("first chunk");
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(200), sink.send_output(vec![b'y'; 10]))
+                .await;
+        assert!(blocked.is_err(), "a full log must make the sender wait");
+        // Engine messages never wait.
+        sink.send(b"note\n".to_vec()).expect("message");
+        assert_eq!(rx.recv().await.map(|c| c.len()), Some(LOG_BUDGET));
+        tokio::time::timeout(Duration::from_secs(5), sink.send_output(vec![b'y'; 10]))
+            .await
+            .expect("room again")
+            .expect("sent");
+        drop(rx);
+        assert!(sink.send_output(vec![b'z'; 10]).await.is_err());
+    }
+
+    /// A writer the test can read back (the reporter takes a boxed writer).
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 8, defect 5: a long line without a newline was re-scanned from
+    /// its start for every chunk (quadratic: 20 MB took 7.8 s) and sent
+    /// whole to the live view. The log keeps it whole; the live view gets it
+    /// cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_line_is_whole_in_the_log_and_cut_in_the_live_view() {
+        let repo = common::Repo::new(&[("README", "x")]);
+        let pipeline = common::pipeline(
+            &["test"],
+            vec![common::job(
+                "long",
+                "test",
+                &["head -c 3000000 /dev/zero | tr '\\0' x", "echo; echo after"],
+            )],
+        );
+        let events = Shared::default();
+        let mut reporter = Reporter::new(OutputMode::Json, Box::new(events.clone()));
+        let report = gantry_engine::run::run_pipeline(
+            &pipeline,
+            repo.options(),
+            None,
+            &mut reporter,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+        assert_eq!(common::status(&report, "long"), "success");
+        let log = common::log(&report, "long");
+        assert!(
+            log.contains(&"x".repeat(3_000_000)),
+            "the log has the whole line"
+        );
+        assert!(log.contains("after"));
+        let text = String::from_utf8(events.0.lock().expect("lock").clone()).expect("utf-8");
+        let longest = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "log")
+            .filter_map(|e| e["line"].as_str().map(str::len))
+            .max()
+            .unwrap_or(0);
+        assert!(
+            longest < LogLines::LIVE_CAP + 100,
+            "a live line of {longest} bytes"
+        );
+        assert!(text.contains("more bytes of this line are in the log"));
+    }
+
+    fn cache(key: &str, paths: &[&str]) -> Cache {
+        Cache {
+            key: CacheKey::Literal(key.into()),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            policy: CachePolicy::PullPush,
+            ..Cache::default()
+        }
+    }
+
+    fn zip_entries(path: &Path) -> Vec<String> {
+        let file = std::fs::File::open(path).expect("open zip");
+        let archive = zip::ZipArchive::new(file).expect("zip");
+        archive.file_names().map(str::to_string).collect()
+    }
+
+    /// Issue 8, defect 7: an absolute symlink (a virtualenv's `bin/python`)
+    /// was uploaded silently in artifacts, and in a cache it made every
+    /// restore fail. Now: a warning at upload; the cache restores it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn absolute_symlinks_warn_in_artifacts_and_restore_from_a_cache() {
+        let repo = common::Repo::new(&[("README", "x")]);
+        let mut job = common::job(
+            "venv",
+            "test",
+            &[
+                "if [ -L venv/bin/python ]; then echo restored-link; fi",
+                "mkdir -p venv/bin && ln -sfn /bin/sh venv/bin/python && echo lib > venv/lib.txt",
+            ],
+        );
+        job.artifacts = common::artifacts(&["venv/"]);
+        job.cache = vec![cache("venv-cache", &["venv/"])];
+        let pipeline = common::pipeline(&["test"], vec![job]);
+        let first = repo.run(&pipeline).await;
+        let log = common::log(&first, "venv");
+        assert_eq!(common::status(&first, "venv"), "success", "{log}");
+        assert!(
+            log.contains("WARNING: artifacts: `venv/bin/python` is a symlink to `/bin/sh`"),
+            "{log}"
+        );
+        let second = repo.run(&pipeline).await;
+        let log = common::log(&second, "venv");
+        assert!(log.contains("Restored cache \"venv-cache\""), "{log}");
+        assert!(log.contains("restored-link"), "{log}");
+    }
+
+    /// Issue 8, defect 7: a cache whose restore failed was saved again from
+    /// the job's incomplete files, so it lost entries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_cache_restore_never_shrinks_the_cache() {
+        use zip::write::SimpleFileOptions;
+        let repo = common::Repo::new(&[("README", "x")]);
+        // A cache the job cannot restore: a file written through a link
+        // that leaves the directory is refused.
+        let cache_dir = repo.path().join(".gantry/cache");
+        std::fs::create_dir_all(&cache_dir).expect("cache dir");
+        let zip_path = gantry_engine::cache::cache_path(&cache_dir, "deps");
+        {
+            let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).expect("zip"));
+            let opts = SimpleFileOptions::default();
+            for i in 0..5 {
+                z.start_file(format!("deps/file{i}.txt"), opts)
+                    .expect("entry");
+                z.write_all(b"cached").expect("write");
+            }
+            z.add_symlink("deps/out", "/tmp", opts).expect("link");
+            z.start_file("deps/out/escape.txt", opts).expect("entry");
+            z.write_all(b"x").expect("write");
+            z.finish().expect("finish");
+        }
+        let before = zip_entries(&zip_path);
+        let mut job = common::job(
+            "deps",
+            "test",
+            &["mkdir -p deps && echo only-one > deps/new.txt"],
+        );
+        job.cache = vec![cache("deps", &["deps/"])];
+        let report = repo.run(&common::pipeline(&["test"], vec![job])).await;
+        let log = common::log(&report, "deps");
+        assert!(log.contains("could not be restored"), "{log}");
+        assert!(log.contains("not saved"), "{log}");
+        assert_eq!(zip_entries(&zip_path), before, "the cache was rewritten");
+    }
+}

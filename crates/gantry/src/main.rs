@@ -5,6 +5,7 @@
 //! configuration, a failed pipeline or a failed deploy; 2 a usage or I/O
 //! error; 130 interrupted (Ctrl-C, SIGTERM).
 
+mod clean_cmd;
 mod deploy_cmd;
 mod exit;
 mod project;
@@ -44,6 +45,8 @@ enum Command {
     Logs(run_cmd::LogsArgs),
     /// Open a shell in a job's environment after it ran.
     Shell(run_cmd::ShellArgs),
+    /// Remove this repository's containers, networks, kept shells and finished runs' build folders.
+    Clean(clean_cmd::CleanArgs),
     /// Deploy to ECS, CloudFormation or the local container host; wait, check health, roll back.
     Deploy(deploy_cmd::DeployArgs),
     /// Roll a target back to its last known-good revision (or a given one).
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Logs(args) => run_cmd::logs(args),
         Command::Shell(args) => run_cmd::shell(args),
+        Command::Clean(args) => clean_cmd::clean(args),
         Command::Deploy(args) => deploy_cmd::deploy(args),
         Command::Rollback(args) => deploy_cmd::rollback(args),
         Command::Deployments(args) => deploy_cmd::deployments(args),

@@ -85,6 +85,58 @@ pub struct RunArgs {
     /// the working tree (as gitlab-ci-local does).
     #[arg(long)]
     pub artifacts_to_worktree: bool,
+    // Docker executor options (EXEC): built into DockerOptions by docker_options().
+    /// Keep every docker job's container for `gantry shell` (default: only a failed job's).
+    #[arg(long)]
+    pub keep: bool,
+    /// Run job and service containers privileged (e.g. a `docker:dind` service).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Mount into job and service containers (repeatable), as `docker run -v`.
+    #[arg(long = "volume", value_name = "HOST_PATH:CONTAINER_PATH[:ro]")]
+    pub volumes: Vec<String>,
+    /// Also join this existing network (repeatable).
+    #[arg(long = "network", value_name = "NETWORK")]
+    pub networks: Vec<String>,
+    /// Pull policy for images whose job sets none (default: if-not-present).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub pull_policy: Option<PullPolicyArg>,
+    /// Image of jobs without `image:` that run on the docker executor (--executor docker).
+    #[arg(long, value_name = "IMAGE")]
+    pub default_image: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PullPolicyArg {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// The docker executor's options from the command line, checked.
+fn docker_options(
+    args: &RunArgs,
+) -> Result<gantry_engine::docker::DockerOptions, gantry_engine::docker::OptionError> {
+    use gantry_engine::docker::{DockerOptions, KeepContainers, PullPolicy};
+    let options = DockerOptions {
+        keep: if args.keep {
+            KeepContainers::Always
+        } else {
+            KeepContainers::OnFailure
+        },
+        privileged: args.privileged,
+        volumes: args.volumes.clone(),
+        networks: args.networks.clone(),
+        pull_policy: args.pull_policy.map(|p| match p {
+            PullPolicyArg::Always => PullPolicy::Always,
+            PullPolicyArg::IfNotPresent => PullPolicy::IfNotPresent,
+            PullPolicyArg::Never => PullPolicy::Never,
+        }),
+        default_image: args.default_image.clone(),
+        ..DockerOptions::default()
+    };
+    options.check()?;
+    Ok(options)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,10 +346,17 @@ pub fn run(args: RunArgs) -> i32 {
     };
     let mut reporter = Reporter::stdout(mode).with_timestamps(args.timestamps);
     let repo_dir = planned.project_dir.clone();
-    let docker: DockerConnect = Box::new(|| {
-        Box::pin(async {
+    let docker_options = match docker_options(&args) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let docker: DockerConnect = Box::new(move || {
+        Box::pin(async move {
             let mut executor = gantry_engine::docker::DockerExecutor::connect().await?;
-            executor.keep_for_shell = true;
+            executor.options = docker_options;
             Ok(Arc::new(executor) as Arc<dyn Executor>)
         })
     });

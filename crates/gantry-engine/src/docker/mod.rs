@@ -17,23 +17,37 @@
 //! - Files the job wrote are given back to the user (the repository's
 //!   owner) after each script, instead of running jobs as that user, which
 //!   many images do not support (see [`ownership`]).
-//! - `cleanup` force-removes the build and service containers, always.
+//! - Output: stdout and stderr arrive as separate chunks; each stream has
+//!   its own line buffer and only whole lines reach the log
+//!   ([`crate::executor::LineBuffers`]), so masking sees every secret whole.
+//! - `cleanup` force-removes the service containers, always, and the build
+//!   container unless it is kept for `gantry shell` ([`KeepContainers`]: by
+//!   default only when the job's script failed; one kept container per job
+//!   and repository, the older one is removed).
 //!
 //! Networks: services share one network per pipeline run (`gantry-<run>`,
 //! created on first use, removed by `shutdown`). Two jobs running at the same
 //! time with a service alias in common would see each other's service
 //! through DNS, so such a job gets a network of its own instead.
 //!
-//! Everything is labelled `gantry.run=<run id>`, so
-//! [`DockerExecutor::remove_leftovers`] finds what a crashed run left.
+//! Every container and network carries the labels of [`labels`]: the run
+//! id, a hash of the repository's path and the owning process. Objects are
+//! selected by those labels only. The first job of a run in a repository
+//! removes what dead runs of that repository left (after `kill -9`, a
+//! second Ctrl-C or a crash); [`DockerExecutor::clean_repository`] removes
+//! everything of a repository (`gantry clean`).
 
+pub mod discover;
+pub mod labels;
 mod names;
 mod ownership;
 
+pub use labels::{LABEL_INSTANCE, LABEL_JOB, LABEL_OWNER, LABEL_REPO, LABEL_ROLE, LABEL_RUN};
 pub use names::{default_service_aliases, expand_runner_env, user_aliases};
 
 use crate::executor::{
-    ExecError, Executor, JobEnvironment, LogSink, PrepareRequest, ScriptOutcome, ScriptRequest,
+    ExecError, Executor, JobEnvironment, JobStage, LineBuffers, LogSink, PrepareRequest,
+    ScriptOutcome, ScriptRequest,
 };
 use async_trait::async_trait;
 use bollard::Docker;
@@ -60,17 +74,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Label on every container and network: the pipeline run's id.
-pub const LABEL_RUN: &str = "gantry.run";
-/// Label: the job's name.
-pub const LABEL_JOB: &str = "gantry.job";
-/// Label: `build` or `service`.
-pub const LABEL_ROLE: &str = "gantry.role";
-/// Label: one job attempt (`<run>-<n>`), to sweep a half-done `prepare`.
-pub const LABEL_INSTANCE: &str = "gantry.instance";
-/// Label: `true` on build containers kept for `gantry shell`.
-pub const LABEL_KEEP: &str = "gantry.keep";
-/// Label: the job's `CI_PROJECT_DIR`, which tells projects apart.
+/// Label: the job's `CI_PROJECT_DIR` (informative; it does not tell
+/// repositories apart, [`LABEL_REPO`] does).
 pub const LABEL_PROJECT: &str = "gantry.project";
 
 /// gitlab-runner's default `wait_for_services_timeout`.
@@ -90,21 +95,131 @@ else echo shell not found; exit 1; fi";
 /// Longest script passed as an argument; Linux caps one argument at 128 KiB.
 const MAX_SCRIPT_ARG: usize = 120 * 1024;
 
+/// When a job's build container is kept (stopped) after the job, for
+/// `gantry shell JOB`, which restarts it and opens a shell in it with the
+/// job's variables, files and any packages the job installed. Service
+/// networks are detached from a kept container (the services are gone). A
+/// cancelled job (Ctrl-C) keeps nothing. At most one container is kept per
+/// job and repository: keeping one, or running the job again, removes the
+/// one kept before (unless its run is still going).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeepContainers {
+    #[default]
+    Never,
+    /// When the job's script failed or timed out (`gantry run`'s default).
+    OnFailure,
+    /// Always (`gantry run --keep`).
+    Always,
+}
+
+/// A pull policy for images whose job does not set `pull_policy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if-not-present",
+            PullPolicy::Never => "never",
+        }
+    }
+}
+
+/// How the docker executor runs containers (`gantry run`'s docker options).
+#[derive(Clone, Debug)]
+pub struct DockerOptions {
+    pub keep: KeepContainers,
+    /// Run build and service containers privileged (e.g. `docker:dind`).
+    pub privileged: bool,
+    /// Extra mounts of build and service containers, as `docker run -v`
+    /// takes them: `HOST_PATH:CONTAINER_PATH[:ro|rw]` or
+    /// `VOLUME:CONTAINER_PATH[:ro|rw]`. Checked by [`DockerOptions::check`].
+    pub volumes: Vec<String>,
+    /// Existing networks the build and service containers also join.
+    pub networks: Vec<String>,
+    /// The pull policy of images whose job sets none (default:
+    /// `if-not-present`).
+    pub pull_policy: Option<PullPolicy>,
+    /// The image of jobs without `image:`.
+    pub default_image: Option<String>,
+    /// How long to wait for a service's ports (GitLab: 30 s).
+    pub service_wait_timeout: Duration,
+}
+
+impl Default for DockerOptions {
+    fn default() -> Self {
+        DockerOptions {
+            keep: KeepContainers::Never,
+            privileged: false,
+            volumes: Vec::new(),
+            networks: Vec::new(),
+            pull_policy: None,
+            default_image: None,
+            service_wait_timeout: DEFAULT_SERVICE_WAIT,
+        }
+    }
+}
+
+/// A docker option that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionError {
+    #[error(
+        "--volume `{0}`: expected HOST_PATH:CONTAINER_PATH[:ro|rw] or VOLUME:CONTAINER_PATH[:ro|rw], with an absolute CONTAINER_PATH"
+    )]
+    Volume(String),
+    #[error("--network `{0}`: a network name cannot be empty or contain spaces")]
+    Network(String),
+    #[error("--default-image: the image name is empty")]
+    DefaultImage,
+}
+
+impl DockerOptions {
+    /// Refuses options the engine would reject only when a job starts.
+    pub fn check(&self) -> Result<(), OptionError> {
+        for volume in &self.volumes {
+            let parts: Vec<&str> = volume.split(':').collect();
+            let ok = match parts.as_slice() {
+                [source, target] => !source.is_empty() && target.starts_with('/'),
+                [source, target, mode] => {
+                    !source.is_empty()
+                        && target.starts_with('/')
+                        && mode.split(',').all(|m| {
+                            matches!(m, "ro" | "rw" | "z" | "Z" | "shared" | "slave" | "private")
+                        })
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(OptionError::Volume(volume.clone()));
+            }
+        }
+        for network in &self.networks {
+            if network.trim().is_empty() || network.contains(char::is_whitespace) {
+                return Err(OptionError::Network(network.clone()));
+            }
+        }
+        if self
+            .default_image
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            return Err(OptionError::DefaultImage);
+        }
+        Ok(())
+    }
+}
+
 /// Runs jobs in containers. One value serves any number of pipeline runs.
 pub struct DockerExecutor {
     docker: Docker,
     /// The engine address, e.g. `unix:///run/podman/podman.sock`.
     host: String,
-    /// Keep each job's build container (stopped) after the job, for
-    /// `gantry shell JOB`: `shell_command` then restarts it and opens a
-    /// shell in it, with the job's variables, files and any packages the
-    /// job installed. The previous kept container of the same job and
-    /// project is removed when the job runs again. Service networks are
-    /// detached from a kept container (the services are gone). A cancelled
-    /// job (Ctrl-C) keeps nothing.
-    pub keep_for_shell: bool,
-    /// How long to wait for a service's ports (GitLab: 30 s).
-    pub service_wait_timeout: Duration,
+    pub options: DockerOptions,
     shared: Arc<Shared>,
 }
 
@@ -114,6 +229,12 @@ struct Shared {
     networks: tokio::sync::Mutex<HashMap<String, RunNetwork>>,
     /// Run ids seen, for `shutdown`.
     runs: std::sync::Mutex<HashSet<String>>,
+    /// Build containers kept for `gantry shell`, spared by `shutdown`.
+    kept: std::sync::Mutex<HashSet<String>>,
+    /// Repositories whose dead runs were already swept by this process.
+    swept: tokio::sync::Mutex<HashSet<String>>,
+    /// This process as an owner label.
+    owner: String,
     seq: AtomicU64,
 }
 
@@ -154,74 +275,26 @@ fn docker_user(docker: Option<&Json>) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn answers(docker: &Docker) -> Result<(), String> {
-    match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 3 s".into()),
-    }
-}
-
 async fn connect_host(host: &str) -> Result<Docker, String> {
-    let docker = if let Some(path) = host.strip_prefix("unix://") {
-        Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-    } else if host.starts_with('/') {
-        Docker::connect_with_unix(host, 120, bollard::API_DEFAULT_VERSION)
-    } else if let Some(rest) = host.strip_prefix("tcp://") {
-        Docker::connect_with_http(&format!("http://{rest}"), 120, bollard::API_DEFAULT_VERSION)
-    } else if host.starts_with("http://") {
-        Docker::connect_with_http(host, 120, bollard::API_DEFAULT_VERSION)
-    } else {
-        return Err("unsupported address (use unix:// or tcp://)".into());
+    let docker = discover::client_for(host).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("no answer within 3 s".into()),
     }
-    .map_err(|e| e.to_string())?;
-    answers(&docker).await?;
     // Podman speaks an older API version than bollard's default.
     docker.negotiate_version().await.map_err(|e| e.to_string())
 }
 
 impl DockerExecutor {
-    /// Connects to the engine at DOCKER_HOST, else at the first socket that
-    /// answers among /var/run/docker.sock, /run/podman/podman.sock and
-    /// $XDG_RUNTIME_DIR/podman/podman.sock.
+    /// Connects to the engine [`discover::discover_engine`] finds (the one
+    /// order every command uses).
     pub async fn connect() -> Result<DockerExecutor, ExecError> {
-        if let Ok(host) = std::env::var("DOCKER_HOST")
-            && !host.trim().is_empty()
-        {
-            return Self::connect_to(host.trim()).await;
-        }
-        let mut candidates = vec![
-            "/var/run/docker.sock".to_string(),
-            "/run/podman/podman.sock".to_string(),
-        ];
-        if let Ok(runtime) = std::env::var("XDG_RUNTIME_DIR")
-            && !runtime.is_empty()
-        {
-            candidates.push(format!("{runtime}/podman/podman.sock"));
-        } else {
-            candidates.push("$XDG_RUNTIME_DIR/podman/podman.sock (XDG_RUNTIME_DIR unset)".into());
-        }
-        let mut tried = Vec::new();
-        for path in &candidates {
-            if !path.starts_with('/') {
-                tried.push(path.clone());
-                continue;
-            }
-            if !std::path::Path::new(path).exists() {
-                tried.push(format!("{path} (no such socket)"));
-                continue;
-            }
-            let host = format!("unix://{path}");
-            match connect_host(&host).await {
-                Ok(docker) => return Ok(Self::with_docker(docker, host)),
-                Err(e) => tried.push(format!("{path} ({e})")),
-            }
-        }
-        Err(ExecError::Setup(format!(
-            "no container engine answers. DOCKER_HOST is not set; tried {}. \
-             Start Podman's API with scripts/setup-podman.sh, or set DOCKER_HOST",
-            tried.join(", ")
-        )))
+        let host = tokio::task::spawn_blocking(discover::discover_engine)
+            .await
+            .map_err(|e| ExecError::Setup(format!("looking for the container engine: {e}")))?
+            .map_err(|e| ExecError::Setup(e.to_string()))?;
+        Self::connect_to(&host).await
     }
 
     /// Connects to one engine address (`unix:///path`, `tcp://host:port`).
@@ -238,11 +311,13 @@ impl DockerExecutor {
         DockerExecutor {
             docker,
             host,
-            keep_for_shell: false,
-            service_wait_timeout: DEFAULT_SERVICE_WAIT,
+            options: DockerOptions::default(),
             shared: Arc::new(Shared {
                 networks: tokio::sync::Mutex::new(HashMap::new()),
                 runs: std::sync::Mutex::new(HashSet::new()),
+                kept: std::sync::Mutex::new(HashSet::new()),
+                swept: tokio::sync::Mutex::new(HashSet::new()),
+                owner: labels::this_process(),
                 seq: AtomicU64::new(1),
             }),
         }
@@ -259,34 +334,127 @@ impl DockerExecutor {
     }
 
     /// Removes every container and network labelled with `run_id`, except
-    /// build containers deliberately kept (stopped) for `gantry shell`.
-    /// Returns how many objects were removed.
+    /// build containers this process kept for `gantry shell`. Returns how
+    /// many objects were removed.
     pub async fn remove_leftovers(&self, run_id: &str) -> Result<usize, ExecError> {
-        remove_labelled(&self.docker, &format!("{LABEL_RUN}={run_id}"), true).await
+        let kept = self.kept_ids();
+        let mut removed = 0;
+        let filter = format!("{LABEL_RUN}={run_id}");
+        for found in list_containers(&self.docker, vec![filter.clone()]).await? {
+            if kept.contains(&found.id) {
+                continue;
+            }
+            if force_remove(&self.docker, &found.id).await? {
+                removed += 1;
+            }
+        }
+        removed += remove_networks(&self.docker, vec![filter], |_| true).await?;
+        Ok(removed)
     }
 
-    /// Removes build containers kept for `gantry shell`, optionally only
-    /// those of one project (`CI_PROJECT_DIR`) and job.
+    /// Removes what dead runs of a repository left: their service
+    /// containers, unfinished build containers and networks. Stopped build
+    /// containers stay: they are kept for `gantry shell` (until the job runs
+    /// again or `gantry clean`). A run is dead when the process named by its
+    /// owner label is gone. Returns how many objects were removed.
+    pub async fn remove_dead_runs(&self, repository_key: &str) -> Result<usize, ExecError> {
+        let filter = format!("{LABEL_REPO}={repository_key}");
+        let mut removed = 0;
+        for found in list_containers(&self.docker, vec![filter.clone()]).await? {
+            if !labels::owner_dead(&found.labels) || found.is_kept_build() {
+                continue;
+            }
+            if force_remove(&self.docker, &found.id).await? {
+                removed += 1;
+            }
+        }
+        removed += remove_networks(&self.docker, vec![filter], labels::owner_dead).await?;
+        Ok(removed)
+    }
+
+    /// `gantry clean`: removes every container and network Gantry made for a
+    /// repository, kept ones included, except those of runs still going
+    /// (another process's, or this one's), which are counted instead.
+    pub async fn clean_repository(&self, repository_key: &str) -> Result<CleanCount, ExecError> {
+        let filter = format!("{LABEL_REPO}={repository_key}");
+        let mut count = CleanCount::default();
+        let mine = |labels: &HashMap<String, String>| {
+            labels
+                .get(LABEL_OWNER)
+                .is_some_and(|o| *o == self.shared.owner)
+        };
+        for found in list_containers(&self.docker, vec![filter.clone()]).await? {
+            let live = !labels::owner_dead(&found.labels) || mine(&found.labels);
+            // A kept container outlives its run: its owner is gone.
+            if live && !found.is_kept_build() {
+                count.left_running += 1;
+                if let Some(run) = found.labels.get(LABEL_RUN) {
+                    count.live_runs.insert(run.clone());
+                }
+                continue;
+            }
+            if force_remove(&self.docker, &found.id).await? {
+                count.containers += 1;
+            }
+        }
+        count.networks = remove_networks(&self.docker, vec![filter], |labels| {
+            labels::owner_dead(labels) && !mine(labels)
+        })
+        .await?;
+        Ok(count)
+    }
+
+    /// Removes build containers kept for `gantry shell` (stopped ones),
+    /// optionally only those of one repository and job.
     pub async fn remove_kept(
         &self,
-        project: Option<&str>,
+        repository_key: Option<&str>,
         job: Option<&str>,
     ) -> Result<usize, ExecError> {
-        let mut filters = vec![format!("{LABEL_KEEP}=true")];
-        if let Some(p) = project {
-            filters.push(format!("{LABEL_PROJECT}={p}"));
+        let mut filters = vec![format!("{LABEL_ROLE}=build")];
+        if let Some(r) = repository_key {
+            filters.push(format!("{LABEL_REPO}={r}"));
         }
         if let Some(j) = job {
             filters.push(format!("{LABEL_JOB}={j}"));
         }
-        let ids = list_containers(&self.docker, filters).await?;
         let mut removed = 0;
-        for (id, _, _) in ids {
-            if force_remove(&self.docker, &id).await? {
+        for found in list_containers(&self.docker, filters).await? {
+            if found.is_kept_build() && force_remove(&self.docker, &found.id).await? {
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    fn kept_ids(&self) -> HashSet<String> {
+        self.shared
+            .kept
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default()
+    }
+
+    /// Once per repository and process: removes what dead runs left.
+    async fn sweep_once(&self, repository_key: &str, output: &LogSink) {
+        let mut swept = self.shared.swept.lock().await;
+        if !swept.insert(repository_key.to_string()) {
+            return;
+        }
+        match self.remove_dead_runs(repository_key).await {
+            Ok(0) => {}
+            Ok(n) => {
+                let _ = output.send(
+                    format!("Removed {n} container(s)/network(s) left by runs that died\n")
+                        .into_bytes(),
+                );
+            }
+            Err(e) => {
+                let _ = output.send(
+                    format!("WARNING: could not remove what dead runs left: {e}\n").into_bytes(),
+                );
+            }
+        }
     }
 
     /// Makes sure `image` exists locally: never pulls one that does
@@ -366,6 +534,7 @@ impl DockerExecutor {
     async fn network_for(
         &self,
         run_id: &str,
+        labels: HashMap<String, String>,
         aliases: &[String],
     ) -> Result<(String, bool), ExecError> {
         let mut networks = self.shared.networks.lock().await;
@@ -377,7 +546,7 @@ impl DockerExecutor {
                 aliases: HashMap::new(),
             });
         if !entry.created {
-            create_network(&self.docker, &entry.name, run_id).await?;
+            create_network(&self.docker, &entry.name, labels).await?;
             entry.created = true;
         }
         if aliases.iter().any(|a| entry.aliases.contains_key(a)) {
@@ -396,12 +565,26 @@ impl DockerExecutor {
         output: &LogSink,
     ) -> Result<(), ExecError> {
         let job = &req.job;
-        let image = job.image.as_ref().ok_or_else(|| {
-            ExecError::Setup(format!(
-                "job `{}` has no `image:`; the docker executor needs one",
-                job.name
-            ))
-        })?;
+        let default_image =
+            self.options
+                .default_image
+                .as_ref()
+                .map(|name| gantry_config::model::Image {
+                    name: name.clone(),
+                    entrypoint: None,
+                    pull_policy: Vec::new(),
+                    docker: None,
+                });
+        let image = job
+            .image
+            .as_ref()
+            .or(default_image.as_ref())
+            .ok_or_else(|| {
+                ExecError::Setup(format!(
+                    "job `{}` has no `image:`; the docker executor needs one (or --default-image)",
+                    job.name
+                ))
+            })?;
         let image_name = expand_runner_env(&image.name, &req.env);
         if image_name.trim().is_empty() {
             return Err(ExecError::Setup(format!(
@@ -410,7 +593,7 @@ impl DockerExecutor {
             )));
         }
         let found = self
-            .ensure_image(&image_name, &image.pull_policy, output)
+            .ensure_image(&image_name, &self.pull_policy(&image.pull_policy), output)
             .await?;
         let short_id = found
             .id
@@ -425,11 +608,6 @@ impl DockerExecutor {
             .into_bytes(),
         );
         job_env.image = image_name.clone();
-
-        if self.keep_for_shell {
-            self.remove_kept(Some(&req.ci_project_dir), Some(&job.name))
-                .await?;
-        }
 
         let network = if job.services.is_empty() {
             None
@@ -466,10 +644,15 @@ impl DockerExecutor {
             env: Some(env),
             working_dir: Some(req.ci_project_dir.clone()),
             user: docker_user(image.docker.as_ref()),
-            labels: Some(job_env.labels("build", self.keep_for_shell)),
+            labels: Some(job_env.labels("build")),
             host_config: Some(HostConfig {
-                binds: Some(job_binds(&project_dir, &req.ci_project_dir)),
+                binds: Some(
+                    std::iter::once(format!("{}:{}", project_dir.display(), req.ci_project_dir))
+                        .chain(self.options.volumes.iter().cloned())
+                        .collect(),
+                ),
                 network_mode: network.clone(),
+                privileged: Some(self.options.privileged),
                 ..Default::default()
             }),
             networking_config: network.as_ref().map(|_| NetworkingConfig {
@@ -477,7 +660,8 @@ impl DockerExecutor {
             }),
             ..Default::default()
         };
-        self.docker
+        let created = self
+            .docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::default().name(&name).build()),
                 body,
@@ -486,12 +670,63 @@ impl DockerExecutor {
             .map_err(|e| {
                 engine_error(&format!("creating the job container from {image_name}"), e)
             })?;
-        job_env.build = Some(name.clone());
+        // By id: labels select containers by id, never by name.
+        job_env.build = Some(created.id);
+        self.upload_tmp_dir(&name, &project_dir, &req.ci_project_dir)
+            .await?;
+        self.connect_extra_networks(&name).await?;
         self.docker
             .start_container(&name, None)
             .await
             .map_err(|e| engine_error(&format!("starting the job container {name}"), e))?;
         Ok(())
+    }
+
+    /// The pull policy of an image: its own, else `--pull-policy`.
+    fn pull_policy(&self, own: &[String]) -> Vec<String> {
+        match (own.is_empty(), self.options.pull_policy) {
+            (true, Some(policy)) => vec![policy.as_str().to_string()],
+            _ => own.to_vec(),
+        }
+    }
+
+    /// Joins a created container to the `--network` networks.
+    async fn connect_extra_networks(&self, container: &str) -> Result<(), ExecError> {
+        for network in &self.options.networks {
+            let request = bollard::models::NetworkConnectRequest {
+                container: container.to_string(),
+                ..Default::default()
+            };
+            self.docker
+                .connect_network(network, request)
+                .await
+                .map_err(|e| engine_error(&format!("joining network {network}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Copies the job's `.tmp` directory (file-type variables) into the
+    /// container at `CI_PROJECT_DIR.tmp`. A copy, not a bind mount: the
+    /// engine deletes the host directory at cleanup, and a kept container
+    /// must still start for `gantry shell`.
+    async fn upload_tmp_dir(
+        &self,
+        container: &str,
+        project_dir: &std::path::Path,
+        ci_project_dir: &str,
+    ) -> Result<(), ExecError> {
+        let host_tmp = PathBuf::from(format!("{}.tmp", project_dir.display()));
+        let archive_root = format!("{}.tmp", ci_project_dir.trim_start_matches('/'));
+        let bytes = tokio::task::spawn_blocking(move || tmp_archive(&host_tmp, &archive_root))
+            .await
+            .map_err(|e| ExecError::Setup(format!("packing the job's files: {e}")))??;
+        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+            .path("/")
+            .build();
+        self.docker
+            .upload_to_container(container, Some(options), bollard::body_full(bytes.into()))
+            .await
+            .map_err(|e| engine_error("copying the job's file variables into the container", e))
     }
 
     /// Creates, starts and waits for the job's services; returns the network.
@@ -513,7 +748,7 @@ impl DockerExecutor {
         for service in &job.services {
             let image = expand_runner_env(&service.name, &req.env);
             let inspect = self
-                .ensure_image(&image, &service.pull_policy, output)
+                .ensure_image(&image, &self.pull_policy(&service.pull_policy), output)
                 .await?;
             let user = expand_runner_env(service.alias.as_deref().unwrap_or(""), &req.env);
             let mut aliases = Vec::new();
@@ -542,10 +777,12 @@ impl DockerExecutor {
         }
 
         let all_aliases: Vec<String> = used.into_iter().collect();
-        let (mut network, private) = self.network_for(&req.run_id, &all_aliases).await?;
+        let (mut network, private) = self
+            .network_for(&req.run_id, job_env.network_labels(), &all_aliases)
+            .await?;
         if private {
             network = format!("{}-net", job_env.instance);
-            create_network(&self.docker, &network, &req.run_id).await?;
+            create_network(&self.docker, &network, job_env.network_labels()).await?;
             job_env.private_network = Some(network.clone());
         } else {
             job_env.shared_aliases = Some((req.run_id.clone(), all_aliases));
@@ -581,9 +818,11 @@ impl DockerExecutor {
                 cmd: p.service.command.clone(),
                 env: Some(env),
                 user: docker_user(p.service.docker.as_ref()),
-                labels: Some(job_env.labels("service", false)),
+                labels: Some(job_env.labels("service")),
                 host_config: Some(HostConfig {
                     network_mode: Some(network.clone()),
+                    binds: Some(self.options.volumes.clone()),
+                    privileged: Some(self.options.privileged),
                     ..Default::default()
                 }),
                 networking_config: Some(NetworkingConfig {
@@ -599,6 +838,7 @@ impl DockerExecutor {
                 .await
                 .map_err(|e| engine_error(&format!("creating service {}", p.image), e))?;
             job_env.services.push(name.clone());
+            self.connect_extra_networks(&name).await?;
             self.docker
                 .start_container(&name, None)
                 .await
@@ -622,7 +862,7 @@ impl DockerExecutor {
             let _ = output.send(
                 format!(
                     "Waiting for services to be up and running (timeout {} seconds)...\n",
-                    self.service_wait_timeout.as_secs()
+                    self.options.service_wait_timeout.as_secs()
                 )
                 .into_bytes(),
             );
@@ -633,7 +873,7 @@ impl DockerExecutor {
                     image,
                     &network,
                     ports,
-                    self.service_wait_timeout,
+                    self.options.service_wait_timeout,
                     output,
                 )
             });
@@ -677,9 +917,11 @@ fn split_tag(image: &str) -> (&str, Option<&str>) {
     }
 }
 
-async fn create_network(docker: &Docker, name: &str, run_id: &str) -> Result<(), ExecError> {
-    let mut labels = HashMap::new();
-    labels.insert(LABEL_RUN.to_string(), run_id.to_string());
+async fn create_network(
+    docker: &Docker,
+    name: &str,
+    labels: HashMap<String, String>,
+) -> Result<(), ExecError> {
     let request = NetworkCreateRequest {
         name: name.to_string(),
         labels: Some(labels),
@@ -771,31 +1013,120 @@ async fn container_logs(docker: &Docker, container: &str, tail: usize) -> String
     String::from_utf8_lossy(&text).into_owned()
 }
 
-/// Containers matching all label filters: (id, running, labels).
+/// [`DockerExecutor::clean_repository`] on the discovered engine, for
+/// callers without an async runtime (`gantry clean`).
+pub fn clean_repository_blocking(repository_key: &str) -> Result<CleanCount, ExecError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let executor = DockerExecutor::connect().await?;
+        executor.clean_repository(repository_key).await
+    })
+}
+
+/// A container found by its labels.
+#[derive(Debug)]
+struct Found {
+    id: String,
+    names: Vec<String>,
+    labels: HashMap<String, String>,
+}
+
+impl Found {
+    /// A build container kept for `gantry shell`: renamed with
+    /// [`KEPT_SUFFIX`] when kept (labels cannot change after creation; the
+    /// name only marks the state, selection is by labels). It may be
+    /// running while a `gantry shell` session uses it.
+    fn is_kept_build(&self) -> bool {
+        self.labels.get(LABEL_ROLE).is_some_and(|r| r == "build")
+            && self.names.iter().any(|n| n.ends_with(KEPT_SUFFIX))
+    }
+}
+
+/// The name suffix of a build container kept for `gantry shell`.
+const KEPT_SUFFIX: &str = "-kept";
+
+/// What [`DockerExecutor::clean_repository`] did.
+#[derive(Debug, Default)]
+pub struct CleanCount {
+    pub containers: usize,
+    pub networks: usize,
+    /// Containers of runs still going, left alone.
+    pub left_running: usize,
+    /// Those runs' ids.
+    pub live_runs: std::collections::BTreeSet<String>,
+}
+
+/// Containers matching all label filters.
 async fn list_containers(
     docker: &Docker,
     label_filters: Vec<String>,
-) -> Result<Vec<(String, bool, HashMap<String, String>)>, ExecError> {
+) -> Result<Vec<Found>, ExecError> {
     let mut filters = HashMap::new();
     filters.insert("label".to_string(), label_filters);
     let options = ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)
         .build();
-    let list = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| engine_error("listing containers", e))?;
+    // Podman reports a container it is stopping as `stopped`, a state the
+    // Docker API (and bollard) does not know: the whole listing then fails
+    // to parse. The state lasts a moment, so list again.
+    let mut attempts = 0;
+    let list = loop {
+        match docker.list_containers(Some(options.clone())).await {
+            Ok(list) => break list,
+            Err(e) if attempts < 100 && e.to_string().contains("unknown variant `stopped`") => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(engine_error("listing containers", e)),
+        }
+    };
     Ok(list
         .into_iter()
         .filter_map(|c| {
-            let running = c
-                .state
-                .as_ref()
-                .is_some_and(|s| s.to_string().eq_ignore_ascii_case("running"));
-            Some((c.id?, running, c.labels.unwrap_or_default()))
+            Some(Found {
+                id: c.id?,
+                names: c.names.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+            })
         })
         .collect())
+}
+
+/// Removes the networks matching all label filters whose labels pass
+/// `select`; a network still in use is left (it goes with its last
+/// container's run). Returns how many were removed.
+async fn remove_networks(
+    docker: &Docker,
+    label_filters: Vec<String>,
+    select: impl Fn(&HashMap<String, String>) -> bool,
+) -> Result<usize, ExecError> {
+    let mut filters = HashMap::new();
+    filters.insert("label".to_string(), label_filters);
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(|e| engine_error("listing networks", e))?;
+    let mut removed = 0;
+    for network in networks {
+        if !select(&network.labels.clone().unwrap_or_default()) {
+            continue;
+        }
+        let Some(name) = network.name else { continue };
+        match docker.remove_network(&name).await {
+            Ok(()) => removed += 1,
+            // Gone already, or still used by a container.
+            Err(e) if is_status(&e, &[404, 409]) || e.to_string().contains(" in use") => {}
+            Err(e) => return Err(engine_error(&format!("removing network {name}"), e)),
+        }
+    }
+    Ok(removed)
 }
 
 /// Force-removes a container (the engine kills it with SIGKILL first; a
@@ -820,43 +1151,6 @@ async fn kill(docker: &Docker, container: &str) {
     let _ = docker.kill_container(container, Some(options)).await;
 }
 
-/// Removes containers and networks with a label filter (`k=v`).
-async fn remove_labelled(
-    docker: &Docker,
-    label: &str,
-    spare_kept: bool,
-) -> Result<usize, ExecError> {
-    let mut removed = 0;
-    for (id, running, labels) in list_containers(docker, vec![label.to_string()]).await? {
-        let kept = labels.get(LABEL_KEEP).is_some_and(|v| v == "true");
-        if spare_kept && kept && !running {
-            continue;
-        }
-        if force_remove(docker, &id).await? {
-            removed += 1;
-        }
-    }
-    let mut filters = HashMap::new();
-    filters.insert("label".to_string(), vec![label.to_string()]);
-    let networks = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|e| engine_error("listing networks", e))?;
-    for network in networks {
-        let Some(name) = network.name else { continue };
-        match docker.remove_network(&name).await {
-            Ok(()) => removed += 1,
-            Err(e) if is_status(&e, &[404]) => {}
-            Err(e) => return Err(engine_error(&format!("removing network {name}"), e)),
-        }
-    }
-    Ok(removed)
-}
-
 #[async_trait]
 impl Executor for DockerExecutor {
     fn name(&self) -> &'static str {
@@ -872,6 +1166,7 @@ impl Executor for DockerExecutor {
         if let Ok(mut runs) = self.shared.runs.lock() {
             runs.insert(request.run_id.clone());
         }
+        self.sweep_once(&request.repository_key, &output).await;
         let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
         let instance = format!(
             "gantry-{}-{}-{seq}",
@@ -892,7 +1187,10 @@ impl Executor for DockerExecutor {
             services: Vec::new(),
             private_network: None,
             shared_aliases: None,
-            keep_for_shell: self.keep_for_shell,
+            repository_key: request.repository_key.clone(),
+            keep: self.options.keep,
+            failed: false,
+            cancelled: false,
             owner: None,
             needs_start: false,
         };
@@ -904,7 +1202,7 @@ impl Executor for DockerExecutor {
             Ok(()) => Ok(Box::new(job_env)),
             Err(e) => {
                 // Nothing of a failed prepare may stay behind, kept or not.
-                job_env.keep_for_shell = false;
+                job_env.keep = KeepContainers::Never;
                 let _ = job_env.remove_everything().await;
                 Err(e)
             }
@@ -943,7 +1241,7 @@ struct DockerJob {
     /// Canonical host project directory (after prepare).
     project_dir: PathBuf,
     image: String,
-    /// Name of the build container, once created.
+    /// Id of the build container, once created.
     build: Option<String>,
     /// Names of service containers created.
     services: Vec<String>,
@@ -951,7 +1249,12 @@ struct DockerJob {
     private_network: Option<String>,
     /// (run id, aliases) registered on the run network.
     shared_aliases: Option<(String, Vec<String>)>,
-    keep_for_shell: bool,
+    repository_key: String,
+    keep: KeepContainers,
+    /// The step script failed, timed out or could not run.
+    failed: bool,
+    /// The job was cancelled (Ctrl-C): nothing is kept.
+    cancelled: bool,
     /// Owner of the project directory before the job ran.
     owner: Option<Owner>,
     /// The build container was killed (timeout, cancel) and must be started
@@ -960,17 +1263,33 @@ struct DockerJob {
 }
 
 impl DockerJob {
-    fn labels(&self, role: &str, keep: bool) -> HashMap<String, String> {
-        let mut labels = HashMap::new();
-        labels.insert(LABEL_RUN.to_string(), self.run_id.clone());
+    /// Labels of a network this job creates.
+    fn network_labels(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_RUN.to_string(), self.run_id.clone()),
+            (LABEL_REPO.to_string(), self.repository_key.clone()),
+            (LABEL_OWNER.to_string(), self.shared.owner.clone()),
+        ])
+    }
+
+    /// Labels of a container of this job (`role`: build or service).
+    fn labels(&self, role: &str) -> HashMap<String, String> {
+        let mut labels = self.network_labels();
         labels.insert(LABEL_JOB.to_string(), self.job.name.clone());
         labels.insert(LABEL_ROLE.to_string(), role.to_string());
         labels.insert(LABEL_INSTANCE.to_string(), self.instance.clone());
         labels.insert(LABEL_PROJECT.to_string(), self.ci_project_dir.clone());
-        if keep {
-            labels.insert(LABEL_KEEP.to_string(), "true".to_string());
-        }
         labels
+    }
+
+    /// Whether the build container stays after the job.
+    fn keeps(&self) -> bool {
+        !self.cancelled
+            && match self.keep {
+                KeepContainers::Never => false,
+                KeepContainers::OnFailure => self.failed,
+                KeepContainers::Always => true,
+            }
     }
 
     /// The error for a build container that is not running: usually an
@@ -1089,9 +1408,28 @@ impl DockerJob {
     /// stopped and detached instead. Safe to call more than once.
     async fn remove_everything(&mut self) -> Result<(), ExecError> {
         let mut first_error: Option<ExecError> = None;
+        let keep = self.keeps();
+        if let Err(e) = self.remove_older_kept().await {
+            first_error.get_or_insert(e);
+        }
         if let Some(build) = self.build.take() {
-            if self.keep_for_shell {
+            if keep {
+                if let Ok(mut kept) = self.shared.kept.lock() {
+                    kept.insert(build.clone());
+                }
                 kill(&self.docker, &build).await;
+                let renamed = self
+                    .docker
+                    .rename_container(
+                        &build,
+                        bollard::query_parameters::RenameContainerOptionsBuilder::default()
+                            .name(&format!("{}{KEPT_SUFFIX}", self.instance))
+                            .build(),
+                    )
+                    .await;
+                if let Err(e) = renamed {
+                    first_error.get_or_insert(engine_error("marking the kept container", e));
+                }
                 let network = self.private_network.clone().or_else(|| {
                     self.shared_aliases
                         .as_ref()
@@ -1122,11 +1460,11 @@ impl DockerJob {
         let label = format!("{LABEL_INSTANCE}={}", self.instance);
         match list_containers(&self.docker, vec![label]).await {
             Ok(found) => {
-                for (id, _, labels) in found {
-                    if self.keep_for_shell && labels.get(LABEL_ROLE).is_some_and(|r| r == "build") {
+                for found in found {
+                    if keep && found.labels.get(LABEL_ROLE).is_some_and(|r| r == "build") {
                         continue;
                     }
-                    if let Err(e) = force_remove(&self.docker, &id).await {
+                    if let Err(e) = force_remove(&self.docker, &found.id).await {
                         first_error.get_or_insert(e);
                     }
                 }
@@ -1162,6 +1500,33 @@ impl DockerJob {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Removes the containers kept before for this job and repository (one
+    /// per job): those of dead runs and of this process, never those of a
+    /// run still going in another process.
+    async fn remove_older_kept(&self) -> Result<(), ExecError> {
+        let filters = vec![
+            format!("{LABEL_REPO}={}", self.repository_key),
+            format!("{LABEL_JOB}={}", self.job.name),
+            format!("{LABEL_ROLE}=build"),
+        ];
+        for found in list_containers(&self.docker, filters).await? {
+            if Some(&found.id) == self.build.as_ref()
+                || found.labels.get(LABEL_INSTANCE) == Some(&self.instance)
+                || !found.is_kept_build()
+            {
+                continue;
+            }
+            let mine = found.labels.get(LABEL_OWNER) == Some(&self.shared.owner);
+            if mine || labels::owner_dead(&found.labels) {
+                force_remove(&self.docker, &found.id).await?;
+                if let Ok(mut kept) = self.shared.kept.lock() {
+                    kept.remove(&found.id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The engine's command-line client, pointed at the same engine.
@@ -1253,28 +1618,38 @@ impl JobEnvironment for DockerJob {
                 None => std::future::pending().await,
             }
         };
+        // One line buffer per stream: whole lines only reach the log.
+        let mut lines = LineBuffers::new();
         let pump = async {
             while let Some(item) = stream.next().await {
-                match item {
-                    Ok(LogOutput::StdOut { message })
-                    | Ok(LogOutput::StdErr { message })
-                    | Ok(LogOutput::Console { message }) => {
-                        let _ = output.send(message.to_vec());
+                let ready = match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        lines.push(0, &message)
                     }
-                    Ok(LogOutput::StdIn { .. }) => {}
+                    Ok(LogOutput::StdErr { message }) => lines.push(1, &message),
+                    Ok(LogOutput::StdIn { .. }) => continue,
                     Err(e) => return Err(e),
-                }
+                };
+                // Waits while the log is behind: backpressure on the engine.
+                let _ = output.send_output(ready).await;
             }
             Ok(())
         };
         let interrupted = tokio::select! {
             r = pump => {
-                r.map_err(|e| engine_error("reading the script's output", e))?;
+                let _ = output.send_output(lines.finish()).await;
+                if let Err(e) = r {
+                    self.failed |= request.stage == JobStage::StepScript;
+                    return Err(engine_error("reading the script's output", e));
+                }
                 None
             }
             _ = sleep_until => Some(ScriptOutcome::TimedOut),
             _ = cancel.cancelled() => Some(ScriptOutcome::Cancelled),
         };
+        if interrupted.is_some() {
+            let _ = output.send_output(lines.finish()).await;
+        }
         if let Some(outcome) = interrupted {
             // The whole container, so nothing the script started survives.
             kill(&self.docker, &container).await;
@@ -1282,23 +1657,35 @@ impl JobEnvironment for DockerJob {
             if outcome == ScriptOutcome::Cancelled {
                 // Ctrl-C leaves nothing behind, not even a container kept
                 // for `gantry shell`.
-                self.keep_for_shell = false;
+                self.cancelled = true;
+            } else if request.stage == JobStage::StepScript {
+                self.failed = true;
             }
             self.give_files_back(&output).await;
             return Ok(outcome);
         }
         let code = exec_exit_code(&self.docker, &exec.id).await;
         self.give_files_back(&output).await;
+        let step = request.stage == JobStage::StepScript;
         match code {
-            Some(code) => Ok(ScriptOutcome::Exited(i32::try_from(code).unwrap_or(1))),
-            None => Err(self
-                .not_running_error(&container, "the script's exit code is unknown".into())
-                .await),
+            Some(code) => {
+                self.failed |= step && code != 0;
+                Ok(ScriptOutcome::Exited(i32::try_from(code).unwrap_or(1)))
+            }
+            None => {
+                self.failed |= step;
+                Err(self
+                    .not_running_error(&container, "the script's exit code is unknown".into())
+                    .await)
+            }
         }
     }
 
+    /// The command of `gantry shell` when the container will be kept. It
+    /// says so plainly when the container or the job's files are gone, and
+    /// asks for a terminal only when it has one.
     fn shell_command(&self) -> Option<Vec<String>> {
-        if !self.keep_for_shell {
+        if !self.keeps() {
             return None;
         }
         let container = self.build.as_ref()?;
@@ -1307,8 +1694,16 @@ impl JobEnvironment for DockerJob {
             "sh".to_string(),
             "-c".to_string(),
             format!(
-                "{cli} start {c} >/dev/null && exec {cli} exec -it -w {dir} {c} sh -c {detect}",
+                "if ! {cli} container inspect {c} >/dev/null 2>&1; then \
+                   echo 'gantry: the container of this job is gone (one is kept per job: the last failed run, or --keep); run the job again' >&2; exit 1; fi; \
+                 if [ ! -d {host_dir} ]; then \
+                   echo 'gantry: the files of this run were removed; run the job again' >&2; exit 1; fi; \
+                 {cli} start {c} >/dev/null || exit 1; \
+                 if [ -t 0 ]; then t=-t; else t=; fi; \
+                 {cli} exec -i $t -w {dir} {c} sh -c {detect}; rc=$?; \
+                 {cli} kill {c} >/dev/null 2>&1; exit $rc",
                 c = shell_quote(container),
+                host_dir = shell_quote(&self.project_dir.to_string_lossy()),
                 dir = shell_quote(&self.ci_project_dir),
                 detect = shell_quote(BASH_DETECT),
             ),
@@ -1346,14 +1741,29 @@ impl DockerJob {
     }
 }
 
-/// The project directory, and beside it the job's `.tmp` directory where the
-/// engine writes file-type variables (the job sees `$CI_PROJECT_DIR.tmp/NAME`,
-/// as on gitlab-runner).
-fn job_binds(project_dir: &std::path::Path, ci_project_dir: &str) -> Vec<String> {
-    let mut binds = vec![format!("{}:{}", project_dir.display(), ci_project_dir)];
-    let tmp = std::path::PathBuf::from(format!("{}.tmp", project_dir.display()));
-    if tmp.is_dir() {
-        binds.push(format!("{}:{}.tmp", tmp.display(), ci_project_dir));
+/// A tar of the job's `.tmp` directory under `root` (the directory itself,
+/// world-writable as a temporary directory, even when the host has none).
+fn tmp_archive(host_tmp: &std::path::Path, root: &str) -> Result<Vec<u8>, ExecError> {
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_size(0);
+    header.set_mode(0o1777);
+    archive.append_data(&mut header, format!("{root}/"), std::io::empty())?;
+    if let Ok(entries) = std::fs::read_dir(host_tmp) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_file() {
+                continue;
+            }
+            let content = std::fs::read(&path)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            // The job's user may not be root; the container is the job's own.
+            header.set_mode(0o644);
+            let name = format!("{root}/{}", entry.file_name().to_string_lossy());
+            archive.append_data(&mut header, name, content.as_slice())?;
+        }
     }
-    binds
+    Ok(archive.into_inner()?)
 }

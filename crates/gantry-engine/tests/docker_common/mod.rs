@@ -9,13 +9,12 @@
 use gantry_config::model::Job;
 use gantry_engine::docker::{DockerExecutor, LABEL_RUN};
 use gantry_engine::executor::{
-    ExecError, Executor, JobEnvironment, JobStage, LogSink, PrepareRequest, ScriptOutcome,
-    ScriptRequest,
+    ExecError, Executor, JobEnvironment, JobStage, LogReceiver, LogSink, PrepareRequest,
+    ScriptOutcome, ScriptRequest, log_channel,
 };
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub const BUSYBOX: &str = "localhost/busybox:latest";
@@ -86,6 +85,11 @@ pub fn job(name: &str, image: serde_json::Value, services: serde_json::Value) ->
     .expect("job JSON matches the model")
 }
 
+/// The repository key the tests use for a project directory.
+pub fn repository_key(project_dir: &Path) -> String {
+    gantry_engine::executor::repository_key(project_dir)
+}
+
 pub fn request(job: Job, project_dir: &Path, run_id: &str, env: &[(&str, &str)]) -> PrepareRequest {
     PrepareRequest {
         job,
@@ -96,19 +100,20 @@ pub fn request(job: Job, project_dir: &Path, run_id: &str, env: &[(&str, &str)])
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         run_id: run_id.to_string(),
+        repository_key: repository_key(project_dir),
     }
 }
 
 /// A log sink and a way to read everything sent to it so far.
 pub struct Output {
     pub sink: LogSink,
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    rx: LogReceiver,
     text: String,
 }
 
 impl Output {
     pub fn new() -> Output {
-        let (sink, rx) = mpsc::unbounded_channel();
+        let (sink, rx) = log_channel();
         Output {
             sink,
             rx,
@@ -116,7 +121,7 @@ impl Output {
         }
     }
     pub fn text(&mut self) -> &str {
-        while let Ok(chunk) = self.rx.try_recv() {
+        while let Some(chunk) = self.rx.try_recv() {
             self.text.push_str(&String::from_utf8_lossy(&chunk));
         }
         &self.text
