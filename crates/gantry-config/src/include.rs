@@ -172,8 +172,9 @@ impl Expander<'_> {
         let id = self.sources.add(name.clone(), text);
         let doc = self.parse(id)?;
         let body = match doc.header {
-            Some(header) => {
+            Some(mut header) => {
                 let external = self.spec_include_inputs(&header, &Scope::Main)?;
+                add_spec_inputs(&mut header, external);
                 interpolate(
                     header,
                     None,
@@ -182,7 +183,6 @@ impl Expander<'_> {
                     self.vars,
                     &mut self.errors,
                     None,
-                    external,
                 )?
             }
             None => doc.body,
@@ -728,8 +728,9 @@ impl Expander<'_> {
         let id = self.sources.add(name.clone(), text);
         let doc = self.parse(id)?;
         let body = match (doc.header, inputs) {
-            (Some(header), inputs) => {
+            (Some(mut header), inputs) => {
                 let external = self.spec_include_inputs(&header, &key.scope)?;
+                add_spec_inputs(&mut header, external);
                 interpolate(
                     header,
                     inputs,
@@ -738,7 +739,6 @@ impl Expander<'_> {
                     self.vars,
                     &mut self.errors,
                     Some(span),
-                    external,
                 )?
             }
             (None, Some(inputs)) if inputs.as_map().is_some_and(|m| !m.is_empty()) => {
@@ -1013,6 +1013,23 @@ impl Expander<'_> {
     }
 }
 
+/// Puts `spec:include` input specifications under the header's
+/// `spec:inputs`, the header's own ones winning.
+fn add_spec_inputs(header: &mut Node, external: Option<Map>) {
+    let Some(mut merged) = external else { return };
+    let span = header.span;
+    let Some(spec) = header.as_map_mut().and_then(|h| h.get_mut("spec")) else {
+        return;
+    };
+    let Some(spec) = spec.as_map_mut() else { return };
+    if let Some(own) = spec.get("inputs").and_then(Node::as_map) {
+        for (k, e) in own.iter() {
+            merged.insert(k, e.key_span, e.value.clone());
+        }
+    }
+    spec.insert("inputs", span, Node::new(Value::Map(merged), span));
+}
+
 fn project_file_name(project: &str, git_ref: Option<&str>, path: &str) -> String {
     match git_ref {
         Some(r) => format!("{project}@{r}:{path}"),
@@ -1166,7 +1183,6 @@ fn interpolate(
     vars: &IndexMap<String, String>,
     errors: &mut Vec<Diagnostic>,
     include_span: Option<Span>,
-    external_inputs: Option<Map>,
 ) -> Option<Node> {
     let before = errors.len();
     let mut push = |span: Span, message: String, expected: &str| {
@@ -1220,7 +1236,7 @@ fn interpolate(
             );
         }
     }
-    let inline = match spec_map.get("inputs") {
+    let specs = match spec_map.get("inputs") {
         Some(Node {
             value: Value::Map(m),
             ..
@@ -1237,18 +1253,6 @@ fn interpolate(
             );
             return None;
         }
-    };
-    // `spec:include` inputs first; the file's own specifications win.
-    let combined;
-    let specs: &Map = match external_inputs {
-        Some(mut external) => {
-            for (k, e) in inline.iter() {
-                external.insert(k, e.key_span, e.value.clone());
-            }
-            combined = external;
-            &combined
-        }
-        None => inline,
     };
     let given_map = given.and_then(Node::as_map).unwrap_or(&empty);
     let given_span = given

@@ -1022,7 +1022,7 @@ impl<'v> VariableInheritance<'v> {
         let mut out = dedup(def.variables.iter().cloned());
         for w in self.workflow {
             if def.inherit_variables.allows(&w.name)
-                && !def.own_variables.iter().any(|o| *o == w.name)
+                && !def.own_variables.contains(&w.name)
             {
                 upsert(&mut out, w.clone());
             }
