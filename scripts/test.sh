@@ -12,6 +12,9 @@ bash scripts/setup-podman.sh
 bash scripts/make-test-images.sh
 bash scripts/setup-registry.sh
 bash scripts/setup-moto.sh
+bash scripts/setup-postgres.sh
+bash scripts/setup-pyclients.sh
+bash scripts/setup-chromium.sh
 # A `docker` client for the example pipeline's `docker build`: Podman's own
 # when no Docker client is installed.
 command -v docker >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman-docker >/dev/null
@@ -19,6 +22,8 @@ command -v docker >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get inst
 # Tests that need Podman or moto skip when those are missing on a developer
 # machine; here they are installed, so a skip would hide a failure.
 export GANTRY_REQUIRE_PODMAN=1 GANTRY_REQUIRE_MOTO=1
+export GANTRY_REQUIRE_POSTGRES=1 GANTRY_REQUIRE_PYCLIENTS=1
+export GANTRY_REQUIRE_CHROMIUM=1
 export DOCKER_HOST="${DOCKER_HOST:-unix:///run/podman/podman.sock}"
 
 step "format"

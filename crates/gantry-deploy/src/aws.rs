@@ -26,6 +26,23 @@ pub struct AwsOptions {
 
 /// Resolves the configuration all AWS clients of one command share.
 pub async fn load_config(opts: &AwsOptions) -> Result<SdkConfig, DeployError> {
+    load_config_inner(opts, None).await
+}
+
+/// Like [`load_config`], with `region` when neither the options nor the SDK chain name one
+/// (S3 answers from any region).
+pub async fn load_config_with_default_region(
+    opts: &AwsOptions,
+    region: &str,
+) -> Result<SdkConfig, DeployError> {
+    load_config_inner(opts, Some(region)).await
+}
+
+async fn load_config_inner(
+    opts: &AwsOptions,
+    default_region: Option<&str>,
+) -> Result<SdkConfig, DeployError> {
+    validate(opts)?;
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(profile) = &opts.profile {
         loader = loader.profile_name(profile);
@@ -40,7 +57,15 @@ pub async fn load_config(opts: &AwsOptions) -> Result<SdkConfig, DeployError> {
         loader =
             loader.credentials_provider(Credentials::new(id, secret, None, None, "gantry-static"));
     }
-    let base = loader.load().await;
+    let mut base = loader.load().await;
+    if base.region().is_none()
+        && let Some(r) = default_region
+    {
+        base = base
+            .into_builder()
+            .region(Region::new(r.to_string()))
+            .build();
+    }
     if base.region().is_none() {
         return Err(DeployError::Usage(
             "no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION".into(),
@@ -82,6 +107,57 @@ pub async fn load_config(opts: &AwsOptions) -> Result<SdkConfig, DeployError> {
         .build())
 }
 
+/// Rejects malformed values before any AWS call: a role ARN must be an IAM role ARN, a region
+/// a region name, an endpoint an http(s) URL.
+pub fn validate(opts: &AwsOptions) -> Result<(), DeployError> {
+    if let Some(arn) = &opts.assume_role {
+        validate_role_arn(arn)?;
+    }
+    if let Some(r) = &opts.region
+        && (r.is_empty()
+            || !r
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
+        return Err(DeployError::Usage(format!(
+            "--region {r:?} is not a region name (e.g. eu-west-1)"
+        )));
+    }
+    if let Some(u) = &opts.endpoint_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(DeployError::Usage(format!(
+            "--endpoint-url {u:?}: expected an http:// or https:// URL"
+        )));
+    }
+    if let Some(p) = &opts.profile
+        && p.trim().is_empty()
+    {
+        return Err(DeployError::Usage("--profile is empty".into()));
+    }
+    Ok(())
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/NAME`, with a 12-digit account.
+pub fn validate_role_arn(arn: &str) -> Result<(), DeployError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5].strip_prefix("role/").is_some_and(|n| !n.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(DeployError::Usage(format!(
+            "{arn:?} is not an IAM role ARN (expected arn:aws:iam::123456789012:role/NAME)"
+        )))
+    }
+}
+
 /// `gantry-<job>-<pipeline>` in a pipeline, `gantry-deploy` otherwise; STS allows [\w+=,.@-]{2,64}.
 fn default_session_name() -> String {
     let job = std::env::var("CI_JOB_ID").unwrap_or_default();
@@ -94,6 +170,18 @@ fn default_session_name() -> String {
         .filter(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(*c))
         .take(64)
         .collect()
+}
+
+/// The caller's account id (STS GetCallerIdentity).
+pub async fn caller_account(cfg: &SdkConfig) -> Result<String, DeployError> {
+    let resp = aws_sdk_sts::Client::new(cfg)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| DeployError::aws("GetCallerIdentity", e))?;
+    resp.account()
+        .map(str::to_string)
+        .ok_or_else(|| DeployError::Aws("GetCallerIdentity returned no account".into()))
 }
 
 /// The account id an ARN belongs to (`arn:aws:ecs:REGION:ACCOUNT:...`).

@@ -34,6 +34,10 @@ pub struct StackOptions {
     pub timeout: Duration,
     pub poll_interval: Duration,
     pub outputs_dotenv: Option<PathBuf>,
+    /// Lease and notification options (rollback is CloudFormation's own on a failed update).
+    pub machine: crate::machine::MachineOptions,
+    /// The caller's account, for the history key of a stack not created yet.
+    pub account: Option<String>,
 }
 
 impl StackOptions {
@@ -53,6 +57,8 @@ impl StackOptions {
             timeout: Duration::from_secs(1800),
             poll_interval: Duration::from_secs(2),
             outputs_dotenv: None,
+            machine: crate::machine::MachineOptions::default(),
+            account: None,
         }
     }
 }
@@ -68,9 +74,74 @@ pub struct StackOutcome {
     pub outputs: Vec<(String, String)>,
 }
 
-/// `cloudformation:STACK`, the history key.
-pub fn target_key(stack: &str) -> String {
-    format!("cloudformation:{stack}")
+/// `cloudformation:ACCOUNT:REGION:STACK`, the history key: from the stack's ARN when it
+/// exists, else from the caller's account and the client's region.
+pub fn target_key(
+    stack_arn: Option<&str>,
+    account: Option<&str>,
+    region: Option<&str>,
+    stack: &str,
+) -> String {
+    let from_arn = stack_arn.and_then(|a| {
+        let p: Vec<&str> = a.splitn(6, ':').collect();
+        (p.len() == 6 && !p[3].is_empty() && !p[4].is_empty()).then(|| (p[4], p[3]))
+    });
+    let (account, region) = from_arn.unwrap_or((
+        account.unwrap_or("unknown-account"),
+        region.unwrap_or("unknown-region"),
+    ));
+    format!("cloudformation:{account}:{region}:{stack}")
+}
+
+fn key_for(client: &Client, opts: &StackOptions, existing: Option<&Stack>) -> String {
+    target_key(
+        existing.and_then(|s| s.stack_id()),
+        opts.account.as_deref(),
+        client.config().region().map(|r| r.as_ref()),
+        &opts.stack,
+    )
+}
+
+/// What a stack update is recorded as: a digest of template and parameters.
+fn revision_of(template: &str, parameters: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(template.as_bytes());
+    h.update([0u8]);
+    h.update(parameters.as_bytes());
+    format!("sha256:{}", &hex::encode(h.finalize())[..16])
+}
+
+/// Parameters as recorded: values, except NoEcho ones (secrets), recorded as "use previous".
+fn recorded_parameters(parameters: &[Parameter], no_echo: &HashSet<String>) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = parameters
+        .iter()
+        .filter_map(|p| {
+            let k = p.parameter_key()?.to_string();
+            let v = if no_echo.contains(&k) || p.use_previous_value == Some(true) {
+                serde_json::json!({"use_previous_value": true})
+            } else {
+                serde_json::Value::String(p.parameter_value().unwrap_or_default().to_string())
+            };
+            Some((k, v))
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+fn parameters_from_record(recorded: &str) -> Result<Vec<Parameter>, DeployError> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(recorded)
+        .map_err(|e| DeployError::History(format!("recorded parameters are not valid: {e}")))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => param(&k, &s),
+            _ => Parameter::builder()
+                .parameter_key(k)
+                .use_previous_value(true)
+                .build(),
+        })
+        .collect())
 }
 
 /// DescribeStacks for one stack; `None` when it does not exist (or only a deleted one does).
@@ -122,14 +193,39 @@ pub fn merge_parameters(
     out
 }
 
-/// Creates or updates the stack; see the module docs.
+/// Creates or updates the stack under the target's lease; see the module docs.
 pub async fn deploy_stack(
     client: &Client,
     opts: &StackOptions,
     history: &dyn HistoryStore,
     log: &Log,
 ) -> Result<StackOutcome, DeployError> {
+    let existing = describe_stack(client, &opts.stack).await?;
+    let key = key_for(client, opts, existing.as_ref());
+    let holder = crate::history::acquire_lease_waiting(
+        history,
+        &key,
+        opts.machine.lease_ttl,
+        opts.machine.wait_lock,
+        log,
+    )
+    .await?;
+    let result = deploy_stack_leased(client, opts, history, log, &key).await;
+    if let Err(e) = history.release_lease(&key, &holder.id).await {
+        log.line(format!("warning: could not release the lease on {key}: {e}"));
+    }
+    result
+}
+
+async fn deploy_stack_leased(
+    client: &Client,
+    opts: &StackOptions,
+    history: &dyn HistoryStore,
+    log: &Log,
+    key: &str,
+) -> Result<StackOutcome, DeployError> {
     let stack = &opts.stack;
+    // Read again under the lease.
     let existing = describe_stack(client, stack).await?;
     if let Some(s) = &existing {
         let status = s.stack_status().map(|x| x.as_str()).unwrap_or("");
@@ -165,20 +261,28 @@ pub async fn deploy_stack(
             r.template_body().unwrap_or_default().to_string()
         }
     };
-    let declared = match client
+    let summary = client
         .get_template_summary()
         .template_body(&template)
         .send()
         .await
-    {
-        Ok(s) => Some(
+        .ok();
+    let declared = summary.as_ref().map(|s| {
+        s.parameters()
+            .iter()
+            .filter_map(|p| p.parameter_key().map(str::to_string))
+            .collect::<HashSet<_>>()
+    });
+    let no_echo: HashSet<String> = summary
+        .as_ref()
+        .map(|s| {
             s.parameters()
                 .iter()
+                .filter(|p| p.no_echo() == Some(true))
                 .filter_map(|p| p.parameter_key().map(str::to_string))
-                .collect::<HashSet<_>>(),
-        ),
-        Err(_) => None,
-    };
+                .collect()
+        })
+        .unwrap_or_default();
     let previous = existing
         .as_ref()
         .map(|s| s.parameters().to_vec())
@@ -215,6 +319,11 @@ pub async fn deploy_stack(
         }
     } else if opts.preview {
         log.line(format!("stack {stack} does not exist: it will be created"));
+        if let Err(e) = preview_create(client, stack, &template, &parameters, &capabilities, log)
+            .await
+        {
+            log.line(format!("warning: no change-set preview: {e}"));
+        }
     }
     if opts.preview_only {
         let status = existing
@@ -230,11 +339,20 @@ pub async fn deploy_stack(
         });
     }
 
-    let mut record = DeploymentRecord::start(&target_key(stack), RecordKind::Deploy, stack, None);
-    record
-        .details
-        .insert("template_sha1".into(), short_hash(&template));
-    history.save(&record)?;
+    let recorded = recorded_parameters(&parameters, &no_echo);
+    let revision = revision_of(&template, &recorded);
+    let previous = history
+        .records(key)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|r| r.kind == RecordKind::Deploy && r.result == DeployResult::Succeeded)
+        .map(|r| r.revision);
+    let mut record =
+        DeploymentRecord::start(key, RecordKind::Deploy, &revision, previous.as_deref());
+    record.details.insert("template".into(), template.clone());
+    record.details.insert("parameters".into(), recorded);
+    history.save(&record).await?;
     let since = aws_sdk_cloudformation::primitives::DateTime::from(std::time::SystemTime::now());
     let created = existing.is_none();
     let sent = if created {
@@ -270,9 +388,9 @@ pub async fn deploy_stack(
                     .await?
                     .unwrap_or_else(|| Stack::builder().build());
                 let outcome = finish(&s, false, false, opts, log)?;
-                record.revision = outcome.stack_id.clone();
+                record.details.insert("stack_id".into(), outcome.stack_id.clone());
                 record.finish(DeployResult::Succeeded, Some("no changes".into()));
-                history.save(&record)?;
+                history.save(&record).await?;
                 return Ok(outcome);
             }
             Err(e) => Err(DeployError::aws(&format!("UpdateStack {stack}"), e)),
@@ -282,12 +400,12 @@ pub async fn deploy_stack(
         Ok(id) => id.unwrap_or_else(|| stack.clone()),
         Err(e) => {
             record.finish(DeployResult::Failed, Some(e.to_string()));
-            history.save(&record)?;
+            history.save(&record).await?;
             return Err(e);
         }
     };
-    record.revision = stack_id.clone();
-    history.save(&record)?;
+    record.details.insert("stack_id".into(), stack_id.clone());
+    history.save(&record).await?;
     log.line(format!(
         "{} {stack_id}",
         if created { "creating" } else { "updating" }
@@ -305,11 +423,20 @@ pub async fn deploy_stack(
         Ok(s) => {
             let outcome = finish(&s, created, true, opts, log)?;
             record.finish(DeployResult::Succeeded, None);
-            history.save(&record)?;
+            history.save(&record).await?;
             Ok(outcome)
         }
         Err(e) => {
-            let rolled = e.to_string().contains("ROLLBACK");
+            // Typed: the stack's own settled status, not the error text.
+            let rolled = describe_stack(client, &stack_id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.stack_status().map(|x| x.as_str().to_string()))
+                .is_some_and(|st| st == "UPDATE_ROLLBACK_COMPLETE");
+            if rolled {
+                record.rolled_back_to = previous.clone();
+            }
             record.finish(
                 if rolled {
                     DeployResult::RolledBack
@@ -318,17 +445,144 @@ pub async fn deploy_stack(
                 },
                 Some(e.to_string()),
             );
-            history.save(&record)?;
+            history.save(&record).await?;
             Err(e)
         }
     }
 }
 
-fn short_hash(text: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    format!("{:016x}", h.finish())
+/// `gantry rollback cloudformation STACK`: updates the stack with the template and parameters
+/// of its last known-good update other than the newest successful one, waits, and only then
+/// records the rollback as known good and withdraws "known good" from the revision left.
+pub async fn rollback_stack(
+    client: &Client,
+    opts: &StackOptions,
+    history: &dyn HistoryStore,
+    log: &Log,
+) -> Result<String, DeployError> {
+    let stack = &opts.stack;
+    let existing = describe_stack(client, stack).await?.ok_or_else(|| {
+        DeployError::Usage(format!("stack {stack} does not exist: nothing to roll back"))
+    })?;
+    let key = key_for(client, opts, Some(&existing));
+    let holder = crate::history::acquire_lease_waiting(
+        history,
+        &key,
+        opts.machine.lease_ttl,
+        opts.machine.wait_lock,
+        log,
+    )
+    .await?;
+    let result = rollback_stack_leased(client, opts, history, log, &key).await;
+    if let Err(e) = history.release_lease(&key, &holder.id).await {
+        log.line(format!("warning: could not release the lease on {key}: {e}"));
+    }
+    result
+}
+
+async fn rollback_stack_leased(
+    client: &Client,
+    opts: &StackOptions,
+    history: &dyn HistoryStore,
+    log: &Log,
+    key: &str,
+) -> Result<String, DeployError> {
+    let stack = &opts.stack;
+    let records = history.records(key).await?;
+    let live = records
+        .iter()
+        .rev()
+        .find(|r| r.result == DeployResult::Succeeded)
+        .map(|r| r.revision.clone());
+    let good = records
+        .iter()
+        .rev()
+        .find(|r| {
+            r.known_good
+                && Some(&r.revision) != live.as_ref()
+                && r.details.contains_key("template")
+        })
+        .cloned()
+        .ok_or_else(|| {
+            DeployError::Usage(format!(
+                "no earlier known-good template of {key} in {}; deploy one with gantry deploy cloudformation {stack} --template FILE",
+                history.location()
+            ))
+        })?;
+    let template = good.details.get("template").cloned().unwrap_or_default();
+    let parameters = parameters_from_record(
+        good.details
+            .get("parameters")
+            .map(String::as_str)
+            .unwrap_or("{}"),
+    )?;
+    log.line(format!(
+        "rolling back {stack}: {} -> {} (last known-good, deployed {})",
+        live.as_deref().unwrap_or("?"),
+        good.revision,
+        good.started_at
+    ));
+    let mut record =
+        DeploymentRecord::start(key, RecordKind::Rollback, &good.revision, live.as_deref());
+    record.details = good.details.clone();
+    if let Err(e) = history.save(&record).await {
+        log.line(format!(
+            "warning: the rollback record could not be written ({e}); rolling back anyway"
+        ));
+    }
+    let capabilities: Vec<Capability> = opts
+        .capabilities
+        .iter()
+        .map(|c| Capability::from(c.as_str()))
+        .collect();
+    let since = aws_sdk_cloudformation::primitives::DateTime::from(std::time::SystemTime::now());
+    let sent = client
+        .update_stack()
+        .stack_name(stack)
+        .template_body(&template)
+        .set_parameters(Some(parameters))
+        .set_capabilities(Some(capabilities))
+        .send()
+        .await;
+    let stack_id = match sent {
+        Ok(r) => r.stack_id().unwrap_or(stack).to_string(),
+        Err(e) if e.message().is_some_and(|m| m.contains("No updates are to be performed")) => {
+            stack.clone()
+        }
+        Err(e) => {
+            let err = DeployError::aws(&format!("UpdateStack {stack} (rollback)"), e);
+            record.finish(DeployResult::Failed, Some(err.to_string()));
+            let _ = history.save(&record).await;
+            return Err(err);
+        }
+    };
+    match wait_for_stack(client, &stack_id, since, opts.timeout, opts.poll_interval, log).await {
+        Ok(s) => {
+            record.finish(DeployResult::Succeeded, None);
+            let mut warn = String::new();
+            if let Err(e) = history.save(&record).await {
+                warn = format!(" (warning: the rollback record could not be written: {e})");
+            } else if let Some(bad) = &live {
+                let _ = crate::history::withdraw_known_good(
+                    history,
+                    key,
+                    bad,
+                    &format!("rolled back to {} by hand", good.revision),
+                )
+                .await;
+            }
+            Ok(format!(
+                "stack {stack} is back on {} ({}){warn}",
+                good.revision,
+                s.stack_status().map(|x| x.as_str()).unwrap_or("?")
+            ))
+        }
+        Err(e) => {
+            record.finish(DeployResult::Failed, Some(e.to_string()));
+            let _ = history.save(&record).await;
+            Err(e)
+        }
+    }
 }
 
 fn finish(
@@ -477,6 +731,89 @@ async fn preview_change_set(
         .change_set_name(&name)
         .send()
         .await;
+    result
+}
+
+/// A change-set preview for a stack that does not exist yet: CloudFormation can only describe
+/// a CREATE change set through a placeholder stack (REVIEW_IN_PROGRESS), which is deleted
+/// again so the creation itself goes through CreateStack like before.
+async fn preview_create(
+    client: &Client,
+    stack: &str,
+    template: &str,
+    parameters: &[Parameter],
+    capabilities: &[Capability],
+    log: &Log,
+) -> Result<(), DeployError> {
+    let name = format!(
+        "gantry-preview-{}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S")
+    );
+    client
+        .create_change_set()
+        .stack_name(stack)
+        .change_set_name(&name)
+        .change_set_type(ChangeSetType::Create)
+        .template_body(template)
+        .set_parameters(Some(parameters.to_vec()))
+        .set_capabilities(Some(capabilities.to_vec()))
+        .send()
+        .await
+        .map_err(|e| DeployError::aws("CreateChangeSet (create preview)", e))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let result = loop {
+        let d = client
+            .describe_change_set()
+            .stack_name(stack)
+            .change_set_name(&name)
+            .send()
+            .await
+            .map_err(|e| DeployError::aws("DescribeChangeSet", e))?;
+        let status = d.status().map(|s| s.as_str().to_string()).unwrap_or_default();
+        if status == "CREATE_COMPLETE" {
+            log.line(format!("change set preview ({} change(s)):", d.changes().len()));
+            for c in d.changes() {
+                if let Some(rc) = c.resource_change() {
+                    log.line(format!(
+                        "  {:<8} {} ({})",
+                        rc.action().map(|a| a.as_str()).unwrap_or("?"),
+                        rc.logical_resource_id().unwrap_or("?"),
+                        rc.resource_type().unwrap_or("?"),
+                    ));
+                }
+            }
+            break Ok(());
+        }
+        if status == "FAILED" {
+            break Err(DeployError::Aws(format!(
+                "change set failed: {}",
+                d.status_reason().unwrap_or("no reason")
+            )));
+        }
+        if Instant::now() >= deadline {
+            break Err(DeployError::Aws("change set was not ready within 120s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let _ = client
+        .delete_change_set()
+        .stack_name(stack)
+        .change_set_name(&name)
+        .send()
+        .await;
+    // The placeholder stack of a CREATE change set stays in REVIEW_IN_PROGRESS: remove it.
+    if let Ok(Some(s)) = describe_stack(client, stack).await
+        && s.stack_status().map(|x| x.as_str()) == Some("REVIEW_IN_PROGRESS")
+    {
+        let _ = client.delete_stack().stack_name(stack).send().await;
+        let gone = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < gone {
+            match describe_stack(client, stack).await {
+                Ok(None) => break,
+                _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
     result
 }
 

@@ -21,6 +21,12 @@ pub enum DeployError {
     /// The container engine refused or failed.
     #[error("{0}")]
     Engine(String),
+    /// Another deploy holds the target's lease; nothing was changed.
+    #[error("{0}")]
+    Locked(String),
+    /// The deploy was stopped by SIGINT/SIGTERM.
+    #[error("{0}")]
+    Interrupted(String),
     /// Reading or writing the deployment history failed.
     #[error("deployment history: {0}")]
     History(String),

@@ -115,3 +115,68 @@ mod tests {
         );
     }
 }
+
+/// Checks a URL given on the command line: http(s), a host, no spaces. `flag` names it in the
+/// error.
+pub fn validate_url(url: &str, flag: &str) -> Result<(), DeployError> {
+    let bad = |why: &str| {
+        DeployError::Usage(format!(
+            "{flag} {:?}: {why} (expected http://HOST[:PORT]/PATH)",
+            url_host(url)
+        ))
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(bad("not a URL"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(bad("only http and https are supported"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || host_port.starts_with('[') => {
+            if !p.is_empty() && p.parse::<u16>().is_err() {
+                return Err(bad("the port is not a number from 1 to 65535"));
+            }
+            if p.parse::<u16>() == Ok(0) {
+                return Err(bad("port 0"));
+            }
+            h
+        }
+        _ => host_port,
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("contains spaces or control characters"));
+    }
+    Ok(())
+}
+
+/// The scheme and host of a URL, without credentials, path or query (which may hold tokens).
+pub fn url_host(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or("");
+            format!("{scheme}://{host}")
+        }
+        None => "<not a URL>".into(),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(validate_url("http://127.0.0.1:8080/keepalive", "--health-url").is_ok());
+        assert!(validate_url("https://example.com", "--health-url").is_ok());
+        for bad in ["", "localhost:80", "ftp://x/", "http://", "http://h:99999/", "http://h:x/", "http://a b/"] {
+            assert!(validate_url(bad, "--health-url").is_err(), "{bad}");
+        }
+        assert_eq!(url_host("https://user:tok@hooks.example/T/B?x=1"), "https://hooks.example");
+    }
+}

@@ -19,8 +19,12 @@ pub mod ecs;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod interrupt;
+pub mod notify;
 pub mod local;
 pub mod log;
+pub mod machine;
+pub mod s3_history;
 
 pub use error::DeployError;
 
@@ -30,9 +34,11 @@ pub mod sdk {
     pub use aws_sdk_cloudformation as cloudformation;
     pub use aws_sdk_ecr as ecr;
     pub use aws_sdk_ecs as ecs;
+    pub use aws_sdk_s3 as s3;
     pub use bollard;
 }
 pub use history::{DeployResult, DeploymentRecord, FileHistoryStore, HistoryStore};
+
 pub use log::Log;
 
 /// A multi-threaded tokio runtime for the CLI entry points, which are synchronous.

@@ -5,10 +5,14 @@
 //! HEALTHCHECK, else "still running after a grace period"), then cuts over: the live container
 //! `NAME` is stopped and kept as `NAME-rN` for rollback, and the new revision becomes `NAME`.
 //!
-//! With published ports the new revision is first started as a *candidate* on ephemeral host
-//! ports, so the old revision keeps serving while the candidate is checked; an unhealthy
-//! candidate is removed and the old revision never stops. A revision that fails its check after
-//! the cut-over is removed and the previous container is started again.
+//! While a live revision runs, the new one is first started as a *candidate* (on ephemeral
+//! host ports when ports are published), so the old revision keeps serving while the candidate
+//! is checked; an unhealthy candidate is removed and the old revision never stops, with or
+//! without `--no-rollback`. A revision that fails its check after the cut-over is removed and
+//! the previous container is started again (unless `--no-rollback`).
+//!
+//! The flow is [`crate::machine`]'s; [`LocalTarget`] is this engine's [`Target`]. The history
+//! key is `docker:ENGINE/NAME`, ENGINE being the engine's host name.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,7 +25,11 @@ use bollard::query_parameters::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::history::{DeployResult, DeploymentRecord, HistoryStore, RecordKind};
+use crate::history::HistoryStore;
+use crate::machine::{
+    self, Failure, MachineOptions, Outcome, Revision as MachineRevision, RollbackPlan, RolledBack,
+    Target,
+};
 use crate::{DeployError, Log};
 
 const LABEL_NAME: &str = "io.gantry.deploy";
@@ -76,9 +84,10 @@ pub struct LocalDeployOptions {
     pub health_timeout: Duration,
     /// With no URL and no HEALTHCHECK: how long the container must stay up.
     pub grace: Duration,
-    pub rollback: bool,
     /// Stopped revisions kept for rollback.
     pub keep: usize,
+    /// Rollback, lease and notification options of the state machine.
+    pub machine: MachineOptions,
 }
 
 impl LocalDeployOptions {
@@ -92,8 +101,8 @@ impl LocalDeployOptions {
             health_url: None,
             health_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(2),
-            rollback: true,
             keep: 3,
+            machine: MachineOptions::default(),
         }
     }
 }
@@ -105,6 +114,8 @@ pub struct LocalOutcome {
     pub revision: u32,
     pub rolled_back_to: Option<u32>,
     pub message: String,
+    /// The typed result behind `ok` and `message`.
+    pub report: machine::Report,
 }
 
 /// One port publication.
@@ -142,10 +153,6 @@ fn parse_port(spec: &str) -> Result<PortSpec, DeployError> {
     })
 }
 
-/// `docker:NAME`, the history key.
-pub fn target_key(name: &str) -> String {
-    format!("docker:{name}")
-}
 
 /// A container of this deploy name.
 #[derive(Debug, Clone)]
@@ -311,6 +318,25 @@ impl<'a> LocalDeployer<'a> {
             .find_map(|b| b.host_port.clone().filter(|p| !p.is_empty()))
     }
 
+    /// Inspects a container. Podman briefly reports a state (`stopped`) the Docker API schema
+    /// does not know, between running and exited: read again until it settles.
+    async fn inspect_settled(
+        &self,
+        id: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse, DeployError> {
+        let mut tries = 0;
+        loop {
+            match self.docker.inspect_container(id, None).await {
+                Ok(info) => return Ok(info),
+                Err(e) if tries < 25 && e.to_string().contains("unknown variant") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(DeployError::engine("inspecting the new revision", e)),
+            }
+        }
+    }
+
     /// Health of a started container, by URL, HEALTHCHECK, or staying up for the grace period.
     async fn check_health(
         &self,
@@ -323,11 +349,7 @@ impl<'a> LocalDeployer<'a> {
         let mut last: String;
         let started = Instant::now();
         loop {
-            let info = self
-                .docker
-                .inspect_container(id, None)
-                .await
-                .map_err(|e| DeployError::engine("inspecting the new revision", e))?;
+            let info = self.inspect_settled(id).await?;
             let state = info.state.unwrap_or_default();
             if state.running != Some(true) {
                 return Err(DeployError::Health(format!(
@@ -387,198 +409,71 @@ impl<'a> LocalDeployer<'a> {
         }
     }
 
-    /// Deploys a new revision; see the module docs for the cut-over and rollback rules.
+    /// The engine's name for the history key (`docker:ENGINE/NAME`): the host it runs on.
+    async fn engine_name(&self) -> String {
+        match self.docker.info().await {
+            Ok(info) => info
+                .name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "local".into()),
+            Err(_) => "local".into(),
+        }
+    }
+
+    /// The history key of deploy `name` on this engine.
+    pub async fn target_key(&self, name: &str) -> String {
+        format!("docker:{}/{name}", self.engine_name().await)
+    }
+
+    /// Deploys a new revision through the state machine; see the module docs for the
+    /// candidate, cut-over and rollback rules.
     pub async fn deploy(&self, opts: &LocalDeployOptions) -> Result<LocalOutcome, DeployError> {
-        let name = &opts.name;
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
-            return Err(DeployError::Usage(format!(
-                "invalid deploy name {name:?}: use [a-zA-Z0-9_.-]"
-            )));
+        validate_name(&opts.name)?;
+        for p in &opts.spec.ports {
+            parse_port(p)?;
         }
-        let ports = opts
-            .spec
-            .ports
-            .iter()
-            .map(|p| parse_port(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let revisions = self.revisions(name).await?;
-        let live = revisions.iter().find(|r| r.name == *name).cloned();
-        let target = target_key(name);
-        // Failed revisions leave no container; the history keeps their numbers taken.
-        let recorded = self
-            .history
-            .list(Some(&target))?
-            .iter()
-            .filter(|r| r.target == target)
-            .filter_map(|r| r.revision.trim_start_matches('r').parse::<u32>().ok())
-            .max()
-            .unwrap_or(0);
-        let revision = revisions
-            .iter()
-            .map(|r| r.revision)
-            .max()
-            .unwrap_or(0)
-            .max(recorded)
-            + 1;
-        let mut record = DeploymentRecord::start(
-            &target,
-            RecordKind::Deploy,
-            &format!("r{revision}"),
-            live.as_ref().map(|l| format!("r{}", l.revision)).as_deref(),
-        );
-        record
-            .details
-            .insert("image".into(), opts.spec.image.clone());
-        record.details.insert(
-            "spec".into(),
-            serde_json::to_string(&opts.spec).map_err(|e| DeployError::Usage(e.to_string()))?,
-        );
-        self.history.save(&record)?;
-        let rev_name = format!("{name}-r{revision}");
-        self.log.line(format!(
-            "deploying {} as revision {revision}",
-            opts.spec.image
-        ));
+        let mut target = LocalTarget::new(self, opts).await;
+        let report = machine::deploy(&mut target, self.history, &opts.machine, &self.log).await;
+        Ok(LocalOutcome::from_report(report))
+    }
 
-        // Phase 1: a candidate on ephemeral ports while the live revision keeps serving.
-        let candidate_phase = live.as_ref().is_some_and(|l| l.running) && !ports.is_empty();
-        let id = match self
-            .create(&rev_name, name, revision, &opts.spec, candidate_phase)
-            .await
-        {
-            Ok(id) => id,
-            Err(e) => {
-                record.finish(DeployResult::Failed, Some(e.to_string()));
-                self.history.save(&record)?;
-                return Err(e);
+    /// `gantry rollback docker NAME [--to REV]`: to REV, else the newest known-good revision
+    /// other than the live one; health-checked before it counts.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        to: Option<u32>,
+        opts: &LocalDeployOptions,
+    ) -> Result<u32, DeployError> {
+        let report = self.rollback_report(name, to, opts).await?;
+        match &report.outcome {
+            Outcome::Succeeded { revision, .. } | Outcome::Submitted { revision } => {
+                Ok(parse_rev(revision).unwrap_or(0))
             }
-        };
-        if candidate_phase {
-            let url = match &opts.health_url {
-                Some(url) => self.rewrite_url_for_candidate(url, &ports, &id).await,
-                None => None,
-            };
-            let checked = if opts.health_url.is_some() && url.is_none() {
-                // The URL does not name a published port: it can only be probed after cut-over.
-                self.check_health(&id, None, opts.health_timeout, opts.grace)
-                    .await
-            } else {
-                self.check_health(&id, url.as_deref(), opts.health_timeout, opts.grace)
-                    .await
-            };
-            match checked {
-                Ok(why) => self.log.line(format!("candidate healthy: {why}")),
-                Err(e) => {
-                    self.remove(&id).await;
-                    let live_rev = live.as_ref().map(|l| l.revision).unwrap_or(0);
-                    let msg = format!(
-                        "revision {revision} is unhealthy: {e}; it never took traffic, r{live_rev} keeps serving"
-                    );
-                    self.log.line(format!("error: {msg}"));
-                    record.rolled_back_to = Some(format!("r{live_rev}"));
-                    record.finish(DeployResult::RolledBack, Some(msg.clone()));
-                    self.history.save(&record)?;
-                    return Ok(LocalOutcome {
-                        ok: false,
-                        revision,
-                        rolled_back_to: Some(live_rev),
-                        message: msg,
-                    });
-                }
-            }
-            // The candidate passed; recreate it on the real ports after stopping the old one.
-            self.remove(&id).await;
+            _ => Err(DeployError::Rollout(report.message())),
         }
+    }
 
-        // Phase 2: cut over.
-        if let Some(l) = &live {
-            if l.running {
-                self.stop(&l.id).await?;
-            }
-            self.rename(&l.id, &format!("{name}-r{}", l.revision))
-                .await?;
-        }
-        let final_id = if candidate_phase {
-            self.create(name, name, revision, &opts.spec, false).await
-        } else {
-            self.rename(&id, name).await.map(|_| id.clone())
-        };
-        let checked = match &final_id {
-            Ok(fid) => {
-                self.check_health(
-                    fid,
-                    opts.health_url.as_deref(),
-                    opts.health_timeout,
-                    opts.grace,
-                )
-                .await
-            }
-            Err(e) => Err(DeployError::Engine(e.to_string())),
-        };
-        match checked {
-            Ok(why) => {
-                self.log.line(format!("revision {revision} is live: {why}"));
-                record.finish(DeployResult::Succeeded, None);
-                self.history.save(&record)?;
-                self.prune(name, opts.keep).await;
-                Ok(LocalOutcome {
-                    ok: true,
-                    revision,
-                    rolled_back_to: None,
-                    message: why,
-                })
-            }
-            Err(e) => {
-                let reason = format!("revision {revision} is unhealthy after the cut-over: {e}");
-                self.log.line(format!("error: {reason}"));
-                if let Ok(fid) = &final_id {
-                    self.remove(fid).await;
-                }
-                if !opts.rollback {
-                    record.finish(
-                        DeployResult::Failed,
-                        Some(format!("{reason} (rollback disabled)")),
-                    );
-                    self.history.save(&record)?;
-                    return Ok(LocalOutcome {
-                        ok: false,
-                        revision,
-                        rolled_back_to: None,
-                        message: reason,
-                    });
-                }
-                let back = self.restore(name, live.as_ref(), revision, opts).await;
-                match back {
-                    Ok(rev) => {
-                        let msg = format!("{reason}; rolled back to r{rev}");
-                        record.rolled_back_to = Some(format!("r{rev}"));
-                        record.finish(DeployResult::RolledBack, Some(msg.clone()));
-                        self.history.save(&record)?;
-                        Ok(LocalOutcome {
-                            ok: false,
-                            revision,
-                            rolled_back_to: Some(rev),
-                            message: msg,
-                        })
-                    }
-                    Err(e2) => {
-                        let msg = format!("{reason}; rollback failed: {e2}");
-                        record.finish(DeployResult::Failed, Some(msg.clone()));
-                        self.history.save(&record)?;
-                        Ok(LocalOutcome {
-                            ok: false,
-                            revision,
-                            rolled_back_to: None,
-                            message: msg,
-                        })
-                    }
-                }
-            }
-        }
+    /// Like [`Self::rollback`], with the machine's full report.
+    pub async fn rollback_report(
+        &self,
+        name: &str,
+        to: Option<u32>,
+        opts: &LocalDeployOptions,
+    ) -> Result<machine::Report, DeployError> {
+        validate_name(name)?;
+        let mut opts = opts.clone();
+        opts.name = name.to_string();
+        let mut target = LocalTarget::new(self, &opts).await;
+        let to = to.map(|r| format!("r{r}"));
+        Ok(machine::rollback(
+            &mut target,
+            self.history,
+            to.as_deref(),
+            &opts.machine,
+            &self.log,
+        )
+        .await)
     }
 
     /// Maps a health URL on a published host port to the candidate's ephemeral port.
@@ -602,154 +497,6 @@ impl<'a> LocalDeployer<'a> {
             host
         };
         Some(format!("{scheme}://{host}:{mapped}{path}"))
-    }
-
-    /// Brings back the previous live container, or recreates the last known-good revision.
-    async fn restore(
-        &self,
-        name: &str,
-        previous: Option<&Revision>,
-        failed: u32,
-        opts: &LocalDeployOptions,
-    ) -> Result<u32, DeployError> {
-        if let Some(p) = previous {
-            self.rename(&p.id, name).await?;
-            self.docker
-                .start_container(&p.id, None)
-                .await
-                .map_err(|e| DeployError::engine(&format!("restarting r{}", p.revision), e))?;
-            let why = self
-                .check_health(
-                    &p.id,
-                    opts.health_url.as_deref(),
-                    opts.health_timeout,
-                    opts.grace,
-                )
-                .await?;
-            self.log
-                .line(format!("r{} is serving again: {why}", p.revision));
-            return Ok(p.revision);
-        }
-        let good = self
-            .history
-            .last_known_good(&target_key(name), Some(&format!("r{failed}")))?
-            .ok_or_else(|| DeployError::Usage("no earlier revision to roll back to".into()))?;
-        self.recreate(name, &good, opts).await
-    }
-
-    async fn recreate(
-        &self,
-        name: &str,
-        good: &DeploymentRecord,
-        opts: &LocalDeployOptions,
-    ) -> Result<u32, DeployError> {
-        let spec: ContainerSpec = good
-            .details
-            .get("spec")
-            .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| {
-                DeployError::History(format!("record {} has no container spec", good.id))
-            })?;
-        let rev: u32 = good.revision.trim_start_matches('r').parse().unwrap_or(0);
-        let id = self.create(name, name, rev, &spec, false).await?;
-        self.check_health(
-            &id,
-            opts.health_url.as_deref(),
-            opts.health_timeout,
-            opts.grace,
-        )
-        .await?;
-        Ok(rev)
-    }
-
-    /// `gantry rollback docker NAME [--to REV]`: to REV, else the newest known-good revision
-    /// other than the live one.
-    pub async fn rollback(
-        &self,
-        name: &str,
-        to: Option<u32>,
-        opts: &LocalDeployOptions,
-    ) -> Result<u32, DeployError> {
-        let revisions = self.revisions(name).await?;
-        let live = revisions.iter().find(|r| r.name == name).cloned();
-        let wanted = match to {
-            Some(r) => r,
-            None => {
-                let live_rev = live.as_ref().map(|l| format!("r{}", l.revision));
-                let good = self
-                    .history
-                    .last_known_good(&target_key(name), live_rev.as_deref())?
-                    .ok_or_else(|| {
-                        DeployError::Usage(format!(
-                            "no known-good revision of {name} in the history; pass --to REV"
-                        ))
-                    })?;
-                good.revision
-                    .trim_start_matches('r')
-                    .parse()
-                    .map_err(|_| DeployError::History(format!("bad revision {}", good.revision)))?
-            }
-        };
-        if live.as_ref().is_some_and(|l| l.revision == wanted) {
-            return Err(DeployError::Usage(format!("{name} already runs r{wanted}")));
-        }
-        let mut record = DeploymentRecord::start(
-            &target_key(name),
-            RecordKind::Rollback,
-            &format!("r{wanted}"),
-            live.as_ref().map(|l| format!("r{}", l.revision)).as_deref(),
-        );
-        self.history.save(&record)?;
-        if let Some(l) = &live {
-            crate::history::withdraw_known_good(
-                self.history,
-                &target_key(name),
-                &format!("r{}", l.revision),
-                &format!("rolled back to r{wanted} by hand"),
-            )?;
-            if l.running {
-                self.stop(&l.id).await?;
-            }
-            self.rename(&l.id, &format!("{name}-r{}", l.revision))
-                .await?;
-        }
-        let result = match revisions.iter().find(|r| r.revision == wanted) {
-            Some(kept) => {
-                self.rename(&kept.id, name).await?;
-                self.docker
-                    .start_container(&kept.id, None)
-                    .await
-                    .map_err(|e| DeployError::engine(&format!("starting r{wanted}"), e))?;
-                self.check_health(
-                    &kept.id,
-                    opts.health_url.as_deref(),
-                    opts.health_timeout,
-                    opts.grace,
-                )
-                .await
-                .map(|_| wanted)
-            }
-            None => {
-                let rec = self
-                    .history
-                    .list(Some(&target_key(name)))?
-                    .into_iter()
-                    .rev()
-                    .find(|r| r.revision == format!("r{wanted}") && r.details.contains_key("spec"))
-                    .ok_or_else(|| {
-                        DeployError::Usage(format!(
-                            "revision r{wanted} of {name} is neither kept nor recorded"
-                        ))
-                    })?;
-                self.recreate(name, &rec, opts).await
-            }
-        };
-        match &result {
-            Ok(_) => record.finish(DeployResult::Succeeded, None),
-            Err(e) => record.finish(DeployResult::Failed, Some(e.to_string())),
-        }
-        self.history.save(&record)?;
-        result
     }
 
     /// Removes stopped revisions beyond the newest `keep`.
@@ -776,6 +523,336 @@ impl<'a> LocalDeployer<'a> {
             self.remove(&r.id).await;
         }
         Ok(revisions.len())
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), DeployError> {
+    if name.is_empty()
+        || name.len() > 100
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        || name.starts_with(['.', '-'])
+    {
+        return Err(DeployError::Usage(format!(
+            "invalid deploy name {name:?}: use [a-zA-Z0-9_.-], starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_rev(rev: &str) -> Option<u32> {
+    rev.trim_start_matches('r').parse().ok()
+}
+
+impl LocalOutcome {
+    fn from_report(report: machine::Report) -> Self {
+        let (revision, rolled_back_to) = match &report.outcome {
+            Outcome::Succeeded { revision, .. } | Outcome::Submitted { revision } => {
+                (parse_rev(revision), None)
+            }
+            Outcome::RolledBack { revision, to, .. } => (parse_rev(revision), parse_rev(to)),
+            Outcome::Failed { revision, .. } => (revision.as_deref().and_then(parse_rev), None),
+            Outcome::Interrupted { revision, .. } => (parse_rev(revision), None),
+            Outcome::NotStarted { .. } => (None, None),
+        };
+        LocalOutcome {
+            ok: report.ok(),
+            revision: revision.unwrap_or(0),
+            rolled_back_to,
+            message: report.message(),
+            report,
+        }
+    }
+}
+
+/// One local deploy name as a [`Target`].
+pub struct LocalTarget<'d, 'h> {
+    d: &'d LocalDeployer<'h>,
+    opts: &'d LocalDeployOptions,
+    key: String,
+    revisions: Vec<Revision>,
+    live: Option<Revision>,
+    next_revision: u32,
+    /// The id of the new revision's container once it is `NAME`.
+    final_id: Option<String>,
+}
+
+impl<'d, 'h> LocalTarget<'d, 'h> {
+    pub async fn new(d: &'d LocalDeployer<'h>, opts: &'d LocalDeployOptions) -> Self {
+        LocalTarget {
+            key: d.target_key(&opts.name).await,
+            d,
+            opts,
+            revisions: Vec::new(),
+            live: None,
+            next_revision: 1,
+            final_id: None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.opts.name
+    }
+
+    async fn health(&self, id: &str, url: Option<&str>) -> Result<String, DeployError> {
+        self.d
+            .check_health(id, url, self.opts.health_timeout, self.opts.grace)
+            .await
+    }
+
+    /// Removes every container of revision `rev` that is not the live `NAME`.
+    async fn remove_revision(&self, rev: u32, keep_live: bool) {
+        if let Ok(all) = self.d.revisions(self.name()).await {
+            for r in all.iter().filter(|r| r.revision == rev) {
+                if keep_live && r.name == self.name() {
+                    continue;
+                }
+                self.d.remove(&r.id).await;
+            }
+        }
+    }
+}
+
+impl Target for LocalTarget<'_, '_> {
+    fn key(&self) -> String {
+        self.key.clone()
+    }
+
+    fn rollback_command(&self) -> String {
+        let mut cmd = format!("gantry rollback docker {}", self.name());
+        if let Some(u) = &self.opts.health_url {
+            cmd.push_str(&format!(" --health-url {u}"));
+        }
+        cmd
+    }
+
+    fn live_revision(&self) -> Option<String> {
+        self.live.as_ref().map(|l| format!("r{}", l.revision))
+    }
+
+    async fn prepare(&mut self, store: &dyn HistoryStore) -> Result<(), DeployError> {
+        self.revisions = self.d.revisions(self.name()).await?;
+        self.live = self
+            .revisions
+            .iter()
+            .find(|r| r.name == self.opts.name)
+            .cloned();
+        // Failed revisions leave no container; the history keeps their numbers taken.
+        let recorded = store
+            .records(&self.key)
+            .await?
+            .iter()
+            .filter_map(|r| parse_rev(&r.revision))
+            .max()
+            .unwrap_or(0);
+        self.next_revision = self
+            .revisions
+            .iter()
+            .map(|r| r.revision)
+            .max()
+            .unwrap_or(0)
+            .max(recorded)
+            + 1;
+        Ok(())
+    }
+
+    async fn make_revision(&mut self) -> Result<MachineRevision, DeployError> {
+        let mut details = std::collections::BTreeMap::new();
+        details.insert("image".into(), self.opts.spec.image.clone());
+        details.insert(
+            "spec".into(),
+            serde_json::to_string(&self.opts.spec).map_err(|e| DeployError::Usage(e.to_string()))?,
+        );
+        self.d.log.line(format!(
+            "deploying {} as revision {}",
+            self.opts.spec.image, self.next_revision
+        ));
+        Ok(MachineRevision {
+            id: format!("r{}", self.next_revision),
+            details,
+        })
+    }
+
+    async fn roll_out(&mut self, rev: &MachineRevision) -> Result<(), Failure> {
+        let name = self.opts.name.clone();
+        let revision = parse_rev(&rev.id).unwrap_or(self.next_revision);
+        let rev_name = format!("{name}-r{revision}");
+        let ports: Vec<PortSpec> = self
+            .opts
+            .spec
+            .ports
+            .iter()
+            .filter_map(|p| parse_port(p).ok())
+            .collect();
+        let live_running = self.live.as_ref().is_some_and(|l| l.running);
+        // Phase 1: while the live revision serves, the new one runs as a candidate (ephemeral
+        // ports) and must pass first; a failing candidate never takes traffic.
+        let mut kept_candidate: Option<String> = None;
+        if live_running {
+            let id = self
+                .d
+                .create(&rev_name, &name, revision, &self.opts.spec, true)
+                .await
+                .map_err(|e| Failure::unchanged(e.to_string()))?;
+            let url = match &self.opts.health_url {
+                Some(url) => self.d.rewrite_url_for_candidate(url, &ports, &id).await,
+                None => None,
+            };
+            // A URL not on a published port can only be probed after the cut-over.
+            match self.health(&id, url.as_deref()).await {
+                Ok(why) => self.d.log.line(format!("candidate healthy: {why}")),
+                Err(e) => {
+                    self.d.remove(&id).await;
+                    return Err(Failure::unchanged(format!(
+                        "revision {revision} is unhealthy: {e}"
+                    )));
+                }
+            }
+            if ports.is_empty() {
+                kept_candidate = Some(id);
+            } else {
+                // Recreated on the real ports once the old revision has let go of them.
+                self.d.remove(&id).await;
+            }
+        }
+        // Phase 2: cut over.
+        if let Some(l) = &self.live {
+            if l.running {
+                self.d
+                    .stop(&l.id)
+                    .await
+                    .map_err(|e| Failure::unchanged(e.to_string()))?;
+            }
+            self.d
+                .rename(&l.id, &format!("{name}-r{}", l.revision))
+                .await
+                .map_err(|e| Failure::changed(e.to_string()))?;
+        }
+        let id = match kept_candidate {
+            Some(id) => self.d.rename(&id, &name).await.map(|_| id),
+            None => {
+                self.d
+                    .create(&name, &name, revision, &self.opts.spec, false)
+                    .await
+            }
+        }
+        .map_err(|e| Failure::changed(e.to_string()))?;
+        self.final_id = Some(id);
+        Ok(())
+    }
+
+    async fn observe(&mut self, _rev: &MachineRevision) -> Result<String, Failure> {
+        Ok("container started".into())
+    }
+
+    async fn probe(&mut self, rev: &MachineRevision) -> Result<String, Failure> {
+        let Some(id) = self.final_id.clone() else {
+            return Err(Failure::changed("the new revision has no container"));
+        };
+        self.health(&id, self.opts.health_url.as_deref())
+            .await
+            .map_err(|e| {
+                Failure::changed(format!(
+                    "revision {} is unhealthy after the cut-over: {e}",
+                    rev.id.trim_start_matches('r')
+                ))
+            })
+    }
+
+    async fn roll_back(&mut self, plan: &RollbackPlan) -> Result<RolledBack, DeployError> {
+        let name = self.opts.name.clone();
+        let wanted = parse_rev(&plan.revision)
+            .ok_or_else(|| DeployError::History(format!("bad revision {}", plan.revision)))?;
+        // A candidate of a failed deploy (interrupted before the cut-over) goes.
+        if self.final_id.is_none() && self.next_revision != wanted {
+            self.remove_revision(self.next_revision, true).await;
+        }
+        let all = self.d.revisions(&name).await?;
+        if let Some(cur) = all.iter().find(|r| r.name == name) {
+            if cur.revision == wanted {
+                if !cur.running {
+                    self.d.docker.start_container(&cur.id, None).await.map_err(|e| {
+                        DeployError::engine(&format!("starting r{wanted}"), e)
+                    })?;
+                }
+                let why = self.health(&cur.id, self.opts.health_url.as_deref()).await?;
+                return Ok(RolledBack {
+                    revision: plan.revision.clone(),
+                    awaited: true,
+                    note: why,
+                });
+            }
+            if Some(cur.id.as_str()) == self.final_id.as_deref() {
+                // The failed new revision: nothing to keep.
+                self.d.remove(&cur.id).await;
+            } else {
+                if cur.running {
+                    self.d.stop(&cur.id).await?;
+                }
+                self.d
+                    .rename(&cur.id, &format!("{name}-r{}", cur.revision))
+                    .await?;
+            }
+        }
+        let id = match all.iter().find(|r| r.revision == wanted && r.name != name) {
+            Some(kept) => {
+                self.d.rename(&kept.id, &name).await?;
+                self.d
+                    .docker
+                    .start_container(&kept.id, None)
+                    .await
+                    .map_err(|e| DeployError::engine(&format!("starting r{wanted}"), e))?;
+                kept.id.clone()
+            }
+            None => {
+                let spec: ContainerSpec = plan
+                    .record
+                    .as_ref()
+                    .and_then(|r| r.details.get("spec"))
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .ok_or_else(|| {
+                        DeployError::Usage(format!(
+                            "revision r{wanted} of {name} is neither kept as a container nor recorded with its container spec"
+                        ))
+                    })?;
+                self.d.log.line(format!("recreating r{wanted} from its recorded spec"));
+                self.d.create(&name, &name, wanted, &spec, false).await?
+            }
+        };
+        let why = self.health(&id, self.opts.health_url.as_deref()).await?;
+        self.live = self
+            .d
+            .revisions(&name)
+            .await?
+            .into_iter()
+            .find(|r| r.name == name);
+        Ok(RolledBack {
+            revision: plan.revision.clone(),
+            awaited: true,
+            note: why,
+        })
+    }
+
+    async fn abandon(&mut self, rev: &MachineRevision) {
+        if let Some(n) = parse_rev(&rev.id) {
+            self.remove_revision(n, true).await;
+        }
+    }
+
+    async fn after_success(
+        &mut self,
+        _rev: &MachineRevision,
+        _store: &dyn HistoryStore,
+    ) -> Vec<String> {
+        self.d.prune(&self.opts.name, self.opts.keep).await;
+        Vec::new()
+    }
+
+    async fn resolve(&mut self, to: &str) -> Result<String, DeployError> {
+        parse_rev(to)
+            .map(|n| format!("r{n}"))
+            .ok_or_else(|| DeployError::Usage(format!("{to:?} is not a revision number")))
     }
 }
 

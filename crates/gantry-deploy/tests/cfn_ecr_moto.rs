@@ -126,6 +126,7 @@ async fn cloudformation_create_update_keeps_previous_parameters_and_writes_outpu
     assert!(!same.changed);
     let results: Vec<DeployResult> = history
         .list(Some("cloudformation:app"))
+        .await
         .expect("h")
         .iter()
         .map(|r| r.result)

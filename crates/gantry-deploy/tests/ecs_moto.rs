@@ -90,6 +90,13 @@ async fn td_status(client: &Client, td: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Options for `gantry rollback ecs c1 SERVICE` that do not wait (moto never completes).
+fn rollback_no_wait(service: &str) -> EcsDeployOptions {
+    let mut o = EcsDeployOptions::new("c1", &[service]);
+    o.timeout = None;
+    o
+}
+
 fn no_wait(services: &[&str]) -> EcsDeployOptions {
     let mut o = EcsDeployOptions::new("c1", services);
     o.timeout = None;
@@ -146,7 +153,7 @@ async fn deploy_registers_revision_with_image_env_secrets_and_updates_service() 
     assert_eq!(c.secrets()[0].name, "DB_PASSWORD");
     assert_eq!(service_task_definition(&client, "web").await, web2);
 
-    let recs = history.list(None).expect("history");
+    let recs = history.list(None).await.expect("history");
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].result, DeployResult::Submitted);
     assert!(
@@ -204,17 +211,20 @@ async fn keep_revisions_deregisters_older_ones_but_not_the_running_one() {
         "the revision that ran before stays for rollback"
     );
     assert_eq!(td_status(&client, "web:5").await, "ACTIVE");
-    // A deregistered revision cannot be deployed again: refused before any UpdateService.
-    let err = deployer
-        .rollback("c1", "web", Some("2"), None, Duration::from_millis(1))
-        .await
-        .expect_err("inactive");
-    assert!(err.to_string().contains("web:2 is INACTIVE"), "{err}");
+    // ECS refuses a deregistered (INACTIVE) revision: the rollback re-registers its
+    // definition as a new revision and rolls to that.
+    let report = deployer
+        .rollback(&rollback_no_wait("web"), "web", Some("2"))
+        .await;
+    assert!(report.ok(), "{}", report.message());
     assert!(
-        service_task_definition(&client, "web")
-            .await
-            .ends_with("web:5")
+        report.message().contains("web:2 was INACTIVE"),
+        "{}",
+        report.message()
     );
+    let now = service_task_definition(&client, "web").await;
+    assert!(now.ends_with("web:6"), "{now}");
+    assert_eq!(td_status(&client, "web:6").await, "ACTIVE");
 }
 
 #[tokio::test]
@@ -254,7 +264,7 @@ async fn several_services_in_one_run() {
             o.revision.clone().expect("rev")
         );
     }
-    assert_eq!(history.list(Some("ecs:c1")).expect("history").len(), 2);
+    assert_eq!(history.list(Some("ecs:c1")).await.expect("history").len(), 2);
 }
 
 #[tokio::test]
@@ -302,7 +312,7 @@ async fn rollback_goes_to_the_last_known_good_revision() {
         "moto's service is back on web:2"
     );
 
-    let recs = history.list(Some("web")).expect("history");
+    let recs = history.list(Some("web")).await.expect("history");
     let kinds: Vec<(RecordKind, DeployResult)> = recs.iter().map(|r| (r.kind, r.result)).collect();
     assert_eq!(
         kinds,
@@ -405,7 +415,7 @@ async fn unable_event_fails_and_no_rollback_leaves_the_service() {
     let observer = ScriptedObserver::new().then(script::unable_event);
     let deployer = EcsDeployer::new(client.clone(), observer, &history, Log::silent());
     let mut opts = EcsDeployOptions::new("c1", &["web"]);
-    opts.rollback = false;
+    opts.machine.rollback = false;
     opts.poll_interval = Duration::from_millis(1);
     opts.changes.tag = Some("big".into());
     let out = deployer.deploy(&opts).await;
@@ -426,7 +436,7 @@ async fn unable_event_fails_and_no_rollback_leaves_the_service() {
             .ends_with("web:2")
     );
     assert_eq!(
-        history.list(None).expect("h")[0].result,
+        history.list(None).await.expect("h")[0].result,
         DeployResult::Failed
     );
 }
@@ -480,25 +490,25 @@ async fn manual_rollback_to_a_revision() {
     let mut opts = no_wait(&["web"]);
     opts.changes.tag = Some("v2".into());
     assert!(deployer.deploy(&opts).await[0].ok);
-    let msg = deployer
-        .rollback("c1", "web", Some("1"), None, Duration::from_millis(1))
-        .await
-        .expect("rollback");
+    let report = deployer
+        .rollback(&rollback_no_wait("web"), "web", Some("1"))
+        .await;
+    assert!(report.ok(), "{}", report.message());
+    let msg = report.message();
     assert!(msg.contains("web:1"), "{msg}");
     assert_eq!(service_task_definition(&client, "web").await, web1);
     // Without --to and without a known-good record, the history's previous revision is used.
     assert!(deployer.deploy(&opts).await[0].ok);
-    let msg = deployer
-        .rollback("c1", "web", None, None, Duration::from_millis(1))
-        .await
-        .expect("rollback");
-    assert!(msg.ends_with("rolled back to web:1"), "{msg}");
+    let report = deployer.rollback(&rollback_no_wait("web"), "web", None).await;
+    assert!(report.ok(), "{}", report.message());
+    assert_eq!(report.live_now.as_deref(), Some(web1.as_str()));
     assert_eq!(service_task_definition(&client, "web").await, web1);
     // Already there: a clear refusal, not a no-op deployment.
     let again = deployer
-        .rollback("c1", "web", Some("web:1"), None, Duration::from_millis(1))
+        .rollback(&rollback_no_wait("web"), "web", Some("web:1"))
         .await;
-    assert!(again.is_err_and(|e| e.to_string().contains("already runs web:1")));
+    assert!(!again.ok() && !again.changed_anything());
+    assert!(again.message().contains("already runs web:1"), "{}", again.message());
 }
 
 #[tokio::test]

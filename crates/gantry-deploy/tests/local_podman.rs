@@ -70,7 +70,7 @@ async fn good_revision_serves_bad_revision_is_rolled_back_and_old_one_keeps_serv
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let history = FileHistoryStore::at(dir.path().join("deployments.json"));
+    let history = FileHistoryStore::at(dir.path());
     let deployer = LocalDeployer::new(docker, &history, Log::stderr());
     let name = format!("gantry-test-{}", std::process::id());
     let port = free_port();
@@ -148,6 +148,7 @@ async fn good_revision_serves_bad_revision_is_rolled_back_and_old_one_keeps_serv
 
     let results: Vec<(String, DeployResult)> = history
         .list(None)
+        .await
         .expect("history")
         .into_iter()
         .map(|r| (r.revision, r.result))
@@ -165,6 +166,7 @@ async fn good_revision_serves_bad_revision_is_rolled_back_and_old_one_keeps_serv
     // Rolling back by hand withdrew r2's "known good": the next automatic rollback skips it.
     let r2 = history
         .list(None)
+        .await
         .expect("history")
         .into_iter()
         .find(|r| r.revision == "r2")

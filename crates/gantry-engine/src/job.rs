@@ -392,6 +392,9 @@ impl Lifecycle<'_> {
         if let Err(e) = env.cleanup().await {
             self.log.line(&format!("WARNING: cleanup: {e}"));
         }
+        if let Err(e) = self.sources.release(self.build_dir) {
+            self.log.line(&format!("WARNING: sources: {e}"));
+        }
         self.remove_tmp();
     }
 

@@ -5,12 +5,12 @@
 use crate::error::{SourceError, StoreError};
 use crate::payload::ArtifactRef;
 use crate::ports::{BlobStore, LogWriter, RunInfo, RunStore, SourceProvider};
-use crate::sources::{GitStrategy, Snapshot};
+use crate::sources::{GitStrategy, ShareMode, SharedFiles, Snapshot, SnapshotStamps};
 use crate::state::{JobRecord, RunDir, RunManifest, StateDir};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// Snapshots of commits kept in `.gantry/snapshots/` for later runs.
 pub const SNAPSHOTS_KEPT: usize = 3;
@@ -240,35 +240,150 @@ impl BlobStore for LocalBlobs {
 }
 
 /// The commit of a local repository, extracted once into
-/// `.gantry/snapshots/<sha>/` and copied for each job.
+/// `.gantry/snapshots/<sha>/`; each job's copy shares the snapshot's files
+/// (reflinks, else hard links with a check after each job).
 pub struct LocalSources {
-    snapshot: Snapshot,
+    snapshot: RwLock<Snapshot>,
+    tracked: HashSet<PathBuf>,
+    sha: String,
+    repo_dir: PathBuf,
+    shared: SharedFiles,
+    stamps: Mutex<SnapshotStamps>,
+    /// A snapshot of the working tree is this run's own: removed at the end.
+    temporary: bool,
+}
+
+impl Drop for LocalSources {
+    fn drop(&mut self) {
+        if self.temporary {
+            let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+            let _ = std::fs::remove_dir_all(&snapshot.dir);
+        }
+    }
 }
 
 impl LocalSources {
+    fn new(snapshot: Snapshot, temporary: bool) -> LocalSources {
+        LocalSources {
+            tracked: snapshot.tracked.clone(),
+            sha: snapshot.sha.clone(),
+            repo_dir: snapshot.repo_dir.clone(),
+            stamps: Mutex::new(SnapshotStamps::take(&snapshot.dir)),
+            snapshot: RwLock::new(snapshot),
+            shared: SharedFiles::default(),
+            temporary,
+        }
+    }
+
     /// Extracts (or reuses) the snapshot of `sha`.
     pub fn open(repo_dir: &Path, sha: &str) -> Result<LocalSources, SourceError> {
         let snapshots = StateDir::for_repo(repo_dir).root.join("snapshots");
         let snapshot = Snapshot::cached(repo_dir, sha, &snapshots, SNAPSHOTS_KEPT)?;
-        Ok(LocalSources { snapshot })
+        Ok(LocalSources::new(snapshot, false))
     }
 
-    pub fn snapshot(&self) -> &Snapshot {
-        &self.snapshot
+    /// A copy of the working tree as it is now (`--working-tree`).
+    pub fn working_tree(repo_dir: &Path) -> Result<LocalSources, SourceError> {
+        let dest = Self::worktree_dir(repo_dir)?;
+        let snapshot = Snapshot::from_working_tree(repo_dir, &dest);
+        if snapshot.is_err() {
+            let _ = std::fs::remove_dir_all(&dest);
+        }
+        Ok(LocalSources::new(snapshot?, true))
+    }
+
+    fn worktree_dir(repo_dir: &Path) -> Result<PathBuf, SourceError> {
+        let state = StateDir::for_repo(repo_dir);
+        let snapshots = state.root.join("snapshots");
+        state.ensure().map_err(|source| SourceError::Copy {
+            path: snapshots.clone(),
+            source,
+        })?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Ok(snapshots.join(format!("worktree.{}.{nanos}", std::process::id())))
+    }
+
+    /// How jobs' copies share files (after the first checkout).
+    pub fn share_mode(&self) -> ShareMode {
+        self.shared.mode()
+    }
+
+    /// A job wrote a shared file in place: later jobs get a fresh snapshot.
+    fn replace_snapshot(&self) -> Result<(), SourceError> {
+        let snapshot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        let parent = snapshot
+            .dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let fresh = parent.join(format!(
+            "{}.fresh{}",
+            snapshot
+                .dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("snapshot"),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&fresh);
+        let new = if self.temporary {
+            Snapshot::from_working_tree(&self.repo_dir, &fresh)?
+        } else {
+            Snapshot::extract(&self.repo_dir, &self.sha, &fresh)?
+        };
+        let old = parent.join(format!("tainted.{}", std::process::id()));
+        let copy_err = |source| SourceError::Copy {
+            path: snapshot.dir.clone(),
+            source,
+        };
+        std::fs::rename(&snapshot.dir, &old).map_err(copy_err)?;
+        std::fs::rename(&new.dir, &snapshot.dir).map_err(copy_err)?;
+        let _ = std::fs::remove_dir_all(&old);
+        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) =
+            SnapshotStamps::take(&snapshot.dir);
+        Ok(())
     }
 }
 
 impl SourceProvider for LocalSources {
     fn sha(&self) -> &str {
-        &self.snapshot.sha
+        &self.sha
     }
     fn tracked(&self) -> &HashSet<PathBuf> {
-        &self.snapshot.tracked
+        &self.tracked
     }
     fn checkout(&self, dest: &Path, strategy: GitStrategy) -> Result<(), SourceError> {
-        self.snapshot.checkout(dest, strategy)
+        let snapshot = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        match strategy {
+            GitStrategy::Copy => self
+                .shared
+                .link_tree(&snapshot.dir, dest)
+                .map_err(|source| SourceError::Copy {
+                    path: dest.to_path_buf(),
+                    source,
+                }),
+            other => snapshot.checkout(dest, other),
+        }
+    }
+    fn release(&self, _dest: &Path) -> Result<(), SourceError> {
+        let snapshot_dir = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .dir
+            .clone();
+        let tainted = {
+            let stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.tainted(&snapshot_dir, &stamps)
+        };
+        if tainted {
+            self.replace_snapshot()?;
+        }
+        Ok(())
     }
     fn git_dir(&self) -> &Path {
-        &self.snapshot.repo_dir
+        &self.repo_dir
     }
 }

@@ -94,6 +94,11 @@ pub trait SourceProvider: Send + Sync {
     fn tracked(&self) -> &HashSet<PathBuf>;
     /// Fills `dest` (missing or empty) with the job's copy of the sources.
     fn checkout(&self, dest: &Path, strategy: GitStrategy) -> Result<(), SourceError>;
+    /// The job that used `dest` ended (a provider sharing files between
+    /// copies checks that none was written in place).
+    fn release(&self, _dest: &Path) -> Result<(), SourceError> {
+        Ok(())
+    }
     /// A git repository holding the commit, for `cache:key:files` (the
     /// last commit touching a file).
     fn git_dir(&self) -> &Path;

@@ -82,13 +82,24 @@ pub struct SummaryRow {
     pub junit_failures: Vec<String>,
 }
 
+/// Lines of a failed job shown at the end of the run.
+pub const FAILED_TAIL_LINES: usize = 12;
+
 pub struct Reporter {
     mode: OutputMode,
     width: usize,
     out: Box<dyn Write + Send>,
+    /// Prefix log lines with the time they were shown.
+    timestamps: bool,
+    /// The last lines of each running job, for the end of a failed run.
+    tails: std::collections::HashMap<String, std::collections::VecDeque<String>>,
+    /// Failed jobs and their last lines, in the order they failed.
+    failed: Vec<(String, Vec<String>)>,
 }
 
-const PALETTE: [u8; 12] = [36, 33, 35, 32, 34, 31, 96, 93, 95, 92, 94, 91];
+/// Job name colours: none of them is a status colour (red, green, yellow),
+/// so a name never reads as a result.
+const PALETTE: [u8; 6] = [36, 35, 34, 96, 95, 94];
 
 /// A stable colour for a job name (FNV-1a of the name).
 pub fn job_color(name: &str) -> u8 {
@@ -100,12 +111,52 @@ pub fn job_color(name: &str) -> u8 {
     PALETTE[(h as usize) % PALETTE.len()]
 }
 
+/// Columns a string takes in a terminal: wide (East Asian, emoji) characters
+/// take two, combining marks none.
+pub fn display_width(s: &str) -> usize {
+    s.chars().map(char_width).sum()
+}
+
+fn char_width(c: char) -> usize {
+    let u = c as u32;
+    match u {
+        0 => 0,
+        0x0300..=0x036F | 0x200B..=0x200F | 0x20D0..=0x20FF | 0xFE00..=0xFE0F | 0xFE20..=0xFE2F => {
+            0
+        }
+        0x1100..=0x115F
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x20000..=0x3FFFD => 2,
+        _ => 1,
+    }
+}
+
+/// `s` padded with spaces to `width` columns.
+fn pad(s: &str, width: usize) -> String {
+    let w = display_width(s);
+    format!("{s}{}", " ".repeat(width.saturating_sub(w)))
+}
+
 impl Reporter {
     pub fn new(mode: OutputMode, out: Box<dyn Write + Send>) -> Reporter {
         Reporter {
             mode,
             width: 12,
             out,
+            timestamps: false,
+            tails: std::collections::HashMap::new(),
+            failed: Vec::new(),
         }
     }
 
@@ -113,43 +164,87 @@ impl Reporter {
         Reporter::new(mode, Box::new(std::io::stdout()))
     }
 
+    /// Prefixes log lines with the wall-clock time (`--timestamps`).
+    pub fn with_timestamps(mut self, on: bool) -> Reporter {
+        self.timestamps = on;
+        self
+    }
+
     pub fn mode(&self) -> OutputMode {
         self.mode
     }
 
+    fn color(&self) -> bool {
+        matches!(self.mode, OutputMode::Human { color: true })
+    }
+
     /// Sets the name column width from the jobs of the run.
     pub fn set_names<'a>(&mut self, names: impl Iterator<Item = &'a str>) {
-        self.width = names
-            .map(|n| n.chars().count())
-            .max()
-            .unwrap_or(8)
-            .clamp(4, 28);
+        self.width = names.map(display_width).max().unwrap_or(8).clamp(4, 28);
     }
 
     fn prefix(&self, job: &str) -> String {
-        let shown: String = if job.chars().count() > self.width {
-            let mut s: String = job.chars().take(self.width - 1).collect();
+        let shown: String = if display_width(job) > self.width {
+            let mut s = String::new();
+            for c in job.chars() {
+                if display_width(&s) + char_width(c) > self.width - 1 {
+                    break;
+                }
+                s.push(c);
+            }
             s.push('~');
             s
         } else {
             job.to_string()
         };
-        let pad = self.width - shown.chars().count();
-        match self.mode {
-            OutputMode::Human { color: true } => format!(
-                "\x1b[{}m{shown}{}\x1b[0m \x1b[2m|\x1b[0m ",
-                job_color(job),
-                " ".repeat(pad)
-            ),
-            _ => format!("{shown}{} | ", " ".repeat(pad)),
+        let shown = pad(&shown, self.width);
+        let time = if self.timestamps {
+            let now = chrono::Local::now().format("%H:%M:%S%.3f ").to_string();
+            self.paint("2", &now)
+        } else {
+            String::new()
+        };
+        if self.color() {
+            format!(
+                "{time}\x1b[{}m{shown}\x1b[0m \x1b[2m|\x1b[0m ",
+                job_color(job)
+            )
+        } else {
+            format!("{time}{shown} | ")
         }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        match self.mode {
-            OutputMode::Human { color: true } => format!("\x1b[{code}m{text}\x1b[0m"),
-            _ => text.to_string(),
+        if self.color() {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
         }
+    }
+
+    /// A log line: commands (`$ cmd`) in bold green as gitlab-runner shows
+    /// them, Gantry's errors and warnings marked.
+    fn log_line(&self, line: &str) -> String {
+        if !self.color() {
+            return line.to_string();
+        }
+        if line.starts_with("$ ") {
+            self.paint("1;32", line)
+        } else if line.starts_with("ERROR: ") {
+            self.paint("1;31", line)
+        } else if line.starts_with("WARNING: ") {
+            self.paint("33", line)
+        } else {
+            line.to_string()
+        }
+    }
+
+    fn remember(&mut self, job: &str, line: &str) {
+        let tail = self.tails.entry(job.to_string()).or_default();
+        if tail.len() == FAILED_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.to_string());
     }
 
     pub fn emit(&mut self, event: &Event) {
@@ -161,12 +256,19 @@ impl Reporter {
             },
             OutputMode::Human { .. } => match event {
                 Event::RunStarted {
-                    run_id, sha, jobs, ..
+                    run_id,
+                    pipeline_id,
+                    sha,
+                    jobs,
                 } => {
+                    self.set_names(jobs.iter().map(String::as_str));
                     let short = sha.get(..8).unwrap_or(sha);
                     self.paint(
                         "1",
-                        &format!("gantry run {run_id}: {} job(s) at {short}", jobs.len()),
+                        &format!(
+                            "gantry run {run_id} (pipeline #{pipeline_id}): {} job(s) at {short}",
+                            jobs.len()
+                        ),
                     )
                 }
                 Event::JobStarted {
@@ -176,6 +278,7 @@ impl Reporter {
                     executor,
                     ..
                 } => {
+                    self.tails.remove(job);
                     let retry = if *attempt > 1 {
                         format!(", attempt {attempt}")
                     } else {
@@ -187,7 +290,10 @@ impl Reporter {
                         self.paint("1", &format!("started ({stage}, {executor}{retry})"))
                     )
                 }
-                Event::Log { job, line } => format!("{}{line}", self.prefix(job)),
+                Event::Log { job, line } => {
+                    self.remember(job, line);
+                    format!("{}{}", self.prefix(job), self.log_line(line))
+                }
                 Event::Note { message } => self.paint("2", message),
                 Event::JobFinished {
                     job,
@@ -197,6 +303,11 @@ impl Reporter {
                     reason,
                     ..
                 } => {
+                    let tail = self.tails.remove(job);
+                    if status == "failed" {
+                        self.failed
+                            .push((job.clone(), tail.map(Vec::from).unwrap_or_default()));
+                    }
                     let mut msg = status.clone();
                     if let Some(ms) = duration_ms {
                         msg.push_str(&format!(" in {}", fmt_duration(Duration::from_millis(*ms))));
@@ -230,20 +341,21 @@ impl Reporter {
         let _ = self.out.flush();
     }
 
-    /// The final table (human mode only).
+    /// The final table (human mode only), then each failed job's last
+    /// lines and the command that shows its whole log.
     fn summary(&mut self, rows: &[SummaryRow], status: &str, total: Duration) {
         if !matches!(self.mode, OutputMode::Human { .. }) {
             return;
         }
         let w_job = rows
             .iter()
-            .map(|r| r.job.chars().count())
+            .map(|r| display_width(&r.job))
             .max()
             .unwrap_or(3)
             .max(3);
         let w_stage = rows
             .iter()
-            .map(|r| r.stage.chars().count())
+            .map(|r| display_width(&r.stage))
             .max()
             .unwrap_or(5)
             .max(5);
@@ -255,19 +367,23 @@ impl Reporter {
             .max(6);
         let mut text = String::from("\n");
         text.push_str(&format!(
-            "{:<w_job$}  {:<w_stage$}  {:<w_status$}  {:>8}  {}\n",
-            "job", "stage", "status", "duration", "allow_failure"
+            "{}  {}  {}  {:>8}  {}\n",
+            pad("job", w_job),
+            pad("stage", w_stage),
+            pad("status", w_status),
+            "duration",
+            "allow_failure"
         ));
         for r in rows {
             let duration = r
                 .duration_ms
                 .map(|ms| fmt_duration(Duration::from_millis(ms)))
                 .unwrap_or_else(|| "-".into());
-            let status = format!("{:<w_status$}", r.status);
+            let status = pad(&r.status, w_status);
             let mut line = format!(
-                "{:<w_job$}  {:<w_stage$}  {}  {:>8}  {}",
-                r.job,
-                r.stage,
+                "{}  {}  {}  {:>8}  {}",
+                pad(&r.job, w_job),
+                pad(&r.stage, w_stage),
                 self.paint(status_colour(&r.status), &status),
                 duration,
                 if r.allow_failure { "yes" } else { "no" }
@@ -284,6 +400,19 @@ impl Reporter {
                 text.push_str(&format!("  - {t}\n"));
             }
         }
+        for (job, tail) in std::mem::take(&mut self.failed) {
+            text.push_str(&format!(
+                "\n{} {job} failed; its last lines:\n",
+                self.paint("1;31", "✗")
+            ));
+            for line in &tail {
+                text.push_str(&format!("  {line}\n"));
+            }
+            text.push_str(&format!(
+                "  whole log: {}\n",
+                self.paint("1", &format!("gantry logs {}", shell_quote(&job)))
+            ));
+        }
         text.push_str(&format!(
             "\npipeline {} in {}\n",
             self.paint(status_colour(status), status),
@@ -291,6 +420,18 @@ impl Reporter {
         ));
         let _ = write!(self.out, "{text}");
         let _ = self.out.flush();
+    }
+}
+
+/// `name` as one shell word.
+fn shell_quote(name: &str) -> String {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'))
+    {
+        name.to_string()
+    } else {
+        format!("'{}'", name.replace('\'', "'\\''"))
     }
 }
 
@@ -304,7 +445,7 @@ fn status_colour(status: &str) -> &'static str {
     match status {
         "success" => "32",
         "failed" | "canceled" => "31",
-        "warning" => "33",
+        "warning" | "blocked" => "33",
         _ => "2",
     }
 }
@@ -325,8 +466,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn colours_are_stable() {
+    fn colours_are_stable_and_never_status_colours() {
         assert_eq!(job_color("build"), job_color("build"));
+        for name in ["build", "test", "deploy", "a", "b", "c", "d", "e"] {
+            assert!(![31, 32, 33, 91, 92, 93].contains(&job_color(name)));
+        }
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns() {
+        assert_eq!(display_width("ビルド"), 6);
+        assert_eq!(display_width("build"), 5);
+        assert_eq!(pad("テスト", 8), "テスト  ");
     }
 
     #[test]

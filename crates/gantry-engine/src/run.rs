@@ -69,6 +69,8 @@ pub struct RunOptions {
     pub executor: Option<ExecutorKind>,
     /// Command-line and variables-file variables (highest precedence).
     pub variables: Vec<Variable>,
+    /// Run the working tree as it is instead of the commit `sha`.
+    pub working_tree: bool,
 }
 
 impl RunOptions {
@@ -180,9 +182,16 @@ pub async fn run_pipeline(
     Schedule::plan(pipeline, &request.selection)?;
     let repo_dir = opts.repo_dir.clone();
     let sha = opts.sha.clone();
-    let sources = tokio::task::spawn_blocking(move || LocalSources::open(&repo_dir, &sha))
-        .await
-        .map_err(|e| EngineError::Runtime(std::io::Error::other(e)))??;
+    let working_tree = opts.working_tree;
+    let sources = tokio::task::spawn_blocking(move || {
+        if working_tree {
+            LocalSources::working_tree(&repo_dir)
+        } else {
+            LocalSources::open(&repo_dir, &sha)
+        }
+    })
+    .await
+    .map_err(|e| EngineError::Runtime(std::io::Error::other(e)))??;
     let mut executors = ExecutorRegistry::new();
     executors.insert("shell", Arc::new(ShellExecutor::new()));
     match docker {

@@ -172,6 +172,68 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The working tree as it is (`--working-tree`): every tracked file and
+    /// every untracked file git does not ignore, copied into `dest`.
+    pub fn from_working_tree(repo_dir: &Path, dest: &Path) -> Result<Snapshot, SourceError> {
+        let copy_err = |path: &Path, source| SourceError::Copy {
+            path: path.to_path_buf(),
+            source,
+        };
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(repo_dir)
+            .args([
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(SourceError::Git)?;
+        if !out.status.success() {
+            return Err(SourceError::GitFailed {
+                command: "ls-files".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        std::fs::create_dir_all(dest).map_err(|e| copy_err(dest, e))?;
+        let mut tracked = HashSet::new();
+        for name in out.stdout.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let rel = PathBuf::from(String::from_utf8_lossy(name).into_owned());
+            if rel.starts_with(".gantry") {
+                continue;
+            }
+            let from = repo_dir.join(&rel);
+            let to = dest.join(&rel);
+            let Ok(meta) = std::fs::symlink_metadata(&from) else {
+                // Deleted in the working tree: not part of it.
+                continue;
+            };
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| copy_err(parent, e))?;
+            }
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&from).map_err(|e| copy_err(&from, e))?;
+                std::os::unix::fs::symlink(target, &to).map_err(|e| copy_err(&to, e))?;
+            } else if meta.is_file() {
+                std::fs::copy(&from, &to).map_err(|e| copy_err(&to, e))?;
+            } else {
+                continue;
+            }
+            tracked.insert(rel);
+        }
+        Ok(Snapshot {
+            dir: dest.to_path_buf(),
+            repo_dir: repo_dir.to_path_buf(),
+            sha: head_sha(repo_dir).unwrap_or_default(),
+            tracked,
+        })
+    }
+}
+
 /// `GIT_STRATEGY`, as the job's variables set it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GitStrategy {
@@ -190,6 +252,170 @@ impl GitStrategy {
             Some("none") | Some("empty") => GitStrategy::Empty,
             _ => GitStrategy::Copy,
         }
+    }
+}
+
+/// How a job's copy of the snapshot shares unchanged files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ShareMode {
+    /// Not tried yet: reflinks first.
+    Unknown = 0,
+    /// Copy-on-write clones (btrfs, XFS): shared until written.
+    Reflink = 1,
+    /// Hard links to the read-only snapshot (ext4): shared inodes; a job
+    /// that writes a file in place is detected afterwards (see
+    /// [`SharedFiles::tainted`]) and the snapshot is extracted again.
+    Hardlink = 2,
+    /// Plain copies.
+    Copy = 3,
+}
+
+/// The share mode found to work on this filesystem, for one snapshot.
+#[derive(Debug, Default)]
+pub struct SharedFiles {
+    mode: std::sync::atomic::AtomicU8,
+}
+
+impl SharedFiles {
+    pub fn mode(&self) -> ShareMode {
+        match self.mode.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => ShareMode::Reflink,
+            2 => ShareMode::Hardlink,
+            3 => ShareMode::Copy,
+            _ => ShareMode::Unknown,
+        }
+    }
+
+    fn set(&self, mode: ShareMode) {
+        self.mode
+            .store(mode as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Fills `dst` from `src`, sharing file contents where it can.
+    pub fn link_tree(&self, src: &Path, dst: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dst)?;
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            let from = entry.path();
+            let to = dst.join(entry.file_name());
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                self.link_tree(&from, &to)?;
+            } else if ty.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+            } else {
+                self.link_file(&from, &to)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn link_file(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mode = self.mode();
+        if matches!(mode, ShareMode::Unknown | ShareMode::Reflink) {
+            match reflink(from, to) {
+                Ok(()) => {
+                    self.set(ShareMode::Reflink);
+                    return Ok(());
+                }
+                Err(e) if mode == ShareMode::Unknown && cannot_share(&e) => {
+                    let _ = std::fs::remove_file(to);
+                    self.set(ShareMode::Hardlink);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if self.mode() == ShareMode::Hardlink {
+            match std::fs::hard_link(from, to) {
+                Ok(()) => return Ok(()),
+                // Too many links to one inode, or another filesystem.
+                Err(e) if cannot_share(&e) || e.raw_os_error() == Some(libc::EMLINK) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        std::fs::copy(from, to).map(|_| ())
+    }
+
+    /// Files of a job's copy (`dst`) that share an inode with the snapshot
+    /// (`src`) and were written in place: the shared snapshot changed.
+    pub fn tainted(&self, src: &Path, snapshot_stamps: &SnapshotStamps) -> bool {
+        if self.mode() != ShareMode::Hardlink {
+            return false;
+        }
+        snapshot_stamps.changed(src)
+    }
+}
+
+/// Modification stamps of a snapshot's files, taken when it was made.
+#[derive(Debug, Default)]
+pub struct SnapshotStamps {
+    stamps: Vec<(PathBuf, i64, i64, u64)>,
+}
+
+impl SnapshotStamps {
+    pub fn take(dir: &Path) -> SnapshotStamps {
+        use std::os::unix::fs::MetadataExt;
+        let mut stamps = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let Ok(ty) = e.file_type() else { continue };
+                if ty.is_dir() {
+                    stack.push(e.path());
+                } else if ty.is_file()
+                    && let Ok(m) = e.metadata()
+                {
+                    stamps.push((e.path(), m.mtime(), m.mtime_nsec(), m.size()));
+                }
+            }
+        }
+        SnapshotStamps { stamps }
+    }
+
+    /// Whether any file was written since the stamps were taken.
+    pub fn changed(&self, _dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.stamps.iter().any(|(p, s, ns, size)| {
+            std::fs::metadata(p)
+                .map(|m| m.mtime() != *s || m.mtime_nsec() != *ns || m.size() != *size)
+                .unwrap_or(true)
+        })
+    }
+}
+
+fn cannot_share(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP)
+            | Some(libc::EXDEV)
+            | Some(libc::EINVAL)
+            | Some(libc::ENOTTY)
+            | Some(libc::ENOSYS)
+            | Some(libc::EPERM)
+    )
+}
+
+/// A copy-on-write clone of `from` at `to` (FICLONE), keeping the mode.
+fn reflink(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let src = std::fs::File::open(from)?;
+    let mode = src.metadata()?.permissions().mode();
+    let dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o7777)
+        .open(to)?;
+    // SAFETY: two valid descriptors; FICLONE takes the source fd by value.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -213,7 +439,8 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether the working tree has uncommitted changes to tracked files.
+/// Whether the working tree differs from `HEAD`: changed tracked files or
+/// untracked files git does not ignore (neither is in the commit).
 pub fn working_tree_dirty(repo_dir: &Path) -> bool {
     Command::new("git")
         .arg("-C")
@@ -223,7 +450,10 @@ pub fn working_tree_dirty(repo_dir: &Path) -> bool {
             "--no-optional-locks",
             "status",
             "--porcelain",
-            "--untracked-files=no",
+            "--untracked-files=normal",
+            "--",
+            ".",
+            ":(exclude).gantry",
         ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())

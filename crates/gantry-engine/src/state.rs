@@ -66,7 +66,7 @@ impl StateDir {
         let tag =
             (std::process::id() ^ now.timestamp_subsec_nanos() ^ seq.wrapping_mul(0x9e37)) & 0xffff;
         for n in 1..10_000u32 {
-            let id = format!("{stamp}-{n}-{tag:04x}");
+            let id = format!("{stamp}-{n:04}-{tag:04x}");
             let dir = self.run_dir(&id);
             match std::fs::create_dir(&dir) {
                 Ok(()) => {
@@ -112,16 +112,13 @@ impl StateDir {
         let mut ids: Vec<String> = entries
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|id| id != current)
+            .filter(|id| id != current && !run_is_live(&self.run_dir(id)))
             .collect();
         ids.sort();
         let last = self.last();
         let drop_count = ids.len().saturating_sub(RUNS_KEPT - 1);
         for (i, id) in ids.iter().enumerate() {
             let dir = self.run_dir(id);
-            if run_is_live(&dir) {
-                continue;
-            }
             if i < drop_count {
                 let _ = std::fs::remove_dir_all(&dir);
             } else if last.as_deref() != Some(id.as_str()) {

@@ -12,8 +12,9 @@ use gantry_deploy::aws::AwsOptions;
 use gantry_deploy::cloudformation::StackOptions;
 use gantry_deploy::ecs::taskdef::{HealthCheckSpec, TaskChanges};
 use gantry_deploy::ecs::{EcsDeployOptions, EcsDeployer, RunTaskOptions, SdkObserver};
-use gantry_deploy::history::{FileHistoryStore, HistoryStore, format_table};
+use gantry_deploy::history::{HistoryStore, format_table};
 use gantry_deploy::local::{LocalDeployOptions, LocalDeployer};
+use gantry_deploy::machine::MachineOptions;
 use gantry_deploy::sdk;
 use gantry_deploy::{DeployError, Log};
 
@@ -31,7 +32,7 @@ pub struct AwsArgs {
     #[arg(long)]
     pub profile: Option<String>,
     /// Assume this IAM role before any call (e.g. a deploy role in another account).
-    #[arg(long, value_name = "ARN")]
+    #[arg(long, value_name = "ARN", value_parser = parse_role_arn)]
     pub assume_role: Option<String>,
     /// Session name for --assume-role.
     #[arg(long, requires = "assume_role")]
@@ -62,6 +63,119 @@ impl AwsArgs {
             access_key_id: self.access_key_id.clone(),
             secret_access_key: self.secret_access_key.clone(),
         }
+    }
+}
+
+/// Where the deployment history lives, and how deploys of one target take turns.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HistoryArgs {
+    /// Deployment history: file://DIR or s3://BUCKET/PREFIX (default: $GANTRY_STATE_DIR, else the repository's .gantry/).
+    #[arg(long, value_name = "URL")]
+    pub history: Option<String>,
+}
+
+/// Options of the deploy state machine shared by every target.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MachineArgs {
+    /// Wait up to this long (e.g. 10m) while another deploy of the same target holds its lease; default: fail at once naming the holder.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait_lock: Option<Duration>,
+    /// POST a JSON event (started, succeeded, rolled_back, failed) to this webhook; repeatable.
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    pub notify: Vec<String>,
+}
+
+impl MachineArgs {
+    fn options(&self, rollback: bool, budget: Duration) -> MachineOptions {
+        MachineOptions {
+            rollback,
+            wait_lock: self.wait_lock.unwrap_or(Duration::ZERO),
+            // If we die without releasing it, the lease lasts as long as a deploy may.
+            lease_ttl: budget + Duration::from_secs(300),
+            notify: self.notify.clone(),
+        }
+    }
+}
+
+/// The longest duration any flag accepts: a week. Keeps `Instant + Duration` from overflowing.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `90`, `90s`, `1.5m`, `2h`, `500ms` -> a duration from 0 to a week. Never panics.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let factor = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hr" | "hrs" => 3600.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90, 90s, 5m, 1h)"))?;
+    let secs = value * factor;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!("{s:?} is longer than a week"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `--timeout`: a duration, or -1 for "do not wait".
+pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    if s.trim() == "-1" {
+        return Ok(Timeout(None));
+    }
+    parse_duration(s).map(|d| Timeout(Some(d)))
+}
+
+/// A `--timeout` value: None = do not wait.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeout(pub Option<Duration>);
+
+/// A poll interval: 50 ms to a minute.
+fn parse_poll(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(50) || d > Duration::from_secs(60) {
+        return Err(format!("{s:?}: must be between 50ms and 60s"));
+    }
+    Ok(d)
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    gantry_deploy::health::validate_url(s, "URL")
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_role_arn(s: &str) -> Result<String, String> {
+    gantry_deploy::aws::validate_role_arn(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Environment variable names: a letter or `_`, then letters, digits, `_`.
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn check_env_name(flag: &str, name: &str) -> Result<(), DeployError> {
+    if valid_env_name(name) {
+        Ok(())
+    } else {
+        Err(DeployError::Usage(format!(
+            "{flag}: {name:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+        )))
     }
 }
 
@@ -141,44 +255,57 @@ pub struct EcsDeployArgs {
     #[arg(long, num_args = 3, value_names = ["CONTAINER", "KEY", "VALUE"], action = clap::ArgAction::Append)]
     pub docker_label: Vec<String>,
     /// Task role ARN.
-    #[arg(short = 'r', long, value_name = "ARN")]
+    #[arg(short = 'r', long, value_name = "ARN", value_parser = parse_role_arn)]
     pub role: Option<String>,
     /// Task execution role ARN.
-    #[arg(long, value_name = "ARN")]
+    #[arg(long, value_name = "ARN", value_parser = parse_role_arn)]
     pub execution_role: Option<String>,
     /// Deploy this revision (FAMILY:REV or ARN) instead of copying the current one.
     #[arg(long, value_name = "FAMILY:REV")]
     pub task: Option<String>,
-    /// Seconds to wait for the rollout; -1 = do not wait.
-    #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
-    pub timeout: i64,
-    /// Seconds between rollout polls.
-    #[arg(long, default_value_t = 2.0)]
-    pub poll_interval: f64,
-    /// Seconds to wait for a rollback's rollout.
-    #[arg(long, default_value_t = 600)]
-    pub rollback_timeout: u64,
+    /// How long to wait for the rollout (90, 90s, 5m); -1 = do not wait (not known good then).
+    #[arg(long, default_value = "300", allow_hyphen_values = true, value_parser = parse_timeout)]
+    pub timeout: Timeout,
+    /// Time between rollout polls (50ms to 60s).
+    #[arg(long, default_value = "2s", value_parser = parse_poll)]
+    pub poll_interval: Duration,
+    /// How long to wait for a rollback's rollout.
+    #[arg(long, default_value = "600", value_parser = parse_duration)]
+    pub rollback_timeout: Duration,
     /// Print the task-definition changes field by field.
     #[arg(long)]
     pub diff: bool,
     /// Deregister older revisions of the family, keeping the newest N (the running, previous and known-good ones are always kept).
-    #[arg(long, value_name = "N")]
-    pub keep_revisions: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub keep_revisions: Option<u16>,
+    /// Deregister the revisions older than the previous one (ecs-deploy's default; never the running, previous or a known-good one).
+    #[arg(long)]
+    pub deregister: bool,
     /// Set the desired count.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=5000))]
     pub scale: Option<i32>,
     /// After the rollout, probe this URL until it answers 2xx.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
     pub health_url: Option<String>,
-    /// Seconds for --health-url.
-    #[arg(long, default_value_t = 60)]
-    pub health_timeout: u64,
-    /// Do not roll back on failure.
+    /// How long --health-url may take.
+    #[arg(long, default_value = "60", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// Do not roll back on failure (or on SIGINT/SIGTERM, recorded as interrupted).
     #[arg(long)]
     pub no_rollback: bool,
     /// Do not fail on "unable" service events.
     #[arg(long)]
     pub ignore_warnings: bool,
+    /// Set a container's environment files from S3 (ARN or s3://BUCKET/KEY); repeatable.
+    #[arg(long, num_args = 2, value_names = ["CONTAINER", "S3_OBJECT"], action = clap::ArgAction::Append)]
+    pub s3_env_file: Vec<String>,
+    /// Load secrets from a file of NAME=PARAMETER_ARN lines.
+    #[arg(long, num_args = 2, value_names = ["CONTAINER", "FILE"], action = clap::ArgAction::Append)]
+    pub secrets_env_file: Vec<String>,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -208,9 +335,13 @@ pub struct CfnDeployArgs {
     /// Write the stack outputs as KEY=value lines (GitLab dotenv report).
     #[arg(long, value_name = "FILE")]
     pub outputs_dotenv: Option<PathBuf>,
-    /// Seconds to wait for the stack.
-    #[arg(long, default_value_t = 1800)]
-    pub timeout: u64,
+    /// How long to wait for the stack.
+    #[arg(long, default_value = "1800", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -238,20 +369,27 @@ pub struct DockerDeployArgs {
     #[arg(long)]
     pub network: Option<String>,
     /// Probe this URL (on a published port) until it answers 2xx; default: the image's HEALTHCHECK, else staying up for --grace.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
     pub health_url: Option<String>,
-    /// Seconds for the health check.
-    #[arg(long, default_value_t = 30)]
-    pub health_timeout: u64,
-    /// Seconds a revision without health check must stay up.
-    #[arg(long, default_value_t = 2)]
-    pub grace: u64,
+    /// How long the health check may take.
+    #[arg(long, default_value = "30", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// How long a revision without health check must stay up.
+    #[arg(long, default_value = "2", value_parser = parse_duration)]
+    pub grace: Duration,
     /// Stopped revisions kept for rollback.
-    #[arg(long, default_value_t = 3)]
-    pub keep: usize,
-    /// Do not roll back on failure.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub keep: u16,
+    /// Do not roll back on failure (or on SIGINT/SIGTERM, recorded as interrupted); a new revision that fails before the cut-over never takes traffic either way.
     #[arg(long)]
     pub no_rollback: bool,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Credentials for an s3:// history.
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// `gantry rollback`.
@@ -267,6 +405,23 @@ pub enum RollbackTarget {
     Ecs(Box<EcsRollbackArgs>),
     /// Return a local deploy to a revision (default: the last known-good one).
     Docker(Box<DockerRollbackArgs>),
+    /// Redeploy a stack's last known-good template and parameters.
+    #[command(name = "cloudformation", alias = "cfn")]
+    CloudFormation(Box<CfnRollbackArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CfnRollbackArgs {
+    pub stack: String,
+    /// How long to wait for the stack.
+    #[arg(long, default_value = "1800", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -276,9 +431,22 @@ pub struct EcsRollbackArgs {
     /// REV, FAMILY:REV or ARN.
     #[arg(long, value_name = "REV")]
     pub to: Option<String>,
-    /// Seconds to wait for the rollout; -1 = do not wait.
-    #[arg(long, default_value_t = 600, allow_negative_numbers = true)]
-    pub timeout: i64,
+    /// How long to wait for the rollout; -1 = do not wait (then not known good).
+    #[arg(long, default_value = "600", allow_hyphen_values = true, value_parser = parse_timeout)]
+    pub timeout: Timeout,
+    /// Time between rollout polls (50ms to 60s).
+    #[arg(long, default_value = "2s", value_parser = parse_poll)]
+    pub poll_interval: Duration,
+    /// After the rollout, probe this URL until it answers 2xx.
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    pub health_url: Option<String>,
+    /// How long --health-url may take.
+    #[arg(long, default_value = "60", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -289,10 +457,20 @@ pub struct DockerRollbackArgs {
     /// Revision number (as in NAME-rN).
     #[arg(long, value_name = "REV", value_parser = parse_revision)]
     pub to: Option<u32>,
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
     pub health_url: Option<String>,
-    #[arg(long, default_value_t = 30)]
-    pub health_timeout: u64,
+    #[arg(long, default_value = "30", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// How long a revision without health check must stay up.
+    #[arg(long, default_value = "2", value_parser = parse_duration)]
+    pub grace: Duration,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Credentials for an s3:// history.
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 fn parse_revision(s: &str) -> Result<u32, String> {
@@ -307,11 +485,16 @@ pub struct DeploymentsArgs {
     /// Filter: `ecs`, `ecs:CLUSTER`, `ecs:CLUSTER/SERVICE`, a service/container/stack name, ...
     pub target: Option<String>,
     /// Only the newest N.
-    #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Credentials for an s3:// history.
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// `gantry registry`.
@@ -356,6 +539,28 @@ pub struct EcsArgs {
 pub enum EcsCommand {
     /// Run a one-off task, wait until it stops, exit with its container's exit code.
     Run(Box<EcsRunArgs>),
+    /// Set a service's desired count (ecs-deploy's `scale`), waited for and recorded like a deploy.
+    Scale(Box<EcsScaleArgs>),
+    /// Show what a deploy with these options would change, without changing anything.
+    Diff(Box<EcsDeployArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EcsScaleArgs {
+    pub cluster: String,
+    pub service: String,
+    /// The desired count.
+    #[arg(value_parser = clap::value_parser!(i32).range(0..=5000))]
+    pub count: i32,
+    /// How long to wait; -1 = do not wait.
+    #[arg(long, default_value = "300", allow_hyphen_values = true, value_parser = parse_timeout)]
+    pub timeout: Timeout,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -363,7 +568,7 @@ pub struct EcsRunArgs {
     pub cluster: String,
     /// FAMILY, FAMILY:REV or ARN.
     pub task: String,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=10))]
     pub count: i32,
     /// EC2, FARGATE or EXTERNAL.
     #[arg(long)]
@@ -380,9 +585,9 @@ pub struct EcsRunArgs {
     /// Override an environment variable.
     #[arg(short = 'e', long, num_args = 3, value_names = ["CONTAINER", "NAME", "VALUE"], action = clap::ArgAction::Append)]
     pub env: Vec<String>,
-    /// Seconds to wait for the task to stop.
-    #[arg(long, default_value_t = 3600)]
-    pub timeout: u64,
+    /// How long to wait for the task to stop.
+    #[arg(long, default_value = "3600", value_parser = parse_duration)]
+    pub timeout: Duration,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -445,6 +650,19 @@ fn task_changes(a: &EcsDeployArgs) -> Result<TaskChanges, DeployError> {
     for (container, file) in pairs(&a.env_file) {
         ch.add_env_file(&container, std::path::Path::new(&file))?;
     }
+    for (container, file) in pairs(&a.secrets_env_file) {
+        ch.add_secrets_file(&container, std::path::Path::new(&file))?;
+    }
+    for (container, object) in pairs(&a.s3_env_file) {
+        ch.s3_env_files
+            .push((container, gantry_deploy::ecs::taskdef::s3_object_arn(&object)?));
+    }
+    for (_, name, _) in &ch.env {
+        check_env_name("--env", name)?;
+    }
+    for (_, name, _) in &ch.secrets {
+        check_env_name("--secret", name)?;
+    }
     for c in a.health_check.chunks(6).filter(|c| c.len() == 6) {
         let num = |i: usize| {
             c[i].parse::<i32>().map_err(|_| {
@@ -474,7 +692,9 @@ fn task_changes(a: &EcsDeployArgs) -> Result<TaskChanges, DeployError> {
 
 fn exit_for(e: &DeployError) -> i32 {
     match e {
-        DeployError::Rollout(_) | DeployError::Health(_) => EXIT_FAILED,
+        DeployError::Rollout(_) | DeployError::Health(_) | DeployError::Interrupted(_) => {
+            EXIT_FAILED
+        }
         _ => EXIT_USAGE,
     }
 }
@@ -484,11 +704,42 @@ fn report(e: &DeployError) -> i32 {
     exit_for(e)
 }
 
+/// Prints a machine report; 0 ok, 1 something was changed and failed, 2 nothing was changed.
+fn print_report(r: &gantry_deploy::machine::Report) -> i32 {
+    if r.ok() {
+        eprintln!("ok: {}", r.message());
+        EXIT_OK
+    } else {
+        eprintln!("FAILED: {}", r.message());
+        if r.changed_anything() {
+            EXIT_FAILED
+        } else {
+            EXIT_USAGE
+        }
+    }
+}
+
 fn run<F: std::future::Future<Output = i32>>(fut: F) -> i32 {
     match gantry_deploy::runtime() {
-        Ok(rt) => rt.block_on(fut),
+        Ok(rt) => rt.block_on(async {
+            gantry_deploy::interrupt::install();
+            fut.await
+        }),
         Err(e) => report(&e),
     }
+}
+
+/// Opens the history named by `--history` / `GANTRY_HISTORY`, else the project's default.
+async fn open_history(
+    h: &HistoryArgs,
+    aws: &AwsArgs,
+) -> Result<Box<dyn HistoryStore>, DeployError> {
+    let from_env = std::env::var("GANTRY_HISTORY").ok().filter(|v| !v.is_empty());
+    let url = match h.history.clone().filter(|u| !u.is_empty()).or(from_env) {
+        Some(u) => u,
+        None => gantry_deploy::history::default_url()?,
+    };
+    gantry_deploy::history::open(&url, &aws.options()).await
 }
 
 /// `gantry deploy`: returns the exit code.
@@ -502,55 +753,60 @@ pub fn deploy(a: DeployArgs) -> i32 {
     })
 }
 
+fn ecs_options(a: &EcsDeployArgs) -> Result<EcsDeployOptions, DeployError> {
+    let changes = task_changes(a)?;
+    let services: Vec<&str> = a.services.iter().map(String::as_str).collect();
+    let mut opts = EcsDeployOptions::new(&a.cluster, &services);
+    opts.changes = changes;
+    opts.task = a.task.clone();
+    opts.timeout = a.timeout.0;
+    opts.poll_interval = a.poll_interval;
+    opts.rollback_timeout = a.rollback_timeout;
+    opts.show_diff = a.diff;
+    opts.keep_revisions = a
+        .keep_revisions
+        .map(usize::from)
+        .or(a.deregister.then_some(2));
+    opts.scale = a.scale;
+    opts.health_url = a.health_url.clone();
+    opts.health_timeout = a.health_timeout;
+    opts.ignore_warnings = a.ignore_warnings;
+    let budget = a.timeout.0.unwrap_or_default() + a.rollback_timeout + a.health_timeout * 2;
+    opts.machine = a.machine.options(!a.no_rollback, budget);
+    Ok(opts)
+}
+
 async fn deploy_ecs(a: EcsDeployArgs) -> i32 {
-    let changes = match task_changes(&a) {
-        Ok(c) => c,
+    let opts = match ecs_options(&a) {
+        Ok(o) => o,
         Err(e) => return report(&e),
     };
     let cfg = match gantry_deploy::aws::load_config(&a.aws.options()).await {
         Ok(c) => c,
         Err(e) => return report(&e),
     };
-    let client = sdk::ecs::Client::new(&cfg);
-    let history = FileHistoryStore::from_env();
-    let deployer = EcsDeployer::new(
-        client.clone(),
-        SdkObserver::new(client),
-        &history,
-        Log::stderr(),
-    );
-    let services: Vec<&str> = a.services.iter().map(String::as_str).collect();
-    let mut opts = EcsDeployOptions::new(&a.cluster, &services);
-    opts.changes = changes;
-    opts.task = a.task.clone();
-    opts.timeout = if a.timeout < 0 {
-        None
-    } else {
-        Some(Duration::from_secs(a.timeout as u64))
+    let history = match open_history(&a.history, &a.aws).await {
+        Ok(h) => h,
+        Err(e) => return report(&e),
     };
-    opts.poll_interval = Duration::from_secs_f64(a.poll_interval.clamp(0.05, 60.0));
-    opts.rollback_timeout = Duration::from_secs(a.rollback_timeout);
-    opts.show_diff = a.diff;
-    opts.keep_revisions = a.keep_revisions;
-    opts.scale = a.scale;
-    opts.health_url = a.health_url.clone();
-    opts.health_timeout = Duration::from_secs(a.health_timeout);
-    opts.rollback = !a.no_rollback;
-    opts.ignore_warnings = a.ignore_warnings;
-    let outcomes = deployer.deploy(&opts).await;
+    run_ecs_deploy(&cfg, &opts, history.as_ref()).await
+}
+
+async fn run_ecs_deploy(
+    cfg: &sdk::aws_config::SdkConfig,
+    opts: &EcsDeployOptions,
+    history: &dyn HistoryStore,
+) -> i32 {
+    let client = sdk::ecs::Client::new(cfg);
+    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client), history, Log::stderr());
+    let outcomes = deployer.deploy(opts).await;
+    let multi = outcomes.len() > 1;
     let mut code = EXIT_OK;
     for o in &outcomes {
-        if o.ok {
-            eprintln!("ok: {}", o.message);
-        } else {
-            eprintln!("FAILED: {}", o.message);
-            // Nothing was changed when no revision got chosen: a usage or API error.
-            code = code.max(if o.revision.is_some() {
-                EXIT_FAILED
-            } else {
-                EXIT_USAGE
-            });
+        if multi {
+            eprintln!("== {}", o.service);
         }
+        code = code.max(print_report(&o.report));
     }
     code
 }
@@ -568,6 +824,10 @@ async fn deploy_cfn(a: CfnDeployArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return report(&e),
     };
+    let history = match open_history(&a.history, &a.aws).await {
+        Ok(h) => h,
+        Err(e) => return report(&e),
+    };
     let client = sdk::cloudformation::Client::new(&cfg);
     let mut opts = StackOptions::new(&a.stack);
     opts.template_file = a.template.clone();
@@ -578,11 +838,17 @@ async fn deploy_cfn(a: CfnDeployArgs) -> i32 {
     }
     opts.preview = !a.no_preview;
     opts.preview_only = a.preview_only;
-    opts.timeout = Duration::from_secs(a.timeout);
+    opts.timeout = a.timeout;
     opts.outputs_dotenv = a.outputs_dotenv.clone();
-    let history = FileHistoryStore::from_env();
-    match gantry_deploy::cloudformation::deploy_stack(&client, &opts, &history, &Log::stderr())
-        .await
+    opts.machine = a.machine.options(true, a.timeout);
+    opts.account = account_of(&cfg).await;
+    match gantry_deploy::cloudformation::deploy_stack(
+        &client,
+        &opts,
+        history.as_ref(),
+        &Log::stderr(),
+    )
+    .await
     {
         Ok(o) => {
             for (k, v) in &o.outputs {
@@ -591,8 +857,21 @@ async fn deploy_cfn(a: CfnDeployArgs) -> i32 {
             eprintln!("ok: stack {} is {}", a.stack, o.status);
             EXIT_OK
         }
-        Err(e) => report(&e),
+        Err(e) => {
+            let code = report(&e);
+            eprintln!(
+                "next: gantry rollback cloudformation {} --history {}",
+                a.stack,
+                history.location()
+            );
+            code
+        }
     }
+}
+
+/// The caller's account (one STS call), for history keys of stacks not created yet.
+async fn account_of(cfg: &sdk::aws_config::SdkConfig) -> Option<String> {
+    gantry_deploy::aws::caller_account(cfg).await.ok()
 }
 
 fn docker_options(a: &DockerDeployArgs) -> Result<LocalDeployOptions, DeployError> {
@@ -607,6 +886,9 @@ fn docker_options(a: &DockerDeployArgs) -> Result<LocalDeployOptions, DeployErro
             .map_err(|(line, msg)| DeployError::Usage(format!("{}:{line}: {msg}", f.display())))?;
         o.spec.env.extend(vars);
     }
+    for (k, _) in &o.spec.env {
+        check_env_name("--env", k)?;
+    }
     o.spec.command = a
         .command
         .as_deref()
@@ -614,11 +896,17 @@ fn docker_options(a: &DockerDeployArgs) -> Result<LocalDeployOptions, DeployErro
         .transpose()?;
     o.spec.network = a.network.clone();
     o.health_url = a.health_url.clone();
-    o.health_timeout = Duration::from_secs(a.health_timeout);
-    o.grace = Duration::from_secs(a.grace);
-    o.keep = a.keep;
-    o.rollback = !a.no_rollback;
+    o.health_timeout = a.health_timeout;
+    o.grace = a.grace;
+    o.keep = usize::from(a.keep);
+    o.machine = a
+        .machine
+        .options(!a.no_rollback, a.health_timeout * 3 + a.grace * 2);
     Ok(o)
+}
+
+fn engine() -> Result<sdk::bollard::Docker, DeployError> {
+    gantry_deploy::local::connect()
 }
 
 async fn deploy_docker(a: DockerDeployArgs) -> i32 {
@@ -626,21 +914,17 @@ async fn deploy_docker(a: DockerDeployArgs) -> i32 {
         Ok(o) => o,
         Err(e) => return report(&e),
     };
-    let docker = match gantry_deploy::local::connect() {
+    let history = match open_history(&a.history, &a.aws).await {
+        Ok(h) => h,
+        Err(e) => return report(&e),
+    };
+    let docker = match engine() {
         Ok(d) => d,
         Err(e) => return report(&e),
     };
-    let history = FileHistoryStore::from_env();
-    let deployer = LocalDeployer::new(docker, &history, Log::stderr());
+    let deployer = LocalDeployer::new(docker, history.as_ref(), Log::stderr());
     match deployer.deploy(&opts).await {
-        Ok(o) if o.ok => {
-            eprintln!("ok: {} revision {} is live", a.name, o.revision);
-            EXIT_OK
-        }
-        Ok(o) => {
-            eprintln!("FAILED: {}", o.message);
-            EXIT_FAILED
-        }
+        Ok(o) => print_report(&o.report),
         Err(e) => report(&e),
     }
 }
@@ -648,54 +932,80 @@ async fn deploy_docker(a: DockerDeployArgs) -> i32 {
 /// `gantry rollback`: returns the exit code.
 pub fn rollback(a: RollbackArgs) -> i32 {
     run(async move {
-        let history = FileHistoryStore::from_env();
         match a.target {
             RollbackTarget::Ecs(r) => {
                 let cfg = match gantry_deploy::aws::load_config(&r.aws.options()).await {
                     Ok(c) => c,
                     Err(e) => return report(&e),
                 };
+                let history = match open_history(&r.history, &r.aws).await {
+                    Ok(h) => h,
+                    Err(e) => return report(&e),
+                };
                 let client = sdk::ecs::Client::new(&cfg);
                 let deployer = EcsDeployer::new(
                     client.clone(),
                     SdkObserver::new(client),
-                    &history,
+                    history.as_ref(),
                     Log::stderr(),
                 );
-                let timeout = if r.timeout < 0 {
-                    None
-                } else {
-                    Some(Duration::from_secs(r.timeout as u64))
-                };
-                match deployer
-                    .rollback(
-                        &r.cluster,
-                        &r.service,
-                        r.to.as_deref(),
-                        timeout,
-                        Duration::from_secs(2),
-                    )
-                    .await
-                {
-                    Ok(msg) => {
-                        eprintln!("ok: {msg}");
-                        EXIT_OK
-                    }
-                    Err(e) => report(&e),
-                }
+                let mut opts = EcsDeployOptions::new(&r.cluster, &[r.service.as_str()]);
+                opts.timeout = r.timeout.0;
+                opts.rollback_timeout = r.timeout.0.unwrap_or_default();
+                opts.poll_interval = r.poll_interval;
+                opts.health_url = r.health_url.clone();
+                opts.health_timeout = r.health_timeout;
+                opts.machine = r.machine.options(
+                    true,
+                    r.timeout.0.unwrap_or_default() + r.health_timeout,
+                );
+                let rep = deployer.rollback(&opts, &r.service, r.to.as_deref()).await;
+                print_report(&rep)
             }
             RollbackTarget::Docker(r) => {
-                let docker = match gantry_deploy::local::connect() {
+                let history = match open_history(&r.history, &r.aws).await {
+                    Ok(h) => h,
+                    Err(e) => return report(&e),
+                };
+                let docker = match engine() {
                     Ok(d) => d,
                     Err(e) => return report(&e),
                 };
-                let deployer = LocalDeployer::new(docker, &history, Log::stderr());
+                let deployer = LocalDeployer::new(docker, history.as_ref(), Log::stderr());
                 let mut opts = LocalDeployOptions::new(&r.name, "");
                 opts.health_url = r.health_url.clone();
-                opts.health_timeout = Duration::from_secs(r.health_timeout);
-                match deployer.rollback(&r.name, r.to, &opts).await {
-                    Ok(rev) => {
-                        eprintln!("ok: {} is back on revision {rev}", r.name);
+                opts.health_timeout = r.health_timeout;
+                opts.grace = r.grace;
+                opts.machine = r.machine.options(true, r.health_timeout * 2 + r.grace);
+                match deployer.rollback_report(&r.name, r.to, &opts).await {
+                    Ok(rep) => print_report(&rep),
+                    Err(e) => report(&e),
+                }
+            }
+            RollbackTarget::CloudFormation(r) => {
+                let cfg = match gantry_deploy::aws::load_config(&r.aws.options()).await {
+                    Ok(c) => c,
+                    Err(e) => return report(&e),
+                };
+                let history = match open_history(&r.history, &r.aws).await {
+                    Ok(h) => h,
+                    Err(e) => return report(&e),
+                };
+                let client = sdk::cloudformation::Client::new(&cfg);
+                let mut opts = StackOptions::new(&r.stack);
+                opts.timeout = r.timeout;
+                opts.machine = r.machine.options(true, r.timeout);
+                opts.account = account_of(&cfg).await;
+                match gantry_deploy::cloudformation::rollback_stack(
+                    &client,
+                    &opts,
+                    history.as_ref(),
+                    &Log::stderr(),
+                )
+                .await
+                {
+                    Ok(msg) => {
+                        eprintln!("ok: {msg}");
                         EXIT_OK
                     }
                     Err(e) => report(&e),
@@ -707,29 +1017,50 @@ pub fn rollback(a: RollbackArgs) -> i32 {
 
 /// `gantry deployments`: returns the exit code.
 pub fn deployments(a: DeploymentsArgs) -> i32 {
-    let history = FileHistoryStore::from_env();
-    let mut records = match history.list(a.target.as_deref()) {
-        Ok(r) => r,
-        Err(e) => return report(&e),
-    };
-    if let Some(n) = a.limit {
-        let skip = records.len().saturating_sub(n);
-        records.drain(..skip);
-    }
-    if a.json {
+    run(async move {
+        let history = match open_history(&a.history, &a.aws).await {
+            Ok(h) => h,
+            Err(e) => return report(&e),
+        };
+        let mut records = match history.list(a.target.as_deref()).await {
+            Ok(r) => r,
+            Err(e) => return report(&e),
+        };
+        if let Some(n) = a.limit {
+            let skip = records.len().saturating_sub(n as usize);
+            records.drain(..skip);
+        }
         for r in &mut records {
-            redact_spec_env(r);
+            redact_details(r);
         }
-        match serde_json::to_string_pretty(&records) {
-            Ok(s) => println!("{s}"),
-            Err(e) => return report(&DeployError::History(e.to_string())),
+        if a.json {
+            match serde_json::to_string_pretty(&records) {
+                Ok(s) => println!("{s}"),
+                Err(e) => return report(&DeployError::History(e.to_string())),
+            }
+        } else if records.is_empty() {
+            eprintln!("no deployments recorded in {}", history.location());
+        } else {
+            print!("{}", format_table(&records));
         }
-    } else if records.is_empty() {
-        eprintln!("no deployments recorded in {}", history.path().display());
-    } else {
-        print!("{}", format_table(&records));
+        EXIT_OK
+    })
+}
+
+/// Environment values of a recorded container spec may be secrets, and so may stack
+/// parameters: the history keeps what it needs to recreate a revision, the printed history
+/// shows only the names.
+fn redact_details(r: &mut gantry_deploy::DeploymentRecord) {
+    redact_spec_env(r);
+    r.details.remove("template");
+    if let Some(p) = r.details.get_mut("parameters")
+        && let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(p)
+    {
+        for v in map.values_mut() {
+            *v = serde_json::Value::String("<redacted>".into());
+        }
+        *p = serde_json::Value::Object(map).to_string();
     }
-    EXIT_OK
 }
 
 /// Environment values of a recorded container spec may be secrets: the history keeps them to
@@ -796,7 +1127,11 @@ pub fn registry(a: RegistryArgs) -> i32 {
 /// `gantry ecs`: returns the exit code (the task's exit code for `run`).
 pub fn ecs(a: EcsArgs) -> i32 {
     run(async move {
-        let EcsCommand::Run(r) = a.command;
+        let r = match a.command {
+            EcsCommand::Run(r) => r,
+            EcsCommand::Scale(s) => return ecs_scale(*s).await,
+            EcsCommand::Diff(d) => return ecs_diff(*d).await,
+        };
         let cfg = match gantry_deploy::aws::load_config(&r.aws.options()).await {
             Ok(c) => c,
             Err(e) => return report(&e),
@@ -812,7 +1147,7 @@ pub fn ecs(a: EcsArgs) -> i32 {
             public_ip: r.public_ip,
             commands: pairs(&r.command),
             env: triples(&r.env),
-            timeout: Duration::from_secs(r.timeout),
+            timeout: r.timeout,
             poll_interval: Duration::from_secs(2),
         };
         match gantry_deploy::ecs::run_task(&client, &opts, &Log::stderr()).await {
@@ -820,6 +1155,50 @@ pub fn ecs(a: EcsArgs) -> i32 {
             Err(e) => report(&e),
         }
     })
+}
+
+async fn ecs_scale(s: EcsScaleArgs) -> i32 {
+    let cfg = match gantry_deploy::aws::load_config(&s.aws.options()).await {
+        Ok(c) => c,
+        Err(e) => return report(&e),
+    };
+    let history = match open_history(&s.history, &s.aws).await {
+        Ok(h) => h,
+        Err(e) => return report(&e),
+    };
+    let mut opts = EcsDeployOptions::new(&s.cluster, &[s.service.as_str()]);
+    opts.scale = Some(s.count);
+    opts.timeout = s.timeout.0;
+    opts.machine = s
+        .machine
+        .options(true, s.timeout.0.unwrap_or_default() + opts.rollback_timeout);
+    run_ecs_deploy(&cfg, &opts, history.as_ref()).await
+}
+
+async fn ecs_diff(a: EcsDeployArgs) -> i32 {
+    let opts = match ecs_options(&a) {
+        Ok(o) => o,
+        Err(e) => return report(&e),
+    };
+    let cfg = match gantry_deploy::aws::load_config(&a.aws.options()).await {
+        Ok(c) => c,
+        Err(e) => return report(&e),
+    };
+    let client = sdk::ecs::Client::new(&cfg);
+    let mut code = EXIT_OK;
+    for service in &a.services {
+        match gantry_deploy::ecs::diff_service(&client, &opts, service).await {
+            Ok((base, changes)) if changes.is_empty() => {
+                println!("{service}: no changes to {base}");
+            }
+            Ok((base, changes)) => {
+                println!("{service}: {} change(s) to {base}:", changes.len());
+                println!("{}", gantry_deploy::ecs::taskdef::format_diff(&changes));
+            }
+            Err(e) => code = code.max(report(&e)),
+        }
+    }
+    code
 }
 
 #[cfg(test)]
@@ -877,7 +1256,7 @@ mod tests {
             "--keep-revisions",
             "3",
             "--assume-role",
-            "arn:aws:iam::2:role/d",
+            "arn:aws:iam::222222222222:role/d",
         ])
         .expect("parse");
         let Cmd::Deploy(DeployArgs {
@@ -887,7 +1266,7 @@ mod tests {
             panic!("ecs")
         };
         assert_eq!(a.services, ["web", "worker"]);
-        assert_eq!(a.timeout, -1);
+        assert_eq!(a.timeout, Timeout(None));
         let ch = task_changes(&a).expect("changes");
         assert_eq!(ch.images, [("app".to_string(), "img:2".to_string())]);
         assert_eq!(ch.env.len(), 2);
@@ -895,7 +1274,7 @@ mod tests {
         assert_eq!(ch.health_checks[0].1.interval, 10);
         assert_eq!(
             a.aws.options().assume_role.as_deref(),
-            Some("arn:aws:iam::2:role/d")
+            Some("arn:aws:iam::222222222222:role/d")
         );
     }
 
@@ -914,6 +1293,53 @@ mod tests {
         redact_spec_env(&mut r);
         let spec = &r.details["spec"];
         assert!(!spec.contains("s3cret") && spec.contains("TOKEN"), "{spec}");
+    }
+
+    #[test]
+    fn durations_and_timeouts_parse_and_reject_nan_and_overflow() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("-1"), Ok(Timeout(None)));
+        for bad in ["NaN", "nan", "inf", "-5", "1e400", "99999999999999999999", "5 parsecs", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_poll("0").is_err() && parse_poll("1h").is_err());
+    }
+
+    proptest::proptest! {
+        /// No flag value makes the CLI panic: clap ranges and parsers reject what is bad.
+        #[test]
+        fn no_flag_value_panics(
+            timeout in "(-?[0-9.]{0,25}[a-zA-Z]{0,3}|NaN|inf|-1)",
+            poll in "[0-9.eE+-]{0,12}[a-z]{0,2}",
+            scale in "-?[0-9]{0,12}",
+            keep in "-?[0-9]{0,8}",
+            url in "[a-z:/0-9.\\[\\]@?#% -]{0,30}",
+            count in proptest::num::i64::ANY,
+        ) {
+            let count = count.to_string();
+            let argv = [
+                "gantry", "deploy", "ecs", "c", "s",
+                "--timeout", &timeout, "--poll-interval", &poll, "--scale", &scale,
+                "--keep-revisions", &keep, "--health-url", &url, "--wait-lock", &poll,
+                "--cpu", "app", &count, "--rollback-timeout", &timeout,
+            ];
+            if let Ok(Cli { cmd: Cmd::Deploy(DeployArgs { target: DeployTarget::Ecs(a) }) }) =
+                Cli::try_parse_from(argv)
+            {
+                let _ = ecs_options(&a);
+            }
+            let docker = [
+                "gantry", "deploy", "docker", "web", "--image", "x", "--health-timeout", &timeout,
+                "--grace", &poll, "--keep", &keep, "--health-url", &url, "-e", &url,
+            ];
+            if let Ok(Cli { cmd: Cmd::Deploy(DeployArgs { target: DeployTarget::Docker(a) }) }) =
+                Cli::try_parse_from(docker)
+            {
+                let _ = docker_options(&a);
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod deploy_cmd;
 mod exit;
 mod project;
 mod run_cmd;
+mod serve_cmd;
 
 use clap::{Parser, Subcommand};
 use project::{EXIT_USAGE, LoadSettings, PlanArgs};
@@ -53,6 +54,10 @@ enum Command {
     Registry(deploy_cmd::RegistryArgs),
     /// One-off ECS tasks.
     Ecs(deploy_cmd::EcsArgs),
+    /// Serve the API, webhooks and a job queue (SQLite or PostgreSQL), with a built-in runner.
+    Serve(serve_cmd::ServeArgs),
+    /// Run jobs for a `gantry serve` server.
+    Runner(serve_cmd::RunnerArgs),
 }
 
 #[derive(clap::Args)]
@@ -97,6 +102,8 @@ fn main() -> ExitCode {
         Command::Deployments(args) => deploy_cmd::deployments(args),
         Command::Registry(args) => deploy_cmd::registry(args),
         Command::Ecs(args) => deploy_cmd::ecs(args),
+        Command::Serve(args) => serve_cmd::serve(args),
+        Command::Runner(args) => serve_cmd::runner(args),
     };
     // Exit without tearing down large configurations piece by piece.
     use std::io::Write as _;

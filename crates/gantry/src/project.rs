@@ -6,7 +6,7 @@ use gantry_config::context::{Context, GitFacts};
 use gantry_config::load::{FileSource, LoadOptions, Loaded};
 use gantry_config::model::Pipeline;
 use gantry_config::{Diagnostic, Sources};
-use gantry_source::{GitlabInstance, Located, WorkingTree, git, locate};
+use gantry_source::{CommitTree, GitlabInstance, Located, WorkingTree, git, locate};
 use std::path::PathBuf;
 
 /// Exit code for a usage or I/O error (bad flag, unreadable file).
@@ -31,6 +31,10 @@ pub struct PlanArgs {
     /// Keep the merged configuration in [`Planned::loaded`] (for `--merged`).
     #[arg(skip)]
     pub keep_merged: bool,
+    /// Read the configuration from this commit instead of the working tree
+    /// (`gantry run` runs a commit: its configuration and its files).
+    #[arg(skip)]
+    pub at_commit: Option<String>,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -113,7 +117,7 @@ pub struct LoadedProject {
     pub facts: GitFacts,
     /// Pre-pipeline context: no file list or diff yet (see [`plan_with`]).
     pub context: Context,
-    pub files: WorkingTree,
+    pub files: Box<dyn FileSource>,
     pub loaded: Loaded,
 }
 
@@ -127,14 +131,19 @@ pub fn load_with(args: &PlanArgs, settings: &LoadSettings) -> Result<LoadedProje
     })?;
     let facts = git::working_tree_facts(&located.project_dir, args.git_ref.as_deref());
     let context = Context::new(&facts, &args.source, &args.vars);
-    let files = WorkingTree::new(located.project_dir.clone())
-        .with_gitlab(GitlabInstance::from_env(settings.gitlab_url.as_deref()));
+    let gitlab = GitlabInstance::from_env(settings.gitlab_url.as_deref());
+    let files: Box<dyn FileSource> = match &args.at_commit {
+        Some(sha) => Box::new(
+            CommitTree::new(located.project_dir.clone(), sha.clone()).with_gitlab(gitlab),
+        ),
+        None => Box::new(WorkingTree::new(located.project_dir.clone()).with_gitlab(gitlab)),
+    };
     let opts = LoadOptions {
         entry: located.entry.clone(),
         variables: context.variables.clone(),
         display_name: None,
     };
-    let loaded = gantry_config::load::load(&files, &opts).map_err(|e| {
+    let loaded = gantry_config::load::load(files.as_ref(), &opts).map_err(|e| {
         print_diagnostics(&e.diagnostics, &e.sources);
         EXIT_FAILURE
     })?;

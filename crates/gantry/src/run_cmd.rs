@@ -8,6 +8,7 @@ use gantry_config::model::{PipelineStatus, Variable};
 use gantry_engine::executor::Executor;
 use gantry_engine::report::{OutputMode, Reporter};
 use gantry_engine::run::{DockerConnect, ExecutorKind, RunOptions, RunStatus, run_blocking};
+use gantry_engine::sources;
 use gantry_engine::state::{JobEnvRecord, JobRecord, RunManifest, StateDir};
 use gantry_engine::vars::{parse_variables_file, valid_name};
 use std::io::IsTerminal;
@@ -69,6 +70,47 @@ pub struct RunArgs {
     /// Print events as JSON, one object per line.
     #[arg(long)]
     pub json: bool,
+    /// Run the working tree as it is (configuration and files, including
+    /// uncommitted changes) instead of the last commit.
+    #[arg(long)]
+    pub working_tree: bool,
+    /// Colours: auto (a terminal, unless NO_COLOR is set; FORCE_COLOR
+    /// forces them), always, never.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub color: ColorArg,
+    /// Prefix each log line with the time it was shown.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// After the run, extract the artifacts of the jobs that made some into
+    /// the working tree (as gitlab-ci-local does).
+    #[arg(long)]
+    pub artifacts_to_worktree: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether to colour: `--color`, then FORCE_COLOR, then NO_COLOR, then
+/// whether stdout is a terminal.
+fn use_color(arg: ColorArg) -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    match arg {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            if std::env::var_os("FORCE_COLOR").is_some_and(|v| v != "0" && v != "false") {
+                true
+            } else if set("NO_COLOR") {
+                false
+            } else {
+                std::io::stdout().is_terminal()
+            }
+        }
+    }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -96,13 +138,94 @@ pub struct ShellArgs {
     pub run: Option<String>,
 }
 
+/// What `gantry run` runs: a commit (the default) or the working tree.
+struct Target {
+    /// The commit (empty with `--working-tree` in a repository without one).
+    sha: String,
+    /// The working tree has changes the commit does not have.
+    dirty: bool,
+}
+
+/// Finds what to run, or says what is wrong and what to do.
+fn target(args: &RunArgs) -> Result<Target, String> {
+    let located = gantry_source::locate(args.file.as_deref()).map_err(|e| e.to_string())?;
+    let repo = &located.project_dir;
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    if let (Some(file), Some(here)) = (&args.file, gantry_source::git::toplevel(&cwd)) {
+        let here = here.canonicalize().unwrap_or(here);
+        if &here != repo {
+            return Err(format!(
+                "{} is outside this repository ({}): gantry run runs the repository that holds the configuration; copy the file into {}, or run from {}",
+                file.display(),
+                here.display(),
+                here.display(),
+                repo.display()
+            ));
+        }
+    }
+    let is_repo = gantry_source::git::toplevel(repo).is_some();
+    if args.working_tree {
+        return Ok(Target {
+            sha: sources::head_sha(repo).unwrap_or_default(),
+            dirty: false,
+        });
+    }
+    if !is_repo {
+        return Err(format!(
+            "{} is not a git repository: gantry run runs a commit (git init and commit, or use --working-tree to run the files as they are)",
+            repo.display()
+        ));
+    }
+    if let Some(git_ref) = &args.git_ref {
+        // `--ref`: that ref's commit, whatever the working tree holds.
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["rev-parse", "--verify", "--quiet"])
+            .arg(format!("{git_ref}^{{commit}}"))
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run git: {e}"))?;
+        let sha = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || sha.is_empty() {
+            return Err(format!(
+                "`{git_ref}` is not a branch, tag or commit of {} (git branch -a lists them)",
+                repo.display()
+            ));
+        }
+        return Ok(Target { sha, dirty: false });
+    }
+    let Some(sha) = sources::head_sha(repo) else {
+        return Err(format!(
+            "{} has no commit yet: gantry run runs a commit (commit your files, or use --working-tree to run them as they are)",
+            repo.display()
+        ));
+    };
+    let dirty = sources::working_tree_dirty(repo);
+    Ok(Target { sha, dirty })
+}
+
 pub fn run(args: RunArgs) -> i32 {
+    let target = match target(&args) {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage.code();
+        }
+    };
+    if target.dirty {
+        eprintln!(
+            "note: uncommitted changes are not included: running commit {} (its configuration and files); --working-tree runs the working tree as it is",
+            target.sha.get(..8).unwrap_or(&target.sha)
+        );
+    }
     let plan_args = PlanArgs {
         file: args.file.clone(),
         git_ref: args.git_ref.clone(),
         source: args.source.clone(),
         vars: args.vars.clone(),
         keep_merged: false,
+        at_commit: (!args.working_tree).then(|| target.sha.clone()),
     };
     // The diagnostics are already printed; the code is the same as lint's.
     let planned = match project::plan(&plan_args) {
@@ -117,10 +240,6 @@ pub fn run(args: RunArgs) -> i32 {
             .unwrap_or_else(|| "workflow:rules".into());
         eprintln!("no pipeline for this context: {why}");
         return 0;
-    }
-    if planned.facts.sha.is_empty() {
-        eprintln!("error: gantry run needs a commit: jobs run on a clean copy of it");
-        return EXIT_USAGE;
     }
 
     // Variables you do not commit, then -v (highest precedence).
@@ -148,7 +267,12 @@ pub fn run(args: RunArgs) -> i32 {
 
     let opts = RunOptions {
         repo_dir: planned.project_dir.clone(),
-        sha: planned.facts.sha.clone(),
+        sha: if target.sha.is_empty() {
+            planned.facts.sha.clone()
+        } else {
+            target.sha.clone()
+        },
+        working_tree: args.working_tree,
         jobs: args.jobs.clone(),
         with_needs: args.needs,
         stage: args.stage.clone(),
@@ -164,11 +288,12 @@ pub fn run(args: RunArgs) -> i32 {
     let mode = if args.json {
         OutputMode::Json
     } else {
-        let color = std::io::stdout().is_terminal()
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        OutputMode::Human { color }
+        OutputMode::Human {
+            color: use_color(args.color),
+        }
     };
-    let mut reporter = Reporter::stdout(mode);
+    let mut reporter = Reporter::stdout(mode).with_timestamps(args.timestamps);
+    let repo_dir = planned.project_dir.clone();
     let docker: DockerConnect = Box::new(|| {
         Box::pin(async {
             let mut executor = gantry_engine::docker::DockerExecutor::connect().await?;
@@ -178,6 +303,9 @@ pub fn run(args: RunArgs) -> i32 {
     });
 
     match run_blocking(&planned.pipeline, opts, Some(docker), &mut reporter) {
+        Ok(report) if args.artifacts_to_worktree && !copy_artifacts(&report, &repo_dir) => {
+            Exit::Usage.code()
+        }
         Ok(report) => match report.status {
             RunStatus::Success | RunStatus::Blocked => Exit::Success.code(),
             RunStatus::Canceled => Exit::Interrupted.code(),
@@ -188,6 +316,29 @@ pub fn run(args: RunArgs) -> i32 {
             Exit::Usage.code()
         }
     }
+}
+
+/// `--artifacts-to-worktree`: every job's artifacts, in pipeline order,
+/// extracted into the working tree. False (after a message) on an error.
+fn copy_artifacts(report: &gantry_engine::run::RunReport, repo_dir: &Path) -> bool {
+    for job in &report.jobs {
+        let Some(zip) = &job.artifact else { continue };
+        match gantry_engine::archive::extract_zip(zip, repo_dir) {
+            Ok(n) => eprintln!(
+                "gantry: artifacts of {} into the working tree ({n} entries)",
+                job.name
+            ),
+            Err(e) => {
+                eprintln!(
+                    "error: artifacts of {} could not be extracted into {}: {e}",
+                    job.name,
+                    repo_dir.display()
+                );
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The repository root for the state directory: git's top level, else cwd.
@@ -213,7 +364,33 @@ fn find_job(run: Option<&str>, job: &str) -> Result<(StateDir, RunManifest, JobR
     let manifest = match state.read_manifest(&run_id) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: run {run_id}: {e}");
+            let dir = state.run_dir(&run_id);
+            if dir.is_dir() {
+                eprintln!(
+                    "error: run {run_id} has no record ({e}): it stopped before it started its jobs; its files are in {}",
+                    dir.display()
+                );
+            } else {
+                let mut ids: Vec<String> = std::fs::read_dir(state.runs_dir())
+                    .map(|d| {
+                        d.flatten()
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                ids.sort();
+                let recent: Vec<&str> = ids.iter().rev().take(5).map(String::as_str).collect();
+                if recent.is_empty() {
+                    eprintln!(
+                        "error: no run `{run_id}` in this repository (no runs yet: gantry run first)"
+                    );
+                } else {
+                    eprintln!(
+                        "error: no run `{run_id}` in this repository (recent runs: {}; without --run: the last run)",
+                        recent.join(", ")
+                    );
+                }
+            }
             return Err(EXIT_USAGE);
         }
     };
@@ -227,10 +404,15 @@ fn find_job(run: Option<&str>, job: &str) -> Result<(StateDir, RunManifest, JobR
         Some(record) => Ok((state, manifest, record)),
         None => {
             let names: Vec<&str> = manifest.jobs.iter().map(|j| j.name.as_str()).collect();
-            eprintln!(
-                "error: no job `{job}` in run {run_id} (jobs: {})",
-                names.join(", ")
-            );
+            match gantry_engine::error::closest(job, names.iter().copied()) {
+                Some(near) => {
+                    eprintln!("error: no job `{job}` in run {run_id}; did you mean `{near}`?")
+                }
+                None => eprintln!(
+                    "error: no job `{job}` in run {run_id} (jobs: {})",
+                    names.join(", ")
+                ),
+            }
             Err(EXIT_USAGE)
         }
     }
@@ -248,6 +430,11 @@ pub fn logs(args: LogsArgs) -> i32 {
         );
         return EXIT_FAILURE;
     };
+    // Which run this is goes to stderr: stdout is the log alone.
+    eprintln!(
+        "gantry: log of {} in run {} (job {}, pipeline {})",
+        record.name, manifest.run_id, record.status, manifest.status
+    );
     match std::fs::read(path) {
         Ok(bytes) => {
             use std::io::Write;

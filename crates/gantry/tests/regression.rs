@@ -94,10 +94,229 @@ fn an_interrupted_run_exits_130() {
 /// Issue 8: `-j 0` ran with the number of cores instead of being refused.
 #[test]
 fn zero_concurrency_is_refused() {
-    let dir = repo("job:\n  script: [true]\n");
+    let dir = repo("job:\n  script: [\"true\"]\n");
     let out = gantry(dir.path(), &["run", "-j", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!dir.path().join(".gantry/runs").exists());
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Issue 8, defect 6: `gantry logs` did not say which run it showed, and
+/// `--run ID` of a run without a record printed an I/O error.
+#[test]
+fn logs_name_their_run_and_unknown_runs_are_explained() {
+    let dir = repo("job:\n  script: [\"echo hello-log\"]\n");
+    assert_eq!(gantry(dir.path(), &["run"]).status.code(), Some(0));
+    let out = gantry(dir.path(), &["logs", "job"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("hello-log"));
+    let last = std::fs::read_to_string(dir.path().join(".gantry/last")).unwrap();
+    assert!(
+        stderr(&out).contains(&format!("run {}", last.trim())),
+        "{}",
+        stderr(&out)
+    );
+    let out = gantry(
+        dir.path(),
+        &["logs", "job", "--run", "20990101-000000-1-beef"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no run `20990101-000000-1-beef`") && err.contains(last.trim()),
+        "{err}"
+    );
+}
+
+/// Issue 8, defect 9: a repository without a commit gave `git archive …
+/// not a tree object`.
+#[test]
+fn a_repository_without_a_commit_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".gitlab-ci.yml"),
+        "job:\n  script: [\"echo from-tree\"]\n",
+    )
+    .unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    let out = gantry(dir.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no commit yet") && err.contains("--working-tree"),
+        "{err}"
+    );
+    assert!(!err.contains("tree object"), "{err}");
+    // --working-tree runs it as it is.
+    let out = gantry(dir.path(), &["run", "--working-tree"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("from-tree"));
+}
+
+/// Issue 8, defect 9: with uncommitted changes the script came from the
+/// working tree and the files from the commit. Now: the commit, said
+/// before the jobs start; `--working-tree` runs exactly the working tree.
+#[test]
+fn uncommitted_changes_are_never_mixed_with_the_commit() {
+    let dir = repo("job:\n  script: [\"echo script-v1\", \"cat data.txt\"]\n");
+    std::fs::write(dir.path().join("data.txt"), "data-v1\n").unwrap();
+    git(dir.path(), &["add", "-A"]);
+    git(
+        dir.path(),
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "data",
+        ],
+    );
+    std::fs::write(
+        dir.path().join(".gitlab-ci.yml"),
+        "job:\n  script: [\"echo script-v2\", \"cat data.txt\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("data.txt"), "data-v2\n").unwrap();
+    let out = gantry(dir.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("script-v1") && text.contains("data-v1"),
+        "{text}"
+    );
+    assert!(!text.contains("v2"), "{text}");
+    assert!(
+        stderr(&out).contains("uncommitted changes are not included"),
+        "{}",
+        stderr(&out)
+    );
+    let out = gantry(dir.path(), &["run", "--working-tree"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("script-v2") && text.contains("data-v2"),
+        "{text}"
+    );
+    assert!(!text.contains("v1"), "{text}");
+}
+
+/// Issue 8, defect 9: a configuration file outside the repository.
+#[test]
+fn a_file_outside_the_repository_is_explained() {
+    let dir = repo("job:\n  script: [\"true\"]\n");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let file = elsewhere.path().join("ci.yml");
+    std::fs::write(&file, "job:\n  script: [\"true\"]\n").unwrap();
+    let out = gantry(dir.path(), &["run", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("outside this repository"), "{err}");
+}
+
+/// Issue 8: a failed pipeline ended on the table alone; now each failed
+/// job's last lines and the command for its whole log follow.
+#[test]
+fn a_failed_job_shows_its_last_lines_and_the_logs_command() {
+    let dir = repo("broken job:\n  script: [\"echo clue-before-failure\", \"exit 3\"]\n");
+    let out = gantry(dir.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let tail = text.rsplit("failed; its last lines:").next().unwrap();
+    assert!(tail.contains("clue-before-failure"), "{text}");
+    assert!(tail.contains("gantry logs 'broken job'"), "{text}");
+}
+
+/// Issue 8: `--color`, FORCE_COLOR and NO_COLOR; a job name is never in a
+/// status colour; commands are highlighted.
+#[test]
+fn colour_follows_the_flag_and_the_environment() {
+    let dir = repo("job:\n  script: [\"echo plain\"]\n");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env_remove("NO_COLOR")
+            .env_remove("FORCE_COLOR");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+    };
+    assert!(
+        !run(&["run"], &[]).contains('\x1b'),
+        "piped output has no colour"
+    );
+    let forced = run(&["run"], &[("FORCE_COLOR", "1")]);
+    assert!(forced.contains("\x1b[1;32m$ echo plain"), "{forced}");
+    for status_colour in ["\x1b[32mjob", "\x1b[31mjob", "\x1b[33mjob"] {
+        assert!(!forced.contains(status_colour), "{forced}");
+    }
+    assert!(run(&["run", "--color", "always"], &[("NO_COLOR", "1")]).contains('\x1b'));
+    assert!(!run(&["run", "--color", "never"], &[("FORCE_COLOR", "1")]).contains('\x1b'));
+}
+
+/// Issue 8: an unknown job name lists every job instead of the close one.
+#[test]
+fn an_unknown_job_name_gets_a_suggestion() {
+    let dir = repo("build:\n  script: [\"true\"]\ndeploy:\n  script: [\"true\"]\n");
+    let out = gantry(dir.path(), &["run", "biuld"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("did you mean `build`?"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 8: the summary table was misaligned by wide characters; log lines
+/// can carry timestamps; artifacts can be copied into the working tree.
+#[test]
+fn wide_names_align_timestamps_and_artifacts_to_worktree() {
+    let dir = repo(concat!(
+        "ビルド:\n  script: [\"mkdir -p out\", \"echo made > out/file.txt\"]\n",
+        "  artifacts:\n    paths: [out/]\n",
+        "b:\n  script: [\"true\"]\n"
+    ));
+    let out = gantry(
+        dir.path(),
+        &["run", "--timestamps", "--artifacts-to-worktree", "-j", "1"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ビルド  ") || l.starts_with("b  "))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    let stage_col = |l: &str| {
+        let mut cols = 0;
+        for c in l.chars() {
+            if l[l.find(c).unwrap()..].starts_with("test") {
+                break;
+            }
+            cols += if (c as u32) > 0x2000 { 2 } else { 1 };
+        }
+        cols
+    };
+    assert_eq!(stage_col(rows[0]), stage_col(rows[1]), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.len() > 13 && l.as_bytes()[2] == b':' && l.as_bytes()[8] == b'.'),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/file.txt")).unwrap(),
+        "made\n"
+    );
 }
 
 // ---- end engine ----

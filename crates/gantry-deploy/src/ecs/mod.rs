@@ -16,7 +16,11 @@ use aws_sdk_ecs::types::{
     TaskDefinitionField, TaskDefinitionStatus,
 };
 
-use crate::history::{DeployResult, DeploymentRecord, HistoryStore, RecordKind, short_revision};
+use crate::history::{HistoryStore, short_revision};
+use crate::machine::{
+    self, Failure, LiveAfterFailure, MachineOptions, Outcome, Revision, RollbackPlan, RolledBack,
+    Target,
+};
 use crate::{DeployError, Log};
 use rollout::{
     DeploymentState, RolloutObserver, ServiceEvent, ServiceSnapshot, TaskState, WaitContext,
@@ -42,8 +46,9 @@ pub struct EcsDeployOptions {
     pub scale: Option<i32>,
     pub health_url: Option<String>,
     pub health_timeout: Duration,
-    pub rollback: bool,
     pub ignore_warnings: bool,
+    /// Rollback, lease and notification options of the state machine.
+    pub machine: MachineOptions,
 }
 
 impl EcsDeployOptions {
@@ -62,8 +67,8 @@ impl EcsDeployOptions {
             scale: None,
             health_url: None,
             health_timeout: Duration::from_secs(60),
-            rollback: true,
             ignore_warnings: false,
+            machine: MachineOptions::default(),
         }
     }
 }
@@ -81,11 +86,8 @@ pub struct ServiceOutcome {
     pub deregistered: Vec<String>,
     pub message: String,
     pub history_id: Option<String>,
-}
-
-/// `ecs:CLUSTER/SERVICE`, the history key.
-pub fn target_key(cluster: &str, service: &str) -> String {
-    format!("ecs:{}/{}", last_segment(cluster), last_segment(service))
+    /// The typed result behind `ok` and `message`.
+    pub report: machine::Report,
 }
 
 fn last_segment(s: &str) -> &str {
@@ -308,12 +310,420 @@ pub async fn register_task_definition(
         .ok_or_else(|| DeployError::Aws("RegisterTaskDefinition returned no ARN".into()))
 }
 
-/// Deploys, waits, checks health and rolls back, for ECS services. Rollout reads go through `O`.
+/// What a deploy with `opts` would change in `service`'s task definition, without registering
+/// or updating anything (`gantry ecs diff`): the base revision and the changes.
+pub async fn diff_service(
+    client: &Client,
+    opts: &EcsDeployOptions,
+    service: &str,
+) -> Result<(String, Vec<taskdef::Change>), DeployError> {
+    let svc = describe_service(client, &opts.cluster, service).await?;
+    let base = match &opts.task {
+        Some(t) => t.clone(),
+        None => svc.task_definition().unwrap_or_default().to_string(),
+    };
+    let (td, _) = describe_task_definition(client, &base).await?;
+    let (_, diff) = taskdef::apply(&td, &opts.changes)?;
+    Ok((
+        short_revision(td.task_definition_arn().unwrap_or(&base)),
+        diff,
+    ))
+}
+
+/// Deploys, waits, checks health and rolls back, for ECS services, through the one state
+/// machine ([`crate::machine`]). Rollout reads go through `O`.
 pub struct EcsDeployer<'a, O: RolloutObserver> {
     client: Client,
     observer: O,
     history: &'a dyn HistoryStore,
     log: Log,
+}
+
+/// One ECS service as a [`Target`].
+pub struct EcsTarget<'d, O: RolloutObserver> {
+    client: &'d Client,
+    observer: &'d O,
+    opts: &'d EcsDeployOptions,
+    service: String,
+    log: Log,
+    key: String,
+    svc: Option<Service>,
+    current_arn: Option<String>,
+    /// What ran when the deploy started.
+    previous_arn: Option<String>,
+    previous_deployment: Option<String>,
+    new_deployment: Option<String>,
+    desired: i32,
+    started_at: f64,
+    ecs_rolled_back_to: Option<(String, String)>,
+    /// Revisions that must never be deregistered (known good in the history).
+    protected: Vec<String>,
+}
+
+/// `ecs:ACCOUNT:REGION:CLUSTER/SERVICE` from a service ARN
+/// (`arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE`); the names when the ARN is short.
+pub fn target_key_from_arn(service_arn: &str, cluster: &str, service: &str) -> String {
+    let parts: Vec<&str> = service_arn.splitn(6, ':').collect();
+    let (region, account) = match parts.as_slice() {
+        [_, _, _, region, account, _] if !region.is_empty() && !account.is_empty() => {
+            (*region, *account)
+        }
+        _ => ("unknown-region", "unknown-account"),
+    };
+    format!(
+        "ecs:{account}:{region}:{}/{}",
+        last_segment(cluster),
+        last_segment(service)
+    )
+}
+
+impl<'d, O: RolloutObserver> EcsTarget<'d, O> {
+    /// Describes the service once to learn its account and region (the history key).
+    pub async fn new(
+        client: &'d Client,
+        observer: &'d O,
+        opts: &'d EcsDeployOptions,
+        service: &str,
+        log: Log,
+    ) -> Result<Self, DeployError> {
+        let svc = describe_service(client, &opts.cluster, service).await?;
+        let key = target_key_from_arn(svc.service_arn().unwrap_or(""), &opts.cluster, service);
+        Ok(EcsTarget {
+            client,
+            observer,
+            opts,
+            service: service.to_string(),
+            log,
+            key,
+            svc: Some(svc),
+            current_arn: None,
+            previous_arn: None,
+            previous_deployment: None,
+            new_deployment: None,
+            desired: 0,
+            started_at: 0.0,
+            ecs_rolled_back_to: None,
+            protected: Vec::new(),
+        })
+    }
+
+    fn cluster(&self) -> &str {
+        &self.opts.cluster
+    }
+
+    async fn health(&self) -> Result<String, String> {
+        match &self.opts.health_url {
+            Some(url) => crate::health::wait_http_healthy(
+                url,
+                self.opts.health_timeout,
+                Duration::from_secs(1).min(self.opts.poll_interval.max(Duration::from_millis(100))),
+                &self.log,
+            )
+            .await
+            .map(|_| format!("{url} answered 2xx"))
+            .map_err(|e| e.to_string()),
+            None => Ok("no --health-url to probe".into()),
+        }
+    }
+
+    /// Re-registers an INACTIVE revision from its own definition; returns the ARN to use.
+    async fn active_revision(&self, arn: &str) -> Result<(String, String), DeployError> {
+        let (td, tags) = describe_task_definition(self.client, arn).await?;
+        let full = td.task_definition_arn().unwrap_or(arn).to_string();
+        if td.status() != Some(&TaskDefinitionStatus::Inactive) {
+            return Ok((full, String::new()));
+        }
+        let fresh = register_task_definition(self.client, &td, &tags).await?;
+        let note = format!(
+            "{} was INACTIVE (deregistered): re-registered its definition as {}",
+            short_revision(&full),
+            short_revision(&fresh)
+        );
+        self.log.line(&note);
+        Ok((fresh, note))
+    }
+}
+
+impl<O: RolloutObserver> Target for EcsTarget<'_, O> {
+    fn key(&self) -> String {
+        self.key.clone()
+    }
+
+    fn rollback_command(&self) -> String {
+        format!("gantry rollback ecs {} {}", self.opts.cluster, self.service)
+    }
+
+    fn live_revision(&self) -> Option<String> {
+        self.current_arn.clone()
+    }
+
+    fn no_wait(&self) -> bool {
+        self.opts.timeout.is_none()
+    }
+
+    async fn prepare(&mut self, _store: &dyn HistoryStore) -> Result<(), DeployError> {
+        // Read again under the lease: another deploy may have finished while we waited.
+        let svc = describe_service(self.client, &self.opts.cluster, &self.service).await?;
+        if svc
+            .deployment_controller()
+            .is_some_and(|c| c.r#type() == &DeploymentControllerType::CodeDeploy)
+        {
+            return Err(DeployError::Usage(format!(
+                "service {} uses the CODE_DEPLOY (blue/green) controller: ECS rejects UpdateService for it; deploy through CodeDeploy",
+                self.service
+            )));
+        }
+        let current = svc.task_definition().unwrap_or_default().to_string();
+        // moto stores the literal string given to UpdateService; resolve it to a full ARN.
+        let (current_td, _) = describe_task_definition(self.client, &current).await?;
+        self.current_arn = Some(
+            current_td
+                .task_definition_arn()
+                .unwrap_or(&current)
+                .to_string(),
+        );
+        self.previous_arn = self.current_arn.clone();
+        self.previous_deployment = primary_deployment(&svc).map(|p| p.0);
+        self.desired = self.opts.scale.unwrap_or(svc.desired_count);
+        self.svc = Some(svc);
+        Ok(())
+    }
+
+    async fn make_revision(&mut self) -> Result<Revision, DeployError> {
+        let current = self.current_arn.clone().unwrap_or_default();
+        let (base_td, base_tags) =
+            describe_task_definition(self.client, self.opts.task.as_deref().unwrap_or(&current))
+                .await?;
+        if self.opts.task.is_some() && self.opts.changes.is_empty() {
+            ensure_active(&base_td)?;
+        }
+        let base_arn = base_td
+            .task_definition_arn()
+            .unwrap_or_default()
+            .to_string();
+        let (new_td, diff) = taskdef::apply(&base_td, &self.opts.changes)?;
+        let log = &self.log;
+        let id = if diff.is_empty() {
+            log.line(format!(
+                "deploying {} (no task definition changes)",
+                short_revision(&base_arn)
+            ));
+            base_arn.clone()
+        } else {
+            if self.opts.show_diff {
+                log.line(format!(
+                    "{} change(s) to {}:",
+                    diff.len(),
+                    short_revision(&base_arn)
+                ));
+                log.line(taskdef::format_diff(&diff));
+            } else {
+                log.line(format!(
+                    "{} change(s) to {} (--diff lists them)",
+                    diff.len(),
+                    short_revision(&base_arn)
+                ));
+            }
+            let arn = register_task_definition(self.client, &new_td, &base_tags).await?;
+            log.line(format!("registered {arn}"));
+            arn
+        };
+        let mut details = std::collections::BTreeMap::new();
+        for c in new_td.container_definitions() {
+            details.insert(
+                format!("image.{}", c.name().unwrap_or("?")),
+                c.image().unwrap_or("").into(),
+            );
+        }
+        details.insert("desired_count".into(), self.desired.to_string());
+        Ok(Revision { id, details })
+    }
+
+    async fn roll_out(&mut self, rev: &Revision) -> Result<(), Failure> {
+        let force = Some(&rev.id) == self.current_arn.as_ref();
+        let mut update = self
+            .client
+            .update_service()
+            .cluster(self.cluster())
+            .service(&self.service)
+            .task_definition(&rev.id)
+            .force_new_deployment(force && self.opts.scale.is_none());
+        if let Some(n) = self.opts.scale {
+            update = update.desired_count(n);
+        }
+        self.log.line(format!(
+            "UpdateService {} -> {} at {}",
+            self.service,
+            short_revision(&rev.id),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ));
+        self.started_at = now_secs();
+        let updated = update.send().await.map_err(|e| {
+            Failure::unchanged(
+                DeployError::aws(&format!("UpdateService {}/{}", self.cluster(), self.service), e)
+                    .to_string(),
+            )
+        })?;
+        let updated = updated.service().cloned();
+        self.new_deployment = updated.as_ref().and_then(primary_deployment).map(|p| p.0);
+        if self.new_deployment.is_some() && self.new_deployment == self.previous_deployment && !force
+        {
+            self.log
+                .line("note: the PRIMARY deployment id did not change after UpdateService");
+        }
+        if self.opts.scale.is_none()
+            && let Some(s) = &updated
+        {
+            self.desired = s.desired_count;
+        }
+        Ok(())
+    }
+
+    async fn observe(&mut self, rev: &Revision) -> Result<String, Failure> {
+        let ctx = WaitContext {
+            cluster: self.opts.cluster.clone(),
+            service: self.service.clone(),
+            task_definition: rev.id.clone(),
+            deployment_id: self.new_deployment.clone(),
+            previous_deployment_id: self.previous_deployment.clone(),
+            started_at: self.started_at,
+            desired_count: self.desired,
+            ignore_warnings: self.opts.ignore_warnings,
+        };
+        let timeout = self.opts.timeout.unwrap_or(Duration::ZERO);
+        match rollout::wait_for_rollout(self.observer, &ctx, timeout, self.opts.poll_interval, &self.log)
+            .await
+        {
+            Ok(why) => Ok(why),
+            Err(f) => {
+                self.ecs_rolled_back_to = f.ecs_rolled_back_to.clone();
+                Err(Failure {
+                    reason: f.to_string(),
+                    live: match &f.ecs_rolled_back_to {
+                        Some((_, td)) => LiveAfterFailure::ReplacedBy(td.clone()),
+                        None => LiveAfterFailure::Changed,
+                    },
+                })
+            }
+        }
+    }
+
+    async fn probe(&mut self, _rev: &Revision) -> Result<String, Failure> {
+        self.health().await.map_err(Failure::changed)
+    }
+
+    async fn roll_back(&mut self, plan: &RollbackPlan) -> Result<RolledBack, DeployError> {
+        let (to, note) = self.active_revision(&plan.revision).await?;
+        // The good revision's own desired count, when the history has it.
+        let desired = plan
+            .record
+            .as_ref()
+            .and_then(|r| r.details.get("desired_count"))
+            .and_then(|d| d.parse::<i32>().ok())
+            .filter(|d| *d >= 0);
+        let wait_desired = desired.unwrap_or(self.desired);
+        let started_at = now_secs();
+        let deployment_id = match &self.ecs_rolled_back_to {
+            Some((id, td)) if *td == to && desired.is_none_or(|d| d == self.desired) => {
+                self.log.line(format!(
+                    "ECS already rolled back to {}: waiting for deployment {id}",
+                    short_revision(&to)
+                ));
+                Some(id.clone())
+            }
+            _ => {
+                let mut req = self
+                    .client
+                    .update_service()
+                    .cluster(self.cluster())
+                    .service(&self.service)
+                    .task_definition(&to);
+                if let Some(d) = desired {
+                    req = req.desired_count(d);
+                }
+                let resp = req.send().await.map_err(|e| {
+                    DeployError::aws(
+                        &format!("UpdateService {}/{} (rollback)", self.cluster(), self.service),
+                        e,
+                    )
+                })?;
+                resp.service().and_then(primary_deployment).map(|p| p.0)
+            }
+        };
+        self.current_arn = Some(to.clone());
+        let Some(_) = self.opts.timeout else {
+            return Ok(RolledBack {
+                revision: to,
+                awaited: false,
+                note,
+            });
+        };
+        let ctx = WaitContext {
+            cluster: self.opts.cluster.clone(),
+            service: self.service.clone(),
+            task_definition: to.clone(),
+            deployment_id,
+            previous_deployment_id: None,
+            started_at,
+            desired_count: wait_desired,
+            ignore_warnings: true,
+        };
+        rollout::wait_for_rollout(
+            self.observer,
+            &ctx,
+            self.opts.rollback_timeout,
+            self.opts.poll_interval,
+            &self.log,
+        )
+        .await
+        .map_err(|f| DeployError::Rollout(f.to_string()))?;
+        self.health().await.map_err(DeployError::Health)?;
+        Ok(RolledBack {
+            revision: to,
+            awaited: true,
+            note,
+        })
+    }
+
+    async fn after_success(&mut self, rev: &Revision, store: &dyn HistoryStore) -> Vec<String> {
+        self.protected = store
+            .records(&self.key)
+            .await
+            .map(|rs| {
+                rs.into_iter()
+                    .filter(|r| r.known_good)
+                    .map(|r| r.revision)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let previous = self.previous_arn.clone().unwrap_or_default();
+        prune(
+            self.client,
+            self.opts.keep_revisions,
+            &rev.id,
+            &previous,
+            &self.protected,
+            &self.log,
+        )
+        .await
+        .into_iter()
+        .map(|a| format!("deregistered {}", short_revision(&a)))
+        .collect()
+    }
+
+    async fn resolve(&mut self, to: &str) -> Result<String, DeployError> {
+        let current = self.current_arn.clone().unwrap_or_default();
+        let family = family_and_revision(&current)
+            .map(|(f, _)| f)
+            .unwrap_or_default();
+        let wanted = if !to.is_empty() && to.chars().all(|c| c.is_ascii_digit()) {
+            format!("{family}:{to}")
+        } else {
+            to.to_string()
+        };
+        let (td, _) = describe_task_definition(self.client, &wanted).await?;
+        Ok(td.task_definition_arn().unwrap_or(&wanted).to_string())
+    }
 }
 
 impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
@@ -337,530 +747,176 @@ impl<'a, O: RolloutObserver> EcsDeployer<'a, O> {
         futures_util::future::join_all(futures).await
     }
 
-    async fn deploy_service(&self, opts: &EcsDeployOptions, service: &str) -> ServiceOutcome {
-        let log = if opts.services.len() > 1 {
+    fn service_log(&self, opts: &EcsDeployOptions, service: &str) -> Log {
+        if opts.services.len() > 1 {
             self.log.with_prefix(service)
         } else {
             self.log.clone()
-        };
-        let mut outcome = ServiceOutcome {
-            service: service.to_string(),
-            ok: false,
-            revision: None,
-            previous: None,
-            rolled_back_to: None,
-            deregistered: Vec::new(),
-            message: String::new(),
-            history_id: None,
-        };
-        match self
-            .deploy_service_inner(opts, service, &log, &mut outcome)
+        }
+    }
+
+    async fn deploy_service(&self, opts: &EcsDeployOptions, service: &str) -> ServiceOutcome {
+        let log = self.service_log(opts, service);
+        let report = match EcsTarget::new(&self.client, &self.observer, opts, service, log.clone())
             .await
         {
-            Ok(msg) => {
-                outcome.ok = true;
-                outcome.message = msg;
+            Ok(mut target) => {
+                let report = machine::deploy(&mut target, self.history, &opts.machine, &log).await;
+                let mut o = ServiceOutcome::from_report(service, report);
+                o.previous = target
+                    .previous_arn
+                    .clone()
+                    .filter(|c| Some(c) != o.revision.as_ref());
+                return o;
             }
-            Err(e) => {
-                outcome.ok = false;
-                outcome.message = e.to_string();
-            }
-        }
-        outcome
-    }
-
-    async fn deploy_service_inner(
-        &self,
-        opts: &EcsDeployOptions,
-        service: &str,
-        log: &Log,
-        outcome: &mut ServiceOutcome,
-    ) -> Result<String, DeployError> {
-        let cluster = &opts.cluster;
-        let target = target_key(cluster, service);
-        let svc = describe_service(&self.client, cluster, service).await?;
-        if svc
-            .deployment_controller()
-            .is_some_and(|c| c.r#type() == &DeploymentControllerType::CodeDeploy)
-        {
-            return Err(DeployError::Usage(format!(
-                "service {service} uses the CODE_DEPLOY (blue/green) controller: ECS rejects UpdateService for it; deploy through CodeDeploy"
-            )));
-        }
-        let current = svc.task_definition().unwrap_or_default().to_string();
-        let previous_deployment = primary_deployment(&svc).map(|p| p.0);
-        // moto stores the literal string given to UpdateService; resolve it to a full ARN.
-        let (current_td, current_tags) = describe_task_definition(&self.client, &current).await?;
-        let current_arn = current_td
-            .task_definition_arn()
-            .unwrap_or(&current)
-            .to_string();
-        outcome.previous = Some(current_arn.clone());
-
-        let (base_td, base_tags) = match &opts.task {
-            Some(task) => {
-                let (td, tags) = describe_task_definition(&self.client, task).await?;
-                if opts.changes.is_empty() {
-                    ensure_active(&td)?;
-                }
-                (td, tags)
-            }
-            None => (current_td, current_tags),
+            Err(e) => machine::Report {
+                outcome: Outcome::NotStarted {
+                    reason: e.to_string(),
+                    locked: false,
+                },
+                live_now: None,
+                next: None,
+                history_warnings: Vec::new(),
+                record_id: None,
+                notes: Vec::new(),
+            },
         };
-        let base_arn = base_td
-            .task_definition_arn()
-            .unwrap_or_default()
-            .to_string();
-        let (new_td, diff) = taskdef::apply(&base_td, &opts.changes)?;
-        let new_arn = if diff.is_empty() {
-            log.line(format!(
-                "deploying {} (no task definition changes)",
-                short_revision(&base_arn)
-            ));
-            base_arn.clone()
-        } else {
-            if opts.show_diff {
-                log.line(format!(
-                    "{} change(s) to {}:",
-                    diff.len(),
-                    short_revision(&base_arn)
-                ));
-                log.line(taskdef::format_diff(&diff));
-            } else {
-                log.line(format!(
-                    "{} change(s) to {} (--diff lists them)",
-                    diff.len(),
-                    short_revision(&base_arn)
-                ));
-            }
-            let arn = register_task_definition(&self.client, &new_td, &base_tags).await?;
-            log.line(format!("registered {arn}"));
-            arn
-        };
-        outcome.revision = Some(new_arn.clone());
-
-        let mut record =
-            DeploymentRecord::start(&target, RecordKind::Deploy, &new_arn, Some(&current_arn));
-        for c in new_td.container_definitions() {
-            record.details.insert(
-                format!("image.{}", c.name().unwrap_or("?")),
-                c.image().unwrap_or("").into(),
-            );
-        }
-        outcome.history_id = Some(record.id.clone());
-        self.history.save(&record)?;
-
-        let started_at = now_secs();
-        let force = new_arn == current_arn;
-        let mut update = self
-            .client
-            .update_service()
-            .cluster(cluster)
-            .service(service)
-            .task_definition(&new_arn)
-            .force_new_deployment(force && opts.scale.is_none());
-        if let Some(n) = opts.scale {
-            update = update.desired_count(n);
-        }
-        log.line(format!(
-            "UpdateService {service} -> {} at {}",
-            short_revision(&new_arn),
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        ));
-        let updated = match update.send().await {
-            Ok(r) => r.service().cloned(),
-            Err(e) => {
-                let err = DeployError::aws(&format!("UpdateService {cluster}/{service}"), e);
-                record.finish(DeployResult::Failed, Some(err.to_string()));
-                self.history.save(&record)?;
-                return Err(err);
-            }
-        };
-        let new_deployment = updated.as_ref().and_then(primary_deployment).map(|p| p.0);
-        if new_deployment.is_some() && new_deployment == previous_deployment && !force {
-            log.line("note: the PRIMARY deployment id did not change after UpdateService");
-        }
-        let desired = opts.scale.unwrap_or_else(|| {
-            updated
-                .as_ref()
-                .map(|s| s.desired_count)
-                .unwrap_or(svc.desired_count)
-        });
-
-        let Some(timeout) = opts.timeout else {
-            record.finish(
-                DeployResult::Submitted,
-                Some("not waited for (--timeout -1)".into()),
-            );
-            self.history.save(&record)?;
-            outcome.deregistered = self.prune(opts, &new_arn, &current_arn, &target, log).await;
-            return Ok(format!(
-                "submitted {} to {service} (not waited for)",
-                short_revision(&new_arn)
-            ));
-        };
-        let ctx = WaitContext {
-            cluster: cluster.clone(),
-            service: service.to_string(),
-            task_definition: new_arn.clone(),
-            deployment_id: new_deployment,
-            previous_deployment_id: previous_deployment,
-            started_at,
-            desired_count: desired,
-            ignore_warnings: opts.ignore_warnings,
-        };
-        let rollout =
-            rollout::wait_for_rollout(&self.observer, &ctx, timeout, opts.poll_interval, log).await;
-        let failure = match rollout {
-            Ok(why) => {
-                log.line(format!("rollout succeeded: {why}"));
-                match &opts.health_url {
-                    Some(url) => crate::health::wait_http_healthy(
-                        url,
-                        opts.health_timeout,
-                        Duration::from_secs(1)
-                            .min(opts.poll_interval.max(Duration::from_millis(100))),
-                        log,
-                    )
-                    .await
-                    .err()
-                    .map(|e| (e.to_string(), None)),
-                    None => None,
-                }
-            }
-            Err(f) => Some((f.to_string(), f.ecs_rolled_back_to.clone())),
-        };
-        let Some((reason, ecs_rollback)) = failure else {
-            record.finish(DeployResult::Succeeded, None);
-            self.history.save(&record)?;
-            outcome.deregistered = self.prune(opts, &new_arn, &current_arn, &target, log).await;
-            return Ok(format!("{service} is running {}", short_revision(&new_arn)));
-        };
-        log.line(format!(
-            "deploy of {} failed: {reason}",
-            short_revision(&new_arn)
-        ));
-        if !opts.rollback {
-            record.finish(DeployResult::Failed, Some(reason.clone()));
-            self.history.save(&record)?;
-            return Err(DeployError::Rollout(format!(
-                "{service}: {reason} (rollback disabled)"
-            )));
-        }
-        let rollback_to = match self.history.last_known_good(&target, Some(&new_arn))? {
-            Some(r) => Some((r.revision, "last known-good revision")),
-            None if current_arn != new_arn => {
-                Some((current_arn.clone(), "revision that ran before"))
-            }
-            None => None,
-        };
-        let Some((to, why)) = rollback_to else {
-            record.finish(
-                DeployResult::Failed,
-                Some(format!("{reason}; nothing to roll back to")),
-            );
-            self.history.save(&record)?;
-            return Err(DeployError::Rollout(format!(
-                "{service}: {reason}; no earlier revision to roll back to"
-            )));
-        };
-        log.line(format!(
-            "rolling back {service} to {} ({why})",
-            short_revision(&to)
-        ));
-        let rb = self
-            .roll_back_to(
-                cluster,
-                service,
-                &to,
-                ecs_rollback,
-                desired,
-                opts.rollback_timeout,
-                opts.poll_interval,
-                log,
-            )
-            .await;
-        match rb {
-            Ok(()) => {
-                outcome.rolled_back_to = Some(to.clone());
-                record.rolled_back_to = Some(to.clone());
-                record.finish(DeployResult::RolledBack, Some(reason.clone()));
-                self.history.save(&record)?;
-                Err(DeployError::Rollout(format!(
-                    "{service}: {reason}\nrolled back to {} ({why})",
-                    short_revision(&to)
-                )))
-            }
-            Err(e) => {
-                record.finish(
-                    DeployResult::Failed,
-                    Some(format!("{reason}; rollback failed: {e}")),
-                );
-                self.history.save(&record)?;
-                Err(DeployError::Rollout(format!(
-                    "{service}: {reason}\nrollback to {} FAILED too: {e}",
-                    short_revision(&to)
-                )))
-            }
-        }
-    }
-
-    /// Points the service at `to` (unless ECS's circuit breaker already did), waits, records.
-    #[allow(clippy::too_many_arguments)]
-    async fn roll_back_to(
-        &self,
-        cluster: &str,
-        service: &str,
-        to: &str,
-        ecs_rollback: Option<(String, String)>,
-        desired: i32,
-        timeout: Duration,
-        poll: Duration,
-        log: &Log,
-    ) -> Result<(), DeployError> {
-        let target = target_key(cluster, service);
-        let mut record = DeploymentRecord::start(&target, RecordKind::Rollback, to, None);
-        self.history.save(&record)?;
-        let started_at = now_secs();
-        let deployment_id = match ecs_rollback {
-            Some((id, td)) if td == to => {
-                log.line(format!(
-                    "ECS already rolled back to {}: waiting for deployment {id}",
-                    short_revision(to)
-                ));
-                Some(id)
-            }
-            _ => {
-                let resp = self
-                    .client
-                    .update_service()
-                    .cluster(cluster)
-                    .service(service)
-                    .task_definition(to)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        DeployError::aws(
-                            &format!("UpdateService {cluster}/{service} (rollback)"),
-                            e,
-                        )
-                    });
-                match resp {
-                    Ok(r) => r.service().and_then(primary_deployment).map(|p| p.0),
-                    Err(e) => {
-                        record.finish(DeployResult::Failed, Some(e.to_string()));
-                        self.history.save(&record)?;
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        let ctx = WaitContext {
-            cluster: cluster.into(),
-            service: service.into(),
-            task_definition: to.into(),
-            deployment_id,
-            previous_deployment_id: None,
-            started_at,
-            desired_count: desired,
-            ignore_warnings: true,
-        };
-        match rollout::wait_for_rollout(&self.observer, &ctx, timeout, poll, log).await {
-            Ok(why) => {
-                log.line(format!("rollback rolled out: {why}"));
-                record.finish(DeployResult::Succeeded, None);
-                self.history.save(&record)?;
-                Ok(())
-            }
-            Err(f) => {
-                record.finish(DeployResult::Failed, Some(f.to_string()));
-                self.history.save(&record)?;
-                Err(DeployError::Rollout(f.to_string()))
-            }
-        }
+        ServiceOutcome::from_report(service, report)
     }
 
     /// `gantry rollback ecs`: to `to` (`REV`, `FAMILY:REV` or ARN), else the newest known-good
     /// revision that is not the current one, else the revision the history says ran before.
+    /// Awaited and probed like a deploy (unless `opts.timeout` is None).
     pub async fn rollback(
         &self,
-        cluster: &str,
+        opts: &EcsDeployOptions,
         service: &str,
         to: Option<&str>,
-        timeout: Option<Duration>,
-        poll: Duration,
-    ) -> Result<String, DeployError> {
-        let svc = describe_service(&self.client, cluster, service).await?;
-        let current = svc.task_definition().unwrap_or_default().to_string();
-        let (current_td, _) = describe_task_definition(&self.client, &current).await?;
-        let current_arn = current_td
-            .task_definition_arn()
-            .unwrap_or(&current)
-            .to_string();
-        let family = current_td.family().unwrap_or_default().to_string();
-        let target = target_key(cluster, service);
-        let wanted = match to {
-            Some(rev) if rev.chars().all(|c| c.is_ascii_digit()) => format!("{family}:{rev}"),
-            Some(rev) => rev.to_string(),
-            None => match self.history.last_known_good(&target, Some(&current_arn))? {
-                Some(r) => r.revision,
-                None => self
-                    .history
-                    .list(Some(&target))?
-                    .into_iter()
-                    .rev()
-                    .find(|r| r.revision == current_arn)
-                    .and_then(|r| r.previous_revision)
-                    .ok_or_else(|| {
-                        DeployError::Usage(format!(
-                            "no known-good revision of {target} in the history; pass --to REV"
-                        ))
-                    })?,
-            },
-        };
-        let (td, _) = describe_task_definition(&self.client, &wanted).await?;
-        ensure_active(&td)?;
-        let to_arn = td.task_definition_arn().unwrap_or(&wanted).to_string();
-        if to_arn == current_arn {
-            return Err(DeployError::Usage(format!(
-                "{service} already runs {}",
-                short_revision(&to_arn)
-            )));
-        }
-        self.log.line(format!(
-            "rolling back {service}: {} -> {}",
-            short_revision(&current_arn),
-            short_revision(&to_arn)
-        ));
-        crate::history::withdraw_known_good(
-            self.history,
-            &target,
-            &current_arn,
-            &format!("rolled back to {} by hand", short_revision(&to_arn)),
-        )?;
-        match timeout {
-            Some(t) => {
-                self.roll_back_to(
-                    cluster,
-                    service,
-                    &to_arn,
-                    None,
-                    svc.desired_count,
-                    t,
-                    poll,
-                    &self.log,
-                )
-                .await?;
-            }
-            None => {
-                self.client
-                    .update_service()
-                    .cluster(cluster)
-                    .service(service)
-                    .task_definition(&to_arn)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        DeployError::aws(&format!("UpdateService {cluster}/{service}"), e)
-                    })?;
-                let mut record = DeploymentRecord::start(
-                    &target,
-                    RecordKind::Rollback,
-                    &to_arn,
-                    Some(&current_arn),
-                );
-                record.finish(DeployResult::Submitted, Some("not waited for".into()));
-                self.history.save(&record)?;
-            }
-        }
-        Ok(format!(
-            "{service} rolled back to {}",
-            short_revision(&to_arn)
-        ))
-    }
-
-    /// Deregisters ACTIVE revisions of the family beyond the newest `keep`, never the new one,
-    /// the one that ran before, or the last known-good one. Failures are warnings.
-    async fn prune(
-        &self,
-        opts: &EcsDeployOptions,
-        new_arn: &str,
-        previous_arn: &str,
-        target: &str,
-        log: &Log,
-    ) -> Vec<String> {
-        let Some(keep) = opts.keep_revisions else {
-            return Vec::new();
-        };
-        let Some((family, _)) = family_and_revision(new_arn) else {
-            return Vec::new();
-        };
-        let known_good = self
-            .history
-            .last_known_good(target, None)
-            .ok()
-            .flatten()
-            .map(|r| r.revision);
-        let mut arns: Vec<(i32, String)> = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let resp = self
-                .client
-                .list_task_definitions()
-                .family_prefix(&family)
-                .status(TaskDefinitionStatus::Active)
-                .sort(SortOrder::Desc)
-                .set_next_token(next.clone())
-                .send()
-                .await;
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) => {
-                    log.line(format!(
-                        "warning: {}",
-                        DeployError::aws("ListTaskDefinitions", e)
-                    ));
-                    return Vec::new();
-                }
-            };
-            for arn in resp.task_definition_arns() {
-                if let Some((f, rev)) = family_and_revision(arn)
-                    && f == family
-                {
-                    arns.push((rev, arn.clone()));
-                }
-            }
-            next = resp.next_token().map(str::to_string);
-            if next.is_none() {
-                break;
-            }
-        }
-        arns.sort_by_key(|a| std::cmp::Reverse(a.0));
-        let mut removed = Vec::new();
-        for (_, arn) in arns.into_iter().skip(keep) {
-            if arn == new_arn || arn == previous_arn || known_good.as_deref() == Some(arn.as_str())
-            {
-                continue;
-            }
-            match self
-                .client
-                .deregister_task_definition()
-                .task_definition(&arn)
-                .send()
+    ) -> machine::Report {
+        let mut target =
+            match EcsTarget::new(&self.client, &self.observer, opts, service, self.log.clone())
                 .await
             {
-                Ok(_) => {
-                    log.line(format!("deregistered {}", short_revision(&arn)));
-                    removed.push(arn);
+                Ok(t) => t,
+                Err(e) => {
+                    return machine::Report {
+                        outcome: Outcome::NotStarted {
+                            reason: e.to_string(),
+                            locked: false,
+                        },
+                        live_now: None,
+                        next: None,
+                        history_warnings: Vec::new(),
+                        record_id: None,
+                        notes: Vec::new(),
+                    };
                 }
-                Err(e) => log.line(format!(
+            };
+        machine::rollback(&mut target, self.history, to, &opts.machine, &self.log).await
+    }
+}
+
+impl ServiceOutcome {
+    fn from_report(service: &str, report: machine::Report) -> Self {
+        let (revision, rolled_back_to) = match &report.outcome {
+            Outcome::Succeeded { revision, .. } | Outcome::Submitted { revision } => {
+                (Some(revision.clone()), None)
+            }
+            Outcome::RolledBack { revision, to, .. } => (Some(revision.clone()), Some(to.clone())),
+            Outcome::Failed { revision, .. } => (revision.clone(), None),
+            Outcome::Interrupted { revision, .. } => (Some(revision.clone()), None),
+            Outcome::NotStarted { .. } => (None, None),
+        };
+        ServiceOutcome {
+            service: service.to_string(),
+            ok: report.ok(),
+            revision,
+            previous: None,
+            rolled_back_to,
+            deregistered: report
+                .notes
+                .iter()
+                .filter_map(|n| n.strip_prefix("deregistered ").map(str::to_string))
+                .collect(),
+            message: report.message(),
+            history_id: report.record_id.clone(),
+            report,
+        }
+    }
+}
+
+/// Deregisters ACTIVE revisions of the family beyond the newest `keep`, never the new one, the
+/// one that ran before, or any known-good one. Failures are warnings.
+async fn prune(
+    client: &Client,
+    keep: Option<usize>,
+    new_arn: &str,
+    previous_arn: &str,
+    protected: &[String],
+    log: &Log,
+) -> Vec<String> {
+    let Some(keep) = keep else {
+        return Vec::new();
+    };
+    let Some((family, _)) = family_and_revision(new_arn) else {
+        return Vec::new();
+    };
+    let mut arns: Vec<(i32, String)> = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let resp = client
+            .list_task_definitions()
+            .family_prefix(&family)
+            .status(TaskDefinitionStatus::Active)
+            .sort(SortOrder::Desc)
+            .set_next_token(next.clone())
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                log.line(format!(
                     "warning: {}",
-                    DeployError::aws(&format!("DeregisterTaskDefinition {arn}"), e)
-                )),
+                    DeployError::aws("ListTaskDefinitions", e)
+                ));
+                return Vec::new();
+            }
+        };
+        for arn in resp.task_definition_arns() {
+            if let Some((f, rev)) = family_and_revision(arn)
+                && f == family
+            {
+                arns.push((rev, arn.clone()));
             }
         }
-        removed
+        next = resp.next_token().map(str::to_string);
+        if next.is_none() {
+            break;
+        }
     }
+    arns.sort_by_key(|a| std::cmp::Reverse(a.0));
+    let mut removed = Vec::new();
+    for (_, arn) in arns.into_iter().skip(keep) {
+        if arn == new_arn || arn == previous_arn || protected.contains(&arn) {
+            continue;
+        }
+        match client
+            .deregister_task_definition()
+            .task_definition(&arn)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                log.line(format!("deregistered {}", short_revision(&arn)));
+                removed.push(arn);
+            }
+            Err(e) => log.line(format!(
+                "warning: {}",
+                DeployError::aws(&format!("DeregisterTaskDefinition {arn}"), e)
+            )),
+        }
+    }
+    removed
 }
 
 /// What `gantry ecs run` was asked to do.

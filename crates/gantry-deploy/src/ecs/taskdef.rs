@@ -49,9 +49,55 @@ pub struct TaskChanges {
     pub docker_labels: Vec<(String, String, String)>,
     pub task_role: Option<String>,
     pub execution_role: Option<String>,
+    /// (container, S3 object ARN): the container's environment files (`--s3-env-file`).
+    pub s3_env_files: Vec<(String, String)>,
+}
+
+/// `s3://BUCKET/KEY` or `arn:aws:s3:::BUCKET/KEY` -> the object ARN ECS wants.
+pub fn s3_object_arn(object: &str) -> Result<String, DeployError> {
+    let arn = match object.strip_prefix("s3://") {
+        Some(rest) => format!("arn:aws:s3:::{rest}"),
+        None => object.to_string(),
+    };
+    let ok = arn
+        .strip_prefix("arn:")
+        .and_then(|r| r.split_once(":s3:::"))
+        .is_some_and(|(partition, path)| {
+            partition.starts_with("aws")
+                && path
+                    .split_once('/')
+                    .is_some_and(|(b, k)| !b.is_empty() && !k.is_empty())
+        });
+    if ok {
+        Ok(arn)
+    } else {
+        Err(DeployError::Usage(format!(
+            "--s3-env-file {object:?}: expected s3://BUCKET/KEY or arn:aws:s3:::BUCKET/KEY"
+        )))
+    }
 }
 
 impl TaskChanges {
+    /// Adds `--secrets-env-file C FILE`: dotenv lines `NAME=PARAMETER_ARN` (SSM parameter or
+    /// Secrets Manager ARN), like ecs-deploy's secrets file.
+    pub fn add_secrets_file(&mut self, container: &str, path: &Path) -> Result<(), DeployError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            DeployError::Usage(format!("cannot read secrets file {}: {e}", path.display()))
+        })?;
+        for (k, v) in parse_dotenv(&text).map_err(|(line, msg)| {
+            DeployError::Usage(format!("{}:{line}: {msg}", path.display()))
+        })? {
+            if v.is_empty() {
+                return Err(DeployError::Usage(format!(
+                    "{}: secret {k} has no parameter ARN",
+                    path.display()
+                )));
+            }
+            self.secrets.push((container.to_string(), k, v));
+        }
+        Ok(())
+    }
+
     /// Adds `--env-file C FILE`: dotenv lines `KEY=value`, `#` comments, optional quotes.
     pub fn add_env_file(&mut self, container: &str, path: &Path) -> Result<(), DeployError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -83,6 +129,7 @@ impl TaskChanges {
             && self.docker_labels.is_empty()
             && self.task_role.is_none()
             && self.execution_role.is_none()
+            && self.s3_env_files.is_empty()
     }
 
     fn containers_named(&self) -> Vec<&str> {
@@ -98,6 +145,7 @@ impl TaskChanges {
         names.extend(self.health_checks.iter().map(|x| x.0.as_str()));
         names.extend(self.log_configs.iter().map(|x| x.0.as_str()));
         names.extend(self.docker_labels.iter().map(|x| x.0.as_str()));
+        names.extend(self.s3_env_files.iter().map(|x| x.0.as_str()));
         names
     }
 }
@@ -361,6 +409,36 @@ pub fn apply(
             }
             c.secrets = Some(secrets);
             change("secrets", before, text(c.secrets()));
+        }
+
+        // Environment files from S3: the given ones replace the container's list.
+        let files: Vec<&String> = changes
+            .s3_env_files
+            .iter()
+            .filter(|f| f.0 == name)
+            .map(|f| &f.1)
+            .collect();
+        if !files.is_empty() {
+            let text = |c: &aws_sdk_ecs::types::ContainerDefinition| {
+                c.environment_files()
+                    .iter()
+                    .map(|f| f.value().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let before = text(c);
+            let mut list = Vec::new();
+            for f in files {
+                list.push(
+                    aws_sdk_ecs::types::EnvironmentFile::builder()
+                        .value(f)
+                        .r#type(aws_sdk_ecs::types::EnvironmentFileType::S3)
+                        .build()
+                        .map_err(|e| DeployError::Usage(format!("--s3-env-file {name}: {e}")))?,
+                );
+            }
+            c.environment_files = Some(list);
+            change("environment files", before, text(c));
         }
 
         if let Some((_, cmd)) = changes.commands.iter().rev().find(|x| x.0 == name) {

@@ -1,0 +1,223 @@
+//! The server process: configuration, shared state, start-up (database,
+//! migrations, bootstrap, listener, background queue, built-in runner).
+
+use crate::crypto::ServerKey;
+use crate::db::Db;
+use crate::error::ServeError;
+use crate::logs::Logs;
+use crate::objects::Objects;
+use crate::repos::Repos;
+use crate::store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How `gantry serve` runs.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// SQLite database, server key, mirrors, local objects.
+    pub data_dir: PathBuf,
+    /// `postgres://…`; SQLite in `data_dir` when `None`.
+    pub database: Option<String>,
+    /// `s3://BUCKET/PREFIX`; `data_dir/objects` when `None`.
+    pub objects: Option<String>,
+    pub listen: String,
+    /// The URL runners and clients use; `http://LISTEN` when `None`.
+    pub external_url: Option<String>,
+    /// Run a runner inside the server process (through the same protocol).
+    pub builtin_runner: bool,
+    pub builtin_concurrency: u32,
+    /// A running job whose runner is silent this long fails "runner lost".
+    pub runner_timeout: Duration,
+    /// `GANTRY_ADMIN_TOKEN`: on first start, the administrator's API token.
+    pub admin_token: Option<String>,
+    /// `GANTRY_SERVER_KEY`: 64 hex digits; else `data_dir/server.key`.
+    pub server_key: Option<String>,
+}
+
+impl ServeConfig {
+    pub fn new(data_dir: PathBuf) -> ServeConfig {
+        ServeConfig {
+            data_dir,
+            database: None,
+            objects: None,
+            listen: "127.0.0.1:8080".into(),
+            external_url: None,
+            builtin_runner: true,
+            builtin_concurrency: 2,
+            runner_timeout: Duration::from_secs(60),
+            admin_token: None,
+            server_key: None,
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("gantry.db").display()
+            )
+        })
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub http_requests: AtomicU64,
+    pub jobs_claimed: AtomicU64,
+    pub jobs_finished: AtomicU64,
+    pub log_bytes: AtomicU64,
+    pub webhooks: AtomicU64,
+    pub webhooks_refused: AtomicU64,
+    pub pipelines_created: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+/// State shared by every request and background task.
+pub struct App {
+    pub store: Store,
+    pub objects: Objects,
+    pub logs: Logs,
+    pub repos: Repos,
+    pub config: ServeConfig,
+    pub url: String,
+    /// Woken when jobs become pending (long-polling runners wait on it).
+    pub queue: Notify,
+    /// Woken when a pipeline may advance (a job finished, one was created).
+    pub advance: Notify,
+    pub metrics: Metrics,
+    pub started: std::time::Instant,
+    /// Planned pipelines by id (immutable once stored), parsed once.
+    planned: std::sync::Mutex<std::collections::HashMap<i64, Arc<gantry_config::model::Pipeline>>>,
+}
+
+impl App {
+    /// The planned pipeline stored with `pipeline`.
+    pub fn planned(
+        &self,
+        pipeline: &crate::store::Pipeline,
+    ) -> Result<Arc<gantry_config::model::Pipeline>, crate::error::StoreError> {
+        if let Some(p) = self.planned.lock().expect("plan cache").get(&pipeline.id) {
+            return Ok(p.clone());
+        }
+        let planned: gantry_config::model::Pipeline = serde_json::from_str(&pipeline.spec)
+            .map_err(|e| {
+                crate::error::StoreError::Corrupt(format!("pipeline {}: {e}", pipeline.id))
+            })?;
+        let planned = Arc::new(planned);
+        let mut cache = self.planned.lock().expect("plan cache");
+        if cache.len() > 1000 {
+            cache.clear();
+        }
+        cache.insert(pipeline.id, planned.clone());
+        Ok(planned)
+    }
+}
+
+pub type Shared = Arc<App>;
+
+/// A started server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub app: Shared,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the store and builds the state (no listener yet).
+pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
+        what: "cannot create the data directory",
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let key = ServerKey::load(config.server_key.as_deref(), &config.data_dir)?;
+    let db = Db::connect(&config.database_url()).await?;
+    let store = Store { db, key };
+    if let Some(token) = &config.admin_token
+        && store.bootstrap_admin(token).await?
+    {
+        eprintln!(
+            "gantry serve: created the administrator `root` with the token from GANTRY_ADMIN_TOKEN"
+        );
+    }
+    let objects = Objects::open(config.objects.as_deref(), &config.data_dir)?;
+    let logs = Logs::new(objects.clone());
+    let repos = Repos::new(config.data_dir.join("repos"));
+    let url = config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen))
+        .trim_end_matches('/')
+        .to_string();
+    Ok(App {
+        store,
+        objects,
+        logs,
+        repos,
+        config,
+        url,
+        queue: Notify::new(),
+        advance: Notify::new(),
+        metrics: Metrics::default(),
+        started: std::time::Instant::now(),
+        planned: Default::default(),
+    })
+}
+
+/// Starts the listener, the queue and (unless disabled) the built-in runner.
+pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.listen.clone(),
+        source,
+    })?;
+    let mut config = config;
+    // `--listen 127.0.0.1:0` picks a port: the URL follows it.
+    config.listen = addr.to_string();
+    let app = Arc::new(open(config).await?);
+    let router = crate::api::router(app.clone());
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            eprintln!("gantry serve: the listener stopped: {e}");
+        }
+    });
+    crate::queue::spawn(app.clone());
+    if app.config.builtin_runner {
+        let runner = crate::runner::RunnerConfig {
+            url: app.url.clone(),
+            registration_token: app.store.key.registration_token(),
+            description: "built-in".into(),
+            tags: Vec::new(),
+            run_untagged: true,
+            executor: crate::runner::ExecutorChoice::Auto,
+            concurrency: app.config.builtin_concurrency.max(1),
+            work_dir: app.config.data_dir.join("runner"),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = crate::runner::run(runner).await {
+                eprintln!("gantry serve: the built-in runner stopped: {e}");
+            }
+        });
+    }
+    Ok(Running {
+        url: app.url.clone(),
+        addr,
+        app,
+        server,
+    })
+}

@@ -1,0 +1,1198 @@
+//! The dashboard's pages and actions. Reads go through the server's store
+//! and [`DashboardStore`]; actions (play, retry, cancel, run) go through the
+//! same store transitions and queue calls as the API, never a second engine.
+
+use super::DashError;
+use super::session::{self, Form, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session};
+use crate::app::Shared;
+use crate::store::{Job, Pipeline, Project, Role};
+use crate::store_dashboard::{Approval, DashboardStore, OverviewFilter, PipelineSummary};
+use askama::Template;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::time::Duration;
+
+type Page = Result<Response, DashError>;
+
+fn html<T: Template>(t: &T) -> Page {
+    Ok(Html(t.render()?).into_response())
+}
+
+fn see_other(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+/// What every page's header needs.
+pub struct Chrome {
+    pub username: String,
+    pub role: String,
+    pub csrf: String,
+    pub is_admin: bool,
+    pub current: &'static str,
+}
+
+impl Chrome {
+    fn of(s: &Session, current: &'static str) -> Chrome {
+        Chrome {
+            username: s.user.username.clone(),
+            role: s.user.role.clone(),
+            csrf: s.csrf.clone(),
+            is_admin: s.user.role() == Role::Admin,
+            current,
+        }
+    }
+}
+
+/// `2026-11-26 00:12:03` (UTC).
+pub fn fmt_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// `1m 03s` between two times; empty when not started.
+pub fn fmt_duration(start: Option<i64>, end: Option<i64>) -> String {
+    let Some(start) = start else { return String::new() };
+    let end = end.unwrap_or_else(crate::now_ms);
+    let s = ((end - start).max(0) + 500) / 1000;
+    if s >= 3600 {
+        format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Environments whose deployments need an approver (maintainer or admin):
+/// the production tier, as the server names tiers.
+pub fn is_protected_environment(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("prod") || n == "live"
+}
+
+// ---- login ----
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    csrf: String,
+    next: String,
+    error: String,
+    username: String,
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/dash".into(),
+    }
+}
+
+pub async fn login_page(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<NextQuery>) -> Page {
+    let csrf = crate::crypto::new_token("");
+    let page = LoginPage {
+        csrf: csrf.clone(),
+        next: safe_next(q.next.as_deref()),
+        error: String::new(),
+        username: String::new(),
+    };
+    let mut resp = html(&page)?;
+    let cookie = session::set_cookie(LOGIN_CSRF_COOKIE, &csrf, 3600, session::is_https(&app, &headers));
+    resp.headers_mut()
+        .append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is ASCII"));
+    Ok(resp)
+}
+
+/// Password (argon2) or, for users without one such as the bootstrap
+/// administrator, one of the user's API tokens in the password field.
+pub async fn login(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Page {
+    let form = Form::parse(&body);
+    let expected = session::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    let given = form.get("csrf").unwrap_or("");
+    if expected.is_empty() || !crate::crypto::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+        return Err(DashError::Csrf);
+    }
+    let username = form.get("username").unwrap_or("").trim().to_string();
+    let password = form.get("password").unwrap_or("");
+    let next = safe_next(form.get("next"));
+    let dash = DashboardStore(&app.store);
+    let mut user = None;
+    if let Some((u, hash)) = dash.user_with_password(&username).await? {
+        let by_password = hash.as_deref().is_some_and(|h| session::verify_password(password, h));
+        let by_token = !by_password
+            && password.starts_with(crate::crypto::USER_TOKEN_PREFIX)
+            && app.store.user_by_token(password).await?.is_some_and(|t| t.id == u.id);
+        if by_password || by_token {
+            user = Some(u);
+        }
+    }
+    let Some(user) = user else {
+        let page = LoginPage {
+            csrf: expected,
+            next,
+            error: "Wrong username or password.".into(),
+            username,
+        };
+        let mut resp = html(&page)?;
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok(resp);
+    };
+    let (token, _csrf) = dash.create_session(user.id).await?;
+    let secure = session::is_https(&app, &headers);
+    let mut resp = see_other(&next);
+    let h = resp.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&session::session_cookie(&token, secure)).expect("cookie is ASCII"),
+    );
+    h.append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&session::set_cookie(LOGIN_CSRF_COOKIE, "", 0, secure)).expect("cookie is ASCII"),
+    );
+    Ok(resp)
+}
+
+pub async fn logout(State(app): State<Shared>, s: Session, headers: HeaderMap, body: Bytes) -> Page {
+    s.check_csrf(&Form::parse(&body))?;
+    if let Some(token) = session::cookie(&headers, SESSION_COOKIE) {
+        DashboardStore(&app.store).delete_session(&token).await?;
+    }
+    let mut resp = see_other("/login");
+    let cookie = session::set_cookie(SESSION_COOKIE, "", 0, session::is_https(&app, &headers));
+    resp.headers_mut()
+        .append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie is ASCII"));
+    Ok(resp)
+}
+
+// ---- overview ----
+
+pub struct JobDot {
+    pub id: i64,
+    pub name: String,
+    pub stage: String,
+    pub status: String,
+}
+
+pub struct PipelineRow {
+    pub id: i64,
+    pub project: String,
+    pub project_id: i64,
+    pub git_ref: String,
+    pub status: String,
+    pub source: String,
+    pub user: String,
+    pub created: String,
+    pub duration: String,
+    pub sha: String,
+    pub jobs: Vec<JobDot>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub struct FilterQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    project: String,
+    #[serde(default, rename = "ref")]
+    git_ref: String,
+    #[serde(default)]
+    user: String,
+}
+
+impl FilterQuery {
+    fn filter(&self) -> OverviewFilter {
+        OverviewFilter {
+            status: self.status.trim().to_string(),
+            project_id: self.project.trim().parse().ok(),
+            git_ref: self.git_ref.trim().to_string(),
+            username: self.user.trim().to_string(),
+        }
+    }
+    fn query_string(&self) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("status", &self.status)
+            .append_pair("project", &self.project)
+            .append_pair("ref", &self.git_ref)
+            .append_pair("user", &self.user)
+            .finish()
+    }
+}
+
+pub const STATUSES: &[&str] = &[
+    "created", "pending", "running", "success", "failed", "canceled", "skipped", "manual", "scheduled",
+];
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    chrome: Chrome,
+    q: FilterQuery,
+    query: String,
+    projects: Vec<Project>,
+    statuses: &'static [&'static str],
+    /// The rendered [`Board`].
+    board: String,
+}
+
+#[derive(Template)]
+#[template(path = "board.html")]
+struct Board {
+    latest: Vec<PipelineRow>,
+    recent: Vec<PipelineRow>,
+    projects_count: usize,
+}
+
+/// Rows for the pipelines, with their jobs, users and project paths.
+async fn rows(app: &Shared, pipelines: &[PipelineSummary], projects: &[Project]) -> Result<Vec<PipelineRow>, DashError> {
+    let dash = DashboardStore(&app.store);
+    let ids: Vec<i64> = pipelines.iter().map(|p| p.id).collect();
+    let mut jobs: HashMap<i64, Vec<JobDot>> = HashMap::new();
+    for j in dash.jobs_of(&ids).await? {
+        jobs.entry(j.pipeline_id).or_default().push(JobDot {
+            id: j.id,
+            name: j.name,
+            stage: j.stage,
+            status: j.status,
+        });
+    }
+    let mut user_ids: Vec<i64> = pipelines.iter().filter_map(|p| p.user_id).collect();
+    user_ids.sort_unstable();
+    user_ids.dedup();
+    let users: HashMap<i64, String> = dash.usernames(&user_ids).await?.into_iter().collect();
+    Ok(pipelines
+        .iter()
+        .map(|p| PipelineRow {
+            id: p.id,
+            project: projects
+                .iter()
+                .find(|x| x.id == p.project_id)
+                .map(|x| x.path.clone())
+                .unwrap_or_default(),
+            project_id: p.project_id,
+            git_ref: p.git_ref.clone(),
+            status: p.status.clone(),
+            source: p.source.clone(),
+            user: p.user_id.and_then(|u| users.get(&u).cloned()).unwrap_or_default(),
+            created: fmt_time(p.created_at),
+            duration: fmt_duration(p.started_at, p.finished_at),
+            sha: p.sha.chars().take(8).collect(),
+            jobs: jobs.remove(&p.id).unwrap_or_default(),
+        })
+        .collect())
+}
+
+async fn load_board(app: &Shared, q: &FilterQuery, projects: &[Project]) -> Result<Board, DashError> {
+    let dash = DashboardStore(&app.store);
+    let f = q.filter();
+    let latest = dash.latest_per_ref(&f, 100).await?;
+    let recent = dash.recent_pipelines(&f, 50).await?;
+    Ok(Board {
+        latest: rows(app, &latest, projects).await?,
+        recent: rows(app, &recent, projects).await?,
+        projects_count: projects.len(),
+    })
+}
+
+pub async fn overview(State(app): State<Shared>, s: Session, Query(q): Query<FilterQuery>) -> Page {
+    let projects = app.store.projects().await?;
+    let board = load_board(&app, &q, &projects).await?.render()?;
+    html(&OverviewPage {
+        chrome: Chrome::of(&s, "overview"),
+        query: q.query_string(),
+        q,
+        projects,
+        statuses: STATUSES,
+        board,
+    })
+}
+
+/// The overview's live part, fetched by htmx on every change event.
+pub async fn board(State(app): State<Shared>, _s: Session, Query(q): Query<FilterQuery>) -> Page {
+    let projects = app.store.projects().await?;
+    html(&load_board(&app, &q, &projects).await?)
+}
+
+/// Server-Sent Events: `changed` whenever a job changes state or a
+/// pipeline is created (pages reload their live parts on it).
+pub async fn events(State(app): State<Shared>, _s: Session) -> Response {
+    let stream = futures_util::stream::unfold((app, None::<(i64, i64)>), |(app, last)| async move {
+        loop {
+            let mark = DashboardStore(&app.store).change_mark().await.ok();
+            if mark.is_some() && last.is_some() && mark != last {
+                let ev = Event::default().event("changed").data("changed");
+                return Some((Ok::<_, std::convert::Infallible>(ev), (app, mark)));
+            }
+            let last = if last.is_none() { mark } else { last };
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            if last.is_none() {
+                continue;
+            }
+            let now = DashboardStore(&app.store).change_mark().await.ok();
+            if now.is_some() && now != last {
+                let ev = Event::default().event("changed").data("changed");
+                return Some((Ok(ev), (app, now)));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+// ---- pipeline ----
+
+pub struct Node {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub duration: String,
+    pub x: i64,
+    pub y: i64,
+    pub manual: bool,
+}
+
+pub struct Edge {
+    pub path: String,
+}
+
+pub struct StageHead {
+    pub name: String,
+    pub x: i64,
+}
+
+#[derive(Template)]
+#[template(path = "graph.html")]
+struct Graph {
+    pipeline_id: i64,
+    status: String,
+    duration: String,
+    stages: Vec<StageHead>,
+    nodes: Vec<Node>,
+    edges: Vec<Edge>,
+    width: i64,
+    height: i64,
+    node_w: i64,
+    node_h: i64,
+    csrf: String,
+    can_act: bool,
+    finished: bool,
+}
+
+const NODE_W: i64 = 190;
+const NODE_H: i64 = 40;
+const COL_GAP: i64 = 70;
+const ROW_GAP: i64 = 14;
+const TOP: i64 = 34;
+
+fn layout(p: &Pipeline, jobs: &[Job], s: &Session) -> Graph {
+    let mut stage_idx: Vec<(i64, String)> = jobs.iter().map(|j| (j.stage_idx, j.stage.clone())).collect();
+    stage_idx.sort();
+    stage_idx.dedup();
+    let mut rows_in: HashMap<i64, i64> = HashMap::new();
+    let mut nodes = Vec::new();
+    let mut pos: HashMap<&str, (i64, i64)> = HashMap::new();
+    for j in jobs {
+        let col = stage_idx.iter().position(|(i, _)| *i == j.stage_idx).unwrap_or(0) as i64;
+        let row = rows_in.entry(col).or_insert(0);
+        let (x, y) = (col * (NODE_W + COL_GAP), TOP + *row * (NODE_H + ROW_GAP));
+        *row += 1;
+        pos.insert(j.name.as_str(), (x, y));
+        nodes.push(Node {
+            id: j.id,
+            name: j.name.clone(),
+            status: j.status.clone(),
+            duration: fmt_duration(j.started_at, j.finished_at),
+            x,
+            y,
+            manual: j.status == "manual",
+        });
+    }
+    let mut edges = Vec::new();
+    for j in jobs {
+        let spec: serde_json::Value = serde_json::from_str(&j.spec).unwrap_or_default();
+        let Some(needs) = spec.get("needs").and_then(|n| n.as_array()) else { continue };
+        let Some(&(x2, y2)) = pos.get(j.name.as_str()) else { continue };
+        for need in needs {
+            let Some(from) = need.get("job").and_then(|n| n.as_str()) else { continue };
+            let Some(&(x1, y1)) = pos.get(from) else { continue };
+            let (sx, sy, ex, ey) = (x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2);
+            let mid = (sx + ex) / 2;
+            edges.push(Edge {
+                path: format!("M{sx},{sy} C{mid},{sy} {mid},{ey} {ex},{ey}"),
+            });
+        }
+    }
+    let cols = stage_idx.len().max(1) as i64;
+    let max_rows = rows_in.values().copied().max().unwrap_or(1);
+    Graph {
+        pipeline_id: p.id,
+        status: p.status.clone(),
+        duration: fmt_duration(p.started_at, p.finished_at),
+        stages: stage_idx
+            .iter()
+            .enumerate()
+            .map(|(i, (_, name))| StageHead {
+                name: name.clone(),
+                x: i as i64 * (NODE_W + COL_GAP),
+            })
+            .collect(),
+        nodes,
+        edges,
+        width: cols * NODE_W + (cols - 1) * COL_GAP,
+        height: TOP + max_rows * (NODE_H + ROW_GAP),
+        node_w: NODE_W,
+        node_h: NODE_H,
+        csrf: s.csrf.clone(),
+        can_act: s.user.role().allows(Role::Developer),
+        finished: crate::store::is_finished(&p.status),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "pipeline.html")]
+struct PipelinePage {
+    chrome: Chrome,
+    p: Pipeline,
+    project: Project,
+    created: String,
+    user: String,
+    variables: Vec<(String, String)>,
+    /// The rendered [`Graph`].
+    graph: String,
+}
+
+async fn pipeline_and_project(app: &Shared, id: i64) -> Result<(Pipeline, Project), DashError> {
+    let p = app.store.pipeline(id).await?.ok_or(DashError::NotFound("pipeline"))?;
+    let project = app.store.project(p.project_id).await?.ok_or(DashError::NotFound("project"))?;
+    Ok((p, project))
+}
+
+pub async fn pipeline_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>) -> Page {
+    let (p, project) = pipeline_and_project(&app, id).await?;
+    let jobs = app.store.pipeline_jobs(id, false).await?;
+    let user = match p.user_id {
+        Some(u) => app.store.user(u).await?.map(|u| u.username).unwrap_or_default(),
+        None => String::new(),
+    };
+    let variables: Vec<(String, String)> = serde_json::from_str(&p.variables).unwrap_or_default();
+    let graph = layout(&p, &jobs, &s).render()?;
+    html(&PipelinePage {
+        chrome: Chrome::of(&s, "overview"),
+        created: fmt_time(p.created_at),
+        user,
+        variables,
+        graph,
+        p,
+        project,
+    })
+}
+
+pub async fn pipeline_graph(State(app): State<Shared>, s: Session, Path(id): Path<i64>) -> Page {
+    let (p, _) = pipeline_and_project(&app, id).await?;
+    let jobs = app.store.pipeline_jobs(id, false).await?;
+    html(&layout(&p, &jobs, &s))
+}
+
+pub async fn pipeline_retry(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+    s.check_csrf(&Form::parse(&body))?;
+    s.require(Role::Developer)?;
+    pipeline_and_project(&app, id).await?;
+    crate::queue::retry_pipeline(&app, id, Some(s.user.id)).await?;
+    app.queue.notify_waiters();
+    Ok(see_other(&format!("/dash/pipelines/{id}")))
+}
+
+pub async fn pipeline_cancel(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+    s.check_csrf(&Form::parse(&body))?;
+    s.require(Role::Developer)?;
+    pipeline_and_project(&app, id).await?;
+    crate::queue::cancel_pipeline(&app, id, &format!("canceled by {}", s.user.username)).await?;
+    Ok(see_other(&format!("/dash/pipelines/{id}")))
+}
+
+// ---- job ----
+
+pub struct ApprovalRow {
+    pub username: String,
+    pub environment: String,
+    pub at: String,
+}
+
+fn approval_rows(a: Vec<Approval>) -> Vec<ApprovalRow> {
+    a.into_iter()
+        .map(|a| ApprovalRow {
+            username: a.username,
+            environment: a.environment,
+            at: fmt_time(a.at),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage {
+    chrome: Chrome,
+    job: Job,
+    project: Project,
+    p: Pipeline,
+    duration: String,
+    protected_env: bool,
+    can_play: bool,
+    can_act: bool,
+    approvals: Vec<ApprovalRow>,
+    artifacts: Vec<(String, u64)>,
+    transitions: Vec<(String, String, String, String)>,
+}
+
+async fn job_and_project(app: &Shared, id: i64) -> Result<(Job, Pipeline, Project), DashError> {
+    let job = app.store.job(id).await?.ok_or(DashError::NotFound("job"))?;
+    let (p, project) = pipeline_and_project(app, job.pipeline_id).await?;
+    Ok((job, p, project))
+}
+
+fn artifact_entries(zip: &[u8]) -> Vec<(String, u64)> {
+    let Ok(mut archive) = zip::ZipArchive::new(std::io::Cursor::new(zip)) else {
+        return Vec::new();
+    };
+    (0..archive.len())
+        .filter_map(|i| archive.by_index(i).ok().map(|f| (f.name().to_string(), f.size())))
+        .collect()
+}
+
+pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>) -> Page {
+    let (job, p, project) = job_and_project(&app, id).await?;
+    let protected_env = job.environment.as_deref().is_some_and(is_protected_environment);
+    let needed = if protected_env { Role::Maintainer } else { Role::Developer };
+    let approvals = approval_rows(DashboardStore(&app.store).approvals(&[job.id]).await?);
+    let artifacts = match app.objects.get(&format!("artifacts/{id}.zip")).await? {
+        Some(zip) => artifact_entries(&zip),
+        None => Vec::new(),
+    };
+    let transitions = app
+        .store
+        .job_transitions(id)
+        .await?
+        .into_iter()
+        .map(|(from, to, reason, at)| (fmt_time(at), from, to, reason.unwrap_or_default()))
+        .collect();
+    html(&JobPage {
+        chrome: Chrome::of(&s, "overview"),
+        duration: fmt_duration(job.started_at, job.finished_at),
+        protected_env,
+        can_play: s.user.role().allows(needed),
+        can_act: s.user.role().allows(Role::Developer),
+        approvals,
+        artifacts,
+        transitions,
+        job,
+        project,
+        p,
+    })
+}
+
+/// The whole log as text.
+pub async fn job_raw(State(app): State<Shared>, _s: Session, Path(id): Path<i64>) -> Page {
+    job_and_project(&app, id).await?;
+    let text = app.logs.read(id, 0).await?;
+    let mut resp = Response::new(Body::from(text));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    Ok(resp)
+}
+
+pub async fn job_artifacts_download(State(app): State<Shared>, _s: Session, Path(id): Path<i64>) -> Page {
+    job_and_project(&app, id).await?;
+    let zip = app
+        .objects
+        .get(&format!("artifacts/{id}.zip"))
+        .await?
+        .ok_or(DashError::NotFound("artifacts"))?;
+    let mut resp = Response::new(Body::from(zip));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    let disposition = format!("attachment; filename=\"job-{id}-artifacts.zip\"");
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).expect("ASCII"),
+    );
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+pub struct OffsetQuery {
+    offset: Option<u64>,
+}
+
+/// The job's log live over Server-Sent Events: `log` events carry a JSON
+/// string and the byte offset after it as id (resumable with
+/// `Last-Event-ID`); `end` carries the final status.
+pub async fn job_log_stream(
+    State(app): State<Shared>,
+    _s: Session,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<OffsetQuery>,
+) -> Page {
+    job_and_project(&app, id).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let start = resume.or(q.offset).unwrap_or(0);
+    let rx = app.logs.subscribe(id);
+    let stream = futures_util::stream::unfold((app, start, rx, false), move |(app, offset, mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            let data = match app.logs.read(id, offset).await {
+                Ok(d) => d,
+                Err(e) => {
+                    let ev = Event::default().event("error").data(e.to_string());
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (app, offset, rx, true)));
+                }
+            };
+            if !data.is_empty() {
+                let next = offset + data.len() as u64;
+                let text = String::from_utf8_lossy(&data).into_owned();
+                let ev = Event::default()
+                    .event("log")
+                    .id(next.to_string())
+                    .data(serde_json::to_string(&text).unwrap_or_default());
+                return Some((Ok(ev), (app, next, rx, false)));
+            }
+            let status = app.store.job(id).await.ok().flatten().map(|j| j.status);
+            if status.as_deref().is_none_or(|s| crate::store::is_finished(s) || s == "manual") {
+                let ev = Event::default()
+                    .event("end")
+                    .id(offset.to_string())
+                    .data(status.unwrap_or_default());
+                return Some((Ok(ev), (app, offset, rx, true)));
+            }
+            // Another server may hold the runner's connection: poll too.
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Plays a manual job (or re-runs a finished one). A job deploying to a
+/// protected environment needs a maintainer or admin, and the approval is
+/// recorded.
+pub async fn job_play(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+    s.check_csrf(&Form::parse(&body))?;
+    let (job, _, _) = job_and_project(&app, id).await?;
+    let protected = job.environment.as_deref().filter(|e| is_protected_environment(e));
+    if let Some(env) = protected {
+        s.require(Role::Maintainer).map_err(|_| {
+            DashError::Forbidden(format!(
+                "deploying to the protected environment `{env}` needs an approver (maintainer or admin); you are {}",
+                s.user.role
+            ))
+        })?;
+    } else {
+        s.require(Role::Developer)?;
+    }
+    let verb = if protected.is_some() { "approved" } else { "played" };
+    let target = match job.status.as_str() {
+        "manual" | "scheduled" => {
+            let reason = format!("{verb} by {}", s.user.username);
+            if !app.store.transition(id, &job.status, "pending", Some(&reason)).await? {
+                return Err(DashError::BadRequest("the job changed meanwhile; reload the page".into()));
+            }
+            id
+        }
+        st if crate::store::is_finished(st) && job.retried == 0 => {
+            app.store.retry_job(&job, "pending", Some(s.user.id)).await?.id
+        }
+        _ => return Err(DashError::BadRequest(format!("a {} job cannot be played", job.status))),
+    };
+    if let Some(env) = protected {
+        DashboardStore(&app.store).record_approval(&job, &s.user, env).await?;
+    }
+    app.queue.notify_waiters();
+    crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
+    Ok(see_other(&format!("/dash/jobs/{target}")))
+}
+
+pub async fn job_retry(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+    s.check_csrf(&Form::parse(&body))?;
+    s.require(Role::Developer)?;
+    let (job, _, _) = job_and_project(&app, id).await?;
+    if !matches!(job.status.as_str(), "failed" | "canceled" | "success") || job.retried != 0 {
+        return Err(DashError::BadRequest(format!("a {} job cannot be retried", job.status)));
+    }
+    if job.environment.as_deref().is_some_and(is_protected_environment) {
+        s.require(Role::Maintainer)?;
+    }
+    let new = app.store.retry_job(&job, "pending", Some(s.user.id)).await?;
+    app.queue.notify_waiters();
+    crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
+    Ok(see_other(&format!("/dash/jobs/{}", new.id)))
+}
+
+pub async fn job_cancel(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+    s.check_csrf(&Form::parse(&body))?;
+    s.require(Role::Developer)?;
+    let (job, _, _) = job_and_project(&app, id).await?;
+    app.store.cancel_job(id, &format!("canceled by {}", s.user.username)).await?;
+    crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
+    Ok(see_other(&format!("/dash/jobs/{id}")))
+}
+
+// ---- run pipeline ----
+
+/// A form field for a top-level `variables:` entry.
+pub struct Field {
+    pub name: String,
+    pub value: String,
+    pub description: String,
+    pub options: Vec<String>,
+    pub error: String,
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    chrome: Chrome,
+    project: Project,
+    git_ref: String,
+    fields: Vec<Field>,
+    extra: Vec<(String, String)>,
+    error: String,
+}
+
+#[derive(Deserialize)]
+pub struct RunQuery {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    /// Re-run: start from this pipeline's ref and variables.
+    from: Option<i64>,
+}
+
+/// The top-level variables of the project's configuration at `git_ref`.
+async fn declared_variables(
+    app: &Shared,
+    project: &Project,
+    git_ref: &str,
+) -> Result<Vec<gantry_config::model::Variable>, DashError> {
+    let mirror = app
+        .repos
+        .sync(project.id, &project.source_url)
+        .await
+        .map_err(|e| DashError::BadRequest(e.to_string()))?;
+    let (sha, _) = app
+        .repos
+        .resolve_ref(project.id, git_ref)
+        .map_err(|e| DashError::BadRequest(e.to_string()))?;
+    let entry = project.ci_config_path.clone();
+    tokio::task::spawn_blocking(move || {
+        let files = gantry_source::CommitTree::new(mirror, sha);
+        let opts = gantry_config::load::LoadOptions {
+            entry,
+            ..Default::default()
+        };
+        gantry_config::load::load(&files, &opts)
+            .map(|l| l.config.variables)
+            .map_err(|e| {
+                let text = e.diagnostics.iter().map(|d| d.render(&e.sources)).collect::<Vec<_>>().join("\n");
+                DashError::BadRequest(format!("the CI configuration at this ref is invalid:\n{text}"))
+            })
+    })
+    .await
+    .map_err(|e| DashError::Internal(format!("configuration task failed: {e}")))?
+}
+
+fn fields_of(declared: &[gantry_config::model::Variable], given: &[(String, String)]) -> Vec<Field> {
+    declared
+        .iter()
+        .map(|v| Field {
+            name: v.name.clone(),
+            value: given
+                .iter()
+                .find(|(k, _)| *k == v.name)
+                .map(|(_, x)| x.clone())
+                .unwrap_or_else(|| v.value.clone()),
+            description: v.description.clone().unwrap_or_default(),
+            options: v.options.clone(),
+            error: String::new(),
+        })
+        .collect()
+}
+
+pub async fn run_form(State(app): State<Shared>, s: Session, Path(id): Path<i64>, Query(q): Query<RunQuery>) -> Page {
+    s.require(Role::Developer)?;
+    let project = app.store.project(id).await?.ok_or(DashError::NotFound("project"))?;
+    let mut given: Vec<(String, String)> = Vec::new();
+    let mut git_ref = q.git_ref.clone().unwrap_or_else(|| project.default_branch.clone());
+    if let Some(from) = q.from {
+        let p = app.store.pipeline(from).await?.filter(|p| p.project_id == id).ok_or(DashError::NotFound("pipeline"))?;
+        given = serde_json::from_str(&p.variables).unwrap_or_default();
+        if q.git_ref.is_none() {
+            git_ref = p.git_ref;
+        }
+    }
+    let declared = declared_variables(&app, &project, &git_ref).await?;
+    let fields = fields_of(&declared, &given);
+    let extra = given.into_iter().filter(|(k, _)| !declared.iter().any(|v| v.name == *k)).collect();
+    html(&RunPage {
+        chrome: Chrome::of(&s, "overview"),
+        project,
+        git_ref,
+        fields,
+        extra,
+        error: String::new(),
+    })
+}
+
+pub async fn run_pipeline(State(app): State<Shared>, s: Session, Path(id): Path<i64>, body: Bytes) -> Page {
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
+    s.require(Role::Developer)?;
+    let project = app.store.project(id).await?.ok_or(DashError::NotFound("project"))?;
+    let git_ref = form.get("ref").unwrap_or("").trim().to_string();
+    if git_ref.is_empty() {
+        return Err(DashError::BadRequest("choose a branch or tag to run".into()));
+    }
+    let declared = declared_variables(&app, &project, &git_ref).await?;
+    let mut variables: Vec<(String, String)> = Vec::new();
+    for v in &declared {
+        let value = form.get(&format!("var:{}", v.name)).unwrap_or(&v.value).to_string();
+        variables.push((v.name.clone(), value));
+    }
+    let keys = form.all("extra_key");
+    let values = form.all("extra_value");
+    let mut error = String::new();
+    for (k, v) in keys.iter().zip(values.iter()) {
+        let k = k.trim();
+        if k.is_empty() {
+            continue;
+        }
+        if !gantry_engine::vars::valid_name(k) {
+            error = format!("variable name `{k}` can contain only letters, digits and '_'");
+        }
+        variables.retain(|(x, _)| x != k);
+        variables.push((k.to_string(), v.to_string()));
+    }
+    let mut fields = fields_of(&declared, &variables);
+    for f in fields.iter_mut() {
+        if !f.options.is_empty() && !f.options.contains(&f.value) {
+            f.error = format!("must be one of: {}", f.options.join(", "));
+        }
+    }
+    if !error.is_empty() || fields.iter().any(|f| !f.error.is_empty()) {
+        let extra = variables.into_iter().filter(|(k, _)| !declared.iter().any(|v| v.name == *k)).collect();
+        let mut resp = html(&RunPage {
+            chrome: Chrome::of(&s, "overview"),
+            project,
+            git_ref,
+            fields,
+            extra,
+            error: if error.is_empty() { "Some values are not valid.".into() } else { error },
+        })?;
+        *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+        return Ok(resp);
+    }
+    let req = crate::pipelines::Request {
+        git_ref,
+        source: "web".into(),
+        variables,
+        user_id: Some(s.user.id),
+        fetch: true,
+        ..Default::default()
+    };
+    let pipeline = crate::pipelines::create(&app, &project, req)
+        .await
+        .map_err(|e| DashError::BadRequest(format!("no pipeline was created: {e}")))?;
+    app.queue.notify_waiters();
+    Ok(see_other(&format!("/dash/pipelines/{}", pipeline.id)))
+}
+
+// ---- environments ----
+
+pub struct DeploymentRow {
+    pub job_id: Option<i64>,
+    pub pipeline_id: Option<i64>,
+    pub git_ref: String,
+    pub sha: String,
+    pub status: String,
+    pub user: String,
+    pub at: String,
+    pub revision: String,
+}
+
+pub struct EnvironmentRow {
+    pub project: String,
+    pub name: String,
+    pub url: String,
+    pub tier: String,
+    pub state: String,
+    pub protected: bool,
+    pub deployments: Vec<DeploymentRow>,
+}
+
+pub struct Waiting {
+    pub job_id: i64,
+    pub name: String,
+    pub environment: String,
+    pub pipeline_id: i64,
+    pub project: String,
+}
+
+#[derive(Template)]
+#[template(path = "environments.html")]
+struct EnvironmentsPage {
+    chrome: Chrome,
+    environments: Vec<EnvironmentRow>,
+    waiting: Vec<Waiting>,
+    approvals: Vec<ApprovalRow>,
+    can_approve: bool,
+}
+
+pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
+    let projects = app.store.projects().await?;
+    let dash = DashboardStore(&app.store);
+    let mut rows = Vec::new();
+    let mut job_ids = Vec::new();
+    for project in &projects {
+        let deployments = app.store.deployments(project.id).await?;
+        let mut user_ids: Vec<i64> = deployments.iter().filter_map(|d| d.user_id).collect();
+        user_ids.sort_unstable();
+        user_ids.dedup();
+        let users: HashMap<i64, String> = dash.usernames(&user_ids).await?.into_iter().collect();
+        for env in app.store.environments(project.id).await? {
+            let history: Vec<DeploymentRow> = deployments
+                .iter()
+                .filter(|d| d.environment_id == env.id)
+                .map(|d| DeploymentRow {
+                    job_id: d.job_id,
+                    pipeline_id: d.pipeline_id,
+                    git_ref: d.git_ref.clone(),
+                    sha: d.sha.chars().take(8).collect(),
+                    status: d.status.clone(),
+                    user: d.user_id.and_then(|u| users.get(&u).cloned()).unwrap_or_default(),
+                    at: fmt_time(d.created_at),
+                    revision: d.revision.clone().unwrap_or_default(),
+                })
+                .collect();
+            job_ids.extend(history.iter().filter_map(|d| d.job_id));
+            rows.push(EnvironmentRow {
+                project: project.path.clone(),
+                protected: is_protected_environment(&env.name),
+                name: env.name,
+                // Only web links: a `javascript:` URL stays out of the page.
+                url: env
+                    .url
+                    .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+                    .unwrap_or_default(),
+                tier: env.tier,
+                state: env.state,
+                deployments: history,
+            });
+        }
+    }
+    let waiting = app
+        .store
+        .jobs_with_status("manual")
+        .await?
+        .into_iter()
+        .filter_map(|j| {
+            let env = j.environment.clone()?;
+            Some(Waiting {
+                job_id: j.id,
+                name: j.name,
+                pipeline_id: j.pipeline_id,
+                project: projects.iter().find(|p| p.id == j.project_id).map(|p| p.path.clone()).unwrap_or_default(),
+                environment: env,
+            })
+        })
+        .collect::<Vec<_>>();
+    job_ids.extend(waiting.iter().map(|w| w.job_id));
+    let approvals = approval_rows(dash.approvals(&job_ids).await?);
+    html(&EnvironmentsPage {
+        chrome: Chrome::of(&s, "environments"),
+        environments: rows,
+        waiting,
+        approvals,
+        can_approve: s.user.role().allows(Role::Maintainer),
+    })
+}
+
+// ---- runners, schedules ----
+
+pub struct RunnerRow {
+    pub id: i64,
+    pub description: String,
+    pub tags: String,
+    pub executor: String,
+    pub online: bool,
+    pub contacted: String,
+    pub running: Vec<(i64, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "runners.html")]
+struct RunnersPage {
+    chrome: Chrome,
+    runners: Vec<RunnerRow>,
+}
+
+pub async fn runners(State(app): State<Shared>, s: Session) -> Page {
+    let running = app.store.jobs_with_status("running").await?;
+    let cutoff = crate::now_ms() - app.config.runner_timeout.as_millis() as i64;
+    let runners = app
+        .store
+        .runners()
+        .await?
+        .into_iter()
+        .map(|r| RunnerRow {
+            id: r.id,
+            tags: r.tag_list().join(", "),
+            online: r.active != 0 && r.contacted_at >= cutoff,
+            contacted: fmt_time(r.contacted_at),
+            running: running
+                .iter()
+                .filter(|j| j.runner_id == Some(r.id))
+                .map(|j| (j.id, j.name.clone()))
+                .collect(),
+            description: r.description,
+            executor: r.executor,
+        })
+        .collect();
+    html(&RunnersPage {
+        chrome: Chrome::of(&s, "runners"),
+        runners,
+    })
+}
+
+pub struct ScheduleRow {
+    pub project: String,
+    pub description: String,
+    pub git_ref: String,
+    pub cron: String,
+    pub timezone: String,
+    pub active: bool,
+    pub next_run: String,
+    pub last_pipeline: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "schedules.html")]
+struct SchedulesPage {
+    chrome: Chrome,
+    schedules: Vec<ScheduleRow>,
+}
+
+pub async fn schedules(State(app): State<Shared>, s: Session) -> Page {
+    let projects = app.store.projects().await?;
+    let schedules = app
+        .store
+        .schedules(None)
+        .await?
+        .into_iter()
+        .map(|x| ScheduleRow {
+            project: projects.iter().find(|p| p.id == x.project_id).map(|p| p.path.clone()).unwrap_or_default(),
+            description: x.description,
+            git_ref: x.git_ref,
+            cron: x.cron,
+            timezone: x.cron_timezone,
+            active: x.active != 0,
+            next_run: fmt_time(x.next_run_at),
+            last_pipeline: x.last_pipeline_id,
+        })
+        .collect();
+    html(&SchedulesPage {
+        chrome: Chrome::of(&s, "schedules"),
+        schedules,
+    })
+}
+
+// ---- users ----
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    chrome: Chrome,
+    users: Vec<crate::store::User>,
+    new_token: String,
+    message: String,
+}
+
+pub async fn users(State(app): State<Shared>, s: Session) -> Page {
+    let users = if s.user.role() == Role::Admin {
+        DashboardStore(&app.store).users().await?
+    } else {
+        Vec::new()
+    };
+    html(&UsersPage {
+        chrome: Chrome::of(&s, "users"),
+        users,
+        new_token: String::new(),
+        message: String::new(),
+    })
+}
+
+/// An administrator creates a user with a password and a role; the new
+/// user's API token is shown once.
+pub async fn create_user(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
+    s.require(Role::Admin)?;
+    let username = form.get("username").unwrap_or("").trim();
+    let password = form.get("password").unwrap_or("");
+    let role = Role::parse(form.get("role").unwrap_or(""))
+        .ok_or_else(|| DashError::BadRequest("role must be admin, maintainer, developer or viewer".into()))?;
+    if username.is_empty() || !username.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Err(DashError::BadRequest("a username is letters, digits, '.', '_' and '-'".into()));
+    }
+    if password.chars().count() < 8 {
+        return Err(DashError::BadRequest("a password has at least 8 characters".into()));
+    }
+    let dash = DashboardStore(&app.store);
+    if dash.user_with_password(username).await?.is_some() {
+        return Err(DashError::BadRequest(format!("the user `{username}` exists already")));
+    }
+    let hash = session::hash_password(password)?;
+    let name = form.get("name").filter(|n| !n.trim().is_empty()).unwrap_or(username);
+    let email = form.get("email").unwrap_or("");
+    let (user, token) = app.store.create_user(username, name, email, role).await?;
+    dash.set_password_hash(user.id, &hash).await?;
+    html(&UsersPage {
+        chrome: Chrome::of(&s, "users"),
+        users: dash.users().await?,
+        new_token: token,
+        message: format!("Created {} ({}).", user.username, user.role),
+    })
+}
+
+pub async fn change_password(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
+    let password = form.get("password").unwrap_or("");
+    if password.chars().count() < 8 {
+        return Err(DashError::BadRequest("a password has at least 8 characters".into()));
+    }
+    let hash = session::hash_password(password)?;
+    DashboardStore(&app.store).set_password_hash(s.user.id, &hash).await?;
+    let users = if s.user.role() == Role::Admin {
+        DashboardStore(&app.store).users().await?
+    } else {
+        Vec::new()
+    };
+    html(&UsersPage {
+        chrome: Chrome::of(&s, "users"),
+        users,
+        new_token: String::new(),
+        message: "Your password is changed.".into(),
+    })
+}

@@ -1,0 +1,45 @@
+//! # gantry-server
+//!
+//! `gantry serve` and `gantry runner`: pipelines triggered by pushes
+//! (webhooks), the GitLab REST API and schedules, stored in SQLite or
+//! PostgreSQL, and run by runners that claim jobs over HTTP.
+//!
+//! - [`app`]: start-up and shared state; [`api`]: every HTTP route.
+//! - [`store`] over [`db`]: rows and queries, one code path for both
+//!   databases; [`objects`]: logs, artifacts and caches (local disk or S3).
+//! - [`pipelines`] (creation, with [`planning`] and [`repos`]) and [`queue`]
+//!   (job states, delayed jobs, lost runners, [`schedules`]).
+//! - [`engine_bridge`]: the only door into `gantry-engine`, for scheduling
+//!   rules and for running a job on a runner ([`runner`], [`protocol`]).
+//! - [`logs`]: chunked, masked, followable job logs; [`crypto`]: keys,
+//!   tokens, signatures; [`auth`]: who is calling.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod crypto;
+pub mod dashboard;
+pub mod db;
+pub mod engine_bridge;
+pub mod error;
+pub mod logs;
+pub mod objects;
+pub mod pipelines;
+pub mod planning;
+pub mod protocol;
+pub mod queue;
+pub mod repos;
+pub mod runner;
+pub mod schedules;
+pub mod store;
+pub mod store_dashboard;
+
+pub use app::{Running, ServeConfig, start};
+
+/// Milliseconds since the Unix epoch: how every time is stored.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

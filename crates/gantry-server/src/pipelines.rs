@@ -1,0 +1,187 @@
+//! Creating pipelines: from the API, webhooks and schedules alike. The
+//! commit is fetched into the project's mirror, planned (see
+//! [`crate::planning`]), stored with its jobs, and older pipelines of the
+//! ref are auto-canceled as `workflow:auto_cancel` (conservative) says.
+
+use crate::app::{Metrics, Shared};
+use crate::error::StoreError;
+use crate::planning::{PlanError, Trigger};
+use crate::repos::RepoError;
+use crate::store::{NewJob, NewPipeline, Pipeline, Project};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// `workflow:rules` (or every job's rules) created no pipeline.
+    #[error("no pipeline for this ref: {0}")]
+    Filtered(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What to create a pipeline for.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub git_ref: String,
+    /// The exact commit (webhooks); the ref's head when `None`.
+    pub sha: Option<String>,
+    pub is_tag: Option<bool>,
+    pub before_sha: Option<String>,
+    pub source: String,
+    pub variables: Vec<(String, String)>,
+    pub predefined: Vec<(String, String)>,
+    pub user_id: Option<i64>,
+    /// Fetch the remote first (webhooks and the API: new commits).
+    pub fetch: bool,
+}
+
+/// Creates, stores and starts a pipeline.
+pub async fn create(
+    app: &Shared,
+    project: &Project,
+    req: Request,
+) -> Result<Pipeline, CreateError> {
+    let mirror = if req.fetch || !app.repos.mirror_dir(project.id).join("HEAD").exists() {
+        app.repos.sync(project.id, &project.source_url).await?
+    } else {
+        app.repos.mirror_dir(project.id)
+    };
+    let (sha, is_tag) = match &req.sha {
+        Some(sha) => {
+            if !app.repos.has_commit(project.id, sha) {
+                return Err(RepoError::UnknownCommit(sha.clone()).into());
+            }
+            let is_tag = req.is_tag.unwrap_or_else(|| {
+                app.repos
+                    .resolve_ref(project.id, &req.git_ref)
+                    .is_ok_and(|(_, t)| t)
+            });
+            (sha.clone(), is_tag)
+        }
+        None => app.repos.resolve_ref(project.id, &req.git_ref)?,
+    };
+    let protected = !is_tag && req.git_ref == project.default_branch;
+    let mut predefined = vec![
+        ("CI_SERVER_URL".to_string(), app.url.clone()),
+        ("CI_API_V4_URL".to_string(), format!("{}/api/v4", app.url)),
+        ("CI_PROJECT_ID".to_string(), project.id.to_string()),
+        ("CI_PROJECT_PATH".to_string(), project.path.clone()),
+        ("CI_PROJECT_NAME".to_string(), project.name.clone()),
+        (
+            "CI_PROJECT_URL".to_string(),
+            format!("{}/{}", app.url, project.path),
+        ),
+        ("CI_COMMIT_REF_PROTECTED".to_string(), protected.to_string()),
+        (
+            "CI_DEFAULT_BRANCH".to_string(),
+            project.default_branch.clone(),
+        ),
+    ];
+    predefined.extend(req.predefined.iter().cloned());
+    let trigger = Trigger {
+        sha: sha.clone(),
+        git_ref: req.git_ref.clone(),
+        is_tag,
+        before_sha: req.before_sha.clone(),
+        source: req.source.clone(),
+        variables: req.variables.clone(),
+        predefined,
+    };
+    let entry = project.ci_config_path.clone();
+    let planned =
+        tokio::task::spawn_blocking(move || crate::planning::plan(&mirror, &entry, &trigger))
+            .await
+            .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))??;
+    if planned.status == gantry_config::model::PipelineStatus::Filtered {
+        return Err(CreateError::Filtered(
+            planned
+                .filtered_reason
+                .clone()
+                .unwrap_or_else(|| "workflow:rules".into()),
+        ));
+    }
+    let jobs = planned
+        .jobs
+        .iter()
+        .map(|j| NewJob {
+            name: j.name.clone(),
+            stage: j.stage.clone(),
+            stage_idx: planned
+                .stages
+                .iter()
+                .position(|s| *s == j.stage)
+                .unwrap_or(0) as i64,
+            when: j.when.as_str().to_string(),
+            allow_failure: j.allow_failure,
+            tags: j.tags.clone(),
+            resource_group: j.resource_group.clone(),
+            interruptible: j.interruptible,
+            environment: j.environment.as_ref().map(|e| e.name.clone()),
+            spec: serde_json::to_string(j).unwrap_or_default(),
+        })
+        .collect::<Vec<_>>();
+    let new = NewPipeline {
+        project_id: project.id,
+        git_ref: req.git_ref.clone(),
+        sha,
+        before_sha: req
+            .before_sha
+            .clone()
+            .unwrap_or_else(|| "0000000000000000000000000000000000000000".into()),
+        tag: is_tag,
+        source: req.source.clone(),
+        protected,
+        user_id: req.user_id,
+        variables: serde_json::to_string(&req.variables).unwrap_or_else(|_| "[]".into()),
+        spec: serde_json::to_string(&planned).unwrap_or_default(),
+        name: planned.name.clone(),
+        jobs,
+    };
+    let pipeline = app.store.create_pipeline(&new).await?;
+    Metrics::inc(&app.metrics.pipelines_created, 1);
+    if matches!(req.source.as_str(), "push" | "merge_request_event") {
+        auto_cancel(app, &pipeline).await?;
+    }
+    crate::queue::advance_pipeline(app, pipeline.id).await?;
+    Ok(app.store.pipeline(pipeline.id).await?.unwrap_or(pipeline))
+}
+
+/// `workflow:auto_cancel:on_new_commit: conservative`: older pipelines of
+/// the ref are canceled unless one of their non-interruptible jobs started.
+async fn auto_cancel(app: &Shared, newer: &Pipeline) -> Result<(), StoreError> {
+    let older = app
+        .store
+        .pipelines(newer.project_id, Some(&newer.git_ref), None, 50, 0)
+        .await?;
+    for p in older.iter().filter(|p| p.id < newer.id) {
+        if crate::store::is_finished(&p.status) {
+            continue;
+        }
+        let jobs = app.store.pipeline_jobs(p.id, false).await?;
+        let protected_started = jobs.iter().any(|j| {
+            j.interruptible == 0
+                && !matches!(
+                    j.status.as_str(),
+                    "created"
+                        | "pending"
+                        | "manual"
+                        | "scheduled"
+                        | "skipped"
+                        | "waiting_for_resource"
+                )
+        });
+        if protected_started {
+            continue;
+        }
+        for j in jobs.iter().filter(|j| !j.is_finished()) {
+            app.store
+                .cancel_job(j.id, &format!("auto-canceled by pipeline {}", newer.id))
+                .await?;
+        }
+        crate::queue::advance_pipeline(app, p.id).await?;
+    }
+    Ok(())
+}

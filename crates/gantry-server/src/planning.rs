@@ -1,0 +1,82 @@
+//! A pipeline for one commit of a project: the facts of the commit from
+//! `gantry-source`, its files through a [`gantry_source::CommitTree`], and
+//! `gantry-config`'s load and plan with the `CI_*` variables of the trigger.
+
+use gantry_config::context::Context;
+use gantry_config::load::LoadOptions;
+use gantry_config::model::Pipeline;
+use gantry_source::Revision;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Source(#[from] gantry_source::SourceError),
+    /// The configuration is invalid; the rendered diagnostics.
+    #[error("invalid CI configuration:\n{0}")]
+    Config(String),
+}
+
+/// What triggered the pipeline.
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    pub sha: String,
+    pub git_ref: String,
+    pub is_tag: bool,
+    pub before_sha: Option<String>,
+    /// `CI_PIPELINE_SOURCE`: push, web, api, schedule, merge_request_event, …
+    pub source: String,
+    /// Pipeline variables (API, schedule): they also decide rules.
+    pub variables: Vec<(String, String)>,
+    /// Extra predefined variables (merge request facts, server URLs).
+    pub predefined: Vec<(String, String)>,
+}
+
+/// Plans the pipeline of `trigger` from the repository at `repo` (the
+/// server's mirror). `entry` is the configuration file's path.
+pub fn plan(repo: &Path, entry: &str, trigger: &Trigger) -> Result<Pipeline, PlanError> {
+    let revision = Revision {
+        sha: trigger.sha.clone(),
+        ref_name: trigger.git_ref.clone(),
+        is_tag: trigger.is_tag,
+        before_sha: trigger.before_sha.clone(),
+    };
+    let mut facts = gantry_source::commit_facts(repo, &revision)?;
+    facts.files = gantry_source::git::files_at(repo, &facts.sha)?;
+    if let Some(before) = trigger
+        .before_sha
+        .as_deref()
+        .filter(|b| !b.chars().all(|c| c == '0'))
+    {
+        facts.changed_paths = gantry_source::git::changed_between(repo, before, &facts.sha);
+    }
+    let mut overrides = trigger.predefined.clone();
+    overrides.extend(trigger.variables.iter().cloned());
+    let mut context = Context::new(&facts, &trigger.source, &trigger.variables);
+    for (k, v) in &trigger.predefined {
+        context.variables.insert(k.clone(), v.clone());
+    }
+    context.files = facts.files.clone();
+    context.changed_paths = facts.changed_paths.clone();
+    let files = gantry_source::CommitTree::new(repo.to_path_buf(), facts.sha.clone());
+    let opts = LoadOptions {
+        entry: entry.to_string(),
+        variables: context.variables.clone(),
+        display_name: None,
+    };
+    let loaded = gantry_config::load::load(&files, &opts)
+        .map_err(|e| PlanError::Config(render(&e.diagnostics, &e.sources)))?;
+    gantry_config::plan::plan(&loaded.config, &context)
+        .map_err(|d| PlanError::Config(render(&d, &loaded.sources)))
+}
+
+fn render(
+    diagnostics: &[gantry_config::diag::Diagnostic],
+    sources: &gantry_config::source::Sources,
+) -> String {
+    diagnostics
+        .iter()
+        .map(|d| d.render(sources))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

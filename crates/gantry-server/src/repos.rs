@@ -1,0 +1,157 @@
+//! The server's copies of project repositories: one bare mirror per
+//! project under `DATA/repos`, cloned and fetched with the `git` command
+//! (as gitlab-runner does). A mirror is a cache: it can be rebuilt from the
+//! project's source URL at any time.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("git {action} failed for {source_url}: {stderr}")]
+    Git {
+        action: &'static str,
+        source_url: String,
+        stderr: String,
+    },
+    #[error("cannot run git: {0}")]
+    Spawn(std::io::Error),
+    #[error("no branch or tag `{0}` in the repository")]
+    UnknownRef(String),
+    #[error("commit {0} is not in the repository")]
+    UnknownCommit(String),
+}
+
+/// Mirrors, one lock per project so fetches do not overlap.
+pub struct Repos {
+    root: PathBuf,
+    locks: std::sync::Mutex<std::collections::HashMap<i64, Arc<Mutex<()>>>>,
+}
+
+fn git(dir: Option<&Path>, args: &[&str]) -> Result<std::process::Output, RepoError> {
+    let mut cmd = Command::new("git");
+    if let Some(d) = dir {
+        cmd.arg("-C").arg(d);
+    }
+    cmd.args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null());
+    cmd.output().map_err(RepoError::Spawn)
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+impl Repos {
+    pub fn new(root: PathBuf) -> Repos {
+        Repos {
+            root,
+            locks: Default::default(),
+        }
+    }
+
+    pub fn mirror_dir(&self, project_id: i64) -> PathBuf {
+        self.root.join(format!("{project_id}.git"))
+    }
+
+    fn lock(&self, project_id: i64) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .expect("repository lock map")
+            .entry(project_id)
+            .or_default()
+            .clone()
+    }
+
+    /// Clones the mirror on first use, else fetches every ref.
+    pub async fn sync(&self, project_id: i64, source_url: &str) -> Result<PathBuf, RepoError> {
+        let lock = self.lock(project_id);
+        let _guard = lock.lock().await;
+        let dir = self.mirror_dir(project_id);
+        let source = source_url.to_string();
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&root).map_err(RepoError::Spawn)?;
+            if dir.join("HEAD").exists() {
+                let out = git(Some(&dir), &["fetch", "--prune", "--quiet", "origin"])?;
+                if !out.status.success() {
+                    return Err(RepoError::Git {
+                        action: "fetch",
+                        source_url: source,
+                        stderr: stderr_of(&out),
+                    });
+                }
+            } else {
+                // Clone beside the final name, then rename: no half clone stays.
+                let tmp = root.join(format!(
+                    ".{}.tmp",
+                    dir.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                let _ = std::fs::remove_dir_all(&tmp);
+                let out = git(
+                    None,
+                    &[
+                        "clone",
+                        "--mirror",
+                        "--quiet",
+                        &source,
+                        &tmp.to_string_lossy(),
+                    ],
+                )?;
+                if !out.status.success() {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(RepoError::Git {
+                        action: "clone",
+                        source_url: source,
+                        stderr: stderr_of(&out),
+                    });
+                }
+                std::fs::rename(&tmp, &dir).map_err(RepoError::Spawn)?;
+            }
+            Ok(dir)
+        })
+        .await
+        .map_err(|e| RepoError::Spawn(std::io::Error::other(e)))?
+    }
+
+    /// The default branch of a mirror (its HEAD).
+    pub fn default_branch(&self, project_id: i64) -> Option<String> {
+        let out = git(
+            Some(&self.mirror_dir(project_id)),
+            &["symbolic-ref", "--short", "HEAD"],
+        )
+        .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// A branch or tag to its commit; `(sha, is_tag)`. Branches win, as in GitLab.
+    pub fn resolve_ref(&self, project_id: i64, name: &str) -> Result<(String, bool), RepoError> {
+        let dir = self.mirror_dir(project_id);
+        for (prefix, is_tag) in [("refs/heads/", false), ("refs/tags/", true)] {
+            let spec = format!("{prefix}{name}^{{commit}}");
+            let out = git(Some(&dir), &["rev-parse", "--verify", "--quiet", &spec])?;
+            if out.status.success() {
+                return Ok((
+                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                    is_tag,
+                ));
+            }
+        }
+        Err(RepoError::UnknownRef(name.to_string()))
+    }
+
+    /// Whether a commit is in the mirror.
+    pub fn has_commit(&self, project_id: i64, sha: &str) -> bool {
+        git(
+            Some(&self.mirror_dir(project_id)),
+            &["cat-file", "-e", &format!("{sha}^{{commit}}")],
+        )
+        .is_ok_and(|o| o.status.success())
+    }
+}

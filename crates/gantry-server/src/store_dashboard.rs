@@ -1,0 +1,320 @@
+//! The dashboard's own rows and read queries: browser sessions (with their
+//! CSRF token), approvals of protected deployments, passwords, and the
+//! overview's queries. Kept apart from [`crate::store`] so the dashboard
+//! does not change the server's queries. Its two tables are created once per
+//! process on first use (`CREATE TABLE IF NOT EXISTS`, same `{ID}` style as
+//! the server's migrations).
+
+use crate::crypto;
+use crate::db::Backend;
+use crate::error::StoreError;
+use crate::now_ms;
+use crate::store::{Job, Store, User};
+use sqlx::Executor;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+  id {ID}, token_hash TEXT NOT NULL UNIQUE, user_id BIGINT NOT NULL REFERENCES users(id),
+  csrf TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS dashboard_approvals (
+  id {ID}, job_id BIGINT NOT NULL, user_id BIGINT NOT NULL, username TEXT NOT NULL,
+  environment TEXT NOT NULL, at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS dashboard_approvals_job ON dashboard_approvals(job_id);
+CREATE INDEX IF NOT EXISTS pipelines_user ON pipelines(user_id, id);
+CREATE INDEX IF NOT EXISTS pipelines_ref_id ON pipelines(ref, id)
+"#;
+
+/// How long a browser session lasts.
+pub const SESSION_MS: i64 = 12 * 3600 * 1000;
+
+/// A browser session: who, and the CSRF token its forms carry.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub user: User,
+    pub csrf: String,
+}
+
+/// An approval of a manual deployment job.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Approval {
+    pub job_id: i64,
+    pub username: String,
+    pub environment: String,
+    pub at: i64,
+}
+
+/// The overview's filters (empty: any).
+#[derive(Clone, Debug, Default)]
+pub struct OverviewFilter {
+    pub status: String,
+    pub project_id: Option<i64>,
+    pub git_ref: String,
+    pub username: String,
+}
+
+/// A pipeline as the overview shows it (no planned spec or variables).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PipelineSummary {
+    pub id: i64,
+    pub project_id: i64,
+    #[sqlx(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+    pub source: String,
+    pub status: String,
+    pub user_id: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A job as the overview shows it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct JobSummary {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub name: String,
+    pub stage: String,
+    pub status: String,
+}
+
+const PIPELINE_COLUMNS: &str =
+    "p.id, p.project_id, p.ref, p.sha, p.source, p.status, p.user_id, p.created_at, p.started_at, p.finished_at";
+
+/// The dashboard's view of the store.
+pub struct DashboardStore<'a>(pub &'a Store);
+
+impl DashboardStore<'_> {
+    /// Creates the dashboard's tables and indexes if missing.
+    pub async fn ensure_schema(&self) -> Result<(), StoreError> {
+        let db = &self.0.db;
+        let _w = db.write_lock().await;
+        let id = match db.backend {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        };
+        let mut tx = db.pool.begin().await?;
+        if db.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(727275)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for statement in SCHEMA.replace("{ID}", id).split(';') {
+            if !statement.trim().is_empty() {
+                // The schema text is a constant of this file.
+                tx.execute(sqlx::AssertSqlSafe(statement.to_string())).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    /// A user and their password hash (`None`: no password set).
+    pub async fn user_with_password(&self, username: &str) -> Result<Option<(User, Option<String>)>, StoreError> {
+        let row: Option<(i64, String, String, String, String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, username, name, email, role, created_at, password_hash FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.0.db.pool)
+        .await?;
+        Ok(row.map(|(id, username, name, email, role, created_at, hash)| {
+            (
+                User {
+                    id,
+                    username,
+                    name,
+                    email,
+                    role,
+                    created_at,
+                },
+                hash,
+            )
+        }))
+    }
+
+    pub async fn set_password_hash(&self, user_id: i64, hash: &str) -> Result<(), StoreError> {
+        let _w = self.0.db.write_lock().await;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(user_id)
+            .execute(&self.0.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
+        Ok(sqlx::query_as("SELECT id, username, name, email, role, created_at FROM users ORDER BY id")
+            .fetch_all(&self.0.db.pool)
+            .await?)
+    }
+
+    // ---- sessions ----
+
+    /// A new session for `user_id`: the cookie value and its CSRF token.
+    pub async fn create_session(&self, user_id: i64) -> Result<(String, String), StoreError> {
+        let token = crypto::new_token("gses-");
+        let csrf = crypto::new_token("");
+        let now = now_ms();
+        let _w = self.0.db.write_lock().await;
+        sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.0.db.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (token_hash, user_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(crypto::token_hash(&token))
+        .bind(user_id)
+        .bind(&csrf)
+        .bind(now)
+        .bind(now + SESSION_MS)
+        .execute(&self.0.db.pool)
+        .await?;
+        Ok((token, csrf))
+    }
+
+    pub async fn session(&self, token: &str) -> Result<Option<SessionRow>, StoreError> {
+        let row: Option<(i64, String, String, String, String, i64, String)> = sqlx::query_as(
+            "SELECT u.id, u.username, u.name, u.email, u.role, u.created_at, s.csrf FROM dashboard_sessions s \
+             JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(crypto::token_hash(token))
+        .bind(now_ms())
+        .fetch_optional(&self.0.db.pool)
+        .await?;
+        Ok(row.map(|(id, username, name, email, role, created_at, csrf)| SessionRow {
+            user: User {
+                id,
+                username,
+                name,
+                email,
+                role,
+                created_at,
+            },
+            csrf,
+        }))
+    }
+
+    pub async fn delete_session(&self, token: &str) -> Result<(), StoreError> {
+        let _w = self.0.db.write_lock().await;
+        sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = $1")
+            .bind(crypto::token_hash(token))
+            .execute(&self.0.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- approvals ----
+
+    pub async fn record_approval(&self, job: &Job, user: &User, environment: &str) -> Result<(), StoreError> {
+        let _w = self.0.db.write_lock().await;
+        sqlx::query(
+            "INSERT INTO dashboard_approvals (job_id, user_id, username, environment, at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(job.id)
+        .bind(user.id)
+        .bind(&user.username)
+        .bind(environment)
+        .bind(now_ms())
+        .execute(&self.0.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Approvals of any of `job_ids`.
+    pub async fn approvals(&self, job_ids: &[i64]) -> Result<Vec<Approval>, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT job_id, username, environment, at FROM dashboard_approvals WHERE job_id IN ({}) ORDER BY id",
+            id_list(job_ids)
+        )))
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+
+    // ---- overview ----
+
+    /// The newest pipeline of every project and ref, filtered.
+    pub async fn latest_per_ref(&self, f: &OverviewFilter, limit: i64) -> Result<Vec<PipelineSummary>, StoreError> {
+        // The GROUP BY walks the (project_id, ref, id) index; the outer
+        // query fetches only the winners by primary key.
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PIPELINE_COLUMNS} FROM pipelines p \
+             JOIN (SELECT MAX(id) AS id FROM pipelines GROUP BY project_id, ref) latest ON latest.id = p.id \
+             LEFT JOIN users u ON u.id = p.user_id \
+             WHERE ($1 = '' OR p.status = $1) AND ($2 = 0 OR p.project_id = $2) AND ($3 = '' OR p.ref = $3) \
+             AND ($4 = '' OR u.username = $4) ORDER BY p.id DESC LIMIT $5"
+        )))
+        .bind(&f.status)
+        .bind(f.project_id.unwrap_or(0))
+        .bind(&f.git_ref)
+        .bind(&f.username)
+        .bind(limit)
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+
+    /// The newest pipelines of all projects, filtered.
+    pub async fn recent_pipelines(&self, f: &OverviewFilter, limit: i64) -> Result<Vec<PipelineSummary>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PIPELINE_COLUMNS} FROM pipelines p LEFT JOIN users u ON u.id = p.user_id \
+             WHERE ($1 = '' OR p.status = $1) AND ($2 = 0 OR p.project_id = $2) AND ($3 = '' OR p.ref = $3) \
+             AND ($4 = '' OR u.username = $4) ORDER BY p.id DESC LIMIT $5"
+        )))
+        .bind(&f.status)
+        .bind(f.project_id.unwrap_or(0))
+        .bind(&f.git_ref)
+        .bind(&f.username)
+        .bind(limit)
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+
+    /// The current (not retried) jobs of the given pipelines.
+    pub async fn jobs_of(&self, pipeline_ids: &[i64]) -> Result<Vec<JobSummary>, StoreError> {
+        if pipeline_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, pipeline_id, name, stage, status FROM jobs WHERE pipeline_id IN ({}) AND retried = 0 \
+             ORDER BY pipeline_id, stage_idx, id",
+            id_list(pipeline_ids)
+        )))
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+
+    /// Changes to watch for live refresh: the newest job transition and
+    /// pipeline (both primary-key lookups).
+    pub async fn change_mark(&self) -> Result<(i64, i64), StoreError> {
+        let (t,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM job_transitions")
+            .fetch_one(&self.0.db.pool)
+            .await?;
+        let (p,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM pipelines")
+            .fetch_one(&self.0.db.pool)
+            .await?;
+        Ok((t.unwrap_or(0), p.unwrap_or(0)))
+    }
+
+    /// Usernames by id, for the rows shown.
+    pub async fn usernames(&self, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, username FROM users WHERE id IN ({})",
+            id_list(ids)
+        )))
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+}
+
+/// `1,2,3`: integers only, so safe to splice into SQL.
+fn id_list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}

@@ -1,0 +1,351 @@
+//! The dashboard over HTTP, without a browser: sessions and their cookie
+//! flags, CSRF on every form, what each role may see and do (approvals of
+//! protected deployments), and escaping of user content. On SQLite, and on
+//! PostgreSQL when it is installed.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+const PIPELINE: &str = r#"
+variables:
+  TARGET:
+    value: staging
+    description: Where to deploy
+    options: [staging, production]
+stages: [build, deploy]
+"build <script>alert(1)</script>":
+  stage: build
+  script:
+    - echo "target is $TARGET"
+    - echo "<img src=x onerror=alert(2)>"
+deploy:
+  stage: deploy
+  script: echo "deploying $TARGET"
+  when: manual
+  environment:
+    name: production
+"#;
+
+/// A browser-like client: its own cookies, no redirects followed.
+struct Web {
+    base: String,
+    http: reqwest::Client,
+    cookies: Vec<(String, String)>,
+}
+
+impl Web {
+    fn new(base: &str) -> Web {
+        Web {
+            base: base.to_string(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn remember(&mut self, resp: &reqwest::Response) {
+        for v in resp.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (kv, _) = v.split_once(';').unwrap_or((v, ""));
+            let (k, val) = kv.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            if !val.is_empty() {
+                self.cookies.push((k.to_string(), val.to_string()));
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String, reqwest::header::HeaderMap) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.remember(&resp);
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, resp.text().await.unwrap(), headers)
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String, reqwest::header::HeaderMap) {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter())
+            .finish();
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.remember(&resp);
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, resp.text().await.unwrap(), headers)
+    }
+
+    async fn login(&mut self, username: &str, password: &str) -> u16 {
+        let (_, page, _) = self.get("/login").await;
+        let csrf = csrf_of(&page);
+        let (status, _, _) = self
+            .post("/login", &[("csrf", &csrf), ("username", username), ("password", password), ("next", "/dash")])
+            .await;
+        status
+    }
+
+    /// The CSRF token of the signed-in session (from any page's forms).
+    async fn csrf(&mut self) -> String {
+        let (_, page, _) = self.get("/dash/users").await;
+        csrf_of(&page)
+    }
+}
+
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    page[at..].split('"').next().unwrap().to_string()
+}
+
+async fn wait_job_status(app: &gantry_server::app::App, job: i64, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = app.store.job(job).await.unwrap().unwrap();
+        if j.status == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "job {job} stayed {}", j.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn roles_csrf_and_escaping(database: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), database)).await.unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("web", &repo_dir).await;
+
+    // No session: every page redirects to the login page.
+    let mut anon = Web::new(&running.url);
+    let (s, _, h) = anon.get("/dash/environments").await;
+    assert_eq!(s, 303);
+    assert_eq!(h["location"], "/login?next=%2Fdash%2Fenvironments");
+    let (s, _, _) = anon.post(&format!("/dash/projects/{project}/run"), &[("ref", "main")]).await;
+    assert_eq!(s, 303, "a form post without a session is refused");
+
+    // Wrong passwords and a login form without its CSRF cookie are refused.
+    let mut root = Web::new(&running.url);
+    assert_eq!(root.login("root", "wrong").await, 401);
+    let mut forged = Web::new(&running.url);
+    let (s, _, _) = forged
+        .post("/login", &[("csrf", "x"), ("username", "root"), ("password", ADMIN_TOKEN)])
+        .await;
+    assert_eq!(s, 403, "login without the CSRF cookie");
+
+    // The bootstrap administrator signs in with the token; the cookie is
+    // HttpOnly and SameSite=Lax (Secure only behind https).
+    let (_, page, _) = root.get("/login").await;
+    let csrf = csrf_of(&page);
+    let (s, _, h) = root
+        .post("/login", &[("csrf", &csrf), ("username", "root"), ("password", ADMIN_TOKEN), ("next", "/dash")])
+        .await;
+    assert_eq!(s, 303);
+    let set: Vec<&str> = h.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    let session = set.iter().find(|c| c.starts_with("gantry_session=")).unwrap();
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"), "{session}");
+    assert!(!session.contains("Secure"), "plain http: {session}");
+
+    // Users with passwords and roles, created by the administrator.
+    let csrf = root.csrf().await;
+    for (name, role) in [("dev", "developer"), ("boss", "maintainer"), ("eve", "viewer")] {
+        let (s, body, _) = root
+            .post(
+                "/dash/users",
+                &[("csrf", &csrf), ("username", name), ("role", role), ("password", "correct horse")],
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        assert!(body.contains("data-testid=\"new-token\""));
+    }
+    let (s, _, _) = root
+        .post("/dash/users", &[("username", "mallory"), ("role", "admin"), ("password", "correct horse")])
+        .await;
+    assert_eq!(s, 403, "no CSRF token");
+    let (s, _, _) = root
+        .post(
+            "/dash/users",
+            &[("csrf", "not-the-token"), ("username", "mallory"), ("role", "admin"), ("password", "correct horse")],
+        )
+        .await;
+    assert_eq!(s, 403, "wrong CSRF token");
+
+    let mut dev = Web::new(&running.url);
+    assert_eq!(dev.login("dev", "correct horse").await, 303);
+    let mut boss = Web::new(&running.url);
+    assert_eq!(boss.login("boss", "correct horse").await, 303);
+    let mut eve = Web::new(&running.url);
+    assert_eq!(eve.login("eve", "correct horse").await, 303);
+    let eve_csrf = eve.csrf().await;
+    let dev_csrf = dev.csrf().await;
+    let boss_csrf = boss.csrf().await;
+    assert_ne!(dev_csrf, boss_csrf, "each session has its own CSRF token");
+
+    // A session's CSRF token does not work in another session.
+    let (s, _, _) = dev
+        .post(&format!("/dash/projects/{project}/run"), &[("csrf", &boss_csrf), ("ref", "main")])
+        .await;
+    assert_eq!(s, 403);
+    // A viewer may look but not run; a developer's choice must be an option.
+    let (s, _, _) = eve.get("/dash").await;
+    assert_eq!(s, 200);
+    let (s, _, _) = eve
+        .post(&format!("/dash/projects/{project}/run"), &[("csrf", &eve_csrf), ("ref", "main")])
+        .await;
+    assert_eq!(s, 403, "viewer ran a pipeline");
+    let (s, form, _) = dev.get(&format!("/dash/projects/{project}/run")).await;
+    assert_eq!(s, 200);
+    assert!(form.contains("<option value=\"production\""), "choice list: {form}");
+    assert!(form.contains("Where to deploy"));
+    let (s, body, _) = dev
+        .post(
+            &format!("/dash/projects/{project}/run"),
+            &[("csrf", &dev_csrf), ("ref", "main"), ("var:TARGET", "moon")],
+        )
+        .await;
+    assert_eq!(s, 422, "a value outside the options: {body}");
+    assert!(body.contains("must be one of: staging, production"));
+    let (s, _, h) = dev
+        .post(
+            &format!("/dash/projects/{project}/run"),
+            &[("csrf", &dev_csrf), ("ref", "main"), ("var:TARGET", "production")],
+        )
+        .await;
+    assert_eq!(s, 303);
+    let pipeline: i64 = h["location"].to_str().unwrap().rsplit('/').next().unwrap().parse().unwrap();
+    let p = running.app.store.pipeline(pipeline).await.unwrap().unwrap();
+    assert_eq!(p.source, "web");
+    assert!(p.variables.contains("production"), "{}", p.variables);
+
+    let jobs = running.app.store.pipeline_jobs(pipeline, false).await.unwrap();
+    let build = jobs.iter().find(|j| j.name.starts_with("build")).unwrap().id;
+    let deploy = jobs.iter().find(|j| j.name == "deploy").unwrap().id;
+    wait_job_status(&running.app, build, "success").await;
+    wait_job_status(&running.app, deploy, "manual").await;
+
+    // User content is text: the job name and the log are escaped.
+    let (_, page, _) = dev.get(&format!("/dash/pipelines/{pipeline}")).await;
+    assert!(page.contains("build &#60;script&#62;alert(1)&#60;/script&#62;"), "{page}");
+    assert!(!page.contains("<script>alert(1)"));
+    let (_, page, _) = dev.get(&format!("/dash/jobs/{build}")).await;
+    assert!(!page.contains("<script>alert(1)"));
+    let (_, overview, _) = dev.get("/dash").await;
+    assert!(!overview.contains("<script>alert(1)"));
+    assert!(overview.contains("web"));
+
+    // A developer cannot deploy to production; a maintainer approves.
+    let (_, page, _) = dev.get(&format!("/dash/jobs/{deploy}")).await;
+    assert!(page.contains("data-testid=\"needs-approver\""), "{page}");
+    let (s, body, _) = dev.post(&format!("/dash/jobs/{deploy}/play"), &[("csrf", &dev_csrf)]).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("needs an approver"), "{body}");
+    assert_eq!(running.app.store.job(deploy).await.unwrap().unwrap().status, "manual");
+    let (s, _, _) = boss.post(&format!("/dash/jobs/{deploy}/play"), &[]).await;
+    assert_eq!(s, 403, "approval without a CSRF token");
+    let (s, _, _) = boss.post(&format!("/dash/jobs/{deploy}/play"), &[("csrf", &boss_csrf)]).await;
+    assert_eq!(s, 303);
+    wait_job_status(&running.app, deploy, "success").await;
+    let (_, page, _) = dev.get(&format!("/dash/jobs/{deploy}")).await;
+    assert!(page.contains("Approved by <strong>boss</strong> for <code>production</code>"), "{page}");
+    let (_, envs, _) = dev.get("/dash/environments").await;
+    assert!(envs.contains("web / production"), "{envs}");
+    assert!(envs.contains(&format!("/dash/jobs/{deploy}")), "the deployment is in the history: {envs}");
+
+    // Only administrators manage users.
+    let (s, _, _) = boss
+        .post(
+            "/dash/users",
+            &[("csrf", &boss_csrf), ("username", "x"), ("role", "admin"), ("password", "correct horse")],
+        )
+        .await;
+    assert_eq!(s, 403);
+
+    // Signing out ends the session on the server.
+    let (s, _, _) = dev.post("/logout", &[("csrf", &dev_csrf)]).await;
+    assert_eq!(s, 303);
+    let (s, _, _) = dev.get("/dash").await;
+    assert_eq!(s, 303);
+    running.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_roles_csrf_and_escaping_on_sqlite() {
+    roles_csrf_and_escaping(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_roles_csrf_and_escaping_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    roles_csrf_and_escaping(Some(pg.database("dash"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_is_secure_behind_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = gantry_server::start(config(&dir.path().join("data"), None)).await.unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = http
+        .get(format!("{}/login", running.url))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let page = login.text().await.unwrap();
+    let csrf = csrf_of(&page);
+    let value = cookie.split(';').next().unwrap().to_string();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("csrf", csrf.as_str()),
+            ("username", "root"),
+            ("password", ADMIN_TOKEN),
+            ("next", "//evil.example/"),
+        ])
+        .finish();
+    let resp = http
+        .post(format!("{}/login", running.url))
+        .header("x-forwarded-proto", "https")
+        .header("cookie", value)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let session = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("gantry_session="))
+        .unwrap();
+    assert!(session.contains("; Secure") && session.contains("HttpOnly"), "{session}");
+    // An open redirect through `next` is refused.
+    assert_eq!(resp.headers()["location"], "/dash");
+    running.server.abort();
+}

@@ -1,0 +1,386 @@
+//! `gantry deploy` / `rollback` / `deployments` as real processes: two "runners" (two
+//! processes, two working directories) sharing one S3 history on moto, and a real SIGTERM to a
+//! deploy in flight. The deploy target is the local engine (Podman's Docker API), so health
+//! checks and rollbacks run real containers. Skipped without moto or Podman unless
+//! GANTRY_REQUIRE_MOTO=1 / GANTRY_REQUIRE_PODMAN=1.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "localhost/busybox:latest";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("GANTRY_AWS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv-aws"))
+}
+
+fn start_moto(test: &str) -> Option<Moto> {
+    let bin = venv().join("bin/moto_server");
+    if !bin.exists() {
+        assert!(
+            std::env::var("GANTRY_REQUIRE_MOTO").as_deref() != Ok("1"),
+            "{test}: GANTRY_REQUIRE_MOTO=1 but {} is missing",
+            bin.display()
+        );
+        eprintln!("SKIPPED {test}: no moto (run scripts/setup-moto.sh)");
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn moto");
+    let moto = Moto {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(moto);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{test}: moto did not start");
+}
+
+/// Podman answering with the test image, else skip (or fail when required).
+fn podman_ready(test: &str) -> bool {
+    let ok = Command::new("podman")
+        .args(["image", "exists", IMAGE])
+        .status()
+        .is_ok_and(|s| s.success())
+        && Path::new("/run/podman/podman.sock").exists();
+    if !ok {
+        assert!(
+            std::env::var("GANTRY_REQUIRE_PODMAN").as_deref() != Ok("1"),
+            "{test}: GANTRY_REQUIRE_PODMAN=1 but Podman or {IMAGE} is missing"
+        );
+        eprintln!("SKIPPED {test}: Podman socket or {IMAGE} missing (scripts/setup-podman.sh)");
+    }
+    ok
+}
+
+fn gantry(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    cmd.current_dir(dir)
+        .args(args)
+        .env("DOCKER_HOST", "unix:///run/podman/podman.sock")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("GANTRY_HISTORY")
+        .env_remove("GANTRY_STATE_DIR")
+        .env_remove("CI_JOB_ID")
+        .env_remove("CI_PROJECT_DIR")
+        .env_remove("CI_PIPELINE_ID")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run gantry");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn get(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-fsS", "--max-time", "2", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn serving_args(body: &str) -> String {
+    format!("sh -c 'mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www'")
+}
+
+/// Removes every container of deploy `name` when dropped.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let out = Command::new("podman")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=io.gantry.deploy={}", self.0),
+            ])
+            .output();
+        if let Ok(o) = out {
+            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("podman").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+fn containers(name: &str) -> Vec<String> {
+    let o = Command::new("podman")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("label=io.gantry.deploy={name}"),
+        ])
+        .output()
+        .expect("podman ps");
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+fn records(dir: &Path, name: &str, history: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let (code, out, err) = run(&mut gantry(
+        dir,
+        &["deployments", name, "--json", "--history", history],
+        env,
+    ));
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).expect("json")
+}
+
+#[test]
+fn two_runners_share_one_s3_history_and_the_second_rolls_back_to_the_firsts_revision() {
+    let test = "two_runners_s3";
+    if !podman_ready(test) {
+        return;
+    }
+    let Some(moto) = start_moto(test) else {
+        return;
+    };
+    let status = Command::new(venv().join("bin/aws"))
+        .args(["--endpoint-url", &moto.url, "--region", "eu-west-1"])
+        .args(["s3", "mb", "s3://team-history"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdout(Stdio::null())
+        .status()
+        .expect("aws s3 mb");
+    assert!(status.success());
+    let aws: &[(&str, &str)] = &[
+        ("AWS_ENDPOINT_URL", &moto.url),
+        ("AWS_REGION", "eu-west-1"),
+    ];
+    let history = "s3://team-history/deploys";
+    let name = format!("gantry-runners-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let runner_a = tempfile::tempdir().expect("dir a");
+    let runner_b = tempfile::tempdir().expect("dir b");
+    let port_spec = format!("127.0.0.1:{port}:80");
+
+    // Runner A, pipeline 100: a good revision.
+    let cmd_v1 = serving_args("v1");
+    let mut env_a = aws.to_vec();
+    env_a.extend([("CI_PIPELINE_ID", "100"), ("CI_JOB_ID", "1")]);
+    let (code, _, err) = run(&mut gantry(
+        runner_a.path(),
+        &[
+            "deploy", "docker", &name, "--image", IMAGE, "--command", &cmd_v1, "-p", &port_spec,
+            "--health-url", &url, "--history", history,
+        ],
+        &env_a,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(get(&url).as_deref(), Some("v1"));
+
+    // The containers go away (another runner host, a cleaned engine): only the shared history
+    // knows r1 now.
+    drop(Cleanup(name.clone()));
+    assert!(containers(&name).is_empty());
+
+    // Runner B, pipeline 200, another directory: a revision that never listens.
+    let mut env_b = aws.to_vec();
+    env_b.extend([("CI_PIPELINE_ID", "200"), ("CI_JOB_ID", "2")]);
+    let (code, _, err) = run(&mut gantry(
+        runner_b.path(),
+        &[
+            "deploy", "docker", &name, "--image", IMAGE, "--command", "sleep 600", "-p",
+            &port_spec, "--health-url", &url, "--health-timeout", "3s", "--history", history,
+        ],
+        &env_b,
+    ));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("rolled back to r1"), "{err}");
+    assert!(err.contains("live now: r1"), "{err}");
+    assert_eq!(get(&url).as_deref(), Some("v1"), "r1 recreated from the shared record");
+
+    let recs = records(runner_b.path(), &name, history, aws);
+    let rows: Vec<(String, String, String, bool)> = recs
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or("").to_string(),
+                r["revision"].as_str().unwrap_or("").to_string(),
+                r["pipeline"].as_str().unwrap_or("").to_string(),
+                r["known_good"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("deploy".into(), "r1".into(), "100".into(), true),
+            ("deploy".into(), "r2".into(), "200".into(), false),
+            ("rollback".into(), "r1".into(), "200".into(), true),
+        ]
+    );
+    assert_eq!(recs[1]["result"], "rolled_back");
+    assert_eq!(recs[1]["rolled_back_to"], "r1");
+}
+
+/// Starts a bad deploy, waits for its candidate container, sends SIGTERM, returns the exit
+/// code and stderr.
+fn interrupted_deploy(dir: &Path, name: &str, history: &str, port: u16, extra: &[&str]) -> (i32, String) {
+    let url = format!("http://127.0.0.1:{port}/");
+    let port_spec = format!("127.0.0.1:{port}:80");
+    let mut args = vec![
+        "deploy", "docker", name, "--image", IMAGE, "--command", "sleep 600", "-p", &port_spec,
+        "--health-url", &url, "--health-timeout", "120s", "--history", history,
+    ];
+    args.extend_from_slice(extra);
+    let mut child = gantry(dir, &args, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let candidate = format!("{name}-r2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !containers(name).contains(&candidate) {
+        assert!(Instant::now() < deadline, "no candidate container appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the deploy did not stop after SIGTERM"
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sigterm_during_a_deploy_rolls_back_or_records_interrupted_and_leaves_nothing_in_progress() {
+    let test = "sigterm_deploy";
+    if !podman_ready(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let history = format!("file://{}", dir.path().join("state").display());
+    let name = format!("gantry-sigterm-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let cmd_v1 = serving_args("v1");
+    let port_spec = format!("127.0.0.1:{port}:80");
+    let (code, _, err) = run(&mut gantry(
+        dir.path(),
+        &[
+            "deploy", "docker", &name, "--image", IMAGE, "--command", &cmd_v1, "-p", &port_spec,
+            "--health-url", &url, "--history", &history,
+        ],
+        &[],
+    ));
+    assert_eq!(code, 0, "{err}");
+
+    let (code, err) = interrupted_deploy(dir.path(), &name, &history, port, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("SIGTERM"), "{err}");
+    assert_eq!(get(&url).as_deref(), Some("v1"), "{err}");
+    assert_eq!(containers(&name), [name.clone()], "no candidate left behind");
+
+    let (code, err) = interrupted_deploy(dir.path(), &name, &history, port, &["--no-rollback"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(get(&url).as_deref(), Some("v1"));
+
+    let recs = records(dir.path(), &name, &history, &[]);
+    let results: Vec<&str> = recs
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["result"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(results, ["succeeded", "rolled_back", "interrupted"]);
+}
+
+#[test]
+fn in_a_ci_job_without_a_history_the_deploy_refuses_instead_of_losing_records() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (code, _, err) = run(&mut gantry(
+        dir.path(),
+        &["deployments"],
+        &[("CI_JOB_ID", "7"), ("CI_PROJECT_DIR", "/builds/x")],
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--history"), "{err}");
+    // GANTRY_STATE_DIR (what `gantry run` passes to its jobs) is the history then.
+    let state = dir.path().join("state");
+    let (code, _, err) = run(&mut gantry(
+        dir.path(),
+        &["deployments"],
+        &[
+            ("CI_JOB_ID", "7"),
+            ("GANTRY_STATE_DIR", state.to_str().expect("utf8")),
+        ],
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&state.display().to_string()), "{err}");
+}
