@@ -1021,7 +1021,9 @@ fn add_spec_inputs(header: &mut Node, external: Option<Map>) {
     let Some(spec) = header.as_map_mut().and_then(|h| h.get_mut("spec")) else {
         return;
     };
-    let Some(spec) = spec.as_map_mut() else { return };
+    let Some(spec) = spec.as_map_mut() else {
+        return;
+    };
     if let Some(own) = spec.get("inputs").and_then(Node::as_map) {
         for (k, e) in own.iter() {
             merged.insert(k, e.key_span, e.value.clone());

@@ -654,8 +654,10 @@ fn task_changes(a: &EcsDeployArgs) -> Result<TaskChanges, DeployError> {
         ch.add_secrets_file(&container, std::path::Path::new(&file))?;
     }
     for (container, object) in pairs(&a.s3_env_file) {
-        ch.s3_env_files
-            .push((container, gantry_deploy::ecs::taskdef::s3_object_arn(&object)?));
+        ch.s3_env_files.push((
+            container,
+            gantry_deploy::ecs::taskdef::s3_object_arn(&object)?,
+        ));
     }
     for (_, name, _) in &ch.env {
         check_env_name("--env", name)?;
@@ -734,7 +736,9 @@ async fn open_history(
     h: &HistoryArgs,
     aws: &AwsArgs,
 ) -> Result<Box<dyn HistoryStore>, DeployError> {
-    let from_env = std::env::var("GANTRY_HISTORY").ok().filter(|v| !v.is_empty());
+    let from_env = std::env::var("GANTRY_HISTORY")
+        .ok()
+        .filter(|v| !v.is_empty());
     let url = match h.history.clone().filter(|u| !u.is_empty()).or(from_env) {
         Some(u) => u,
         None => gantry_deploy::history::default_url()?,
@@ -798,7 +802,12 @@ async fn run_ecs_deploy(
     history: &dyn HistoryStore,
 ) -> i32 {
     let client = sdk::ecs::Client::new(cfg);
-    let deployer = EcsDeployer::new(client.clone(), SdkObserver::new(client), history, Log::stderr());
+    let deployer = EcsDeployer::new(
+        client.clone(),
+        SdkObserver::new(client),
+        history,
+        Log::stderr(),
+    );
     let outcomes = deployer.deploy(opts).await;
     let multi = outcomes.len() > 1;
     let mut code = EXIT_OK;
@@ -955,10 +964,9 @@ pub fn rollback(a: RollbackArgs) -> i32 {
                 opts.poll_interval = r.poll_interval;
                 opts.health_url = r.health_url.clone();
                 opts.health_timeout = r.health_timeout;
-                opts.machine = r.machine.options(
-                    true,
-                    r.timeout.0.unwrap_or_default() + r.health_timeout,
-                );
+                opts.machine = r
+                    .machine
+                    .options(true, r.timeout.0.unwrap_or_default() + r.health_timeout);
                 let rep = deployer.rollback(&opts, &r.service, r.to.as_deref()).await;
                 print_report(&rep)
             }
@@ -1169,9 +1177,10 @@ async fn ecs_scale(s: EcsScaleArgs) -> i32 {
     let mut opts = EcsDeployOptions::new(&s.cluster, &[s.service.as_str()]);
     opts.scale = Some(s.count);
     opts.timeout = s.timeout.0;
-    opts.machine = s
-        .machine
-        .options(true, s.timeout.0.unwrap_or_default() + opts.rollback_timeout);
+    opts.machine = s.machine.options(
+        true,
+        s.timeout.0.unwrap_or_default() + opts.rollback_timeout,
+    );
     run_ecs_deploy(&cfg, &opts, history.as_ref()).await
 }
 
@@ -1301,7 +1310,16 @@ mod tests {
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_timeout("-1"), Ok(Timeout(None)));
-        for bad in ["NaN", "nan", "inf", "-5", "1e400", "99999999999999999999", "5 parsecs", ""] {
+        for bad in [
+            "NaN",
+            "nan",
+            "inf",
+            "-5",
+            "1e400",
+            "99999999999999999999",
+            "5 parsecs",
+            "",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert!(parse_poll("0").is_err() && parse_poll("1h").is_err());

@@ -66,7 +66,7 @@ pub struct Planned {
     /// The context the pipeline was planned in (children start from it).
     pub context: Context,
     /// The project's files (children read theirs from it).
-    pub files: WorkingTree,
+    pub files: Box<dyn FileSource>,
 }
 
 /// What `gantry plan` can say about a trigger job's child pipeline.
@@ -99,7 +99,7 @@ pub fn child_plans(planned: &Planned) -> Vec<(String, ChildOutcome)> {
                 },
             )),
             ChildSource::Static(_) => {
-                let outcome = match plan_child(&planned.files, &planned.context, job) {
+                let outcome = match plan_child(planned.files.as_ref(), &planned.context, job) {
                     Ok(Some(child)) => ChildOutcome::Planned(Box::new(child)),
                     Ok(None) => continue,
                     Err(e) => ChildOutcome::Invalid(e.to_string()),
@@ -133,9 +133,9 @@ pub fn load_with(args: &PlanArgs, settings: &LoadSettings) -> Result<LoadedProje
     let context = Context::new(&facts, &args.source, &args.vars);
     let gitlab = GitlabInstance::from_env(settings.gitlab_url.as_deref());
     let files: Box<dyn FileSource> = match &args.at_commit {
-        Some(sha) => Box::new(
-            CommitTree::new(located.project_dir.clone(), sha.clone()).with_gitlab(gitlab),
-        ),
+        Some(sha) => {
+            Box::new(CommitTree::new(located.project_dir.clone(), sha.clone()).with_gitlab(gitlab))
+        }
         None => Box::new(WorkingTree::new(located.project_dir.clone()).with_gitlab(gitlab)),
     };
     let opts = LoadOptions {

@@ -205,10 +205,7 @@ fn two_runners_share_one_s3_history_and_the_second_rolls_back_to_the_firsts_revi
         .status()
         .expect("aws s3 mb");
     assert!(status.success());
-    let aws: &[(&str, &str)] = &[
-        ("AWS_ENDPOINT_URL", &moto.url),
-        ("AWS_REGION", "eu-west-1"),
-    ];
+    let aws: &[(&str, &str)] = &[("AWS_ENDPOINT_URL", &moto.url), ("AWS_REGION", "eu-west-1")];
     let history = "s3://team-history/deploys";
     let name = format!("gantry-runners-{}", std::process::id());
     let _cleanup = Cleanup(name.clone());
@@ -225,8 +222,19 @@ fn two_runners_share_one_s3_history_and_the_second_rolls_back_to_the_firsts_revi
     let (code, _, err) = run(&mut gantry(
         runner_a.path(),
         &[
-            "deploy", "docker", &name, "--image", IMAGE, "--command", &cmd_v1, "-p", &port_spec,
-            "--health-url", &url, "--history", history,
+            "deploy",
+            "docker",
+            &name,
+            "--image",
+            IMAGE,
+            "--command",
+            &cmd_v1,
+            "-p",
+            &port_spec,
+            "--health-url",
+            &url,
+            "--history",
+            history,
         ],
         &env_a,
     ));
@@ -244,15 +252,32 @@ fn two_runners_share_one_s3_history_and_the_second_rolls_back_to_the_firsts_revi
     let (code, _, err) = run(&mut gantry(
         runner_b.path(),
         &[
-            "deploy", "docker", &name, "--image", IMAGE, "--command", "sleep 600", "-p",
-            &port_spec, "--health-url", &url, "--health-timeout", "3s", "--history", history,
+            "deploy",
+            "docker",
+            &name,
+            "--image",
+            IMAGE,
+            "--command",
+            "sleep 600",
+            "-p",
+            &port_spec,
+            "--health-url",
+            &url,
+            "--health-timeout",
+            "3s",
+            "--history",
+            history,
         ],
         &env_b,
     ));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("rolled back to r1"), "{err}");
     assert!(err.contains("live now: r1"), "{err}");
-    assert_eq!(get(&url).as_deref(), Some("v1"), "r1 recreated from the shared record");
+    assert_eq!(
+        get(&url).as_deref(),
+        Some("v1"),
+        "r1 recreated from the shared record"
+    );
 
     let recs = records(runner_b.path(), &name, history, aws);
     let rows: Vec<(String, String, String, bool)> = recs
@@ -282,12 +307,31 @@ fn two_runners_share_one_s3_history_and_the_second_rolls_back_to_the_firsts_revi
 
 /// Starts a bad deploy, waits for its candidate container, sends SIGTERM, returns the exit
 /// code and stderr.
-fn interrupted_deploy(dir: &Path, name: &str, history: &str, port: u16, extra: &[&str]) -> (i32, String) {
+fn interrupted_deploy(
+    dir: &Path,
+    name: &str,
+    history: &str,
+    port: u16,
+    extra: &[&str],
+) -> (i32, String) {
     let url = format!("http://127.0.0.1:{port}/");
     let port_spec = format!("127.0.0.1:{port}:80");
     let mut args = vec![
-        "deploy", "docker", name, "--image", IMAGE, "--command", "sleep 600", "-p", &port_spec,
-        "--health-url", &url, "--health-timeout", "120s", "--history", history,
+        "deploy",
+        "docker",
+        name,
+        "--image",
+        IMAGE,
+        "--command",
+        "sleep 600",
+        "-p",
+        &port_spec,
+        "--health-url",
+        &url,
+        "--health-timeout",
+        "120s",
+        "--history",
+        history,
     ];
     args.extend_from_slice(extra);
     let mut child = gantry(dir, &args, &[])
@@ -303,7 +347,13 @@ fn interrupted_deploy(dir: &Path, name: &str, history: &str, port: u16, extra: &
     }
     std::thread::sleep(Duration::from_millis(500));
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let started = Instant::now();
     let out = child.wait_with_output().expect("wait");
     assert!(
@@ -333,8 +383,19 @@ fn sigterm_during_a_deploy_rolls_back_or_records_interrupted_and_leaves_nothing_
     let (code, _, err) = run(&mut gantry(
         dir.path(),
         &[
-            "deploy", "docker", &name, "--image", IMAGE, "--command", &cmd_v1, "-p", &port_spec,
-            "--health-url", &url, "--history", &history,
+            "deploy",
+            "docker",
+            &name,
+            "--image",
+            IMAGE,
+            "--command",
+            &cmd_v1,
+            "-p",
+            &port_spec,
+            "--health-url",
+            &url,
+            "--history",
+            &history,
         ],
         &[],
     ));
@@ -344,7 +405,11 @@ fn sigterm_during_a_deploy_rolls_back_or_records_interrupted_and_leaves_nothing_
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("SIGTERM"), "{err}");
     assert_eq!(get(&url).as_deref(), Some("v1"), "{err}");
-    assert_eq!(containers(&name), [name.clone()], "no candidate left behind");
+    assert_eq!(
+        containers(&name),
+        [name.clone()],
+        "no candidate left behind"
+    );
 
     let (code, err) = interrupted_deploy(dir.path(), &name, &history, port, &["--no-rollback"]);
     assert_eq!(code, 1, "{err}");
