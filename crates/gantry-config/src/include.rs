@@ -574,7 +574,95 @@ impl Expander<'_> {
         scope: &Scope,
         inputs: Option<&Node>,
     ) -> Option<Node> {
-        let (key, name, read) = match target {
+        // Opening the target is its own frame: includes nest 150 deep.
+        let (key, name, read) = self.open(target, span, scope)?;
+        if let Some(pos) = self.stack.iter().position(|(k, _)| *k == key) {
+            let mut chain: Vec<&str> = self.stack[pos..].iter().map(|(_, n)| n.as_str()).collect();
+            chain.push(&name);
+            let message = format!(
+                "include cycle: {}",
+                chain
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            );
+            self.errors.push(
+                Diagnostic::at(span, message)
+                    .expected("includes that do not lead back to a file including them"),
+            );
+            return None;
+        }
+        let text = match read {
+            Ok(text) => text,
+            Err(message) => {
+                self.error(
+                    span,
+                    message,
+                    "a file that exists (local paths are relative to the project root)",
+                );
+                return None;
+            }
+        };
+        if text.trim().is_empty() {
+            self.error(
+                span,
+                format!("Included file `{name}` is empty!"),
+                "a file holding jobs or keywords",
+            );
+            return None;
+        }
+        let id = self.sources.add(name.clone(), text);
+        let doc = self.parse(id)?;
+        let body = match (doc.header, inputs) {
+            (Some(mut header), inputs) => {
+                let external = self.spec_include_inputs(&header, &key.scope)?;
+                add_spec_inputs(&mut header, external);
+                interpolate(
+                    header,
+                    inputs,
+                    doc.body,
+                    &name,
+                    self.vars,
+                    &mut self.errors,
+                    Some(span),
+                )?
+            }
+            (None, Some(inputs)) if inputs.as_map().is_some_and(|m| !m.is_empty()) => {
+                self.errors.push(
+                    Diagnostic::at(inputs.span, format!("`{name}`: Given inputs not defined in the `spec` section of the included configuration file"))
+                        .expected("a `spec:inputs` header in the included file"),
+                );
+                return None;
+            }
+            (None, _) => doc.body,
+        };
+        if !matches!(body.value, Value::Map(_)) {
+            self.errors.push(
+                Diagnostic::at(
+                    span,
+                    format!("Included file `{name}` does not have valid YAML syntax!"),
+                )
+                .expected("a file holding a hash of jobs and keywords"),
+            );
+            return None;
+        }
+        let nested_scope = key.scope.clone();
+        self.stack.push((key, name));
+        let merged = self.expand_includes(body, &nested_scope);
+        self.stack.pop();
+        Some(merged)
+    }
+
+    /// The identity, display name and text of an include target.
+    #[inline(never)]
+    fn open(
+        &mut self,
+        target: Target,
+        span: Span,
+        scope: &Scope,
+    ) -> Option<(FileKey, String, Result<String, String>)> {
+        Some(match target {
             Target::Local(path) => match scope {
                 Scope::Main => {
                     let read = self
@@ -688,83 +776,7 @@ impl Expander<'_> {
                     read,
                 )
             }
-        };
-        if let Some(pos) = self.stack.iter().position(|(k, _)| *k == key) {
-            let mut chain: Vec<&str> = self.stack[pos..].iter().map(|(_, n)| n.as_str()).collect();
-            chain.push(&name);
-            let message = format!(
-                "include cycle: {}",
-                chain
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(" → ")
-            );
-            self.errors.push(
-                Diagnostic::at(span, message)
-                    .expected("includes that do not lead back to a file including them"),
-            );
-            return None;
-        }
-        let text = match read {
-            Ok(text) => text,
-            Err(message) => {
-                self.error(
-                    span,
-                    message,
-                    "a file that exists (local paths are relative to the project root)",
-                );
-                return None;
-            }
-        };
-        if text.trim().is_empty() {
-            self.error(
-                span,
-                format!("Included file `{name}` is empty!"),
-                "a file holding jobs or keywords",
-            );
-            return None;
-        }
-        let id = self.sources.add(name.clone(), text);
-        let doc = self.parse(id)?;
-        let body = match (doc.header, inputs) {
-            (Some(mut header), inputs) => {
-                let external = self.spec_include_inputs(&header, &key.scope)?;
-                add_spec_inputs(&mut header, external);
-                interpolate(
-                    header,
-                    inputs,
-                    doc.body,
-                    &name,
-                    self.vars,
-                    &mut self.errors,
-                    Some(span),
-                )?
-            }
-            (None, Some(inputs)) if inputs.as_map().is_some_and(|m| !m.is_empty()) => {
-                self.errors.push(
-                    Diagnostic::at(inputs.span, format!("`{name}`: Given inputs not defined in the `spec` section of the included configuration file"))
-                        .expected("a `spec:inputs` header in the included file"),
-                );
-                return None;
-            }
-            (None, _) => doc.body,
-        };
-        if !matches!(body.value, Value::Map(_)) {
-            self.errors.push(
-                Diagnostic::at(
-                    span,
-                    format!("Included file `{name}` does not have valid YAML syntax!"),
-                )
-                .expected("a file holding a hash of jobs and keywords"),
-            );
-            return None;
-        }
-        let nested_scope = key.scope.clone();
-        self.stack.push((key, name));
-        let merged = self.expand_includes(body, &nested_scope);
-        self.stack.pop();
-        Some(merged)
+        })
     }
 
     /// `spec:include` (GitLab 18.6): files whose top-level `inputs:` are
