@@ -172,8 +172,9 @@ impl Expander<'_> {
         let id = self.sources.add(name.clone(), text);
         let doc = self.parse(id)?;
         let body = match doc.header {
-            Some(header) => {
+            Some(mut header) => {
                 let external = self.spec_include_inputs(&header, &Scope::Main)?;
+                add_spec_inputs(&mut header, external);
                 interpolate(
                     header,
                     None,
@@ -182,7 +183,6 @@ impl Expander<'_> {
                     self.vars,
                     &mut self.errors,
                     None,
-                    external,
                 )?
             }
             None => doc.body,
@@ -574,7 +574,95 @@ impl Expander<'_> {
         scope: &Scope,
         inputs: Option<&Node>,
     ) -> Option<Node> {
-        let (key, name, read) = match target {
+        // Opening the target is its own frame: includes nest 150 deep.
+        let (key, name, read) = self.open(target, span, scope)?;
+        if let Some(pos) = self.stack.iter().position(|(k, _)| *k == key) {
+            let mut chain: Vec<&str> = self.stack[pos..].iter().map(|(_, n)| n.as_str()).collect();
+            chain.push(&name);
+            let message = format!(
+                "include cycle: {}",
+                chain
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            );
+            self.errors.push(
+                Diagnostic::at(span, message)
+                    .expected("includes that do not lead back to a file including them"),
+            );
+            return None;
+        }
+        let text = match read {
+            Ok(text) => text,
+            Err(message) => {
+                self.error(
+                    span,
+                    message,
+                    "a file that exists (local paths are relative to the project root)",
+                );
+                return None;
+            }
+        };
+        if text.trim().is_empty() {
+            self.error(
+                span,
+                format!("Included file `{name}` is empty!"),
+                "a file holding jobs or keywords",
+            );
+            return None;
+        }
+        let id = self.sources.add(name.clone(), text);
+        let doc = self.parse(id)?;
+        let body = match (doc.header, inputs) {
+            (Some(mut header), inputs) => {
+                let external = self.spec_include_inputs(&header, &key.scope)?;
+                add_spec_inputs(&mut header, external);
+                interpolate(
+                    header,
+                    inputs,
+                    doc.body,
+                    &name,
+                    self.vars,
+                    &mut self.errors,
+                    Some(span),
+                )?
+            }
+            (None, Some(inputs)) if inputs.as_map().is_some_and(|m| !m.is_empty()) => {
+                self.errors.push(
+                    Diagnostic::at(inputs.span, format!("`{name}`: Given inputs not defined in the `spec` section of the included configuration file"))
+                        .expected("a `spec:inputs` header in the included file"),
+                );
+                return None;
+            }
+            (None, _) => doc.body,
+        };
+        if !matches!(body.value, Value::Map(_)) {
+            self.errors.push(
+                Diagnostic::at(
+                    span,
+                    format!("Included file `{name}` does not have valid YAML syntax!"),
+                )
+                .expected("a file holding a hash of jobs and keywords"),
+            );
+            return None;
+        }
+        let nested_scope = key.scope.clone();
+        self.stack.push((key, name));
+        let merged = self.expand_includes(body, &nested_scope);
+        self.stack.pop();
+        Some(merged)
+    }
+
+    /// The identity, display name and text of an include target.
+    #[inline(never)]
+    fn open(
+        &mut self,
+        target: Target,
+        span: Span,
+        scope: &Scope,
+    ) -> Option<(FileKey, String, Result<String, String>)> {
+        Some(match target {
             Target::Local(path) => match scope {
                 Scope::Main => {
                     let read = self
@@ -688,83 +776,7 @@ impl Expander<'_> {
                     read,
                 )
             }
-        };
-        if let Some(pos) = self.stack.iter().position(|(k, _)| *k == key) {
-            let mut chain: Vec<&str> = self.stack[pos..].iter().map(|(_, n)| n.as_str()).collect();
-            chain.push(&name);
-            let message = format!(
-                "include cycle: {}",
-                chain
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(" → ")
-            );
-            self.errors.push(
-                Diagnostic::at(span, message)
-                    .expected("includes that do not lead back to a file including them"),
-            );
-            return None;
-        }
-        let text = match read {
-            Ok(text) => text,
-            Err(message) => {
-                self.error(
-                    span,
-                    message,
-                    "a file that exists (local paths are relative to the project root)",
-                );
-                return None;
-            }
-        };
-        if text.trim().is_empty() {
-            self.error(
-                span,
-                format!("Included file `{name}` is empty!"),
-                "a file holding jobs or keywords",
-            );
-            return None;
-        }
-        let id = self.sources.add(name.clone(), text);
-        let doc = self.parse(id)?;
-        let body = match (doc.header, inputs) {
-            (Some(header), inputs) => {
-                let external = self.spec_include_inputs(&header, &key.scope)?;
-                interpolate(
-                    header,
-                    inputs,
-                    doc.body,
-                    &name,
-                    self.vars,
-                    &mut self.errors,
-                    Some(span),
-                    external,
-                )?
-            }
-            (None, Some(inputs)) if inputs.as_map().is_some_and(|m| !m.is_empty()) => {
-                self.errors.push(
-                    Diagnostic::at(inputs.span, format!("`{name}`: Given inputs not defined in the `spec` section of the included configuration file"))
-                        .expected("a `spec:inputs` header in the included file"),
-                );
-                return None;
-            }
-            (None, _) => doc.body,
-        };
-        if !matches!(body.value, Value::Map(_)) {
-            self.errors.push(
-                Diagnostic::at(
-                    span,
-                    format!("Included file `{name}` does not have valid YAML syntax!"),
-                )
-                .expected("a file holding a hash of jobs and keywords"),
-            );
-            return None;
-        }
-        let nested_scope = key.scope.clone();
-        self.stack.push((key, name));
-        let merged = self.expand_includes(body, &nested_scope);
-        self.stack.pop();
-        Some(merged)
+        })
     }
 
     /// `spec:include` (GitLab 18.6): files whose top-level `inputs:` are
@@ -1013,6 +1025,25 @@ impl Expander<'_> {
     }
 }
 
+/// Puts `spec:include` input specifications under the header's
+/// `spec:inputs`, the header's own ones winning.
+fn add_spec_inputs(header: &mut Node, external: Option<Map>) {
+    let Some(mut merged) = external else { return };
+    let span = header.span;
+    let Some(spec) = header.as_map_mut().and_then(|h| h.get_mut("spec")) else {
+        return;
+    };
+    let Some(spec) = spec.as_map_mut() else {
+        return;
+    };
+    if let Some(own) = spec.get("inputs").and_then(Node::as_map) {
+        for (k, e) in own.iter() {
+            merged.insert(k, e.key_span, e.value.clone());
+        }
+    }
+    spec.insert("inputs", span, Node::new(Value::Map(merged), span));
+}
+
 fn project_file_name(project: &str, git_ref: Option<&str>, path: &str) -> String {
     match git_ref {
         Some(r) => format!("{project}@{r}:{path}"),
@@ -1166,7 +1197,6 @@ fn interpolate(
     vars: &IndexMap<String, String>,
     errors: &mut Vec<Diagnostic>,
     include_span: Option<Span>,
-    external_inputs: Option<Map>,
 ) -> Option<Node> {
     let before = errors.len();
     let mut push = |span: Span, message: String, expected: &str| {
@@ -1220,7 +1250,7 @@ fn interpolate(
             );
         }
     }
-    let inline = match spec_map.get("inputs") {
+    let specs = match spec_map.get("inputs") {
         Some(Node {
             value: Value::Map(m),
             ..
@@ -1237,18 +1267,6 @@ fn interpolate(
             );
             return None;
         }
-    };
-    // `spec:include` inputs first; the file's own specifications win.
-    let combined;
-    let specs: &Map = match external_inputs {
-        Some(mut external) => {
-            for (k, e) in inline.iter() {
-                external.insert(k, e.key_span, e.value.clone());
-            }
-            combined = external;
-            &combined
-        }
-        None => inline,
     };
     let given_map = given.and_then(Node::as_map).unwrap_or(&empty);
     let given_span = given

@@ -15,8 +15,11 @@
 //!    only/except ([`expr`], [`fnmatch`]), parallel expansion, needs
 //!    → [`model::Pipeline`].
 //!
+//! [`child`] plans the child pipelines of trigger jobs.
+//!
 //! The crate does no I/O of its own: files come through [`load::FileSource`].
 
+pub mod child;
 pub mod compose;
 pub mod context;
 pub mod diag;

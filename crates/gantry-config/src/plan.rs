@@ -1021,9 +1021,7 @@ impl<'v> VariableInheritance<'v> {
     fn job_variables(&self, def: &JobDef) -> Vec<Variable> {
         let mut out = dedup(def.variables.iter().cloned());
         for w in self.workflow {
-            if def.inherit_variables.allows(&w.name)
-                && !def.own_variables.iter().any(|o| *o == w.name)
-            {
+            if def.inherit_variables.allows(&w.name) && !def.own_variables.contains(&w.name) {
                 upsert(&mut out, w.clone());
             }
         }

@@ -184,11 +184,10 @@ fn corpus_dir(manifest_dir: &Path, entries: &[Entry]) -> PathBuf {
     if has_files(manifest_dir) {
         return manifest_dir.to_path_buf();
     }
-    let shared = std::env::var_os("GANTRY_SHARED")
+    std::env::var_os("GANTRY_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("ci-corpus");
-    shared
+        .join("ci-corpus")
 }
 
 #[test]

@@ -352,7 +352,7 @@ fn remote_fetch_failure_is_an_error_at_the_include() {
 }
 
 #[test]
-fn template_component_and_artifact_cannot_be_resolved() {
+fn missing_template_and_component_and_a_top_level_artifact_are_errors() {
     let src = MemorySource::new().with_file(
         ".gitlab-ci.yml",
         r#"include:
@@ -368,11 +368,12 @@ build:
     assert_eq!(e.len(), 3, "all errors of the stage are reported: {e:?}");
     assert!(
         e[0].starts_with(".gitlab-ci.yml:2:15:")
-            && e[0].contains("templates are not available offline"),
+            && e[0].contains("`Auto-DevOps.gitlab-ci.yml` (include:template) could not be read"),
         "{e:?}"
     );
     assert!(
-        e[1].starts_with(".gitlab-ci.yml:3:16:") && e[1].contains("cannot be resolved"),
+        e[1].starts_with(".gitlab-ci.yml:3:16:")
+            && e[1].contains("Component `gitlab.com/org/comp/build@1.0` could not be read"),
         "{e:?}"
     );
     assert!(

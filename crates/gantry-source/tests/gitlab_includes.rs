@@ -11,11 +11,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
+/// Each request: its path (with the query) and header lines.
+type RequestLog = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
 /// A stand-in GitLab: serves `routes` (path with query → body), records
 /// each request's path and headers. Stops when dropped.
 struct FakeGitlab {
     url: String,
-    requests: Arc<Mutex<Vec<(String, Vec<String>)>>>,
+    requests: RequestLog,
     stop: Arc<std::sync::atomic::AtomicBool>,
     addr: std::net::SocketAddr,
 }
@@ -24,7 +27,7 @@ impl FakeGitlab {
     fn start(routes: HashMap<String, String>) -> FakeGitlab {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let requests: RequestLog = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (log, halt) = (requests.clone(), stop.clone());
         std::thread::spawn(move || {
