@@ -334,7 +334,7 @@ fn interrupted_deploy(
         history,
     ];
     args.extend_from_slice(extra);
-    let mut child = gantry(dir, &args, &[])
+    let child = gantry(dir, &args, &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -407,7 +407,7 @@ fn sigterm_during_a_deploy_rolls_back_or_records_interrupted_and_leaves_nothing_
     assert_eq!(get(&url).as_deref(), Some("v1"), "{err}");
     assert_eq!(
         containers(&name),
-        [name.clone()],
+        std::slice::from_ref(&name),
         "no candidate left behind"
     );
 
