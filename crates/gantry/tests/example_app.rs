@@ -136,7 +136,7 @@ fn example_app_runs_end_to_end() {
         "{}",
         ran.stdout
     );
-    assert!(ran.stdout.contains("revision 1 is live"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("r1 is live"), "{}", ran.stdout);
     assert!(
         ran.stdout
             .lines()

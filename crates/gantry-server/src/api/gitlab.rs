@@ -757,6 +757,16 @@ pub async fn play_job(
     let user = require_user(&app, &headers, Role::Developer).await?;
     let project = find_project(&app, &id).await?;
     let (job, _) = find_job(&app, &project, jid).await?;
+    // The same approval rule as the dashboard: a deploy to a protected
+    // environment needs a maintainer, whichever client plays it.
+    if job
+        .environment
+        .as_deref()
+        .is_some_and(crate::dashboard::views::is_protected_environment)
+        && !user.role().allows(Role::Maintainer)
+    {
+        return Err(ApiError::Forbidden);
+    }
     let job = match job.status.as_str() {
         "manual" | "scheduled" => {
             if !app
