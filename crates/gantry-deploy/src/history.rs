@@ -371,7 +371,8 @@ pub fn target_matches(target: &str, filter: &str) -> bool {
     }
 }
 
-/// The store named by a `--history` URL: `file://PATH` or `s3://BUCKET/PREFIX`.
+/// The store named by a `--history` URL: `file://PATH`, `s3://BUCKET/PREFIX` or a Gantry
+/// server's `https://…` ([`crate::http_history`]).
 /// `aws` supplies credentials, region and endpoint for S3.
 pub async fn open(
     url: &str,
@@ -395,8 +396,13 @@ pub async fn open(
         let backend = crate::s3_history::S3Backend::connect(bucket, prefix, aws).await?;
         return Ok(Box::new(CasHistoryStore::new(backend)));
     }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Ok(Box::new(crate::http_history::HttpHistoryStore::from_env(
+            url,
+        )?));
+    }
     Err(DeployError::Usage(format!(
-        "--history {url:?}: expected file://PATH or s3://BUCKET/PREFIX (or set GANTRY_HISTORY)"
+        "--history {url:?}: expected file://PATH, s3://BUCKET/PREFIX or https://GANTRY_SERVER (or set GANTRY_HISTORY)"
     )))
 }
 

@@ -19,6 +19,7 @@ pub mod ecs;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod http_history;
 pub mod interrupt;
 pub mod local;
 pub mod log;

@@ -35,7 +35,8 @@ pub struct Db {
 }
 
 /// Each migration once, in order. `{ID}` is the auto-increment primary key.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
   id {ID}, username TEXT NOT NULL UNIQUE, name TEXT NOT NULL, email TEXT NOT NULL,
   role TEXT NOT NULL, password_hash TEXT, created_at BIGINT NOT NULL);
@@ -94,7 +95,19 @@ CREATE TABLE deployments (
   user_id BIGINT, revision TEXT, created_at BIGINT NOT NULL, finished_at BIGINT);
 CREATE INDEX deployments_env ON deployments(environment_id, id);
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)
-"#];
+"#,
+    r#"
+CREATE TABLE deploy_targets (
+  target TEXT PRIMARY KEY, version BIGINT NOT NULL, lease TEXT, updated_at BIGINT NOT NULL);
+CREATE TABLE deploy_records (
+  id {ID}, record_id TEXT NOT NULL UNIQUE, target TEXT NOT NULL, version BIGINT NOT NULL,
+  started_at TEXT NOT NULL, revision TEXT NOT NULL, known_good BIGINT NOT NULL,
+  record TEXT NOT NULL, project_id BIGINT, environment TEXT, job_id BIGINT, user_id BIGINT,
+  created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE INDEX deploy_records_target ON deploy_records(target, started_at);
+CREATE INDEX deploy_records_project ON deploy_records(project_id, environment)
+"#,
+];
 
 impl Db {
     /// Opens `url` (`sqlite://…` or `postgres://…`) and runs the migrations.

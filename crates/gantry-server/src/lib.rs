@@ -11,6 +11,7 @@
 //!   (job states, delayed jobs, lost runners, [`schedules`]).
 //! - [`engine_bridge`]: the only door into `gantry-engine`, for scheduling
 //!   rules and for running a job on a runner ([`runner`], [`protocol`]).
+//! - [`deploy_history`]: the server as `gantry deploy`'s history store.
 //! - [`logs`]: chunked, masked, followable job logs; [`crypto`]: keys,
 //!   tokens, signatures; [`auth`]: who is calling.
 
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod crypto;
 pub mod dashboard;
 pub mod db;
+pub mod deploy_history;
 pub mod engine_bridge;
 pub mod error;
 pub mod logs;

@@ -87,6 +87,18 @@ pub fn router(app: Shared) -> Router {
             "/api/v4/projects/{id}/gantry_webhook",
             get(webhook_settings),
         )
+        .route(
+            "/api/v4/deploy_history/records",
+            get(crate::deploy_history::list_records),
+        )
+        .route(
+            "/api/v4/deploy_history/records/{record_id}",
+            put(crate::deploy_history::put_record),
+        )
+        .route(
+            "/api/v4/deploy_history/leases",
+            post(crate::deploy_history::acquire_lease).delete(crate::deploy_history::release_lease),
+        )
         .route("/api/v4/runners/all", get(list_runners))
         .route("/api/v4/projects/{id}/webhooks/gitlab", post(hooks::gitlab))
         .route("/api/v4/projects/{id}/webhooks/github", post(hooks::github))

@@ -185,6 +185,30 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/api/v4/deploy_history/records",
+        "gantry deploy history: records of a target (target=) or matching a filter (filter=)",
+        "viewer or a running job's JOB-TOKEN",
+    ),
+    (
+        "put",
+        "/api/v4/deploy_history/records/{record_id}",
+        "gantry deploy history: insert or replace a record (compare-and-swap on the server)",
+        "developer or a running job's JOB-TOKEN",
+    ),
+    (
+        "post",
+        "/api/v4/deploy_history/leases",
+        "gantry deploy history: take a target's lease ({target, holder}); answers acquired or the holder",
+        "developer or a running job's JOB-TOKEN",
+    ),
+    (
+        "delete",
+        "/api/v4/deploy_history/leases",
+        "gantry deploy history: release a lease (target=, holder_id=)",
+        "developer or a running job's JOB-TOKEN",
+    ),
+    (
+        "get",
         "/api/v4/projects/{id}/environments",
         "List environments",
         "viewer",

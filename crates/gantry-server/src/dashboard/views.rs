@@ -5,6 +5,7 @@
 use super::DashError;
 use super::session::{self, Form, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session};
 use crate::app::Shared;
+use crate::deploy_history::HistoryRows;
 use crate::store::{Job, Pipeline, Project, Role};
 use crate::store_dashboard::{Approval, DashboardStore, OverviewFilter, PipelineSummary};
 use askama::Template;
@@ -1158,6 +1159,52 @@ pub struct EnvironmentRow {
     pub state: String,
     pub protected: bool,
     pub deployments: Vec<DeploymentRow>,
+    /// `gantry deploy` records written from this environment's jobs.
+    pub revisions: Vec<RevisionRow>,
+}
+
+/// One `gantry deploy` record kept by the server's deploy history.
+pub struct RevisionRow {
+    pub target: String,
+    pub kind: String,
+    pub revision: String,
+    pub result: String,
+    pub known_good: bool,
+    pub rolled_back_to: String,
+    pub commit: String,
+    pub job_id: String,
+    pub at: String,
+    pub message: String,
+}
+
+impl RevisionRow {
+    fn of(r: &gantry_deploy::DeploymentRecord) -> RevisionRow {
+        use gantry_deploy::history::{RecordKind, short_revision};
+        RevisionRow {
+            target: r.target.clone(),
+            kind: match r.kind {
+                RecordKind::Deploy => "deploy",
+                RecordKind::Rollback => "rollback",
+            }
+            .into(),
+            revision: short_revision(&r.revision),
+            result: r.result.as_str().into(),
+            known_good: r.known_good,
+            rolled_back_to: r
+                .rolled_back_to
+                .as_deref()
+                .map(short_revision)
+                .unwrap_or_default(),
+            commit: r
+                .commit
+                .as_deref()
+                .map(|c| c.chars().take(8).collect())
+                .unwrap_or_default(),
+            job_id: r.job_id.clone().unwrap_or_default(),
+            at: r.started_at.replace('T', " ").replace('Z', ""),
+            message: r.message.clone().unwrap_or_default(),
+        }
+    }
 }
 
 pub struct Waiting {
@@ -1173,6 +1220,8 @@ pub struct Waiting {
 struct EnvironmentsPage {
     chrome: Chrome,
     environments: Vec<EnvironmentRow>,
+    /// Deploy records not tied to a project's environment (written with a user token).
+    unattached: Vec<RevisionRow>,
     waiting: Vec<Waiting>,
     approvals: Vec<ApprovalRow>,
     can_approve: bool,
@@ -1181,9 +1230,11 @@ struct EnvironmentsPage {
 pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
     let projects = app.store.projects().await?;
     let dash = DashboardStore(&app.store);
+    let history = HistoryRows(&app.store);
     let mut rows = Vec::new();
     let mut job_ids = Vec::new();
     for project in &projects {
+        let records = history.of_project(project.id).await?;
         let deployments = app.store.deployments(project.id).await?;
         let mut user_ids: Vec<i64> = deployments.iter().filter_map(|d| d.user_id).collect();
         user_ids.sort_unstable();
@@ -1211,18 +1262,41 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
             rows.push(EnvironmentRow {
                 project: project.path.clone(),
                 protected: is_protected_environment(&env.name),
-                name: env.name,
                 // Only web links: a `javascript:` URL stays out of the page.
                 url: env
                     .url
                     .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
                     .unwrap_or_default(),
                 tier: env.tier,
+                revisions: records
+                    .iter()
+                    .filter(|r| r.environment.as_deref() == Some(env.name.as_str()))
+                    .map(|r| RevisionRow::of(&r.record))
+                    .collect(),
+                name: env.name,
                 state: env.state,
                 deployments: history,
             });
         }
     }
+    let mut unattached: Vec<RevisionRow> = history
+        .matching(None)
+        .await?
+        .iter()
+        .rev()
+        .filter(|r| {
+            r.project_id.is_none()
+                || r.environment.is_none()
+                || !rows.iter().any(|e| {
+                    Some(e.name.as_str()) == r.environment.as_deref()
+                        && projects
+                            .iter()
+                            .any(|p| Some(p.id) == r.project_id && p.path == e.project)
+                })
+        })
+        .map(|r| RevisionRow::of(&r.record))
+        .collect();
+    unattached.truncate(200);
     let waiting = app
         .store
         .jobs_with_status("manual")
@@ -1248,6 +1322,7 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
     html(&EnvironmentsPage {
         chrome: Chrome::of(&s, "environments"),
         environments: rows,
+        unattached,
         waiting,
         approvals,
         can_approve: s.user.role().allows(Role::Maintainer),

@@ -404,3 +404,111 @@ pub fn config(data: &Path, database: Option<String>) -> gantry_server::ServeConf
     c.runner_timeout = Duration::from_secs(3);
     c
 }
+
+/// A browser-like client: its own cookies, no redirects followed.
+pub struct Web {
+    base: String,
+    http: reqwest::Client,
+    cookies: Vec<(String, String)>,
+}
+
+impl Web {
+    pub fn new(base: &str) -> Web {
+        Web {
+            base: base.to_string(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn remember(&mut self, resp: &reqwest::Response) {
+        for v in resp.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (kv, _) = v.split_once(';').unwrap_or((v, ""));
+            let (k, val) = kv.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            if !val.is_empty() {
+                self.cookies.push((k.to_string(), val.to_string()));
+            }
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> (u16, String, reqwest::header::HeaderMap) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.remember(&resp);
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, resp.text().await.unwrap(), headers)
+    }
+
+    pub async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (u16, String, reqwest::header::HeaderMap) {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter())
+            .finish();
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.remember(&resp);
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, resp.text().await.unwrap(), headers)
+    }
+
+    pub async fn login(&mut self, username: &str, password: &str) -> u16 {
+        let (_, page, _) = self.get("/login").await;
+        let csrf = csrf_of(&page);
+        let (status, _, _) = self
+            .post(
+                "/login",
+                &[
+                    ("csrf", &csrf),
+                    ("username", username),
+                    ("password", password),
+                    ("next", "/dash"),
+                ],
+            )
+            .await;
+        status
+    }
+
+    /// The CSRF token of the signed-in session (from any page's forms).
+    pub async fn csrf(&mut self) -> String {
+        let (_, page, _) = self.get("/dash/users").await;
+        csrf_of(&page)
+    }
+}
+
+pub fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    page[at..].split('"').next().unwrap().to_string()
+}
