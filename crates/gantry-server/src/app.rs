@@ -74,6 +74,8 @@ pub struct Metrics {
     pub webhooks: AtomicU64,
     pub webhooks_refused: AtomicU64,
     pub pipelines_created: AtomicU64,
+    /// Pipeline schedules rebuilt from job rows (not once per event).
+    pub schedule_restores: AtomicU64,
 }
 
 impl Metrics {
@@ -96,6 +98,8 @@ pub struct App {
     pub advance: Notify,
     pub metrics: Metrics,
     pub started: std::time::Instant,
+    /// Live pipelines' state machines (see [`crate::queue::LivePipelines`]).
+    pub live: crate::queue::LivePipelines,
     /// Planned pipelines by id (immutable once stored), parsed once.
     planned: std::sync::Mutex<std::collections::HashMap<i64, Arc<gantry_config::model::Pipeline>>>,
 }
@@ -170,6 +174,7 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
         advance: Notify::new(),
         metrics: Metrics::default(),
         started: std::time::Instant::now(),
+        live: Default::default(),
         planned: Default::default(),
     })
 }

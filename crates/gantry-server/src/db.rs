@@ -107,6 +107,9 @@ CREATE TABLE deploy_records (
 CREATE INDEX deploy_records_target ON deploy_records(target, started_at);
 CREATE INDEX deploy_records_project ON deploy_records(project_id, environment)
 "#,
+    r#"
+ALTER TABLE pipelines ADD COLUMN state_version BIGINT NOT NULL DEFAULT 0
+"#,
 ];
 
 impl Db {

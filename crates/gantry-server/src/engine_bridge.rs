@@ -67,93 +67,189 @@ pub fn restore(planned: &Planned, jobs: &[Job]) -> Result<Schedule, String> {
     Schedule::restore(planned, &selection, &progress).map_err(|e| e.to_string())
 }
 
-/// What the queue should do with a job row.
+/// What the queue should do with a job row; `from` is the row's status
+/// the write is conditional on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Hand it to a runner (`pending`).
-    Enqueue(i64),
+    Enqueue { id: i64, from: String },
     /// `when: delayed`: runs after this many seconds.
-    Delay(i64, u64),
+    Delay { id: i64, seconds: u64 },
     /// Done without an attempt: skipped, manual (waits to be played), canceled.
-    Finish(i64, &'static str, Option<String>),
+    Finish {
+        id: i64,
+        from: String,
+        status: &'static str,
+        reason: Option<String>,
+    },
 }
 
-fn row_id(schedule: &Schedule, jobs: &[Job], i: usize) -> Option<i64> {
-    let name = &schedule.job(i).name;
-    jobs.iter().find(|j| &j.name == name).map(|j| j.id)
+/// A live pipeline's state machine, kept in memory between events so that
+/// an event costs what the engine's `step` costs, not a rebuild from every
+/// row. It mirrors the rows it was restored from and the writes the queue
+/// made since; the queue restores it again whenever anyone else may have
+/// changed a row (see [`crate::queue`]).
+pub struct LiveSchedule {
+    schedule: Schedule,
+    /// Row id and status per schedule index (as last written by the queue).
+    rows: Vec<Option<(i64, String)>>,
+    by_row: std::collections::HashMap<i64, usize>,
+    by_name: std::collections::HashMap<String, usize>,
 }
 
-/// Decides every job of one pipeline that can be decided now.
-pub fn next_steps(planned: &Planned, jobs: &[Job]) -> Result<Vec<Step>, String> {
-    let mut schedule = restore(planned, jobs)?;
-    let mut steps = Vec::new();
-    for d in schedule.step() {
-        match d {
-            Decision::Start { job, .. } => {
-                if let Some(id) = row_id(&schedule, jobs, job) {
-                    steps.push(Step::Enqueue(id));
+impl LiveSchedule {
+    /// The state machine rebuilt from a pipeline's current job rows.
+    pub fn restore(planned: &Planned, jobs: &[Job]) -> Result<LiveSchedule, String> {
+        let schedule = restore(planned, jobs)?;
+        let row_of: std::collections::HashMap<&str, &Job> =
+            jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+        let mut rows = Vec::with_capacity(schedule.jobs().len());
+        let mut by_row = std::collections::HashMap::new();
+        let mut by_name = std::collections::HashMap::new();
+        for (i, sj) in schedule.jobs().iter().enumerate() {
+            by_name.insert(sj.name.clone(), i);
+            match row_of.get(sj.name.as_str()) {
+                Some(j) => {
+                    by_row.insert(j.id, i);
+                    rows.push(Some((j.id, j.status.clone())));
                 }
+                None => rows.push(None),
             }
-            Decision::Delay { job, seconds } => {
-                if let Some(id) = row_id(&schedule, jobs, job) {
-                    steps.push(Step::Delay(id, seconds));
-                }
-            }
-            Decision::Finished {
-                job,
-                status,
-                reason,
-            } => {
-                if let Some(id) = row_id(&schedule, jobs, job) {
-                    steps.push(Step::Finish(id, row_status(status), reason));
-                }
-            }
-            Decision::Retry { .. } => {}
+        }
+        Ok(LiveSchedule {
+            schedule,
+            rows,
+            by_row,
+            by_name,
+        })
+    }
+
+    /// Decides every job that can be decided now.
+    pub fn step(&mut self) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for d in self.schedule.step() {
+            let (job, step) = match d {
+                Decision::Start { job, .. } => (job, 0),
+                Decision::Delay { job, .. } => (job, 1),
+                Decision::Finished { job, .. } => (job, 2),
+                Decision::Retry { .. } => continue,
+            };
+            let Some((id, from)) = self.rows[job].clone() else {
+                continue;
+            };
+            steps.push(match (step, d) {
+                (1, Decision::Delay { seconds, .. }) => Step::Delay { id, seconds },
+                (2, Decision::Finished { status, reason, .. }) => Step::Finish {
+                    id,
+                    from,
+                    status: row_status(status),
+                    reason,
+                },
+                _ => Step::Enqueue { id, from },
+            });
+        }
+        steps
+    }
+
+    /// Whether row `id`'s job has a `resource_group`.
+    pub fn has_resource_group(&self, id: i64) -> bool {
+        self.by_row
+            .get(&id)
+            .is_some_and(|&i| self.schedule.job(i).resource_group.is_some())
+    }
+
+    /// The queue wrote `status` to row `id`.
+    pub fn row_written(&mut self, id: i64, status: &str) {
+        if let Some(&i) = self.by_row.get(&id)
+            && let Some(row) = self.rows[i].as_mut()
+        {
+            row.1 = status.to_string();
         }
     }
-    Ok(steps)
+
+    /// Asks the state machine what a finished attempt of `job` means
+    /// (`retry:`, `allow_failure`). `failure` is GitLab's reason when it
+    /// failed. The schedule moves on as the answer says.
+    pub fn attempt_finished(
+        &mut self,
+        job: &Job,
+        state: &str,
+        failure: Option<&str>,
+        exit_code: Option<i64>,
+    ) -> AfterAttempt {
+        let fallback = AfterAttempt::Done(if state == "success" {
+            "success"
+        } else {
+            "failed"
+        });
+        let Some(&i) = self.by_name.get(&job.name) else {
+            return fallback;
+        };
+        match self.schedule.attempt_finished(
+            i,
+            &attempt_status(state, failure),
+            exit_code.map(|c| c as i32),
+        ) {
+            Decision::Retry { .. } => AfterAttempt::Retry,
+            Decision::Finished { status, .. } => AfterAttempt::Done(row_status(status)),
+            _ => fallback,
+        }
+    }
+
+    /// Whether a row the queue wrote shows that a job has started (or the
+    /// pipeline is past starting).
+    pub fn mirror_started(&self) -> bool {
+        self.rows
+            .iter()
+            .flatten()
+            .any(|(_, s)| !matches!(s.as_str(), "created" | "pending" | "waiting_for_resource"))
+    }
+
+    /// The pipeline's status in GitLab's words. `started`: a job has been
+    /// claimed by a runner (or has ended); `pending`: one waits for a runner.
+    pub fn pipeline_status(&self, started: bool, pending: bool) -> &'static str {
+        let jobs = self.schedule.jobs();
+        match self.schedule.status().as_str() {
+            "running" => {
+                if started {
+                    "running"
+                } else if pending {
+                    "pending"
+                } else {
+                    "created"
+                }
+            }
+            "blocked" => "manual",
+            "success" => {
+                if !jobs.is_empty() && jobs.iter().all(|j| j.status() == Some(JobStatus::Skipped)) {
+                    "skipped"
+                } else {
+                    "success"
+                }
+            }
+            // A stored schedule has no "canceled" flag: canceled jobs and no
+            // failed one is GitLab's canceled pipeline.
+            "failed" if !jobs.iter().any(|j| j.status() == Some(JobStatus::Failed)) => "canceled",
+            "failed" => "failed",
+            _ => "canceled",
+        }
+    }
+
+    /// Whether a job waits for a runner, as far as the queue's writes show.
+    pub fn mirror_pending(&self) -> bool {
+        self.rows.iter().flatten().any(|(_, s)| s == "pending")
+    }
 }
 
-/// The pipeline's status in GitLab's words.
-pub fn pipeline_status(planned: &Planned, jobs: &[Job]) -> &'static str {
-    let Ok(schedule) = restore(planned, jobs) else {
-        return "failed";
-    };
-    match schedule.status().as_str() {
-        "running" => {
-            let started = jobs.iter().any(|j| {
-                !matches!(
-                    j.status.as_str(),
-                    "created" | "pending" | "waiting_for_resource"
-                )
-            });
-            if started {
-                "running"
-            } else if jobs.iter().any(|j| j.status == "pending") {
-                "pending"
-            } else {
-                "created"
-            }
-        }
-        "blocked" => "manual",
-        "success" => {
-            if !jobs.is_empty() && jobs.iter().all(|j| j.status == "skipped") {
-                "skipped"
-            } else {
-                "success"
-            }
-        }
-        // A stored schedule has no "canceled" flag: canceled jobs and no
-        // failed one is GitLab's canceled pipeline.
-        "failed"
-            if !jobs
-                .iter()
-                .any(|j| j.status == "failed" && j.allow_failure == 0) =>
-        {
-            "canceled"
-        }
-        "failed" => "failed",
-        _ => "canceled",
+fn attempt_status(state: &str, failure: Option<&str>) -> AttemptStatus {
+    match state {
+        "success" => AttemptStatus::Success,
+        "canceled" => AttemptStatus::Canceled,
+        _ => AttemptStatus::Failed(match failure {
+            Some("script_failure") | None => Failure::Script,
+            Some("stuck_or_timeout_failure") | Some("job_execution_timeout") => Failure::Timeout,
+            Some(other) => Failure::System(other.to_string()),
+        }),
     }
 }
 
@@ -164,55 +260,6 @@ pub enum AfterAttempt {
     Retry,
     /// The job's final stored status.
     Done(&'static str),
-}
-
-/// Asks the state machine what a finished attempt means (`retry:`,
-/// `allow_failure`). `failure` is GitLab's reason when it failed.
-pub fn attempt_finished(
-    planned: &Planned,
-    jobs: &[Job],
-    job: &Job,
-    state: &str,
-    failure: Option<&str>,
-    exit_code: Option<i64>,
-) -> AfterAttempt {
-    let status = match state {
-        "success" => AttemptStatus::Success,
-        "canceled" => AttemptStatus::Canceled,
-        _ => AttemptStatus::Failed(match failure {
-            Some("script_failure") | None => Failure::Script,
-            Some("stuck_or_timeout_failure") | Some("job_execution_timeout") => Failure::Timeout,
-            Some(other) => Failure::System(other.to_string()),
-        }),
-    };
-    // The row as it was while running.
-    let mut rows = jobs.to_vec();
-    if let Some(r) = rows.iter_mut().find(|r| r.id == job.id) {
-        r.status = "running".into();
-    }
-    let Ok(mut schedule) = restore(planned, &rows) else {
-        return AfterAttempt::Done(if state == "success" {
-            "success"
-        } else {
-            "failed"
-        });
-    };
-    let Some(i) = schedule.jobs().iter().position(|j| j.name == job.name) else {
-        return AfterAttempt::Done(if state == "success" {
-            "success"
-        } else {
-            "failed"
-        });
-    };
-    match schedule.attempt_finished(i, &status, exit_code.map(|c| c as i32)) {
-        Decision::Retry { .. } => AfterAttempt::Retry,
-        Decision::Finished { status, .. } => AfterAttempt::Done(row_status(status)),
-        _ => AfterAttempt::Done(if state == "success" {
-            "success"
-        } else {
-            "failed"
-        }),
-    }
 }
 
 // ---- running one job attempt on a runner ----

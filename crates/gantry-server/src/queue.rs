@@ -5,10 +5,12 @@
 //! processes may run it at once.
 
 use crate::app::{Metrics, Shared};
-use crate::engine_bridge::{self, AfterAttempt, Step};
+use crate::engine_bridge::{self, AfterAttempt, LiveSchedule, Step};
 use crate::error::StoreError;
 use crate::now_ms;
-use crate::store::Job;
+use crate::store::{Job, Transition};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Starts the background loop.
@@ -37,61 +39,204 @@ pub async fn tick(app: &Shared) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Decides what can be decided in one pipeline, then stores its status.
-pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), StoreError> {
+/// The live pipelines' state machines, kept in memory between events
+/// ([`LiveSchedule`]): restored from the rows on the first event after the
+/// server starts (or restarts after a crash), and again whenever a row
+/// changed behind the queue's back. Each pipeline's `state_version` counts
+/// the row changes the schedule sees; a live schedule is trusted only while
+/// that number is what its own writes made it, so API actions, other server
+/// processes and delayed jobs are seen without a rebuild on every event.
+#[derive(Default)]
+pub struct LivePipelines {
+    slots: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<Live>>>>>,
+}
+
+/// One pipeline's live state machine.
+struct Live {
+    schedule: LiveSchedule,
+    /// The pipeline's `state_version` the schedule reflects.
+    version: i64,
+    /// A job has been claimed: the pipeline is running (sticky).
+    started: bool,
+}
+
+impl LivePipelines {
+    fn slot(&self, pipeline_id: i64) -> Arc<tokio::sync::Mutex<Option<Live>>> {
+        self.slots
+            .lock()
+            .expect("live pipelines")
+            .entry(pipeline_id)
+            .or_default()
+            .clone()
+    }
+
+    fn forget(&self, pipeline_id: i64) {
+        self.slots
+            .lock()
+            .expect("live pipelines")
+            .remove(&pipeline_id);
+    }
+
+    /// How many pipelines have a schedule in memory (for `/metrics`).
+    pub fn len(&self) -> usize {
+        self.slots.lock().expect("live pipelines").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The live schedule of a pipeline at `version`: the one in memory when it
+/// is current, else rebuilt from the rows.
+async fn current(
+    app: &Shared,
+    pipeline_id: i64,
+    version: i64,
+    held: Option<Live>,
+) -> Result<Option<Live>, StoreError> {
+    if let Some(live) = held
+        && live.version == version
+    {
+        return Ok(Some(live));
+    }
     let Some(pipeline) = app.store.pipeline(pipeline_id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let planned = app.planned(&pipeline)?;
+    let rows = app.store.pipeline_job_states(pipeline_id).await?;
+    let schedule = LiveSchedule::restore(&planned, &rows).map_err(StoreError::Corrupt)?;
+    Metrics::inc(&app.metrics.schedule_restores, 1);
+    Ok(Some(Live {
+        schedule,
+        version,
+        started: false,
+    }))
+}
+
+/// Decides what can be decided in one pipeline, then stores its status.
+pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), StoreError> {
+    let slot = app.live.slot(pipeline_id);
+    let mut held = slot.lock().await;
+    let Some((version, stored_status)) = app.store.pipeline_state(pipeline_id).await? else {
+        *held = None;
+        app.live.forget(pipeline_id);
+        return Ok(());
+    };
+    let Some(mut live) = current(app, pipeline_id, version, held.take()).await? else {
+        return Ok(());
+    };
     let mut enqueued = false;
     loop {
-        let jobs = app.store.pipeline_job_states(pipeline_id).await?;
-        let steps = engine_bridge::next_steps(&planned, &jobs).map_err(StoreError::Corrupt)?;
-        let mut changed = false;
-        for step in steps {
-            let Some(job) = jobs.iter().find(|j| match &step {
-                Step::Enqueue(id) | Step::Delay(id, _) | Step::Finish(id, _, _) => j.id == *id,
-            }) else {
-                continue;
-            };
+        let steps = live.schedule.step();
+        if steps.is_empty() {
+            break;
+        }
+        // The state machine's view and the rows part (a resource group busy
+        // in another pipeline): rebuild on the next event.
+        let mut diverged = false;
+        let mut writes = Vec::with_capacity(steps.len());
+        for step in &steps {
             match step {
-                Step::Enqueue(id) => {
-                    // A resource group admits one job at a time across pipelines.
-                    let busy = match &job.resource_group {
-                        Some(g) => app.store.resource_group_busy(job.project_id, g).await?,
+                Step::Enqueue { id, from } => {
+                    let group = if live.schedule.has_resource_group(*id) {
+                        app.store
+                            .job(*id)
+                            .await?
+                            .and_then(|j| j.resource_group.map(|g| (j.project_id, g)))
+                    } else {
+                        None
+                    };
+                    let busy = match group {
+                        Some((project, g)) => app.store.resource_group_busy(project, &g).await?,
                         None => false,
                     };
                     let to = if busy {
+                        diverged = true;
                         "waiting_for_resource"
                     } else {
                         "pending"
                     };
-                    if job.status != to && app.store.transition(id, &job.status, to, None).await? {
-                        changed = true;
-                        enqueued |= !busy;
+                    if from != to {
+                        writes.push(Transition {
+                            job_id: *id,
+                            from,
+                            to,
+                            reason: None,
+                            scheduled_at: None,
+                        });
                     }
                 }
-                Step::Delay(id, seconds) => {
-                    changed |= app
-                        .store
-                        .schedule_job(id, now_ms() + seconds as i64 * 1000)
-                        .await?;
-                }
-                Step::Finish(id, status, reason) => {
-                    changed |= app
-                        .store
-                        .transition(id, &job.status, status, reason.as_deref())
-                        .await?;
-                }
+                Step::Delay { id, seconds } => writes.push(Transition {
+                    job_id: *id,
+                    from: "created",
+                    to: "scheduled",
+                    reason: None,
+                    scheduled_at: Some(now_ms() + *seconds as i64 * 1000),
+                }),
+                Step::Finish {
+                    id,
+                    from,
+                    status,
+                    reason,
+                } => writes.push(Transition {
+                    job_id: *id,
+                    from,
+                    to: status,
+                    reason: reason.as_deref(),
+                    scheduled_at: None,
+                }),
             }
         }
-        if !changed {
-            app.store
-                .set_pipeline_status(pipeline_id, engine_bridge::pipeline_status(&planned, &jobs))
-                .await?;
+        if writes.is_empty() {
+            if diverged {
+                live.version = -1;
+            }
             break;
         }
+        let (made, version_after) = app.store.apply_transitions(pipeline_id, &writes).await?;
+        let mut count = 0;
+        for (w, ok) in writes.iter().zip(&made) {
+            if *ok {
+                count += 1;
+                live.schedule.row_written(w.job_id, w.to);
+                enqueued |= w.to == "pending";
+            } else {
+                diverged = true;
+            }
+        }
+        if diverged || version_after != live.version + count {
+            // Someone else changed a row meanwhile: rebuild and decide again.
+            live = match current(app, pipeline_id, version_after, None).await? {
+                Some(l) => l,
+                None => return Ok(()),
+            };
+        } else {
+            live.version = version_after;
+        }
     }
+    if !live.started && live.schedule.mirror_started() {
+        live.started = true;
+    }
+    let mut status = live
+        .schedule
+        .pipeline_status(live.started, live.schedule.mirror_pending());
+    if status != "running" && status != "manual" && !crate::store::is_finished(status) {
+        // Claims are not the queue's writes: look once whether one happened.
+        if app.store.pipeline_started(pipeline_id).await? {
+            live.started = true;
+            status = "running";
+        }
+    }
+    if status != stored_status {
+        app.store.set_pipeline_status(pipeline_id, status).await?;
+    }
+    if crate::store::is_finished(status) {
+        app.live.forget(pipeline_id);
+    } else {
+        *held = Some(live);
+    }
+    drop(held);
     if enqueued {
         app.queue.notify_waiters();
     }
@@ -142,12 +287,17 @@ pub async fn attempt_ended(
     exit_code: Option<i64>,
     dotenv: Option<&str>,
 ) -> Result<bool, StoreError> {
-    let Some(pipeline) = app.store.pipeline(job.pipeline_id).await? else {
+    let slot = app.live.slot(job.pipeline_id);
+    let mut held = slot.lock().await;
+    let Some((version, _)) = app.store.pipeline_state(job.pipeline_id).await? else {
         return Ok(false);
     };
-    let planned = app.planned(&pipeline)?;
-    let rows = app.store.pipeline_job_states(job.pipeline_id).await?;
-    let after = engine_bridge::attempt_finished(&planned, &rows, job, state, failure, exit_code);
+    let Some(mut live) = current(app, job.pipeline_id, version, held.take()).await? else {
+        return Ok(false);
+    };
+    let after = live
+        .schedule
+        .attempt_finished(job, state, failure, exit_code);
     let status = match &after {
         AfterAttempt::Retry => "failed",
         AfterAttempt::Done(s) => s,
@@ -157,8 +307,21 @@ pub async fn attempt_ended(
         .finish_job(job.id, status, failure, exit_code, dotenv)
         .await?
     {
+        // No longer running (canceled, or lost): the rows say what it is.
         return Ok(false);
     }
+    live.schedule.row_written(job.id, status);
+    live.version += 1;
+    live.started = true;
+    // A retry is a new row: the next event rebuilds the schedule from rows.
+    if after == AfterAttempt::Retry {
+        live.version = -1;
+    }
+    *held = Some(live);
+    drop(held);
+    let Some(pipeline) = app.store.pipeline(job.pipeline_id).await? else {
+        return Ok(false);
+    };
     Metrics::inc(&app.metrics.jobs_finished, 1);
     app.logs
         .finish(job.id)

@@ -284,6 +284,17 @@ pub struct NewPipeline {
     pub jobs: Vec<NewJob>,
 }
 
+/// One conditional status change of a job row.
+#[derive(Clone, Debug)]
+pub struct Transition<'a> {
+    pub job_id: i64,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub reason: Option<&'a str>,
+    /// For `scheduled`: when the delayed job starts.
+    pub scheduled_at: Option<i64>,
+}
+
 /// What a claim hands a runner.
 #[derive(Clone, Debug)]
 pub struct Claimed {
@@ -662,6 +673,59 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    /// A pipeline's `state_version` and status (cheap: no spec).
+    pub async fn pipeline_state(&self, id: i64) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT state_version, status FROM pipelines WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.db.pool)
+                .await?,
+        )
+    }
+
+    /// Whether a current job of the pipeline has been claimed or has ended.
+    pub async fn pipeline_started(&self, id: i64) -> Result<bool, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM jobs WHERE pipeline_id = $1 AND retried = 0 \
+             AND status NOT IN ('created', 'pending', 'waiting_for_resource') LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Several conditional transitions of one pipeline's jobs in one
+    /// transaction (the queue's decisions after one event). Answers which
+    /// were made, and the pipeline's `state_version` after them.
+    pub async fn apply_transitions(
+        &self,
+        pipeline_id: i64,
+        writes: &[Transition<'_>],
+    ) -> Result<(Vec<bool>, i64), StoreError> {
+        let _w = self.db.write_lock().await;
+        let mut tx = self.db.pool.begin().await?;
+        let mut made = Vec::with_capacity(writes.len());
+        for w in writes {
+            let changed = transition_in(&mut tx, w.job_id, w.from, w.to, w.reason, None).await?;
+            if changed && let Some(at) = w.scheduled_at {
+                sqlx::query("UPDATE jobs SET scheduled_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(w.job_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            made.push(changed);
+        }
+        let (version,): (i64,) =
+            sqlx::query_as("SELECT state_version FROM pipelines WHERE id = $1")
+                .bind(pipeline_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok((made, version))
+    }
+
     /// Sets a pipeline's status; start and finish times follow.
     pub async fn set_pipeline_status(&self, id: i64, status: &str) -> Result<(), StoreError> {
         let _w = self.db.write_lock().await;
@@ -931,6 +995,7 @@ impl Store {
                 job.id
             )));
         }
+        bump_state_version(&mut tx, job.id).await?;
         let new = NewJob {
             name: job.name.clone(),
             stage: job.stage.clone(),
@@ -1292,6 +1357,23 @@ async fn insert_job(
     Ok(id)
 }
 
+/// Counts a change of a job row the schedule sees in its pipeline's
+/// `state_version`: a live schedule kept in memory (see [`crate::queue`])
+/// is current only while that number is what its own writes made it.
+async fn bump_state_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE pipelines SET state_version = state_version + 1 \
+         WHERE id = (SELECT pipeline_id FROM jobs WHERE id = $1)",
+    )
+    .bind(job_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// The conditional status update every transition goes through.
 async fn transition_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -1314,6 +1396,10 @@ async fn transition_in(
     .await?;
     if r.rows_affected() != 1 {
         return Ok(false);
+    }
+    // A runner claiming a pending job changes nothing the schedule sees.
+    if !(from == "pending" && to == "running") {
+        bump_state_version(tx, job_id).await?;
     }
     sqlx::query(
         "INSERT INTO job_transitions (job_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)",

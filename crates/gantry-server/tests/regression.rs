@@ -111,3 +111,92 @@ async fn playing_a_production_deploy_through_the_api_needs_a_maintainer() {
     assert!(s == 200 || s == 201, "{s} {body}");
     running.server.abort();
 }
+
+/// A 1,000-job pipeline took ~100 s: the queue rebuilt the pipeline's
+/// schedule from every job row on every event (each job's end), so an
+/// event cost grew with the pipeline. The schedule now stays in memory
+/// while the pipeline lives; it is rebuilt only when rows changed behind
+/// the queue's back. Counted, not timed: 300 jobs through runner-protocol
+/// clients cause a handful of rebuilds, not one per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_pipeline_does_not_rebuild_its_schedule_per_event() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "stages: [a, b]\nwide:\n  stage: a\n  parallel: 200\n  script: 'true'\n\
+             next:\n  stage: b\n  parallel: 100\n  script: 'true'\n",
+        )],
+    );
+    let mut cfg = config(&dir.path().join("data"), None);
+    cfg.builtin_runner = false;
+    let running = gantry_server::start(cfg).await.unwrap();
+    let url = running.url.clone();
+    let api = Client::new(&url, Some(ADMIN_TOKEN));
+    let project = api.project("wide", &repo_dir).await;
+    let registration = running.app.store.key.registration_token();
+    let mut runners = Vec::new();
+    for n in 0..4 {
+        let url = url.clone();
+        let registration = registration.clone();
+        runners.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let r: serde_json::Value = http
+                .post(format!("{url}/api/v4/runners"))
+                .json(&json!({"token": registration, "description": format!("fake{n}")}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let token = r["token"].as_str().unwrap().to_string();
+            loop {
+                let resp = http
+                    .post(format!("{url}/api/v4/jobs/request"))
+                    .json(&json!({"token": token}))
+                    .send()
+                    .await
+                    .unwrap();
+                if resp.status().as_u16() != 201 {
+                    continue;
+                }
+                let job: serde_json::Value = resp.json().await.unwrap();
+                let s = http
+                    .put(format!("{url}/api/v4/jobs/{}", job["id"]))
+                    .header("JOB-TOKEN", job["token"].as_str().unwrap())
+                    .json(&json!({"state": "success"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert!(s.is_success(), "finishing a job: {s}");
+            }
+        }));
+    }
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(120))
+        .await;
+    assert_eq!(done["status"], "success");
+    let jobs = api.jobs(project, id).await;
+    assert!(jobs.iter().all(|j| j["status"] == "success"));
+    let restores = running.app.metrics.schedule_restores.load(Relaxed);
+    assert!(
+        restores <= 5,
+        "the schedule was rebuilt {restores} times for 300 job ends"
+    );
+    for r in runners {
+        r.abort();
+    }
+    running.server.abort();
+}

@@ -178,6 +178,11 @@ async fn metrics(State(app): State<Shared>) -> Response {
             "Pipelines created.",
             &m.pipelines_created,
         ),
+        (
+            "gantry_schedule_restores_total",
+            "Pipeline schedules rebuilt from job rows.",
+            &m.schedule_restores,
+        ),
     ];
     for (name, help, c) in counters {
         let _ = writeln!(
@@ -209,6 +214,11 @@ async fn metrics(State(app): State<Shared>) -> Response {
     let _ = writeln!(
         out,
         "# HELP gantry_runners_online Runners heard from recently.\n# TYPE gantry_runners_online gauge\ngantry_runners_online {online}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP gantry_live_pipelines Pipelines whose schedule is kept in memory.\n# TYPE gantry_live_pipelines gauge\ngantry_live_pipelines {}",
+        app.live.len()
     );
     let _ = writeln!(
         out,
