@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// `GANTRY_SERVER_KEY`: 64 hex digits; else `data_dir/server.key`.
     pub server_key: Option<String>,
+    /// How often expired artifacts are deleted.
+    pub sweep_interval: Duration,
 }
 
 impl ServeConfig {
@@ -51,6 +53,7 @@ impl ServeConfig {
             runner_timeout: Duration::from_secs(60),
             admin_token: None,
             server_key: None,
+            sweep_interval: Duration::from_secs(60),
         }
     }
 
@@ -202,6 +205,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         }
     });
     crate::queue::spawn(app.clone());
+    crate::sweeper::spawn(app.clone());
     if app.config.builtin_runner {
         let runner = crate::runner::RunnerConfig {
             url: app.url.clone(),

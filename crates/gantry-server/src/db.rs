@@ -110,6 +110,10 @@ CREATE INDEX deploy_records_project ON deploy_records(project_id, environment)
     r#"
 ALTER TABLE pipelines ADD COLUMN state_version BIGINT NOT NULL DEFAULT 0
 "#,
+    r#"
+ALTER TABLE jobs ADD COLUMN artifacts_expire_at BIGINT;
+CREATE INDEX jobs_artifacts_expire ON jobs(artifacts_expire_at)
+"#,
 ];
 
 impl Db {

@@ -12,6 +12,7 @@
 //! - [`engine_bridge`]: the only door into `gantry-engine`, for scheduling
 //!   rules and for running a job on a runner ([`runner`], [`protocol`]).
 //! - [`deploy_history`]: the server as `gantry deploy`'s history store.
+//! - [`sweeper`]: deletes artifacts whose `expire_in` has passed.
 //! - [`logs`]: chunked, masked, followable job logs; [`crypto`]: keys,
 //!   tokens, signatures; [`auth`]: who is calling.
 
@@ -35,6 +36,7 @@ pub mod runner;
 pub mod schedules;
 pub mod store;
 pub mod store_dashboard;
+pub mod sweeper;
 
 pub use app::{Running, ServeConfig, start};
 

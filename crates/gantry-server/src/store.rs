@@ -1058,13 +1058,46 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub async fn set_artifact_size(&self, job_id: i64, size: i64) -> Result<(), StoreError> {
+    /// Records a job's uploaded artifacts: their size and, from
+    /// `artifacts:expire_in`, when the sweeper deletes them.
+    pub async fn set_artifact_size(
+        &self,
+        job_id: i64,
+        size: i64,
+        expire_at: Option<i64>,
+    ) -> Result<(), StoreError> {
         let _w = self.db.write_lock().await;
-        sqlx::query("UPDATE jobs SET artifact_size = $1 WHERE id = $2")
+        sqlx::query("UPDATE jobs SET artifact_size = $1, artifacts_expire_at = $2 WHERE id = $3")
             .bind(size)
+            .bind(expire_at)
             .bind(job_id)
             .execute(&self.db.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Jobs whose artifacts expired by `now` (oldest first, at most `limit`).
+    pub async fn expired_artifacts(&self, now: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT id FROM jobs WHERE artifacts_expire_at IS NOT NULL AND artifacts_expire_at <= $1 \
+             ORDER BY artifacts_expire_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The job's artifacts are gone (their archive was deleted).
+    pub async fn forget_artifacts(&self, job_id: i64) -> Result<(), StoreError> {
+        let _w = self.db.write_lock().await;
+        sqlx::query(
+            "UPDATE jobs SET artifact_size = NULL, artifacts_expire_at = NULL WHERE id = $1",
+        )
+        .bind(job_id)
+        .execute(&self.db.pool)
+        .await?;
         Ok(())
     }
 

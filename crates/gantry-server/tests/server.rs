@@ -225,3 +225,85 @@ async fn python_gitlab_drives_the_api() {
     assert!(stdout.contains("all checks passed"), "{stdout}");
     running.server.abort();
 }
+
+const EXPIRING: &str = r#"
+short:
+  script: mkdir -p out && echo short > out/a.txt
+  artifacts:
+    paths: [out/]
+    expire_in: 1 second
+kept:
+  script: mkdir -p out && echo kept > out/b.txt
+  artifacts:
+    paths: [out/]
+    expire_in: never
+"#;
+
+/// `artifacts:expire_in`: the sweeper deletes the archive from the object
+/// store and the row forgets it; `never` keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_artifacts_are_swept_and_never_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", EXPIRING)]);
+    let mut cfg = config(&dir.path().join("data"), None);
+    cfg.sweep_interval = Duration::from_millis(200);
+    let running = gantry_server::start(cfg).await.unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("expire", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "success");
+    let jobs = api.jobs(project, id).await;
+    let id_of = |name: &str| {
+        jobs.iter()
+            .find(|j| j["name"] == name)
+            .and_then(|j| j["id"].as_i64())
+            .unwrap()
+    };
+    let (short, kept) = (id_of("short"), id_of("kept"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = api
+            .text(&format!(
+                "/api/v4/projects/{project}/jobs/{short}/artifacts"
+            ))
+            .await;
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired artifacts are still served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let objects = running.app.objects.list("artifacts/").await.unwrap();
+    assert!(
+        !objects
+            .iter()
+            .any(|(k, _)| k.contains(&format!("{short}.zip"))),
+        "the archive is deleted from the object store: {objects:?}"
+    );
+    assert!(
+        objects
+            .iter()
+            .any(|(k, _)| k.contains(&format!("{kept}.zip")))
+    );
+    let short_row = running.app.store.job(short).await.unwrap().unwrap();
+    assert_eq!(short_row.artifact_size, None);
+    let (status, _) = api
+        .text(&format!("/api/v4/projects/{project}/jobs/{kept}/artifacts"))
+        .await;
+    assert_eq!(status, 200, "expire_in: never keeps the archive");
+    running.server.abort();
+}

@@ -374,14 +374,15 @@ pub async fn upload_artifacts(
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_job(&app, &headers, id).await?;
+    let job = require_job(&app, &headers, id).await?;
     check_archive(&body)
         .map_err(|e| ApiError::BadRequest(format!("artifact archive refused: {e}")))?;
     let size = body.len() as i64;
     app.objects
         .put(&format!("artifacts/{id}.zip"), body)
         .await?;
-    app.store.set_artifact_size(id, size).await?;
+    let expire_at = crate::sweeper::artifacts_expire_at(&job, crate::now_ms());
+    app.store.set_artifact_size(id, size, expire_at).await?;
     Ok(StatusCode::CREATED.into_response())
 }
 

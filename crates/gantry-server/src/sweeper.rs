@@ -1,0 +1,62 @@
+//! The `expire_in` sweeper: a periodic task that deletes artifacts whose
+//! `artifacts:expire_in` has passed, from the object store and then from
+//! the job's row. The archive goes first, so a crash in between leaves a
+//! row that the next pass finishes, never an orphaned archive.
+//!
+//! Without `expire_in` (or with `never`) artifacts are kept. Several server
+//! processes may sweep at once: deleting a missing object is not an error.
+
+use crate::app::Shared;
+use crate::error::StoreError;
+use crate::store::Job;
+
+/// Rows handled per pass; the next pass continues.
+const BATCH: i64 = 500;
+
+/// When a job's artifacts uploaded at `now` expire, from its
+/// `artifacts:expire_in` (`None`: kept).
+pub fn artifacts_expire_at(job: &Job, now: i64) -> Option<i64> {
+    let spec = crate::engine_bridge::spec(job)?;
+    let text = spec.artifacts?.expire_in?;
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("never") {
+        return None;
+    }
+    let seconds = gantry_config::compose::parse_duration(text)?;
+    Some(now.saturating_add((seconds as i64).saturating_mul(1000)))
+}
+
+/// Starts the periodic sweep.
+pub fn spawn(app: Shared) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(app.config.sweep_interval).await;
+            match sweep(&app).await {
+                Ok(0) => {}
+                Ok(n) => eprintln!("gantry serve: deleted the expired artifacts of {n} job(s)"),
+                Err(e) => eprintln!("gantry serve: artifact sweeper: {e}"),
+            }
+        }
+    });
+}
+
+/// One pass: deletes every expired archive; answers how many.
+pub async fn sweep(app: &Shared) -> Result<usize, StoreError> {
+    let mut deleted = 0;
+    loop {
+        let ids = app.store.expired_artifacts(crate::now_ms(), BATCH).await?;
+        let full = ids.len() as i64 == BATCH;
+        for id in ids {
+            if let Err(e) = app.objects.delete(&format!("artifacts/{id}.zip")).await {
+                // Kept in the row: the next pass tries again.
+                eprintln!("gantry serve: artifact sweeper: job {id}: {e}");
+                return Ok(deleted);
+            }
+            app.store.forget_artifacts(id).await?;
+            deleted += 1;
+        }
+        if !full {
+            return Ok(deleted);
+        }
+    }
+}
