@@ -11,6 +11,7 @@
 //!   (job states, delayed jobs, lost runners, [`schedules`]).
 //! - [`engine_bridge`]: the only door into `gantry-engine`, for scheduling
 //!   rules and for running a job on a runner ([`runner`], [`protocol`]).
+//! - [`deploy_bridge`]: the dashboard's rollbacks through `gantry-deploy`.
 //! - [`deploy_history`]: the server as `gantry deploy`'s history store.
 //! - [`sweeper`]: deletes artifacts whose `expire_in` has passed.
 //! - [`logs`]: chunked, masked, followable job logs; [`crypto`]: keys,
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod crypto;
 pub mod dashboard;
 pub mod db;
+pub mod deploy_bridge;
 pub mod deploy_history;
 pub mod engine_bridge;
 pub mod error;

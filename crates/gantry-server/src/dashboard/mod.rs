@@ -100,6 +100,7 @@ pub fn routes(app: Shared) -> Router<Shared> {
         .route("/dash/jobs/{id}/cancel", post(job_cancel))
         .route("/dash/projects/{id}/run", get(run_form).post(run_pipeline))
         .route("/dash/environments", get(environments))
+        .route("/dash/environments/rollback", post(environment_rollback))
         .route("/dash/runners", get(runners))
         .route("/dash/schedules", get(schedules).post(create_schedule))
         .route("/dash/users", get(users).post(create_user))

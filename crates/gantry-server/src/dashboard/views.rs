@@ -5,7 +5,7 @@
 use super::DashError;
 use super::session::{self, Form, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session};
 use crate::app::Shared;
-use crate::deploy_history::HistoryRows;
+use crate::deploy_history::{HistoryRows, StoredRecord, Writer};
 use crate::store::{Job, Pipeline, Project, Role};
 use crate::store_dashboard::{Approval, DashboardStore, OverviewFilter, PipelineSummary};
 use askama::Template;
@@ -14,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
+use gantry_deploy::{DeployResult, DeploymentRecord};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -1161,6 +1162,7 @@ pub struct EnvironmentRow {
     pub deployments: Vec<DeploymentRow>,
     /// `gantry deploy` records written from this environment's jobs.
     pub revisions: Vec<RevisionRow>,
+    pub offers: Vec<RollbackOffer>,
 }
 
 /// One `gantry deploy` record kept by the server's deploy history.
@@ -1175,6 +1177,60 @@ pub struct RevisionRow {
     pub job_id: String,
     pub at: String,
     pub message: String,
+    /// The dashboard user who ran it (a rollback from this page).
+    pub by: String,
+}
+
+/// A target the page offers to roll back: to its newest known-good
+/// revision other than the live one.
+pub struct RollbackOffer {
+    pub target: String,
+    pub live: String,
+    pub to: String,
+    /// Whether the server can do it itself (else the command to run).
+    pub here: bool,
+    pub command: String,
+}
+
+/// The rollback offers for records of some targets, newest first.
+fn rollback_offers(app: &Shared, records: &[&StoredRecord]) -> Vec<RollbackOffer> {
+    use gantry_deploy::history::short_revision;
+    let mut targets: Vec<&str> = Vec::new();
+    for r in records {
+        if !targets.contains(&r.record.target.as_str()) {
+            targets.push(&r.record.target);
+        }
+    }
+    let mut offers = Vec::new();
+    for t in targets {
+        let of_target: Vec<&DeploymentRecord> = records
+            .iter()
+            .map(|r| &r.record)
+            .filter(|r| r.target == t)
+            .collect();
+        let live = of_target
+            .iter()
+            .find(|r| matches!(r.result, DeployResult::Succeeded | DeployResult::Submitted))
+            .map(|r| r.revision.clone())
+            .unwrap_or_default();
+        let Some(to) = of_target
+            .iter()
+            .find(|r| r.known_good && r.revision != live)
+            .map(|r| r.revision.clone())
+        else {
+            continue;
+        };
+        let name = t.rsplit(['/', ':']).next().unwrap_or(t);
+        let kind = t.split(':').next().unwrap_or(t);
+        offers.push(RollbackOffer {
+            target: t.to_string(),
+            live: short_revision(&live),
+            to: short_revision(&to),
+            here: crate::deploy_bridge::can_roll_back(t),
+            command: format!("gantry rollback {kind} {name} --history {}", app.url),
+        });
+    }
+    offers
 }
 
 impl RevisionRow {
@@ -1203,6 +1259,7 @@ impl RevisionRow {
             job_id: r.job_id.clone().unwrap_or_default(),
             at: r.started_at.replace('T', " ").replace('Z', ""),
             message: r.message.clone().unwrap_or_default(),
+            by: String::new(),
         }
     }
 }
@@ -1222,6 +1279,7 @@ struct EnvironmentsPage {
     environments: Vec<EnvironmentRow>,
     /// Deploy records not tied to a project's environment (written with a user token).
     unattached: Vec<RevisionRow>,
+    unattached_offers: Vec<RollbackOffer>,
     waiting: Vec<Waiting>,
     approvals: Vec<ApprovalRow>,
     can_approve: bool,
@@ -1230,11 +1288,26 @@ struct EnvironmentsPage {
 pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
     let projects = app.store.projects().await?;
     let dash = DashboardStore(&app.store);
-    let history = HistoryRows(&app.store);
+    let all_records = HistoryRows(&app.store).matching(None).await?;
+    let mut record_users: Vec<i64> = all_records.iter().filter_map(|r| r.user_id).collect();
+    record_users.sort_unstable();
+    record_users.dedup();
+    let record_users: HashMap<i64, String> =
+        dash.usernames(&record_users).await?.into_iter().collect();
+    let revision_row = |r: &StoredRecord| {
+        let mut row = RevisionRow::of(&r.record);
+        row.by = r
+            .user_id
+            .and_then(|u| record_users.get(&u).cloned())
+            .unwrap_or_default();
+        row
+    };
+    // Newest first.
+    let newest_first: Vec<&StoredRecord> = all_records.iter().rev().collect();
     let mut rows = Vec::new();
     let mut job_ids = Vec::new();
+    let mut attached = std::collections::HashSet::new();
     for project in &projects {
-        let records = history.of_project(project.id).await?;
         let deployments = app.store.deployments(project.id).await?;
         let mut user_ids: Vec<i64> = deployments.iter().filter_map(|d| d.user_id).collect();
         user_ids.sort_unstable();
@@ -1259,6 +1332,15 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
                 })
                 .collect();
             job_ids.extend(history.iter().filter_map(|d| d.job_id));
+            let records: Vec<&StoredRecord> = newest_first
+                .iter()
+                .copied()
+                .filter(|r| {
+                    r.project_id == Some(project.id)
+                        && r.environment.as_deref() == Some(env.name.as_str())
+                })
+                .collect();
+            attached.extend(records.iter().map(|r| r.record.id.clone()));
             rows.push(EnvironmentRow {
                 project: project.path.clone(),
                 protected: is_protected_environment(&env.name),
@@ -1268,35 +1350,25 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
                     .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
                     .unwrap_or_default(),
                 tier: env.tier,
-                revisions: records
-                    .iter()
-                    .filter(|r| r.environment.as_deref() == Some(env.name.as_str()))
-                    .map(|r| RevisionRow::of(&r.record))
-                    .collect(),
+                revisions: records.iter().map(|r| revision_row(r)).collect(),
+                offers: rollback_offers(&app, &records),
                 name: env.name,
                 state: env.state,
                 deployments: history,
             });
         }
     }
-    let mut unattached: Vec<RevisionRow> = history
-        .matching(None)
-        .await?
+    let unattached_records: Vec<&StoredRecord> = newest_first
         .iter()
-        .rev()
-        .filter(|r| {
-            r.project_id.is_none()
-                || r.environment.is_none()
-                || !rows.iter().any(|e| {
-                    Some(e.name.as_str()) == r.environment.as_deref()
-                        && projects
-                            .iter()
-                            .any(|p| Some(p.id) == r.project_id && p.path == e.project)
-                })
-        })
-        .map(|r| RevisionRow::of(&r.record))
+        .copied()
+        .filter(|r| !attached.contains(&r.record.id))
         .collect();
-    unattached.truncate(200);
+    let unattached_offers = rollback_offers(&app, &unattached_records);
+    let unattached: Vec<RevisionRow> = unattached_records
+        .iter()
+        .take(200)
+        .map(|r| revision_row(r))
+        .collect();
     let waiting = app
         .store
         .jobs_with_status("manual")
@@ -1323,10 +1395,53 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
         chrome: Chrome::of(&s, "environments"),
         environments: rows,
         unattached,
+        unattached_offers,
         waiting,
         approvals,
         can_approve: s.user.role().allows(Role::Maintainer),
     })
+}
+
+/// Rolls a `gantry deploy` target back to its newest known-good revision
+/// through the deploy state machine (never by re-running a job). Needs a
+/// maintainer; the rollback record names who ran it, and when.
+pub async fn environment_rollback(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
+    s.require(Role::Maintainer)?;
+    let target = form
+        .get("target")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| DashError::BadRequest("which target to roll back is missing".into()))?
+        .to_string();
+    let records = HistoryRows(&app.store).of_target(&target).await?;
+    // The rollback is recorded under the environment the target's
+    // deploys came from.
+    let Some(origin) = records.iter().rev().next() else {
+        return Err(DashError::NotFound("deploy target"));
+    };
+    let origin = records
+        .iter()
+        .rev()
+        .find(|r| r.project_id.is_some())
+        .unwrap_or(origin);
+    let by = Writer {
+        project_id: origin.project_id,
+        environment: origin.environment.clone(),
+        job_id: None,
+        user_id: Some(s.user.id),
+    };
+    match crate::deploy_bridge::rollback(&app, &target, by).await {
+        Ok(summary) => {
+            eprintln!(
+                "gantry serve: {} rolled back {target} from the dashboard: {}",
+                s.user.username,
+                summary.lines().next().unwrap_or_default()
+            );
+            Ok(see_other("/dash/environments"))
+        }
+        Err(e) => Err(DashError::BadRequest(e.to_string())),
+    }
 }
 
 // ---- runners, schedules ----
