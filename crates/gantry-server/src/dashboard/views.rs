@@ -1417,7 +1417,7 @@ pub async fn environment_rollback(State(app): State<Shared>, s: Session, body: B
     let records = HistoryRows(&app.store).of_target(&target).await?;
     // The rollback is recorded under the environment the target's
     // deploys came from.
-    let Some(origin) = records.iter().rev().next() else {
+    let Some(origin) = records.last() else {
         return Err(DashError::NotFound("deploy target"));
     };
     let origin = records
