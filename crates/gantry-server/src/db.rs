@@ -114,6 +114,19 @@ ALTER TABLE pipelines ADD COLUMN state_version BIGINT NOT NULL DEFAULT 0
 ALTER TABLE jobs ADD COLUMN artifacts_expire_at BIGINT;
 CREATE INDEX jobs_artifacts_expire ON jobs(artifacts_expire_at)
 "#,
+    // The dashboard's tables. Servers before this migration created them on
+    // the first page served, hence IF NOT EXISTS.
+    r#"
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+  id {ID}, token_hash TEXT NOT NULL UNIQUE, user_id BIGINT NOT NULL REFERENCES users(id),
+  csrf TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS dashboard_approvals (
+  id {ID}, job_id BIGINT NOT NULL, user_id BIGINT NOT NULL, username TEXT NOT NULL,
+  environment TEXT NOT NULL, at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS dashboard_approvals_job ON dashboard_approvals(job_id);
+CREATE INDEX IF NOT EXISTS pipelines_user ON pipelines(user_id, id);
+CREATE INDEX IF NOT EXISTS pipelines_ref_id ON pipelines(ref, id)
+"#,
 ];
 
 impl Db {

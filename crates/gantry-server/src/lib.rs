@@ -4,6 +4,7 @@
 //! (webhooks), the GitLab REST API and schedules, stored in SQLite or
 //! PostgreSQL, and run by runners that claim jobs over HTTP.
 //!
+//! - [`actions`]: play, retry and cancel, for the API and the dashboard.
 //! - [`app`]: start-up and shared state; [`api`]: every HTTP route.
 //! - [`store`] over [`db`]: rows and queries, one code path for both
 //!   databases; [`objects`]: logs, artifacts and caches (local disk or S3).
@@ -17,6 +18,7 @@
 //! - [`logs`]: chunked, masked, followable job logs; [`crypto`]: keys,
 //!   tokens, signatures; [`auth`]: who is calling.
 
+pub mod actions;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -1,28 +1,13 @@
 //! The dashboard's own rows and read queries: browser sessions (with their
 //! CSRF token), approvals of protected deployments, passwords, and the
 //! overview's queries. Kept apart from [`crate::store`] so the dashboard
-//! does not change the server's queries. Its two tables are created once per
-//! process on first use (`CREATE TABLE IF NOT EXISTS`, same `{ID}` style as
-//! the server's migrations).
+//! does not change the server's queries. Its tables are created by the
+//! server's migrations ([`crate::db`]).
 
 use crate::crypto;
-use crate::db::Backend;
 use crate::error::StoreError;
 use crate::now_ms;
 use crate::store::{Job, Store, User};
-use sqlx::Executor;
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS dashboard_sessions (
-  id {ID}, token_hash TEXT NOT NULL UNIQUE, user_id BIGINT NOT NULL REFERENCES users(id),
-  csrf TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS dashboard_approvals (
-  id {ID}, job_id BIGINT NOT NULL, user_id BIGINT NOT NULL, username TEXT NOT NULL,
-  environment TEXT NOT NULL, at BIGINT NOT NULL);
-CREATE INDEX IF NOT EXISTS dashboard_approvals_job ON dashboard_approvals(job_id);
-CREATE INDEX IF NOT EXISTS pipelines_user ON pipelines(user_id, id);
-CREATE INDEX IF NOT EXISTS pipelines_ref_id ON pipelines(ref, id)
-"#;
 
 /// How long a browser session lasts.
 pub const SESSION_MS: i64 = 12 * 3600 * 1000;
@@ -87,31 +72,6 @@ type UserAnd<T> = (i64, String, String, String, String, i64, T);
 pub struct DashboardStore<'a>(pub &'a Store);
 
 impl DashboardStore<'_> {
-    /// Creates the dashboard's tables and indexes if missing.
-    pub async fn ensure_schema(&self) -> Result<(), StoreError> {
-        let db = &self.0.db;
-        let _w = db.write_lock().await;
-        let id = match db.backend {
-            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
-        };
-        let mut tx = db.pool.begin().await?;
-        if db.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(727275)")
-                .execute(&mut *tx)
-                .await?;
-        }
-        for statement in SCHEMA.replace("{ID}", id).split(';') {
-            if !statement.trim().is_empty() {
-                // The schema text is a constant of this file.
-                tx.execute(sqlx::AssertSqlSafe(statement.to_string()))
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     // ---- users ----
 
     /// A user and their password hash (`None`: no password set).

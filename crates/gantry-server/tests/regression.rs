@@ -109,7 +109,45 @@ async fn playing_a_production_deploy_through_the_api_needs_a_maintainer() {
     let maint = Client::new(&url, maint["token"].as_str());
     let (s, body) = maint.post(&play, json!({})).await;
     assert!(s == 200 || s == 201, "{s} {body}");
+    // The approval is recorded whichever door it came through.
+    let approvals = gantry_server::store_dashboard::DashboardStore(&running.app.store)
+        .approvals(&[job])
+        .await
+        .unwrap();
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].username, "mia");
     running.server.abort();
+}
+
+/// The dashboard's tables were created on the first dashboard page served,
+/// outside the migrations: a server that had served only the API had no
+/// `dashboard_approvals`, so an approval through the API could not be
+/// recorded. They are now made by the migrations, on both databases.
+async fn dashboard_tables_exist_before_any_page(database: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("data"), database);
+    cfg.builtin_runner = false;
+    let running = gantry_server::start(cfg).await.unwrap();
+    for table in ["dashboard_sessions", "dashboard_approvals"] {
+        let n: (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&running.app.store.db.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{table} is missing before any page: {e}"));
+        assert_eq!(n.0, 0);
+    }
+    running.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_tables_come_from_the_migrations_on_sqlite() {
+    dashboard_tables_exist_before_any_page(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_tables_come_from_the_migrations_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    dashboard_tables_exist_before_any_page(Some(pg.database("dashtables"))).await;
 }
 
 /// A 1,000-job pipeline took ~100 s: the queue rebuilt the pipeline's

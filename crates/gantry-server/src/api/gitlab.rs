@@ -753,45 +753,41 @@ pub async fn play_job(
     State(app): State<Shared>,
     headers: HeaderMap,
     Path((id, jid)): Path<(String, i64)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let user = require_user(&app, &headers, Role::Developer).await?;
     let project = find_project(&app, &id).await?;
     let (job, _) = find_job(&app, &project, jid).await?;
-    // The same approval rule as the dashboard: a deploy to a protected
-    // environment needs a maintainer, whichever client plays it.
-    if job
-        .environment
-        .as_deref()
-        .is_some_and(crate::dashboard::views::is_protected_environment)
-        && !user.role().allows(Role::Maintainer)
-    {
-        return Err(ApiError::Forbidden);
+    let runs = crate::actions::play(&app, &job, &user)
+        .await
+        .map_err(|e| action_error(e, "Unplayable Job"))?;
+    job_answer(&app, &project, runs.id, StatusCode::OK).await
+}
+
+/// An action's error as GitLab answers it (`wrong_state`: the message for a
+/// job in the wrong state).
+fn action_error(e: crate::actions::ActionError, wrong_state: &str) -> ApiError {
+    use crate::actions::ActionError;
+    match e {
+        ActionError::Forbidden(_) => ApiError::Forbidden,
+        ActionError::WrongState(_) if wrong_state.is_empty() => ApiError::Forbidden,
+        ActionError::WrongState(_) => ApiError::BadRequest(wrong_state.into()),
+        ActionError::Store(e) => ApiError::Store(e),
     }
-    let job = match job.status.as_str() {
-        "manual" | "scheduled" => {
-            if !app
-                .store
-                .transition(
-                    jid,
-                    &job.status,
-                    "pending",
-                    Some(&format!("played by {}", user.username)),
-                )
-                .await?
-            {
-                return Err(ApiError::BadRequest("Unplayable Job".into()));
-            }
-            app.queue.notify_waiters();
-            job
-        }
-        s if crate::store::is_finished(s) => {
-            app.store.retry_job(&job, "pending", Some(user.id)).await?
-        }
-        _ => return Err(ApiError::BadRequest("Unplayable Job".into())),
-    };
-    crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
-    let (job, pipeline) = find_job(&app, &project, job.id).await?;
-    Ok(Json(job_json(&app, &project, pipeline.as_ref(), &job)))
+}
+
+/// A job (looked up again, after an action) as GitLab's JSON.
+async fn job_answer(
+    app: &Shared,
+    project: &Project,
+    jid: i64,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let (job, pipeline) = find_job(app, project, jid).await?;
+    Ok((
+        status,
+        Json(job_json(app, project, pipeline.as_ref(), &job)),
+    )
+        .into_response())
 }
 
 pub async fn retry_job(
@@ -802,18 +798,10 @@ pub async fn retry_job(
     let user = require_user(&app, &headers, Role::Developer).await?;
     let project = find_project(&app, &id).await?;
     let (job, _) = find_job(&app, &project, jid).await?;
-    if !matches!(job.status.as_str(), "failed" | "canceled" | "success") || job.retried != 0 {
-        return Err(ApiError::Forbidden);
-    }
-    let new = app.store.retry_job(&job, "pending", Some(user.id)).await?;
-    app.queue.notify_waiters();
-    crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
-    let (new, pipeline) = find_job(&app, &project, new.id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(job_json(&app, &project, pipeline.as_ref(), &new)),
-    )
-        .into_response())
+    let new = crate::actions::retry(&app, &job, &user)
+        .await
+        .map_err(|e| action_error(e, ""))?;
+    job_answer(&app, &project, new.id, StatusCode::CREATED).await
 }
 
 pub async fn cancel_job(
@@ -824,16 +812,10 @@ pub async fn cancel_job(
     let user = require_user(&app, &headers, Role::Developer).await?;
     let project = find_project(&app, &id).await?;
     let (job, _) = find_job(&app, &project, jid).await?;
-    app.store
-        .cancel_job(jid, &format!("canceled by {}", user.username))
-        .await?;
-    crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
-    let (job, pipeline) = find_job(&app, &project, jid).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(job_json(&app, &project, pipeline.as_ref(), &job)),
-    )
-        .into_response())
+    crate::actions::cancel(&app, &job, &user)
+        .await
+        .map_err(|e| action_error(e, ""))?;
+    job_answer(&app, &project, jid, StatusCode::CREATED).await
 }
 
 pub async fn job_artifacts(

@@ -118,7 +118,7 @@ pub fn router(app: Shared) -> Router {
             "/api/v4/jobs/{id}/cache/{key}",
             get(runner::get_cache).put(runner::put_cache),
         )
-        .merge(crate::dashboard::routes(app.clone()))
+        .merge(crate::dashboard::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

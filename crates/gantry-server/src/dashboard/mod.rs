@@ -10,15 +10,13 @@ pub mod views;
 
 use crate::app::Shared;
 use crate::error::{ObjectError, StoreError};
-use crate::store_dashboard::DashboardStore;
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use std::sync::Arc;
 
 /// Why a page could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +37,17 @@ pub enum DashError {
     Objects(#[from] ObjectError),
     #[error("cannot render the page: {0}")]
     Render(#[from] askama::Error),
+}
+
+impl From<crate::actions::ActionError> for DashError {
+    fn from(e: crate::actions::ActionError) -> Self {
+        use crate::actions::ActionError;
+        match e {
+            ActionError::Forbidden(m) => DashError::Forbidden(m),
+            ActionError::WrongState(m) => DashError::BadRequest(m),
+            ActionError::Store(e) => DashError::Store(e),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -70,16 +79,9 @@ impl IntoResponse for DashError {
     }
 }
 
-/// Per-server dashboard state: whether its tables exist yet.
-#[derive(Default)]
-struct Dash {
-    schema: tokio::sync::OnceCell<()>,
-}
-
 /// The dashboard's routes, merged into the server's router.
-pub fn routes(app: Shared) -> Router<Shared> {
+pub fn routes() -> Router<Shared> {
     use views::*;
-    let dash = Arc::new(Dash::default());
     Router::new()
         .route("/", get(|| async { Redirect::to("/dash") }))
         .route("/login", get(login_page).post(login))
@@ -106,22 +108,11 @@ pub fn routes(app: Shared) -> Router<Shared> {
         .route("/dash/users", get(users).post(create_user))
         .route("/dash/password", post(change_password))
         .route("/dash/assets/{name}", get(asset))
-        .layer(middleware::from_fn_with_state((app, dash), ready))
+        .layer(middleware::from_fn(security_headers))
 }
 
-/// Creates the dashboard's tables once, before the first page.
-async fn ready(
-    State((app, dash)): State<(Shared, Arc<Dash>)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if let Err(e) = dash
-        .schema
-        .get_or_try_init(|| async { DashboardStore(&app.store).ensure_schema().await })
-        .await
-    {
-        return DashError::from(e).into_response();
-    }
+/// Security headers on every dashboard response.
+async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(

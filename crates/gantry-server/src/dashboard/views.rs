@@ -73,12 +73,7 @@ pub fn fmt_duration(start: Option<i64>, end: Option<i64>) -> String {
     }
 }
 
-/// Environments whose deployments need an approver (maintainer or admin):
-/// the production tier, as the server names tiers.
-pub fn is_protected_environment(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n.starts_with("prod") || n == "live"
-}
+pub use crate::actions::is_protected_environment;
 
 // ---- login ----
 
@@ -808,7 +803,7 @@ pub async fn job_log_stream(
 
 /// Plays a manual job (or re-runs a finished one). A job deploying to a
 /// protected environment needs a maintainer or admin, and the approval is
-/// recorded.
+/// recorded ([`crate::actions`]).
 pub async fn job_play(
     State(app): State<Shared>,
     s: Session,
@@ -817,60 +812,8 @@ pub async fn job_play(
 ) -> Page {
     s.check_csrf(&Form::parse(&body))?;
     let (job, _, _) = job_and_project(&app, id).await?;
-    let protected = job
-        .environment
-        .as_deref()
-        .filter(|e| is_protected_environment(e));
-    if let Some(env) = protected {
-        s.require(Role::Maintainer).map_err(|_| {
-            DashError::Forbidden(format!(
-                "deploying to the protected environment `{env}` needs an approver (maintainer or admin); you are {}",
-                s.user.role
-            ))
-        })?;
-    } else {
-        s.require(Role::Developer)?;
-    }
-    let verb = if protected.is_some() {
-        "approved"
-    } else {
-        "played"
-    };
-    let target = match job.status.as_str() {
-        "manual" | "scheduled" => {
-            let reason = format!("{verb} by {}", s.user.username);
-            if !app
-                .store
-                .transition(id, &job.status, "pending", Some(&reason))
-                .await?
-            {
-                return Err(DashError::BadRequest(
-                    "the job changed meanwhile; reload the page".into(),
-                ));
-            }
-            id
-        }
-        st if crate::store::is_finished(st) && job.retried == 0 => {
-            app.store
-                .retry_job(&job, "pending", Some(s.user.id))
-                .await?
-                .id
-        }
-        _ => {
-            return Err(DashError::BadRequest(format!(
-                "a {} job cannot be played",
-                job.status
-            )));
-        }
-    };
-    if let Some(env) = protected {
-        DashboardStore(&app.store)
-            .record_approval(&job, &s.user, env)
-            .await?;
-    }
-    app.queue.notify_waiters();
-    crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
-    Ok(see_other(&format!("/dash/jobs/{target}")))
+    let runs = crate::actions::play(&app, &job, &s.user).await?;
+    Ok(see_other(&format!("/dash/jobs/{}", runs.id)))
 }
 
 pub async fn job_retry(
@@ -880,27 +823,8 @@ pub async fn job_retry(
     body: Bytes,
 ) -> Page {
     s.check_csrf(&Form::parse(&body))?;
-    s.require(Role::Developer)?;
     let (job, _, _) = job_and_project(&app, id).await?;
-    if !matches!(job.status.as_str(), "failed" | "canceled" | "success") || job.retried != 0 {
-        return Err(DashError::BadRequest(format!(
-            "a {} job cannot be retried",
-            job.status
-        )));
-    }
-    if job
-        .environment
-        .as_deref()
-        .is_some_and(is_protected_environment)
-    {
-        s.require(Role::Maintainer)?;
-    }
-    let new = app
-        .store
-        .retry_job(&job, "pending", Some(s.user.id))
-        .await?;
-    app.queue.notify_waiters();
-    crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
+    let new = crate::actions::retry(&app, &job, &s.user).await?;
     Ok(see_other(&format!("/dash/jobs/{}", new.id)))
 }
 
@@ -911,12 +835,8 @@ pub async fn job_cancel(
     body: Bytes,
 ) -> Page {
     s.check_csrf(&Form::parse(&body))?;
-    s.require(Role::Developer)?;
     let (job, _, _) = job_and_project(&app, id).await?;
-    app.store
-        .cancel_job(id, &format!("canceled by {}", s.user.username))
-        .await?;
-    crate::queue::advance_pipeline(&app, job.pipeline_id).await?;
+    crate::actions::cancel(&app, &job, &s.user).await?;
     Ok(see_other(&format!("/dash/jobs/{id}")))
 }
 
