@@ -164,6 +164,8 @@ try:
     # 2b. One pipeline of 1,000 jobs: every job's end is an event of that
     # pipeline (the schedule decides what follows), so this is the cost of
     # one event in a large pipeline, 1,000 times.
+    for t in threads:
+        t.join(timeout=70)
     claimed.clear()
     stop.clear()
     threads = [threading.Thread(target=runner, args=(register(f"b{i}"),), daemon=True) for i in range(4)]
@@ -207,3 +209,4 @@ print(f"dispatch to 4 runners: {dispatch:.0f} jobs/s (1,000 jobs; target >= 500/
 print(f"one 1,000-job pipeline, 4 runners: {big_seconds:.1f} s to {big_status} ({big_jobs} jobs run, {big_jobs / max(big_seconds, 0.001):.0f} jobs/s)")
 print(f"log ingestion: {mbps:.1f} MB/s (64 MiB in 64 KiB chunks, masked, stored)")
 print(f"server RSS: idle {idle:.1f} MB (target < 50 MB: ratio {50 / max(idle, 0.1):.1f}x), after the load {loaded:.1f} MB")
+print(f"RESULT p50_ms={p50:.1f} dispatch_per_s={dispatch:.0f} big_pipeline_s={big_seconds:.1f} log_mb_s={mbps:.1f} idle_mb={idle:.1f}")
