@@ -127,6 +127,9 @@ CREATE INDEX IF NOT EXISTS dashboard_approvals_job ON dashboard_approvals(job_id
 CREATE INDEX IF NOT EXISTS pipelines_user ON pipelines(user_id, id);
 CREATE INDEX IF NOT EXISTS pipelines_ref_id ON pipelines(ref, id)
 "#,
+    r#"
+ALTER TABLE jobs ADD COLUMN junit_failures TEXT
+"#,
 ];
 
 impl Db {

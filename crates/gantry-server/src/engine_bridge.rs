@@ -284,6 +284,8 @@ pub struct JobResult {
     pub failure_reason: Option<String>,
     pub exit_code: Option<i64>,
     pub dotenv: Vec<(String, String)>,
+    /// Failed test cases of the job's `artifacts:reports:junit` files.
+    pub junit_failures: Vec<String>,
     /// The artifacts zip to upload.
     pub artifact: Option<PathBuf>,
 }
@@ -495,6 +497,7 @@ pub async fn run_job(
         failure_reason,
         exit_code: outcome.exit_code.map(i64::from),
         dotenv: outcome.dotenv,
+        junit_failures: outcome.junit_failures,
         artifact: outcome
             .artifact
             .map(|a| PathBuf::from(a.key))

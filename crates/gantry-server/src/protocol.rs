@@ -99,6 +99,9 @@ pub struct JobUpdate {
     pub exit_code: Option<i64>,
     #[serde(default)]
     pub dotenv: Vec<(String, String)>,
+    /// Failed test cases of the job's JUnit reports (with the final state).
+    #[serde(default)]
+    pub junit_failures: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

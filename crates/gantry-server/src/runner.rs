@@ -404,6 +404,7 @@ async fn run_one(ctx: &Arc<Ctx>, payload: JobPayload) {
                     failure_reason: None,
                     exit_code: None,
                     dotenv: Vec::new(),
+                    junit_failures: Vec::new(),
                 };
                 if let Some(reply) = update(&ctx, job_id, &token, &hb).await
                     && reply.status != "running"
@@ -422,7 +423,7 @@ async fn run_one(ctx: &Arc<Ctx>, payload: JobPayload) {
     };
     let result = execute(ctx, &payload, &mut log, cancel.clone()).await;
     beat.abort();
-    let (state, reason, exit_code, dotenv) = match result {
+    let (state, reason, exit_code, dotenv, junit_failures) = match result {
         Ok(r) => {
             if r.state == "canceled" {
                 return;
@@ -430,7 +431,13 @@ async fn run_one(ctx: &Arc<Ctx>, payload: JobPayload) {
             if let Some(path) = &r.artifact {
                 upload_artifact(ctx, job_id, &token, path, &mut log).await;
             }
-            (r.state, r.failure_reason, r.exit_code, r.dotenv)
+            (
+                r.state,
+                r.failure_reason,
+                r.exit_code,
+                r.dotenv,
+                r.junit_failures,
+            )
         }
         Err(message) => {
             log.send(format!("ERROR: {message}\n").as_bytes()).await;
@@ -438,6 +445,7 @@ async fn run_one(ctx: &Arc<Ctx>, payload: JobPayload) {
                 "failed",
                 Some("runner_system_failure".to_string()),
                 None,
+                Vec::new(),
                 Vec::new(),
             )
         }
@@ -447,6 +455,7 @@ async fn run_one(ctx: &Arc<Ctx>, payload: JobPayload) {
         failure_reason: reason,
         exit_code,
         dotenv,
+        junit_failures,
     };
     update(ctx, job_id, &token, &body).await;
 }

@@ -1076,6 +1076,35 @@ impl Store {
         Ok(())
     }
 
+    /// Records the failed test cases of a job's JUnit reports.
+    pub async fn set_junit_failures(
+        &self,
+        job_id: i64,
+        cases: &[String],
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(cases).unwrap_or_else(|_| "[]".into());
+        let _w = self.db.write_lock().await;
+        sqlx::query("UPDATE jobs SET junit_failures = $1 WHERE id = $2")
+            .bind(text)
+            .bind(job_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The failed test cases of a job's JUnit reports (empty: none reported).
+    pub async fn junit_failures(&self, job_id: i64) -> Result<Vec<String>, StoreError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT junit_failures FROM jobs WHERE id = $1")
+                .bind(job_id)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        Ok(row
+            .and_then(|(t,)| t)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
     /// Jobs whose artifacts expired by `now` (oldest first, at most `limit`).
     pub async fn expired_artifacts(&self, now: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         let rows: Vec<(i64,)> = sqlx::query_as(

@@ -405,3 +405,52 @@ async fn session_cookie_is_secure_behind_https() {
     assert_eq!(resp.headers()["location"], "/dash");
     running.server.abort();
 }
+
+const JUNIT_PIPELINE: &str = r#"
+tests:
+  script:
+    - |
+      cat > report.xml <<XML
+      <testsuite name="unit"><testcase classname="math" name="adds"/>
+      <testcase classname="math" name="divides &lt;by zero&gt;"><failure>boom</failure></testcase></testsuite>
+      XML
+  artifacts:
+    reports:
+      junit: report.xml
+"#;
+
+/// `artifacts:reports:junit`: the runner reports the failed test cases with
+/// the job's end, and the job page lists them (escaped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn junit_failures_show_on_the_job_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", JUNIT_PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("junit", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            serde_json::json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    api.wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    let job = api.jobs(project, id).await[0]["id"].as_i64().unwrap();
+    let mut web = Web::new(&running.url);
+    assert_eq!(web.login("root", ADMIN_TOKEN).await, 303);
+    let (status, page, _) = web.get(&format!("/dash/jobs/{job}")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("1 failed test case(s)"), "{page}");
+    assert!(
+        page.contains("math.divides &lt;by zero&gt;")
+            || page.contains("math.divides &#60;by zero&#62;"),
+        "{page}"
+    );
+    assert!(!page.contains("math.adds"));
+    running.server.abort();
+}

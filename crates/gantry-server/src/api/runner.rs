@@ -257,6 +257,9 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
     })
 }
 
+/// Failed test cases kept per job.
+const MAX_JUNIT_CASES: usize = 1000;
+
 /// Heartbeats and the final state.
 pub async fn update_job(
     State(app): State<Shared>,
@@ -288,6 +291,21 @@ pub async fn update_job(
             }))
         }
         "success" | "failed" => {
+            if !body.junit_failures.is_empty() {
+                // Test names are user content: masked like the log, and bounded.
+                let secrets = secrets(&app, &job).await?;
+                let cases: Vec<String> = body
+                    .junit_failures
+                    .iter()
+                    .take(MAX_JUNIT_CASES)
+                    .map(|c| {
+                        let c: String = c.chars().take(500).collect();
+                        String::from_utf8_lossy(&crate::logs::mask(c.as_bytes(), &secrets))
+                            .into_owned()
+                    })
+                    .collect();
+                app.store.set_junit_failures(id, &cases).await?;
+            }
             let dotenv = (!body.dotenv.is_empty())
                 .then(|| serde_json::to_string(&body.dotenv).unwrap_or_default());
             let reason = body

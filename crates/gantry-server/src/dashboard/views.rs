@@ -635,6 +635,9 @@ struct JobPage {
     approvals: Vec<ApprovalRow>,
     artifacts: Vec<(String, u64)>,
     transitions: Vec<(String, String, String, String)>,
+    /// The job declares `artifacts:reports:junit`.
+    has_junit: bool,
+    junit_failures: Vec<String>,
 }
 
 async fn job_and_project(app: &Shared, id: i64) -> Result<(Job, Pipeline, Project), DashError> {
@@ -680,6 +683,10 @@ pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>
         .into_iter()
         .map(|(from, to, reason, at)| (fmt_time(at), from, to, reason.unwrap_or_default()))
         .collect();
+    let has_junit = crate::engine_bridge::spec(&job)
+        .and_then(|spec| spec.artifacts)
+        .is_some_and(|a| a.reports.contains_key("junit"));
+    let junit_failures = app.store.junit_failures(id).await?;
     html(&JobPage {
         chrome: Chrome::of(&s, "overview"),
         duration: fmt_duration(job.started_at, job.finished_at),
@@ -689,6 +696,8 @@ pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>
         approvals,
         artifacts,
         transitions,
+        has_junit,
+        junit_failures,
         job,
         project,
         p,
