@@ -707,7 +707,7 @@ impl Store {
         let mut tx = self.db.pool.begin().await?;
         let mut made = Vec::with_capacity(writes.len());
         for w in writes {
-            let changed = transition_in(&mut tx, w.job_id, w.from, w.to, w.reason, None).await?;
+            let changed = transition_unbumped(&mut tx, w.job_id, w.from, w.to, w.reason).await?;
             if changed && let Some(at) = w.scheduled_at {
                 sqlx::query("UPDATE jobs SET scheduled_at = $1 WHERE id = $2")
                     .bind(at)
@@ -716,6 +716,14 @@ impl Store {
                     .await?;
             }
             made.push(changed);
+        }
+        let count = made.iter().filter(|m| **m).count() as i64;
+        if count > 0 {
+            sqlx::query("UPDATE pipelines SET state_version = state_version + $1 WHERE id = $2")
+                .bind(count)
+                .bind(pipeline_id)
+                .execute(&mut *tx)
+                .await?;
         }
         let (version,): (i64,) =
             sqlx::query_as("SELECT state_version FROM pipelines WHERE id = $1")
@@ -1445,6 +1453,23 @@ async fn transition_in(
     reason: Option<&str>,
     _runner: Option<i64>,
 ) -> Result<bool, StoreError> {
+    let changed = transition_unbumped(tx, job_id, from, to, reason).await?;
+    // A runner claiming a pending job changes nothing the schedule sees.
+    if changed && !(from == "pending" && to == "running") {
+        bump_state_version(tx, job_id).await?;
+    }
+    Ok(changed)
+}
+
+/// [`transition_in`] without counting it in `state_version` (the caller
+/// counts a batch at once).
+async fn transition_unbumped(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: i64,
+    from: &str,
+    to: &str,
+    reason: Option<&str>,
+) -> Result<bool, StoreError> {
     let now = now_ms();
     let r = sqlx::query(
         "UPDATE jobs SET status = $1, queued_at = CASE WHEN $1 = 'pending' THEN $2 ELSE queued_at END \
@@ -1458,10 +1483,6 @@ async fn transition_in(
     .await?;
     if r.rows_affected() != 1 {
         return Ok(false);
-    }
-    // A runner claiming a pending job changes nothing the schedule sees.
-    if !(from == "pending" && to == "running") {
-        bump_state_version(tx, job_id).await?;
     }
     sqlx::query(
         "INSERT INTO job_transitions (job_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)",
