@@ -206,3 +206,34 @@ fn offline_uses_the_cache_or_says_what_is_missing() {
     assert!(err.contains(&url) && err.contains("cached"), "{err}");
     assert!(!err.contains("tok-2"), "{err}");
 }
+
+#[test]
+fn spec_component_version_and_sha_come_from_the_instance() {
+    let sha = "fedcba9876543210fedcba9876543210fedcba98";
+    let mut r = routes();
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/repository/files/templates%2Fimage.yml/raw?ref=1.10.0"
+            .into(),
+        "spec:\n  component: [name, version, sha, reference]\n---\nuse-$[[ component.name ]]:\n  stage: build\n  image: registry.example.com/tool:$[[ component.version ]]\n  script: echo $[[ component.sha ]] $[[ component.reference ]]\n".into(),
+    );
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/repository/commits/1.10.0".into(),
+        format!(r#"{{"id":"{sha}","short_id":"fedcba98"}}"#),
+    );
+    let server = FakeGitlab::start(r);
+    let cache = tempfile::tempdir().unwrap();
+    let dir = project(&format!(
+        "include:\n  - component: {}/my-org/components/image@1\n",
+        server.host()
+    ));
+    let files = WorkingTree::new(dir.path().to_path_buf())
+        .with_gitlab(GitlabInstance::new(&server.url, cache.path().to_path_buf()));
+    let loaded =
+        load(&files, &LoadOptions::new(".gitlab-ci.yml")).unwrap_or_else(|e| panic!("{e}"));
+    let job = &loaded.config.jobs["use-image"];
+    assert_eq!(
+        job.image.as_ref().map(|i| i.name.as_str()),
+        Some("registry.example.com/tool:1.10.0")
+    );
+    assert_eq!(job.script, [format!("echo {sha} 1")]);
+}
