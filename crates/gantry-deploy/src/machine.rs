@@ -116,6 +116,12 @@ pub trait Target {
     async fn probe(&mut self, rev: &Revision) -> Result<String, Failure>;
     /// Returns the target to `plan`, awaited and probed like a deploy.
     async fn roll_back(&mut self, plan: &RollbackPlan) -> Result<RolledBack, DeployError>;
+    /// Where a SIGINT/SIGTERM that stopped `roll_out`/`observe`/`probe` left the target:
+    /// `Unchanged` only when the new revision cannot have taken traffic yet (a candidate
+    /// checked beside the live revision). The default assumes the worst.
+    fn live_after_interrupt(&self) -> LiveAfterFailure {
+        LiveAfterFailure::Changed
+    }
     /// Cleans up a failed revision that never took traffic (e.g. a candidate container).
     async fn abandon(&mut self, _rev: &Revision) {}
     /// After a success (e.g. prune old revisions); returns notes to print.
@@ -448,7 +454,10 @@ async fn deploy_leased<T: Target>(
         }
         Phase::Interrupted(sig) => {
             log.line(format!("{sig} received: stopping the deploy"));
-            let f = Failure::changed(format!("interrupted by {sig}"));
+            let f = Failure {
+                reason: format!("interrupted by {sig}"),
+                live: target.live_after_interrupt(),
+            };
             fail(
                 target,
                 store,
@@ -511,6 +520,14 @@ async fn fail<T: Target>(
                 .unwrap_or("nothing".into())
         );
         let outcome = match &before {
+            // --no-rollback asked to leave things as they are: recorded as interrupted.
+            Some(_) if signal.is_some() && !opts.rollback => {
+                record.finish(DeployResult::Interrupted, Some(msg.clone()));
+                Outcome::Interrupted {
+                    revision: rev.id.clone(),
+                    signal: signal.unwrap_or("a signal").to_string(),
+                }
+            }
             Some(b) => {
                 record.rolled_back_to = Some(b.clone());
                 record.finish(DeployResult::RolledBack, Some(msg.clone()));
