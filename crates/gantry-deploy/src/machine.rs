@@ -1,4 +1,5 @@
-//! The one deploy state machine every target goes through (ECS, the local engine).
+//! The one deploy state machine every target goes through (ECS, CloudFormation, the local
+//! engine).
 //!
 //! A [`Target`] knows how to make a revision, roll it out, observe the rollout, probe its
 //! health and roll back. This module owns everything around that, once:
@@ -208,6 +209,14 @@ impl Report {
         }
     }
 
+    /// Nothing was changed, for `reason`.
+    pub fn not_started(reason: impl Into<String>) -> Self {
+        Report::new(Outcome::NotStarted {
+            reason: reason.into(),
+            locked: false,
+        })
+    }
+
     pub fn ok(&self) -> bool {
         matches!(
             self.outcome,
@@ -291,7 +300,26 @@ pub async fn deploy<T: Target>(
     log: &Log,
 ) -> Report {
     let key = target.key();
-    let holder = match acquire_lease_waiting(store, &key, opts.lease_ttl, opts.wait_lock, log).await
+    leased(
+        store,
+        &key,
+        opts,
+        log,
+        deploy_leased(target, store, opts, log, &key),
+    )
+    .await
+}
+
+/// Runs `work` (not started yet) while holding `key`'s lease; a held lease is a
+/// `NotStarted` report naming the holder. The one place a lease is taken and released.
+async fn leased(
+    store: &dyn HistoryStore,
+    key: &str,
+    opts: &MachineOptions,
+    log: &Log,
+    work: impl std::future::Future<Output = Report>,
+) -> Report {
+    let holder = match acquire_lease_waiting(store, key, opts.lease_ttl, opts.wait_lock, log).await
     {
         Ok(h) => h,
         Err(e) => {
@@ -301,8 +329,8 @@ pub async fn deploy<T: Target>(
             });
         }
     };
-    let report = deploy_leased(target, store, opts, log, &key).await;
-    if let Err(e) = store.release_lease(&key, &holder.id).await {
+    let report = work.await;
+    if let Err(e) = store.release_lease(key, &holder.id).await {
         log.line(format!(
             "warning: could not release the lease on {key} (it expires by itself at {}): {e}",
             holder.expires_at
@@ -318,12 +346,7 @@ async fn deploy_leased<T: Target>(
     log: &Log,
     key: &str,
 ) -> Report {
-    let not_started = |reason: String| {
-        Report::new(Outcome::NotStarted {
-            reason,
-            locked: false,
-        })
-    };
+    let not_started = Report::not_started;
     if let Err(e) = target.prepare(store).await {
         return not_started(e.to_string());
     }
@@ -763,23 +786,14 @@ pub async fn rollback<T: Target>(
     log: &Log,
 ) -> Report {
     let key = target.key();
-    let holder = match acquire_lease_waiting(store, &key, opts.lease_ttl, opts.wait_lock, log).await
-    {
-        Ok(h) => h,
-        Err(e) => {
-            return Report::new(Outcome::NotStarted {
-                locked: matches!(e, DeployError::Locked(_)),
-                reason: e.to_string(),
-            });
-        }
-    };
-    let report = rollback_leased(target, store, to, log, &key).await;
-    if let Err(e) = store.release_lease(&key, &holder.id).await {
-        log.line(format!(
-            "warning: could not release the lease on {key}: {e}"
-        ));
-    }
-    report
+    leased(
+        store,
+        &key,
+        opts,
+        log,
+        rollback_leased(target, store, to, log, &key),
+    )
+    .await
 }
 
 async fn rollback_leased<T: Target>(
@@ -789,12 +803,7 @@ async fn rollback_leased<T: Target>(
     log: &Log,
     key: &str,
 ) -> Report {
-    let not_started = |reason: String| {
-        Report::new(Outcome::NotStarted {
-            reason,
-            locked: false,
-        })
-    };
+    let not_started = Report::not_started;
     if let Err(e) = target.prepare(store).await {
         return not_started(e.to_string());
     }

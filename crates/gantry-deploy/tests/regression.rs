@@ -469,3 +469,40 @@ async fn a_second_deploy_of_one_service_fails_naming_the_holder_or_waits_for_the
         LeaseAttempt::Acquired
     );
 }
+
+/// Issue 9: the history key of a stack not created yet said `unknown-account` when the
+/// caller's account was unknown (STS failed, or a library caller passed none), so its first
+/// record never met the later ones, keyed by the stack ARN's account. Now such a deploy is
+/// refused before anything changes.
+#[tokio::test]
+async fn a_new_stack_without_a_known_account_is_refused_instead_of_keyed_unknown_account() {
+    let Some(moto) = common::start_moto("cfn_unknown_account") else {
+        return;
+    };
+    let client = common::cfn_client(&moto).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = dir.path().join("t.yml");
+    std::fs::write(
+        &template,
+        "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n",
+    )
+    .expect("write");
+    let history = gantry_deploy::history::MemoryHistoryStore::default();
+    let mut opts = gantry_deploy::cloudformation::StackOptions::new("fresh");
+    opts.template_file = Some(template);
+    let done =
+        gantry_deploy::cloudformation::deploy_stack(&client, &opts, &history, &Log::silent()).await;
+    assert!(!done.report.changed_anything(), "{}", done.report.message());
+    assert!(
+        done.report.message().contains("caller's AWS account"),
+        "{}",
+        done.report.message()
+    );
+    assert!(history.list(None).await.expect("list").is_empty());
+    assert!(
+        gantry_deploy::cloudformation::describe_stack(&client, "fresh")
+            .await
+            .expect("describe")
+            .is_none()
+    );
+}

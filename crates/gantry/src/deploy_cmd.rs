@@ -338,6 +338,15 @@ pub struct CfnDeployArgs {
     /// How long to wait for the stack.
     #[arg(long, default_value = "1800", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// After the stack settles, probe this URL until it answers 2xx.
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    pub health_url: Option<String>,
+    /// How long --health-url may take.
+    #[arg(long, default_value = "60", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+    /// Do not redeploy the last known-good template on failure (CloudFormation still rolls back a failed update by itself); SIGINT/SIGTERM is recorded as interrupted.
+    #[arg(long)]
+    pub no_rollback: bool,
     #[command(flatten)]
     pub history: HistoryArgs,
     #[command(flatten)]
@@ -413,9 +422,18 @@ pub enum RollbackTarget {
 #[derive(clap::Args, Debug)]
 pub struct CfnRollbackArgs {
     pub stack: String,
+    /// A recorded revision (its sha256 digest or a prefix of it, see `gantry deployments`).
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
     /// How long to wait for the stack.
     #[arg(long, default_value = "1800", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// After the stack settles, probe this URL until it answers 2xx.
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    pub health_url: Option<String>,
+    /// How long --health-url may take.
+    #[arg(long, default_value = "60", value_parser = parse_duration)]
+    pub health_timeout: Duration,
     #[command(flatten)]
     pub history: HistoryArgs,
     #[command(flatten)]
@@ -846,36 +864,34 @@ async fn deploy_cfn(a: CfnDeployArgs) -> i32 {
         opts.capabilities = a.capabilities.clone();
     }
     opts.preview = !a.no_preview;
-    opts.preview_only = a.preview_only;
     opts.timeout = a.timeout;
     opts.outputs_dotenv = a.outputs_dotenv.clone();
-    opts.machine = a.machine.options(true, a.timeout);
+    opts.health_url = a.health_url.clone();
+    opts.health_timeout = a.health_timeout;
+    opts.machine = a
+        .machine
+        .options(!a.no_rollback, a.timeout * 2 + a.health_timeout * 2);
     opts.account = account_of(&cfg).await;
-    match gantry_deploy::cloudformation::deploy_stack(
-        &client,
-        &opts,
-        history.as_ref(),
-        &Log::stderr(),
-    )
-    .await
-    {
-        Ok(o) => {
-            for (k, v) in &o.outputs {
-                println!("{k}={v}");
-            }
-            eprintln!("ok: stack {} is {}", a.stack, o.status);
-            EXIT_OK
-        }
-        Err(e) => {
-            let code = report(&e);
-            eprintln!(
-                "next: gantry rollback cloudformation {} --history {}",
-                a.stack,
-                history.location()
-            );
-            code
-        }
+    let log = Log::stderr();
+    if a.preview_only {
+        return match gantry_deploy::cloudformation::preview_stack(
+            &client,
+            &opts,
+            history.as_ref(),
+            &log,
+        )
+        .await
+        {
+            Ok(()) => EXIT_OK,
+            Err(e) => report(&e),
+        };
     }
+    let done =
+        gantry_deploy::cloudformation::deploy_stack(&client, &opts, history.as_ref(), &log).await;
+    for (k, v) in &done.outputs {
+        println!("{k}={v}");
+    }
+    print_report(&done.report)
 }
 
 /// The caller's account (one STS call), for history keys of stacks not created yet.
@@ -1002,22 +1018,19 @@ pub fn rollback(a: RollbackArgs) -> i32 {
                 let client = sdk::cloudformation::Client::new(&cfg);
                 let mut opts = StackOptions::new(&r.stack);
                 opts.timeout = r.timeout;
-                opts.machine = r.machine.options(true, r.timeout);
+                opts.health_url = r.health_url.clone();
+                opts.health_timeout = r.health_timeout;
+                opts.machine = r.machine.options(true, r.timeout * 2 + r.health_timeout);
                 opts.account = account_of(&cfg).await;
-                match gantry_deploy::cloudformation::rollback_stack(
+                let rep = gantry_deploy::cloudformation::rollback_stack(
                     &client,
                     &opts,
+                    r.to.as_deref(),
                     history.as_ref(),
                     &Log::stderr(),
                 )
-                .await
-                {
-                    Ok(msg) => {
-                        eprintln!("ok: {msg}");
-                        EXIT_OK
-                    }
-                    Err(e) => report(&e),
-                }
+                .await;
+                print_report(&rep)
             }
         }
     })
