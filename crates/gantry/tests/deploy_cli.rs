@@ -468,3 +468,254 @@ fn in_a_ci_job_without_a_history_the_deploy_refuses_instead_of_losing_records() 
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(&state.display().to_string()), "{err}");
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Plays ECS's scheduler against moto, which never starts a service's tasks: whenever the
+/// service points at a revision with fewer RUNNING tasks (in its group `service:NAME`) than
+/// desired, it runs them. Until `stop` is set. Replaced tasks are left running: moto's tasks
+/// have no createdAt, so a stopped task of a revision would look like one that stopped during
+/// a later rollback to that same revision.
+fn scheduler_stand_in(
+    endpoint: String,
+    cluster: &'static str,
+    service: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use gantry_deploy::sdk::ecs::types::{DesiredStatus, LaunchType};
+    std::thread::spawn(move || {
+        let rt = gantry_deploy::runtime().expect("runtime");
+        rt.block_on(async move {
+            let opts = gantry_deploy::aws::AwsOptions {
+                region: Some("us-east-1".into()),
+                endpoint_url: Some(endpoint),
+                access_key_id: Some("testing".into()),
+                secret_access_key: Some("testing".into()),
+                ..Default::default()
+            };
+            let cfg = gantry_deploy::aws::load_config(&opts).await.expect("cfg");
+            let ecs = gantry_deploy::sdk::ecs::Client::new(&cfg);
+            let group = format!("service:{service}");
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let Ok(d) = ecs
+                    .describe_services()
+                    .cluster(cluster)
+                    .services(service)
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let Some(svc) = d.services().first() else {
+                    continue;
+                };
+                let (Some(td), desired) = (svc.task_definition(), svc.desired_count()) else {
+                    continue;
+                };
+                let arns = ecs
+                    .list_tasks()
+                    .cluster(cluster)
+                    .desired_status(DesiredStatus::Running)
+                    .send()
+                    .await
+                    .map(|r| r.task_arns().to_vec())
+                    .unwrap_or_default();
+                let mut running = 0;
+                if !arns.is_empty()
+                    && let Ok(tasks) = ecs
+                        .describe_tasks()
+                        .cluster(cluster)
+                        .set_tasks(Some(arns))
+                        .send()
+                        .await
+                {
+                    for t in tasks.tasks() {
+                        if t.group() != Some(group.as_str()) || t.last_status() != Some("RUNNING") {
+                            continue;
+                        }
+                        if t.task_definition_arn() == Some(td) {
+                            running += 1;
+                        }
+                    }
+                }
+                if running < desired {
+                    let _ = ecs
+                        .run_task()
+                        .cluster(cluster)
+                        .task_definition(td)
+                        .count(desired - running)
+                        .group(&group)
+                        .launch_type(LaunchType::Fargate)
+                        .send()
+                        .await;
+                }
+            }
+        });
+    })
+}
+
+/// Seed 002's ECS pipeline (examples/seed002-ecs) under `gantry run` with the shell executor,
+/// against moto, with the deployment history in moto's S3: a good pipeline in one clone, then
+/// a pipeline with a failing keepalive in another clone (another runner); its rollback job
+/// finds the good revision in the shared S3 history and returns the service to it.
+///
+/// Narrow seam, said here: moto never starts a service's tasks, so no rollout would ever
+/// complete. The test plays ECS's scheduler beside the pipeline ([`scheduler_stand_in`]) and
+/// sets moto's task state machine (its documented /moto-api/state-manager) to keep tasks
+/// RUNNING. Gantry's own rollout wait is the real one (DescribeServices, ListTasks,
+/// DescribeTasks), as against ECS.
+#[test]
+fn seed002_ecs_under_gantry_run_rolls_back_to_the_known_good_revision_from_s3() {
+    let test = "seed002_ecs";
+    let Some(moto) = start_moto(test) else {
+        return;
+    };
+    let set = ureq::post(&format!(
+        "{}/moto-api/state-manager/set-transition",
+        moto.url
+    ))
+    .send_string(
+        r#"{"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}}"#,
+    );
+    assert!(set.is_ok(), "moto state manager: {set:?}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scheduler = scheduler_stand_in(moto.url.clone(), "staging", "seed002-app", stop.clone());
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let example = repo_root().join("examples/seed002-ecs");
+    let runner_a = tmp.path().join("a/seed002");
+    let runner_b = tmp.path().join("b/seed002");
+    copy_dir(&example, &runner_a);
+    git(&runner_a, &["init", "-q", "-b", "main"]);
+    git(&runner_a, &["add", "-A"]);
+    git(&runner_a, &["commit", "-qm", "seed002"]);
+    // The second runner: another clone, a later commit, its own .gantry state.
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            runner_a.to_str().expect("utf8"),
+            runner_b.to_str().expect("utf8"),
+        ],
+    );
+    std::fs::write(runner_b.join("CHANGE"), "a later commit\n").expect("write");
+    git(&runner_b, &["add", "-A"]);
+    git(&runner_b, &["commit", "-qm", "later"]);
+
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_gantry"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}:{}",
+        bin_dir.display(),
+        venv().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let endpoint = format!("AWS_ENDPOINT_URL={}", moto.url);
+    let pipeline = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["run", "-v", &endpoint, "-v", "ROLLOUT_TIMEOUT=90s"];
+        args.extend_from_slice(extra);
+        let out = gantry(dir, &args, &[("PATH", &path), ("NO_COLOR", "1")])
+            .output()
+            .expect("gantry run");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (good_code, good) = pipeline(&runner_a, &[]);
+    let (bad_code, bad) = pipeline(&runner_b, &["-v", "BREAK_KEEPALIVE=1"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = scheduler.join();
+
+    assert_eq!(good_code, 0, "{good}");
+    assert!(good.contains("tasks of seed002-app:2 RUNNING"), "{good}");
+    assert_eq!(bad_code, 1, "{bad}");
+    assert!(bad.contains("keepalive: FAILED"), "{bad}");
+    assert!(
+        bad.contains("rolling back ecs:123456789012:us-east-1:staging/seed002-app"),
+        "{bad}"
+    );
+    assert!(bad.contains("seed002-app:2 is live again"), "{bad}");
+
+    let aws: &[(&str, &str)] = &[("AWS_ENDPOINT_URL", &moto.url), ("AWS_REGION", "us-east-1")];
+    let recs = records(
+        tmp.path(),
+        "ecs:staging/seed002-app",
+        "s3://seed002-deploys/staging",
+        aws,
+    );
+    let rows: Vec<(String, String, String, bool)> = recs
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or("").to_string(),
+                r["revision"]
+                    .as_str()
+                    .unwrap_or("")
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+                r["result"].as_str().unwrap_or("").to_string(),
+                r["known_good"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "deploy".into(),
+                "seed002-app:2".into(),
+                "succeeded".into(),
+                true
+            ),
+            // Deployed fine, but the keepalive failed: "known good" withdrawn by the rollback.
+            (
+                "deploy".into(),
+                "seed002-app:3".into(),
+                "succeeded".into(),
+                false
+            ),
+            (
+                "rollback".into(),
+                "seed002-app:2".into(),
+                "succeeded".into(),
+                true
+            ),
+        ],
+        "{bad}"
+    );
+    assert_ne!(recs[0]["commit"], recs[1]["commit"], "two pipelines");
+}
