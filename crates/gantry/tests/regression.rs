@@ -619,5 +619,9 @@ fn sigterm_before_the_cut_over_says_the_old_revision_is_live_and_records_interru
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("recorded as interrupted"), "{err}");
     assert!(err.contains("live now: r1"), "{err}");
-    assert_eq!(deploy_containers(&name), [name.clone()], "{err}");
+    assert_eq!(
+        deploy_containers(&name),
+        std::slice::from_ref(&name),
+        "{err}"
+    );
 }
