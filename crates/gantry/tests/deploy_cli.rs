@@ -719,3 +719,123 @@ fn seed002_ecs_under_gantry_run_rolls_back_to_the_known_good_revision_from_s3() 
     );
     assert_ne!(recs[0]["commit"], recs[1]["commit"], "two pipelines");
 }
+
+/// The live template of stack `app` on moto, through CloudFormation's query API.
+fn moto_template(moto: &str) -> String {
+    ureq::post(moto)
+        .set(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/eu-west-1/cloudformation/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .send_form(&[
+            ("Action", "GetTemplate"),
+            ("StackName", "app"),
+            ("Version", "2010-05-15"),
+        ])
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// A SIGTERM to `gantry deploy cloudformation` while it probes an executed update: the machine
+/// redeploys the known-good template, and no record stays in_progress. The "app" on the health
+/// URL answers 200 unless the stack runs template v2 (it asks moto at each request).
+#[test]
+fn sigterm_during_a_stack_deploy_redeploys_the_known_good_template() {
+    use std::io::{BufRead, BufReader, Write};
+    let test = "sigterm_cfn";
+    let Some(moto) = start_moto(test) else {
+        return;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let health = format!("http://{}/", listener.local_addr().expect("addr"));
+    let moto_url = moto.url.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let code = if moto_template(&moto_url).contains("Description: v2") {
+                503
+            } else {
+                200
+            };
+            let _ = reader.get_mut().write_all(
+                format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let history = format!("file://{}", dir.path().join("state").display());
+    let body = "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n";
+    for v in ["v1", "v2"] {
+        std::fs::write(
+            dir.path().join(format!("{v}.yml")),
+            format!("Description: {v}\n{body}"),
+        )
+        .expect("template");
+    }
+    let aws: &[(&str, &str)] = &[("AWS_ENDPOINT_URL", &moto.url), ("AWS_REGION", "eu-west-1")];
+    let deploy = |v: &str, timeout: &str| {
+        let t = format!("{v}.yml");
+        let args = vec![
+            "deploy",
+            "cloudformation",
+            "app",
+            "--template",
+            &t,
+            "--health-url",
+            &health,
+            "--health-timeout",
+            timeout,
+            "--history",
+            &history,
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        gantry(dir.path(), &refs, aws)
+    };
+    let (code, _, err) = run(&mut deploy("v1", "10s"));
+    assert_eq!(code, 0, "{err}");
+
+    let child = deploy("v2", "120s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !moto_template(&moto.url).contains("Description: v2") {
+        assert!(Instant::now() < deadline, "v2 never rolled out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(started.elapsed() < Duration::from_secs(60), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert!(err.contains("rolled back to sha256:"), "{err}");
+    assert!(
+        moto_template(&moto.url).contains("Description: v1"),
+        "{err}"
+    );
+    let recs = records(dir.path(), "cloudformation:app", &history, aws);
+    let results: Vec<&str> = recs
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["result"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(results, ["succeeded", "rolled_back", "succeeded"], "{err}");
+}
