@@ -87,7 +87,8 @@ pub struct StackDeploy {
     pub outputs: Vec<(String, String)>,
     /// The stack's status at the end (`CREATE_COMPLETE`, ...), when known.
     pub status: Option<String>,
-    /// False when CloudFormation had nothing to change.
+    /// Whether a change set was executed (false when there was nothing to change, or when
+    /// nothing was started).
     pub changed: bool,
 }
 
@@ -891,7 +892,7 @@ pub async fn deploy_stack(
     let report = machine::deploy(&mut target, history, &opts.machine, log).await;
     let ok = report.ok();
     StackDeploy {
-        changed: !target.change_set.as_ref().is_some_and(|c| c.empty),
+        changed: target.executed,
         outputs: if ok { target.outputs } else { Vec::new() },
         status: target.status,
         report,
