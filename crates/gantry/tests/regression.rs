@@ -503,3 +503,125 @@ fn concurrent_runs_in_one_and_in_same_named_repositories_succeed() {
 }
 
 // ---- end engine ----
+
+// ---- deploy (issue 9) ----
+
+/// Runs `gantry deploy docker NAME` with the local engine and a file history in `dir`.
+fn deploy_docker(dir: &Path, name: &str, port: u16, command: &str, extra: &[&str]) -> Command {
+    let history = format!("file://{}", dir.join("state").display());
+    let port_spec = format!("127.0.0.1:{port}:80");
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    cmd.args([
+        "deploy",
+        "docker",
+        name,
+        "--image",
+        "localhost/busybox:latest",
+    ])
+    .args(["--command", command, "-p", &port_spec, "--health-url", &url])
+    .args(["--history", &history])
+    .args(extra)
+    .current_dir(dir)
+    .env("DOCKER_HOST", "unix:///run/podman/podman.sock")
+    .env_remove("GANTRY_HISTORY")
+    .env_remove("CI_JOB_ID")
+    .stdin(Stdio::null());
+    cmd
+}
+
+fn podman_busybox(test: &str) -> bool {
+    let ok = Path::new("/run/podman/podman.sock").exists()
+        && Command::new("podman")
+            .args(["image", "exists", "localhost/busybox:latest"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("GANTRY_REQUIRE_PODMAN").as_deref() != Ok("1"),
+            "{test}: GANTRY_REQUIRE_PODMAN=1 but Podman or localhost/busybox is missing"
+        );
+        eprintln!("SKIPPED {test}: no Podman socket or localhost/busybox");
+    }
+    ok
+}
+
+fn deploy_containers(name: &str) -> Vec<String> {
+    let o = Command::new("podman")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("label=io.gantry.deploy={name}"))
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 9: a SIGTERM while the new revision was still a candidate beside the live one
+/// (`--no-rollback`) said "live now: r2" although r1 never stopped serving; without
+/// `--no-rollback` it ran a needless rollback of the untouched r1.
+#[test]
+fn sigterm_before_the_cut_over_says_the_old_revision_is_live_and_records_interrupted() {
+    let test = "sigterm_before_the_cut_over";
+    if !podman_busybox(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("gantry-reg-sigterm-{}", std::process::id());
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            for c in deploy_containers(&self.0) {
+                let _ = Command::new("podman").args(["rm", "-f", &c]).output();
+            }
+        }
+    }
+    let _gone = Gone(name.clone());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let serve = "sh -c 'mkdir -p /www && echo v1 > /www/index.html && exec httpd -f -p 80 -h /www'";
+    let good = deploy_docker(dir.path(), &name, port, serve, &[])
+        .output()
+        .unwrap();
+    assert_eq!(good.status.code(), Some(0), "{}", stderr(&good));
+
+    let child = deploy_docker(
+        dir.path(),
+        &name,
+        port,
+        "sleep 600",
+        &["--health-timeout", "120s", "--no-rollback"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let candidate = format!("{name}-r2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !deploy_containers(&name).contains(&candidate) {
+        assert!(Instant::now() < deadline, "no candidate {candidate}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("recorded as interrupted"), "{err}");
+    assert!(err.contains("live now: r1"), "{err}");
+    assert_eq!(
+        deploy_containers(&name),
+        std::slice::from_ref(&name),
+        "{err}"
+    );
+}
