@@ -18,9 +18,13 @@ use gantry_deploy::machine::MachineOptions;
 use gantry_deploy::sdk;
 use gantry_deploy::{DeployError, Log};
 
-const EXIT_OK: i32 = 0;
-const EXIT_FAILED: i32 = 1;
-const EXIT_USAGE: i32 = 2;
+use crate::exit::Exit;
+
+const EXIT_OK: i32 = Exit::Success.code();
+const EXIT_FAILED: i32 = Exit::Failed.code();
+const EXIT_USAGE: i32 = Exit::Usage.code();
+/// A deploy that a signal ended (rolled back, or left with `--no-rollback`).
+const EXIT_INTERRUPTED: i32 = Exit::Interrupted.code();
 
 /// Credentials and endpoint, shared by the AWS commands.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -712,9 +716,8 @@ fn task_changes(a: &EcsDeployArgs) -> Result<TaskChanges, DeployError> {
 
 fn exit_for(e: &DeployError) -> i32 {
     match e {
-        DeployError::Rollout(_) | DeployError::Health(_) | DeployError::Interrupted(_) => {
-            EXIT_FAILED
-        }
+        DeployError::Interrupted(_) => EXIT_INTERRUPTED,
+        DeployError::Rollout(_) | DeployError::Health(_) => EXIT_FAILED,
         _ => EXIT_USAGE,
     }
 }
@@ -724,14 +727,17 @@ fn report(e: &DeployError) -> i32 {
     exit_for(e)
 }
 
-/// Prints a machine report; 0 ok, 1 something was changed and failed, 2 nothing was changed.
+/// Prints a machine report; 0 ok, 130 ended by SIGINT/SIGTERM, 1 something
+/// was changed and failed, 2 nothing was changed.
 fn print_report(r: &gantry_deploy::machine::Report) -> i32 {
     if r.ok() {
         eprintln!("ok: {}", r.message());
         EXIT_OK
     } else {
         eprintln!("FAILED: {}", r.message());
-        if r.changed_anything() {
+        if gantry_deploy::interrupt::received().is_some() {
+            EXIT_INTERRUPTED
+        } else if r.changed_anything() {
             EXIT_FAILED
         } else {
             EXIT_USAGE

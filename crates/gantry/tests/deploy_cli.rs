@@ -413,7 +413,7 @@ fn sigterm_during_a_deploy_rolls_back_or_records_interrupted_and_leaves_nothing_
     assert_eq!(code, 0, "{err}");
 
     let (code, err) = interrupted_deploy(dir.path(), &name, &history, port, 2, &[]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 130, "{err}");
     assert!(err.contains("SIGTERM"), "{err}");
     assert!(err.contains("live now: r1"), "{err}");
     assert_eq!(get(&url).as_deref(), Some("v1"), "{err}");
@@ -425,7 +425,7 @@ fn sigterm_during_a_deploy_rolls_back_or_records_interrupted_and_leaves_nothing_
 
     // r2 keeps its number in the history: the next deploy is r3.
     let (code, err) = interrupted_deploy(dir.path(), &name, &history, port, 3, &["--no-rollback"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 130, "{err}");
     assert!(err.contains("interrupted"), "{err}");
     assert!(err.contains("live now: r1"), "{err}");
     assert_eq!(get(&url).as_deref(), Some("v1"));
@@ -823,7 +823,7 @@ fn sigterm_during_a_stack_deploy_redeploys_the_known_good_template() {
     let out = child.wait_with_output().expect("wait");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(started.elapsed() < Duration::from_secs(60), "{err}");
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted by SIGTERM"), "{err}");
     assert!(err.contains("rolled back to sha256:"), "{err}");
     assert!(
