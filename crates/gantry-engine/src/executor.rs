@@ -111,6 +111,11 @@ impl LogReceiver {
         Some(bytes)
     }
 
+    /// Whether no chunk is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
     /// A chunk already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Vec<u8>> {
         let (bytes, permits) = self.rx.try_recv().ok()?;

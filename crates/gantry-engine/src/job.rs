@@ -44,8 +44,11 @@ pub enum JobSignal {
 pub struct JobPorts {
     /// The job's log (retries append).
     pub log: Box<dyn LogWriter>,
-    /// Live lines and stage events.
-    pub signals: Box<dyn Fn(JobSignal) + Send + Sync>,
+    /// Live lines and stage events, or `None` when nobody watches. The
+    /// channel is bounded: when the watcher is behind, the job's log pump
+    /// waits, then the executor, then the script on its pipe (memory stays
+    /// bounded whatever the output's speed).
+    pub signals: Option<tokio::sync::mpsc::Sender<JobSignal>>,
     pub blobs: Arc<dyn BlobStore>,
     pub sources: Arc<dyn SourceProvider>,
     pub executor: Arc<dyn Executor>,
@@ -107,11 +110,13 @@ pub async fn run_job(
         // Masks, splits and cuts lines for the live view in linear time.
         let mut masker = crate::mask::LogLines::new(secrets, crate::mask::LogLines::LIVE_CAP);
         let mut lines = LineSplitter {
+            takes_bytes: log_writer.takes_bytes(),
             writer: log_writer,
-            signals,
+            live: Vec::new(),
             partial: Vec::new(),
             log_ok: true,
         };
+
         let mut raw_open = true;
         let mut stage_open = true;
         while raw_open || stage_open {
@@ -119,21 +124,28 @@ pub async fn run_job(
                 biased;
                 chunk = raw_rx.recv(), if raw_open => match chunk {
                     Some(chunk) => {
+                        // One chunk at a time: the lines waiting for the
+                        // watcher are those of one chunk (at most 1 MiB).
                         lines.take(&mut masker, &chunk);
-                        while let Some(chunk) = raw_rx.try_recv() {
-                            lines.take(&mut masker, &chunk);
+                        for line in lines.live.drain(..) {
+                            send_signal(&signals, JobSignal::Line(line)).await;
                         }
-                        lines.flush();
+                        if raw_rx.is_empty() {
+                            lines.flush();
+                        }
                     }
                     None => raw_open = false,
                 },
                 stage = stage_rx.recv(), if stage_open => match stage {
-                    Some(stage) => (lines.signals)(JobSignal::Stage(stage)),
+                    Some(stage) => send_signal(&signals, JobSignal::Stage(stage)).await,
                     None => stage_open = false,
                 },
             }
         }
         lines.finish(&mut masker);
+        for line in lines.live.drain(..) {
+            send_signal(&signals, JobSignal::Line(line)).await;
+        }
     });
     let log = JobLog {
         tx: raw_tx,
@@ -187,26 +199,39 @@ pub async fn run_job(
     outcome
 }
 
-/// Splits masked output into lines for the log and the signals.
+/// Waits until the watcher has room for `signal`; a watcher that is gone
+/// no longer holds the job up.
+async fn send_signal(signals: &Option<tokio::sync::mpsc::Sender<JobSignal>>, signal: JobSignal) {
+    if let Some(tx) = signals {
+        let _ = tx.send(signal).await;
+    }
+}
+
+/// Splits masked output into lines for the log and the live view.
 struct LineSplitter {
     writer: Box<dyn LogWriter>,
-    signals: Box<dyn Fn(JobSignal) + Send + Sync>,
+    /// The writer takes bytes as they come (else lines are collected whole).
+    takes_bytes: bool,
+    /// Finished lines for the live view, cut to
+    /// [`crate::mask::LogLines::LIVE_CAP`], not yet sent.
+    live: Vec<String>,
     partial: Vec<u8>,
     /// Cleared at the first write error (the disk is full): the run goes on.
     log_ok: bool,
 }
 
 impl LineSplitter {
-    /// Raw output through the masker: whole lines to the log, lines cut to
-    /// [`crate::mask::LogLines::LIVE_CAP`] to the signals.
+    /// Raw output through the masker: bytes to the log as they come, lines
+    /// cut to [`crate::mask::LogLines::LIVE_CAP`] into `live`.
     fn take(&mut self, masker: &mut crate::mask::LogLines, chunk: &[u8]) {
-        let signals = &self.signals;
+        let live = &mut self.live;
         let mut file = LogBytes {
             writer: &mut self.writer,
+            takes_bytes: self.takes_bytes,
             line: &mut self.partial,
             ok: &mut self.log_ok,
         };
-        let _ = masker.push(chunk, &mut file, &mut |line| signals(JobSignal::Line(line)));
+        let _ = masker.push(chunk, &mut file, &mut |line| live.push(line));
     }
 
     fn flush(&mut self) {
@@ -217,21 +242,24 @@ impl LineSplitter {
 
     /// The last line, even without a newline.
     fn finish(&mut self, masker: &mut crate::mask::LogLines) {
-        let signals = &self.signals;
+        let live = &mut self.live;
         let mut file = LogBytes {
             writer: &mut self.writer,
+            takes_bytes: self.takes_bytes,
             line: &mut self.partial,
             ok: &mut self.log_ok,
         };
-        let _ = masker.finish(&mut file, &mut |line| signals(JobSignal::Line(line)));
+        let _ = masker.finish(&mut file, &mut |line| live.push(line));
         self.flush();
     }
 }
 
-/// The log side of [`crate::mask::LogLines`]: bytes in, whole lines out to
-/// the [`LogWriter`] (a long line grows one buffer: linear).
+/// The log side of [`crate::mask::LogLines`]: bytes in, straight to a
+/// [`LogWriter`] that takes bytes (memory bounded whatever a line's
+/// length), else whole lines (a long line grows one buffer: linear).
 struct LogBytes<'a> {
     writer: &'a mut Box<dyn LogWriter>,
+    takes_bytes: bool,
     line: &'a mut Vec<u8>,
     /// Cleared at the first write error (the disk is full): the run goes on.
     ok: &'a mut bool,
@@ -239,6 +267,12 @@ struct LogBytes<'a> {
 
 impl std::io::Write for LogBytes<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.takes_bytes {
+            if *self.ok && self.writer.write_bytes(buf).is_err() {
+                *self.ok = false;
+            }
+            return Ok(buf.len());
+        }
         let mut rest = buf;
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
             self.line.extend_from_slice(&rest[..pos]);

@@ -53,8 +53,24 @@ pub trait RunStore: Send + Sync {
 
 /// One job's log.
 pub trait LogWriter: Send {
-    /// One masked line (without its newline).
+    /// One masked line (without its newline). Used only when
+    /// [`LogWriter::takes_bytes`] is false: the engine then holds a whole
+    /// line in memory before passing it on.
     fn write_line(&mut self, line: &str) -> std::io::Result<()>;
+    /// Whether the writer takes the log as bytes in pieces
+    /// ([`LogWriter::write_bytes`]): memory stays bounded whatever a
+    /// line's length.
+    fn takes_bytes(&self) -> bool {
+        false
+    }
+    /// Masked log bytes in order, lines ended by `\n`; a long line may come
+    /// in many pieces. Called only when [`LogWriter::takes_bytes`] is true.
+    fn write_bytes(&mut self, _bytes: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this log takes whole lines only",
+        ))
+    }
     /// Makes what was written visible to readers (`tail -f`).
     fn flush(&mut self) -> std::io::Result<()>;
 }

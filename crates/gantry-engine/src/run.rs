@@ -395,11 +395,18 @@ struct Dispatcher<'a> {
 }
 
 type Done = UnboundedSender<(usize, JobOutcome)>;
-type Signals = UnboundedSender<(usize, JobSignal)>;
+type Signals = tokio::sync::mpsc::Sender<(usize, JobSignal)>;
+
+/// Lines and stage events in flight between all jobs and the event sink: a
+/// sink slower than the jobs' output makes them wait (on their pipes).
+pub const SIGNALS_IN_FLIGHT: usize = 1024;
+/// Signals one job may have queued before its own forwarder.
+const JOB_SIGNALS_IN_FLIGHT: usize = 64;
 
 impl Dispatcher<'_> {
     async fn run_loop(&mut self, cancel: &CancellationToken) {
-        let (signal_tx, mut signal_rx) = unbounded_channel::<(usize, JobSignal)>();
+        let (signal_tx, mut signal_rx) =
+            tokio::sync::mpsc::channel::<(usize, JobSignal)>(SIGNALS_IN_FLIGHT);
         let (done_tx, mut done_rx) = unbounded_channel::<(usize, JobOutcome)>();
         let (delay_tx, mut delay_rx) = unbounded_channel::<usize>();
         let job_cancel = cancel.child_token();
@@ -543,12 +550,10 @@ impl Dispatcher<'_> {
                 return;
             }
         };
-        let tx = signals.clone();
+        let (job_tx, mut job_rx) = tokio::sync::mpsc::channel(JOB_SIGNALS_IN_FLIGHT);
         let ports = JobPorts {
             log,
-            signals: Box::new(move |signal| {
-                let _ = tx.send((i, signal));
-            }),
+            signals: Some(job_tx),
             blobs: self.store.blobs(),
             sources: self.sources.clone(),
             executor,
@@ -556,8 +561,19 @@ impl Dispatcher<'_> {
         };
         let done = done.clone();
         let cancel = cancel.clone();
+        let signals = signals.clone();
         tokio::spawn(async move {
-            let outcome = job::run_job(payload, ports, cancel).await;
+            // Tags the job's signals with its index; waits while the
+            // dispatcher is behind. Ends when the attempt drops its sender.
+            let forward = async move {
+                while let Some(signal) = job_rx.recv().await {
+                    if signals.send((i, signal)).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let (outcome, ()) = tokio::join!(job::run_job(payload, ports, cancel), forward);
+            // After the last signal: the dispatcher shows every line first.
             let _ = done.send((i, outcome));
         });
     }

@@ -885,3 +885,82 @@ mod executor_regressions {
         assert_eq!(zip_entries(&zip_path), before, "the cache was rewritten");
     }
 }
+
+// ---- run (issue 8: backpressure to the event sink, stderr, state dir,
+// ---- owner file; issue 7: child pipelines) ----
+
+mod run_regressions {
+    use super::common::{self, Repo};
+    use gantry_engine::ports::EventSink;
+    use gantry_engine::report::Event;
+    use gantry_engine::run::{RunStatus, run_pipeline};
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+    use tokio_util::sync::CancellationToken;
+
+    /// An event sink that stalls at the first log line (a terminal that
+    /// does not read) until `marker` exists or `patience` passes, and
+    /// records whether the job got to write it meanwhile.
+    struct StalledTerminal {
+        marker: PathBuf,
+        patience: Duration,
+        stalled: bool,
+        job_finished_while_stalled: bool,
+    }
+
+    impl EventSink for StalledTerminal {
+        fn emit(&mut self, event: &Event) {
+            if self.stalled || !matches!(event, Event::Log { .. }) {
+                return;
+            }
+            self.stalled = true;
+            let start = Instant::now();
+            while start.elapsed() < self.patience {
+                if self.marker.exists() {
+                    self.job_finished_while_stalled = true;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Issue 8, defect 5: lines went from a job to the dispatcher through
+    /// an unbounded channel, so a job printing faster than the terminal
+    /// reads queued all its output in memory. Now a stalled sink makes the
+    /// job wait on its pipe, and nothing is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stalled_terminal_makes_a_fast_job_wait() {
+        let repo = Repo::new(&[("README", "x")]);
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let marker = scratch.path().join("printed-everything");
+        // 2,000,000 lines (about 15 MB): far more than what may be in flight.
+        let pipeline = common::pipeline(
+            &["test"],
+            vec![common::job(
+                "fast",
+                "test",
+                &["seq 1 2000000", "touch \"$MARKER\""],
+            )],
+        );
+        let mut opts = repo.options();
+        opts.variables = vec![common::var("MARKER", &marker.display().to_string())];
+        let mut sink = StalledTerminal {
+            marker: marker.clone(),
+            patience: Duration::from_secs(3),
+            stalled: false,
+            job_finished_while_stalled: false,
+        };
+        let report = run_pipeline(&pipeline, opts, None, &mut sink, CancellationToken::new())
+            .await
+            .expect("run");
+        assert_eq!(report.status, RunStatus::Success);
+        assert!(sink.stalled, "the sink saw no line");
+        assert!(
+            !sink.job_finished_while_stalled,
+            "the job printed 15 MB while the terminal read nothing: output was queued in memory"
+        );
+        let log = common::log(&report, "fast");
+        assert!(log.contains("\n1999999\n2000000\n"), "the log lost lines");
+    }
+}

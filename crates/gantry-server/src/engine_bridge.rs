@@ -219,7 +219,7 @@ pub fn attempt_finished(
 
 use crate::protocol::JobPayload;
 use gantry_engine::executor::Executor;
-use gantry_engine::job::{JobPorts, JobSignal};
+use gantry_engine::job::JobPorts;
 use gantry_engine::payload::{ArtifactRef, JobPayload as EnginePayload};
 use gantry_engine::ports::{BlobStore, LogWriter};
 use gantry_engine::state::slugify;
@@ -424,7 +424,7 @@ pub async fn run_job(
     };
     let ports = JobPorts {
         log: Box::new(ChannelLog(lines)),
-        signals: Box::new(|_: JobSignal| {}),
+        signals: None,
         blobs: Arc::new(RunnerBlobs {
             dir: project_dir.clone(),
         }),
