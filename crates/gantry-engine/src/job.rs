@@ -9,8 +9,8 @@
 use crate::archive::{self, Selection};
 use crate::cache;
 use crate::executor::{
-    ExecError, Executor, JobEnvironment, JobStage, LogSink, PrepareRequest, ScriptOutcome,
-    ScriptRequest,
+    ExecError, Executor, JobEnvironment, JobStage, LogSink, OutputStream, PrepareRequest,
+    ScriptOutcome, ScriptRequest,
 };
 use crate::payload::{AttemptStatus, Failure, JobOutcome, JobPayload};
 use crate::ports::{BlobStore, LogWriter, SourceProvider};
@@ -34,8 +34,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// What a job attempt tells whoever watches it, as it happens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobSignal {
-    /// A masked line of output (the scripts' or the stages' own).
-    Line(String),
+    /// A masked line of output (the scripts' or the stages' own), cut to
+    /// [`crate::mask::LogLines::LIVE_CAP`] bytes, and its stream.
+    Line { text: String, stream: OutputStream },
     /// A lifecycle stage begins.
     Stage(JobStage),
 }
@@ -113,6 +114,7 @@ pub async fn run_job(
             takes_bytes: log_writer.takes_bytes(),
             writer: log_writer,
             live: Vec::new(),
+            stream: OutputStream::Stdout,
             partial: Vec::new(),
             log_ok: true,
         };
@@ -122,13 +124,13 @@ pub async fn run_job(
         while raw_open || stage_open {
             tokio::select! {
                 biased;
-                chunk = raw_rx.recv(), if raw_open => match chunk {
-                    Some(chunk) => {
+                chunk = raw_rx.recv_from(), if raw_open => match chunk {
+                    Some((chunk, stream)) => {
                         // One chunk at a time: the lines waiting for the
                         // watcher are those of one chunk (at most 1 MiB).
-                        lines.take(&mut masker, &chunk);
-                        for line in lines.live.drain(..) {
-                            send_signal(&signals, JobSignal::Line(line)).await;
+                        lines.take(&mut masker, &chunk, stream);
+                        for (text, stream) in lines.live.drain(..) {
+                            send_signal(&signals, JobSignal::Line { text, stream }).await;
                         }
                         if raw_rx.is_empty() {
                             lines.flush();
@@ -143,8 +145,8 @@ pub async fn run_job(
             }
         }
         lines.finish(&mut masker);
-        for line in lines.live.drain(..) {
-            send_signal(&signals, JobSignal::Line(line)).await;
+        for (text, stream) in lines.live.drain(..) {
+            send_signal(&signals, JobSignal::Line { text, stream }).await;
         }
     });
     let log = JobLog {
@@ -213,8 +215,12 @@ struct LineSplitter {
     /// The writer takes bytes as they come (else lines are collected whole).
     takes_bytes: bool,
     /// Finished lines for the live view, cut to
-    /// [`crate::mask::LogLines::LIVE_CAP`], not yet sent.
-    live: Vec<String>,
+    /// [`crate::mask::LogLines::LIVE_CAP`], not yet sent, with the stream
+    /// of the chunk that ended them (executors send whole lines of one
+    /// stream at a time).
+    live: Vec<(String, OutputStream)>,
+    /// The stream of the last chunk (the last line's, at the end).
+    stream: OutputStream,
     partial: Vec<u8>,
     /// Cleared at the first write error (the disk is full): the run goes on.
     log_ok: bool,
@@ -223,7 +229,8 @@ struct LineSplitter {
 impl LineSplitter {
     /// Raw output through the masker: bytes to the log as they come, lines
     /// cut to [`crate::mask::LogLines::LIVE_CAP`] into `live`.
-    fn take(&mut self, masker: &mut crate::mask::LogLines, chunk: &[u8]) {
+    fn take(&mut self, masker: &mut crate::mask::LogLines, chunk: &[u8], stream: OutputStream) {
+        self.stream = stream;
         let live = &mut self.live;
         let mut file = LogBytes {
             writer: &mut self.writer,
@@ -231,7 +238,7 @@ impl LineSplitter {
             line: &mut self.partial,
             ok: &mut self.log_ok,
         };
-        let _ = masker.push(chunk, &mut file, &mut |line| live.push(line));
+        let _ = masker.push(chunk, &mut file, &mut |line| live.push((line, stream)));
     }
 
     fn flush(&mut self) {
@@ -242,6 +249,7 @@ impl LineSplitter {
 
     /// The last line, even without a newline.
     fn finish(&mut self, masker: &mut crate::mask::LogLines) {
+        let stream = self.stream;
         let live = &mut self.live;
         let mut file = LogBytes {
             writer: &mut self.writer,
@@ -249,7 +257,7 @@ impl LineSplitter {
             line: &mut self.partial,
             ok: &mut self.log_ok,
         };
-        let _ = masker.finish(&mut file, &mut |line| live.push(line));
+        let _ = masker.finish(&mut file, &mut |line| live.push((line, stream)));
         self.flush();
     }
 }

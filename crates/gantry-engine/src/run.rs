@@ -447,7 +447,11 @@ impl Dispatcher<'_> {
     fn signal(&mut self, i: usize, signal: JobSignal) {
         let job = self.schedule.job(i).name.clone();
         match signal {
-            JobSignal::Line(line) => self.events.emit(&Event::Log { job, line }),
+            JobSignal::Line { text, stream } => self.events.emit(&Event::Log {
+                job,
+                line: text,
+                stream,
+            }),
             JobSignal::Stage(stage) => self.events.emit(&Event::JobStage {
                 job,
                 stage: stage.as_str().into(),

@@ -963,4 +963,79 @@ mod run_regressions {
         let log = common::log(&report, "fast");
         assert!(log.contains("\n1999999\n2000000\n"), "the log lost lines");
     }
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+        }
+    }
+
+    /// Issue 8 ("stderr marked"): stdout and stderr shared one pipe on the
+    /// shell executor and one look in the terminal. Now stderr lines are red
+    /// with colours, after `! ` without, and the log file keeps exactly
+    /// what the job printed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stderr_is_marked_in_the_terminal_and_not_in_the_log() {
+        use gantry_engine::report::{OutputMode, Reporter};
+        let repo = Repo::new(&[("README", "x")]);
+        let pipeline = common::pipeline(
+            &["test"],
+            vec![common::job(
+                "mixed",
+                "test",
+                &["echo to-out; sleep 0.2; echo to-err >&2; sleep 0.2; echo out-again"],
+            )],
+        );
+        for color in [false, true] {
+            let terminal = Captured::default();
+            let mut reporter =
+                Reporter::new(OutputMode::Human { color }, Box::new(terminal.clone()));
+            let report = run_pipeline(
+                &pipeline,
+                repo.options(),
+                None,
+                &mut reporter,
+                CancellationToken::new(),
+            )
+            .await
+            .expect("run");
+            assert_eq!(report.status, RunStatus::Success);
+            let text = terminal.text();
+            let line_of = |needle: &str| {
+                text.lines()
+                    .find(|l| l.contains(needle) && !l.contains("$ echo"))
+                    .unwrap_or_else(|| panic!("no `{needle}` line in:\n{text}"))
+                    .to_string()
+            };
+            if color {
+                assert!(line_of("to-err").contains("\x1b[31mto-err\x1b[0m"));
+                assert!(!line_of("to-out").contains("\x1b[31m"));
+            } else {
+                assert!(line_of("to-err").ends_with("! to-err"), "{text}");
+                assert!(line_of("to-out").ends_with(" to-out"));
+                assert!(!line_of("to-out").contains("! "));
+            }
+            let log = common::log(&report, "mixed");
+            let printed: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("to-") || l.contains("out-again"))
+                .filter(|l| !l.starts_with("$ "))
+                .collect();
+            assert_eq!(printed, ["to-out", "to-err", "out-again"], "{log}");
+        }
+    }
 }

@@ -1624,20 +1624,20 @@ impl JobEnvironment for DockerJob {
             while let Some(item) = stream.next().await {
                 let ready = match item {
                     Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        lines.push(0, &message)
+                        lines.push_pieces(0, &message)
                     }
-                    Ok(LogOutput::StdErr { message }) => lines.push(1, &message),
+                    Ok(LogOutput::StdErr { message }) => lines.push_pieces(1, &message),
                     Ok(LogOutput::StdIn { .. }) => continue,
                     Err(e) => return Err(e),
                 };
                 // Waits while the log is behind: backpressure on the engine.
-                let _ = output.send_output(ready).await;
+                let _ = output.send_pieces(ready).await;
             }
             Ok(())
         };
         let interrupted = tokio::select! {
             r = pump => {
-                let _ = output.send_output(lines.finish()).await;
+                let _ = output.send_pieces(lines.finish_pieces()).await;
                 if let Err(e) = r {
                     self.failed |= request.stage == JobStage::StepScript;
                     return Err(engine_error("reading the script's output", e));
@@ -1648,7 +1648,7 @@ impl JobEnvironment for DockerJob {
             _ = cancel.cancelled() => Some(ScriptOutcome::Cancelled),
         };
         if interrupted.is_some() {
-            let _ = output.send_output(lines.finish()).await;
+            let _ = output.send_pieces(lines.finish_pieces()).await;
         }
         if let Some(outcome) = interrupted {
             // The whole container, so nothing the script started survives.
