@@ -357,12 +357,20 @@ pub struct PrepareRequest {
     pub env: Vec<(String, String)>,
     /// Unique id of this pipeline run, for naming containers and networks.
     pub run_id: String,
+    /// The project's state directory on the host (`GANTRY_STATE_DIR`:
+    /// state that outlives a job, such as a deploy's history). A container
+    /// executor mounts it at [`STATE_DIR_IN_CONTAINER`].
+    pub state_dir: Option<PathBuf>,
     /// Which repository the run belongs to: [`repository_key`] of its
     /// absolute path. Executors label what they create with it, so that two
     /// repositories (even with the same folder name) never touch each
     /// other's objects.
     pub repository_key: String,
 }
+
+/// Where a container executor mounts the project's state directory; jobs
+/// find it in `GANTRY_STATE_DIR`.
+pub const STATE_DIR_IN_CONTAINER: &str = "/gantry-state";
 
 /// [`repository_key`] of the repository a job's build directory belongs to:
 /// the parent of the `.gantry` state directory above it (the directory

@@ -55,6 +55,9 @@ pub struct JobPorts {
     pub executor: Arc<dyn Executor>,
     /// Host directory holding the jobs' build directories.
     pub builds_dir: PathBuf,
+    /// The project's state directory on the host, given to a container
+    /// executor to mount (the caller sets `GANTRY_STATE_DIR` to match).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Runs one attempt of a job through gitlab-runner's stages. Lines are
@@ -106,6 +109,7 @@ pub async fn run_job(
         sources,
         executor,
         builds_dir: _,
+        state_dir,
     } = ports;
     let pump = tokio::spawn(async move {
         // Masks, splits and cuts lines for the live view in linear time.
@@ -179,6 +183,7 @@ pub async fn run_job(
                 blobs: blobs.as_ref(),
                 sources: sources.as_ref(),
                 executor: executor.as_ref(),
+                state_dir: state_dir.as_deref(),
                 restore_failed: Default::default(),
             };
             lifecycle.run(&mut outcome).await;
@@ -340,6 +345,7 @@ struct Lifecycle<'a> {
     blobs: &'a dyn BlobStore,
     sources: &'a dyn SourceProvider,
     executor: &'a dyn Executor,
+    state_dir: Option<&'a std::path::Path>,
     log: &'a JobLog,
     env_map: &'a IndexMap<String, String>,
     files: &'a [(String, String)],
@@ -456,6 +462,7 @@ impl Lifecycle<'_> {
             ci_project_dir: self.payload.ci_project_dir.clone(),
             env: self.env_with_status("running"),
             run_id: self.payload.run_id.clone(),
+            state_dir: self.state_dir.map(PathBuf::from),
             repository_key: crate::executor::repository_key_of_build_dir(self.build_dir),
         };
         self.executor

@@ -562,6 +562,7 @@ impl Dispatcher<'_> {
             sources: self.sources.clone(),
             executor,
             builds_dir: self.info.builds_dir.clone(),
+            state_dir: self.info.state_dir.clone(),
         };
         let done = done.clone();
         let cancel = cancel.clone();
@@ -813,9 +814,15 @@ impl Dispatcher<'_> {
         let concurrency = self.request.selection.concurrency.max(1);
         vars.set("CI_CONCURRENT_ID", (i % concurrency).to_string());
         vars.set("CI_CONCURRENT_PROJECT_ID", (i % concurrency).to_string());
-        // State that outlives the job (a deploy's history) lives here.
-        if shell && let Some(dir) = &self.info.state_dir {
-            vars.set("GANTRY_STATE_DIR", dir.display().to_string());
+        // State that outlives the job (a deploy's history) lives here; a
+        // container gets it mounted (JobPorts::state_dir).
+        if let Some(dir) = &self.info.state_dir {
+            let seen_as = if shell {
+                dir.display().to_string()
+            } else {
+                crate::executor::STATE_DIR_IN_CONTAINER.to_string()
+            };
+            vars.set("GANTRY_STATE_DIR", seen_as);
         }
         vars.set("CI_RUNNER_EXECUTABLE_ARCH", format!("linux/{}", go_arch()));
         if shell {

@@ -964,6 +964,111 @@ mod run_regressions {
         assert!(log.contains("\n1999999\n2000000\n"), "the log lost lines");
     }
 
+    fn in_container(name: &str, stage: &str, script: &[&str]) -> gantry_config::model::Job {
+        let mut job = common::job(name, stage, script);
+        job.image = Some(gantry_config::model::Image {
+            name: super::docker_common::BUSYBOX.to_string(),
+            entrypoint: None,
+            pull_policy: vec![],
+            docker: None,
+        });
+        job
+    }
+
+    fn docker() -> gantry_engine::run::DockerConnect {
+        use gantry_engine::executor::Executor;
+        Box::new(|| {
+            Box::pin(async {
+                let executor = gantry_engine::docker::DockerExecutor::connect().await?;
+                Ok(std::sync::Arc::new(executor) as std::sync::Arc<dyn Executor>)
+            })
+        })
+    }
+
+    /// Issue 8, defect 4: only the shell executor gave jobs
+    /// `GANTRY_STATE_DIR`; a deploy job in a container wrote its history
+    /// into the container, and the next job (and pipeline) saw nothing.
+    /// Now the repository's `.gantry/` is mounted and named in the variable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_container_job_writes_state_the_next_jobs_and_runs_see() {
+        if super::docker_common::engine("a_container_job_writes_state")
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let repo = Repo::new(&[("README", "x")]);
+        let pipeline = common::pipeline(
+            &["deploy", "check"],
+            vec![
+                in_container(
+                    "deploy",
+                    "deploy",
+                    &[
+                        "mkdir -p \"$GANTRY_STATE_DIR/history\" && echo v1 >> \"$GANTRY_STATE_DIR/history/app\"",
+                    ],
+                ),
+                in_container(
+                    "in-container",
+                    "check",
+                    &["echo \"seen: $(cat \"$GANTRY_STATE_DIR/history/app\")\""],
+                ),
+                common::job(
+                    "on-host",
+                    "check",
+                    &["echo \"seen: $(cat \"$GANTRY_STATE_DIR/history/app\")\""],
+                ),
+            ],
+        );
+        let mut reporter = gantry_engine::report::Reporter::new(
+            gantry_engine::report::OutputMode::Quiet,
+            Box::new(std::io::sink()),
+        );
+        let report = run_pipeline(
+            &pipeline,
+            repo.options(),
+            Some(docker()),
+            &mut reporter,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+        for job in ["deploy", "in-container", "on-host"] {
+            assert_eq!(
+                common::status(&report, job),
+                "success",
+                "{job}: {}",
+                common::log(&report, job)
+            );
+        }
+        assert!(common::log(&report, "in-container").contains("seen: v1"));
+        assert!(common::log(&report, "on-host").contains("seen: v1"));
+        let on_disk = repo.path().join(".gantry/history/app");
+        assert_eq!(
+            std::fs::read_to_string(&on_disk).expect("history in the repository's .gantry/"),
+            "v1\n"
+        );
+        // The next pipeline sees it too.
+        let next = common::pipeline(
+            &["check"],
+            vec![in_container(
+                "later",
+                "check",
+                &["echo \"seen: $(cat \"$GANTRY_STATE_DIR/history/app\")\""],
+            )],
+        );
+        let report = run_pipeline(
+            &next,
+            repo.options(),
+            Some(docker()),
+            &mut reporter,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+        assert!(common::log(&report, "later").contains("seen: v1"));
+    }
+
     /// A writer the test reads back.
     #[derive(Clone, Default)]
     struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

@@ -431,6 +431,7 @@ pub async fn run_job(
         sources: Arc::new(sources),
         executor,
         builds_dir: builds_dir.clone(),
+        state_dir: None,
     };
     let outcome = gantry_engine::job::run_job(engine_payload, ports, cancel).await;
     let (state, failure_reason) = match &outcome.status {
