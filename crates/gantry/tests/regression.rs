@@ -503,3 +503,152 @@ fn concurrent_runs_in_one_and_in_same_named_repositories_succeed() {
 }
 
 // ---- end engine ----
+
+// ---- run: leftovers of a killed run (issue 8, defect 8) ----
+
+const PODMAN_SOCKET: &str = "unix:///run/podman/podman.sock";
+
+/// Podman and the test images, else skip (or fail when required).
+fn podman_ready(test: &str) -> bool {
+    let images = [
+        "localhost/busybox:latest",
+        "localhost/gantry-test-httpd:latest",
+    ];
+    let ok = Path::new("/run/podman/podman.sock").exists()
+        && images.iter().all(|image| {
+            Command::new("podman")
+                .args(["image", "exists", image])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    if !ok {
+        assert!(
+            std::env::var("GANTRY_REQUIRE_PODMAN").as_deref() != Ok("1"),
+            "{test}: GANTRY_REQUIRE_PODMAN=1 but Podman or a test image is missing"
+        );
+        eprintln!(
+            "SKIPPED {test}: Podman or a test image missing (scripts/setup-podman.sh, scripts/make-test-images.sh)"
+        );
+    }
+    ok
+}
+
+/// Containers and networks labelled with a run id.
+fn run_objects(run_id: &str) -> (usize, usize) {
+    let label = format!("label=gantry.run={run_id}");
+    let count = |args: &[&str]| {
+        let out = Command::new("podman").args(args).output().expect("podman");
+        assert!(out.status.success(), "podman {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    };
+    (
+        count(&["ps", "-a", "--filter", &label, "--format", "{{.ID}}"]),
+        count(&["network", "ls", "--filter", &label, "--format", "{{.Name}}"]),
+    )
+}
+
+/// Issue 8, defect 8: `gantry run` wrote no owner file for its run, so
+/// after a `kill -9` nothing on disk said the run was dead (and `run.json`,
+/// written at the start, made `gantry clean` take a live run for a finished
+/// one). Now the run records its process; after a `kill -9` the next run
+/// removes the dead run's containers and network, and `gantry clean` its
+/// build folder.
+#[test]
+fn after_a_kill_9_the_next_run_removes_the_dead_runs_containers() {
+    let test = "after_a_kill_9_the_next_run_removes_the_dead_runs_containers";
+    if !podman_ready(test) {
+        return;
+    }
+    let dir = repo(
+        "variables:\n  NAP: \"300\"\n\
+         sleeper:\n  image: localhost/busybox:latest\n  services:\n    - name: localhost/gantry-test-httpd:latest\n      alias: web\n  script:\n    - echo started-sleeping\n    - sleep $NAP\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env("DOCKER_HOST", PODMAN_SOCKET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gantry run");
+    let child_out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let started = std::io::BufReader::new(child_out)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("started-sleeping") && !l.contains("echo"));
+        let _ = tx.send(started);
+    });
+    let started = rx.recv_timeout(Duration::from_secs(180)).unwrap_or(false);
+    if !started {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the job did not start");
+    }
+    let runs = dir.path().join(".gantry/runs");
+    let ids: Vec<String> = std::fs::read_dir(&runs)
+        .expect("runs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let dead = ids[0].clone();
+    let builds = runs.join(&dead).join("builds");
+
+    // While it runs, `gantry clean` leaves its folder and containers alone.
+    let clean = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("clean")
+        .current_dir(dir.path())
+        .env("DOCKER_HOST", PODMAN_SOCKET)
+        .output()
+        .expect("clean");
+    let live_folder_kept = builds.join("sleeper").exists();
+    let live_objects = run_objects(&dead);
+
+    // SIGKILL: the run cannot clean up.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        live_folder_kept,
+        "gantry clean removed the build folder of a live run: {}",
+        stdout(&clean)
+    );
+    assert!(
+        live_objects.0 >= 2 && live_objects.1 >= 1,
+        "{live_objects:?}: {}",
+        stdout(&clean)
+    );
+    let owner = std::fs::read_to_string(runs.join(&dead).join("owner"))
+        .expect("the run records its owner process");
+    assert!(
+        owner.contains(&format!("/{}/", child.id())),
+        "owner file `{owner}` names the killed gantry"
+    );
+    let (containers, networks) = run_objects(&dead);
+    assert!(
+        containers >= 2 && networks >= 1,
+        "the killed run left {containers} container(s), {networks} network(s)"
+    );
+
+    // The next run in the repository sweeps what the dead run left.
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["run", "-v", "NAP=0"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env("DOCKER_HOST", PODMAN_SOCKET)
+        .stdin(Stdio::null())
+        .output()
+        .expect("second run");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(run_objects(&dead), (0, 0), "{}", stdout(&out));
+
+    // Its build folder went with the old runs the next run pruned.
+    assert!(!builds.exists());
+}
