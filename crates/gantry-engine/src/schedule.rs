@@ -419,12 +419,8 @@ impl Schedule {
                 allow_failure_exit_codes: job.allow_failure_exit_codes.clone(),
                 retry: job.retry.clone(),
                 resource_group,
-                // The model's one duration parser (lint has validated it).
-                start_in: job
-                    .start_in
-                    .as_deref()
-                    .and_then(gantry_config::compose::parse_duration)
-                    .unwrap_or(0),
+                // Parsed once, by the model.
+                start_in: job.start_in.as_ref().map_or(0, |s| s.seconds),
                 state: JobState::Waiting,
                 attempt: 0,
                 exit_code: None,

@@ -24,12 +24,17 @@ mod engine {
     }
 
     /// Defect 10: `start_in: "1:30"` passed lint and then ran at once (the
-    /// engine had its own duration parser).
+    /// engine had its own duration parser). The model parses it once; the
+    /// engine reads its seconds (the text is for display only).
     #[test]
     fn start_in_in_clock_form_delays_by_its_seconds() {
         let mut j = job("later", "test", &["true"]);
         j.when = When::Delayed;
-        j.start_in = Some("1:30".into());
+        // Text no parser reads: the engine must take the seconds.
+        j.start_in = Some(gantry_config::model::StartIn {
+            seconds: 90,
+            text: "a minute and a half".into(),
+        });
         let p = pipeline(&["test"], vec![j]);
         let mut s = Schedule::plan(&p, &selection()).unwrap();
         assert_eq!(

@@ -652,3 +652,31 @@ fn after_a_kill_9_the_next_run_removes_the_dead_runs_containers() {
     // Its build folder went with the old runs the next run pruned.
     assert!(!builds.exists());
 }
+
+// ---- run: start_in (issue 8, defect 10) ----
+
+/// Issue 8, defect 10: `start_in: "1:30"` passed lint and then the job ran
+/// at once, because the engine parsed the text again with its own parser.
+/// The model parses it once (clock form included) and the engine waits its
+/// seconds; a bad duration is a lint error with its position.
+#[test]
+fn start_in_is_parsed_once_and_the_run_waits_its_seconds() {
+    let dir =
+        repo("later:\n  when: delayed\n  start_in: \"0:02\"\n  script:\n    - echo ran-later\n");
+    let started = Instant::now();
+    let out = gantry(dir.path(), &["run"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("ran-later"), "{}", stdout(&out));
+    assert!(
+        took >= Duration::from_secs(2),
+        "the delayed job started after {took:?}, not after start_in's 2 s"
+    );
+    let bad =
+        repo("later:\n  when: delayed\n  start_in: \"1:30 later\"\n  script:\n    - echo x\n");
+    let out = gantry(bad.path(), &["lint"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains(".gitlab-ci.yml:3:"), "{text}");
+    assert!(text.contains('^'), "{text}");
+}
