@@ -72,6 +72,9 @@ pub enum OutputMode {
 #[derive(Clone, Debug, Serialize)]
 pub struct SummaryRow {
     pub job: String,
+    /// The trigger job whose child pipeline this job belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_of: Option<String>,
     pub stage: String,
     pub status: String,
     pub duration_ms: Option<u64>,
@@ -288,6 +291,9 @@ impl Reporter {
                     executor,
                     ..
                 } => {
+                    // A child pipeline's jobs (`trigger > job`) widen the
+                    // prefix as they start.
+                    self.width = self.width.max(display_width(job).min(28));
                     self.tails.remove(job);
                     let retry = if *attempt > 1 {
                         format!(", attempt {attempt}")
@@ -357,9 +363,14 @@ impl Reporter {
         if !matches!(self.mode, OutputMode::Human { .. }) {
             return;
         }
+        // A child pipeline's jobs, indented under their trigger job.
+        let shown = |r: &SummaryRow| match &r.child_of {
+            Some(_) => format!("  ↳ {}", r.job),
+            None => r.job.clone(),
+        };
         let w_job = rows
             .iter()
-            .map(|r| display_width(&r.job))
+            .map(|r| display_width(&shown(r)))
             .max()
             .unwrap_or(3)
             .max(3);
@@ -392,7 +403,7 @@ impl Reporter {
             let status = pad(&r.status, w_status);
             let mut line = format!(
                 "{}  {}  {}  {:>8}  {}",
-                pad(&r.job, w_job),
+                pad(&shown(r), w_job),
                 pad(&r.stage, w_stage),
                 self.paint(status_colour(&r.status), &status),
                 duration,

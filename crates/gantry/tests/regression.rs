@@ -680,3 +680,119 @@ fn start_in_is_parsed_once_and_the_run_waits_its_seconds() {
     assert!(text.contains(".gitlab-ci.yml:3:"), "{text}");
     assert!(text.contains('^'), "{text}");
 }
+
+// ---- run: child pipelines (issue 7) ----
+
+/// A repository with `files` committed.
+fn repo_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(
+        dir.path(),
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "init",
+        ],
+    );
+    dir
+}
+
+/// Issue 7: trigger jobs were skipped by `gantry run`. A `trigger:include`
+/// job now runs its child pipeline (a local file, or YAML an earlier job
+/// generated as an artifact) through the same dispatcher, with
+/// `CI_PIPELINE_SOURCE=parent_pipeline` and the trigger job's variables;
+/// the summary shows the child's jobs under the trigger job; a
+/// multi-project trigger stays skipped with its reason.
+#[test]
+fn trigger_include_jobs_run_their_child_pipelines() {
+    let dir = repo_with(&[
+        (
+            ".gitlab-ci.yml",
+            "stages: [build, test, deploy]\n\
+             variables:\n  GLOBAL: from-parent\n\
+             gen:\n  stage: build\n  script:\n    - printf 'dyn-job:\\n  script:\\n    - echo dynamic-child-ran\\n' > generated.yml\n  artifacts:\n    paths: [generated.yml]\n\
+             child:\n  stage: test\n  variables:\n    FOR_CHILD: passed-down\n  trigger:\n    include: ci/child.yml\n    strategy: depend\n\
+             dynamic:\n  stage: test\n  trigger:\n    include:\n      - artifact: generated.yml\n        job: gen\n\
+             multi:\n  stage: test\n  trigger:\n    project: group/other\n\
+             after:\n  stage: deploy\n  script:\n    - echo after-ran\n",
+        ),
+        (
+            "ci/child.yml",
+            "child-a:\n  script:\n    - echo \"source=$CI_PIPELINE_SOURCE for=$FOR_CHILD global=$GLOBAL\"\n",
+        ),
+    ]);
+    let out = gantry(dir.path(), &["run"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        text.lines().any(|l| l.contains("child > child-a")
+            && l.contains("source=parent_pipeline for=passed-down global=from-parent")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dynamic > dyn-job") && l.contains("dynamic-child-ran")),
+        "{text}"
+    );
+    assert!(text.contains("after-ran"), "{text}");
+    let summary = &text[text.rfind("\njob ").expect("summary")..];
+    let row = |name: &str| {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name} in {summary}"))
+            .to_string()
+    };
+    assert!(row("child ").contains("success"), "{summary}");
+    assert!(row("↳ child-a").starts_with("  ↳ child-a"), "{summary}");
+    assert!(row("↳ dyn-job").contains("success"), "{summary}");
+    assert!(row("multi").contains("skipped"), "{summary}");
+    assert!(row("multi").contains("multi-project"), "{summary}");
+    // The child row follows its trigger job's row.
+    let pos = |needle: &str| summary.find(needle).expect(needle);
+    assert!(pos("\nchild ") < pos("↳ child-a"), "{summary}");
+}
+
+/// `strategy: depend`: the trigger job takes its child's status (a failed
+/// child fails the parent); without it the trigger job succeeds once the
+/// child exists. An invalid child configuration fails the trigger job.
+#[test]
+fn a_trigger_job_with_strategy_depend_mirrors_its_child() {
+    let dir = repo_with(&[
+        (
+            ".gitlab-ci.yml",
+            "mirrored:\n  trigger:\n    include: ci/fail.yml\n    strategy: depend\n\
+             fire-and-forget:\n  trigger:\n    include: ci/fail.yml\n\
+             broken:\n  trigger:\n    include: ci/broken.yml\n",
+        ),
+        ("ci/fail.yml", "failing:\n  script:\n    - exit 3\n"),
+        ("ci/broken.yml", "oops:\n  scirpt: nope\n"),
+    ]);
+    let out = gantry(dir.path(), &["run"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let summary = &text[text.rfind("\njob ").expect("summary")..];
+    let row = |name: &str| {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name} in {summary}"))
+            .to_string()
+    };
+    assert!(row("mirrored").contains("failed"), "{summary}");
+    assert!(row("fire-and-forget").contains("success"), "{summary}");
+    assert!(row("↳ failing").contains("failed"), "{summary}");
+    assert!(row("broken").contains("failed"), "{summary}");
+    assert!(row("broken").contains("invalid"), "{summary}");
+}
