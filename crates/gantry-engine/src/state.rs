@@ -184,13 +184,18 @@ pub fn run_owner_alive(dir: &Path) -> Option<bool> {
 }
 
 /// Whether the run in `dir` is still going (its lock is held).
+/// When it cannot tell (out of file descriptors, a filesystem without
+/// locks), the run counts as live: pruning and cleaning leave it alone.
 pub fn run_is_live(dir: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(dir.join(RUN_LOCK)) else {
-        return false;
+    let file = match std::fs::File::open(dir.join(RUN_LOCK)) {
+        Ok(file) => file,
+        // No lock file: a run of an older version, or a half-made folder.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
     };
     match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
         Ok(()) => false,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        Err(_) => true,
     }
 }
 
