@@ -26,6 +26,8 @@ const KILL_GRACE: Duration = Duration::from_millis(1000);
 /// Time to drain output after the script ended (a detached process may
 /// still hold the pipe).
 const DRAIN_LIMIT: Duration = Duration::from_millis(500);
+/// Longest time output is read after the script ended.
+const DRAIN_TOTAL: Duration = Duration::from_secs(10);
 
 pub struct ShellExecutor {
     shell: PathBuf,
@@ -183,14 +185,25 @@ async fn run_in_group(
         let mut err_buf = vec![0u8; 16 * 1024];
         let (mut out_open, mut err_open) = (true, true);
         let mut lines = LineBuffers::new();
+        // A process that left the script's group may write forever: after
+        // the script ended, reading stops at DRAIN_TOTAL whatever comes.
+        let ended_long_ago = async {
+            script_ended.cancelled().await;
+            tokio::time::sleep(DRAIN_TOTAL).await;
+        };
+        tokio::pin!(ended_long_ago);
         while out_open || err_open {
+            // Reads first: what the script printed is never dropped for a
+            // deadline that passed while the log was behind.
             let (stream, read) = tokio::select! {
+                biased;
                 r = out_reader.read(&mut out_buf), if out_open => (0, r),
                 r = err_reader.read(&mut err_buf), if err_open => (1, r),
                 _ = async {
                     script_ended.cancelled().await;
                     tokio::time::sleep(DRAIN_LIMIT).await;
                 } => break,
+                _ = &mut ended_long_ago => break,
             };
             let n = match read {
                 Ok(0) | Err(_) => {
