@@ -550,6 +550,37 @@ fn run_objects(run_id: &str) -> (usize, usize) {
     )
 }
 
+/// Removes a run's containers and networks when dropped (a failed
+/// assertion must not leave the killed run's objects behind).
+struct RemoveRunObjects(String);
+
+impl Drop for RemoveRunObjects {
+    fn drop(&mut self) {
+        let label = format!("label=gantry.run={}", self.0);
+        let list = |args: &[&str]| {
+            Command::new("podman")
+                .args(args)
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .map(str::to_string)
+                        .filter(|l| !l.trim().is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        for id in list(&["ps", "-aq", "--filter", &label]) {
+            let _ = Command::new("podman").args(["rm", "-f", &id]).output();
+        }
+        for name in list(&["network", "ls", "--filter", &label, "--format", "{{.Name}}"]) {
+            let _ = Command::new("podman")
+                .args(["network", "rm", &name])
+                .output();
+        }
+    }
+}
+
 /// Issue 8, defect 8: `gantry run` wrote no owner file for its run, so
 /// after a `kill -9` nothing on disk said the run was dead (and `run.json`,
 /// written at the start, made `gantry clean` take a live run for a finished
@@ -600,6 +631,8 @@ fn after_a_kill_9_the_next_run_removes_the_dead_runs_containers() {
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
     let dead = ids[0].clone();
+    // Whatever happens below, the killed run's objects go with the test.
+    let _leftovers = RemoveRunObjects(dead.clone());
     let builds = runs.join(&dead).join("builds");
 
     // While it runs, `gantry clean` leaves its folder and containers alone.
