@@ -1,7 +1,7 @@
 //! Templates and components (with inputs and `spec:component`) end to end:
 //! `gantry run` on the shell executor reads them from a stand-in GitLab
 //! instance ([`FakeGitlab`], found through `GANTRY_GITLAB_URL`) and runs
-//! the jobs they define.
+//! the jobs they define, also as child pipelines (`trigger:include`).
 
 mod common;
 
@@ -30,6 +30,10 @@ fn instance() -> FakeGitlab {
         "/api/v4/projects/my-org%2Fcomponents/repository/commits/1.2.0".into(),
         format!(r#"{{"id":"{SHA}"}}"#),
     );
+    r.insert(
+        "/gitlab-org/gitlab/-/raw/master/lib/gitlab/ci/templates/Jobs/Child.gitlab-ci.yml".into(),
+        "child-from-template:\n  script:\n    - echo \"child template source=$CI_PIPELINE_SOURCE\"\n".into(),
+    );
     FakeGitlab::start(r).expect("fake GitLab starts")
 }
 
@@ -53,4 +57,25 @@ fn templates_and_components_with_inputs_run_on_the_shell_executor() {
         .stdout_has("from the template")
         .stdout_has("hi team from greet 1.2.0 at 1111111")
         .stdout_has("own job");
+}
+
+#[test]
+fn child_pipelines_from_a_template_and_a_component_run_on_the_shell_executor() {
+    let gitlab = instance();
+    let ci = format!(
+        "stages: [test, deploy]\nfrom-template:\n  stage: test\n  trigger:\n    include:\n      - template: Jobs/Child.gitlab-ci.yml\n    strategy: depend\nfrom-component:\n  stage: test\n  trigger:\n    include:\n      - component: {}/my-org/components/greet@~latest\n        inputs:\n          who: child\n    strategy: depend\nafter:\n  stage: deploy\n  script: echo after children\n",
+        gitlab.host()
+    );
+    let repo = git_repo(&[(".gitlab-ci.yml", &ci)]);
+    let cache = tempfile::tempdir().expect("tempdir");
+    Cmd::new()
+        .dir(repo.path())
+        .env("GANTRY_GITLAB_URL", &gitlab.url)
+        .env("GANTRY_CACHE_DIR", &cache.path().to_string_lossy())
+        .args(&["run", "--executor", "shell"])
+        .run()
+        .status(0)
+        .stdout_has("child template source=parent_pipeline")
+        .stdout_has("hi child from greet 1.2.0 at 1111111")
+        .stdout_has("after children");
 }
