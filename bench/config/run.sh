@@ -8,8 +8,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 JOBS="${JOBS:-5000}"
-cargo build --release -q -p gantry
-GANTRY="$ROOT/target/release/gantry"
+# Usage: bench/config/run.sh [--gantry BIN]   (default: a fresh release build)
+GANTRY=""
+if [ "${1:-}" = "--gantry" ]; then GANTRY="$2"; fi
+if [ -z "$GANTRY" ]; then
+  cargo build --release -q -p gantry
+  GANTRY="$ROOT/target/release/gantry"
+fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 python3 bench/config/gen.py "$JOBS" > "$WORK/.gitlab-ci.yml"

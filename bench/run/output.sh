@@ -4,14 +4,17 @@
 # gitlab-ci-local 4.x (the peer), in the same run, on the same repository:
 #   fast400   400 MB printed as fast as the job can (100-byte lines)
 #   line50    one 50 MB line without a newline
+#   stalled   fast400 while gantry's own output goes to a reader that reads
+#             nothing for 5 s, then everything (a terminal that scrolls
+#             slowly, a paused `less`): gantry alone, and --old
 # Prints wall time (date, ns) and peak RSS (/usr/bin/time -f %M) of each,
 # and the ratios. The job's log (400 MB) is written under .gantry/ of a
 # temporary repository, removed at exit.
 #
 # Usage: bench/run/output.sh [--gantry BIN] [--old BIN] [--no-peer]
-#        [--only fast400|line50] [--peer-timeout SECONDS]
-# Targets (issue 8): fast400 under 64 MB peak RSS; line50 in linear time
-# (no slower per byte than fast400).
+#        [--only fast400|line50|stalled] [--peer-timeout SECONDS]
+# Targets (issue 8): fast400 and stalled under 64 MB peak RSS; line50 in
+# linear time (no slower per byte than fast400) and under 64 MB.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 GANTRY=""
@@ -46,6 +49,7 @@ trap 'rm -rf "$WORK"' EXIT
 # `yes` dies of SIGPIPE when head has enough; the job's shell has pipefail.
 SCRIPT_fast400='{ yes 012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678 || true; } | head -c 400000000'
 SCRIPT_line50="head -c 50000000 /dev/zero | tr '\\0' x"
+SCRIPT_stalled="$SCRIPT_fast400"
 
 new_repo() { # name script
   local dir="$WORK/$1"
@@ -81,23 +85,37 @@ row() { # label result
   fi
 }
 
-for case in fast400 line50; do
+# gantry with its output read by nobody for 5 s (the stalled case).
+stalled_run() { "$1" run | { sleep 5; cat >/dev/null; }; }
+export -f stalled_run
+
+for case in fast400 line50 stalled; do
   if [ -n "$ONLY" ] && [ "$ONLY" != "$case" ]; then continue; fi
   var="SCRIPT_$case"
   script="${!var}"
   new_repo "$case" "$script"
   echo "$case: $script"
-  floor="$(measure "$WORK/$case" bash -c "$script")"
-  row "bash (floor)" "$floor"
-  now="$(measure "$WORK/$case" "$GANTRY" run)"
+  if [ "$case" = stalled ]; then
+    # %M is the largest of bash and what it waited for: gantry.
+    floor=fail
+    now="$(measure "$WORK/$case" bash -c 'set -o pipefail; stalled_run "$0"' "$GANTRY")"
+  else
+    floor="$(measure "$WORK/$case" bash -c "$script")"
+    row "bash (floor)" "$floor"
+    now="$(measure "$WORK/$case" "$GANTRY" run)"
+  fi
   rm -rf "$WORK/$case/.gantry"
   row "gantry" "$now"
   if [ -n "$OLD" ]; then
-    old="$(measure "$WORK/$case" "$OLD" run)"
+    if [ "$case" = stalled ]; then
+      old="$(measure "$WORK/$case" bash -c 'set -o pipefail; stalled_run "$0"' "$OLD")"
+    else
+      old="$(measure "$WORK/$case" "$OLD" run)"
+    fi
     rm -rf "$WORK/$case/.gantry"
     row "gantry (old)" "$old"
   fi
-  if [ "$PEER" = 1 ]; then
+  if [ "$PEER" = 1 ] && [ "$case" != stalled ]; then
     peer="$(PATH="$PEER_PATH:$PATH" measure "$WORK/$case" gitlab-ci-local out)"
     rm -rf "$WORK/$case/.gitlab-ci-local"
     row "gitlab-ci-local" "$peer"
@@ -112,13 +130,16 @@ for case in fast400 line50; do
       read -r ow om <<< "$old"
       echo "  old / gantry: time $(ratio "$ow" "$nw")x, peak RSS $(ratio "$om" "$nm")x"
     fi
-    if [ "$PEER" = 1 ] && [ "$peer" != fail ]; then
+    if [ "$PEER" = 1 ] && [ "$case" != stalled ] && [ "$peer" != fail ]; then
       read -r pw pm <<< "$peer"
       echo "  gitlab-ci-local / gantry: time $(ratio "$pw" "$nw")x, peak RSS $(ratio "$pm" "$nm")x"
     fi
-    if [ "$case" = fast400 ]; then
-      verdict=$(awk -v m="$nm" 'BEGIN { print (m < 64 * 1024) ? "met" : "MISSED" }')
-      echo "  target peak RSS < 64 MB: $verdict"
+    verdict=$(awk -v m="$nm" 'BEGIN { print (m < 64 * 1024) ? "met" : "MISSED" }')
+    echo "  target peak RSS < 64 MB: $verdict"
+    if [ "$case" = fast400 ]; then fast_s="$nw"; fi
+    if [ "$case" = line50 ] && [ -n "${fast_s:-}" ]; then
+      # Seconds per MB, the long line against 400 MB of short lines.
+      echo "  line50 per MB / fast400 per MB: $(awk -v a="$nw" -v b="$fast_s" 'BEGIN { printf "%.2f", (a / 50) / (b / 400) }')x (linear: about 1 or less)"
     fi
   fi
 done

@@ -196,6 +196,12 @@ impl FileSource for OneFile<'_> {
     fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
         self.inner.read_component(component)
     }
+    fn component_facts(
+        &self,
+        component: &ComponentRef,
+    ) -> Result<crate::load::ComponentFacts, String> {
+        self.inner.component_facts(component)
+    }
 }
 
 /// An error about a child pipeline as one diagnostic (for callers that

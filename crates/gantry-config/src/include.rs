@@ -19,7 +19,7 @@
 //! would only stop at the limit in GitLab, so it is reported as a cycle.
 
 use crate::diag::Diagnostic;
-use crate::load::{ComponentRef, FileSource, LoadOptions};
+use crate::load::{ComponentFacts, ComponentRef, FileSource, LoadOptions};
 use crate::node::{Map, Node, Value, deep_merge};
 use crate::source::{FileId, Sources, Span};
 use crate::yaml;
@@ -175,15 +175,14 @@ impl Expander<'_> {
             Some(mut header) => {
                 let external = self.spec_include_inputs(&header, &Scope::Main)?;
                 add_spec_inputs(&mut header, external);
-                interpolate(
-                    header,
-                    None,
-                    doc.body,
-                    &name,
-                    self.vars,
-                    &mut self.errors,
-                    None,
-                )?
+                let component = self.component_context(&header, None, &name, header.span)?;
+                let site = InterpolationSite {
+                    location: &name,
+                    vars: self.vars,
+                    include_span: None,
+                    component: &component,
+                };
+                interpolate(header, None, doc.body, &site, &mut self.errors)?
             }
             None => doc.body,
         };
@@ -575,7 +574,12 @@ impl Expander<'_> {
         inputs: Option<&Node>,
     ) -> Option<Node> {
         // Opening the target is its own frame: includes nest 150 deep.
-        let (key, name, read) = self.open(target, span, scope)?;
+        let Opened {
+            key,
+            name,
+            read,
+            site,
+        } = self.open(target, span, scope)?;
         if let Some(pos) = self.stack.iter().position(|(k, _)| *k == key) {
             let mut chain: Vec<&str> = self.stack[pos..].iter().map(|(_, n)| n.as_str()).collect();
             chain.push(&name);
@@ -618,15 +622,14 @@ impl Expander<'_> {
             (Some(mut header), inputs) => {
                 let external = self.spec_include_inputs(&header, &key.scope)?;
                 add_spec_inputs(&mut header, external);
-                interpolate(
-                    header,
-                    inputs,
-                    doc.body,
-                    &name,
-                    self.vars,
-                    &mut self.errors,
-                    Some(span),
-                )?
+                let component = self.component_context(&header, site.as_ref(), &name, span)?;
+                let site = InterpolationSite {
+                    location: &name,
+                    vars: self.vars,
+                    include_span: Some(span),
+                    component: &component,
+                };
+                interpolate(header, inputs, doc.body, &site, &mut self.errors)?
             }
             (None, Some(inputs)) if inputs.as_map().is_some_and(|m| !m.is_empty()) => {
                 self.errors.push(
@@ -656,13 +659,9 @@ impl Expander<'_> {
 
     /// The identity, display name and text of an include target.
     #[inline(never)]
-    fn open(
-        &mut self,
-        target: Target,
-        span: Span,
-        scope: &Scope,
-    ) -> Option<(FileKey, String, Result<String, String>)> {
-        Some(match target {
+    fn open(&mut self, target: Target, span: Span, scope: &Scope) -> Option<Opened> {
+        let mut site = None;
+        let opened = match target {
             Target::Local(path) => match scope {
                 Scope::Main => {
                     let read = self
@@ -753,20 +752,22 @@ impl Expander<'_> {
             }
             Target::Component(component) => {
                 let name = component.address();
-                let (scope, read) = match self.local_component(&component) {
+                let (scope, read, local) = match self.local_component(&component) {
                     // The project's own component at the pipeline's commit
                     // (how a component is tested in its repository): the
                     // working tree, no network.
-                    Some(read) => (Scope::Main, read),
+                    Some(read) => (Scope::Main, read, true),
                     None => (
                         Scope::Project {
                             project: component.project.to_lowercase(),
                             git_ref: Some(component.version.clone()),
                         },
                         self.fs.read_component(&component),
+                        false,
                     ),
                 };
                 let read = read.map_err(|e| format!("Component `{name}` could not be read: {e}"));
+                site = Some(ComponentSite { component, local });
                 (
                     FileKey {
                         scope,
@@ -776,7 +777,78 @@ impl Expander<'_> {
                     read,
                 )
             }
+        };
+        let (key, name, read) = opened;
+        Some(Opened {
+            key,
+            name,
+            read,
+            site,
         })
+    }
+
+    /// The `$[[ component.* ]]` values a component's header declares in
+    /// `spec:component`. `version` and `sha` are asked of the file source
+    /// only when declared. `None` after reporting an error.
+    fn component_context(
+        &mut self,
+        header: &Node,
+        site: Option<&ComponentSite>,
+        name: &str,
+        span: Span,
+    ) -> Option<ComponentContext> {
+        let declared = match declared_component_fields(header) {
+            Ok(fields) => fields,
+            Err((at, message)) => {
+                self.error(
+                    at,
+                    format!("`{name}`: {message}"),
+                    "a list of `name`, `sha`, `version`, `reference`",
+                );
+                return None;
+            }
+        };
+        let mut context = ComponentContext {
+            declared,
+            values: IndexMap::new(),
+        };
+        let Some(site) = site else {
+            return Some(context);
+        };
+        let c = &site.component;
+        context.values.insert("name".into(), Some(c.name.clone()));
+        context
+            .values
+            .insert("reference".into(), Some(c.version.clone()));
+        let wants_facts = context
+            .declared
+            .iter()
+            .any(|f| f == "version" || f == "sha");
+        if wants_facts {
+            let facts = if site.local {
+                Ok(ComponentFacts {
+                    version: None,
+                    sha: self.vars.get("CI_COMMIT_SHA").cloned(),
+                })
+            } else {
+                self.fs.component_facts(c)
+            };
+            match facts {
+                Ok(facts) => {
+                    context.values.insert("version".into(), facts.version);
+                    context.values.insert("sha".into(), facts.sha);
+                }
+                Err(e) => {
+                    self.error(
+                        span,
+                        format!("Component `{name}`: its version and SHA could not be resolved: {e}"),
+                        "a reachable GitLab instance (`--gitlab-url`, `GANTRY_GITLAB_URL`) or a cached copy",
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(context)
     }
 
     /// `spec:include` (GitLab 18.6): files whose top-level `inputs:` are
@@ -1168,6 +1240,88 @@ fn expand_node_variables(node: &mut Node, vars: &IndexMap<String, String>) {
 // lib/gitlab/ci/config/interpolation/*).
 
 const SPEC_KEYS: &[&str] = &["inputs", "include", "component", "description"];
+
+/// The fields `spec:component` may declare.
+const COMPONENT_FIELDS: &[&str] = &["name", "sha", "version", "reference"];
+
+/// An include target, read: its identity, display name, text (or why
+/// not), and where it came from when it is a component.
+struct Opened {
+    key: FileKey,
+    name: String,
+    read: Result<String, String>,
+    site: Option<ComponentSite>,
+}
+
+/// Where a component include was read from.
+struct ComponentSite {
+    component: ComponentRef,
+    /// This project's own component at the pipeline's commit.
+    local: bool,
+}
+
+/// `$[[ component.* ]]` for one file: the fields its `spec:component`
+/// declares, and their values when the file is a component.
+struct ComponentContext {
+    declared: Vec<String>,
+    /// Field to value; `None` is GitLab's `nil` (e.g. `version` of a branch).
+    values: IndexMap<String, Option<String>>,
+}
+
+impl ComponentContext {
+    /// A declared field's value; `None` when the field is not available,
+    /// which GitLab reports as an unknown interpolation.
+    fn get(&self, field: &str) -> Option<&Option<String>> {
+        if !self.declared.iter().any(|d| d == field) {
+            return None;
+        }
+        self.values.get(field)
+    }
+}
+
+/// `spec:component`: an array of known field names.
+fn declared_component_fields(header: &Node) -> Result<Vec<String>, (Span, String)> {
+    let Some(node) = header
+        .as_map()
+        .and_then(|h| h.get("spec"))
+        .and_then(Node::as_map)
+        .and_then(|s| s.get("component"))
+    else {
+        return Ok(Vec::new());
+    };
+    let items = match &node.value {
+        Value::Seq(items) => items,
+        Value::Null => return Ok(Vec::new()),
+        _ => {
+            return Err((
+                node.span,
+                "header:spec:component config should be an array of strings".into(),
+            ));
+        }
+    };
+    let mut fields = Vec::new();
+    for item in items {
+        match item.as_str() {
+            Some(field) if COMPONENT_FIELDS.contains(&field) => fields.push(field.to_string()),
+            Some(field) => {
+                return Err((
+                    item.span,
+                    format!(
+                        "header:spec:component config contains unknown values: {field} (allowed: {})",
+                        COMPONENT_FIELDS.join(", ")
+                    ),
+                ));
+            }
+            None => {
+                return Err((
+                    item.span,
+                    "header:spec:component config should be an array of strings".into(),
+                ));
+            }
+        }
+    }
+    Ok(fields)
+}
 const INPUT_KEYS: &[&str] = &[
     "default",
     "type",
@@ -1185,19 +1339,34 @@ fn block_regex() -> &'static Regex {
     })
 }
 
+/// Where a file with a `spec:` header is interpolated.
+#[derive(Clone, Copy)]
+struct InterpolationSite<'a> {
+    /// The file's display name, for errors.
+    location: &'a str,
+    vars: &'a IndexMap<String, String>,
+    /// The include item, for errors about given inputs (`None` for the
+    /// entry file).
+    include_span: Option<Span>,
+    component: &'a ComponentContext,
+}
+
 /// Applies a header's `spec:inputs` to the body: values from `given` (the
 /// include's `inputs:`) or the defaults, type-checked, then every
-/// `$[[ inputs.name ]]` block replaced. `include_span` is the include item
-/// for errors about given inputs (`None` for the entry file).
+/// `$[[ inputs.name ]]` and `$[[ component.field ]]` block replaced.
 fn interpolate(
     header: Node,
     given: Option<&Node>,
     body: Node,
-    location: &str,
-    vars: &IndexMap<String, String>,
+    site: &InterpolationSite<'_>,
     errors: &mut Vec<Diagnostic>,
-    include_span: Option<Span>,
 ) -> Option<Node> {
+    let InterpolationSite {
+        location,
+        vars,
+        include_span,
+        component,
+    } = *site;
     let before = errors.len();
     let mut push = |span: Span, message: String, expected: &str| {
         errors.push(
@@ -1241,12 +1410,6 @@ fn interpolate(
                 entry.key_span,
                 format!("header:spec config contains unknown keys: {key}"),
                 "`inputs`",
-            );
-        } else if key == "component" {
-            push(
-                entry.key_span,
-                format!("header:spec:{key} is not supported by gantry"),
-                "`spec:inputs` only",
             );
         }
     }
@@ -1413,6 +1576,7 @@ fn interpolate(
     }
     let mut interpolator = Interpolator {
         values: &values,
+        component,
         vars,
         location,
         errors,
@@ -1428,6 +1592,7 @@ fn interpolate(
 
 struct Interpolator<'a> {
     values: &'a IndexMap<String, Node>,
+    component: &'a ComponentContext,
     vars: &'a IndexMap<String, String>,
     location: &'a str,
     errors: &'a mut Vec<Diagnostic>,
@@ -1528,6 +1693,31 @@ impl Interpolator<'_> {
         if objects.len() <= 1 {
             self.fail(span, "invalid interpolation access pattern".into());
             return None;
+        }
+        if objects[0] == "component" {
+            let field = objects[1];
+            let value = match self.component.get(field) {
+                Some(value) => value,
+                None => {
+                    self.fail(
+                        span,
+                        format!("unknown interpolation provided: `{field}` in `{access}`"),
+                    );
+                    return None;
+                }
+            };
+            if objects.len() > 2 {
+                self.fail(span, format!("unknown interpolation key: `{}`", objects[2]));
+                return None;
+            }
+            let mut node = match value {
+                Some(text) => Node::str(text.clone(), span),
+                None => Node::new(Value::Null, span),
+            };
+            for &function in &functions {
+                node = self.function(function, node, span)?;
+            }
+            return Some(node);
         }
         if objects[0] != "inputs" {
             self.fail(span, format!("unknown interpolation key: `{}`", objects[0]));

@@ -45,6 +45,25 @@ pub trait FileSource {
             component.address()
         ))
     }
+    /// What `spec:component` exposes about a component (`version`, `sha`).
+    /// Asked only when a component's header declares one of them, so a
+    /// component that does not pays no extra request.
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
+        Err(format!(
+            "no GitLab instance to resolve the component `{}` against",
+            component.address()
+        ))
+    }
+}
+
+/// A component's own metadata for `$[[ component.* ]]` (GitLab 18.6+).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ComponentFacts {
+    /// The released semantic version the address resolved to; `None` for
+    /// a branch, a SHA or a project that is not a catalog resource.
+    pub version: Option<String>,
+    /// The commit the component was read at.
+    pub sha: Option<String>,
 }
 
 /// A parsed `include:component` address: `host/group/project/name@version`.
@@ -210,6 +229,8 @@ pub struct MemorySource {
     templates: HashMap<String, String>,
     /// Component address (`host/project/name@version`) to text.
     components: HashMap<String, String>,
+    /// Component address to its `spec:component` facts.
+    component_facts: HashMap<String, ComponentFacts>,
 }
 
 impl MemorySource {
@@ -270,6 +291,16 @@ impl MemorySource {
         self.components.insert(address.into(), text.into());
         self
     }
+
+    /// Sets what a component's address resolved to (its version and SHA).
+    pub fn with_component_facts(
+        mut self,
+        address: impl Into<String>,
+        facts: ComponentFacts,
+    ) -> Self {
+        self.component_facts.insert(address.into(), facts);
+        self
+    }
 }
 
 impl FileSource for MemorySource {
@@ -322,6 +353,13 @@ impl FileSource for MemorySource {
             .get(&component.address())
             .cloned()
             .ok_or_else(|| format!("no component `{}`", component.address()))
+    }
+
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
+        self.component_facts
+            .get(&component.address())
+            .cloned()
+            .ok_or_else(|| format!("no facts for the component `{}`", component.address()))
     }
 }
 

@@ -154,7 +154,7 @@ pub struct Rule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<When>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_in: Option<String>,
+    pub start_in: Option<StartIn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_failure: Option<AllowFailure>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -347,7 +347,7 @@ pub struct JobDef {
     pub inherit_variables: Inheritance,
     /// `when:` as written (`None` = default on_success).
     pub when: Option<When>,
-    pub start_in: Option<String>,
+    pub start_in: Option<StartIn>,
     pub allow_failure: Option<AllowFailure>,
     pub rules: Option<Vec<Rule>>,
     pub only: Option<Policy>,
@@ -429,6 +429,31 @@ pub struct JobNeed {
     pub optional: bool,
 }
 
+/// `start_in:`, parsed once when the file is read (lint reports a bad one
+/// with its position): the seconds an engine waits, and the text as
+/// written, for display.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartIn {
+    pub seconds: u64,
+    pub text: String,
+}
+
+impl StartIn {
+    /// A delay given in seconds (no text to keep).
+    pub fn from_seconds(seconds: u64) -> StartIn {
+        StartIn {
+            seconds,
+            text: format!("{seconds} seconds"),
+        }
+    }
+}
+
+impl std::fmt::Display for StartIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// A job of a planned pipeline: one instance (parallel jobs are expanded),
 /// with rules applied.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -439,7 +464,7 @@ pub struct Job {
     pub definition: String,
     pub stage: String,
     pub when: When,
-    pub start_in: Option<String>,
+    pub start_in: Option<StartIn>,
     pub allow_failure: bool,
     /// `allow_failure: {exit_codes}`: failures with these codes are allowed.
     pub allow_failure_exit_codes: Vec<i32>,

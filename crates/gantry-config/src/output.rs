@@ -97,7 +97,7 @@ impl Serialize for JobJson<'_> {
         m.serialize_entry("services", &j.services)?;
         m.serialize_entry("variables", &Vars(&j.variables))?;
         m.serialize_entry("environment", &j.environment)?;
-        m.serialize_entry("start_in", &j.start_in)?;
+        m.serialize_entry("start_in", &j.start_in.as_ref().map(|s| s.text.as_str()))?;
         m.serialize_entry("retry", &j.retry)?;
         m.serialize_entry("timeout", &j.timeout)?;
         m.serialize_entry("resource_group", &j.resource_group)?;

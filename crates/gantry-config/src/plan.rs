@@ -151,7 +151,7 @@ struct Instance {
 /// What rules or only/except decided for a created instance.
 struct Decision<'a> {
     when: When,
-    start_in: Option<String>,
+    start_in: Option<crate::model::StartIn>,
     allow_failure: Option<&'a AllowFailure>,
     /// Default `allow_failure` when neither rule nor job sets it.
     manual_default: bool,

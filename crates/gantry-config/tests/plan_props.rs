@@ -5,7 +5,7 @@
 
 mod plan_support;
 
-use gantry_config::model::{Config, JobDef, Need, Parallel, Rule, Variable, When};
+use gantry_config::model::{Config, JobDef, Need, Parallel, Rule, StartIn, Variable, When};
 use gantry_config::plan::plan;
 use indexmap::IndexMap;
 use proptest::prelude::*;
@@ -68,7 +68,10 @@ fn build(specs: &[JobSpec]) -> Config {
                 .map(|(e, w)| Rule {
                     if_expr: (!EXPRS[*e].is_empty()).then(|| EXPRS[*e].to_string()),
                     when: *w,
-                    start_in: (*w == Some(When::Delayed)).then(|| "1 minute".to_string()),
+                    start_in: (*w == Some(When::Delayed)).then(|| StartIn {
+                        seconds: 60,
+                        text: "1 minute".to_string(),
+                    }),
                     ..Rule::default()
                 })
                 .collect()

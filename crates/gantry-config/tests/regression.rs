@@ -354,3 +354,103 @@ fn spec_include_reads_input_specifications_from_files_and_inline_ones_win() {
     assert_eq!(job.stage, "test", "the file's own spec wins");
     assert_eq!(job.script, ["echo vanilla"]);
 }
+
+#[test]
+fn spec_component_exposes_the_components_name_version_sha_and_reference() {
+    use gantry_config::load::ComponentFacts;
+    let address = "gitlab.example.com/org/comps/build@1";
+    let sha = "89abcdef0123456789abcdef0123456789abcdef";
+    let src = MemorySource::new()
+        .with_file(
+            ".gitlab-ci.yml",
+            format!("include:\n  - component: {address}\n  - local: plain.yml\n"),
+        )
+        .with_component(
+            address,
+            "spec:\n  component: [name, version, sha, reference]\n  inputs:\n    stage:\n      default: build\n---\nbuild-$[[ component.name ]]:\n  stage: $[[ inputs.stage ]]\n  image: registry.example.com/builder:$[[ component.version ]]\n  script: echo $[[ component.sha | truncate(0,8) ]] $[[ component.reference ]]\n",
+        )
+        .with_component_facts(
+            address,
+            ComponentFacts {
+                version: Some("1.2.0".into()),
+                sha: Some(sha.into()),
+            },
+        )
+        .with_file("plain.yml", "plain:\n  script: s\n");
+    let l = load(&src, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let job = &l.config.jobs["build-build"];
+    assert_eq!(
+        job.image.as_ref().map(|i| i.name.as_str()),
+        Some("registry.example.com/builder:1.2.0")
+    );
+    assert_eq!(job.script, ["echo 89abcdef 1"]);
+
+    // A field the header does not declare, an unknown field, and a
+    // component field in a file that is no component are GitLab's errors.
+    let undeclared = MemorySource::new()
+        .with_file(
+            ".gitlab-ci.yml",
+            format!("include:\n  - component: {address}\n"),
+        )
+        .with_component(
+            address,
+            "spec:\n  component: [name]\n---\nj:\n  script: echo $[[ component.sha ]]\n",
+        );
+    let errors = rejected(&undeclared).join("\n");
+    assert!(
+        errors.contains("unknown interpolation provided: `sha` in `component.sha`"),
+        "{errors}"
+    );
+    let unknown = MemorySource::new()
+        .with_file(
+            ".gitlab-ci.yml",
+            format!("include:\n  - component: {address}\n"),
+        )
+        .with_component(
+            address,
+            "spec:\n  component: [name, commit]\n---\nj:\n  script: s\n",
+        );
+    let errors = rejected(&unknown).join("\n");
+    assert!(
+        errors.contains("header:spec:component config contains unknown values: commit"),
+        "{errors}"
+    );
+    let not_a_component = MemorySource::new()
+        .with_file(".gitlab-ci.yml", "include:\n  - local: t.yml\n")
+        .with_file(
+            "t.yml",
+            "spec:\n  component: [name]\n---\nj:\n  script: echo $[[ component.name ]]\n",
+        );
+    let errors = rejected(&not_a_component).join("\n");
+    assert!(
+        errors.contains("unknown interpolation provided: `name` in `component.name`"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn spec_component_of_this_project_at_this_commit_has_the_commit_and_no_version() {
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let src = MemorySource::new()
+        .with_file(
+            ".gitlab-ci.yml",
+            "include:\n  - component: $CI_SERVER_FQDN/$CI_PROJECT_PATH/hello@$CI_COMMIT_SHA\n",
+        )
+        .with_file(
+            "templates/hello.yml",
+            "spec:\n  component: [name, sha, version]\n---\nhello:\n  script: echo [$[[ component.name ]]] [$[[ component.sha ]]] [$[[ component.version ]]]\n",
+        );
+    let mut opts = LoadOptions::default();
+    for (k, v) in [
+        ("CI_SERVER_FQDN", "gitlab.example.com"),
+        ("CI_PROJECT_PATH", "group/project"),
+        ("CI_COMMIT_SHA", sha),
+    ] {
+        opts.variables.insert(k.into(), v.into());
+    }
+    let l = load(&src, &opts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        l.config.jobs["hello"].script,
+        [format!("echo [hello] [{sha}] []")]
+    );
+}

@@ -1,22 +1,36 @@
-//! CloudFormation: `gantry deploy cloudformation STACK` creates or updates a stack from
-//! `--template FILE` or the stack's current template, keeps the previous value of every
-//! parameter not given, previews the change set, waits while tailing stack events, fails loudly
-//! on any ROLLBACK or FAILED state, prints the outputs and writes them as a dotenv file.
+//! CloudFormation as a [`Target`] of the one deploy state machine ([`crate::machine`]):
+//! `gantry deploy cloudformation STACK` and `gantry rollback cloudformation STACK`.
 //!
+//! - revision: the template (`--template FILE`, else the stack's current one) and the
+//!   parameters (given values, the previous value of every other), recorded in the history
+//!   store; its id is a digest of both (`sha256:...`);
+//! - make revision: a change set (CREATE for a new stack, else UPDATE), printed as the preview;
+//! - roll out: ExecuteChangeSet; observe: stack events and status until settled, any ROLLBACK
+//!   or FAILED status a failure; probe: `--health-url` if given;
+//! - roll back: a change set of the last known-good template and parameters, executed and
+//!   awaited the same way (a running update is cancelled first).
+//!
+//! So leases, `--notify`, SIGINT/SIGTERM and "live now / next" work as for every target.
 //! Previous values are read and passed explicitly (not `UsePreviousValue`, which moto answers
-//! with HTTP 500), except NoEcho parameters whose value DescribeStacks masks.
+//! with HTTP 500), except NoEcho parameters whose value DescribeStacks masks; those are
+//! recorded as "use the previous value", never their value.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::error::ProvideErrorMetadata;
+use aws_sdk_cloudformation::primitives::DateTime;
 use aws_sdk_cloudformation::types::{
     Capability, ChangeSetType, Parameter, Stack, Tag, TemplateStage,
 };
 
-use crate::history::{DeployResult, DeploymentRecord, HistoryStore, RecordKind};
+use crate::history::{DeploymentRecord, HistoryStore, short_revision};
+use crate::machine::{
+    self, Failure, LiveAfterFailure, MachineOptions, Report, Revision, RollbackPlan, RolledBack,
+    Target,
+};
 use crate::{DeployError, Log};
 
 /// What `gantry deploy cloudformation` was asked to do.
@@ -27,15 +41,16 @@ pub struct StackOptions {
     pub parameters: Vec<(String, String)>,
     pub capabilities: Vec<String>,
     pub tags: Vec<(String, String)>,
-    /// Create a change set and print it before applying.
+    /// Print the change set before executing it.
     pub preview: bool,
-    /// Only preview, do not apply.
-    pub preview_only: bool,
     pub timeout: Duration,
     pub poll_interval: Duration,
     pub outputs_dotenv: Option<PathBuf>,
-    /// Lease and notification options (rollback is CloudFormation's own on a failed update).
-    pub machine: crate::machine::MachineOptions,
+    /// After the stack settles, probe this URL until it answers 2xx.
+    pub health_url: Option<String>,
+    pub health_timeout: Duration,
+    /// Rollback, lease and notification options of the state machine.
+    pub machine: MachineOptions,
     /// The caller's account, for the history key of a stack not created yet.
     pub account: Option<String>,
 }
@@ -53,25 +68,28 @@ impl StackOptions {
             ],
             tags: Vec::new(),
             preview: true,
-            preview_only: false,
             timeout: Duration::from_secs(1800),
             poll_interval: Duration::from_secs(2),
             outputs_dotenv: None,
-            machine: crate::machine::MachineOptions::default(),
+            health_url: None,
+            health_timeout: Duration::from_secs(60),
+            machine: MachineOptions::default(),
             account: None,
         }
     }
 }
 
-/// The result of a stack deploy.
+/// The result of `gantry deploy cloudformation`: the machine's report and, after a success,
+/// the stack's outputs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StackOutcome {
-    pub stack_id: String,
-    pub status: String,
-    pub created: bool,
-    /// False when CloudFormation had nothing to update.
-    pub changed: bool,
+pub struct StackDeploy {
+    pub report: Report,
     pub outputs: Vec<(String, String)>,
+    /// The stack's status at the end (`CREATE_COMPLETE`, ...), when known.
+    pub status: Option<String>,
+    /// Whether a change set was executed (false when there was nothing to change, or when
+    /// nothing was started).
+    pub changed: bool,
 }
 
 /// `cloudformation:ACCOUNT:REGION:STACK`, the history key: from the stack's ARN when it
@@ -93,16 +111,7 @@ pub fn target_key(
     format!("cloudformation:{account}:{region}:{stack}")
 }
 
-fn key_for(client: &Client, opts: &StackOptions, existing: Option<&Stack>) -> String {
-    target_key(
-        existing.and_then(|s| s.stack_id()),
-        opts.account.as_deref(),
-        client.config().region().map(|r| r.as_ref()),
-        &opts.stack,
-    )
-}
-
-/// What a stack update is recorded as: a digest of template and parameters.
+/// What a stack revision is recorded as: a digest of template and parameters.
 fn revision_of(template: &str, parameters: &str) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
@@ -112,13 +121,15 @@ fn revision_of(template: &str, parameters: &str) -> String {
     format!("sha256:{}", &hex::encode(h.finalize())[..16])
 }
 
-/// Parameters as recorded: values, except NoEcho ones (secrets), recorded as "use previous".
+/// Parameters as recorded, sorted by key: values, except NoEcho ones (secrets, masked as
+/// `****` by DescribeStacks), recorded as "use previous".
 fn recorded_parameters(parameters: &[Parameter], no_echo: &HashSet<String>) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = parameters
+    let sorted: BTreeMap<String, serde_json::Value> = parameters
         .iter()
         .filter_map(|p| {
             let k = p.parameter_key()?.to_string();
-            let v = if no_echo.contains(&k) || p.use_previous_value == Some(true) {
+            let masked = matches!(p.parameter_value(), Some("****"));
+            let v = if no_echo.contains(&k) || masked || p.use_previous_value == Some(true) {
                 serde_json::json!({"use_previous_value": true})
             } else {
                 serde_json::Value::String(p.parameter_value().unwrap_or_default().to_string())
@@ -126,7 +137,7 @@ fn recorded_parameters(parameters: &[Parameter], no_echo: &HashSet<String>) -> S
             Some((k, v))
         })
         .collect();
-    serde_json::Value::Object(map).to_string()
+    serde_json::Value::Object(sorted.into_iter().collect()).to_string()
 }
 
 fn parameters_from_record(recorded: &str) -> Result<Vec<Parameter>, DeployError> {
@@ -155,6 +166,10 @@ pub async fn describe_stack(client: &Client, stack: &str) -> Result<Option<Stack
         Err(e) if e.message().is_some_and(|m| m.contains("does not exist")) => Ok(None),
         Err(e) => Err(DeployError::aws(&format!("DescribeStacks {stack}"), e)),
     }
+}
+
+fn status_of(s: &Stack) -> &str {
+    s.stack_status().map(|x| x.as_str()).unwrap_or("")
 }
 
 fn param(k: &str, v: &str) -> Parameter {
@@ -193,460 +208,751 @@ pub fn merge_parameters(
     out
 }
 
-/// Creates or updates the stack under the target's lease; see the module docs.
+/// Whether CloudFormation's message says there is nothing to change.
+fn no_changes(message: &str) -> bool {
+    message.contains("didn't contain changes") || message.contains("No updates are to be performed")
+}
+
+/// A change set made and described: its name, and whether it changes anything.
+struct ChangeSet {
+    name: String,
+    kind: ChangeSetType,
+    /// CloudFormation found nothing to change (the change set is already deleted).
+    empty: bool,
+}
+
+/// One stack as a [`Target`].
+pub struct StackTarget<'a> {
+    client: &'a Client,
+    opts: &'a StackOptions,
+    log: Log,
+    key: String,
+    stack_id: Option<String>,
+    /// Revision, template and recorded parameters of what the stack runs now.
+    live: Option<(String, String, String)>,
+    records: Vec<DeploymentRecord>,
+    template: String,
+    parameters: Vec<Parameter>,
+    recorded: String,
+    change_set: Option<ChangeSet>,
+    /// Set once ExecuteChangeSet was sent: from then on the stack may have changed.
+    executed: bool,
+    /// When the change set was executed.
+    since: Option<DateTime>,
+    outputs: Vec<(String, String)>,
+    status: Option<String>,
+}
+
+impl<'a> StackTarget<'a> {
+    /// Describes the stack once to learn its account and region (the history key).
+    pub async fn new(
+        client: &'a Client,
+        opts: &'a StackOptions,
+        log: Log,
+    ) -> Result<Self, DeployError> {
+        let existing = describe_stack(client, &opts.stack).await?;
+        // A record under "unknown-account" would never meet the stack's later records (keyed
+        // by its ARN's account): refuse rather than split the history.
+        if existing.is_none() && opts.account.is_none() {
+            return Err(DeployError::Usage(format!(
+                "cannot tell the caller's AWS account (STS GetCallerIdentity failed), which the history key of the new stack {} names; check the credentials",
+                opts.stack
+            )));
+        }
+        let key = target_key(
+            existing.as_ref().and_then(|s| s.stack_id()),
+            opts.account.as_deref(),
+            client.config().region().map(|r| r.as_ref()),
+            &opts.stack,
+        );
+        Ok(StackTarget {
+            client,
+            opts,
+            log,
+            key,
+            stack_id: existing
+                .as_ref()
+                .and_then(|s| s.stack_id())
+                .map(str::to_string),
+            live: None,
+            records: Vec::new(),
+            template: String::new(),
+            parameters: Vec::new(),
+            recorded: String::new(),
+            change_set: None,
+            executed: false,
+            since: None,
+            outputs: Vec::new(),
+            status: None,
+        })
+    }
+
+    fn stack(&self) -> &str {
+        &self.opts.stack
+    }
+
+    fn capabilities(&self) -> Vec<Capability> {
+        self.opts
+            .capabilities
+            .iter()
+            .map(|c| Capability::from(c.as_str()))
+            .collect()
+    }
+
+    async fn template_of_stack(&self) -> Result<String, DeployError> {
+        let stack = self.stack();
+        let r = self
+            .client
+            .get_template()
+            .stack_name(stack)
+            .template_stage(TemplateStage::Original)
+            .send()
+            .await
+            .map_err(|e| DeployError::aws(&format!("GetTemplate {stack}"), e))?;
+        Ok(r.template_body().unwrap_or_default().to_string())
+    }
+
+    /// Creates a change set of `template` and `parameters` and waits until CloudFormation has
+    /// described it; prints it when `print`. An empty one is deleted at once.
+    async fn make_change_set(
+        &self,
+        kind: ChangeSetType,
+        template: &str,
+        parameters: &[Parameter],
+        print: bool,
+    ) -> Result<ChangeSet, DeployError> {
+        let stack = self.stack();
+        let name = format!(
+            "gantry-{}-{:08x}",
+            chrono::Utc::now().format("%Y%m%d%H%M%S"),
+            crate::history::rand_u32()
+        );
+        let tags: Vec<Tag> = self
+            .opts
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let mut cs = ChangeSet {
+            name,
+            kind,
+            empty: false,
+        };
+        if let Err(e) = self
+            .client
+            .create_change_set()
+            .stack_name(stack)
+            .change_set_name(&cs.name)
+            .change_set_type(cs.kind.clone())
+            .template_body(template)
+            .set_parameters(Some(parameters.to_vec()))
+            .set_capabilities(Some(self.capabilities()))
+            .set_tags((!tags.is_empty()).then_some(tags))
+            .send()
+            .await
+        {
+            // Some implementations (moto) refuse an empty change set outright.
+            if e.message().is_some_and(no_changes) {
+                cs.empty = true;
+                return Ok(cs);
+            }
+            return Err(DeployError::aws(&format!("CreateChangeSet {stack}"), e));
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let d = match self
+                .client
+                .describe_change_set()
+                .stack_name(stack)
+                .change_set_name(&cs.name)
+                .send()
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    self.discard(&cs).await;
+                    return Err(DeployError::aws("DescribeChangeSet", e));
+                }
+            };
+            let status = d.status().map(|s| s.as_str()).unwrap_or_default();
+            if status == "CREATE_COMPLETE" {
+                if print {
+                    self.log
+                        .line(format!("change set ({} change(s)):", d.changes().len()));
+                    if d.changes().is_empty() {
+                        self.log.line("  (no resource changes listed)");
+                    }
+                    for c in d.changes() {
+                        if let Some(rc) = c.resource_change() {
+                            self.log.line(format!(
+                                "  {:<8} {} ({}){}",
+                                rc.action().map(|a| a.as_str()).unwrap_or("?"),
+                                rc.logical_resource_id().unwrap_or("?"),
+                                rc.resource_type().unwrap_or("?"),
+                                rc.replacement()
+                                    .map(|r| format!(" replacement: {}", r.as_str()))
+                                    .unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
+                return Ok(cs);
+            }
+            if status == "FAILED" {
+                let reason = d.status_reason().unwrap_or("no reason").to_string();
+                if no_changes(&reason) {
+                    cs.empty = true;
+                    self.discard(&cs).await;
+                    return Ok(cs);
+                }
+                self.discard(&cs).await;
+                return Err(DeployError::Aws(format!(
+                    "the change set of {stack} failed: {reason}"
+                )));
+            }
+            if Instant::now() >= deadline {
+                self.discard(&cs).await;
+                return Err(DeployError::Aws(format!(
+                    "the change set of {stack} was not ready within 300s ({status})"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Deletes a change set that will not be executed, and the placeholder stack
+    /// (REVIEW_IN_PROGRESS) a CREATE change set makes.
+    async fn discard(&self, cs: &ChangeSet) {
+        let stack = self.stack();
+        let _ = self
+            .client
+            .delete_change_set()
+            .stack_name(stack)
+            .change_set_name(&cs.name)
+            .send()
+            .await;
+        if cs.kind == ChangeSetType::Create
+            && let Ok(Some(s)) = describe_stack(self.client, stack).await
+            && status_of(&s) == "REVIEW_IN_PROGRESS"
+        {
+            let _ = self.client.delete_stack().stack_name(stack).send().await;
+            let gone = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < gone {
+                match describe_stack(self.client, stack).await {
+                    Ok(None) => break,
+                    _ => tokio::time::sleep(Duration::from_millis(300)).await,
+                }
+            }
+        }
+    }
+
+    /// Sends ExecuteChangeSet; returns when it was sent (events from then on are shown).
+    async fn execute(&self, cs: &ChangeSet) -> Result<DateTime, DeployError> {
+        let stack = self.stack();
+        let since = DateTime::from(std::time::SystemTime::now());
+        self.client
+            .execute_change_set()
+            .stack_name(stack)
+            .change_set_name(&cs.name)
+            .send()
+            .await
+            .map_err(|e| DeployError::aws(&format!("ExecuteChangeSet {stack}"), e))?;
+        self.log.line(format!(
+            "{} {stack}",
+            if cs.kind == ChangeSetType::Create {
+                "creating"
+            } else {
+                "updating"
+            }
+        ));
+        Ok(since)
+    }
+
+    async fn wait(&mut self, since: DateTime) -> Result<Stack, DeployError> {
+        let id = self
+            .stack_id
+            .clone()
+            .unwrap_or_else(|| self.opts.stack.clone());
+        let s = wait_for_stack(
+            self.client,
+            &id,
+            since,
+            self.opts.timeout,
+            self.opts.poll_interval,
+            &self.log,
+        )
+        .await?;
+        self.status = Some(status_of(&s).to_string());
+        self.outputs = s
+            .outputs()
+            .iter()
+            .map(|o| {
+                (
+                    o.output_key().unwrap_or_default().to_string(),
+                    o.output_value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        Ok(s)
+    }
+
+    async fn health(&self) -> Result<String, DeployError> {
+        match &self.opts.health_url {
+            Some(url) => crate::health::wait_http_healthy(
+                url,
+                self.opts.health_timeout,
+                Duration::from_millis(500)
+                    .min(self.opts.poll_interval.max(Duration::from_millis(100))),
+                &self.log,
+            )
+            .await
+            .map(|_| format!("{url} answered 2xx")),
+            None => Ok(format!(
+                "stack is {}",
+                self.status.as_deref().unwrap_or("settled")
+            )),
+        }
+    }
+
+    /// The template and recorded parameters of `revision`: from the plan's record, another
+    /// record of it, or the stack itself when it runs that revision now.
+    fn revision_inputs(&self, plan: &RollbackPlan) -> Option<(String, String)> {
+        let from = |r: &DeploymentRecord| {
+            Some((
+                r.details.get("template")?.clone(),
+                r.details.get("parameters")?.clone(),
+            ))
+        };
+        plan.record
+            .as_ref()
+            .and_then(from)
+            .or_else(|| {
+                self.records
+                    .iter()
+                    .rev()
+                    .filter(|r| r.revision == plan.revision)
+                    .find_map(from)
+            })
+            .or_else(|| {
+                self.live
+                    .as_ref()
+                    .filter(|(rev, _, _)| *rev == plan.revision)
+                    .map(|(_, t, p)| (t.clone(), p.clone()))
+            })
+    }
+
+    /// Lets an update in flight settle first (cancelling it: CloudFormation rolls it back).
+    async fn settle(&mut self) -> Result<(), DeployError> {
+        let stack = self.opts.stack.clone();
+        let Some(s) = describe_stack(self.client, &stack).await? else {
+            return Ok(());
+        };
+        let status = status_of(&s).to_string();
+        if !status.ends_with("_IN_PROGRESS") || status == "REVIEW_IN_PROGRESS" {
+            return Ok(());
+        }
+        if status == "UPDATE_IN_PROGRESS" {
+            self.log
+                .line(format!("cancelling the update of {stack} in flight"));
+            if let Err(e) = self
+                .client
+                .cancel_update_stack()
+                .stack_name(&stack)
+                .send()
+                .await
+            {
+                self.log.line(format!(
+                    "warning: CancelUpdateStack {stack}: {}",
+                    DeployError::aws("", e)
+                ));
+            }
+        }
+        let since = DateTime::from(std::time::SystemTime::now());
+        // A failed or rolled-back end is expected here; only a settled stack matters.
+        let _ = self.wait(since).await;
+        Ok(())
+    }
+}
+
+impl Target for StackTarget<'_> {
+    fn key(&self) -> String {
+        self.key.clone()
+    }
+
+    fn rollback_command(&self) -> String {
+        format!("gantry rollback cloudformation {}", self.opts.stack)
+    }
+
+    fn live_revision(&self) -> Option<String> {
+        self.live.as_ref().map(|(r, _, _)| r.clone())
+    }
+
+    async fn prepare(&mut self, store: &dyn HistoryStore) -> Result<(), DeployError> {
+        let stack = self.opts.stack.clone();
+        // Read again under the lease.
+        let existing = describe_stack(self.client, &stack)
+            .await?
+            .filter(|s| status_of(s) != "REVIEW_IN_PROGRESS");
+        if let Some(s) = &existing {
+            let status = status_of(s);
+            if status == "ROLLBACK_COMPLETE" || status == "ROLLBACK_FAILED" {
+                return Err(DeployError::Usage(format!(
+                    "stack {stack} is {status} (its creation failed); delete it (aws cloudformation delete-stack --stack-name {stack}) before deploying again"
+                )));
+            }
+            if status.ends_with("_IN_PROGRESS") {
+                return Err(DeployError::Usage(format!(
+                    "stack {stack} is busy ({status}); try again when it settles"
+                )));
+            }
+            self.stack_id = s.stack_id().map(str::to_string);
+        }
+        self.records = store.records(&self.key).await?;
+        let previous = existing
+            .as_ref()
+            .map(|s| s.parameters().to_vec())
+            .unwrap_or_default();
+        self.live = match &existing {
+            Some(_) => {
+                let t = self.template_of_stack().await?;
+                let p = recorded_parameters(&previous, &HashSet::new());
+                Some((revision_of(&t, &p), t, p))
+            }
+            None => None,
+        };
+        self.template = match (&self.opts.template_file, &self.live) {
+            (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
+                DeployError::Usage(format!("cannot read template {}: {e}", path.display()))
+            })?,
+            (None, Some((_, t, _))) => {
+                self.log.line("using the stack's current template");
+                t.clone()
+            }
+            (None, None) => {
+                return Err(DeployError::Usage(format!(
+                    "stack {stack} does not exist: pass --template FILE to create it"
+                )));
+            }
+        };
+        let summary = self
+            .client
+            .get_template_summary()
+            .template_body(&self.template)
+            .send()
+            .await
+            .ok();
+        let declared = summary.as_ref().map(|s| {
+            s.parameters()
+                .iter()
+                .filter_map(|p| p.parameter_key().map(str::to_string))
+                .collect::<HashSet<_>>()
+        });
+        let no_echo: HashSet<String> = summary
+            .as_ref()
+            .map(|s| {
+                s.parameters()
+                    .iter()
+                    .filter(|p| p.no_echo() == Some(true))
+                    .filter_map(|p| p.parameter_key().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.parameters = merge_parameters(&self.opts.parameters, &previous, declared.as_ref());
+        for p in &self.parameters {
+            let key = p.parameter_key().unwrap_or("?");
+            let given = p.use_previous_value != Some(true)
+                && self.opts.parameters.iter().any(|(k, _)| k == key);
+            self.log.line(format!(
+                "parameter {key} {}",
+                if given { "(given)" } else { "(previous value)" }
+            ));
+        }
+        // DescribeStacks reports every parameter, defaults included: so does the record, or
+        // the live stack's digest would never equal the revision that made it.
+        let mut all = self.parameters.clone();
+        if let Some(summary) = &summary {
+            for p in summary.parameters() {
+                if let (Some(k), Some(v)) = (p.parameter_key(), p.default_value())
+                    && !all.iter().any(|q| q.parameter_key() == Some(k))
+                {
+                    all.push(param(k, v));
+                }
+            }
+        }
+        self.recorded = recorded_parameters(&all, &no_echo);
+        Ok(())
+    }
+
+    async fn make_revision(&mut self) -> Result<Revision, DeployError> {
+        let kind = if self.live.is_some() {
+            ChangeSetType::Update
+        } else {
+            self.log.line(format!(
+                "stack {} does not exist: it will be created",
+                self.stack()
+            ));
+            ChangeSetType::Create
+        };
+        let cs = self
+            .make_change_set(kind, &self.template, &self.parameters, self.opts.preview)
+            .await?;
+        if cs.empty {
+            self.log.line("change set: no changes");
+        }
+        self.change_set = Some(cs);
+        let id = revision_of(&self.template, &self.recorded);
+        let mut details = BTreeMap::new();
+        details.insert("template".into(), self.template.clone());
+        details.insert("parameters".into(), self.recorded.clone());
+        Ok(Revision { id, details })
+    }
+
+    async fn roll_out(&mut self, _rev: &Revision) -> Result<(), Failure> {
+        let Some(cs) = self.change_set.take() else {
+            return Err(Failure::unchanged("no change set was made"));
+        };
+        if cs.empty {
+            self.change_set = Some(cs);
+            return Ok(());
+        }
+        // Set before sending: a signal while the request is in flight may still change it.
+        self.executed = true;
+        let since = match self.execute(&cs).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.executed = false;
+                self.change_set = Some(cs);
+                return Err(Failure::unchanged(e.to_string()));
+            }
+        };
+        self.since = Some(since);
+        self.change_set = Some(cs);
+        Ok(())
+    }
+
+    async fn observe(&mut self, _rev: &Revision) -> Result<String, Failure> {
+        if self.change_set.as_ref().is_some_and(|c| c.empty) {
+            self.status = describe_stack(self.client, self.stack())
+                .await
+                .ok()
+                .flatten()
+                .map(|s| status_of(&s).to_string());
+            return Ok("no changes: the stack is up to date".into());
+        }
+        let since = self
+            .since
+            .unwrap_or_else(|| DateTime::from(std::time::SystemTime::now()));
+        match self.wait(since).await {
+            Ok(s) => Ok(format!("stack is {}", status_of(&s))),
+            Err(e) => {
+                // Typed: the stack's own settled status, not the error text.
+                let status = describe_stack(self.client, self.stack())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| status_of(&s).to_string())
+                    .unwrap_or_default();
+                let stack = self.stack().to_string();
+                Err(match (status.as_str(), &self.live) {
+                    // CloudFormation put the stack back on what ran before.
+                    ("UPDATE_ROLLBACK_COMPLETE", Some((live, _, _))) => Failure {
+                        reason: e.to_string(),
+                        live: LiveAfterFailure::ReplacedBy(live.clone()),
+                    },
+                    // A failed creation never served anything.
+                    ("ROLLBACK_COMPLETE", None) => Failure::unchanged(format!(
+                        "{e}\nthe stack is ROLLBACK_COMPLETE: delete it (aws cloudformation delete-stack --stack-name {stack}) before deploying again"
+                    )),
+                    _ => Failure::changed(e.to_string()),
+                })
+            }
+        }
+    }
+
+    async fn probe(&mut self, _rev: &Revision) -> Result<String, Failure> {
+        self.health()
+            .await
+            .map_err(|e| Failure::changed(e.to_string()))
+    }
+
+    async fn roll_back(&mut self, plan: &RollbackPlan) -> Result<RolledBack, DeployError> {
+        let (template, recorded) = self.revision_inputs(plan).ok_or_else(|| {
+            DeployError::History(format!(
+                "no template recorded for {} of {}",
+                short_revision(&plan.revision),
+                self.key
+            ))
+        })?;
+        let parameters = parameters_from_record(&recorded)?;
+        self.settle().await?;
+        let cs = self
+            .make_change_set(
+                ChangeSetType::Update,
+                &template,
+                &parameters,
+                self.opts.preview,
+            )
+            .await?;
+        let note = if cs.empty {
+            "the stack already had its template and parameters".to_string()
+        } else {
+            let since = self.execute(&cs).await?;
+            let s = self.wait(since).await?;
+            format!("stack is {}", status_of(&s))
+        };
+        let health = self.health().await?;
+        self.live = Some((plan.revision.clone(), template, recorded));
+        Ok(RolledBack {
+            revision: plan.revision.clone(),
+            awaited: true,
+            note: if self.opts.health_url.is_some() {
+                format!("{note}; {health}")
+            } else {
+                note
+            },
+        })
+    }
+
+    fn live_after_interrupt(&self) -> LiveAfterFailure {
+        if self.executed {
+            LiveAfterFailure::Changed
+        } else {
+            LiveAfterFailure::Unchanged
+        }
+    }
+
+    async fn abandon(&mut self, _rev: &Revision) {
+        if !self.executed
+            && let Some(cs) = self.change_set.take()
+            && !cs.empty
+        {
+            self.discard(&cs).await;
+        }
+    }
+
+    async fn after_success(&mut self, _rev: &Revision, _store: &dyn HistoryStore) -> Vec<String> {
+        let mut notes = Vec::new();
+        if !self.outputs.is_empty() {
+            self.log.line("outputs:");
+            for (k, v) in &self.outputs {
+                self.log.line(format!("  {k} = {v}"));
+            }
+        }
+        if let Some(path) = &self.opts.outputs_dotenv {
+            match std::fs::write(path, dotenv(&self.outputs)) {
+                Ok(()) => self.log.line(format!(
+                    "wrote {} output(s) to {}",
+                    self.outputs.len(),
+                    path.display()
+                )),
+                Err(e) => notes.push(format!("warning: cannot write {}: {e}", path.display())),
+            }
+        }
+        notes
+    }
+
+    async fn resolve(&mut self, to: &str) -> Result<String, DeployError> {
+        let want = to.trim_start_matches("sha256:");
+        let mut found: Vec<&str> = self
+            .records
+            .iter()
+            .filter(|r| r.details.contains_key("template"))
+            .map(|r| r.revision.as_str())
+            .filter(|r| !want.is_empty() && r.trim_start_matches("sha256:").starts_with(want))
+            .collect();
+        found.sort();
+        found.dedup();
+        match found.as_slice() {
+            [one] => Ok(one.to_string()),
+            [] => Err(DeployError::Usage(format!(
+                "no recorded revision of {} starts with {to:?} (see gantry deployments {})",
+                self.key,
+                self.stack()
+            ))),
+            many => Err(DeployError::Usage(format!(
+                "{to:?} matches {} revisions of {}; give more of it",
+                many.len(),
+                self.key
+            ))),
+        }
+    }
+}
+
+/// Creates or updates the stack through the deploy state machine; see the module docs.
 pub async fn deploy_stack(
     client: &Client,
     opts: &StackOptions,
     history: &dyn HistoryStore,
     log: &Log,
-) -> Result<StackOutcome, DeployError> {
-    let existing = describe_stack(client, &opts.stack).await?;
-    let key = key_for(client, opts, existing.as_ref());
-    let holder = crate::history::acquire_lease_waiting(
-        history,
-        &key,
-        opts.machine.lease_ttl,
-        opts.machine.wait_lock,
-        log,
-    )
-    .await?;
-    let result = deploy_stack_leased(client, opts, history, log, &key).await;
-    if let Err(e) = history.release_lease(&key, &holder.id).await {
-        log.line(format!(
-            "warning: could not release the lease on {key}: {e}"
-        ));
+) -> StackDeploy {
+    let mut target = match StackTarget::new(client, opts, log.clone()).await {
+        Ok(t) => t,
+        Err(e) => return StackDeploy::not_started(e),
+    };
+    let report = machine::deploy(&mut target, history, &opts.machine, log).await;
+    let ok = report.ok();
+    StackDeploy {
+        changed: target.executed,
+        outputs: if ok { target.outputs } else { Vec::new() },
+        status: target.status,
+        report,
     }
-    result
 }
 
-async fn deploy_stack_leased(
+/// `--preview-only`: makes the change set, prints it and deletes it again (with the
+/// placeholder stack of a CREATE change set). Nothing is changed, no lease is taken.
+pub async fn preview_stack(
     client: &Client,
     opts: &StackOptions,
     history: &dyn HistoryStore,
     log: &Log,
-    key: &str,
-) -> Result<StackOutcome, DeployError> {
-    let stack = &opts.stack;
-    // Read again under the lease.
-    let existing = describe_stack(client, stack).await?;
-    if let Some(s) = &existing {
-        let status = s.stack_status().map(|x| x.as_str()).unwrap_or("");
-        if status == "ROLLBACK_COMPLETE" || status == "ROLLBACK_FAILED" {
-            return Err(DeployError::Usage(format!(
-                "stack {stack} is {status} (its creation failed); delete it before deploying again"
-            )));
-        }
-        if status.ends_with("_IN_PROGRESS") {
-            return Err(DeployError::Usage(format!(
-                "stack {stack} is busy ({status}); try again when it settles"
-            )));
-        }
-    }
-    let template = match &opts.template_file {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| {
-            DeployError::Usage(format!("cannot read template {}: {e}", path.display()))
-        })?,
-        None => {
-            if existing.is_none() {
-                return Err(DeployError::Usage(format!(
-                    "stack {stack} does not exist: pass --template FILE to create it"
-                )));
-            }
-            let r = client
-                .get_template()
-                .stack_name(stack)
-                .template_stage(TemplateStage::Original)
-                .send()
-                .await
-                .map_err(|e| DeployError::aws(&format!("GetTemplate {stack}"), e))?;
-            log.line("using the stack's current template");
-            r.template_body().unwrap_or_default().to_string()
-        }
-    };
-    let summary = client
-        .get_template_summary()
-        .template_body(&template)
-        .send()
-        .await
-        .ok();
-    let declared = summary.as_ref().map(|s| {
-        s.parameters()
-            .iter()
-            .filter_map(|p| p.parameter_key().map(str::to_string))
-            .collect::<HashSet<_>>()
-    });
-    let no_echo: HashSet<String> = summary
-        .as_ref()
-        .map(|s| {
-            s.parameters()
-                .iter()
-                .filter(|p| p.no_echo() == Some(true))
-                .filter_map(|p| p.parameter_key().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let previous = existing
-        .as_ref()
-        .map(|s| s.parameters().to_vec())
-        .unwrap_or_default();
-    let parameters = merge_parameters(&opts.parameters, &previous, declared.as_ref());
-    for p in &parameters {
-        let key = p.parameter_key().unwrap_or("?");
-        let how = if p.use_previous_value == Some(true) {
-            "(previous value)".to_string()
-        } else if opts.parameters.iter().any(|(k, _)| k == key) {
-            "(given)".to_string()
+) -> Result<(), DeployError> {
+    let mut target = StackTarget::new(client, opts, log.clone()).await?;
+    target.prepare(history).await?;
+    target.make_revision().await?;
+    if let Some(cs) = target.change_set.take() {
+        if cs.empty {
+            log.line("no changes: the stack is up to date");
         } else {
-            "(previous value)".to_string()
-        };
-        log.line(format!("parameter {key} {how}"));
-    }
-    let capabilities: Vec<Capability> = opts
-        .capabilities
-        .iter()
-        .map(|c| Capability::from(c.as_str()))
-        .collect();
-    let tags: Vec<Tag> = opts
-        .tags
-        .iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-    let tags = if tags.is_empty() { None } else { Some(tags) };
-
-    if opts.preview && existing.is_some() {
-        if let Err(e) =
-            preview_change_set(client, stack, &template, &parameters, &capabilities, log).await
-        {
-            log.line(format!("warning: no change-set preview: {e}"));
-        }
-    } else if opts.preview {
-        log.line(format!("stack {stack} does not exist: it will be created"));
-        if let Err(e) =
-            preview_create(client, stack, &template, &parameters, &capabilities, log).await
-        {
-            log.line(format!("warning: no change-set preview: {e}"));
+            target.discard(&cs).await;
         }
     }
-    if opts.preview_only {
-        let status = existing
-            .as_ref()
-            .and_then(|s| s.stack_status().map(|x| x.as_str().to_string()))
-            .unwrap_or_else(|| "NOT_CREATED".into());
-        return Ok(StackOutcome {
-            stack_id: String::new(),
-            status,
-            created: false,
-            changed: false,
-            outputs: Vec::new(),
-        });
-    }
-
-    let recorded = recorded_parameters(&parameters, &no_echo);
-    let revision = revision_of(&template, &recorded);
-    let previous = history
-        .records(key)
-        .await?
-        .into_iter()
-        .rev()
-        .find(|r| r.kind == RecordKind::Deploy && r.result == DeployResult::Succeeded)
-        .map(|r| r.revision);
-    let mut record =
-        DeploymentRecord::start(key, RecordKind::Deploy, &revision, previous.as_deref());
-    record.details.insert("template".into(), template.clone());
-    record.details.insert("parameters".into(), recorded);
-    history.save(&record).await?;
-    let since = aws_sdk_cloudformation::primitives::DateTime::from(std::time::SystemTime::now());
-    let created = existing.is_none();
-    let sent = if created {
-        client
-            .create_stack()
-            .stack_name(stack)
-            .template_body(&template)
-            .set_parameters(Some(parameters))
-            .set_capabilities(Some(capabilities))
-            .set_tags(tags)
-            .send()
-            .await
-            .map(|r| r.stack_id().map(str::to_string))
-            .map_err(|e| DeployError::aws(&format!("CreateStack {stack}"), e))
-    } else {
-        match client
-            .update_stack()
-            .stack_name(stack)
-            .template_body(&template)
-            .set_parameters(Some(parameters))
-            .set_capabilities(Some(capabilities))
-            .set_tags(tags)
-            .send()
-            .await
-        {
-            Ok(r) => Ok(r.stack_id().map(str::to_string)),
-            Err(e)
-                if e.message()
-                    .is_some_and(|m| m.contains("No updates are to be performed")) =>
-            {
-                log.line("no changes: the stack is up to date");
-                let s = describe_stack(client, stack)
-                    .await?
-                    .unwrap_or_else(|| Stack::builder().build());
-                let outcome = finish(&s, false, false, opts, log)?;
-                record
-                    .details
-                    .insert("stack_id".into(), outcome.stack_id.clone());
-                record.finish(DeployResult::Succeeded, Some("no changes".into()));
-                history.save(&record).await?;
-                return Ok(outcome);
-            }
-            Err(e) => Err(DeployError::aws(&format!("UpdateStack {stack}"), e)),
-        }
-    };
-    let stack_id = match sent {
-        Ok(id) => id.unwrap_or_else(|| stack.clone()),
-        Err(e) => {
-            record.finish(DeployResult::Failed, Some(e.to_string()));
-            history.save(&record).await?;
-            return Err(e);
-        }
-    };
-    record.details.insert("stack_id".into(), stack_id.clone());
-    history.save(&record).await?;
-    log.line(format!(
-        "{} {stack_id}",
-        if created { "creating" } else { "updating" }
-    ));
-    match wait_for_stack(
-        client,
-        &stack_id,
-        since,
-        opts.timeout,
-        opts.poll_interval,
-        log,
-    )
-    .await
-    {
-        Ok(s) => {
-            let outcome = finish(&s, created, true, opts, log)?;
-            record.finish(DeployResult::Succeeded, None);
-            history.save(&record).await?;
-            Ok(outcome)
-        }
-        Err(e) => {
-            // Typed: the stack's own settled status, not the error text.
-            let rolled = describe_stack(client, &stack_id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|s| s.stack_status().map(|x| x.as_str().to_string()))
-                .is_some_and(|st| st == "UPDATE_ROLLBACK_COMPLETE");
-            if rolled {
-                record.rolled_back_to = previous.clone();
-            }
-            record.finish(
-                if rolled {
-                    DeployResult::RolledBack
-                } else {
-                    DeployResult::Failed
-                },
-                Some(e.to_string()),
-            );
-            history.save(&record).await?;
-            Err(e)
-        }
-    }
+    Ok(())
 }
 
-/// `gantry rollback cloudformation STACK`: updates the stack with the template and parameters
-/// of its last known-good update other than the newest successful one, waits, and only then
-/// records the rollback as known good and withdraws "known good" from the revision left.
+/// `gantry rollback cloudformation STACK [--to REV]`: redeploys the template and parameters of
+/// `to`, else of the last known-good revision other than the live one, awaited and probed;
+/// only then is it known good and "known good" withdrawn from the revision left.
 pub async fn rollback_stack(
     client: &Client,
     opts: &StackOptions,
+    to: Option<&str>,
     history: &dyn HistoryStore,
     log: &Log,
-) -> Result<String, DeployError> {
-    let stack = &opts.stack;
-    let existing = describe_stack(client, stack).await?.ok_or_else(|| {
-        DeployError::Usage(format!(
-            "stack {stack} does not exist: nothing to roll back"
-        ))
-    })?;
-    let key = key_for(client, opts, Some(&existing));
-    let holder = crate::history::acquire_lease_waiting(
-        history,
-        &key,
-        opts.machine.lease_ttl,
-        opts.machine.wait_lock,
-        log,
-    )
-    .await?;
-    let result = rollback_stack_leased(client, opts, history, log, &key).await;
-    if let Err(e) = history.release_lease(&key, &holder.id).await {
-        log.line(format!(
-            "warning: could not release the lease on {key}: {e}"
-        ));
-    }
-    result
-}
-
-async fn rollback_stack_leased(
-    client: &Client,
-    opts: &StackOptions,
-    history: &dyn HistoryStore,
-    log: &Log,
-    key: &str,
-) -> Result<String, DeployError> {
-    let stack = &opts.stack;
-    let records = history.records(key).await?;
-    let live = records
-        .iter()
-        .rev()
-        .find(|r| r.result == DeployResult::Succeeded)
-        .map(|r| r.revision.clone());
-    let good = records
-        .iter()
-        .rev()
-        .find(|r| {
-            r.known_good
-                && Some(&r.revision) != live.as_ref()
-                && r.details.contains_key("template")
-        })
-        .cloned()
-        .ok_or_else(|| {
-            DeployError::Usage(format!(
-                "no earlier known-good template of {key} in {}; deploy one with gantry deploy cloudformation {stack} --template FILE",
-                history.location()
-            ))
-        })?;
-    let template = good.details.get("template").cloned().unwrap_or_default();
-    let parameters = parameters_from_record(
-        good.details
-            .get("parameters")
-            .map(String::as_str)
-            .unwrap_or("{}"),
-    )?;
-    log.line(format!(
-        "rolling back {stack}: {} -> {} (last known-good, deployed {})",
-        live.as_deref().unwrap_or("?"),
-        good.revision,
-        good.started_at
-    ));
-    let mut record =
-        DeploymentRecord::start(key, RecordKind::Rollback, &good.revision, live.as_deref());
-    record.details = good.details.clone();
-    if let Err(e) = history.save(&record).await {
-        log.line(format!(
-            "warning: the rollback record could not be written ({e}); rolling back anyway"
-        ));
-    }
-    let capabilities: Vec<Capability> = opts
-        .capabilities
-        .iter()
-        .map(|c| Capability::from(c.as_str()))
-        .collect();
-    let since = aws_sdk_cloudformation::primitives::DateTime::from(std::time::SystemTime::now());
-    let sent = client
-        .update_stack()
-        .stack_name(stack)
-        .template_body(&template)
-        .set_parameters(Some(parameters))
-        .set_capabilities(Some(capabilities))
-        .send()
-        .await;
-    let stack_id = match sent {
-        Ok(r) => r.stack_id().unwrap_or(stack).to_string(),
-        Err(e)
-            if e.message()
-                .is_some_and(|m| m.contains("No updates are to be performed")) =>
-        {
-            stack.clone()
-        }
-        Err(e) => {
-            let err = DeployError::aws(&format!("UpdateStack {stack} (rollback)"), e);
-            record.finish(DeployResult::Failed, Some(err.to_string()));
-            let _ = history.save(&record).await;
-            return Err(err);
-        }
+) -> Report {
+    let mut target = match StackTarget::new(client, opts, log.clone()).await {
+        Ok(t) => t,
+        Err(e) => return StackDeploy::not_started(e).report,
     };
-    match wait_for_stack(
-        client,
-        &stack_id,
-        since,
-        opts.timeout,
-        opts.poll_interval,
-        log,
-    )
-    .await
-    {
-        Ok(s) => {
-            record.finish(DeployResult::Succeeded, None);
-            let mut warn = String::new();
-            if let Err(e) = history.save(&record).await {
-                warn = format!(" (warning: the rollback record could not be written: {e})");
-            } else if let Some(bad) = &live {
-                let _ = crate::history::withdraw_known_good(
-                    history,
-                    key,
-                    bad,
-                    &format!("rolled back to {} by hand", good.revision),
-                )
-                .await;
-            }
-            Ok(format!(
-                "stack {stack} is back on {} ({}){warn}",
-                good.revision,
-                s.stack_status().map(|x| x.as_str()).unwrap_or("?")
-            ))
-        }
-        Err(e) => {
-            record.finish(DeployResult::Failed, Some(e.to_string()));
-            let _ = history.save(&record).await;
-            Err(e)
-        }
+    if target.stack_id.is_none() {
+        return StackDeploy::not_started(DeployError::Usage(format!(
+            "stack {} does not exist: nothing to roll back",
+            opts.stack
+        )))
+        .report;
     }
+    machine::rollback(&mut target, history, to, &opts.machine, log).await
 }
 
-fn finish(
-    s: &Stack,
-    created: bool,
-    changed: bool,
-    opts: &StackOptions,
-    log: &Log,
-) -> Result<StackOutcome, DeployError> {
-    let outputs: Vec<(String, String)> = s
-        .outputs()
-        .iter()
-        .map(|o| {
-            (
-                o.output_key().unwrap_or_default().to_string(),
-                o.output_value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    if !outputs.is_empty() {
-        log.line("outputs:");
-        for (k, v) in &outputs {
-            log.line(format!("  {k} = {v}"));
+impl StackDeploy {
+    fn not_started(e: DeployError) -> Self {
+        StackDeploy {
+            report: Report::not_started(e.to_string()),
+            outputs: Vec::new(),
+            status: None,
+            changed: false,
         }
     }
-    if let Some(path) = &opts.outputs_dotenv {
-        std::fs::write(path, dotenv(&outputs))
-            .map_err(|e| DeployError::Usage(format!("cannot write {}: {e}", path.display())))?;
-        log.line(format!(
-            "wrote {} output(s) to {}",
-            outputs.len(),
-            path.display()
-        ));
-    }
-    Ok(StackOutcome {
-        stack_id: s.stack_id().unwrap_or_default().into(),
-        status: s
-            .stack_status()
-            .map(|x| x.as_str().to_string())
-            .unwrap_or_default(),
-        created,
-        changed,
-        outputs,
-    })
 }
 
 /// `KEY=value` lines (GitLab's `artifacts:reports:dotenv` format): one line per output,
@@ -668,181 +974,6 @@ pub fn dotenv(outputs: &[(String, String)]) -> String {
             format!("{key}={}\n", v.replace('\n', "\\n"))
         })
         .collect()
-}
-
-async fn preview_change_set(
-    client: &Client,
-    stack: &str,
-    template: &str,
-    parameters: &[Parameter],
-    capabilities: &[Capability],
-    log: &Log,
-) -> Result<(), DeployError> {
-    let name = format!(
-        "gantry-preview-{}",
-        chrono::Utc::now().format("%Y%m%d%H%M%S")
-    );
-    client
-        .create_change_set()
-        .stack_name(stack)
-        .change_set_name(&name)
-        .change_set_type(ChangeSetType::Update)
-        .template_body(template)
-        .set_parameters(Some(parameters.to_vec()))
-        .set_capabilities(Some(capabilities.to_vec()))
-        .send()
-        .await
-        .map_err(|e| DeployError::aws("CreateChangeSet", e))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let result = loop {
-        let d = client
-            .describe_change_set()
-            .stack_name(stack)
-            .change_set_name(&name)
-            .send()
-            .await
-            .map_err(|e| DeployError::aws("DescribeChangeSet", e))?;
-        let status = d
-            .status()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default();
-        if status == "CREATE_COMPLETE" {
-            log.line(format!(
-                "change set preview ({} change(s)):",
-                d.changes().len()
-            ));
-            if d.changes().is_empty() {
-                log.line("  (no resource changes listed)");
-            }
-            for c in d.changes() {
-                if let Some(rc) = c.resource_change() {
-                    log.line(format!(
-                        "  {:<8} {} ({}){}",
-                        rc.action().map(|a| a.as_str()).unwrap_or("?"),
-                        rc.logical_resource_id().unwrap_or("?"),
-                        rc.resource_type().unwrap_or("?"),
-                        rc.replacement()
-                            .map(|r| format!(" replacement: {}", r.as_str()))
-                            .unwrap_or_default()
-                    ));
-                }
-            }
-            break Ok(());
-        }
-        if status == "FAILED" {
-            let reason = d.status_reason().unwrap_or("no reason").to_string();
-            if reason.contains("didn't contain changes") || reason.contains("No updates") {
-                log.line("change set preview: no changes");
-                break Ok(());
-            }
-            break Err(DeployError::Aws(format!("change set failed: {reason}")));
-        }
-        if Instant::now() >= deadline {
-            break Err(DeployError::Aws(
-                "change set was not ready within 120s".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    // The preview is only a preview: the stack is then updated with the same inputs.
-    let _ = client
-        .delete_change_set()
-        .stack_name(stack)
-        .change_set_name(&name)
-        .send()
-        .await;
-    result
-}
-
-/// A change-set preview for a stack that does not exist yet: CloudFormation can only describe
-/// a CREATE change set through a placeholder stack (REVIEW_IN_PROGRESS), which is deleted
-/// again so the creation itself goes through CreateStack like before.
-async fn preview_create(
-    client: &Client,
-    stack: &str,
-    template: &str,
-    parameters: &[Parameter],
-    capabilities: &[Capability],
-    log: &Log,
-) -> Result<(), DeployError> {
-    let name = format!(
-        "gantry-preview-{}",
-        chrono::Utc::now().format("%Y%m%d%H%M%S")
-    );
-    client
-        .create_change_set()
-        .stack_name(stack)
-        .change_set_name(&name)
-        .change_set_type(ChangeSetType::Create)
-        .template_body(template)
-        .set_parameters(Some(parameters.to_vec()))
-        .set_capabilities(Some(capabilities.to_vec()))
-        .send()
-        .await
-        .map_err(|e| DeployError::aws("CreateChangeSet (create preview)", e))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let result = loop {
-        let d = client
-            .describe_change_set()
-            .stack_name(stack)
-            .change_set_name(&name)
-            .send()
-            .await
-            .map_err(|e| DeployError::aws("DescribeChangeSet", e))?;
-        let status = d
-            .status()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default();
-        if status == "CREATE_COMPLETE" {
-            log.line(format!(
-                "change set preview ({} change(s)):",
-                d.changes().len()
-            ));
-            for c in d.changes() {
-                if let Some(rc) = c.resource_change() {
-                    log.line(format!(
-                        "  {:<8} {} ({})",
-                        rc.action().map(|a| a.as_str()).unwrap_or("?"),
-                        rc.logical_resource_id().unwrap_or("?"),
-                        rc.resource_type().unwrap_or("?"),
-                    ));
-                }
-            }
-            break Ok(());
-        }
-        if status == "FAILED" {
-            break Err(DeployError::Aws(format!(
-                "change set failed: {}",
-                d.status_reason().unwrap_or("no reason")
-            )));
-        }
-        if Instant::now() >= deadline {
-            break Err(DeployError::Aws(
-                "change set was not ready within 120s".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let _ = client
-        .delete_change_set()
-        .stack_name(stack)
-        .change_set_name(&name)
-        .send()
-        .await;
-    // The placeholder stack of a CREATE change set stays in REVIEW_IN_PROGRESS: remove it.
-    if let Ok(Some(s)) = describe_stack(client, stack).await
-        && s.stack_status().map(|x| x.as_str()) == Some("REVIEW_IN_PROGRESS")
-    {
-        let _ = client.delete_stack().stack_name(stack).send().await;
-        let gone = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < gone {
-            match describe_stack(client, stack).await {
-                Ok(None) => break,
-                _ => tokio::time::sleep(Duration::from_millis(300)).await,
-            }
-        }
-    }
-    result
 }
 
 /// Polls the stack, printing new events oldest first, until it leaves *_IN_PROGRESS.

@@ -561,6 +561,9 @@ pub struct LocalTarget<'d, 'h> {
     next_revision: u32,
     /// The id of the new revision's container once it is `NAME`.
     final_id: Option<String>,
+    /// Set when the cut-over starts (the live revision is stopped): from then on an
+    /// interrupted deploy may have changed what serves.
+    cutting_over: bool,
 }
 
 impl<'d, 'h> LocalTarget<'d, 'h> {
@@ -573,6 +576,7 @@ impl<'d, 'h> LocalTarget<'d, 'h> {
             live: None,
             next_revision: 1,
             final_id: None,
+            cutting_over: false,
         }
     }
 
@@ -703,6 +707,7 @@ impl Target for LocalTarget<'_, '_> {
             }
         }
         // Phase 2: cut over.
+        self.cutting_over = true;
         if let Some(l) = &self.live {
             if l.running {
                 self.d
@@ -824,6 +829,14 @@ impl Target for LocalTarget<'_, '_> {
             awaited: true,
             note: why,
         })
+    }
+
+    fn live_after_interrupt(&self) -> machine::LiveAfterFailure {
+        if self.cutting_over {
+            machine::LiveAfterFailure::Changed
+        } else {
+            machine::LiveAfterFailure::Unchanged
+        }
     }
 
     async fn abandon(&mut self, rev: &MachineRevision) {

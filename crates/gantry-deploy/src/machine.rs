@@ -1,4 +1,5 @@
-//! The one deploy state machine every target goes through (ECS, the local engine).
+//! The one deploy state machine every target goes through (ECS, CloudFormation, the local
+//! engine).
 //!
 //! A [`Target`] knows how to make a revision, roll it out, observe the rollout, probe its
 //! health and roll back. This module owns everything around that, once:
@@ -116,6 +117,12 @@ pub trait Target {
     async fn probe(&mut self, rev: &Revision) -> Result<String, Failure>;
     /// Returns the target to `plan`, awaited and probed like a deploy.
     async fn roll_back(&mut self, plan: &RollbackPlan) -> Result<RolledBack, DeployError>;
+    /// Where a SIGINT/SIGTERM that stopped `roll_out`/`observe`/`probe` left the target:
+    /// `Unchanged` only when the new revision cannot have taken traffic yet (a candidate
+    /// checked beside the live revision). The default assumes the worst.
+    fn live_after_interrupt(&self) -> LiveAfterFailure {
+        LiveAfterFailure::Changed
+    }
     /// Cleans up a failed revision that never took traffic (e.g. a candidate container).
     async fn abandon(&mut self, _rev: &Revision) {}
     /// After a success (e.g. prune old revisions); returns notes to print.
@@ -202,6 +209,14 @@ impl Report {
         }
     }
 
+    /// Nothing was changed, for `reason`.
+    pub fn not_started(reason: impl Into<String>) -> Self {
+        Report::new(Outcome::NotStarted {
+            reason: reason.into(),
+            locked: false,
+        })
+    }
+
     pub fn ok(&self) -> bool {
         matches!(
             self.outcome,
@@ -285,7 +300,26 @@ pub async fn deploy<T: Target>(
     log: &Log,
 ) -> Report {
     let key = target.key();
-    let holder = match acquire_lease_waiting(store, &key, opts.lease_ttl, opts.wait_lock, log).await
+    leased(
+        store,
+        &key,
+        opts,
+        log,
+        deploy_leased(target, store, opts, log, &key),
+    )
+    .await
+}
+
+/// Runs `work` (not started yet) while holding `key`'s lease; a held lease is a
+/// `NotStarted` report naming the holder. The one place a lease is taken and released.
+async fn leased(
+    store: &dyn HistoryStore,
+    key: &str,
+    opts: &MachineOptions,
+    log: &Log,
+    work: impl std::future::Future<Output = Report>,
+) -> Report {
+    let holder = match acquire_lease_waiting(store, key, opts.lease_ttl, opts.wait_lock, log).await
     {
         Ok(h) => h,
         Err(e) => {
@@ -295,8 +329,8 @@ pub async fn deploy<T: Target>(
             });
         }
     };
-    let report = deploy_leased(target, store, opts, log, &key).await;
-    if let Err(e) = store.release_lease(&key, &holder.id).await {
+    let report = work.await;
+    if let Err(e) = store.release_lease(key, &holder.id).await {
         log.line(format!(
             "warning: could not release the lease on {key} (it expires by itself at {}): {e}",
             holder.expires_at
@@ -312,12 +346,7 @@ async fn deploy_leased<T: Target>(
     log: &Log,
     key: &str,
 ) -> Report {
-    let not_started = |reason: String| {
-        Report::new(Outcome::NotStarted {
-            reason,
-            locked: false,
-        })
-    };
+    let not_started = Report::not_started;
     if let Err(e) = target.prepare(store).await {
         return not_started(e.to_string());
     }
@@ -448,7 +477,10 @@ async fn deploy_leased<T: Target>(
         }
         Phase::Interrupted(sig) => {
             log.line(format!("{sig} received: stopping the deploy"));
-            let f = Failure::changed(format!("interrupted by {sig}"));
+            let f = Failure {
+                reason: format!("interrupted by {sig}"),
+                live: target.live_after_interrupt(),
+            };
             fail(
                 target,
                 store,
@@ -511,6 +543,14 @@ async fn fail<T: Target>(
                 .unwrap_or("nothing".into())
         );
         let outcome = match &before {
+            // --no-rollback asked to leave things as they are: recorded as interrupted.
+            Some(_) if signal.is_some() && !opts.rollback => {
+                record.finish(DeployResult::Interrupted, Some(msg.clone()));
+                Outcome::Interrupted {
+                    revision: rev.id.clone(),
+                    signal: signal.unwrap_or("a signal").to_string(),
+                }
+            }
             Some(b) => {
                 record.rolled_back_to = Some(b.clone());
                 record.finish(DeployResult::RolledBack, Some(msg.clone()));
@@ -746,23 +786,14 @@ pub async fn rollback<T: Target>(
     log: &Log,
 ) -> Report {
     let key = target.key();
-    let holder = match acquire_lease_waiting(store, &key, opts.lease_ttl, opts.wait_lock, log).await
-    {
-        Ok(h) => h,
-        Err(e) => {
-            return Report::new(Outcome::NotStarted {
-                locked: matches!(e, DeployError::Locked(_)),
-                reason: e.to_string(),
-            });
-        }
-    };
-    let report = rollback_leased(target, store, to, log, &key).await;
-    if let Err(e) = store.release_lease(&key, &holder.id).await {
-        log.line(format!(
-            "warning: could not release the lease on {key}: {e}"
-        ));
-    }
-    report
+    leased(
+        store,
+        &key,
+        opts,
+        log,
+        rollback_leased(target, store, to, log, &key),
+    )
+    .await
 }
 
 async fn rollback_leased<T: Target>(
@@ -772,12 +803,7 @@ async fn rollback_leased<T: Target>(
     log: &Log,
     key: &str,
 ) -> Report {
-    let not_started = |reason: String| {
-        Report::new(Outcome::NotStarted {
-            reason,
-            locked: false,
-        })
-    };
+    let not_started = Report::not_started;
     if let Err(e) = target.prepare(store).await {
         return not_started(e.to_string());
     }

@@ -9,59 +9,11 @@ mod common;
 use std::time::Duration;
 
 use aws_sdk_ecs::Client;
-use aws_sdk_ecs::types::{ContainerDefinition, KeyValuePair};
 use gantry_deploy::DeployResult;
 use gantry_deploy::ecs::rollout::{ScriptedObserver, script};
 use gantry_deploy::ecs::{EcsDeployOptions, EcsDeployer, RunTaskOptions, SdkObserver};
 use gantry_deploy::history::{HistoryStore, MemoryHistoryStore, RecordKind};
 use gantry_deploy::{Log, aws};
-
-async fn ecs_client(moto: &common::Moto) -> Client {
-    let cfg = aws::load_config(&common::aws_options(moto))
-        .await
-        .expect("aws config");
-    Client::new(&cfg)
-}
-
-/// Cluster `c1`, task family `web` (container `app`, image `registry.local/app:1`, env A=1),
-/// service `NAME` on web:1 with 2 tasks. Returns the web:1 ARN.
-async fn fixture(client: &Client, service: &str) -> String {
-    client
-        .create_cluster()
-        .cluster_name("c1")
-        .send()
-        .await
-        .expect("cluster");
-    let td = client
-        .register_task_definition()
-        .family("web")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("app")
-                .image("registry.local/app:1")
-                .memory(128)
-                .environment(KeyValuePair::builder().name("A").value("1").build())
-                .build(),
-        )
-        .send()
-        .await
-        .expect("register web");
-    let arn = td
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .expect("arn")
-        .to_string();
-    client
-        .create_service()
-        .cluster("c1")
-        .service_name(service)
-        .task_definition(&arn)
-        .desired_count(2)
-        .send()
-        .await
-        .expect("service");
-    arn
-}
 
 async fn service_task_definition(client: &Client, service: &str) -> String {
     let r = client
@@ -108,8 +60,8 @@ async fn deploy_registers_revision_with_image_env_secrets_and_updates_service() 
     let Some(moto) = common::start_moto("deploy_registers_revision") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    let web1 = fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    let web1 = common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     let deployer = EcsDeployer::new(
         client.clone(),
@@ -171,8 +123,8 @@ async fn keep_revisions_deregisters_older_ones_but_not_the_running_one() {
     let Some(moto) = common::start_moto("keep_revisions") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    let web1 = fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    let web1 = common::ecs_fixture(&client, "web", 2).await;
     let (td, _) = gantry_deploy::ecs::describe_task_definition(&client, &web1)
         .await
         .expect("td");
@@ -232,8 +184,8 @@ async fn several_services_in_one_run() {
     let Some(moto) = common::start_moto("several_services") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    let web1 = fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    let web1 = common::ecs_fixture(&client, "web", 2).await;
     client
         .create_service()
         .cluster("c1")
@@ -275,8 +227,8 @@ async fn rollback_goes_to_the_last_known_good_revision() {
     let Some(moto) = common::start_moto("rollback_known_good") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     // Scripted: moto never reports COMPLETED or FAILED. Deploy 1 completes (web:2 becomes
     // known good); deploy 2 (web:3) FAILS; the rollback's rollout then completes.
@@ -336,8 +288,8 @@ async fn timeout_without_history_rolls_back_to_the_revision_that_ran_before() {
     let Some(moto) = common::start_moto("timeout_rollback") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    let web1 = fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    let web1 = common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     // Scripted: IN_PROGRESS forever until the timeout (what moto would also do), then the
     // rollback completes.
@@ -366,8 +318,8 @@ async fn circuit_breaker_rollback_is_reported_and_followed() {
     let Some(moto) = common::start_moto("circuit_breaker") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    let web1 = fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    let web1 = common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     // Scripted: moto has no circuit breaker. ECS replaces our PRIMARY deployment with a
     // rollback deployment (new id) on web:1, which then completes.
@@ -411,8 +363,8 @@ async fn unable_event_fails_and_no_rollback_leaves_the_service() {
     let Some(moto) = common::start_moto("unable_event") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     // Scripted: moto's service events list is always empty.
     let observer = ScriptedObserver::new().then(script::unable_event);
@@ -449,8 +401,8 @@ async fn failed_health_check_after_rollout_rolls_back() {
     let Some(moto) = common::start_moto("health_rollback") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    let web1 = fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    let web1 = common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     // Scripted rollout states (moto never completes); the health probe is real HTTP.
     let observer = ScriptedObserver::new()
@@ -481,8 +433,8 @@ async fn manual_rollback_to_a_revision() {
     let Some(moto) = common::start_moto("manual_rollback") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    let web1 = fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    let web1 = common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     let deployer = EcsDeployer::new(
         client.clone(),
@@ -529,7 +481,7 @@ async fn assume_role_acts_in_the_second_account() {
     opts.assume_role = Some("arn:aws:iam::222222222222:role/deployer".into());
     let cfg = aws::load_config(&opts).await.expect("assume role");
     let client = Client::new(&cfg);
-    let web1 = fixture(&client, "web").await;
+    let web1 = common::ecs_fixture(&client, "web", 2).await;
     assert_eq!(aws::arn_account(&web1), Some("222222222222"), "{web1}");
     let history = MemoryHistoryStore::default();
     let deployer = EcsDeployer::new(
@@ -566,8 +518,8 @@ async fn one_off_task_waits_for_stopped_and_returns_the_exit_code() {
     let Some(moto) = common::start_moto("run_task") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    common::ecs_fixture(&client, "web", 2).await;
     let opts = RunTaskOptions {
         cluster: "c1".into(),
         task: "web:1".into(),
@@ -595,8 +547,8 @@ async fn missing_service_and_unknown_container_are_clear_errors() {
     let Some(moto) = common::start_moto("errors") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     let deployer = EcsDeployer::new(
         client.clone(),
@@ -628,8 +580,8 @@ async fn scale_sets_the_desired_count_with_the_deploy() {
     let Some(moto) = common::start_moto("scale") else {
         return;
     };
-    let client = ecs_client(&moto).await;
-    fixture(&client, "web").await;
+    let client = common::ecs_client(&moto).await;
+    common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     let deployer = EcsDeployer::new(
         client.clone(),

@@ -9,58 +9,13 @@ mod common;
 use std::time::Duration;
 
 use aws_sdk_ecs::Client;
-use aws_sdk_ecs::types::ContainerDefinition;
 use gantry_deploy::ecs::rollout::{ScriptedObserver, script};
 use gantry_deploy::ecs::{EcsDeployOptions, EcsDeployer};
 use gantry_deploy::history::{
-    self, DeploymentRecord, HistoryStore, LeaseAttempt, LeaseHolder, MemoryHistoryStore, RecordKind,
+    DeploymentRecord, HistoryStore, LeaseAttempt, LeaseHolder, MemoryHistoryStore, RecordKind,
 };
 use gantry_deploy::machine::Outcome;
-use gantry_deploy::{DeployError, DeployResult, Log, aws};
-
-async fn ecs_in(moto: &common::Moto, region: &str, role: Option<&str>) -> Client {
-    let mut o = common::aws_options(moto);
-    o.region = Some(region.into());
-    o.assume_role = role.map(str::to_string);
-    Client::new(&aws::load_config(&o).await.expect("aws config"))
-}
-
-/// Cluster c1, family web (container app), service web on web:1 with `desired` tasks.
-async fn fixture(client: &Client, desired: i32) -> String {
-    client
-        .create_cluster()
-        .cluster_name("c1")
-        .send()
-        .await
-        .expect("cluster");
-    let arn = client
-        .register_task_definition()
-        .family("web")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("app")
-                .image("registry.local/app:1")
-                .memory(128)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("register")
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .expect("arn")
-        .to_string();
-    client
-        .create_service()
-        .cluster("c1")
-        .service_name("web")
-        .task_definition(&arn)
-        .desired_count(desired)
-        .send()
-        .await
-        .expect("service");
-    arn
-}
+use gantry_deploy::{DeployError, DeployResult, Log};
 
 async fn service_state(client: &Client) -> (String, i32) {
     let r = client
@@ -85,48 +40,23 @@ fn opts(tag: &str) -> EcsDeployOptions {
     o
 }
 
-async fn s3_store(moto: &common::Moto, bucket: &str) -> Box<dyn HistoryStore> {
-    let o = common::aws_options(moto);
-    let cfg = aws::load_config(&o).await.expect("cfg");
-    let s3 = gantry_deploy::sdk::s3::Client::from_conf(
-        gantry_deploy::sdk::s3::config::Builder::from(&cfg)
-            .force_path_style(true)
-            .build(),
-    );
-    let _ = s3
-        .create_bucket()
-        .bucket(bucket)
-        .create_bucket_configuration(
-            gantry_deploy::sdk::s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(
-                    gantry_deploy::sdk::s3::types::BucketLocationConstraint::EuWest1,
-                )
-                .build(),
-        )
-        .send()
-        .await;
-    history::open(&format!("s3://{bucket}/deploys"), &o)
-        .await
-        .expect("open s3 history")
-}
-
 #[tokio::test]
 async fn history_keys_name_account_and_region_so_another_regions_revision_is_never_the_rollback_target()
  {
     let Some(moto) = common::start_moto("keys_account_region") else {
         return;
     };
-    let eu = ecs_in(&moto, "eu-west-1", None).await;
-    let us = ecs_in(&moto, "us-west-2", None).await;
-    let other_account = ecs_in(
+    let eu = common::ecs_client_in(&moto, "eu-west-1", None).await;
+    let us = common::ecs_client_in(&moto, "us-west-2", None).await;
+    let other_account = common::ecs_client_in(
         &moto,
         "us-west-2",
         Some("arn:aws:iam::222222222222:role/deployer"),
     )
     .await;
-    fixture(&eu, 1).await;
-    let us_web1 = fixture(&us, 1).await;
-    fixture(&other_account, 1).await;
+    common::ecs_fixture(&eu, "web", 1).await;
+    let us_web1 = common::ecs_fixture(&us, "web", 1).await;
+    common::ecs_fixture(&other_account, "web", 1).await;
     let history = MemoryHistoryStore::default();
     // Scripted rollout states: a good deploy in eu-west-1 and in the other account.
     for client in [&eu, &other_account] {
@@ -175,8 +105,8 @@ async fn inactive_known_good_revision_is_reregistered_and_rolled_to() {
     let Some(moto) = common::start_moto("inactive_target") else {
         return;
     };
-    let client = ecs_in(&moto, "eu-west-1", None).await;
-    fixture(&client, 1).await;
+    let client = common::ecs_client_in(&moto, "eu-west-1", None).await;
+    common::ecs_fixture(&client, "web", 1).await;
     let history = MemoryHistoryStore::default();
     // Scripted: web:2 completes (known good), web:3 FAILS, the rollback completes.
     let observer = ScriptedObserver::new()
@@ -225,8 +155,8 @@ async fn rollback_restores_the_desired_count_the_good_revision_ran_with() {
     let Some(moto) = common::start_moto("desired_count") else {
         return;
     };
-    let client = ecs_in(&moto, "eu-west-1", None).await;
-    fixture(&client, 2).await;
+    let client = common::ecs_client_in(&moto, "eu-west-1", None).await;
+    common::ecs_fixture(&client, "web", 2).await;
     let history = MemoryHistoryStore::default();
     let observer = ScriptedObserver::new()
         .then(|c| script::primary(c, "COMPLETED"))
@@ -297,8 +227,8 @@ async fn a_failed_history_write_never_prevents_the_rollback() {
     let Some(moto) = common::start_moto("history_write_fails") else {
         return;
     };
-    let client = ecs_in(&moto, "eu-west-1", None).await;
-    let web1 = fixture(&client, 1).await;
+    let client = common::ecs_client_in(&moto, "eu-west-1", None).await;
+    let web1 = common::ecs_fixture(&client, "web", 1).await;
     let store = FailingWrites {
         inner: MemoryHistoryStore::default(),
         fail: false.into(),
@@ -327,8 +257,8 @@ async fn manual_rollback_withdraws_known_good_from_every_record_of_the_bad_revis
     let Some(moto) = common::start_moto("withdraw_after_success") else {
         return;
     };
-    let client = ecs_in(&moto, "eu-west-1", None).await;
-    fixture(&client, 1).await;
+    let client = common::ecs_client_in(&moto, "eu-west-1", None).await;
+    common::ecs_fixture(&client, "web", 1).await;
     let history = MemoryHistoryStore::default();
     // Scripted: web:2 completes twice (two known-good records), then a rollback to web:1 times
     // out (IN_PROGRESS), then a second rollback completes.
@@ -394,7 +324,7 @@ async fn s3_history_concurrent_writers_lose_no_record() {
     let target = "ecs:1:eu-west-1:c1/web";
     let mut tasks = Vec::new();
     for w in 0..4 {
-        let store = s3_store(&moto, "history").await;
+        let store = common::s3_store(&moto, "history").await;
         tasks.push(tokio::spawn(async move {
             for i in 0..8 {
                 let r =
@@ -406,7 +336,7 @@ async fn s3_history_concurrent_writers_lose_no_record() {
     for t in tasks {
         t.await.expect("join");
     }
-    let store = s3_store(&moto, "history").await;
+    let store = common::s3_store(&moto, "history").await;
     assert_eq!(store.records(target).await.expect("records").len(), 32);
     assert_eq!(store.list(Some("web")).await.expect("list").len(), 32);
 }
@@ -416,9 +346,9 @@ async fn a_second_deploy_of_one_service_fails_naming_the_holder_or_waits_for_the
     let Some(moto) = common::start_moto("lease_holder") else {
         return;
     };
-    let client = ecs_in(&moto, "eu-west-1", None).await;
-    fixture(&client, 1).await;
-    let store = s3_store(&moto, "leases").await;
+    let client = common::ecs_client_in(&moto, "eu-west-1", None).await;
+    common::ecs_fixture(&client, "web", 1).await;
+    let store = common::s3_store(&moto, "leases").await;
     let key = "ecs:123456789012:eu-west-1:c1/web";
     let mut holder = LeaseHolder::for_this_process(Duration::from_secs(60));
     holder.pipeline = Some("4711".into());
@@ -447,7 +377,7 @@ async fn a_second_deploy_of_one_service_fails_naming_the_holder_or_waits_for_the
     assert!(service_state(&client).await.0.ends_with("web:1"));
     // With --wait-lock it waits until the holder releases, then deploys.
     let release = {
-        let store = s3_store(&moto, "leases").await;
+        let store = common::s3_store(&moto, "leases").await;
         let id = holder.id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(700)).await;
@@ -467,5 +397,42 @@ async fn a_second_deploy_of_one_service_fails_naming_the_holder_or_waits_for_the
     assert_eq!(
         store.acquire_lease(key, &fresh).await.expect("take over"),
         LeaseAttempt::Acquired
+    );
+}
+
+/// Issue 9: the history key of a stack not created yet said `unknown-account` when the
+/// caller's account was unknown (STS failed, or a library caller passed none), so its first
+/// record never met the later ones, keyed by the stack ARN's account. Now such a deploy is
+/// refused before anything changes.
+#[tokio::test]
+async fn a_new_stack_without_a_known_account_is_refused_instead_of_keyed_unknown_account() {
+    let Some(moto) = common::start_moto("cfn_unknown_account") else {
+        return;
+    };
+    let client = common::cfn_client(&moto).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = dir.path().join("t.yml");
+    std::fs::write(
+        &template,
+        "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n",
+    )
+    .expect("write");
+    let history = gantry_deploy::history::MemoryHistoryStore::default();
+    let mut opts = gantry_deploy::cloudformation::StackOptions::new("fresh");
+    opts.template_file = Some(template);
+    let done =
+        gantry_deploy::cloudformation::deploy_stack(&client, &opts, &history, &Log::silent()).await;
+    assert!(!done.report.changed_anything(), "{}", done.report.message());
+    assert!(
+        done.report.message().contains("caller's AWS account"),
+        "{}",
+        done.report.message()
+    );
+    assert!(history.list(None).await.expect("list").is_empty());
+    assert!(
+        gantry_deploy::cloudformation::describe_stack(&client, "fresh")
+            .await
+            .expect("describe")
+            .is_none()
     );
 }

@@ -144,3 +144,24 @@ mod tests {
         assert_eq!(closest("zzzzzz", names.iter().copied()), None);
     }
 }
+
+/// Why a trigger job's child pipeline could not be created (GitLab fails
+/// the trigger job then).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChildPipelineError {
+    /// The child's configuration is invalid (the diagnostics, rendered).
+    #[error("the child pipeline's configuration is invalid: {0}")]
+    Invalid(String),
+    /// The artifact a dynamic child pipeline reads is not there.
+    #[error(
+        "the child pipeline's configuration `{path}` is not in the artifacts of `{job}`: {reason}"
+    )]
+    MissingArtifact {
+        job: String,
+        path: String,
+        reason: String,
+    },
+    /// The child pipeline has no jobs (GitLab does not create it).
+    #[error("the child pipeline has no jobs for this context")]
+    Empty,
+}

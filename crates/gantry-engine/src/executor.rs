@@ -39,6 +39,38 @@ impl JobStage {
     }
 }
 
+/// Which of a script's output streams bytes come from. The log file does
+/// not tell them apart (it is what the job printed); the live view marks
+/// stderr.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    #[default]
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    /// 0 for stdout, 1 for stderr (the index [`LineBuffers`] takes).
+    pub fn index(self) -> usize {
+        match self {
+            OutputStream::Stdout => 0,
+            OutputStream::Stderr => 1,
+        }
+    }
+
+    /// 1 is stderr; anything else is stdout.
+    pub fn from_index(index: usize) -> OutputStream {
+        if index == 1 {
+            OutputStream::Stderr
+        } else {
+            OutputStream::Stdout
+        }
+    }
+}
+
 /// Bytes of script output that may be in flight between an executor and the
 /// job's log pump before [`LogSink::send_output`] waits (backpressure).
 pub const LOG_BUDGET: usize = 1 << 20;
@@ -56,14 +88,14 @@ pub struct LogClosed;
 /// (see [`LineBuffers`]) so that a secret is never split by another stream.
 #[derive(Clone, Debug)]
 pub struct LogSink {
-    tx: tokio::sync::mpsc::UnboundedSender<(Vec<u8>, u32)>,
+    tx: tokio::sync::mpsc::UnboundedSender<(Vec<u8>, u32, OutputStream)>,
     budget: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// The engine's end of a [`LogSink`].
 #[derive(Debug)]
 pub struct LogReceiver {
-    rx: tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, u32)>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, u32, OutputStream)>,
     budget: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -83,11 +115,24 @@ pub fn log_channel() -> (LogSink, LogReceiver) {
 impl LogSink {
     /// A short message of the engine or executor; never waits.
     pub fn send(&self, bytes: Vec<u8>) -> Result<(), LogClosed> {
-        self.tx.send((bytes, 0)).map_err(|_| LogClosed)
+        self.tx
+            .send((bytes, 0, OutputStream::Stdout))
+            .map_err(|_| LogClosed)
     }
 
-    /// Script output: waits while the log is [`LOG_BUDGET`] bytes behind.
+    /// Script output (stdout): waits while the log is [`LOG_BUDGET`] bytes
+    /// behind.
     pub async fn send_output(&self, bytes: Vec<u8>) -> Result<(), LogClosed> {
+        self.send_output_from(OutputStream::Stdout, bytes).await
+    }
+
+    /// Script output of `stream` (whole lines, or pieces of one long line):
+    /// waits while the log is [`LOG_BUDGET`] bytes behind.
+    pub async fn send_output_from(
+        &self,
+        stream: OutputStream,
+        bytes: Vec<u8>,
+    ) -> Result<(), LogClosed> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -99,21 +144,39 @@ impl LogSink {
             .map_err(|_| LogClosed)?;
         // The receiver gives the permits back when it takes the chunk.
         permits.forget();
-        self.tx.send((bytes, want)).map_err(|_| LogClosed)
+        self.tx.send((bytes, want, stream)).map_err(|_| LogClosed)
+    }
+
+    /// Pieces from [`LineBuffers`], each with its stream.
+    pub async fn send_pieces(&self, pieces: Vec<(OutputStream, Vec<u8>)>) -> Result<(), LogClosed> {
+        for (stream, bytes) in pieces {
+            self.send_output_from(stream, bytes).await?;
+        }
+        Ok(())
     }
 }
 
 impl LogReceiver {
     /// The next chunk, or None when every sink is gone.
     pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        let (bytes, permits) = self.rx.recv().await?;
+        self.recv_from().await.map(|(bytes, _)| bytes)
+    }
+
+    /// The next chunk and its stream, or None when every sink is gone.
+    pub async fn recv_from(&mut self) -> Option<(Vec<u8>, OutputStream)> {
+        let (bytes, permits, stream) = self.rx.recv().await?;
         self.budget.add_permits(permits as usize);
-        Some(bytes)
+        Some((bytes, stream))
+    }
+
+    /// Whether no chunk is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
     }
 
     /// A chunk already queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Vec<u8>> {
-        let (bytes, permits) = self.rx.try_recv().ok()?;
+        let (bytes, permits, _) = self.rx.try_recv().ok()?;
         self.budget.add_permits(permits as usize);
         Some(bytes)
     }
@@ -157,8 +220,18 @@ impl LineBuffers {
     /// Feeds bytes of `stream` (0: stdout, 1: stderr, anything else is
     /// treated as stdout); returns what may be written to the log now.
     pub fn push(&mut self, stream: usize, bytes: &[u8]) -> Vec<u8> {
+        flatten(self.push_pieces(stream, bytes))
+    }
+
+    /// Everything still held (the end of the output).
+    pub fn finish(&mut self) -> Vec<u8> {
+        flatten(self.finish_pieces())
+    }
+
+    /// [`LineBuffers::push`], each piece with its stream.
+    pub fn push_pieces(&mut self, stream: usize, bytes: &[u8]) -> Vec<(OutputStream, Vec<u8>)> {
         let s = stream.min(1);
-        let mut out = Vec::new();
+        let mut out = Pieces::default();
         let mut rest = bytes;
         while !rest.is_empty() {
             match memchr_newline(rest) {
@@ -179,12 +252,12 @@ impl LineBuffers {
                 }
             }
         }
-        out
+        out.0
     }
 
-    /// Everything still held (the end of the output).
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
+    /// [`LineBuffers::finish`], each piece with its stream.
+    pub fn finish_pieces(&mut self) -> Vec<(OutputStream, Vec<u8>)> {
+        let mut out = Pieces::default();
         let first = self.open.unwrap_or(0);
         for s in [first, 1 - first] {
             if !self.partial[s].is_empty() {
@@ -195,12 +268,14 @@ impl LineBuffers {
                 self.emit_line(s, b"\n".to_vec(), true, &mut out);
             }
         }
-        out.append(&mut self.held);
-        out
+        if let Some(open) = self.open {
+            out.add(1 - open, std::mem::take(&mut self.held));
+        }
+        out.0
     }
 
     /// Passes on a line (`complete`) or a piece of a long one.
-    fn emit_line(&mut self, s: usize, bytes: Vec<u8>, complete: bool, out: &mut Vec<u8>) {
+    fn emit_line(&mut self, s: usize, bytes: Vec<u8>, complete: bool, out: &mut Pieces) {
         match self.open {
             Some(open) if open != s => {
                 // Another stream's long line is unfinished: wait for it.
@@ -215,10 +290,11 @@ impl LineBuffers {
                 }
             }
             _ => {
-                out.extend_from_slice(&bytes);
+                out.add(s, bytes);
                 if complete {
                     self.open = None;
-                    out.append(&mut self.held);
+                    // Held lines are the other stream's.
+                    out.add(1 - s, std::mem::take(&mut self.held));
                 } else {
                     self.open = Some(s);
                 }
@@ -226,15 +302,42 @@ impl LineBuffers {
         }
     }
 
-    /// Ends the open long line with a newline and releases the held lines.
-    fn close_open(&mut self, out: &mut Vec<u8>) {
+    /// Ends the open long line with a newline and releases the held lines
+    /// (the other stream's).
+    fn close_open(&mut self, out: &mut Pieces) {
         if let Some(open) = self.open.take() {
             // Anything still buffered of the open line goes first.
-            out.append(&mut self.partial[open]);
-            out.push(b'\n');
+            let mut rest = std::mem::take(&mut self.partial[open]);
+            rest.push(b'\n');
+            out.add(open, rest);
+            out.add(1 - open, std::mem::take(&mut self.held));
         }
-        out.append(&mut self.held);
     }
+}
+
+/// Output pieces in order; neighbours of one stream are joined.
+#[derive(Default)]
+struct Pieces(Vec<(OutputStream, Vec<u8>)>);
+
+impl Pieces {
+    fn add(&mut self, stream: usize, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let stream = OutputStream::from_index(stream);
+        match self.0.last_mut() {
+            Some((last, joined)) if *last == stream => joined.extend_from_slice(&bytes),
+            _ => self.0.push((stream, bytes)),
+        }
+    }
+}
+
+fn flatten(pieces: Vec<(OutputStream, Vec<u8>)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (_, bytes) in pieces {
+        out.extend_from_slice(&bytes);
+    }
+    out
 }
 
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
@@ -254,12 +357,20 @@ pub struct PrepareRequest {
     pub env: Vec<(String, String)>,
     /// Unique id of this pipeline run, for naming containers and networks.
     pub run_id: String,
+    /// The project's state directory on the host (`GANTRY_STATE_DIR`:
+    /// state that outlives a job, such as a deploy's history). A container
+    /// executor mounts it at [`STATE_DIR_IN_CONTAINER`].
+    pub state_dir: Option<PathBuf>,
     /// Which repository the run belongs to: [`repository_key`] of its
     /// absolute path. Executors label what they create with it, so that two
     /// repositories (even with the same folder name) never touch each
     /// other's objects.
     pub repository_key: String,
 }
+
+/// Where a container executor mounts the project's state directory; jobs
+/// find it in `GANTRY_STATE_DIR`.
+pub const STATE_DIR_IN_CONTAINER: &str = "/gantry-state";
 
 /// [`repository_key`] of the repository a job's build directory belongs to:
 /// the parent of the `.gantry` state directory above it (the directory

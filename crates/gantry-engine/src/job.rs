@@ -9,8 +9,8 @@
 use crate::archive::{self, Selection};
 use crate::cache;
 use crate::executor::{
-    ExecError, Executor, JobEnvironment, JobStage, LogSink, PrepareRequest, ScriptOutcome,
-    ScriptRequest,
+    ExecError, Executor, JobEnvironment, JobStage, LogSink, OutputStream, PrepareRequest,
+    ScriptOutcome, ScriptRequest,
 };
 use crate::payload::{AttemptStatus, Failure, JobOutcome, JobPayload};
 use crate::ports::{BlobStore, LogWriter, SourceProvider};
@@ -34,8 +34,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// What a job attempt tells whoever watches it, as it happens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobSignal {
-    /// A masked line of output (the scripts' or the stages' own).
-    Line(String),
+    /// A masked line of output (the scripts' or the stages' own), cut to
+    /// [`crate::mask::LogLines::LIVE_CAP`] bytes, and its stream.
+    Line { text: String, stream: OutputStream },
     /// A lifecycle stage begins.
     Stage(JobStage),
 }
@@ -44,13 +45,19 @@ pub enum JobSignal {
 pub struct JobPorts {
     /// The job's log (retries append).
     pub log: Box<dyn LogWriter>,
-    /// Live lines and stage events.
-    pub signals: Box<dyn Fn(JobSignal) + Send + Sync>,
+    /// Live lines and stage events, or `None` when nobody watches. The
+    /// channel is bounded: when the watcher is behind, the job's log pump
+    /// waits, then the executor, then the script on its pipe (memory stays
+    /// bounded whatever the output's speed).
+    pub signals: Option<tokio::sync::mpsc::Sender<JobSignal>>,
     pub blobs: Arc<dyn BlobStore>,
     pub sources: Arc<dyn SourceProvider>,
     pub executor: Arc<dyn Executor>,
     /// Host directory holding the jobs' build directories.
     pub builds_dir: PathBuf,
+    /// The project's state directory on the host, given to a container
+    /// executor to mount (the caller sets `GANTRY_STATE_DIR` to match).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Runs one attempt of a job through gitlab-runner's stages. Lines are
@@ -102,38 +109,49 @@ pub async fn run_job(
         sources,
         executor,
         builds_dir: _,
+        state_dir,
     } = ports;
     let pump = tokio::spawn(async move {
         // Masks, splits and cuts lines for the live view in linear time.
         let mut masker = crate::mask::LogLines::new(secrets, crate::mask::LogLines::LIVE_CAP);
         let mut lines = LineSplitter {
+            takes_bytes: log_writer.takes_bytes(),
             writer: log_writer,
-            signals,
+            live: Vec::new(),
+            stream: OutputStream::Stdout,
             partial: Vec::new(),
             log_ok: true,
         };
+
         let mut raw_open = true;
         let mut stage_open = true;
         while raw_open || stage_open {
             tokio::select! {
                 biased;
-                chunk = raw_rx.recv(), if raw_open => match chunk {
-                    Some(chunk) => {
-                        lines.take(&mut masker, &chunk);
-                        while let Some(chunk) = raw_rx.try_recv() {
-                            lines.take(&mut masker, &chunk);
+                chunk = raw_rx.recv_from(), if raw_open => match chunk {
+                    Some((chunk, stream)) => {
+                        // One chunk at a time: the lines waiting for the
+                        // watcher are those of one chunk (at most 1 MiB).
+                        lines.take(&mut masker, &chunk, stream);
+                        for (text, stream) in lines.live.drain(..) {
+                            send_signal(&signals, JobSignal::Line { text, stream }).await;
                         }
-                        lines.flush();
+                        if raw_rx.is_empty() {
+                            lines.flush();
+                        }
                     }
                     None => raw_open = false,
                 },
                 stage = stage_rx.recv(), if stage_open => match stage {
-                    Some(stage) => (lines.signals)(JobSignal::Stage(stage)),
+                    Some(stage) => send_signal(&signals, JobSignal::Stage(stage)).await,
                     None => stage_open = false,
                 },
             }
         }
         lines.finish(&mut masker);
+        for (text, stream) in lines.live.drain(..) {
+            send_signal(&signals, JobSignal::Line { text, stream }).await;
+        }
     });
     let log = JobLog {
         tx: raw_tx,
@@ -165,6 +183,7 @@ pub async fn run_job(
                 blobs: blobs.as_ref(),
                 sources: sources.as_ref(),
                 executor: executor.as_ref(),
+                state_dir: state_dir.as_deref(),
                 restore_failed: Default::default(),
             };
             lifecycle.run(&mut outcome).await;
@@ -187,26 +206,44 @@ pub async fn run_job(
     outcome
 }
 
-/// Splits masked output into lines for the log and the signals.
+/// Waits until the watcher has room for `signal`; a watcher that is gone
+/// no longer holds the job up.
+async fn send_signal(signals: &Option<tokio::sync::mpsc::Sender<JobSignal>>, signal: JobSignal) {
+    if let Some(tx) = signals {
+        let _ = tx.send(signal).await;
+    }
+}
+
+/// Splits masked output into lines for the log and the live view.
 struct LineSplitter {
     writer: Box<dyn LogWriter>,
-    signals: Box<dyn Fn(JobSignal) + Send + Sync>,
+    /// The writer takes bytes as they come (else lines are collected whole).
+    takes_bytes: bool,
+    /// Finished lines for the live view, cut to
+    /// [`crate::mask::LogLines::LIVE_CAP`], not yet sent, with the stream
+    /// of the chunk that ended them (executors send whole lines of one
+    /// stream at a time).
+    live: Vec<(String, OutputStream)>,
+    /// The stream of the last chunk (the last line's, at the end).
+    stream: OutputStream,
     partial: Vec<u8>,
     /// Cleared at the first write error (the disk is full): the run goes on.
     log_ok: bool,
 }
 
 impl LineSplitter {
-    /// Raw output through the masker: whole lines to the log, lines cut to
-    /// [`crate::mask::LogLines::LIVE_CAP`] to the signals.
-    fn take(&mut self, masker: &mut crate::mask::LogLines, chunk: &[u8]) {
-        let signals = &self.signals;
+    /// Raw output through the masker: bytes to the log as they come, lines
+    /// cut to [`crate::mask::LogLines::LIVE_CAP`] into `live`.
+    fn take(&mut self, masker: &mut crate::mask::LogLines, chunk: &[u8], stream: OutputStream) {
+        self.stream = stream;
+        let live = &mut self.live;
         let mut file = LogBytes {
             writer: &mut self.writer,
+            takes_bytes: self.takes_bytes,
             line: &mut self.partial,
             ok: &mut self.log_ok,
         };
-        let _ = masker.push(chunk, &mut file, &mut |line| signals(JobSignal::Line(line)));
+        let _ = masker.push(chunk, &mut file, &mut |line| live.push((line, stream)));
     }
 
     fn flush(&mut self) {
@@ -217,21 +254,25 @@ impl LineSplitter {
 
     /// The last line, even without a newline.
     fn finish(&mut self, masker: &mut crate::mask::LogLines) {
-        let signals = &self.signals;
+        let stream = self.stream;
+        let live = &mut self.live;
         let mut file = LogBytes {
             writer: &mut self.writer,
+            takes_bytes: self.takes_bytes,
             line: &mut self.partial,
             ok: &mut self.log_ok,
         };
-        let _ = masker.finish(&mut file, &mut |line| signals(JobSignal::Line(line)));
+        let _ = masker.finish(&mut file, &mut |line| live.push((line, stream)));
         self.flush();
     }
 }
 
-/// The log side of [`crate::mask::LogLines`]: bytes in, whole lines out to
-/// the [`LogWriter`] (a long line grows one buffer: linear).
+/// The log side of [`crate::mask::LogLines`]: bytes in, straight to a
+/// [`LogWriter`] that takes bytes (memory bounded whatever a line's
+/// length), else whole lines (a long line grows one buffer: linear).
 struct LogBytes<'a> {
     writer: &'a mut Box<dyn LogWriter>,
+    takes_bytes: bool,
     line: &'a mut Vec<u8>,
     /// Cleared at the first write error (the disk is full): the run goes on.
     ok: &'a mut bool,
@@ -239,6 +280,12 @@ struct LogBytes<'a> {
 
 impl std::io::Write for LogBytes<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.takes_bytes {
+            if *self.ok && self.writer.write_bytes(buf).is_err() {
+                *self.ok = false;
+            }
+            return Ok(buf.len());
+        }
         let mut rest = buf;
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
             self.line.extend_from_slice(&rest[..pos]);
@@ -298,6 +345,7 @@ struct Lifecycle<'a> {
     blobs: &'a dyn BlobStore,
     sources: &'a dyn SourceProvider,
     executor: &'a dyn Executor,
+    state_dir: Option<&'a std::path::Path>,
     log: &'a JobLog,
     env_map: &'a IndexMap<String, String>,
     files: &'a [(String, String)],
@@ -414,6 +462,7 @@ impl Lifecycle<'_> {
             ci_project_dir: self.payload.ci_project_dir.clone(),
             env: self.env_with_status("running"),
             run_id: self.payload.run_id.clone(),
+            state_dir: self.state_dir.map(PathBuf::from),
             repository_key: crate::executor::repository_key_of_build_dir(self.build_dir),
         };
         self.executor

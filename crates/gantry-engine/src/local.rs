@@ -185,6 +185,12 @@ impl LogWriter for FileLog {
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")
     }
+    fn takes_bytes(&self) -> bool {
+        true
+    }
+    fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes)
+    }
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }

@@ -53,8 +53,24 @@ pub trait RunStore: Send + Sync {
 
 /// One job's log.
 pub trait LogWriter: Send {
-    /// One masked line (without its newline).
+    /// One masked line (without its newline). Used only when
+    /// [`LogWriter::takes_bytes`] is false: the engine then holds a whole
+    /// line in memory before passing it on.
     fn write_line(&mut self, line: &str) -> std::io::Result<()>;
+    /// Whether the writer takes the log as bytes in pieces
+    /// ([`LogWriter::write_bytes`]): memory stays bounded whatever a
+    /// line's length.
+    fn takes_bytes(&self) -> bool {
+        false
+    }
+    /// Masked log bytes in order, lines ended by `\n`; a long line may come
+    /// in many pieces. Called only when [`LogWriter::takes_bytes`] is true.
+    fn write_bytes(&mut self, _bytes: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this log takes whole lines only",
+        ))
+    }
     /// Makes what was written visible to readers (`tail -f`).
     fn flush(&mut self) -> std::io::Result<()>;
 }
@@ -79,6 +95,20 @@ pub trait BlobStore: Send + Sync {
     fn cache_staging(&self, key: &str) -> PathBuf;
     /// Stores a written cache archive.
     fn commit_cache(&self, key: &str, staged: &Path) -> Result<(), StoreError>;
+}
+
+/// Plans the child pipeline of a `trigger:include` job (the caller knows
+/// the project's files and the parent's context; a server plans from its
+/// stored commit).
+pub trait ChildPlanner: Send + Sync {
+    /// The child pipeline of `trigger_job`: from its `trigger:include`
+    /// files, or from `generated` (`(name, YAML text)`: an artifact an
+    /// earlier job of the run made, for a dynamic child pipeline).
+    fn plan_child(
+        &self,
+        trigger_job: &gantry_config::model::Job,
+        generated: Option<(&str, &str)>,
+    ) -> Result<gantry_config::model::Pipeline, crate::error::ChildPipelineError>;
 }
 
 /// Where the events of a run go: the terminal, JSON lines, a web client.
@@ -116,10 +146,11 @@ enum Slot {
 }
 
 /// Executors by name, connected lazily (a run of shell jobs never talks
-/// to the container engine).
-#[derive(Default)]
+/// to the container engine). Clones share their executors: a child
+/// pipeline uses its parent's.
+#[derive(Clone, Default)]
 pub struct ExecutorRegistry {
-    slots: HashMap<String, Slot>,
+    slots: Arc<tokio::sync::Mutex<HashMap<String, Slot>>>,
 }
 
 impl ExecutorRegistry {
@@ -129,22 +160,30 @@ impl ExecutorRegistry {
 
     /// An executor that is ready now.
     pub fn insert(&mut self, name: &str, executor: Arc<dyn Executor>) {
-        self.slots.insert(name.into(), Slot::Ready(executor));
+        self.slots
+            .try_lock()
+            .expect("a registry being filled is not shared yet")
+            .insert(name.into(), Slot::Ready(executor));
     }
 
     /// An executor connected on first use.
     pub fn insert_lazy(&mut self, name: &str, connect: ConnectExecutor) {
-        self.slots.insert(name.into(), Slot::Pending(connect));
+        self.slots
+            .try_lock()
+            .expect("a registry being filled is not shared yet")
+            .insert(name.into(), Slot::Pending(connect));
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.slots.keys().map(String::as_str)
+    pub async fn names(&self) -> Vec<String> {
+        self.slots.lock().await.keys().cloned().collect()
     }
 
-    /// The executor `name`, connecting it if needed. A failed connection is
+    /// The executor `name`, connecting it if needed (one connection, also
+    /// when a child pipeline asks at the same time). A failed connection is
     /// remembered: every job on it fails with the same message.
     pub async fn get(&mut self, name: &str) -> Result<Arc<dyn Executor>, String> {
-        let Some(slot) = self.slots.get_mut(name) else {
+        let mut slots = self.slots.lock().await;
+        let Some(slot) = slots.get_mut(name) else {
             return Err(format!("no executor named `{name}`"));
         };
         match std::mem::replace(slot, Slot::Connecting) {
@@ -159,7 +198,7 @@ impl ExecutorRegistry {
             Slot::Connecting => Err(format!("executor `{name}` is connecting")),
             Slot::Pending(connect) => {
                 let result = connect().await;
-                let slot = self.slots.get_mut(name).expect("slot exists");
+                let slot = slots.get_mut(name).expect("slot exists");
                 match result {
                     Ok(e) => {
                         *slot = Slot::Ready(e.clone());
@@ -178,12 +217,20 @@ impl ExecutorRegistry {
     /// Shuts down every connected executor (run-wide resources such as
     /// networks); errors are returned by executor name.
     pub async fn shutdown(&self) -> Vec<(String, ExecError)> {
+        let ready: Vec<(String, Arc<dyn Executor>)> = {
+            let slots = self.slots.lock().await;
+            slots
+                .iter()
+                .filter_map(|(name, slot)| match slot {
+                    Slot::Ready(e) => Some((name.clone(), e.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
         let mut errors = Vec::new();
-        for (name, slot) in &self.slots {
-            if let Slot::Ready(e) = slot
-                && let Err(err) = e.shutdown().await
-            {
-                errors.push((name.clone(), err));
+        for (name, executor) in ready {
+            if let Err(err) = executor.shutdown().await {
+                errors.push((name, err));
             }
         }
         errors

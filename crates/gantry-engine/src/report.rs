@@ -2,6 +2,7 @@
 //! the human view (log lines prefixed by the job name in a stable colour,
 //! then a summary table).
 
+use crate::executor::OutputStream;
 use serde::Serialize;
 use std::io::Write;
 use std::time::Duration;
@@ -27,18 +28,15 @@ pub enum Event {
         job_id: u64,
     },
     /// A job attempt enters one of gitlab-runner's stages.
-    JobStage {
-        job: String,
-        stage: String,
-    },
+    JobStage { job: String, stage: String },
     Log {
         job: String,
         line: String,
+        /// `stdout` or `stderr` (the engine's own lines are `stdout`).
+        stream: OutputStream,
     },
     /// A message from Gantry about the run, not from a job.
-    Note {
-        message: String,
-    },
+    Note { message: String },
     JobFinished {
         job: String,
         stage: String,
@@ -74,6 +72,9 @@ pub enum OutputMode {
 #[derive(Clone, Debug, Serialize)]
 pub struct SummaryRow {
     pub job: String,
+    /// The trigger job whose child pipeline this job belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_of: Option<String>,
     pub stage: String,
     pub status: String,
     pub duration_ms: Option<u64>,
@@ -81,6 +82,9 @@ pub struct SummaryRow {
     pub reason: Option<String>,
     pub junit_failures: Vec<String>,
 }
+
+/// What marks a stderr line in the terminal when colours are off.
+pub const STDERR_MARK: &str = "! ";
 
 /// Lines of a failed job shown at the end of the run.
 pub const FAILED_TAIL_LINES: usize = 12;
@@ -223,8 +227,17 @@ impl Reporter {
     }
 
     /// A log line: commands (`$ cmd`) in bold green as gitlab-runner shows
-    /// them, Gantry's errors and warnings marked.
-    fn log_line(&self, line: &str) -> String {
+    /// them, Gantry's errors and warnings marked, stderr in red (without
+    /// colours: after a `!` marker). Only the terminal shows these; the log
+    /// file has the line as the job printed it.
+    fn log_line(&self, line: &str, stream: OutputStream) -> String {
+        if stream == OutputStream::Stderr {
+            return if self.color() {
+                self.paint("31", line)
+            } else {
+                format!("{STDERR_MARK}{line}")
+            };
+        }
         if !self.color() {
             return line.to_string();
         }
@@ -278,6 +291,9 @@ impl Reporter {
                     executor,
                     ..
                 } => {
+                    // A child pipeline's jobs (`trigger > job`) widen the
+                    // prefix as they start.
+                    self.width = self.width.max(display_width(job).min(28));
                     self.tails.remove(job);
                     let retry = if *attempt > 1 {
                         format!(", attempt {attempt}")
@@ -290,9 +306,9 @@ impl Reporter {
                         self.paint("1", &format!("started ({stage}, {executor}{retry})"))
                     )
                 }
-                Event::Log { job, line } => {
+                Event::Log { job, line, stream } => {
                     self.remember(job, line);
-                    format!("{}{}", self.prefix(job), self.log_line(line))
+                    format!("{}{}", self.prefix(job), self.log_line(line, *stream))
                 }
                 Event::Note { message } => self.paint("2", message),
                 Event::JobFinished {
@@ -347,9 +363,14 @@ impl Reporter {
         if !matches!(self.mode, OutputMode::Human { .. }) {
             return;
         }
+        // A child pipeline's jobs, indented under their trigger job.
+        let shown = |r: &SummaryRow| match &r.child_of {
+            Some(_) => format!("  ↳ {}", r.job),
+            None => r.job.clone(),
+        };
         let w_job = rows
             .iter()
-            .map(|r| display_width(&r.job))
+            .map(|r| display_width(&shown(r)))
             .max()
             .unwrap_or(3)
             .max(3);
@@ -382,7 +403,7 @@ impl Reporter {
             let status = pad(&r.status, w_status);
             let mut line = format!(
                 "{}  {}  {}  {:>8}  {}",
-                pad(&r.job, w_job),
+                pad(&shown(r), w_job),
                 pad(&r.stage, w_stage),
                 self.paint(status_colour(&r.status), &status),
                 duration,
@@ -485,10 +506,11 @@ mod tests {
         let e = Event::Log {
             job: "a".into(),
             line: "hi".into(),
+            stream: OutputStream::Stderr,
         };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
-            r#"{"event":"log","job":"a","line":"hi"}"#
+            r#"{"event":"log","job":"a","line":"hi","stream":"stderr"}"#
         );
     }
 }

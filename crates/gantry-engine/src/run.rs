@@ -10,9 +10,9 @@
 
 use crate::job::{self, JobPorts, JobSignal};
 use crate::local::{LocalSources, LocalStore};
-use crate::payload::{ArtifactRef, JobOutcome, JobPayload};
+use crate::payload::{ArtifactRef, AttemptStatus, Failure, JobOutcome, JobPayload};
 use crate::ports::{
-    ConnectExecutor, EventSink, ExecutorRegistry, RunInfo, RunStore, SourceProvider,
+    ChildPlanner, ConnectExecutor, EventSink, ExecutorRegistry, RunInfo, RunStore, SourceProvider,
 };
 use crate::report::{Event, SummaryRow};
 use crate::schedule::{Decision, Schedule, Selection};
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ChildPipelineError;
 pub use crate::error::EngineError;
 pub use crate::schedule::JobStatus;
 pub use crate::schedule::PipelineState as RunStatus;
@@ -71,6 +72,23 @@ pub struct RunOptions {
     pub variables: Vec<Variable>,
     /// Run the working tree as it is instead of the commit `sha`.
     pub working_tree: bool,
+    /// Plans the child pipelines of `trigger:include` jobs; without one they
+    /// are skipped.
+    pub children: ChildPlanners,
+}
+
+/// The caller's [`ChildPlanner`], if any.
+#[derive(Clone, Default)]
+pub struct ChildPlanners(pub Option<Arc<dyn ChildPlanner>>);
+
+impl std::fmt::Debug for ChildPlanners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ChildPlanners(Some)"
+        } else {
+            "ChildPlanners(None)"
+        })
+    }
 }
 
 impl RunOptions {
@@ -90,6 +108,7 @@ impl RunOptions {
                 manual: self.manual.clone(),
                 no_delay: self.no_delay,
                 concurrency,
+                child_pipelines: self.children.0.is_some(),
             },
             executor: self.executor.map(|e| e.as_str().to_string()),
             variables: self.variables.clone(),
@@ -118,6 +137,8 @@ pub struct Ports<'a> {
     pub sources: Arc<dyn SourceProvider>,
     pub executors: ExecutorRegistry,
     pub events: &'a mut dyn EventSink,
+    /// Plans child pipelines (needed when the request runs them).
+    pub children: Option<Arc<dyn ChildPlanner>>,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +158,8 @@ pub struct JobReport {
     pub build_dir: Option<PathBuf>,
     pub artifact: Option<PathBuf>,
     pub dotenv: Vec<(String, String)>,
+    /// A trigger job's child pipeline, when it ran.
+    pub child: Option<Box<RunReport>>,
 }
 
 #[derive(Clone, Debug)]
@@ -212,6 +235,7 @@ pub async fn run_pipeline(
         sources: Arc::new(sources),
         executors,
         events,
+        children: opts.children.0.clone(),
     };
     dispatch(pipeline, request, ports, cancel).await
 }
@@ -280,6 +304,18 @@ pub async fn dispatch(
     ports: Ports<'_>,
     cancel: CancellationToken,
 ) -> Result<RunReport, EngineError> {
+    dispatch_run(pipeline, request, ports, cancel, false).await
+}
+
+/// [`dispatch`]; a child pipeline (`nested`) shares its parent's
+/// executors and leaves their shutdown to it.
+async fn dispatch_run(
+    pipeline: &Pipeline,
+    request: RunRequest,
+    ports: Ports<'_>,
+    cancel: CancellationToken,
+    nested: bool,
+) -> Result<RunReport, EngineError> {
     let run_started = Instant::now();
     let schedule = Schedule::plan(pipeline, &request.selection)?;
     let info = ports.store.create_run(&request.sha)?;
@@ -325,7 +361,10 @@ pub async fn dispatch(
         store: ports.store,
         sources: ports.sources,
         executors: ports.executors,
-        events: ports.events,
+        events: Arc::new(std::sync::Mutex::new(ports.events)),
+        children: ports.children,
+        child_launches: Vec::new(),
+        child_reports: HashMap::new(),
         executor_notes: HashSet::new(),
         by_pipeline_index: HashMap::new(),
         index: crate::schedule::JobIndex::new(pipeline),
@@ -337,7 +376,7 @@ pub async fn dispatch(
         .enumerate()
         .map(|(si, j)| (j.pipeline_index, si))
         .collect();
-    d.events.emit(&Event::RunStarted {
+    d.emit(&Event::RunStarted {
         run_id: d.info.run_id.clone(),
         pipeline_id: d.info.pipeline_id,
         sha: request.sha.clone(),
@@ -347,35 +386,133 @@ pub async fn dispatch(
     d.store.finish_run(&d.manifest("running"))?;
     d.run_loop(&cancel).await;
 
-    for (name, e) in d.executors.shutdown().await {
-        d.events.emit(&Event::Note {
-            message: format!("{name} executor shutdown: {e}"),
-        });
+    if !nested {
+        for (name, e) in d.executors.shutdown().await {
+            d.emit(&Event::Note {
+                message: format!("{name} executor shutdown: {e}"),
+            });
+        }
     }
     let status = d.schedule.status();
     let duration = run_started.elapsed();
     let report = d.report(status, duration);
     d.store.finish_run(&d.manifest(status.as_str()))?;
-    d.events.emit(&Event::RunFinished {
+    d.emit(&Event::RunFinished {
         run_id: d.info.run_id.clone(),
         status: status.as_str().into(),
         duration_ms: duration.as_millis() as u64,
-        jobs: report
-            .jobs
-            .iter()
-            .map(|j| SummaryRow {
-                job: j.name.clone(),
-                stage: j.stage.clone(),
-                status: j.status.as_str().into(),
-                duration_ms: j.duration.map(|d| d.as_millis() as u64),
-                allow_failure: j.allow_failure,
-                reason: j.reason.clone(),
-                junit_failures: j.junit_failures.clone(),
-            })
-            .collect(),
+        jobs: summary_rows(&report.jobs, None),
     });
     Ok(report)
 }
+
+/// Summary rows of `jobs`, each trigger job followed by its child
+/// pipeline's jobs (marked with the trigger job's name).
+fn summary_rows(jobs: &[JobReport], child_of: Option<&str>) -> Vec<SummaryRow> {
+    let mut rows = Vec::new();
+    for j in jobs {
+        rows.push(SummaryRow {
+            job: j.name.clone(),
+            stage: j.stage.clone(),
+            status: j.status.as_str().into(),
+            duration_ms: j.duration.map(|d| d.as_millis() as u64),
+            allow_failure: j.allow_failure,
+            reason: j.reason.clone(),
+            junit_failures: j.junit_failures.clone(),
+            child_of: child_of.map(str::to_string),
+        });
+        if let Some(child) = &j.child {
+            rows.extend(summary_rows(&child.jobs, Some(&j.name)));
+        }
+    }
+    rows
+}
+
+/// The event sink, shared by a run and its child pipelines (they run in
+/// the same task; the lock is only ever held for one `emit`).
+type SharedEvents<'a> = Arc<std::sync::Mutex<&'a mut dyn EventSink>>;
+
+/// A child pipeline's events, into its parent's sink: its jobs named
+/// `TRIGGER > JOB`, its start and end as notes.
+struct ChildEvents<'a> {
+    parent: SharedEvents<'a>,
+    trigger: String,
+}
+
+impl EventSink for ChildEvents<'_> {
+    fn emit(&mut self, event: &Event) {
+        let rename = |job: &str| format!("{} > {job}", self.trigger);
+        let event = match event.clone() {
+            Event::RunStarted {
+                run_id,
+                pipeline_id,
+                jobs,
+                ..
+            } => Event::Note {
+                message: format!(
+                    "child pipeline of `{}`: pipeline #{pipeline_id} (run {run_id}), {} job(s)",
+                    self.trigger,
+                    jobs.len()
+                ),
+            },
+            // The parent reports the end, with the child's rows.
+            Event::RunFinished { .. } => return,
+            Event::JobStarted {
+                job,
+                stage,
+                attempt,
+                executor,
+                job_id,
+            } => Event::JobStarted {
+                job: rename(&job),
+                stage,
+                attempt,
+                executor,
+                job_id,
+            },
+            Event::JobStage { job, stage } => Event::JobStage {
+                job: rename(&job),
+                stage,
+            },
+            Event::Log { job, line, stream } => Event::Log {
+                job: rename(&job),
+                line,
+                stream,
+            },
+            Event::JobFinished {
+                job,
+                stage,
+                status,
+                duration_ms,
+                exit_code,
+                allow_failure,
+                reason,
+                attempt,
+                junit_failures,
+            } => Event::JobFinished {
+                job: rename(&job),
+                stage,
+                status,
+                duration_ms,
+                exit_code,
+                allow_failure,
+                reason,
+                attempt,
+                junit_failures,
+            },
+            Event::Note { message } => Event::Note {
+                message: format!("{} (child): {message}", self.trigger),
+            },
+        };
+        self.parent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .emit(&event);
+    }
+}
+
+/// A child pipeline running (its trigger job's index, its report).
+type ChildRun<'a> = futures_util::future::BoxFuture<'a, (usize, Result<RunReport, EngineError>)>;
 
 struct Dispatcher<'a> {
     pipeline: &'a Pipeline,
@@ -386,7 +523,12 @@ struct Dispatcher<'a> {
     store: Arc<dyn RunStore>,
     sources: Arc<dyn SourceProvider>,
     executors: ExecutorRegistry,
-    events: &'a mut dyn EventSink,
+    events: SharedEvents<'a>,
+    children: Option<Arc<dyn ChildPlanner>>,
+    /// Child pipelines planned by trigger jobs, to start.
+    child_launches: Vec<(usize, Pipeline)>,
+    /// Finished child pipelines, by trigger job.
+    child_reports: HashMap<usize, RunReport>,
     /// Executors whose unavailability was reported.
     executor_notes: HashSet<String>,
     /// Schedule index of each selected job, by its index in the pipeline.
@@ -395,26 +537,125 @@ struct Dispatcher<'a> {
 }
 
 type Done = UnboundedSender<(usize, JobOutcome)>;
-type Signals = UnboundedSender<(usize, JobSignal)>;
+type Signals = tokio::sync::mpsc::Sender<(usize, JobSignal)>;
 
-impl Dispatcher<'_> {
+/// Lines and stage events in flight between all jobs and the event sink: a
+/// sink slower than the jobs' output makes them wait (on their pipes).
+pub const SIGNALS_IN_FLIGHT: usize = 1024;
+/// Signals one job may have queued before its own forwarder.
+const JOB_SIGNALS_IN_FLIGHT: usize = 64;
+
+impl<'a> Dispatcher<'a> {
+    fn emit(&self, event: &Event) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .emit(event);
+    }
+
+    /// The child pipeline of trigger job `i`, dispatched with this run's
+    /// store, sources and executors; its events go to this run's sink.
+    fn child_run(&self, i: usize, child: Pipeline, cancel: &CancellationToken) -> ChildRun<'a> {
+        let trigger = self.schedule.job(i).name.clone();
+        let parent = self.events.clone();
+        let store = self.store.clone();
+        let sources = self.sources.clone();
+        let executors = self.executors.clone();
+        let mut request = RunRequest {
+            sha: self.request.sha.clone(),
+            selection: Selection {
+                concurrency: self.request.selection.concurrency,
+                no_delay: self.request.selection.no_delay,
+                ..Selection::default()
+            },
+            executor: self.request.executor.clone(),
+            // Forwarded (or not) by the planner, as `trigger:forward` says.
+            variables: Vec::new(),
+        };
+        request.selection.child_pipelines = false;
+        let cancel = cancel.child_token();
+        Box::pin(async move {
+            let mut sink = ChildEvents { parent, trigger };
+            let ports = Ports {
+                store,
+                sources,
+                executors,
+                events: &mut sink,
+                children: None,
+            };
+            let result = dispatch_run(&child, request, ports, cancel, true).await;
+            (i, result)
+        })
+    }
+
+    /// A child pipeline ended: its report, and its status on the trigger
+    /// job with `strategy: depend`.
+    fn child_finished(&mut self, i: usize, result: Result<RunReport, EngineError>) {
+        let trigger = self.schedule.job(i).name.clone();
+        let depend = trigger_depends(&self.pipeline.jobs[self.schedule.job(i).pipeline_index]);
+        let outcome = match result {
+            Ok(report) => {
+                self.emit(&Event::Note {
+                    message: format!(
+                        "child pipeline of `{trigger}` (pipeline #{}): {}",
+                        report.pipeline_id,
+                        report.status.as_str()
+                    ),
+                });
+                let status = match report.status {
+                    RunStatus::Success | RunStatus::Blocked => AttemptStatus::Success,
+                    RunStatus::Canceled => AttemptStatus::Canceled,
+                    RunStatus::Failed | RunStatus::Running => {
+                        AttemptStatus::Failed(Failure::Script)
+                    }
+                };
+                let failed = matches!(status, AttemptStatus::Failed(_));
+                self.child_reports.insert(i, report);
+                JobOutcome {
+                    status,
+                    reason: failed.then(|| "the child pipeline failed".to_string()),
+                    ..JobOutcome::system_failure(String::new())
+                }
+            }
+            Err(e) => {
+                self.emit(&Event::Note {
+                    message: format!("child pipeline of `{trigger}` could not run: {e}"),
+                });
+                JobOutcome::system_failure(format!("the child pipeline could not run: {e}"))
+            }
+        };
+        if depend {
+            self.attempt_finished(i, outcome);
+        }
+    }
+
     async fn run_loop(&mut self, cancel: &CancellationToken) {
-        let (signal_tx, mut signal_rx) = unbounded_channel::<(usize, JobSignal)>();
+        let (signal_tx, mut signal_rx) =
+            tokio::sync::mpsc::channel::<(usize, JobSignal)>(SIGNALS_IN_FLIGHT);
         let (done_tx, mut done_rx) = unbounded_channel::<(usize, JobOutcome)>();
         let (delay_tx, mut delay_rx) = unbounded_channel::<usize>();
         let job_cancel = cancel.child_token();
+        let mut children = futures_util::stream::FuturesUnordered::<ChildRun<'a>>::new();
         loop {
             let decisions = self.schedule.step();
             for decision in decisions {
                 self.apply(decision, &signal_tx, &done_tx, &delay_tx, &job_cancel)
                     .await;
             }
-            if self.schedule.is_finished() {
+            for (i, child) in std::mem::take(&mut self.child_launches) {
+                children.push(self.child_run(i, child, &job_cancel));
+            }
+            // A child pipeline whose trigger job did not wait for it still
+            // belongs to the run.
+            if self.schedule.is_finished() && children.is_empty() {
                 break;
             }
             tokio::select! {
                 biased;
                 Some((i, signal)) = signal_rx.recv() => self.signal(i, signal),
+                Some((i, result)) = futures_util::StreamExt::next(&mut children), if !children.is_empty() => {
+                    self.child_finished(i, result);
+                }
                 Some((i, outcome)) = done_rx.recv() => {
                     // Lines sent before the outcome are queued: show them first.
                     while let Ok((li, signal)) = signal_rx.try_recv() {
@@ -425,7 +666,7 @@ impl Dispatcher<'_> {
                 Some(i) = delay_rx.recv() => self.schedule.delay_elapsed(i),
                 _ = cancel.cancelled(), if !self.schedule.is_canceled() => {
                     job_cancel.cancel();
-                    self.events.emit(&Event::Note { message: "canceling the run...".into() });
+                    self.emit(&Event::Note { message: "canceling the run...".into() });
                     for decision in self.schedule.cancel() {
                         self.apply(decision, &signal_tx, &done_tx, &delay_tx, &job_cancel).await;
                     }
@@ -440,8 +681,12 @@ impl Dispatcher<'_> {
     fn signal(&mut self, i: usize, signal: JobSignal) {
         let job = self.schedule.job(i).name.clone();
         match signal {
-            JobSignal::Line(line) => self.events.emit(&Event::Log { job, line }),
-            JobSignal::Stage(stage) => self.events.emit(&Event::JobStage {
+            JobSignal::Line { text, stream } => self.emit(&Event::Log {
+                job,
+                line: text,
+                stream,
+            }),
+            JobSignal::Stage(stage) => self.emit(&Event::JobStage {
                 job,
                 stage: stage.as_str().into(),
             }),
@@ -462,7 +707,7 @@ impl Dispatcher<'_> {
             }
             Decision::Delay { job, seconds } => {
                 let wait = Duration::from_secs(seconds);
-                self.events.emit(&Event::Note {
+                self.emit(&Event::Note {
                     message: format!(
                         "{}: delayed, starts in {}",
                         self.schedule.job(job).name,
@@ -480,7 +725,7 @@ impl Dispatcher<'_> {
                 job,
                 failed_attempt,
                 failure,
-            } => self.events.emit(&Event::Note {
+            } => self.emit(&Event::Note {
                 message: format!(
                     "{}: attempt {failed_attempt} failed ({failure}), retrying",
                     self.schedule.job(job).name
@@ -507,22 +752,28 @@ impl Dispatcher<'_> {
                 }
             }
         }
+        let pipeline_index = self.schedule.job(i).pipeline_index;
+        if self.pipeline.jobs[pipeline_index].trigger.is_some() {
+            self.start_trigger(i, attempt, done);
+            return;
+        }
         let run = &mut self.runs[i];
         run.started.get_or_insert_with(Instant::now);
         let executor_name = run.executor.clone();
+        let job_id = run.job_id;
         let sj = self.schedule.job(i);
-        self.events.emit(&Event::JobStarted {
+        self.emit(&Event::JobStarted {
             job: sj.name.clone(),
             stage: sj.stage.clone(),
             attempt,
             executor: executor_name.clone(),
-            job_id: run.job_id,
+            job_id,
         });
         let executor = match self.executors.get(&executor_name).await {
             Ok(e) => e,
             Err(reason) => {
                 if self.executor_notes.insert(executor_name.clone()) {
-                    self.events.emit(&Event::Note {
+                    self.emit(&Event::Note {
                         message: format!(
                             "{executor_name} executor unavailable: {reason} (its jobs fail; --executor shell runs them on the host)"
                         ),
@@ -543,23 +794,120 @@ impl Dispatcher<'_> {
                 return;
             }
         };
-        let tx = signals.clone();
+        let (job_tx, mut job_rx) = tokio::sync::mpsc::channel(JOB_SIGNALS_IN_FLIGHT);
         let ports = JobPorts {
             log,
-            signals: Box::new(move |signal| {
-                let _ = tx.send((i, signal));
-            }),
+            signals: Some(job_tx),
             blobs: self.store.blobs(),
             sources: self.sources.clone(),
             executor,
             builds_dir: self.info.builds_dir.clone(),
+            state_dir: self.info.state_dir.clone(),
         };
         let done = done.clone();
         let cancel = cancel.clone();
+        let signals = signals.clone();
         tokio::spawn(async move {
-            let outcome = job::run_job(payload, ports, cancel).await;
+            // Tags the job's signals with its index; waits while the
+            // dispatcher is behind. Ends when the attempt drops its sender.
+            let forward = async move {
+                while let Some(signal) = job_rx.recv().await {
+                    if signals.send((i, signal)).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let (outcome, ()) = tokio::join!(job::run_job(payload, ports, cancel), forward);
+            // After the last signal: the dispatcher shows every line first.
             let _ = done.send((i, outcome));
         });
+    }
+
+    /// A `trigger:include` job: plans its child pipeline (from its files,
+    /// or from an artifact of an earlier job), which then runs beside this
+    /// run's jobs. Without `strategy: depend` the job succeeds once the
+    /// child exists; with it, it ends with the child.
+    fn start_trigger(&mut self, i: usize, attempt: u32, done: &Done) {
+        self.runs[i].started.get_or_insert_with(Instant::now);
+        let sj = self.schedule.job(i);
+        let job = &self.pipeline.jobs[sj.pipeline_index];
+        self.emit(&Event::JobStarted {
+            job: sj.name.clone(),
+            stage: sj.stage.clone(),
+            attempt,
+            executor: "trigger".into(),
+            job_id: self.runs[i].job_id,
+        });
+        let planned = match &self.children {
+            None => Err(ChildPipelineError::Invalid(
+                "this run has no child pipeline planner".into(),
+            )),
+            Some(planner) => match gantry_config::child::static_child(job) {
+                gantry_config::child::ChildSource::Artifact {
+                    job: from,
+                    artifact,
+                } => self.artifact_text(&from, &artifact).and_then(|text| {
+                    let name = format!("{artifact} (artifact of `{from}`)");
+                    planner.plan_child(job, Some((&name, &text)))
+                }),
+                _ => planner.plan_child(job, None),
+            },
+        };
+        let planned = planned.and_then(|child| {
+            if child.jobs.is_empty()
+                || child.status == gantry_config::model::PipelineStatus::Filtered
+            {
+                Err(ChildPipelineError::Empty)
+            } else {
+                Ok(child)
+            }
+        });
+        match planned {
+            Ok(child) => {
+                let depend = trigger_depends(job);
+                self.child_launches.push((i, child));
+                if !depend {
+                    // GitLab: the trigger job succeeds once its child exists.
+                    let mut created = JobOutcome::system_failure(String::new());
+                    created.status = AttemptStatus::Success;
+                    created.reason = None;
+                    let _ = done.send((i, created));
+                }
+            }
+            Err(e) => {
+                let _ = done.send((i, JobOutcome::system_failure(e.to_string())));
+            }
+        }
+    }
+
+    /// The text of `path` in the artifacts job `from` made in this run.
+    fn artifact_text(&self, from: &str, path: &str) -> Result<String, ChildPipelineError> {
+        let missing = |reason: String| ChildPipelineError::MissingArtifact {
+            job: from.to_string(),
+            path: path.to_string(),
+            reason,
+        };
+        let artifact = self
+            .index
+            .resolve(from)
+            .iter()
+            .filter_map(|p| self.by_pipeline_index.get(p))
+            .filter_map(|&si| self.runs[si].outcome.as_ref())
+            .find_map(|o| o.artifact.clone())
+            .ok_or_else(|| missing("that job made no artifacts in this run".into()))?;
+        let zip_path = self
+            .store
+            .blobs()
+            .artifact_path(&artifact)
+            .map_err(|e| missing(e.to_string()))?;
+        let file = std::fs::File::open(&zip_path).map_err(|e| missing(e.to_string()))?;
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| missing(e.to_string()))?;
+        let mut entry = archive
+            .by_name(path.trim_start_matches("./"))
+            .map_err(|e| missing(e.to_string()))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).map_err(|e| missing(e.to_string()))?;
+        Ok(text)
     }
 
     fn attempt_finished(&mut self, i: usize, outcome: JobOutcome) {
@@ -580,7 +928,7 @@ impl Dispatcher<'_> {
                 job,
                 failed_attempt,
                 failure,
-            } => self.events.emit(&Event::Note {
+            } => self.emit(&Event::Note {
                 message: format!(
                     "{}: attempt {failed_attempt} failed ({failure}), retrying",
                     self.schedule.job(job).name
@@ -594,6 +942,7 @@ impl Dispatcher<'_> {
     fn finished(&mut self, i: usize) {
         let run = &mut self.runs[i];
         run.duration = run.started.map(|s| s.elapsed());
+        let run = &self.runs[i];
         let sj = self.schedule.job(i);
         let status = sj.status().unwrap_or(JobStatus::Canceled);
         let outcome = run.outcome.as_ref();
@@ -601,7 +950,7 @@ impl Dispatcher<'_> {
             .reason
             .clone()
             .or_else(|| outcome.and_then(|o| o.reason.clone()));
-        self.events.emit(&Event::JobFinished {
+        self.emit(&Event::JobFinished {
             job: sj.name.clone(),
             stage: sj.stage.clone(),
             status: status.as_str().into(),
@@ -616,7 +965,7 @@ impl Dispatcher<'_> {
         });
         let record = self.record(i);
         if let Err(e) = self.store.record_job(&self.info.run_id, &record) {
-            self.events.emit(&Event::Note {
+            self.emit(&Event::Note {
                 message: format!("cannot record {}: {e}", record.name),
             });
         }
@@ -684,7 +1033,8 @@ impl Dispatcher<'_> {
                 .jobs()
                 .iter()
                 .zip(&self.runs)
-                .map(|(sj, run)| {
+                .enumerate()
+                .map(|(si, (sj, run))| {
                     let outcome = run.outcome.as_ref();
                     JobReport {
                         name: sj.name.clone(),
@@ -708,6 +1058,7 @@ impl Dispatcher<'_> {
                             .and_then(|o| o.artifact.as_ref())
                             .and_then(|a| blobs.artifact_path(a).ok()),
                         dotenv: outcome.map(|o| o.dotenv.clone()).unwrap_or_default(),
+                        child: self.child_reports.get(&si).cloned().map(Box::new),
                     }
                 })
                 .collect(),
@@ -793,9 +1144,15 @@ impl Dispatcher<'_> {
         let concurrency = self.request.selection.concurrency.max(1);
         vars.set("CI_CONCURRENT_ID", (i % concurrency).to_string());
         vars.set("CI_CONCURRENT_PROJECT_ID", (i % concurrency).to_string());
-        // State that outlives the job (a deploy's history) lives here.
-        if shell && let Some(dir) = &self.info.state_dir {
-            vars.set("GANTRY_STATE_DIR", dir.display().to_string());
+        // State that outlives the job (a deploy's history) lives here; a
+        // container gets it mounted (JobPorts::state_dir).
+        if let Some(dir) = &self.info.state_dir {
+            let seen_as = if shell {
+                dir.display().to_string()
+            } else {
+                crate::executor::STATE_DIR_IN_CONTAINER.to_string()
+            };
+            vars.set("GANTRY_STATE_DIR", seen_as);
         }
         vars.set("CI_RUNNER_EXECUTABLE_ARCH", format!("linux/{}", go_arch()));
         if shell {
@@ -852,6 +1209,15 @@ impl Dispatcher<'_> {
             dependencies,
         }
     }
+}
+
+/// `trigger: {strategy: depend}`: the trigger job mirrors its child.
+fn trigger_depends(job: &gantry_config::model::Job) -> bool {
+    job.trigger
+        .as_ref()
+        .and_then(|t| t.get("strategy"))
+        .and_then(|s| s.as_str())
+        == Some("depend")
 }
 
 fn guess_tier(name: &str) -> &'static str {

@@ -97,6 +97,10 @@ pub struct Selection {
     pub no_delay: bool,
     /// Jobs running at once (at least 1).
     pub concurrency: usize,
+    /// Start `trigger:include` jobs (the caller runs their child pipelines);
+    /// otherwise they are skipped with a reason.
+    #[serde(default)]
+    pub child_pipelines: bool,
 }
 
 /// One job as the state machine sees it.
@@ -115,6 +119,10 @@ pub struct ScheduledJob {
     triggered: bool,
     /// A `trigger:` job (a downstream pipeline on GitLab).
     trigger: bool,
+    /// A `trigger:include` job: its downstream pipeline is a child pipeline
+    /// of this project (else `trigger: project`, multi-project).
+    #[serde(default)]
+    child: bool,
     pub allow_failure: bool,
     allow_failure_exit_codes: Vec<i32>,
     retry: Retry,
@@ -182,6 +190,8 @@ pub struct ScheduleData {
     pub concurrency: usize,
     pub no_delay: bool,
     pub canceled: bool,
+    #[serde(default)]
+    pub child_pipelines: bool,
 }
 
 /// Per-stage counters for stage-mode gates.
@@ -203,6 +213,7 @@ pub struct Schedule {
     concurrency: usize,
     no_delay: bool,
     canceled: bool,
+    child_pipelines: bool,
     // Derived (rebuilt by `index`).
     tally: Vec<StageTally>,
     /// DAG dependents of each job.
@@ -225,6 +236,7 @@ impl From<ScheduleData> for Schedule {
             concurrency: d.concurrency.max(1),
             no_delay: d.no_delay,
             canceled: d.canceled,
+            child_pipelines: d.child_pipelines,
             tally: Vec::new(),
             dependents: Vec::new(),
             stage_jobs: Vec::new(),
@@ -247,6 +259,7 @@ impl From<Schedule> for ScheduleData {
             concurrency: s.concurrency,
             no_delay: s.no_delay,
             canceled: s.canceled,
+            child_pipelines: s.child_pipelines,
         }
     }
 }
@@ -415,16 +428,16 @@ impl Schedule {
                 when: job.when,
                 triggered: triggered.contains(&ji),
                 trigger: job.trigger.is_some(),
+                child: !matches!(
+                    gantry_config::child::static_child(job),
+                    gantry_config::child::ChildSource::None
+                ),
                 allow_failure: job.allow_failure,
                 allow_failure_exit_codes: job.allow_failure_exit_codes.clone(),
                 retry: job.retry.clone(),
                 resource_group,
-                // The model's one duration parser (lint has validated it).
-                start_in: job
-                    .start_in
-                    .as_deref()
-                    .and_then(gantry_config::compose::parse_duration)
-                    .unwrap_or(0),
+                // Parsed once, by the model.
+                start_in: job.start_in.as_ref().map_or(0, |s| s.seconds),
                 state: JobState::Waiting,
                 attempt: 0,
                 exit_code: None,
@@ -437,6 +450,7 @@ impl Schedule {
             concurrency: sel.concurrency,
             no_delay: sel.no_delay,
             canceled: false,
+            child_pipelines: sel.child_pipelines,
         }))
     }
 
@@ -754,8 +768,12 @@ impl Schedule {
 
     fn open(&mut self, i: usize, out: &mut Vec<Decision>) {
         let j = &self.jobs[i];
-        if j.trigger {
-            let reason = "trigger jobs start downstream pipelines on GitLab; not run locally";
+        if j.trigger && !(j.child && self.child_pipelines) {
+            let reason = if !j.child {
+                "multi-project trigger (`trigger: project`): it runs another project's pipeline on GitLab; not run locally"
+            } else {
+                "trigger jobs start child pipelines; this run does not run them"
+            };
             self.finish(i, JobStatus::Skipped, Some(reason.into()), out);
             return;
         }

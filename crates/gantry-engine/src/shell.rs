@@ -1,14 +1,17 @@
 //! The shell executor: scripts run on the host, in the job's clean copy,
 //! with `bash` (or `sh` when there is no bash).
 //!
-//! Each script runs in its own process group, with stdout and stderr on one
-//! pipe (so their lines stay in order). On timeout or cancellation the
+//! Each script runs in its own process group, with stdout and stderr on
+//! pipes of their own (the live view marks stderr); a line buffer per stream
+//! passes only whole lines on, in the order they arrive, so a line of one
+//! stream never splices into a line of the other. On timeout or cancellation the
 //! group gets SIGTERM, then SIGKILL after a grace period; when the script
 //! ends, whatever it left running in its group is killed, so no job leaves
 //! orphans behind.
 
 use crate::executor::{
-    ExecError, Executor, JobEnvironment, LogSink, PrepareRequest, ScriptOutcome, ScriptRequest,
+    ExecError, Executor, JobEnvironment, LineBuffers, LogSink, PrepareRequest, ScriptOutcome,
+    ScriptRequest,
 };
 use async_trait::async_trait;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -23,6 +26,8 @@ const KILL_GRACE: Duration = Duration::from_millis(1000);
 /// Time to drain output after the script ended (a detached process may
 /// still hold the pipe).
 const DRAIN_LIMIT: Duration = Duration::from_millis(500);
+/// Longest time output is read after the script ended.
+const DRAIN_TOTAL: Duration = Duration::from_secs(10);
 
 pub struct ShellExecutor {
     shell: PathBuf,
@@ -150,15 +155,16 @@ async fn run_in_group(
     output: &LogSink,
     cancel: &CancellationToken,
 ) -> Result<ScriptOutcome, ExecError> {
-    let (read_end, write_end) = cloexec_pipe()?;
+    let (out_read, out_write) = cloexec_pipe()?;
+    let (err_read, err_write) = cloexec_pipe()?;
     let mut child = {
         let mut cmd = tokio::process::Command::new(shell);
         cmd.arg(script)
             .current_dir(dir)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::from(write_end.try_clone()?))
-            .stderr(Stdio::from(write_end))
+            .stdout(Stdio::from(out_write))
+            .stderr(Stdio::from(err_write))
             .process_group(0);
         cmd.spawn()
             .map_err(|e| ExecError::Setup(format!("cannot start {}: {e}", shell.display())))?
@@ -166,22 +172,59 @@ async fn run_in_group(
     };
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
 
-    let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)?;
+    let mut out_reader = tokio::net::unix::pipe::Receiver::from_owned_fd(out_read)?;
+    let mut err_reader = tokio::net::unix::pipe::Receiver::from_owned_fd(err_read)?;
     let sink = output.clone();
+    // Set when the script ended: from then on a read that waits longer than
+    // DRAIN_LIMIT means a detached process holds the pipe (sends that wait
+    // for the log never time out: nothing printed is lost).
+    let ended = CancellationToken::new();
+    let script_ended = ended.clone();
     let pump = tokio::spawn(async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    // Waits while the log is behind: the script then blocks
-                    // on a full pipe instead of filling memory.
-                    if sink.send_output(buf[..n].to_vec()).await.is_err() {
-                        break;
+        let mut out_buf = vec![0u8; 16 * 1024];
+        let mut err_buf = vec![0u8; 16 * 1024];
+        let (mut out_open, mut err_open) = (true, true);
+        let mut lines = LineBuffers::new();
+        // A process that left the script's group may write forever: after
+        // the script ended, reading stops at DRAIN_TOTAL whatever comes.
+        let ended_long_ago = async {
+            script_ended.cancelled().await;
+            tokio::time::sleep(DRAIN_TOTAL).await;
+        };
+        tokio::pin!(ended_long_ago);
+        while out_open || err_open {
+            // Reads first: what the script printed is never dropped for a
+            // deadline that passed while the log was behind.
+            let (stream, read) = tokio::select! {
+                biased;
+                r = out_reader.read(&mut out_buf), if out_open => (0, r),
+                r = err_reader.read(&mut err_buf), if err_open => (1, r),
+                _ = async {
+                    script_ended.cancelled().await;
+                    tokio::time::sleep(DRAIN_LIMIT).await;
+                } => break,
+                _ = &mut ended_long_ago => break,
+            };
+            let n = match read {
+                Ok(0) | Err(_) => {
+                    if stream == 0 {
+                        out_open = false;
+                    } else {
+                        err_open = false;
                     }
+                    continue;
                 }
+                Ok(n) => n,
+            };
+            let buf = if stream == 0 { &out_buf } else { &err_buf };
+            let ready = lines.push_pieces(stream, &buf[..n]);
+            // Waits while the log is behind: the script then blocks on a
+            // full pipe instead of filling memory.
+            if sink.send_pieces(ready).await.is_err() {
+                return;
             }
         }
+        let _ = sink.send_pieces(lines.finish_pieces()).await;
     });
 
     let deadline = async {
@@ -206,10 +249,8 @@ async fn run_in_group(
     };
     // Whatever the script left running in its group goes too.
     kill_group(pgid, libc::SIGKILL);
-    let abort = pump.abort_handle();
-    if tokio::time::timeout(DRAIN_LIMIT, pump).await.is_err() {
-        abort.abort();
-    }
+    ended.cancel();
+    let _ = pump.await;
     Ok(outcome)
 }
 

@@ -74,6 +74,12 @@ impl StateDir {
                 Ok(()) => {
                     let lock = std::fs::File::create(dir.join(RUN_LOCK))?;
                     flock(&lock, libc::LOCK_EX | libc::LOCK_NB)?;
+                    // Who runs it: after a `kill -9`, `gantry clean` and the
+                    // next run tell a dead run from a live one by this.
+                    std::fs::write(
+                        dir.join(RUN_OWNER),
+                        format!("{}\n", crate::docker::labels::this_process()),
+                    )?;
                     let run = RunDir {
                         id,
                         dir,
@@ -166,14 +172,30 @@ impl StateDir {
 /// when the process ends, even after `kill -9`.
 pub const RUN_LOCK: &str = "lock";
 
+/// The file naming the process that runs a run (`host/pid/start time`, the
+/// value of the `gantry.owner` label on its containers and networks).
+pub const RUN_OWNER: &str = "owner";
+
+/// Whether the process recorded in a run's owner file is still running:
+/// `None` when there is no owner file.
+pub fn run_owner_alive(dir: &Path) -> Option<bool> {
+    let owner = std::fs::read_to_string(dir.join(RUN_OWNER)).ok()?;
+    Some(crate::docker::labels::owner_alive(owner.trim()))
+}
+
 /// Whether the run in `dir` is still going (its lock is held).
+/// When it cannot tell (out of file descriptors, a filesystem without
+/// locks), the run counts as live: pruning and cleaning leave it alone.
 pub fn run_is_live(dir: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(dir.join(RUN_LOCK)) else {
-        return false;
+    let file = match std::fs::File::open(dir.join(RUN_LOCK)) {
+        Ok(file) => file,
+        // No lock file: a run of an older version, or a half-made folder.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
     };
     match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
         Ok(()) => false,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        Err(_) => true,
     }
 }
 

@@ -24,12 +24,17 @@ mod engine {
     }
 
     /// Defect 10: `start_in: "1:30"` passed lint and then ran at once (the
-    /// engine had its own duration parser).
+    /// engine had its own duration parser). The model parses it once; the
+    /// engine reads its seconds (the text is for display only).
     #[test]
     fn start_in_in_clock_form_delays_by_its_seconds() {
         let mut j = job("later", "test", &["true"]);
         j.when = When::Delayed;
-        j.start_in = Some("1:30".into());
+        // Text no parser reads: the engine must take the seconds.
+        j.start_in = Some(gantry_config::model::StartIn {
+            seconds: 90,
+            text: "a minute and a half".into(),
+        });
         let p = pipeline(&["test"], vec![j]);
         let mut s = Schedule::plan(&p, &selection()).unwrap();
         assert_eq!(
@@ -883,5 +888,264 @@ mod executor_regressions {
         assert!(log.contains("could not be restored"), "{log}");
         assert!(log.contains("not saved"), "{log}");
         assert_eq!(zip_entries(&zip_path), before, "the cache was rewritten");
+    }
+}
+
+// ---- run (issue 8: backpressure to the event sink, stderr, state dir,
+// ---- owner file; issue 7: child pipelines) ----
+
+mod run_regressions {
+    use super::common::{self, Repo};
+    use gantry_engine::ports::EventSink;
+    use gantry_engine::report::Event;
+    use gantry_engine::run::{RunStatus, run_pipeline};
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+    use tokio_util::sync::CancellationToken;
+
+    /// An event sink that stalls at the first log line (a terminal that
+    /// does not read) until `marker` exists or `patience` passes, and
+    /// records whether the job got to write it meanwhile.
+    struct StalledTerminal {
+        marker: PathBuf,
+        patience: Duration,
+        stalled: bool,
+        job_finished_while_stalled: bool,
+    }
+
+    impl EventSink for StalledTerminal {
+        fn emit(&mut self, event: &Event) {
+            if self.stalled || !matches!(event, Event::Log { .. }) {
+                return;
+            }
+            self.stalled = true;
+            let start = Instant::now();
+            while start.elapsed() < self.patience {
+                if self.marker.exists() {
+                    self.job_finished_while_stalled = true;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Issue 8, defect 5: lines went from a job to the dispatcher through
+    /// an unbounded channel, so a job printing faster than the terminal
+    /// reads queued all its output in memory. Now a stalled sink makes the
+    /// job wait on its pipe, and nothing is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stalled_terminal_makes_a_fast_job_wait() {
+        let repo = Repo::new(&[("README", "x")]);
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let marker = scratch.path().join("printed-everything");
+        // 2,000,000 lines (about 15 MB): far more than what may be in flight.
+        let pipeline = common::pipeline(
+            &["test"],
+            vec![common::job(
+                "fast",
+                "test",
+                &["seq 1 2000000", "touch \"$MARKER\""],
+            )],
+        );
+        let mut opts = repo.options();
+        opts.variables = vec![common::var("MARKER", &marker.display().to_string())];
+        let mut sink = StalledTerminal {
+            marker: marker.clone(),
+            patience: Duration::from_secs(3),
+            stalled: false,
+            job_finished_while_stalled: false,
+        };
+        let report = run_pipeline(&pipeline, opts, None, &mut sink, CancellationToken::new())
+            .await
+            .expect("run");
+        assert_eq!(report.status, RunStatus::Success);
+        assert!(sink.stalled, "the sink saw no line");
+        assert!(
+            !sink.job_finished_while_stalled,
+            "the job printed 15 MB while the terminal read nothing: output was queued in memory"
+        );
+        let log = common::log(&report, "fast");
+        assert!(log.contains("\n1999999\n2000000\n"), "the log lost lines");
+    }
+
+    fn in_container(name: &str, stage: &str, script: &[&str]) -> gantry_config::model::Job {
+        let mut job = common::job(name, stage, script);
+        job.image = Some(gantry_config::model::Image {
+            name: super::docker_common::BUSYBOX.to_string(),
+            entrypoint: None,
+            pull_policy: vec![],
+            docker: None,
+        });
+        job
+    }
+
+    fn docker() -> gantry_engine::run::DockerConnect {
+        use gantry_engine::executor::Executor;
+        Box::new(|| {
+            Box::pin(async {
+                let executor = gantry_engine::docker::DockerExecutor::connect().await?;
+                Ok(std::sync::Arc::new(executor) as std::sync::Arc<dyn Executor>)
+            })
+        })
+    }
+
+    /// Issue 8, defect 4: only the shell executor gave jobs
+    /// `GANTRY_STATE_DIR`; a deploy job in a container wrote its history
+    /// into the container, and the next job (and pipeline) saw nothing.
+    /// Now the repository's `.gantry/` is mounted and named in the variable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_container_job_writes_state_the_next_jobs_and_runs_see() {
+        if super::docker_common::engine("a_container_job_writes_state")
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let repo = Repo::new(&[("README", "x")]);
+        let pipeline = common::pipeline(
+            &["deploy", "check"],
+            vec![
+                in_container(
+                    "deploy",
+                    "deploy",
+                    &[
+                        "mkdir -p \"$GANTRY_STATE_DIR/history\" && echo v1 >> \"$GANTRY_STATE_DIR/history/app\"",
+                    ],
+                ),
+                in_container(
+                    "in-container",
+                    "check",
+                    &["echo \"seen: $(cat \"$GANTRY_STATE_DIR/history/app\")\""],
+                ),
+                common::job(
+                    "on-host",
+                    "check",
+                    &["echo \"seen: $(cat \"$GANTRY_STATE_DIR/history/app\")\""],
+                ),
+            ],
+        );
+        let mut reporter = gantry_engine::report::Reporter::new(
+            gantry_engine::report::OutputMode::Quiet,
+            Box::new(std::io::sink()),
+        );
+        let report = run_pipeline(
+            &pipeline,
+            repo.options(),
+            Some(docker()),
+            &mut reporter,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+        for job in ["deploy", "in-container", "on-host"] {
+            assert_eq!(
+                common::status(&report, job),
+                "success",
+                "{job}: {}",
+                common::log(&report, job)
+            );
+        }
+        assert!(common::log(&report, "in-container").contains("seen: v1"));
+        assert!(common::log(&report, "on-host").contains("seen: v1"));
+        let on_disk = repo.path().join(".gantry/history/app");
+        assert_eq!(
+            std::fs::read_to_string(&on_disk).expect("history in the repository's .gantry/"),
+            "v1\n"
+        );
+        // The next pipeline sees it too.
+        let next = common::pipeline(
+            &["check"],
+            vec![in_container(
+                "later",
+                "check",
+                &["echo \"seen: $(cat \"$GANTRY_STATE_DIR/history/app\")\""],
+            )],
+        );
+        let report = run_pipeline(
+            &next,
+            repo.options(),
+            Some(docker()),
+            &mut reporter,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+        assert!(common::log(&report, "later").contains("seen: v1"));
+    }
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+        }
+    }
+
+    /// Issue 8 ("stderr marked"): stdout and stderr shared one pipe on the
+    /// shell executor and one look in the terminal. Now stderr lines are red
+    /// with colours, after `! ` without, and the log file keeps exactly
+    /// what the job printed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stderr_is_marked_in_the_terminal_and_not_in_the_log() {
+        use gantry_engine::report::{OutputMode, Reporter};
+        let repo = Repo::new(&[("README", "x")]);
+        let pipeline = common::pipeline(
+            &["test"],
+            vec![common::job(
+                "mixed",
+                "test",
+                &["echo to-out; sleep 0.2; echo to-err >&2; sleep 0.2; echo out-again"],
+            )],
+        );
+        for color in [false, true] {
+            let terminal = Captured::default();
+            let mut reporter =
+                Reporter::new(OutputMode::Human { color }, Box::new(terminal.clone()));
+            let report = run_pipeline(
+                &pipeline,
+                repo.options(),
+                None,
+                &mut reporter,
+                CancellationToken::new(),
+            )
+            .await
+            .expect("run");
+            assert_eq!(report.status, RunStatus::Success);
+            let text = terminal.text();
+            let line_of = |needle: &str| {
+                text.lines()
+                    .find(|l| l.contains(needle) && !l.contains("$ echo"))
+                    .unwrap_or_else(|| panic!("no `{needle}` line in:\n{text}"))
+                    .to_string()
+            };
+            if color {
+                assert!(line_of("to-err").contains("\x1b[31mto-err\x1b[0m"));
+                assert!(!line_of("to-out").contains("\x1b[31m"));
+            } else {
+                assert!(line_of("to-err").ends_with("! to-err"), "{text}");
+                assert!(line_of("to-out").ends_with(" to-out"));
+                assert!(!line_of("to-out").contains("! "));
+            }
+            let log = common::log(&report, "mixed");
+            let printed: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("to-") || l.contains("out-again"))
+                .filter(|l| !l.starts_with("$ "))
+                .collect();
+            assert_eq!(printed, ["to-out", "to-err", "out-again"], "{log}");
+        }
     }
 }

@@ -188,7 +188,7 @@ async fn delayed_jobs_wait_unless_no_delay() {
     let repo = Repo::new(&[]);
     let mut later = job("later", "test", &["echo later"]);
     later.when = When::Delayed;
-    later.start_in = Some("1 second".into());
+    later.start_in = Some(gantry_config::model::StartIn::from_seconds(1));
     let p = pipeline(&["test"], vec![later]);
     let t = Instant::now();
     let r = repo.run(&p).await;

@@ -266,7 +266,7 @@ pub enum AfterAttempt {
 
 use crate::protocol::JobPayload;
 use gantry_engine::executor::Executor;
-use gantry_engine::job::{JobPorts, JobSignal};
+use gantry_engine::job::JobPorts;
 use gantry_engine::payload::{ArtifactRef, JobPayload as EnginePayload};
 use gantry_engine::ports::{BlobStore, LogWriter};
 use gantry_engine::state::slugify;
@@ -473,13 +473,14 @@ pub async fn run_job(
     };
     let ports = JobPorts {
         log: Box::new(ChannelLog(lines)),
-        signals: Box::new(|_: JobSignal| {}),
+        signals: None,
         blobs: Arc::new(RunnerBlobs {
             dir: project_dir.clone(),
         }),
         sources: Arc::new(sources),
         executor,
         builds_dir: builds_dir.clone(),
+        state_dir: None,
     };
     let outcome = gantry_engine::job::run_job(engine_payload, ports, cancel).await;
     let (state, failure_reason) = match &outcome.status {

@@ -6,7 +6,7 @@
 use crate::error::SourceError;
 use crate::git::{files_at, show_file, working_tree_files};
 use crate::gitlab::GitlabInstance;
-use gantry_config::load::{ComponentRef, FileSource};
+use gantry_config::load::{ComponentFacts, ComponentRef, FileSource};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -189,6 +189,12 @@ impl FileSource for WorkingTree {
     fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
         self.gitlab.component(component).map_err(|e| e.to_string())
     }
+
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
+        self.gitlab
+            .component_facts(component)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl FileSource for CommitTree {
@@ -228,6 +234,12 @@ impl FileSource for CommitTree {
 
     fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
         self.gitlab.component(component).map_err(|e| e.to_string())
+    }
+
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
+        self.gitlab
+            .component_facts(component)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -15,7 +15,7 @@
 //!   SHA) is used as the ref.
 
 use crate::error::SourceError;
-use gantry_config::load::ComponentRef;
+use gantry_config::load::{ComponentFacts, ComponentRef};
 use std::path::PathBuf;
 
 /// Where templates and components come from.
@@ -136,6 +136,45 @@ impl GitlabInstance {
         ))
     }
 
+    /// `spec:component`'s `version` and `sha`: the release a version
+    /// resolves to (`None` for a branch or a SHA) and its commit, from
+    /// the commits API.
+    pub fn component_facts(&self, c: &ComponentRef) -> Result<ComponentFacts, SourceError> {
+        let what = format!("component `{}`", c.address());
+        let resolved = self
+            .resolve_version(&c.project, &c.version)
+            .map_err(|e| self.unavailable(&what, e))?;
+        let version = is_release_version(&resolved).then(|| resolved.clone());
+        let sha = if is_full_sha(&resolved) {
+            resolved
+        } else {
+            let url = format!(
+                "{}/api/v4/projects/{}/repository/commits/{}",
+                self.url,
+                encode(&c.project),
+                encode(&resolved)
+            );
+            let body = self.get(&url).map_err(|e| self.unavailable(&what, e))?;
+            let commit: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| SourceError::Fetch {
+                    url: url.clone(),
+                    reason: format!("not a commit: {e}"),
+                })?;
+            commit
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| SourceError::Fetch {
+                    url,
+                    reason: "the commit has no `id`".into(),
+                })?
+        };
+        Ok(ComponentFacts {
+            version,
+            sha: Some(sha),
+        })
+    }
+
     /// `~latest` and partial versions to the highest matching release tag.
     fn resolve_version(&self, project: &str, version: &str) -> Result<String, SourceError> {
         let wanted: Option<Vec<u64>> = if version == "~latest" {
@@ -185,6 +224,21 @@ impl GitlabInstance {
             cause: cause.to_string(),
         }
     }
+}
+
+/// A full semantic version (`1.2.3`, optionally `v`-prefixed): what a
+/// catalog release is tagged with.
+fn is_release_version(tag: &str) -> bool {
+    let parts: Vec<&str> = tag.trim_start_matches('v').split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A 40-character commit SHA.
+fn is_full_sha(r: &str) -> bool {
+    r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Percent-encoding for a path segment or query value.

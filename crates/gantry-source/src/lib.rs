@@ -19,10 +19,13 @@
 //! - [`gitlab`]: `include:template` and `include:component` from a GitLab
 //!   instance, with a token when one is set, cached like remote files.
 //!
+//! - [`fake_gitlab`]: a stand-in GitLab instance for tests.
+//!
 //! Errors are [`SourceError`]; the loader's `FileSource` trait carries their
 //! text.
 
 pub mod error;
+pub mod fake_gitlab;
 pub mod files;
 pub mod git;
 pub mod gitlab;

@@ -1,84 +1,13 @@
 //! `include:template` and `include:component` against a local HTTP server
-//! standing in for a GitLab instance (std::net, one thread): the paths and
+//! standing in for a GitLab instance ([`FakeGitlab`]): the paths and
 //! API calls GitLab serves, the token header, versions, inputs, the disk
 //! cache when the server is gone, and the error when nothing is cached.
 
 use gantry_config::context::Context;
 use gantry_config::load::{LoadOptions, load};
+use gantry_source::fake_gitlab::FakeGitlab;
 use gantry_source::{GitlabInstance, WorkingTree, working_tree_facts};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
-/// Each request: its path (with the query) and header lines.
-type RequestLog = Arc<Mutex<Vec<(String, Vec<String>)>>>;
-
-/// A stand-in GitLab: serves `routes` (path with query → body), records
-/// each request's path and headers. Stops when dropped.
-struct FakeGitlab {
-    url: String,
-    requests: RequestLog,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    addr: std::net::SocketAddr,
-}
-
-impl FakeGitlab {
-    fn start(routes: HashMap<String, String>) -> FakeGitlab {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests: RequestLog = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (log, halt) = (requests.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if halt.load(std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                let path = line.split(' ').nth(1).unwrap_or("").to_string();
-                let mut headers = Vec::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    headers.push(h.trim().to_string());
-                }
-                log.lock().unwrap().push((path.clone(), headers));
-                let (status, body) = match routes.get(&path) {
-                    Some(b) => ("200 OK", b.clone()),
-                    None => ("404 Not Found", "{\"message\":\"404 Not Found\"}".into()),
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        FakeGitlab {
-            url: format!("http://{addr}"),
-            requests,
-            stop,
-            addr,
-        }
-    }
-
-    fn host(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for FakeGitlab {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = std::net::TcpStream::connect(self.addr);
-    }
-}
 
 const LINT_TEMPLATE: &str =
     "include:\n  - template: Jobs/Base.gitlab-ci.yml\nlint:\n  extends: .base\n  script: lint\n";
@@ -145,7 +74,7 @@ fn load_jobs(dir: &std::path::Path, gitlab: GitlabInstance) -> Result<Vec<String
 
 #[test]
 fn templates_and_components_come_from_the_instance_with_versions_inputs_and_token() {
-    let server = FakeGitlab::start(routes());
+    let server = FakeGitlab::start(routes()).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let dir = project(&ci(&server.host()));
     let gitlab = GitlabInstance::new(&server.url, cache.path().to_path_buf())
@@ -175,7 +104,7 @@ fn templates_and_components_come_from_the_instance_with_versions_inputs_and_toke
 #[test]
 fn offline_uses_the_cache_or_says_what_is_missing() {
     let cache = tempfile::tempdir().unwrap();
-    let server = FakeGitlab::start(routes());
+    let server = FakeGitlab::start(routes()).unwrap();
     let (url, host) = (server.url.clone(), server.host());
     let dir = project(&ci(&host));
     load_jobs(
@@ -205,4 +134,35 @@ fn offline_uses_the_cache_or_says_what_is_missing() {
     );
     assert!(err.contains(&url) && err.contains("cached"), "{err}");
     assert!(!err.contains("tok-2"), "{err}");
+}
+
+#[test]
+fn spec_component_version_and_sha_come_from_the_instance() {
+    let sha = "fedcba9876543210fedcba9876543210fedcba98";
+    let mut r = routes();
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/repository/files/templates%2Fimage.yml/raw?ref=1.10.0"
+            .into(),
+        "spec:\n  component: [name, version, sha, reference]\n---\nuse-$[[ component.name ]]:\n  stage: build\n  image: registry.example.com/tool:$[[ component.version ]]\n  script: echo $[[ component.sha ]] $[[ component.reference ]]\n".into(),
+    );
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/repository/commits/1.10.0".into(),
+        format!(r#"{{"id":"{sha}","short_id":"fedcba98"}}"#),
+    );
+    let server = FakeGitlab::start(r).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let dir = project(&format!(
+        "include:\n  - component: {}/my-org/components/image@1\n",
+        server.host()
+    ));
+    let files = WorkingTree::new(dir.path().to_path_buf())
+        .with_gitlab(GitlabInstance::new(&server.url, cache.path().to_path_buf()));
+    let loaded =
+        load(&files, &LoadOptions::new(".gitlab-ci.yml")).unwrap_or_else(|e| panic!("{e}"));
+    let job = &loaded.config.jobs["use-image"];
+    assert_eq!(
+        job.image.as_ref().map(|i| i.name.as_str()),
+        Some("registry.example.com/tool:1.10.0")
+    );
+    assert_eq!(job.script, [format!("echo {sha} 1")]);
 }

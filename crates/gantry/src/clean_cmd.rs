@@ -4,9 +4,8 @@
 //! alone and named. Logs, artifacts, caches and run records stay.
 
 use crate::project::{EXIT_FAILURE, EXIT_USAGE};
-use gantry_engine::docker::labels::owner_alive;
 use gantry_engine::executor::repository_key;
-use gantry_engine::state::StateDir;
+use gantry_engine::state::{StateDir, run_is_live, run_owner_alive};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -14,7 +13,7 @@ pub struct CleanArgs {}
 
 /// What one run's folder is, for cleaning.
 enum RunState {
-    /// `run.json` is written when a run ends.
+    /// `run.json` has a final status.
     Finished,
     /// Its recorded owner process is gone (killed, crashed).
     Dead,
@@ -106,16 +105,25 @@ pub fn clean(_args: CleanArgs) -> i32 {
     if failed { EXIT_FAILURE } else { 0 }
 }
 
-/// Finished when its record exists; dead when its owner file names a
-/// process that is gone (`owner`: `host/pid/start`, as the engine's labels).
+/// Going while its lock is held; finished when its record has a final
+/// status (`run.json` exists from the start, saying `running`); dead when
+/// its owner file names a process that is gone (`owner`: `host/pid/start`,
+/// as the engine's labels).
 fn run_state(run_dir: &Path) -> RunState {
-    if run_dir.join("run.json").is_file() {
+    if run_is_live(run_dir) {
+        return RunState::Going("its gantry process is still running");
+    }
+    let status = std::fs::read_to_string(run_dir.join("run.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["status"].as_str().map(str::to_string));
+    if status.as_deref().is_some_and(|s| s != "running") {
         return RunState::Finished;
     }
-    match std::fs::read_to_string(run_dir.join("owner")) {
-        Ok(owner) if !owner_alive(owner.trim()) => RunState::Dead,
-        Ok(_) => RunState::Going("its gantry process is still running"),
-        Err(_) => RunState::Going("it has no record that it ended"),
+    match run_owner_alive(run_dir) {
+        Some(false) => RunState::Dead,
+        Some(true) => RunState::Going("its gantry process is still running"),
+        None => RunState::Going("it has no record that it ended"),
     }
 }
 

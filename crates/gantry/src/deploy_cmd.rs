@@ -18,9 +18,13 @@ use gantry_deploy::machine::MachineOptions;
 use gantry_deploy::sdk;
 use gantry_deploy::{DeployError, Log};
 
-const EXIT_OK: i32 = 0;
-const EXIT_FAILED: i32 = 1;
-const EXIT_USAGE: i32 = 2;
+use crate::exit::Exit;
+
+const EXIT_OK: i32 = Exit::Success.code();
+const EXIT_FAILED: i32 = Exit::Failed.code();
+const EXIT_USAGE: i32 = Exit::Usage.code();
+/// A deploy that a signal ended (rolled back, or left with `--no-rollback`).
+const EXIT_INTERRUPTED: i32 = Exit::Interrupted.code();
 
 /// Credentials and endpoint, shared by the AWS commands.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -72,6 +76,58 @@ pub struct HistoryArgs {
     /// Deployment history: file://DIR or s3://BUCKET/PREFIX (default: $GANTRY_STATE_DIR, else the repository's .gantry/).
     #[arg(long, value_name = "URL")]
     pub history: Option<String>,
+}
+
+/// What every deploy, rollback and scale command takes: the history, the state machine's
+/// options and AWS credentials (for the target, or for an s3:// history).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+impl CommonArgs {
+    async fn history_store(&self) -> Result<Box<dyn HistoryStore>, DeployError> {
+        open_history(&self.history, &self.aws).await
+    }
+
+    async fn aws_config(&self) -> Result<sdk::aws_config::SdkConfig, DeployError> {
+        gantry_deploy::aws::load_config(&self.aws.options()).await
+    }
+
+    /// The AWS configuration and the history, as every AWS deploy or rollback needs them.
+    async fn connect(
+        &self,
+    ) -> Result<(sdk::aws_config::SdkConfig, Box<dyn HistoryStore>), DeployError> {
+        Ok((self.aws_config().await?, self.history_store().await?))
+    }
+}
+
+/// The health probe after a rollout, shared by every deploy and rollback.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HealthArgs {
+    /// After the rollout, probe this URL until it answers 2xx (docker: on a published port; default there: the image's HEALTHCHECK, else staying up for --grace).
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    pub health_url: Option<String>,
+    /// How long --health-url may take (default: 60s; docker: 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub health_timeout: Option<Duration>,
+}
+
+impl HealthArgs {
+    /// ECS and CloudFormation wait up to a minute for the probe.
+    fn timeout(&self) -> Duration {
+        self.health_timeout.unwrap_or(Duration::from_secs(60))
+    }
+
+    /// A local container answers sooner.
+    fn docker_timeout(&self) -> Duration {
+        self.health_timeout.unwrap_or(Duration::from_secs(30))
+    }
 }
 
 /// Options of the deploy state machine shared by every target.
@@ -284,12 +340,8 @@ pub struct EcsDeployArgs {
     /// Set the desired count.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=5000))]
     pub scale: Option<i32>,
-    /// After the rollout, probe this URL until it answers 2xx.
-    #[arg(long, value_name = "URL", value_parser = parse_url)]
-    pub health_url: Option<String>,
-    /// How long --health-url may take.
-    #[arg(long, default_value = "60", value_parser = parse_duration)]
-    pub health_timeout: Duration,
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// Do not roll back on failure (or on SIGINT/SIGTERM, recorded as interrupted).
     #[arg(long)]
     pub no_rollback: bool,
@@ -303,11 +355,7 @@ pub struct EcsDeployArgs {
     #[arg(long, num_args = 2, value_names = ["CONTAINER", "FILE"], action = clap::ArgAction::Append)]
     pub secrets_env_file: Vec<String>,
     #[command(flatten)]
-    pub history: HistoryArgs,
-    #[command(flatten)]
-    pub machine: MachineArgs,
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub common: CommonArgs,
 }
 
 /// `gantry deploy cloudformation STACK`.
@@ -339,11 +387,12 @@ pub struct CfnDeployArgs {
     #[arg(long, default_value = "1800", value_parser = parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
-    pub history: HistoryArgs,
+    pub health: HealthArgs,
+    /// Do not redeploy the last known-good template on failure (CloudFormation still rolls back a failed update by itself); SIGINT/SIGTERM is recorded as interrupted.
+    #[arg(long)]
+    pub no_rollback: bool,
     #[command(flatten)]
-    pub machine: MachineArgs,
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub common: CommonArgs,
 }
 
 /// `gantry deploy docker NAME --image IMAGE`.
@@ -368,12 +417,8 @@ pub struct DockerDeployArgs {
     /// Network to attach to.
     #[arg(long)]
     pub network: Option<String>,
-    /// Probe this URL (on a published port) until it answers 2xx; default: the image's HEALTHCHECK, else staying up for --grace.
-    #[arg(long, value_name = "URL", value_parser = parse_url)]
-    pub health_url: Option<String>,
-    /// How long the health check may take.
-    #[arg(long, default_value = "30", value_parser = parse_duration)]
-    pub health_timeout: Duration,
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// How long a revision without health check must stay up.
     #[arg(long, default_value = "2", value_parser = parse_duration)]
     pub grace: Duration,
@@ -384,12 +429,7 @@ pub struct DockerDeployArgs {
     #[arg(long)]
     pub no_rollback: bool,
     #[command(flatten)]
-    pub history: HistoryArgs,
-    #[command(flatten)]
-    pub machine: MachineArgs,
-    /// Credentials for an s3:// history.
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub common: CommonArgs,
 }
 
 /// `gantry rollback`.
@@ -413,15 +453,16 @@ pub enum RollbackTarget {
 #[derive(clap::Args, Debug)]
 pub struct CfnRollbackArgs {
     pub stack: String,
+    /// A recorded revision (its sha256 digest or a prefix of it, see `gantry deployments`).
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
     /// How long to wait for the stack.
     #[arg(long, default_value = "1800", value_parser = parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
-    pub history: HistoryArgs,
+    pub health: HealthArgs,
     #[command(flatten)]
-    pub machine: MachineArgs,
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub common: CommonArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -437,18 +478,10 @@ pub struct EcsRollbackArgs {
     /// Time between rollout polls (50ms to 60s).
     #[arg(long, default_value = "2s", value_parser = parse_poll)]
     pub poll_interval: Duration,
-    /// After the rollout, probe this URL until it answers 2xx.
-    #[arg(long, value_name = "URL", value_parser = parse_url)]
-    pub health_url: Option<String>,
-    /// How long --health-url may take.
-    #[arg(long, default_value = "60", value_parser = parse_duration)]
-    pub health_timeout: Duration,
     #[command(flatten)]
-    pub history: HistoryArgs,
+    pub health: HealthArgs,
     #[command(flatten)]
-    pub machine: MachineArgs,
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub common: CommonArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -457,20 +490,13 @@ pub struct DockerRollbackArgs {
     /// Revision number (as in NAME-rN).
     #[arg(long, value_name = "REV", value_parser = parse_revision)]
     pub to: Option<u32>,
-    #[arg(long, value_name = "URL", value_parser = parse_url)]
-    pub health_url: Option<String>,
-    #[arg(long, default_value = "30", value_parser = parse_duration)]
-    pub health_timeout: Duration,
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// How long a revision without health check must stay up.
     #[arg(long, default_value = "2", value_parser = parse_duration)]
     pub grace: Duration,
     #[command(flatten)]
-    pub history: HistoryArgs,
-    #[command(flatten)]
-    pub machine: MachineArgs,
-    /// Credentials for an s3:// history.
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub common: CommonArgs,
 }
 
 fn parse_revision(s: &str) -> Result<u32, String> {
@@ -556,11 +582,7 @@ pub struct EcsScaleArgs {
     #[arg(long, default_value = "300", allow_hyphen_values = true, value_parser = parse_timeout)]
     pub timeout: Timeout,
     #[command(flatten)]
-    pub history: HistoryArgs,
-    #[command(flatten)]
-    pub machine: MachineArgs,
-    #[command(flatten)]
-    pub aws: AwsArgs,
+    pub common: CommonArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -694,9 +716,8 @@ fn task_changes(a: &EcsDeployArgs) -> Result<TaskChanges, DeployError> {
 
 fn exit_for(e: &DeployError) -> i32 {
     match e {
-        DeployError::Rollout(_) | DeployError::Health(_) | DeployError::Interrupted(_) => {
-            EXIT_FAILED
-        }
+        DeployError::Interrupted(_) => EXIT_INTERRUPTED,
+        DeployError::Rollout(_) | DeployError::Health(_) => EXIT_FAILED,
         _ => EXIT_USAGE,
     }
 }
@@ -706,14 +727,17 @@ fn report(e: &DeployError) -> i32 {
     exit_for(e)
 }
 
-/// Prints a machine report; 0 ok, 1 something was changed and failed, 2 nothing was changed.
+/// Prints a machine report; 0 ok, 130 ended by SIGINT/SIGTERM, 1 something
+/// was changed and failed, 2 nothing was changed.
 fn print_report(r: &gantry_deploy::machine::Report) -> i32 {
     if r.ok() {
         eprintln!("ok: {}", r.message());
         EXIT_OK
     } else {
         eprintln!("FAILED: {}", r.message());
-        if r.changed_anything() {
+        if gantry_deploy::interrupt::received().is_some() {
+            EXIT_INTERRUPTED
+        } else if r.changed_anything() {
             EXIT_FAILED
         } else {
             EXIT_USAGE
@@ -772,11 +796,11 @@ fn ecs_options(a: &EcsDeployArgs) -> Result<EcsDeployOptions, DeployError> {
         .map(usize::from)
         .or(a.deregister.then_some(2));
     opts.scale = a.scale;
-    opts.health_url = a.health_url.clone();
-    opts.health_timeout = a.health_timeout;
+    opts.health_url = a.health.health_url.clone();
+    opts.health_timeout = a.health.timeout();
     opts.ignore_warnings = a.ignore_warnings;
-    let budget = a.timeout.0.unwrap_or_default() + a.rollback_timeout + a.health_timeout * 2;
-    opts.machine = a.machine.options(!a.no_rollback, budget);
+    let budget = a.timeout.0.unwrap_or_default() + a.rollback_timeout + opts.health_timeout * 2;
+    opts.machine = a.common.machine.options(!a.no_rollback, budget);
     Ok(opts)
 }
 
@@ -785,12 +809,8 @@ async fn deploy_ecs(a: EcsDeployArgs) -> i32 {
         Ok(o) => o,
         Err(e) => return report(&e),
     };
-    let cfg = match gantry_deploy::aws::load_config(&a.aws.options()).await {
+    let (cfg, history) = match a.common.connect().await {
         Ok(c) => c,
-        Err(e) => return report(&e),
-    };
-    let history = match open_history(&a.history, &a.aws).await {
-        Ok(h) => h,
         Err(e) => return report(&e),
     };
     run_ecs_deploy(&cfg, &opts, history.as_ref()).await
@@ -829,12 +849,8 @@ async fn deploy_cfn(a: CfnDeployArgs) -> i32 {
         Ok(t) => t,
         Err(e) => return report(&e),
     };
-    let cfg = match gantry_deploy::aws::load_config(&a.aws.options()).await {
+    let (cfg, history) = match a.common.connect().await {
         Ok(c) => c,
-        Err(e) => return report(&e),
-    };
-    let history = match open_history(&a.history, &a.aws).await {
-        Ok(h) => h,
         Err(e) => return report(&e),
     };
     let client = sdk::cloudformation::Client::new(&cfg);
@@ -846,36 +862,35 @@ async fn deploy_cfn(a: CfnDeployArgs) -> i32 {
         opts.capabilities = a.capabilities.clone();
     }
     opts.preview = !a.no_preview;
-    opts.preview_only = a.preview_only;
     opts.timeout = a.timeout;
     opts.outputs_dotenv = a.outputs_dotenv.clone();
-    opts.machine = a.machine.options(true, a.timeout);
+    opts.health_url = a.health.health_url.clone();
+    opts.health_timeout = a.health.timeout();
+    opts.machine = a
+        .common
+        .machine
+        .options(!a.no_rollback, a.timeout * 2 + opts.health_timeout * 2);
     opts.account = account_of(&cfg).await;
-    match gantry_deploy::cloudformation::deploy_stack(
-        &client,
-        &opts,
-        history.as_ref(),
-        &Log::stderr(),
-    )
-    .await
-    {
-        Ok(o) => {
-            for (k, v) in &o.outputs {
-                println!("{k}={v}");
-            }
-            eprintln!("ok: stack {} is {}", a.stack, o.status);
-            EXIT_OK
-        }
-        Err(e) => {
-            let code = report(&e);
-            eprintln!(
-                "next: gantry rollback cloudformation {} --history {}",
-                a.stack,
-                history.location()
-            );
-            code
-        }
+    let log = Log::stderr();
+    if a.preview_only {
+        return match gantry_deploy::cloudformation::preview_stack(
+            &client,
+            &opts,
+            history.as_ref(),
+            &log,
+        )
+        .await
+        {
+            Ok(()) => EXIT_OK,
+            Err(e) => report(&e),
+        };
     }
+    let done =
+        gantry_deploy::cloudformation::deploy_stack(&client, &opts, history.as_ref(), &log).await;
+    for (k, v) in &done.outputs {
+        println!("{k}={v}");
+    }
+    print_report(&done.report)
 }
 
 /// The caller's account (one STS call), for history keys of stacks not created yet.
@@ -904,13 +919,14 @@ fn docker_options(a: &DockerDeployArgs) -> Result<LocalDeployOptions, DeployErro
         .map(gantry_deploy::ecs::taskdef::split_command)
         .transpose()?;
     o.spec.network = a.network.clone();
-    o.health_url = a.health_url.clone();
-    o.health_timeout = a.health_timeout;
+    o.health_url = a.health.health_url.clone();
+    o.health_timeout = a.health.docker_timeout();
     o.grace = a.grace;
     o.keep = usize::from(a.keep);
     o.machine = a
+        .common
         .machine
-        .options(!a.no_rollback, a.health_timeout * 3 + a.grace * 2);
+        .options(!a.no_rollback, o.health_timeout * 3 + a.grace * 2);
     Ok(o)
 }
 
@@ -923,7 +939,7 @@ async fn deploy_docker(a: DockerDeployArgs) -> i32 {
         Ok(o) => o,
         Err(e) => return report(&e),
     };
-    let history = match open_history(&a.history, &a.aws).await {
+    let history = match a.common.history_store().await {
         Ok(h) => h,
         Err(e) => return report(&e),
     };
@@ -943,12 +959,8 @@ pub fn rollback(a: RollbackArgs) -> i32 {
     run(async move {
         match a.target {
             RollbackTarget::Ecs(r) => {
-                let cfg = match gantry_deploy::aws::load_config(&r.aws.options()).await {
+                let (cfg, history) = match r.common.connect().await {
                     Ok(c) => c,
-                    Err(e) => return report(&e),
-                };
-                let history = match open_history(&r.history, &r.aws).await {
-                    Ok(h) => h,
                     Err(e) => return report(&e),
                 };
                 let client = sdk::ecs::Client::new(&cfg);
@@ -962,16 +974,17 @@ pub fn rollback(a: RollbackArgs) -> i32 {
                 opts.timeout = r.timeout.0;
                 opts.rollback_timeout = r.timeout.0.unwrap_or_default();
                 opts.poll_interval = r.poll_interval;
-                opts.health_url = r.health_url.clone();
-                opts.health_timeout = r.health_timeout;
+                opts.health_url = r.health.health_url.clone();
+                opts.health_timeout = r.health.timeout();
                 opts.machine = r
+                    .common
                     .machine
-                    .options(true, r.timeout.0.unwrap_or_default() + r.health_timeout);
+                    .options(true, r.timeout.0.unwrap_or_default() + opts.health_timeout);
                 let rep = deployer.rollback(&opts, &r.service, r.to.as_deref()).await;
                 print_report(&rep)
             }
             RollbackTarget::Docker(r) => {
-                let history = match open_history(&r.history, &r.aws).await {
+                let history = match r.common.history_store().await {
                     Ok(h) => h,
                     Err(e) => return report(&e),
                 };
@@ -981,43 +994,42 @@ pub fn rollback(a: RollbackArgs) -> i32 {
                 };
                 let deployer = LocalDeployer::new(docker, history.as_ref(), Log::stderr());
                 let mut opts = LocalDeployOptions::new(&r.name, "");
-                opts.health_url = r.health_url.clone();
-                opts.health_timeout = r.health_timeout;
+                opts.health_url = r.health.health_url.clone();
+                opts.health_timeout = r.health.docker_timeout();
                 opts.grace = r.grace;
-                opts.machine = r.machine.options(true, r.health_timeout * 2 + r.grace);
+                opts.machine = r
+                    .common
+                    .machine
+                    .options(true, opts.health_timeout * 2 + r.grace);
                 match deployer.rollback_report(&r.name, r.to, &opts).await {
                     Ok(rep) => print_report(&rep),
                     Err(e) => report(&e),
                 }
             }
             RollbackTarget::CloudFormation(r) => {
-                let cfg = match gantry_deploy::aws::load_config(&r.aws.options()).await {
+                let (cfg, history) = match r.common.connect().await {
                     Ok(c) => c,
-                    Err(e) => return report(&e),
-                };
-                let history = match open_history(&r.history, &r.aws).await {
-                    Ok(h) => h,
                     Err(e) => return report(&e),
                 };
                 let client = sdk::cloudformation::Client::new(&cfg);
                 let mut opts = StackOptions::new(&r.stack);
                 opts.timeout = r.timeout;
-                opts.machine = r.machine.options(true, r.timeout);
+                opts.health_url = r.health.health_url.clone();
+                opts.health_timeout = r.health.timeout();
+                opts.machine = r
+                    .common
+                    .machine
+                    .options(true, r.timeout * 2 + opts.health_timeout);
                 opts.account = account_of(&cfg).await;
-                match gantry_deploy::cloudformation::rollback_stack(
+                let rep = gantry_deploy::cloudformation::rollback_stack(
                     &client,
                     &opts,
+                    r.to.as_deref(),
                     history.as_ref(),
                     &Log::stderr(),
                 )
-                .await
-                {
-                    Ok(msg) => {
-                        eprintln!("ok: {msg}");
-                        EXIT_OK
-                    }
-                    Err(e) => report(&e),
-                }
+                .await;
+                print_report(&rep)
             }
         }
     })
@@ -1166,18 +1178,14 @@ pub fn ecs(a: EcsArgs) -> i32 {
 }
 
 async fn ecs_scale(s: EcsScaleArgs) -> i32 {
-    let cfg = match gantry_deploy::aws::load_config(&s.aws.options()).await {
+    let (cfg, history) = match s.common.connect().await {
         Ok(c) => c,
-        Err(e) => return report(&e),
-    };
-    let history = match open_history(&s.history, &s.aws).await {
-        Ok(h) => h,
         Err(e) => return report(&e),
     };
     let mut opts = EcsDeployOptions::new(&s.cluster, &[s.service.as_str()]);
     opts.scale = Some(s.count);
     opts.timeout = s.timeout.0;
-    opts.machine = s.machine.options(
+    opts.machine = s.common.machine.options(
         true,
         s.timeout.0.unwrap_or_default() + opts.rollback_timeout,
     );
@@ -1189,7 +1197,7 @@ async fn ecs_diff(a: EcsDeployArgs) -> i32 {
         Ok(o) => o,
         Err(e) => return report(&e),
     };
-    let cfg = match gantry_deploy::aws::load_config(&a.aws.options()).await {
+    let cfg = match a.common.aws_config().await {
         Ok(c) => c,
         Err(e) => return report(&e),
     };
@@ -1282,7 +1290,7 @@ mod tests {
         assert_eq!(ch.secrets[0].2, "arn:p");
         assert_eq!(ch.health_checks[0].1.interval, 10);
         assert_eq!(
-            a.aws.options().assume_role.as_deref(),
+            a.common.aws.options().assume_role.as_deref(),
             Some("arn:aws:iam::222222222222:role/d")
         );
     }

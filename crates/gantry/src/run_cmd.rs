@@ -5,9 +5,13 @@
 use crate::exit::Exit;
 use crate::project::{self, EXIT_FAILURE, EXIT_USAGE, PlanArgs};
 use gantry_config::model::{PipelineStatus, Variable};
+use gantry_engine::error::ChildPipelineError;
 use gantry_engine::executor::Executor;
+use gantry_engine::ports::ChildPlanner;
 use gantry_engine::report::{OutputMode, Reporter};
-use gantry_engine::run::{DockerConnect, ExecutorKind, RunOptions, RunStatus, run_blocking};
+use gantry_engine::run::{
+    ChildPlanners, DockerConnect, ExecutorKind, RunOptions, RunStatus, run_blocking,
+};
 use gantry_engine::sources;
 use gantry_engine::state::{JobEnvRecord, JobRecord, RunManifest, StateDir};
 use gantry_engine::vars::{parse_variables_file, valid_name};
@@ -317,7 +321,25 @@ pub fn run(args: RunArgs) -> i32 {
     }
     variables.extend(args.vars.iter().map(|(k, v)| Variable::new(k, v)));
 
+    // Child pipelines read the same files as the parent (the commit, or
+    // the working tree) and start from its context.
+    let child_files: Box<dyn gantry_config::load::FileSource + Send + Sync> = if args.working_tree {
+        Box::new(
+            gantry_source::WorkingTree::new(planned.project_dir.clone())
+                .with_gitlab(gantry_source::GitlabInstance::from_env(None)),
+        )
+    } else {
+        Box::new(
+            gantry_source::CommitTree::new(planned.project_dir.clone(), target.sha.clone())
+                .with_gitlab(gantry_source::GitlabInstance::from_env(None)),
+        )
+    };
+    let children = LocalChildren {
+        files: child_files,
+        context: planned.context.clone(),
+    };
     let opts = RunOptions {
+        children: ChildPlanners(Some(Arc::new(children))),
         repo_dir: planned.project_dir.clone(),
         sha: if target.sha.is_empty() {
             planned.facts.sha.clone()
@@ -373,6 +395,43 @@ pub fn run(args: RunArgs) -> i32 {
         Err(e) => {
             eprintln!("error: {e}");
             Exit::Usage.code()
+        }
+    }
+}
+
+/// Plans child pipelines of `trigger:include` jobs for `gantry run`.
+struct LocalChildren {
+    files: Box<dyn gantry_config::load::FileSource + Send + Sync>,
+    /// The parent pipeline's context (`trigger:forward` decides what passes).
+    context: gantry_config::context::Context,
+}
+
+impl ChildPlanner for LocalChildren {
+    fn plan_child(
+        &self,
+        trigger_job: &gantry_config::model::Job,
+        generated: Option<(&str, &str)>,
+    ) -> Result<gantry_config::model::Pipeline, ChildPipelineError> {
+        let planned = match generated {
+            Some((name, text)) => gantry_config::child::plan_child_yaml(
+                self.files.as_ref(),
+                &self.context,
+                trigger_job,
+                text,
+                name,
+            )
+            .map(Some),
+            None => {
+                gantry_config::child::plan_child(self.files.as_ref(), &self.context, trigger_job)
+            }
+        };
+        match planned {
+            Ok(Some(child)) => Ok(child.pipeline),
+            Ok(None) => Err(ChildPipelineError::Invalid(format!(
+                "`{}` names no child configuration",
+                trigger_job.name
+            ))),
+            Err(e) => Err(ChildPipelineError::Invalid(e.to_string())),
         }
     }
 }

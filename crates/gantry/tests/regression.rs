@@ -503,3 +503,452 @@ fn concurrent_runs_in_one_and_in_same_named_repositories_succeed() {
 }
 
 // ---- end engine ----
+
+// ---- run: leftovers of a killed run (issue 8, defect 8) ----
+
+const PODMAN_SOCKET: &str = "unix:///run/podman/podman.sock";
+
+/// Podman and the test images, else skip (or fail when required).
+fn podman_ready(test: &str) -> bool {
+    let images = [
+        "localhost/busybox:latest",
+        "localhost/gantry-test-httpd:latest",
+    ];
+    let ok = Path::new("/run/podman/podman.sock").exists()
+        && images.iter().all(|image| {
+            Command::new("podman")
+                .args(["image", "exists", image])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    if !ok {
+        assert!(
+            std::env::var("GANTRY_REQUIRE_PODMAN").as_deref() != Ok("1"),
+            "{test}: GANTRY_REQUIRE_PODMAN=1 but Podman or a test image is missing"
+        );
+        eprintln!(
+            "SKIPPED {test}: Podman or a test image missing (scripts/setup-podman.sh, scripts/make-test-images.sh)"
+        );
+    }
+    ok
+}
+
+/// Containers and networks labelled with a run id.
+fn run_objects(run_id: &str) -> (usize, usize) {
+    let label = format!("label=gantry.run={run_id}");
+    let count = |args: &[&str]| {
+        let out = Command::new("podman").args(args).output().expect("podman");
+        assert!(out.status.success(), "podman {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    };
+    (
+        count(&["ps", "-a", "--filter", &label, "--format", "{{.ID}}"]),
+        count(&["network", "ls", "--filter", &label, "--format", "{{.Name}}"]),
+    )
+}
+
+/// Removes a run's containers and networks when dropped (a failed
+/// assertion must not leave the killed run's objects behind).
+struct RemoveRunObjects(String);
+
+impl Drop for RemoveRunObjects {
+    fn drop(&mut self) {
+        let label = format!("label=gantry.run={}", self.0);
+        let list = |args: &[&str]| {
+            Command::new("podman")
+                .args(args)
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .map(str::to_string)
+                        .filter(|l| !l.trim().is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        for id in list(&["ps", "-aq", "--filter", &label]) {
+            let _ = Command::new("podman").args(["rm", "-f", &id]).output();
+        }
+        for name in list(&["network", "ls", "--filter", &label, "--format", "{{.Name}}"]) {
+            let _ = Command::new("podman")
+                .args(["network", "rm", &name])
+                .output();
+        }
+    }
+}
+
+/// Issue 8, defect 8: `gantry run` wrote no owner file for its run, so
+/// after a `kill -9` nothing on disk said the run was dead (and `run.json`,
+/// written at the start, made `gantry clean` take a live run for a finished
+/// one). Now the run records its process; after a `kill -9` the next run
+/// removes the dead run's containers and network, and `gantry clean` its
+/// build folder.
+#[test]
+fn after_a_kill_9_the_next_run_removes_the_dead_runs_containers() {
+    let test = "after_a_kill_9_the_next_run_removes_the_dead_runs_containers";
+    if !podman_ready(test) {
+        return;
+    }
+    let dir = repo(
+        "variables:\n  NAP: \"300\"\n\
+         sleeper:\n  image: localhost/busybox:latest\n  services:\n    - name: localhost/gantry-test-httpd:latest\n      alias: web\n  script:\n    - echo started-sleeping\n    - sleep $NAP\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env("DOCKER_HOST", PODMAN_SOCKET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gantry run");
+    let child_out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let started = std::io::BufReader::new(child_out)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("started-sleeping") && !l.contains("echo"));
+        let _ = tx.send(started);
+    });
+    let started = rx.recv_timeout(Duration::from_secs(180)).unwrap_or(false);
+    if !started {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the job did not start");
+    }
+    let runs = dir.path().join(".gantry/runs");
+    let ids: Vec<String> = std::fs::read_dir(&runs)
+        .expect("runs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let dead = ids[0].clone();
+    // Whatever happens below, the killed run's objects go with the test.
+    let _leftovers = RemoveRunObjects(dead.clone());
+    let builds = runs.join(&dead).join("builds");
+
+    // While it runs, `gantry clean` leaves its folder and containers alone.
+    let clean = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("clean")
+        .current_dir(dir.path())
+        .env("DOCKER_HOST", PODMAN_SOCKET)
+        .output()
+        .expect("clean");
+    let live_folder_kept = builds.join("sleeper").exists();
+    let live_objects = run_objects(&dead);
+
+    // SIGKILL: the run cannot clean up.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        live_folder_kept,
+        "gantry clean removed the build folder of a live run: {}",
+        stdout(&clean)
+    );
+    assert!(
+        live_objects.0 >= 2 && live_objects.1 >= 1,
+        "{live_objects:?}: {}",
+        stdout(&clean)
+    );
+    let owner = std::fs::read_to_string(runs.join(&dead).join("owner"))
+        .expect("the run records its owner process");
+    assert!(
+        owner.contains(&format!("/{}/", child.id())),
+        "owner file `{owner}` names the killed gantry"
+    );
+    let (containers, networks) = run_objects(&dead);
+    assert!(
+        containers >= 2 && networks >= 1,
+        "the killed run left {containers} container(s), {networks} network(s)"
+    );
+
+    // The next run in the repository sweeps what the dead run left.
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["run", "-v", "NAP=0"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env("DOCKER_HOST", PODMAN_SOCKET)
+        .stdin(Stdio::null())
+        .output()
+        .expect("second run");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(run_objects(&dead), (0, 0), "{}", stdout(&out));
+
+    // Its build folder went with the old runs the next run pruned.
+    assert!(!builds.exists());
+}
+
+// ---- run: start_in (issue 8, defect 10) ----
+
+/// Issue 8, defect 10: `start_in: "1:30"` passed lint and then the job ran
+/// at once, because the engine parsed the text again with its own parser.
+/// The model parses it once (clock form included) and the engine waits its
+/// seconds; a bad duration is a lint error with its position.
+#[test]
+fn start_in_is_parsed_once_and_the_run_waits_its_seconds() {
+    let dir =
+        repo("later:\n  when: delayed\n  start_in: \"0:02\"\n  script:\n    - echo ran-later\n");
+    let started = Instant::now();
+    let out = gantry(dir.path(), &["run"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("ran-later"), "{}", stdout(&out));
+    assert!(
+        took >= Duration::from_secs(2),
+        "the delayed job started after {took:?}, not after start_in's 2 s"
+    );
+    let bad =
+        repo("later:\n  when: delayed\n  start_in: \"1:30 later\"\n  script:\n    - echo x\n");
+    let out = gantry(bad.path(), &["lint"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains(".gitlab-ci.yml:3:"), "{text}");
+    assert!(text.contains('^'), "{text}");
+}
+
+// ---- run: child pipelines (issue 7) ----
+
+/// A repository with `files` committed.
+fn repo_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(
+        dir.path(),
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "init",
+        ],
+    );
+    dir
+}
+
+/// Issue 7: trigger jobs were skipped by `gantry run`. A `trigger:include`
+/// job now runs its child pipeline (a local file, or YAML an earlier job
+/// generated as an artifact) through the same dispatcher, with
+/// `CI_PIPELINE_SOURCE=parent_pipeline` and the trigger job's variables;
+/// the summary shows the child's jobs under the trigger job; a
+/// multi-project trigger stays skipped with its reason.
+#[test]
+fn trigger_include_jobs_run_their_child_pipelines() {
+    let dir = repo_with(&[
+        (
+            ".gitlab-ci.yml",
+            "stages: [build, test, deploy]\n\
+             variables:\n  GLOBAL: from-parent\n\
+             gen:\n  stage: build\n  script:\n    - printf 'dyn-job:\\n  script:\\n    - echo dynamic-child-ran\\n' > generated.yml\n  artifacts:\n    paths: [generated.yml]\n\
+             child:\n  stage: test\n  variables:\n    FOR_CHILD: passed-down\n  trigger:\n    include: ci/child.yml\n    strategy: depend\n\
+             dynamic:\n  stage: test\n  trigger:\n    include:\n      - artifact: generated.yml\n        job: gen\n\
+             multi:\n  stage: test\n  trigger:\n    project: group/other\n\
+             after:\n  stage: deploy\n  script:\n    - echo after-ran\n",
+        ),
+        (
+            "ci/child.yml",
+            "child-a:\n  script:\n    - echo \"source=$CI_PIPELINE_SOURCE for=$FOR_CHILD global=$GLOBAL\"\n",
+        ),
+    ]);
+    let out = gantry(dir.path(), &["run"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(
+        text.lines().any(|l| l.contains("child > child-a")
+            && l.contains("source=parent_pipeline for=passed-down global=from-parent")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dynamic > dyn-job") && l.contains("dynamic-child-ran")),
+        "{text}"
+    );
+    assert!(text.contains("after-ran"), "{text}");
+    let summary = &text[text.rfind("\njob ").expect("summary")..];
+    let row = |name: &str| {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name} in {summary}"))
+            .to_string()
+    };
+    assert!(row("child ").contains("success"), "{summary}");
+    assert!(row("↳ child-a").starts_with("  ↳ child-a"), "{summary}");
+    assert!(row("↳ dyn-job").contains("success"), "{summary}");
+    assert!(row("multi").contains("skipped"), "{summary}");
+    assert!(row("multi").contains("multi-project"), "{summary}");
+    // The child row follows its trigger job's row.
+    let pos = |needle: &str| summary.find(needle).expect(needle);
+    assert!(pos("\nchild ") < pos("↳ child-a"), "{summary}");
+}
+
+/// `strategy: depend`: the trigger job takes its child's status (a failed
+/// child fails the parent); without it the trigger job succeeds once the
+/// child exists. An invalid child configuration fails the trigger job.
+#[test]
+fn a_trigger_job_with_strategy_depend_mirrors_its_child() {
+    let dir = repo_with(&[
+        (
+            ".gitlab-ci.yml",
+            "mirrored:\n  trigger:\n    include: ci/fail.yml\n    strategy: depend\n\
+             fire-and-forget:\n  trigger:\n    include: ci/fail.yml\n\
+             broken:\n  trigger:\n    include: ci/broken.yml\n",
+        ),
+        ("ci/fail.yml", "failing:\n  script:\n    - exit 3\n"),
+        ("ci/broken.yml", "oops:\n  scirpt: nope\n"),
+    ]);
+    let out = gantry(dir.path(), &["run"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let summary = &text[text.rfind("\njob ").expect("summary")..];
+    let row = |name: &str| {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name} in {summary}"))
+            .to_string()
+    };
+    assert!(row("mirrored").contains("failed"), "{summary}");
+    assert!(row("fire-and-forget").contains("success"), "{summary}");
+    assert!(row("↳ failing").contains("failed"), "{summary}");
+    assert!(row("broken").contains("failed"), "{summary}");
+    assert!(row("broken").contains("invalid"), "{summary}");
+}
+
+// ---- deploy (issue 9) ----
+
+/// Runs `gantry deploy docker NAME` with the local engine and a file history in `dir`.
+fn deploy_docker(dir: &Path, name: &str, port: u16, command: &str, extra: &[&str]) -> Command {
+    let history = format!("file://{}", dir.join("state").display());
+    let port_spec = format!("127.0.0.1:{port}:80");
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    cmd.args([
+        "deploy",
+        "docker",
+        name,
+        "--image",
+        "localhost/busybox:latest",
+    ])
+    .args(["--command", command, "-p", &port_spec, "--health-url", &url])
+    .args(["--history", &history])
+    .args(extra)
+    .current_dir(dir)
+    .env("DOCKER_HOST", "unix:///run/podman/podman.sock")
+    .env_remove("GANTRY_HISTORY")
+    .env_remove("CI_JOB_ID")
+    .stdin(Stdio::null());
+    cmd
+}
+
+fn podman_busybox(test: &str) -> bool {
+    let ok = Path::new("/run/podman/podman.sock").exists()
+        && Command::new("podman")
+            .args(["image", "exists", "localhost/busybox:latest"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("GANTRY_REQUIRE_PODMAN").as_deref() != Ok("1"),
+            "{test}: GANTRY_REQUIRE_PODMAN=1 but Podman or localhost/busybox is missing"
+        );
+        eprintln!("SKIPPED {test}: no Podman socket or localhost/busybox");
+    }
+    ok
+}
+
+fn deploy_containers(name: &str) -> Vec<String> {
+    let o = Command::new("podman")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("label=io.gantry.deploy={name}"))
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 9: a SIGTERM while the new revision was still a candidate beside the live one
+/// (`--no-rollback`) said "live now: r2" although r1 never stopped serving; without
+/// `--no-rollback` it ran a needless rollback of the untouched r1.
+#[test]
+fn sigterm_before_the_cut_over_says_the_old_revision_is_live_and_records_interrupted() {
+    let test = "sigterm_before_the_cut_over";
+    if !podman_busybox(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("gantry-reg-sigterm-{}", std::process::id());
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            for c in deploy_containers(&self.0) {
+                let _ = Command::new("podman").args(["rm", "-f", &c]).output();
+            }
+        }
+    }
+    let _gone = Gone(name.clone());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let serve = "sh -c 'mkdir -p /www && echo v1 > /www/index.html && exec httpd -f -p 80 -h /www'";
+    let good = deploy_docker(dir.path(), &name, port, serve, &[])
+        .output()
+        .unwrap();
+    assert_eq!(good.status.code(), Some(0), "{}", stderr(&good));
+
+    let child = deploy_docker(
+        dir.path(),
+        &name,
+        port,
+        "sleep 600",
+        &["--health-timeout", "120s", "--no-rollback"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let candidate = format!("{name}-r2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !deploy_containers(&name).contains(&candidate) {
+        assert!(Instant::now() < deadline, "no candidate {candidate}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    // Ended by a signal: 130, as every gantry command.
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("recorded as interrupted"), "{err}");
+    assert!(err.contains("live now: r1"), "{err}");
+    assert_eq!(
+        deploy_containers(&name),
+        std::slice::from_ref(&name),
+        "{err}"
+    );
+}

@@ -1303,11 +1303,15 @@ pub(crate) fn delayed_pair(ck: &mut Ck, m: &Map, n: &Node, p: &P, delayed: bool)
     }
 }
 
-/// `start_in`: a duration of at most one week.
-pub(crate) fn start_in(ck: &mut Ck, n: &Node, p: &P) -> Option<String> {
+/// `start_in`: a duration of at most one week, parsed here once (engines
+/// read its seconds).
+pub(crate) fn start_in(ck: &mut Ck, n: &Node, p: &P) -> Option<crate::model::StartIn> {
     let s = ck.nonempty_string(n, p)?;
     match parse_duration(s) {
-        Some(secs) if secs <= MAX_START_IN => Some(s.to_string()),
+        Some(seconds) if seconds <= MAX_START_IN => Some(crate::model::StartIn {
+            seconds,
+            text: s.to_string(),
+        }),
         _ => {
             ck.bad(
                 n,

@@ -212,7 +212,11 @@ fn job_when_values_and_never_only_in_rules() {
 #[test]
 fn delayed_needs_start_in_of_at_most_a_week() {
     let c = ok("x:\n  script: a\n  when: delayed\n  start_in: 30 minutes\n");
-    assert_eq!(c.jobs["x"].start_in.as_deref(), Some("30 minutes"));
+    let start_in = c.jobs["x"].start_in.as_ref().expect("start_in");
+    assert_eq!(
+        (start_in.text.as_str(), start_in.seconds),
+        ("30 minutes", 1800)
+    );
     err(
         "x:\n  script: a\n  when: delayed\n",
         "uses `when: delayed` without `start_in`",

@@ -47,7 +47,7 @@ pub use names::{default_service_aliases, expand_runner_env, user_aliases};
 
 use crate::executor::{
     ExecError, Executor, JobEnvironment, JobStage, LineBuffers, LogSink, PrepareRequest,
-    ScriptOutcome, ScriptRequest,
+    STATE_DIR_IN_CONTAINER, ScriptOutcome, ScriptRequest,
 };
 use async_trait::async_trait;
 use bollard::Docker;
@@ -623,6 +623,18 @@ impl DockerExecutor {
         })?;
         job_env.owner = ownership::owner_for(&project_dir);
         job_env.project_dir = project_dir.clone();
+        // The project's state (a deploy's history) outlives the container.
+        let state_bind = match &req.state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let dir = std::fs::canonicalize(dir).map_err(|e| {
+                    ExecError::Setup(format!("state directory {}: {e}", dir.display()))
+                })?;
+                job_env.state_dir = Some(dir.clone());
+                Some(format!("{}:{STATE_DIR_IN_CONTAINER}", dir.display()))
+            }
+            None => None,
+        };
 
         let name = format!("{}-build", job_env.instance);
         let env = env_list(req.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -648,6 +660,7 @@ impl DockerExecutor {
             host_config: Some(HostConfig {
                 binds: Some(
                     std::iter::once(format!("{}:{}", project_dir.display(), req.ci_project_dir))
+                        .chain(state_bind)
                         .chain(self.options.volumes.iter().cloned())
                         .collect(),
                 ),
@@ -1192,6 +1205,7 @@ impl Executor for DockerExecutor {
             failed: false,
             cancelled: false,
             owner: None,
+            state_dir: None,
             needs_start: false,
         };
         let result = tokio::select! {
@@ -1257,6 +1271,9 @@ struct DockerJob {
     cancelled: bool,
     /// Owner of the project directory before the job ran.
     owner: Option<Owner>,
+    /// The project's state directory on the host, mounted at
+    /// [`STATE_DIR_IN_CONTAINER`].
+    state_dir: Option<PathBuf>,
     /// The build container was killed (timeout, cancel) and must be started
     /// again before the next script.
     needs_start: bool,
@@ -1332,8 +1349,21 @@ impl DockerJob {
 
     /// Gives files the job wrote back to the project directory's owner.
     async fn give_files_back(&mut self, output: &LogSink) {
+        self.give_back_under(
+            self.project_dir.clone(),
+            self.ci_project_dir.clone(),
+            output,
+        )
+        .await;
+        if let Some(state) = self.state_dir.clone() {
+            self.give_back_under(state, STATE_DIR_IN_CONTAINER.to_string(), output)
+                .await;
+        }
+    }
+
+    /// Gives back what the job wrote under `root` (seen as `in_container`).
+    async fn give_back_under(&mut self, root: PathBuf, in_container: String, output: &LogSink) {
         let Some(owner) = self.owner else { return };
-        let root = self.project_dir.clone();
         if nix::unistd::geteuid().is_root() {
             let result =
                 tokio::task::spawn_blocking(move || ownership::give_back(&root, owner)).await;
@@ -1366,7 +1396,7 @@ impl DockerJob {
             "chown".to_string(),
             "-R".to_string(),
             format!("{}:{}", owner.uid, owner.gid),
-            self.ci_project_dir.clone(),
+            in_container,
         ];
         let status = self.exec_collect(&container, cmd).await;
         if status != Some(0) {
@@ -1624,20 +1654,20 @@ impl JobEnvironment for DockerJob {
             while let Some(item) = stream.next().await {
                 let ready = match item {
                     Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        lines.push(0, &message)
+                        lines.push_pieces(0, &message)
                     }
-                    Ok(LogOutput::StdErr { message }) => lines.push(1, &message),
+                    Ok(LogOutput::StdErr { message }) => lines.push_pieces(1, &message),
                     Ok(LogOutput::StdIn { .. }) => continue,
                     Err(e) => return Err(e),
                 };
                 // Waits while the log is behind: backpressure on the engine.
-                let _ = output.send_output(ready).await;
+                let _ = output.send_pieces(ready).await;
             }
             Ok(())
         };
         let interrupted = tokio::select! {
             r = pump => {
-                let _ = output.send_output(lines.finish()).await;
+                let _ = output.send_pieces(lines.finish_pieces()).await;
                 if let Err(e) = r {
                     self.failed |= request.stage == JobStage::StepScript;
                     return Err(engine_error("reading the script's output", e));
@@ -1648,7 +1678,7 @@ impl JobEnvironment for DockerJob {
             _ = cancel.cancelled() => Some(ScriptOutcome::Cancelled),
         };
         if interrupted.is_some() {
-            let _ = output.send_output(lines.finish()).await;
+            let _ = output.send_pieces(lines.finish_pieces()).await;
         }
         if let Some(outcome) = interrupted {
             // The whole container, so nothing the script started survives.

@@ -100,6 +100,7 @@ pub fn request(job: Job, project_dir: &Path, run_id: &str, env: &[(&str, &str)])
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         run_id: run_id.to_string(),
+        state_dir: None,
         repository_key: repository_key(project_dir),
     }
 }
