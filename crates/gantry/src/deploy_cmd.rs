@@ -73,7 +73,7 @@ impl AwsArgs {
 /// Where the deployment history lives, and how deploys of one target take turns.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct HistoryArgs {
-    /// Deployment history: file://DIR or s3://BUCKET/PREFIX (default: $GANTRY_STATE_DIR, else the repository's .gantry/).
+    /// Deployment history: file://DIR, s3://BUCKET/PREFIX or https://GANTRY-SERVER (token: $GANTRY_HISTORY_TOKEN, else $CI_JOB_TOKEN); default: $GANTRY_STATE_DIR, else the repository's .gantry/.
     #[arg(long, value_name = "URL")]
     pub history: Option<String>,
 }
