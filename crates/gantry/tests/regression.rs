@@ -16,23 +16,7 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 fn repo(ci: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(".gitlab-ci.yml"), ci).unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["add", "-A"]);
-    git(
-        dir.path(),
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-qm",
-            "init",
-        ],
-    );
-    dir
+    repo_with(&[(".gitlab-ci.yml", ci)])
 }
 
 fn gantry(dir: &Path, args: &[&str]) -> Output {
