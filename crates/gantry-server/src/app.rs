@@ -38,6 +38,9 @@ pub struct ServeConfig {
     pub server_key: Option<String>,
     /// How often expired artifacts are deleted.
     pub sweep_interval: Duration,
+    /// How often every project's remote is fetched for new commits
+    /// (GitLab's pull mirroring); `None`: never (webhooks only).
+    pub poll_interval: Option<Duration>,
 }
 
 impl ServeConfig {
@@ -54,6 +57,7 @@ impl ServeConfig {
             admin_token: None,
             server_key: None,
             sweep_interval: Duration::from_secs(60),
+            poll_interval: None,
         }
     }
 
@@ -206,6 +210,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     });
     crate::queue::spawn(app.clone());
     crate::sweeper::spawn(app.clone());
+    if let Some(interval) = app.config.poll_interval {
+        crate::poller::spawn(app.clone(), interval);
+    }
     if app.config.builtin_runner {
         let runner = crate::runner::RunnerConfig {
             url: app.url.clone(),

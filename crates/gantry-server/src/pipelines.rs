@@ -38,6 +38,26 @@ pub struct Request {
     pub fetch: bool,
 }
 
+/// GitLab's SHA for "no commit" (a new ref's `before`).
+pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+impl Request {
+    /// A push of `sha` to a branch or tag (`before`: its previous head),
+    /// from a webhook or a poll of the remote: `CI_PIPELINE_SOURCE=push`,
+    /// and it auto-cancels older pipelines of the ref.
+    pub fn push(git_ref: String, is_tag: bool, sha: String, before: String) -> Request {
+        Request {
+            git_ref,
+            sha: Some(sha),
+            is_tag: Some(is_tag),
+            before_sha: Some(before),
+            source: "push".into(),
+            fetch: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// Creates, stores and starts a pipeline.
 pub async fn create(
     app: &Shared,
@@ -63,23 +83,7 @@ pub async fn create(
         }
         None => app.repos.resolve_ref(project.id, &req.git_ref)?,
     };
-    let protected = !is_tag && req.git_ref == project.default_branch;
-    let mut predefined = vec![
-        ("CI_SERVER_URL".to_string(), app.url.clone()),
-        ("CI_API_V4_URL".to_string(), format!("{}/api/v4", app.url)),
-        ("CI_PROJECT_ID".to_string(), project.id.to_string()),
-        ("CI_PROJECT_PATH".to_string(), project.path.clone()),
-        ("CI_PROJECT_NAME".to_string(), project.name.clone()),
-        (
-            "CI_PROJECT_URL".to_string(),
-            format!("{}/{}", app.url, project.path),
-        ),
-        ("CI_COMMIT_REF_PROTECTED".to_string(), protected.to_string()),
-        (
-            "CI_DEFAULT_BRANCH".to_string(),
-            project.default_branch.clone(),
-        ),
-    ];
+    let (protected, mut predefined) = predefined(app, project, &req.git_ref, is_tag);
     predefined.extend(req.predefined.iter().cloned());
     let trigger = Trigger {
         sha: sha.clone(),
@@ -103,6 +107,51 @@ pub async fn create(
                 .unwrap_or_else(|| "workflow:rules".into()),
         ));
     }
+    let pipeline = store_and_start(app, project, &req, sha, is_tag, protected, &planned, None).await?;
+    Ok(pipeline)
+}
+
+/// Whether `git_ref` is protected, and the server's predefined variables
+/// of a pipeline on it.
+pub fn predefined(
+    app: &Shared,
+    project: &Project,
+    git_ref: &str,
+    is_tag: bool,
+) -> (bool, Vec<(String, String)>) {
+    let protected = !is_tag && git_ref == project.default_branch;
+    let predefined = vec![
+        ("CI_SERVER_URL".to_string(), app.url.clone()),
+        ("CI_API_V4_URL".to_string(), format!("{}/api/v4", app.url)),
+        ("CI_PROJECT_ID".to_string(), project.id.to_string()),
+        ("CI_PROJECT_PATH".to_string(), project.path.clone()),
+        ("CI_PROJECT_NAME".to_string(), project.name.clone()),
+        (
+            "CI_PROJECT_URL".to_string(),
+            format!("{}/{}", app.url, project.path),
+        ),
+        ("CI_COMMIT_REF_PROTECTED".to_string(), protected.to_string()),
+        (
+            "CI_DEFAULT_BRANCH".to_string(),
+            project.default_branch.clone(),
+        ),
+    ];
+    (protected, predefined)
+}
+
+/// Stores a planned pipeline with its jobs (a child pipeline: linked to
+/// `parent`, its parent pipeline and trigger job) and starts it.
+#[allow(clippy::too_many_arguments)]
+pub async fn store_and_start(
+    app: &Shared,
+    project: &Project,
+    req: &Request,
+    sha: String,
+    is_tag: bool,
+    protected: bool,
+    planned: &gantry_config::model::Pipeline,
+    parent: Option<(i64, i64)>,
+) -> Result<Pipeline, CreateError> {
     let jobs = planned
         .jobs
         .iter()
@@ -130,7 +179,7 @@ pub async fn create(
         before_sha: req
             .before_sha
             .clone()
-            .unwrap_or_else(|| "0000000000000000000000000000000000000000".into()),
+            .unwrap_or_else(|| ZERO_SHA.into()),
         tag: is_tag,
         source: req.source.clone(),
         protected,
@@ -139,6 +188,7 @@ pub async fn create(
         spec: serde_json::to_string(&planned).unwrap_or_default(),
         name: planned.name.clone(),
         jobs,
+        parent,
     };
     let pipeline = app.store.create_pipeline(&new).await?;
     Metrics::inc(&app.metrics.pipelines_created, 1);

@@ -32,9 +32,9 @@ pub struct Trigger {
     pub predefined: Vec<(String, String)>,
 }
 
-/// Plans the pipeline of `trigger` from the repository at `repo` (the
-/// server's mirror). `entry` is the configuration file's path.
-pub fn plan(repo: &Path, entry: &str, trigger: &Trigger) -> Result<Pipeline, PlanError> {
+/// The context `trigger`'s pipeline is planned in (rules, variables,
+/// files, changes); also the parent context of its child pipelines.
+pub fn context(repo: &Path, trigger: &Trigger) -> Result<Context, PlanError> {
     let revision = Revision {
         sha: trigger.sha.clone(),
         ref_name: trigger.git_ref.clone(),
@@ -50,15 +50,20 @@ pub fn plan(repo: &Path, entry: &str, trigger: &Trigger) -> Result<Pipeline, Pla
     {
         facts.changed_paths = gantry_source::git::changed_between(repo, before, &facts.sha);
     }
-    let mut overrides = trigger.predefined.clone();
-    overrides.extend(trigger.variables.iter().cloned());
     let mut context = Context::new(&facts, &trigger.source, &trigger.variables);
     for (k, v) in &trigger.predefined {
         context.variables.insert(k.clone(), v.clone());
     }
     context.files = facts.files.clone();
     context.changed_paths = facts.changed_paths.clone();
-    let files = gantry_source::CommitTree::new(repo.to_path_buf(), facts.sha.clone());
+    Ok(context)
+}
+
+/// Plans the pipeline of `trigger` from the repository at `repo` (the
+/// server's mirror). `entry` is the configuration file's path.
+pub fn plan(repo: &Path, entry: &str, trigger: &Trigger) -> Result<Pipeline, PlanError> {
+    let context = context(repo, trigger)?;
+    let files = gantry_source::CommitTree::new(repo.to_path_buf(), trigger.sha.clone());
     let opts = LoadOptions {
         entry: entry.to_string(),
         variables: context.variables.clone(),

@@ -127,6 +127,7 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
         return Ok(());
     };
     let mut enqueued = false;
+    let mut triggered = Vec::new();
     loop {
         let steps = live.schedule.step();
         if steps.is_empty() {
@@ -167,6 +168,13 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
                         });
                     }
                 }
+                Step::Trigger { id, from } => writes.push(Transition {
+                    job_id: *id,
+                    from,
+                    to: "running",
+                    reason: Some("creating the child pipeline"),
+                    scheduled_at: None,
+                }),
                 Step::Delay { id, seconds } => writes.push(Transition {
                     job_id: *id,
                     from: "created",
@@ -201,6 +209,9 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
                 count += 1;
                 live.schedule.row_written(w.job_id, w.to);
                 enqueued |= w.to == "pending";
+                if w.to == "running" {
+                    triggered.push(w.job_id);
+                }
             } else {
                 diverged = true;
             }
@@ -230,6 +241,9 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
     }
     if status != stored_status {
         app.store.set_pipeline_status(pipeline_id, status).await?;
+        if crate::store::is_finished(status) {
+            crate::children::spawn_pipeline_finished(app.clone(), pipeline_id, status);
+        }
     }
     if crate::store::is_finished(status) {
         app.live.forget(pipeline_id);
@@ -239,6 +253,9 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
     drop(held);
     if enqueued {
         app.queue.notify_waiters();
+    }
+    for job_id in triggered {
+        crate::children::spawn_start(app.clone(), job_id);
     }
     Ok(())
 }

@@ -146,6 +146,42 @@ impl Repos {
         Err(RepoError::UnknownRef(name.to_string()))
     }
 
+    /// Every branch and tag of the mirror (`refs/heads/…`, `refs/tags/…`)
+    /// and the commit it names (an annotated tag: the commit it points at).
+    pub fn heads(
+        &self,
+        project_id: i64,
+    ) -> Result<std::collections::BTreeMap<String, String>, RepoError> {
+        let dir = self.mirror_dir(project_id);
+        let out = git(
+            Some(&dir),
+            &[
+                "for-each-ref",
+                "--format=%(objectname) %(*objectname) %(refname)",
+                "refs/heads",
+                "refs/tags",
+            ],
+        )?;
+        if !out.status.success() {
+            return Err(RepoError::Git {
+                action: "for-each-ref",
+                source_url: dir.display().to_string(),
+                stderr: stderr_of(&out),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.splitn(3, ' ');
+                let object = parts.next()?;
+                let peeled = parts.next()?;
+                let name = parts.next()?;
+                let commit = if peeled.is_empty() { object } else { peeled };
+                Some((name.to_string(), commit.to_string()))
+            })
+            .collect())
+    }
+
     /// Whether a commit is in the mirror.
     pub fn has_commit(&self, project_id: i64, sha: &str) -> bool {
         git(
