@@ -230,8 +230,8 @@ async fn artifact_text(
     let path = path.trim_start_matches("./").to_string();
     let missing = missing.clone();
     tokio::task::spawn_blocking(move || {
-        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
-            .map_err(|e| missing(e.to_string()))?;
+        let mut archive =
+            zip::ZipArchive::new(std::io::Cursor::new(zip)).map_err(|e| missing(e.to_string()))?;
         let mut entry = archive.by_name(&path).map_err(|e| missing(e.to_string()))?;
         let mut text = String::new();
         std::io::Read::read_to_string(&mut entry, &mut text).map_err(|e| missing(e.to_string()))?;
@@ -250,11 +250,7 @@ fn status_str(status: &str) -> &'static str {
     }
 }
 
-async fn pipeline_finished(
-    app: &Shared,
-    pipeline_id: i64,
-    status: &str,
-) -> Result<(), StoreError> {
+async fn pipeline_finished(app: &Shared, pipeline_id: i64, status: &str) -> Result<(), StoreError> {
     let Some(link) = app.store.parent_link(pipeline_id).await? else {
         return Ok(());
     };

@@ -107,7 +107,8 @@ pub async fn create(
                 .unwrap_or_else(|| "workflow:rules".into()),
         ));
     }
-    let pipeline = store_and_start(app, project, &req, sha, is_tag, protected, &planned, None).await?;
+    let pipeline =
+        store_and_start(app, project, &req, sha, is_tag, protected, &planned, None).await?;
     Ok(pipeline)
 }
 
@@ -176,10 +177,7 @@ pub async fn store_and_start(
         project_id: project.id,
         git_ref: req.git_ref.clone(),
         sha,
-        before_sha: req
-            .before_sha
-            .clone()
-            .unwrap_or_else(|| ZERO_SHA.into()),
+        before_sha: req.before_sha.clone().unwrap_or_else(|| ZERO_SHA.into()),
         tag: is_tag,
         source: req.source.clone(),
         protected,

@@ -75,7 +75,11 @@ pub async fn poll_project(app: &Shared, project: &Project) -> Result<Polled, Pol
     let after = app.repos.heads(project.id)?;
     let json = serde_json::to_string(&after).unwrap_or_else(|_| "{}".into());
     // Claim this poll first: another server polling at once creates nothing.
-    if !app.store.claim_poll_heads(project.id, version, &json).await? {
+    if !app
+        .store
+        .claim_poll_heads(project.id, version, &json)
+        .await?
+    {
         return Ok(Polled::default());
     }
     let mut polled = Polled::default();

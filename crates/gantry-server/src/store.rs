@@ -608,8 +608,13 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         if let Some((parent_pipeline_id, trigger_job_id)) = new.parent {
-            crate::store_triggers::link_child(&mut tx, pipeline.id, parent_pipeline_id, trigger_job_id)
-                .await?;
+            crate::store_triggers::link_child(
+                &mut tx,
+                pipeline.id,
+                parent_pipeline_id,
+                trigger_job_id,
+            )
+            .await?;
         }
         for job in &new.jobs {
             insert_job(

@@ -105,7 +105,8 @@ pub fn serve(args: ServeArgs) -> i32 {
     config.builtin_runner = !args.no_builtin_runner;
     config.builtin_concurrency = args.builtin_concurrency;
     config.runner_timeout = Duration::from_secs(args.runner_timeout.max(2));
-    config.poll_interval = (args.poll_interval > 0).then(|| Duration::from_secs(args.poll_interval));
+    config.poll_interval =
+        (args.poll_interval > 0).then(|| Duration::from_secs(args.poll_interval));
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());

@@ -1,0 +1,443 @@
+//! Triggers beyond webhooks, end to end through a real server: polling a
+//! git repository the test commits to (registered by a `file://` URL), and
+//! `trigger:include` child pipelines run by the built-in runner and read
+//! back through the API.
+
+mod support;
+
+use gantry_server::poller::poll_project;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::*;
+
+const POLLED: &str = r#"
+build:
+  interruptible: true
+  script:
+    - echo "source=$CI_PIPELINE_SOURCE ref=$CI_COMMIT_REF_NAME tag=${CI_COMMIT_TAG:-none} before=$CI_COMMIT_BEFORE_SHA"
+    - if [ -f slow ]; then sleep 60; fi
+docs:
+  rules:
+    - changes: [docs/**]
+  script: echo docs changed
+"#;
+
+async fn pipelines(api: &Client, project: i64) -> Vec<Value> {
+    let (_, list) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines?per_page=100"
+        ))
+        .await;
+    list.as_array().cloned().unwrap_or_default()
+}
+
+async fn trace(api: &Client, project: i64, job: &Value) -> String {
+    api.text(&format!(
+        "/api/v4/projects/{project}/jobs/{}/trace",
+        job["id"]
+    ))
+    .await
+    .1
+}
+
+fn job<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
+    jobs.iter()
+        .find(|j| j["name"] == name)
+        .unwrap_or_else(|| panic!("no job {name} in {jobs:#?}"))
+}
+
+async fn wait_job_status(api: &Client, project: i64, pipeline: i64, name: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let jobs = api.jobs(project, pipeline).await;
+        if jobs
+            .iter()
+            .any(|j| j["name"] == name && j["status"] == status)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {name} of pipeline {pipeline} never {status}: {jobs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn polling_creates_push_pipelines_for_moved_branches_and_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let first = repo(&repo_dir, &[(".gitlab-ci.yml", POLLED)]);
+    git(&repo_dir, &["branch", "old-feature"]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let url = format!("file://{}", repo_dir.display());
+    let (status, body) = api
+        .post(
+            "/api/v4/projects",
+            json!({"name": "polled", "import_url": url}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let project_id = body["id"].as_i64().unwrap();
+    let project = running
+        .app
+        .store
+        .project(project_id)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The first poll: existing branches get no pipeline.
+    let polled = poll_project(&running.app, &project).await.unwrap();
+    assert!(polled.created.is_empty(), "{polled:?}");
+    assert!(pipelines(&api, project_id).await.is_empty());
+
+    // A push to main touching docs, a new branch, an annotated tag; a
+    // commit made between registration and the first poll would count too.
+    let second = commit(&repo_dir, &[("docs/guide.md", "hi\n")], "docs");
+    git(&repo_dir, &["checkout", "-q", "-b", "feature"]);
+    let feature = commit(&repo_dir, &[("src.txt", "x\n")], "feature");
+    git(&repo_dir, &["checkout", "-q", "main"]);
+    git(&repo_dir, &["tag", "-a", "v1.0", "-m", "release", &second]);
+    let polled = poll_project(&running.app, &project).await.unwrap();
+    let mut refs: Vec<&str> = polled.created.iter().map(|(r, _)| r.as_str()).collect();
+    refs.sort();
+    assert_eq!(refs, ["feature", "main", "v1.0"], "{polled:?}");
+    let id_of = |name: &str| {
+        polled
+            .created
+            .iter()
+            .find(|(r, _)| r == name)
+            .map(|(_, id)| *id)
+            .unwrap()
+    };
+
+    let main = api
+        .wait_pipeline(project_id, id_of("main"), Duration::from_secs(60))
+        .await;
+    assert_eq!(main["status"], "success");
+    assert_eq!(main["source"], "push");
+    assert_eq!(main["sha"], second.as_str());
+    assert_eq!(main["before_sha"], first.as_str());
+    let jobs = api.jobs(project_id, id_of("main")).await;
+    assert!(
+        trace(&api, project_id, job(&jobs, "build"))
+            .await
+            .contains(&format!("source=push ref=main tag=none before={first}"))
+    );
+    // rules:changes against the previous head: docs/ changed.
+    assert_eq!(job(&jobs, "docs")["status"], "success");
+
+    let tag = api
+        .wait_pipeline(project_id, id_of("v1.0"), Duration::from_secs(60))
+        .await;
+    assert_eq!(tag["tag"], true);
+    assert_eq!(
+        tag["sha"],
+        second.as_str(),
+        "the tag's commit, not the tag object"
+    );
+    let jobs = api.jobs(project_id, id_of("v1.0")).await;
+    assert!(
+        trace(&api, project_id, job(&jobs, "build"))
+            .await
+            .contains("source=push ref=v1.0 tag=v1.0")
+    );
+    let feature_pipeline = api
+        .wait_pipeline(project_id, id_of("feature"), Duration::from_secs(60))
+        .await;
+    assert_eq!(feature_pipeline["sha"], feature.as_str());
+
+    // Nothing moved, a branch deleted: no pipeline.
+    git(&repo_dir, &["branch", "-q", "-D", "old-feature"]);
+    let polled = poll_project(&running.app, &project).await.unwrap();
+    assert!(polled.created.is_empty(), "{polled:?}");
+    assert_eq!(pipelines(&api, project_id).await.len(), 3);
+
+    // A commit a webhook already ran is not run again by the poll.
+    let hooked = commit(&repo_dir, &[("b.txt", "b\n")], "hooked");
+    let secret = api.webhook_secret(project_id).await;
+    let (status, body) = send_gitlab_hook(
+        &running.url,
+        project_id,
+        &secret,
+        &gitlab_push("main", &second, &hooked),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let polled = poll_project(&running.app, &project).await.unwrap();
+    assert!(polled.created.is_empty(), "{polled:?}");
+    api.wait_pipeline(
+        project_id,
+        body["pipeline_id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // A newer push found by polling cancels the older pipeline's
+    // interruptible jobs, as a webhook's push does.
+    commit(&repo_dir, &[("slow", "1\n")], "slow");
+    let polled = poll_project(&running.app, &project).await.unwrap();
+    let slow = polled.created[0].1;
+    wait_job_status(&api, project_id, slow, "build", "running").await;
+    git(&repo_dir, &["rm", "-q", "slow"]);
+    git(&repo_dir, &["commit", "-q", "-m", "not slow"]);
+    let newest = git(&repo_dir, &["rev-parse", "HEAD"]);
+    let polled = poll_project(&running.app, &project).await.unwrap();
+    assert_eq!(polled.created.len(), 1, "{polled:?}");
+    let canceled = api
+        .wait_pipeline(project_id, slow, Duration::from_secs(30))
+        .await;
+    assert_eq!(canceled["status"], "canceled");
+    let latest = api
+        .wait_pipeline(project_id, polled.created[0].1, Duration::from_secs(60))
+        .await;
+    assert_eq!(latest["status"], "success");
+    assert_eq!(latest["sha"], newest.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_poll_interval_runs_pushes_without_a_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", POLLED)]);
+    let mut cfg = config(&dir.path().join("data"), None);
+    cfg.poll_interval = Some(Duration::from_millis(200));
+    let running = gantry_server::start(cfg).await.unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("polled", &repo_dir).await;
+    // Give the poller a round to take the heads as they were registered.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(pipelines(&api, project).await.is_empty());
+    let sha = commit(&repo_dir, &[("a.txt", "a\n")], "pushed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let list = pipelines(&api, project).await;
+        if let Some(p) = list.first() {
+            break p.clone();
+        }
+        assert!(Instant::now() < deadline, "no pipeline from polling");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(found["sha"], sha.as_str());
+    assert_eq!(found["source"], "push");
+    let done = api
+        .wait_pipeline(
+            project,
+            found["id"].as_i64().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(done["status"], "success");
+    assert_eq!(pipelines(&api, project).await.len(), 1);
+}
+
+const PARENT: &str = r#"
+stages: [build, children, after]
+variables:
+  GLOBAL_VAR: from-the-parent-yaml
+generate:
+  stage: build
+  script:
+    - mkdir -p gen
+    - |
+      cat > gen/child.yml <<'YAML'
+      dynamic:
+        script: echo "dynamic child of $CI_PIPELINE_SOURCE with $GEN_VAR"
+      YAML
+  artifacts:
+    paths: [gen/]
+local-child:
+  stage: children
+  variables:
+    PASSED_DOWN: from-the-trigger-job
+  trigger:
+    include: ci/child.yml
+    strategy: depend
+no-wait-child:
+  stage: children
+  trigger:
+    include:
+      - local: ci/failing.yml
+dynamic-child:
+  stage: children
+  variables:
+    GEN_VAR: generated
+  trigger:
+    include:
+      - artifact: gen/child.yml
+        job: generate
+    strategy: depend
+after:
+  stage: after
+  script: echo after the children
+"#;
+
+const CHILD: &str = r#"
+child-job:
+  script:
+    - echo "child source=$CI_PIPELINE_SOURCE passed=$PASSED_DOWN api=$API_VAR"
+"#;
+
+const FAILING: &str = r#"
+fails:
+  script: exit 3
+"#;
+
+fn child_repo(dir: &Path) -> String {
+    repo(
+        dir,
+        &[
+            (".gitlab-ci.yml", PARENT),
+            ("ci/child.yml", CHILD),
+            ("ci/failing.yml", FAILING),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trigger_include_runs_child_pipelines_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    child_repo(&repo_dir);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("parent", &repo_dir).await;
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main", "variables": [{"key": "API_VAR", "value": "from-the-api"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let parent_id = body["id"].as_i64().unwrap();
+    let parent = api
+        .wait_pipeline(project, parent_id, Duration::from_secs(90))
+        .await;
+    let jobs = api.jobs(project, parent_id).await;
+    // `no-wait-child`'s child fails, but without `strategy: depend` the
+    // trigger job succeeded once the child existed.
+    assert_eq!(parent["status"], "success", "{jobs:#?}");
+    for name in ["local-child", "no-wait-child", "dynamic-child", "after"] {
+        assert_eq!(job(&jobs, name)["status"], "success", "{name}: {jobs:#?}");
+    }
+
+    // The downstream pipelines, as GitLab's bridges endpoint lists them.
+    let (status, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{parent_id}/bridges"
+        ))
+        .await;
+    assert_eq!(status, 200, "{bridges}");
+    let bridges = bridges.as_array().unwrap().clone();
+    assert_eq!(bridges.len(), 3, "{bridges:#?}");
+    let downstream = |name: &str| -> Value {
+        bridges
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap_or_else(|| panic!("no bridge {name}: {bridges:#?}"))["downstream_pipeline"]
+            .clone()
+    };
+
+    let local = downstream("local-child");
+    assert_eq!(local["source"], "parent_pipeline");
+    let local_id = local["id"].as_i64().unwrap();
+    let local_jobs = api.jobs(project, local_id).await;
+    let log = trace(&api, project, job(&local_jobs, "child-job")).await;
+    // Trigger job variables pass down; pipeline variables only with
+    // `forward:pipeline_variables: true`.
+    assert!(
+        log.contains("child source=parent_pipeline passed=from-the-trigger-job api="),
+        "{log}"
+    );
+    assert!(!log.contains("from-the-api"), "{log}");
+
+    let dynamic_id = downstream("dynamic-child")["id"].as_i64().unwrap();
+    let dynamic = api
+        .wait_pipeline(project, dynamic_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(dynamic["status"], "success");
+    let dynamic_jobs = api.jobs(project, dynamic_id).await;
+    assert!(
+        trace(&api, project, job(&dynamic_jobs, "dynamic"))
+            .await
+            .contains("dynamic child of parent_pipeline with generated")
+    );
+
+    let failing_id = downstream("no-wait-child")["id"].as_i64().unwrap();
+    let failing = api
+        .wait_pipeline(project, failing_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(failing["status"], "failed");
+}
+
+const DEPENDS_ON_FAILURE: &str = r#"
+child:
+  variables:
+    PASSED_DOWN: x
+  trigger:
+    include: ci/failing.yml
+    strategy: depend
+    forward:
+      pipeline_variables: true
+after:
+  needs: [child]
+  script: echo never
+broken:
+  stage: test
+  trigger:
+    include: ci/missing.yml
+  allow_failure: true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strategy_depend_fails_the_trigger_job_with_its_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[
+            (".gitlab-ci.yml", DEPENDS_ON_FAILURE),
+            ("ci/failing.yml", FAILING),
+        ],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("depend", &repo_dir).await;
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let parent_id = body["id"].as_i64().unwrap();
+    let parent = api
+        .wait_pipeline(project, parent_id, Duration::from_secs(60))
+        .await;
+    let jobs = api.jobs(project, parent_id).await;
+    assert_eq!(parent["status"], "failed", "{jobs:#?}");
+    assert_eq!(job(&jobs, "child")["status"], "failed");
+    assert_eq!(job(&jobs, "after")["status"], "skipped");
+    // A child whose configuration is missing fails its trigger job, with
+    // the reason in the job's log.
+    let broken = job(&jobs, "broken");
+    assert_eq!(broken["status"], "failed");
+    let log = trace(&api, project, broken).await;
+    assert!(log.contains("ci/missing.yml"), "{log}");
+    let child_log = trace(&api, project, job(&jobs, "child")).await;
+    assert!(
+        child_log.contains("Created child pipeline #"),
+        "{child_log}"
+    );
+    assert!(child_log.contains("failed"), "{child_log}");
+}
