@@ -66,12 +66,22 @@ async fn wait_job_status(api: &Client, project: i64, pipeline: i64, name: &str, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn polling_creates_push_pipelines_for_moved_branches_and_tags() {
+async fn polling_creates_push_pipelines_for_moved_branches_and_tags_on_sqlite() {
+    polling(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn polling_creates_push_pipelines_for_moved_branches_and_tags_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    polling(Some(pg.database("poll"))).await;
+}
+
+async fn polling(database: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
     let first = repo(&repo_dir, &[(".gitlab-ci.yml", POLLED)]);
     git(&repo_dir, &["branch", "old-feature"]);
-    let running = gantry_server::start(config(&dir.path().join("data"), None))
+    let running = gantry_server::start(config(&dir.path().join("data"), database))
         .await
         .unwrap();
     let api = Client::new(&running.url, Some(ADMIN_TOKEN));
@@ -301,11 +311,21 @@ fn child_repo(dir: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn trigger_include_runs_child_pipelines_on_the_server() {
+async fn trigger_include_runs_child_pipelines_on_sqlite() {
+    child_pipelines(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trigger_include_runs_child_pipelines_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    child_pipelines(Some(pg.database("children"))).await;
+}
+
+async fn child_pipelines(database: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
     child_repo(&repo_dir);
-    let running = gantry_server::start(config(&dir.path().join("data"), None))
+    let running = gantry_server::start(config(&dir.path().join("data"), database))
         .await
         .unwrap();
     let api = Client::new(&running.url, Some(ADMIN_TOKEN));
