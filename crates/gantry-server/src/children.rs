@@ -25,6 +25,17 @@ const MAX_DEPTH: usize = 2;
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// The status a job starts in when played or retried: `running` for a
+/// trigger job (the server creates its child: [`spawn_start`]), else
+/// `pending` (a runner claims it).
+pub fn start_status(job: &Job) -> &'static str {
+    if crate::engine_bridge::spec(job).is_some_and(|s| s.trigger.is_some()) {
+        "running"
+    } else {
+        "pending"
+    }
+}
+
 /// Creates the child pipeline of trigger job `job_id` (already running)
 /// in the background.
 pub fn spawn_start(app: Shared, job_id: i64) {

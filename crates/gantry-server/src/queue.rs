@@ -345,7 +345,11 @@ pub async fn attempt_ended(
         .await
         .map_err(|e| StoreError::Config(e.to_string()))?;
     if after == AfterAttempt::Retry {
-        let retry = app.store.retry_job(job, "pending", None).await?;
+        let to = crate::children::start_status(job);
+        let retry = app.store.retry_job(job, to, None).await?;
+        if to == "running" {
+            crate::children::spawn_start(app.clone(), retry.id);
+        }
         eprintln!(
             "gantry serve: job {} ({}) failed ({}); retried as job {} (attempt {})",
             job.id,

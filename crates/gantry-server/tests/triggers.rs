@@ -460,4 +460,100 @@ async fn strategy_depend_fails_the_trigger_job_with_its_child() {
         "{child_log}"
     );
     assert!(child_log.contains("failed"), "{child_log}");
+
+    // Retrying the trigger job creates a new child (no runner claims it).
+    let old = job(&jobs, "child");
+    let (status, retried) = api
+        .post(
+            &format!("/api/v4/projects/{project}/jobs/{}/retry", old["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{retried}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let retried = loop {
+        let (_, j) = api
+            .get(&format!(
+                "/api/v4/projects/{project}/jobs/{}",
+                retried["id"]
+            ))
+            .await;
+        if j["status"] == "failed" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "retried trigger job: {j:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(retried["runner"].is_null(), "{retried:#}");
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{parent_id}/bridges"
+        ))
+        .await;
+    let downstream: Vec<i64> = bridges
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["name"] == "child")
+        .filter_map(|b| b["downstream_pipeline"]["id"].as_i64())
+        .collect();
+    assert_eq!(downstream.len(), 1, "the retry's child only: {bridges:#}");
+    assert!(
+        trace(&api, project, &retried)
+            .await
+            .contains(&format!("Created child pipeline #{}", downstream[0]))
+    );
+}
+
+const MANUAL_TRIGGER: &str = r#"
+deploy-child:
+  when: manual
+  trigger:
+    include: ci/child.yml
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manual_trigger_job_played_creates_its_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(".gitlab-ci.yml", MANUAL_TRIGGER), ("ci/child.yml", CHILD)],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("manual", &repo_dir).await;
+    let (_, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let parent_id = body["id"].as_i64().unwrap();
+    wait_job_status(&api, project, parent_id, "deploy-child", "manual").await;
+    let jobs = api.jobs(project, parent_id).await;
+    let (status, played) = api
+        .post(
+            &format!(
+                "/api/v4/projects/{project}/jobs/{}/play",
+                job(&jobs, "deploy-child")["id"]
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{played}");
+    wait_job_status(&api, project, parent_id, "deploy-child", "success").await;
+    assert!(played["runner"].is_null(), "{played:#}");
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{parent_id}/bridges"
+        ))
+        .await;
+    let child_id = bridges[0]["downstream_pipeline"]["id"].as_i64().unwrap();
+    let child = api
+        .wait_pipeline(project, child_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(child["status"], "success");
 }
