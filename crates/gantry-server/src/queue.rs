@@ -406,7 +406,7 @@ fn tier_of(name: &str) -> &'static str {
     }
 }
 
-/// Cancels every unfinished job of a pipeline.
+/// Cancels every unfinished job of a pipeline and of its child pipelines.
 pub async fn cancel_pipeline(
     app: &Shared,
     pipeline_id: i64,
@@ -417,7 +417,11 @@ pub async fn cancel_pipeline(
             app.store.cancel_job(job.id, reason).await?;
         }
     }
-    advance_pipeline(app, pipeline_id).await
+    advance_pipeline(app, pipeline_id).await?;
+    for link in app.store.child_links(pipeline_id).await? {
+        Box::pin(cancel_pipeline(app, link.child_pipeline_id, reason)).await?;
+    }
+    Ok(())
 }
 
 /// Retries every failed or canceled job of a pipeline.

@@ -557,3 +557,64 @@ async fn a_manual_trigger_job_played_creates_its_child() {
         .await;
     assert_eq!(child["status"], "success");
 }
+
+const SLOW_CHILD: &str = r#"
+slow-child:
+  trigger:
+    include: ci/slow.yml
+    strategy: depend
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn canceling_a_parent_cancels_its_child_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[
+            (".gitlab-ci.yml", SLOW_CHILD),
+            ("ci/slow.yml", "sleeper:\n  script: sleep 60\n"),
+        ],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("cancel", &repo_dir).await;
+    let (_, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let parent_id = body["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let child_id = loop {
+        let (_, bridges) = api
+            .get(&format!(
+                "/api/v4/projects/{project}/pipelines/{parent_id}/bridges"
+            ))
+            .await;
+        if let Some(id) = bridges[0]["downstream_pipeline"]["id"].as_i64() {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no child: {bridges:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    wait_job_status(&api, project, child_id, "sleeper", "running").await;
+    let (status, _) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipelines/{parent_id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let child = api
+        .wait_pipeline(project, child_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(child["status"], "canceled");
+    let parent = api
+        .wait_pipeline(project, parent_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(parent["status"], "canceled");
+}
