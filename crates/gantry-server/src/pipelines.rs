@@ -124,6 +124,9 @@ pub fn predefined(
     let predefined = vec![
         ("CI_SERVER_URL".to_string(), app.url.clone()),
         ("CI_API_V4_URL".to_string(), format!("{}/api/v4", app.url)),
+        // `gantry deploy` in a job records into this server's history, so
+        // every runner sees the same known-good revision.
+        ("GANTRY_HISTORY".to_string(), app.url.clone()),
         ("CI_PROJECT_ID".to_string(), project.id.to_string()),
         ("CI_PROJECT_PATH".to_string(), project.path.clone()),
         ("CI_PROJECT_NAME".to_string(), project.name.clone()),
