@@ -209,6 +209,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         }
     });
     crate::queue::spawn(app.clone());
+    if let Err(e) = crate::children::resume(&app).await {
+        eprintln!("gantry serve: resuming trigger jobs: {e}");
+    }
     crate::sweeper::spawn(app.clone());
     if let Some(interval) = app.config.poll_interval {
         crate::poller::spawn(app.clone(), interval);

@@ -58,6 +58,38 @@ pub fn spawn_pipeline_finished(app: Shared, pipeline_id: i64, status: &'static s
     tokio::spawn(task);
 }
 
+/// After a restart: trigger jobs left running by a server that stopped
+/// between marking them and finishing them carry on (their child is
+/// created, or the trigger job ends as its child did).
+pub async fn resume(app: &Shared) -> Result<(), StoreError> {
+    for job in app.store.jobs_with_status("running").await? {
+        let Some(spec) = crate::engine_bridge::spec(&job).filter(|s| s.trigger.is_some()) else {
+            continue;
+        };
+        let child = app
+            .store
+            .child_links(job.pipeline_id)
+            .await?
+            .into_iter()
+            .find(|l| l.trigger_job_id == job.id);
+        match child {
+            None => spawn_start(app.clone(), job.id),
+            Some(link) => {
+                let Some(child) = app.store.pipeline(link.child_pipeline_id).await? else {
+                    continue;
+                };
+                if !gantry_engine::run::trigger_depends(&spec) {
+                    let line = format!("Created child pipeline #{}\n", child.id);
+                    end(app, &job, "success", &line).await?;
+                } else if crate::store::is_finished(&child.status) {
+                    pipeline_finished(app, child.id, &child.status).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn start(app: &Shared, job_id: i64) -> Result<(), StoreError> {
     let Some(job) = app.store.job(job_id).await? else {
         return Ok(());

@@ -618,3 +618,58 @@ async fn canceling_a_parent_cancels_its_child_pipeline() {
         .await;
     assert_eq!(parent["status"], "canceled");
 }
+
+/// A server that stopped between marking a trigger job running and
+/// creating its child: the next start resumes it. The stop is driven
+/// through a seam (the job's row is moved to running directly, as the
+/// queue does, without creating the child), then `resume` runs as at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trigger_job_left_running_by_a_stopped_server_is_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(".gitlab-ci.yml", MANUAL_TRIGGER), ("ci/child.yml", CHILD)],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("resume", &repo_dir).await;
+    let (_, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let parent_id = body["id"].as_i64().unwrap();
+    wait_job_status(&api, project, parent_id, "deploy-child", "manual").await;
+    let job_id = job(&api.jobs(project, parent_id).await, "deploy-child")["id"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        running
+            .app
+            .store
+            .transition(
+                job_id,
+                "manual",
+                "running",
+                Some("seam: the server stops here")
+            )
+            .await
+            .unwrap()
+    );
+    gantry_server::children::resume(&running.app).await.unwrap();
+    wait_job_status(&api, project, parent_id, "deploy-child", "success").await;
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{parent_id}/bridges"
+        ))
+        .await;
+    let child_id = bridges[0]["downstream_pipeline"]["id"].as_i64().unwrap();
+    let child = api
+        .wait_pipeline(project, child_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(child["status"], "success");
+}
