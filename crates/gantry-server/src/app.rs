@@ -41,6 +41,9 @@ pub struct ServeConfig {
     /// How often every project's remote is fetched for new commits
     /// (GitLab's pull mirroring); `None`: never (webhooks only).
     pub poll_interval: Option<Duration>,
+    /// The GitLab instance `include:template` and `include:component`
+    /// read from; `None`: `GANTRY_GITLAB_URL`, `CI_SERVER_URL`, gitlab.com.
+    pub gitlab_url: Option<String>,
 }
 
 impl ServeConfig {
@@ -58,6 +61,7 @@ impl ServeConfig {
             server_key: None,
             sweep_interval: Duration::from_secs(60),
             poll_interval: None,
+            gitlab_url: None,
         }
     }
 

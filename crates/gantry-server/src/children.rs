@@ -211,6 +211,7 @@ async fn plan(
         predefined,
     };
     let spec = spec.clone();
+    let gitlab = app.config.gitlab_url.clone();
     tokio::task::spawn_blocking(move || {
         let context = crate::planning::context(&mirror, &trigger)
             .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?;
@@ -219,7 +220,11 @@ async fn plan(
             .into_iter()
             .collect();
         let planner = FileChildPlanner {
-            files: Box::new(gantry_source::CommitTree::new(mirror, trigger.sha.clone())),
+            files: Box::new(crate::planning::files(
+                &mirror,
+                &trigger.sha,
+                gitlab.as_deref(),
+            )),
             context,
         };
         let pipeline = planner.plan_child(

@@ -69,6 +69,10 @@ pub async fn create(
     } else {
         app.repos.mirror_dir(project.id)
     };
+    // `include:project` finds the server's other projects by their paths.
+    for other in app.store.projects().await? {
+        app.repos.alias(other.id, &other.path);
+    }
     let (sha, is_tag) = match &req.sha {
         Some(sha) => {
             if !app.repos.has_commit(project.id, sha) {
@@ -95,10 +99,12 @@ pub async fn create(
         predefined,
     };
     let entry = project.ci_config_path.clone();
-    let planned =
-        tokio::task::spawn_blocking(move || crate::planning::plan(&mirror, &entry, &trigger))
-            .await
-            .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))??;
+    let gitlab = app.config.gitlab_url.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        crate::planning::plan(&mirror, &entry, &trigger, gitlab.as_deref())
+    })
+    .await
+    .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))??;
     if planned.status == gantry_config::model::PipelineStatus::Filtered {
         return Err(CreateError::Filtered(
             planned

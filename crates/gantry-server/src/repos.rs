@@ -117,6 +117,33 @@ impl Repos {
         .map_err(|e| RepoError::Spawn(std::io::Error::other(e)))?
     }
 
+    /// Makes the mirror findable by the project's path (`NAMESPACE/NAME`
+    /// beside the mirrors), so that `include:project` of another project's
+    /// pipeline reads it. Idempotent.
+    pub fn alias(&self, project_id: i64, path: &str) {
+        if path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return;
+        }
+        let link = self.root.join(path);
+        if link.symlink_metadata().is_ok() {
+            return;
+        }
+        let depth = path.split('/').count() - 1;
+        let target = PathBuf::from("../".repeat(depth)).join(format!("{project_id}.git"));
+        if let Some(parent) = link.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        if let Err(e) = std::os::unix::fs::symlink(&target, &link) {
+            eprintln!(
+                "gantry serve: cannot link {} to its mirror: {e}",
+                link.display()
+            );
+        }
+    }
+
     /// The default branch of a mirror (its HEAD).
     pub fn default_branch(&self, project_id: i64) -> Option<String> {
         let out = git(

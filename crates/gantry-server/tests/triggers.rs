@@ -673,3 +673,128 @@ async fn a_trigger_job_left_running_by_a_stopped_server_is_resumed() {
         .await;
     assert_eq!(child["status"], "success");
 }
+
+/// A stand-in GitLab with a template and a component (the routes of the
+/// CLI's includes_run test).
+fn stand_in_gitlab() -> gantry_source::fake_gitlab::FakeGitlab {
+    let mut r = std::collections::HashMap::new();
+    r.insert(
+        "/gitlab-org/gitlab/-/raw/master/lib/gitlab/ci/templates/Jobs/Child.gitlab-ci.yml".into(),
+        "child-from-template:\n  script:\n    - echo \"child template source=$CI_PIPELINE_SOURCE\"\n"
+            .into(),
+    );
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/releases?per_page=100".into(),
+        r#"[{"tag_name":"1.2.0"}]"#.into(),
+    );
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/repository/files/templates%2Fgreet.yml/raw?ref=1.2.0"
+            .into(),
+        "spec:\n  inputs:\n    who:\n---\ngreet-$[[ inputs.who ]]:\n  script:\n    - echo \"hi $[[ inputs.who ]] from the component\"\n".into(),
+    );
+    r.insert(
+        "/api/v4/projects/my-org%2Fcomponents/repository/commits/1.2.0".into(),
+        r#"{"id":"1111111111222222222233333333334444444444"}"#.into(),
+    );
+    gantry_source::fake_gitlab::FakeGitlab::start(r).expect("the stand-in GitLab starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_pipeline_from_another_projects_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared_dir = dir.path().join("shared");
+    repo(
+        &shared_dir,
+        &[(
+            "templates/child.yml",
+            "shared-job:\n  script: echo \"from the shared project on $CI_PIPELINE_SOURCE\"\n",
+        )],
+    );
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "child:\n  trigger:\n    include:\n      - project: root/shared-ci\n        file: templates/child.yml\n    strategy: depend\n",
+        )],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    api.project("shared-ci", &shared_dir).await;
+    let project = api.project("uses-shared", &repo_dir).await;
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let parent_id = body["id"].as_i64().unwrap();
+    let parent = api
+        .wait_pipeline(project, parent_id, Duration::from_secs(60))
+        .await;
+    let jobs = api.jobs(project, parent_id).await;
+    let child_log = trace(&api, project, job(&jobs, "child")).await;
+    assert_eq!(parent["status"], "success", "{child_log}");
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{parent_id}/bridges"
+        ))
+        .await;
+    let child = bridges[0]["downstream_pipeline"]["id"].as_i64().unwrap();
+    let child_jobs = api.jobs(project, child).await;
+    assert!(
+        trace(&api, project, job(&child_jobs, "shared-job"))
+            .await
+            .contains("from the shared project on parent_pipeline")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn child_pipelines_from_a_template_and_a_component() {
+    let gitlab = stand_in_gitlab();
+    let ci = format!(
+        "from-template:\n  trigger:\n    include:\n      - template: Jobs/Child.gitlab-ci.yml\n    strategy: depend\nfrom-component:\n  trigger:\n    include:\n      - component: {}/my-org/components/greet@~latest\n        inputs:\n          who: child\n    strategy: depend\n",
+        gitlab.host()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", &ci)]);
+    let mut cfg = config(&dir.path().join("data"), None);
+    cfg.gitlab_url = Some(gitlab.url.clone());
+    let running = gantry_server::start(cfg).await.unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("remote-includes", &repo_dir).await;
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let parent_id = body["id"].as_i64().unwrap();
+    let parent = api
+        .wait_pipeline(project, parent_id, Duration::from_secs(60))
+        .await;
+    let jobs = api.jobs(project, parent_id).await;
+    assert_eq!(parent["status"], "success", "{jobs:#?}");
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{parent_id}/bridges"
+        ))
+        .await;
+    let mut logs = String::new();
+    for bridge in bridges.as_array().unwrap() {
+        let child = bridge["downstream_pipeline"]["id"].as_i64().unwrap();
+        for j in api.jobs(project, child).await {
+            logs.push_str(&trace(&api, project, &j).await);
+        }
+    }
+    assert!(
+        logs.contains("child template source=parent_pipeline"),
+        "{logs}"
+    );
+    assert!(logs.contains("hi child from the component"), "{logs}");
+}

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// mirroring does. 0 (the default): webhooks only.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub poll_interval: u64,
+    /// The GitLab instance `include:template` and `include:component` are
+    /// read from (default: GANTRY_GITLAB_URL, CI_SERVER_URL, gitlab.com).
+    #[arg(long, value_name = "URL")]
+    pub gitlab_url: Option<String>,
     /// Print the runner registration token and exit.
     #[arg(long)]
     pub print_runner_token: bool,
@@ -105,6 +109,7 @@ pub fn serve(args: ServeArgs) -> i32 {
     config.builtin_runner = !args.no_builtin_runner;
     config.builtin_concurrency = args.builtin_concurrency;
     config.runner_timeout = Duration::from_secs(args.runner_timeout.max(2));
+    config.gitlab_url = args.gitlab_url;
     config.poll_interval =
         (args.poll_interval > 0).then(|| Duration::from_secs(args.poll_interval));
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN")
