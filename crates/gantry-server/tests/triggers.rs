@@ -391,6 +391,8 @@ async fn child_pipelines(database: Option<String>) {
             .contains("dynamic child of parent_pipeline with generated")
     );
 
+    python_gitlab_sees_the_bridges(&running.url, project, parent_id, local_id).await;
+
     let failing_id = downstream("no-wait-child")["id"].as_i64().unwrap();
     let failing = api
         .wait_pipeline(project, failing_id, Duration::from_secs(30))
@@ -797,4 +799,40 @@ async fn child_pipelines_from_a_template_and_a_component() {
         "{logs}"
     );
     assert!(logs.contains("hi child from the component"), "{logs}");
+}
+
+/// python-gitlab's `pipeline.bridges.list()` reads the downstream pipelines.
+async fn python_gitlab_sees_the_bridges(url: &str, project: i64, parent: i64, child: i64) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = std::env::var_os("GANTRY_PYCLIENTS_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-pyclients"));
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        skip_or_fail(
+            "GANTRY_REQUIRE_PYCLIENTS",
+            "python-gitlab is not installed (run scripts/setup-pyclients.sh)",
+        );
+        return;
+    }
+    let script = format!(
+        "import gitlab\n\
+         gl = gitlab.Gitlab('{url}', private_token='{ADMIN_TOKEN}')\n\
+         p = gl.projects.get({project}).pipelines.get({parent})\n\
+         for b in p.bridges.list(get_all=True):\n\
+         \x20   print(b.name, (b.downstream_pipeline or {{}}).get('id'))\n"
+    );
+    let out = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("local-child {child}")), "{stdout}");
 }
