@@ -121,9 +121,10 @@ impl Repos {
     /// beside the mirrors), so that `include:project` of another project's
     /// pipeline reads it. Idempotent.
     pub fn alias(&self, project_id: i64, path: &str) {
+        // Never a name a mirror or a clone in progress has (`ID.git`, `.ID.git.tmp`).
         if path
             .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
+            .any(|c| c.is_empty() || c.starts_with('.') || c.ends_with(".git"))
         {
             return;
         }
@@ -216,5 +217,31 @@ impl Repos {
             &["cat-file", "-e", &format!("{sha}^{{commit}}")],
         )
         .is_ok_and(|o| o.status.success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_never_take_a_mirrors_name_or_leave_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let repos = Repos::new(root.path().to_path_buf());
+        repos.alias(1, "group/app");
+        assert_eq!(
+            std::fs::read_link(root.path().join("group/app")).unwrap(),
+            PathBuf::from("../1.git")
+        );
+        for bad in ["2.git/x", "../x", "a/../../x", ".2.git.tmp/x", "a//b"] {
+            repos.alias(3, bad);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["group"]);
     }
 }
