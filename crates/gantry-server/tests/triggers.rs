@@ -169,6 +169,25 @@ async fn polling(database: Option<String>) {
     assert!(polled.created.is_empty(), "{polled:?}");
     assert_eq!(pipelines(&api, project_id).await.len(), 3);
 
+    // Two polls at once (two servers on one database) create one pipeline.
+    let once = commit(&repo_dir, &[("c.txt", "c\n")], "polled twice");
+    let (a, b) = tokio::join!(
+        poll_project(&running.app, &project),
+        poll_project(&running.app, &project)
+    );
+    let both: Vec<_> = a
+        .unwrap()
+        .created
+        .into_iter()
+        .chain(b.unwrap().created)
+        .collect();
+    assert_eq!(both.len(), 1, "{both:?}");
+    let once_pipeline = api
+        .wait_pipeline(project_id, both[0].1, Duration::from_secs(60))
+        .await;
+    assert_eq!(once_pipeline["sha"], once.as_str());
+    let second = once;
+
     // A commit a webhook already ran is not run again by the poll.
     let hooked = commit(&repo_dir, &[("b.txt", "b\n")], "hooked");
     let secret = api.webhook_secret(project_id).await;
