@@ -32,6 +32,7 @@ pub mod deploy_bridge;
 pub mod deploy_history;
 pub mod engine_bridge;
 pub mod error;
+pub mod log_follow;
 pub mod logs;
 pub mod objects;
 pub mod pipelines;

@@ -115,22 +115,56 @@ impl Logs {
     }
 
     /// The stored log from byte `from` on.
+    ///
+    /// Safe against [`Logs::finish`] running at the same time (on this
+    /// server or another): finish writes `full` before it deletes any chunk,
+    /// so when `full` is still missing after the chunks were read, no chunk
+    /// had been deleted and the joined chunks are the log so far.
     pub async fn read(&self, job: i64, from: u64) -> Result<Bytes, ObjectError> {
-        let all = match self.objects.get(&format!("logs/{job}/full")).await? {
-            Some(full) => full,
-            None => {
-                let chunks = self.objects.list(&format!("logs/{job}/")).await?;
-                let mut buf = Vec::new();
-                for (key, _) in chunks.iter().filter(|(k, _)| parse_chunk_key(k).is_some()) {
-                    if let Some(b) = self.objects.get(key).await? {
-                        buf.extend_from_slice(&b);
-                    }
-                }
-                Bytes::from(buf)
+        let full_key = format!("logs/{job}/full");
+        let mut attempts = 0;
+        let all = loop {
+            if let Some(full) = self.objects.get(&full_key).await? {
+                break full;
+            }
+            let (joined, whole) = self.joined_chunks(job).await?;
+            if let Some(full) = self.objects.get(&full_key).await? {
+                break full;
+            }
+            attempts += 1;
+            // Not whole without `full`: a chunk is missing for another reason;
+            // serve the contiguous part rather than spin.
+            if whole || attempts == 3 {
+                break joined;
             }
         };
         let from = (from as usize).min(all.len());
         Ok(all.slice(from..))
+    }
+
+    /// The chunks of a running job joined, as far as they are contiguous
+    /// from byte 0, and whether that is all of them (not when a concurrent
+    /// finish deleted some after they were listed, or before).
+    async fn joined_chunks(&self, job: i64) -> Result<(Bytes, bool), ObjectError> {
+        let mut chunks: Vec<(u64, u64, String)> = self
+            .objects
+            .list(&format!("logs/{job}/"))
+            .await?
+            .into_iter()
+            .filter_map(|(k, _)| parse_chunk_key(&k).map(|(o, l)| (o, l, k)))
+            .collect();
+        chunks.sort();
+        let mut buf = Vec::new();
+        for (offset, _, key) in &chunks {
+            if *offset != buf.len() as u64 {
+                return Ok((Bytes::from(buf), false));
+            }
+            match self.objects.get(key).await? {
+                Some(b) => buf.extend_from_slice(&b),
+                None => return Ok((Bytes::from(buf), false)),
+            }
+        }
+        Ok((Bytes::from(buf), true))
     }
 
     /// Joins a finished job's chunks into one object.

@@ -280,3 +280,48 @@ async fn a_server_job_names_the_server_as_its_deploy_history() {
     assert!(log.contains(&format!("history=[{}]", running.url)), "{log}");
     running.server.abort();
 }
+
+/// A log read while the job finished could come back truncated or empty:
+/// the finish deleted chunks between the reader's listing and its reads.
+/// A browser following the live log then got `end` before the job's last
+/// lines, which never arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_read_while_the_job_finishes_is_never_truncated() {
+    use gantry_server::logs::Logs;
+    use gantry_server::objects::Objects;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let logs = Arc::new(Logs::new(Objects::open(None, dir.path()).unwrap()));
+    let mut bad = Vec::new();
+    for job in 1..=60 {
+        let mut want = Vec::new();
+        for i in 0..30 {
+            let line = format!("job {job} line {i}\n");
+            logs.append(job, want.len() as u64, line.as_bytes(), &[])
+                .await
+                .unwrap();
+            want.extend_from_slice(line.as_bytes());
+        }
+        let finished = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (logs, finished) = (logs.clone(), finished.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let done = finished.load(Ordering::SeqCst);
+                    seen.push(logs.read(job, 0).await.unwrap().len());
+                    if done {
+                        return seen;
+                    }
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        logs.finish(job).await.unwrap();
+        finished.store(true, Ordering::SeqCst);
+        let seen = reader.await.unwrap();
+        bad.extend(seen.into_iter().filter(|&n| n != want.len()));
+    }
+    assert!(bad.is_empty(), "reads came back short: {bad:?}");
+}

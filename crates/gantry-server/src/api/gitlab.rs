@@ -10,11 +10,9 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 /// ISO 8601 in UTC with milliseconds, as GitLab writes times.
 pub fn iso(ms: i64) -> String {
@@ -685,68 +683,8 @@ pub async fn job_trace_stream(
     require_user(&app, &headers, Role::Viewer).await?;
     let project = find_project(&app, &id).await?;
     find_job(&app, &project, jid).await?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let start = resume.or(q.offset).unwrap_or(0);
-    let rx = app.logs.subscribe(jid);
-    let state = (app.clone(), jid, start, rx, false);
-    let stream =
-        futures_util::stream::unfold(state, |(app, jid, offset, mut rx, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                // Subscribe-then-read: a chunk that lands between the two still wakes us.
-                let data = match app.logs.read(jid, offset).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let ev = Event::default().event("error").data(e.to_string());
-                        return Some((
-                            Ok::<_, std::convert::Infallible>(ev),
-                            (app, jid, offset, rx, true),
-                        ));
-                    }
-                };
-                if !data.is_empty() {
-                    let next = offset + data.len() as u64;
-                    let text = String::from_utf8_lossy(&data).into_owned();
-                    let ev = Event::default()
-                        .event("log")
-                        .id(next.to_string())
-                        .data(serde_json::to_string(&text).unwrap_or_default());
-                    return Some((Ok(ev), (app, jid, next, rx, false)));
-                }
-                let finished = app
-                    .store
-                    .job(jid)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_none_or(|j| j.is_finished() || j.status == "manual");
-                if finished {
-                    let status = app
-                        .store
-                        .job(jid)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|j| j.status)
-                        .unwrap_or_default();
-                    let ev = Event::default()
-                        .event("end")
-                        .id(offset.to_string())
-                        .data(status);
-                    return Some((Ok(ev), (app, jid, offset, rx, true)));
-                }
-                // Another server may hold the runner's connection: poll too.
-                let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
-            }
-        });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    let start = crate::log_follow::start_offset(&headers, q.offset);
+    Ok(crate::log_follow::follow(app, jid, start).into_response())
 }
 
 pub async fn play_job(

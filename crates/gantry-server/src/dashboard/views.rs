@@ -757,57 +757,8 @@ pub async fn job_log_stream(
     Query(q): Query<OffsetQuery>,
 ) -> Page {
     job_and_project(&app, id).await?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let start = resume.or(q.offset).unwrap_or(0);
-    let rx = app.logs.subscribe(id);
-    let stream = futures_util::stream::unfold(
-        (app, start, rx, false),
-        move |(app, offset, mut rx, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                let data = match app.logs.read(id, offset).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let ev = Event::default().event("error").data(e.to_string());
-                        return Some((
-                            Ok::<_, std::convert::Infallible>(ev),
-                            (app, offset, rx, true),
-                        ));
-                    }
-                };
-                if !data.is_empty() {
-                    let next = offset + data.len() as u64;
-                    let text = String::from_utf8_lossy(&data).into_owned();
-                    let ev = Event::default()
-                        .event("log")
-                        .id(next.to_string())
-                        .data(serde_json::to_string(&text).unwrap_or_default());
-                    return Some((Ok(ev), (app, next, rx, false)));
-                }
-                let status = app.store.job(id).await.ok().flatten().map(|j| j.status);
-                if status
-                    .as_deref()
-                    .is_none_or(|s| crate::store::is_finished(s) || s == "manual")
-                {
-                    let ev = Event::default()
-                        .event("end")
-                        .id(offset.to_string())
-                        .data(status.unwrap_or_default());
-                    return Some((Ok(ev), (app, offset, rx, true)));
-                }
-                // Another server may hold the runner's connection: poll too.
-                let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
-            }
-        },
-    );
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    let start = crate::log_follow::start_offset(&headers, q.offset);
+    Ok(crate::log_follow::follow(app, id, start).into_response())
 }
 
 /// Plays a manual job (or re-runs a finished one). A job deploying to a
