@@ -5,6 +5,7 @@
 //! schedules and users. Sessions and CSRF are in [`session`]; the queries it
 //! adds are in [`crate::store_dashboard`].
 
+pub mod inputs;
 pub mod session;
 pub mod views;
 

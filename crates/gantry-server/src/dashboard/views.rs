@@ -866,6 +866,7 @@ struct RunPage {
     chrome: Chrome,
     project: Project,
     git_ref: String,
+    inputs: Vec<super::inputs::InputField>,
     fields: Vec<Field>,
     extra: Vec<(String, String)>,
     error: String,
@@ -879,12 +880,27 @@ pub struct RunQuery {
     from: Option<i64>,
 }
 
-/// The top-level variables of the project's configuration at `git_ref`.
-async fn declared_variables(
+/// What the Run pipeline form needs from the configuration at a ref.
+struct RunConfig {
+    /// The entry file's `spec:inputs`.
+    inputs: Vec<gantry_config::include::InputSpec>,
+    /// Its top-level variables, read with the inputs given.
+    variables: Vec<gantry_config::model::Variable>,
+    /// Why the configuration does not load with those inputs: each
+    /// diagnostic's message, and all of them rendered.
+    problems: Vec<String>,
+    rendered: String,
+}
+
+/// Reads the configuration at `git_ref`: its declared inputs, then the
+/// whole configuration with `inputs` (the stand-ins of the declared ones
+/// when `None`), as gantry-config checks them.
+async fn run_config(
     app: &Shared,
     project: &Project,
     git_ref: &str,
-) -> Result<Vec<gantry_config::model::Variable>, DashError> {
+    inputs: Option<&Form>,
+) -> Result<RunConfig, DashError> {
     let mirror = app
         .repos
         .sync(project.id, &project.source_url)
@@ -895,25 +911,78 @@ async fn declared_variables(
         .resolve_ref(project.id, git_ref)
         .map_err(|e| DashError::BadRequest(e.to_string()))?;
     let entry = project.ci_config_path.clone();
+    let given = inputs.map(|f| {
+        f.0.iter()
+            .filter(|(k, _)| k.starts_with("input:"))
+            .cloned()
+            .collect::<Vec<_>>()
+    });
     tokio::task::spawn_blocking(move || {
         let files = gantry_source::CommitTree::new(mirror, sha);
         let opts = gantry_config::load::LoadOptions {
             entry,
             ..Default::default()
         };
-        gantry_config::load::load(&files, &opts)
-            .map(|l| l.config.variables)
-            .map_err(|e| {
-                let text = e
+        let render = |diagnostics: &[gantry_config::diag::Diagnostic],
+                      sources: &gantry_config::source::Sources| {
+            diagnostics
+                .iter()
+                .map(|d| d.render(sources))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let mut sources = gantry_config::source::Sources::new();
+        let specs = gantry_config::include::entry_inputs(&files, &opts, &mut sources).map_err(
+            |d| {
+                DashError::BadRequest(format!(
+                    "the CI configuration at this ref is invalid:\n{}",
+                    render(&d, &sources)
+                ))
+            },
+        )?;
+        let values = match &given {
+            Some(fields) => super::inputs::from_form(&specs, &Form(fields.clone())),
+            None => super::inputs::stand_ins(&specs),
+        };
+        let loaded = if specs.is_empty() && values.is_empty() {
+            gantry_config::load::load(&files, &opts)
+        } else {
+            gantry_config::load::load_with_inputs(&files, &opts, &values)
+        };
+        Ok(match loaded {
+            Ok(l) => RunConfig {
+                inputs: specs,
+                variables: l.config.variables,
+                problems: Vec::new(),
+                rendered: String::new(),
+            },
+            Err(e) => {
+                // The variables' fields stay on the form: read them with
+                // the stand-ins when the given inputs are refused.
+                let variables = match &given {
+                    Some(_) => gantry_config::load::load_with_inputs(
+                        &files,
+                        &opts,
+                        &super::inputs::stand_ins(&specs),
+                    )
+                    .map(|l| l.config.variables)
+                    .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let errors: Vec<_> = e
                     .diagnostics
                     .iter()
-                    .map(|d| d.render(&e.sources))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                DashError::BadRequest(format!(
-                    "the CI configuration at this ref is invalid:\n{text}"
-                ))
-            })
+                    .filter(|d| !d.is_warning())
+                    .cloned()
+                    .collect();
+                RunConfig {
+                    inputs: specs,
+                    variables,
+                    problems: errors.iter().map(|d| d.message.clone()).collect(),
+                    rendered: render(&errors, &e.sources),
+                }
+            }
+        })
     })
     .await
     .map_err(|e| DashError::Internal(format!("configuration task failed: {e}")))?
@@ -968,8 +1037,9 @@ pub async fn run_form(
             git_ref = p.git_ref;
         }
     }
-    let declared = declared_variables(&app, &project, &git_ref).await?;
-    let fields = fields_of(&declared, &given);
+    let config = run_config(&app, &project, &git_ref, None).await?;
+    let declared = &config.variables;
+    let fields = fields_of(declared, &given);
     let extra = given
         .into_iter()
         .filter(|(k, _)| !declared.iter().any(|v| v.name == *k))
@@ -978,9 +1048,17 @@ pub async fn run_form(
         chrome: Chrome::of(&s, "overview"),
         project,
         git_ref,
+        inputs: super::inputs::fields(&config.inputs, &serde_json::Map::new()),
         fields,
         extra,
-        error: String::new(),
+        error: if config.problems.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "The configuration does not load with the inputs' defaults:\n{}",
+                config.rendered
+            )
+        },
     })
 }
 
@@ -1004,9 +1082,15 @@ pub async fn run_pipeline(
             "choose a branch or tag to run".into(),
         ));
     }
-    let declared = declared_variables(&app, &project, &git_ref).await?;
+    let config = run_config(&app, &project, &git_ref, Some(&form)).await?;
+    let input_values = super::inputs::from_form(&config.inputs, &form);
+    let mut inputs = super::inputs::fields(&config.inputs, &input_values);
+    // Input errors go on their fields; any other error of the
+    // configuration is the page's.
+    let config_errors = super::inputs::assign_errors(&mut inputs, config.problems.clone());
+    let declared = &config.variables;
     let mut variables: Vec<(String, String)> = Vec::new();
-    for v in &declared {
+    for v in declared {
         let value = form
             .get(&format!("var:{}", v.name))
             .unwrap_or(&v.value)
@@ -1027,13 +1111,22 @@ pub async fn run_pipeline(
         variables.retain(|(x, _)| x != k);
         variables.push((k.to_string(), v.to_string()));
     }
-    let mut fields = fields_of(&declared, &variables);
+    let mut fields = fields_of(declared, &variables);
     for f in fields.iter_mut() {
         if !f.options.is_empty() && !f.options.contains(&f.value) {
             f.error = format!("must be one of: {}", f.options.join(", "));
         }
     }
-    if !error.is_empty() || fields.iter().any(|f| !f.error.is_empty()) {
+    if error.is_empty() && !config_errors.is_empty() {
+        error = format!(
+            "The CI configuration does not load with these inputs:\n{}",
+            config.rendered
+        );
+    }
+    if !error.is_empty()
+        || fields.iter().any(|f| !f.error.is_empty())
+        || inputs.iter().any(|f| !f.error.is_empty())
+    {
         let extra = variables
             .into_iter()
             .filter(|(k, _)| !declared.iter().any(|v| v.name == *k))
@@ -1042,6 +1135,7 @@ pub async fn run_pipeline(
             chrome: Chrome::of(&s, "overview"),
             project,
             git_ref,
+            inputs,
             fields,
             extra,
             error: if error.is_empty() {
@@ -1057,6 +1151,7 @@ pub async fn run_pipeline(
         git_ref,
         source: "web".into(),
         variables,
+        inputs: (!config.inputs.is_empty()).then_some(input_values),
         user_id: Some(s.user.id),
         fetch: true,
         ..Default::default()
