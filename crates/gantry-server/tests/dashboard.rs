@@ -454,3 +454,171 @@ async fn junit_failures_show_on_the_job_page() {
     assert!(!page.contains("math.adds"));
     running.server.abort();
 }
+
+const INPUTS_PIPELINE: &str = r#"
+spec:
+  inputs:
+    environment:
+      description: Where to deploy
+      options: [staging, production]
+      default: staging
+    replicas:
+      type: number
+      default: 2
+    dry_run:
+      type: boolean
+      default: true
+    regions:
+      type: array
+      default: [eu]
+    tag:
+      regex: ^v\d+$
+      default: v1
+---
+variables:
+  PLAIN: hello
+show:
+  script:
+    - echo "env=$[[ inputs.environment ]] replicas=$[[ inputs.replicas ]] dry=$[[ inputs.dry_run ]] tag=$[[ inputs.tag ]] plain=$PLAIN"
+"#;
+
+/// The trace of the pipeline's only job, once the pipeline has finished.
+async fn only_job_trace(api: &Client, project: i64, pipeline: i64) -> String {
+    let p = api
+        .wait_pipeline(project, pipeline, Duration::from_secs(90))
+        .await;
+    assert_eq!(p["status"], "success", "{p}");
+    let jobs = api.jobs(project, pipeline).await;
+    let (_, trace) = api
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            jobs[0]["id"]
+        ))
+        .await;
+    trace
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_form_takes_spec_inputs_as_typed_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", INPUTS_PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("inputs", &repo_dir).await;
+    let mut root = Web::new(&running.url);
+    assert_eq!(root.login("root", ADMIN_TOKEN).await, 303);
+    let run = format!("/dash/projects/{project}/run");
+
+    // Each input is a field of its type, with its default and description.
+    let (s, page, _) = root.get(&run).await;
+    assert_eq!(s, 200, "{page}");
+    for expected in [
+        r#"<select id="input-environment" name="input:environment""#,
+        r#"<option value="staging" selected>staging</option>"#,
+        r#"data-input="replicas" data-type="number""#,
+        r#"name="input:replicas" value="2" inputmode="decimal""#,
+        r#"type="checkbox" id="input-dry_run" name="input:dry_run" value="true" checked"#,
+        r#"name="input:regions" rows="2""#,
+        "Where to deploy",
+        r#"Must match <code>^v\d+$</code>"#,
+        r#"name="var:PLAIN" value="hello""#,
+    ] {
+        assert!(page.contains(expected), "missing {expected} in:\n{page}");
+    }
+    let csrf = csrf_of(&page);
+
+    // A value of the wrong type, outside the options or the regex, is
+    // refused with GitLab's message on its field, and nothing runs.
+    let cases = [
+        ("input:replicas", "many", "`replicas` input: provided value is not a number"),
+        ("input:environment", "moon", "`environment` input: `moon` cannot be used because it is not in the list of allowed options"),
+        ("input:tag", "latest", "`tag` input: provided value does not match required RegEx pattern"),
+        ("input:regions", "eu", "`regions` input: provided value is not a array"),
+    ];
+    for (field, value, message) in cases {
+        let (s, page, _) = root
+            .post(&run, &[("csrf", &csrf), ("ref", "main"), (field, value)])
+            .await;
+        assert_eq!(s, 422, "{field}={value}: {page}");
+        assert!(
+            page.contains(&message.replace('`', "&#96;")) || page.contains(message),
+            "{field}={value}: expected {message} in:\n{page}"
+        );
+    }
+    let (_, pipelines) = api
+        .get(&format!("/api/v4/projects/{project}/pipelines"))
+        .await;
+    assert_eq!(pipelines.as_array().unwrap().len(), 0, "{pipelines}");
+
+    // Valid values run, interpolated into the job (the unchecked box is false).
+    let (s, _, h) = root
+        .post(
+            &run,
+            &[
+                ("csrf", &csrf),
+                ("ref", "main"),
+                ("input:environment", "production"),
+                ("input:replicas", "5"),
+                ("input:tag", "v7"),
+                ("input:regions", r#"["eu", "us"]"#),
+                ("var:PLAIN", "bye"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303);
+    let pipeline: i64 = h["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let trace = only_job_trace(&api, project, pipeline).await;
+    assert!(
+        trace.contains("env=production replicas=5 dry=false tag=v7 plain=bye"),
+        "{trace}"
+    );
+
+    // The API takes `inputs` too, checked the same way.
+    let path = format!("/api/v4/projects/{project}/pipeline");
+    let (s, body) = api
+        .post(
+            &path,
+            serde_json::json!({"ref": "main", "inputs": {"replicas": "many"}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("`replicas` input: provided value is not a number"),
+        "{body}"
+    );
+    let (s, body) = api
+        .post(
+            &path,
+            serde_json::json!({"ref": "main", "inputs": {"nope": 1}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body.to_string().contains("unknown input arguments: nope"),
+        "{body}"
+    );
+    let (s, body) = api
+        .post(
+            &path,
+            serde_json::json!({"ref": "main", "inputs": {"replicas": 3, "dry_run": false}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let trace = only_job_trace(&api, project, body["id"].as_i64().unwrap()).await;
+    assert!(
+        trace.contains("env=staging replicas=3 dry=false tag=v1 plain=hello"),
+        "{trace}"
+    );
+    running.server.abort();
+}
