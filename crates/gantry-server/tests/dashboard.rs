@@ -622,3 +622,111 @@ async fn run_form_takes_spec_inputs_as_typed_fields() {
     );
     running.server.abort();
 }
+
+/// The overview's "latest per project and ref" (a newest-first walk when
+/// unfiltered, a grouped query when filtered) against a plain computation
+/// over seeded pipelines: 2 projects, 3 refs, statuses and users mixed.
+async fn latest_per_ref_matches_a_plain_computation(database: Option<String>) {
+    use gantry_server::store_dashboard::{DashboardStore, OverviewFilter};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("data"), database);
+    cfg.builtin_runner = false;
+    let running = gantry_server::start(cfg).await.unwrap();
+    let pool = &running.app.store.db.pool;
+    for i in 1..=2 {
+        sqlx::query(
+            "INSERT INTO projects (path, name, source_url, default_branch, webhook_secret, ci_config_path, created_at, creator_id) \
+             VALUES ($1, $2, '/nonexistent', 'main', 'secret', '.gitlab-ci.yml', 0, 1)",
+        )
+        .bind(format!("g/p{i}"))
+        .bind(format!("p{i}"))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let (first,): (i64,) = sqlx::query_as("SELECT MIN(id) FROM projects")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let statuses = ["success", "failed", "running", "canceled", "failed"];
+    // (id, project, ref, status, user) as inserted.
+    let mut seeded: Vec<(i64, i64, String, String, Option<i64>)> = Vec::new();
+    for i in 0..40i64 {
+        let project = first + (i * 7 % 2);
+        let git_ref = format!("r{}", i * 5 % 3);
+        let status = statuses[(i * 3 % 5) as usize];
+        let user = (i % 4 != 0).then_some(1i64);
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO pipelines (project_id, iid, ref, sha, before_sha, tag, source, status, protected, user_id, variables, spec, \
+             name, error, created_at, updated_at) VALUES ($1, $2, $3, 'abc', '000', 0, 'push', $4, 0, $5, '[]', '{}', NULL, NULL, 0, 0) RETURNING id",
+        )
+        .bind(project)
+        .bind(i + 1)
+        .bind(&git_ref)
+        .bind(status)
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        seeded.push((id, project, git_ref, status.to_string(), user));
+    }
+    let dash = DashboardStore(&running.app.store);
+    let filters = [
+        OverviewFilter::default(),
+        OverviewFilter {
+            status: "failed".into(),
+            ..Default::default()
+        },
+        OverviewFilter {
+            project_id: Some(first + 1),
+            ..Default::default()
+        },
+        OverviewFilter {
+            git_ref: "r2".into(),
+            username: "root".into(),
+            ..Default::default()
+        },
+    ];
+    for f in filters {
+        for limit in [2, 100] {
+            let got: Vec<i64> = dash
+                .latest_per_ref(&f, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.id)
+                .collect();
+            let mut want: Vec<i64> = seeded
+                .iter()
+                .filter(|(id, project, git_ref, _, _)| {
+                    !seeded
+                        .iter()
+                        .any(|(i, p, r, _, _)| i > id && p == project && r == git_ref)
+                })
+                .filter(|(_, project, git_ref, status, user)| {
+                    (f.status.is_empty() || *status == f.status)
+                        && f.project_id.is_none_or(|p| p == *project)
+                        && (f.git_ref.is_empty() || *git_ref == f.git_ref)
+                        && (f.username.is_empty() || user.is_some())
+                })
+                .map(|s| s.0)
+                .collect();
+            want.reverse();
+            want.truncate(limit as usize);
+            assert!(!want.is_empty());
+            assert_eq!(got, want, "{f:?} limit {limit}");
+        }
+    }
+    running.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_latest_per_ref_on_sqlite() {
+    latest_per_ref_matches_a_plain_computation(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_latest_per_ref_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    latest_per_ref_matches_a_plain_computation(Some(pg.database("latest"))).await;
+}

@@ -209,6 +209,7 @@ pub async fn logout(
 
 // ---- overview ----
 
+#[derive(Clone)]
 pub struct JobDot {
     pub id: i64,
     pub name: String,
@@ -293,14 +294,18 @@ struct Board {
     projects_count: usize,
 }
 
-/// Rows for the pipelines, with their jobs, users and project paths.
+/// Rows for both lists of pipelines, with their jobs, users and project
+/// paths: one query for the jobs and one for the users of both lists
+/// (they mostly overlap).
 async fn rows(
     app: &Shared,
-    pipelines: &[PipelineSummary],
+    lists: [&[PipelineSummary]; 2],
     projects: &[Project],
-) -> Result<Vec<PipelineRow>, DashError> {
+) -> Result<[Vec<PipelineRow>; 2], DashError> {
     let dash = DashboardStore(&app.store);
-    let ids: Vec<i64> = pipelines.iter().map(|p| p.id).collect();
+    let mut ids: Vec<i64> = lists.iter().flat_map(|l| l.iter().map(|p| p.id)).collect();
+    ids.sort_unstable();
+    ids.dedup();
     let mut jobs: HashMap<i64, Vec<JobDot>> = HashMap::new();
     for j in dash.jobs_of(&ids).await? {
         jobs.entry(j.pipeline_id).or_default().push(JobDot {
@@ -310,33 +315,35 @@ async fn rows(
             status: j.status,
         });
     }
-    let mut user_ids: Vec<i64> = pipelines.iter().filter_map(|p| p.user_id).collect();
+    let mut user_ids: Vec<i64> = lists
+        .iter()
+        .flat_map(|l| l.iter().filter_map(|p| p.user_id))
+        .collect();
     user_ids.sort_unstable();
     user_ids.dedup();
     let users: HashMap<i64, String> = dash.usernames(&user_ids).await?.into_iter().collect();
-    Ok(pipelines
-        .iter()
-        .map(|p| PipelineRow {
-            id: p.id,
-            project: projects
-                .iter()
-                .find(|x| x.id == p.project_id)
-                .map(|x| x.path.clone())
-                .unwrap_or_default(),
-            project_id: p.project_id,
-            git_ref: p.git_ref.clone(),
-            status: p.status.clone(),
-            source: p.source.clone(),
-            user: p
-                .user_id
-                .and_then(|u| users.get(&u).cloned())
-                .unwrap_or_default(),
-            created: fmt_time(p.created_at),
-            duration: fmt_duration(p.started_at, p.finished_at),
-            sha: p.sha.chars().take(8).collect(),
-            jobs: jobs.remove(&p.id).unwrap_or_default(),
-        })
-        .collect())
+    let paths: HashMap<i64, &str> = projects.iter().map(|x| (x.id, x.path.as_str())).collect();
+    Ok(lists.map(|pipelines| {
+        pipelines
+            .iter()
+            .map(|p| PipelineRow {
+                id: p.id,
+                project: paths.get(&p.project_id).copied().unwrap_or_default().to_string(),
+                project_id: p.project_id,
+                git_ref: p.git_ref.clone(),
+                status: p.status.clone(),
+                source: p.source.clone(),
+                user: p
+                    .user_id
+                    .and_then(|u| users.get(&u).cloned())
+                    .unwrap_or_default(),
+                created: fmt_time(p.created_at),
+                duration: fmt_duration(p.started_at, p.finished_at),
+                sha: p.sha.chars().take(8).collect(),
+                jobs: jobs.get(&p.id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }))
 }
 
 async fn load_board(
@@ -348,9 +355,10 @@ async fn load_board(
     let f = q.filter();
     let latest = dash.latest_per_ref(&f, 100).await?;
     let recent = dash.recent_pipelines(&f, 50).await?;
+    let [latest, recent] = rows(app, [&latest, &recent], projects).await?;
     Ok(Board {
-        latest: rows(app, &latest, projects).await?,
-        recent: rows(app, &recent, projects).await?,
+        latest,
+        recent,
         projects_count: projects.len(),
     })
 }
