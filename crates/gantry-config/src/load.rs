@@ -218,19 +218,14 @@ pub fn load_with_inputs(
             });
         }
     };
-    let merged = crate::include::expand_with_inputs(
-        fs,
-        opts,
-        Some(&given),
-        &mut sources,
-        &mut warnings,
-    )
-    .and_then(|root| {
-        let root = crate::extends::apply(root)?;
-        let mut root = crate::reference::resolve(root)?;
-        crate::normalize::normalize(&mut root);
-        Ok(root)
-    });
+    let merged =
+        crate::include::expand_with_inputs(fs, opts, Some(&given), &mut sources, &mut warnings)
+            .and_then(|root| {
+                let root = crate::extends::apply(root)?;
+                let mut root = crate::reference::resolve(root)?;
+                crate::normalize::normalize(&mut root);
+                Ok(root)
+            });
     let merged = match merged {
         Ok(node) => node,
         Err(diagnostics) => {

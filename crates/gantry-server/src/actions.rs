@@ -21,53 +21,101 @@ pub enum ActionError {
     Store(#[from] StoreError),
 }
 
-/// Environments whose deployments need an approver (maintainer or admin):
-/// the production tier, as the server names tiers.
+/// Environments protected by default (no rule for the project): the
+/// production tier, as the server names tiers; they need a maintainer.
 pub fn is_protected_environment(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n.starts_with("prod") || n == "live"
 }
 
-/// The job's protected environment, if it deploys to one.
-pub fn protected_environment(job: &Job) -> Option<&str> {
-    job.environment
-        .as_deref()
-        .filter(|e| is_protected_environment(e))
+/// Who may deploy to a protected environment (play or retry its jobs).
+#[derive(Clone, Debug)]
+pub struct DeployRule {
+    pub environment: String,
+    /// The role that is enough; `None`: only the named approvers (and admins).
+    pub role: Option<Role>,
+    pub approvers: Vec<String>,
+}
+
+impl DeployRule {
+    /// Administrators always may.
+    pub fn allows(&self, user: &User) -> bool {
+        user.role() == Role::Admin
+            || self.role.is_some_and(|r| user.role().allows(r))
+            || self.approvers.iter().any(|a| *a == user.username)
+    }
+
+    /// "a maintainer or admin", "one of alice, bob (or an admin)", …
+    pub fn who(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(role) = self.role.filter(|r| *r != Role::Admin) {
+            parts.push(format!("a {} or above", role.as_str()));
+        }
+        if !self.approvers.is_empty() {
+            parts.push(self.approvers.join(", "));
+        }
+        parts.push("an admin".into());
+        parts.join(" or ")
+    }
+}
+
+/// The rule of the environment the job deploys to, if it is protected: the
+/// project's own rule (dashboard_protected_environments), else the default
+/// for production-tier names.
+pub async fn deploy_rule(app: &Shared, job: &Job) -> Result<Option<DeployRule>, StoreError> {
+    let Some(env) = job.environment.as_deref() else {
+        return Ok(None);
+    };
+    if let Some(rule) = DashboardStore(&app.store)
+        .protected_environment(job.project_id, env)
+        .await?
+    {
+        return Ok(Some(DeployRule {
+            environment: env.to_string(),
+            role: Role::parse(&rule.required_role),
+            approvers: rule
+                .approver_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }));
+    }
+    Ok(is_protected_environment(env).then(|| DeployRule {
+        environment: env.to_string(),
+        role: Some(Role::Maintainer),
+        approvers: Vec::new(),
+    }))
 }
 
 /// Developers act on jobs; a job deploying to a protected environment
-/// needs an approver.
-fn check_role(user: &User, job: &Job) -> Result<(), ActionError> {
-    let needed = if protected_environment(job).is_some() {
-        Role::Maintainer
-    } else {
-        Role::Developer
-    };
-    if user.role().allows(needed) {
-        return Ok(());
-    }
-    Err(ActionError::Forbidden(match protected_environment(job) {
-        Some(env) => format!(
-            "deploying to the protected environment `{env}` needs an approver (maintainer or admin); you are {}",
+/// needs someone its rule allows. Answers the rule, if any.
+async fn check_role(
+    app: &Shared,
+    user: &User,
+    job: &Job,
+) -> Result<Option<DeployRule>, ActionError> {
+    let rule = deploy_rule(app, job).await?;
+    match &rule {
+        Some(rule) if !rule.allows(user) => Err(ActionError::Forbidden(format!(
+            "deploying to the protected environment `{}` needs an approver ({}); you are {} ({})",
+            rule.environment,
+            rule.who(),
+            user.username,
             user.role
-        ),
-        None => format!(
-            "your role ({}) cannot do this; it needs {} or above",
-            user.role,
-            needed.as_str()
-        ),
-    }))
+        ))),
+        None if !user.role().allows(Role::Developer) => Err(ActionError::Forbidden(format!(
+            "your role ({}) cannot do this; it needs developer or above",
+            user.role
+        ))),
+        _ => Ok(rule),
+    }
 }
 
 /// Plays a manual or delayed job (or runs a finished one again). Answers
 /// the job that will run. The approval of a protected deploy is recorded.
 pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionError> {
-    check_role(user, job)?;
-    let verb = if protected_environment(job).is_some() {
-        "approved"
-    } else {
-        "played"
-    };
+    let rule = check_role(app, user, job).await?;
+    let verb = if rule.is_some() { "approved" } else { "played" };
     let runs = match job.status.as_str() {
         "manual" | "scheduled" => {
             let reason = format!("{verb} by {}", user.username);
@@ -91,9 +139,9 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
             )));
         }
     };
-    if let Some(env) = protected_environment(job) {
+    if let Some(rule) = &rule {
         DashboardStore(&app.store)
-            .record_approval(job, user, env)
+            .record_approval(job, user, &rule.environment)
             .await?;
     }
     app.queue.notify_waiters();
@@ -103,7 +151,7 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
 
 /// Retries a finished job as a new job row; answers the new one.
 pub async fn retry(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionError> {
-    check_role(user, job)?;
+    check_role(app, user, job).await?;
     if !matches!(job.status.as_str(), "failed" | "canceled" | "success") || job.retried != 0 {
         return Err(ActionError::WrongState(format!(
             "a {} job cannot be retried",

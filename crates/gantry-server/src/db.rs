@@ -130,6 +130,13 @@ CREATE INDEX IF NOT EXISTS pipelines_ref_id ON pipelines(ref, id)
     r#"
 ALTER TABLE jobs ADD COLUMN junit_failures TEXT
 "#,
+    // Protected environments per project (the dashboard's approvals).
+    r#"
+CREATE TABLE dashboard_protected_environments (
+  id {ID}, project_id BIGINT NOT NULL REFERENCES projects(id), name TEXT NOT NULL,
+  required_role TEXT NOT NULL, approvers TEXT NOT NULL, created_by TEXT NOT NULL,
+  created_at BIGINT NOT NULL, UNIQUE (project_id, name))
+"#,
 ];
 
 impl Db {

@@ -28,6 +28,30 @@ pub struct Approval {
     pub at: i64,
 }
 
+/// A protected environment of a project: who may deploy to it (approve
+/// its manual jobs). A user may when their role includes `required_role`
+/// (empty: no role is enough) or they are named in `approvers`.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ProtectedEnvironment {
+    pub project_id: i64,
+    pub name: String,
+    pub required_role: String,
+    /// Usernames, comma-separated (empty: none named).
+    pub approvers: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+impl ProtectedEnvironment {
+    pub fn approver_names(&self) -> Vec<&str> {
+        self.approvers
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect()
+    }
+}
+
 /// The overview's filters (empty: any).
 #[derive(Clone, Debug, Default)]
 pub struct OverviewFilter {
@@ -219,6 +243,79 @@ impl DashboardStore<'_> {
         .await?)
     }
 
+    // ---- protected environments ----
+
+    const PROTECTED_COLUMNS: &'static str =
+        "project_id, name, required_role, approvers, created_by, created_at";
+
+    pub async fn protected_environment(
+        &self,
+        project_id: i64,
+        name: &str,
+    ) -> Result<Option<ProtectedEnvironment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM dashboard_protected_environments WHERE project_id = $1 AND name = $2",
+            Self::PROTECTED_COLUMNS
+        )))
+        .bind(project_id)
+        .bind(name)
+        .fetch_optional(&self.0.db.pool)
+        .await?)
+    }
+
+    pub async fn protected_environments(&self) -> Result<Vec<ProtectedEnvironment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM dashboard_protected_environments ORDER BY project_id, name",
+            Self::PROTECTED_COLUMNS
+        )))
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+
+    /// Protects (or changes the rule of) an environment of a project.
+    pub async fn protect_environment(&self, rule: &ProtectedEnvironment) -> Result<(), StoreError> {
+        let _w = self.0.db.write_lock().await;
+        let mut tx = self.0.db.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM dashboard_protected_environments WHERE project_id = $1 AND name = $2",
+        )
+        .bind(rule.project_id)
+        .bind(&rule.name)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO dashboard_protected_environments (project_id, name, required_role, approvers, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(rule.project_id)
+        .bind(&rule.name)
+        .bind(&rule.required_role)
+        .bind(&rule.approvers)
+        .bind(&rule.created_by)
+        .bind(rule.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a protection; whether there was one.
+    pub async fn unprotect_environment(
+        &self,
+        project_id: i64,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let _w = self.0.db.write_lock().await;
+        let done = sqlx::query(
+            "DELETE FROM dashboard_protected_environments WHERE project_id = $1 AND name = $2",
+        )
+        .bind(project_id)
+        .bind(name)
+        .execute(&self.0.db.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     // ---- overview ----
 
     /// The newest pipeline of every project and ref, filtered, newest
@@ -255,13 +352,13 @@ impl DashboardStore<'_> {
             )
         };
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&f.status)
-        .bind(f.project_id.unwrap_or(0))
-        .bind(&f.git_ref)
-        .bind(&f.username)
-        .bind(limit)
-        .fetch_all(&self.0.db.pool)
-        .await?)
+            .bind(&f.status)
+            .bind(f.project_id.unwrap_or(0))
+            .bind(&f.git_ref)
+            .bind(&f.username)
+            .bind(limit)
+            .fetch_all(&self.0.db.pool)
+            .await?)
     }
 
     /// The newest pipelines of all projects, filtered.

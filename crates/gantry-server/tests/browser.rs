@@ -102,7 +102,9 @@ async fn local_deploys(url: &str, name: &str) -> Option<(Docker, String)> {
         Ok(_) => {
             skip_or_fail(
                 "GANTRY_REQUIRE_PODMAN",
-                &format!("rollback step: the engine does not answer or {IMAGE} is missing (scripts/make-test-images.sh)"),
+                &format!(
+                    "rollback step: the engine does not answer or {IMAGE} is missing (scripts/make-test-images.sh)"
+                ),
             );
             return None;
         }
@@ -207,10 +209,7 @@ async fn dashboard_in_headless_chromium() {
     // The rollback the browser asked for went through the deploy state
     // machine and is in the server's history under the maintainer's name.
     if let Some((_, target)) = &deploys {
-        let records = history
-            .records(target)
-            .await
-            .unwrap();
+        let records = history.records(target).await.unwrap();
         let last = records.last().unwrap();
         assert_eq!(
             (last.kind, last.revision.as_str(), last.result),

@@ -533,10 +533,26 @@ async fn run_form_takes_spec_inputs_as_typed_fields() {
     // A value of the wrong type, outside the options or the regex, is
     // refused with GitLab's message on its field, and nothing runs.
     let cases = [
-        ("input:replicas", "many", "`replicas` input: provided value is not a number"),
-        ("input:environment", "moon", "`environment` input: `moon` cannot be used because it is not in the list of allowed options"),
-        ("input:tag", "latest", "`tag` input: provided value does not match required RegEx pattern"),
-        ("input:regions", "eu", "`regions` input: provided value is not a array"),
+        (
+            "input:replicas",
+            "many",
+            "`replicas` input: provided value is not a number",
+        ),
+        (
+            "input:environment",
+            "moon",
+            "`environment` input: `moon` cannot be used because it is not in the list of allowed options",
+        ),
+        (
+            "input:tag",
+            "latest",
+            "`tag` input: provided value does not match required RegEx pattern",
+        ),
+        (
+            "input:regions",
+            "eu",
+            "`regions` input: provided value is not a array",
+        ),
     ];
     for (field, value, message) in cases {
         let (s, page, _) = root
@@ -729,4 +745,177 @@ async fn overview_latest_per_ref_on_sqlite() {
 async fn overview_latest_per_ref_on_postgres() {
     let Some(pg) = PgCluster::start() else { return };
     latest_per_ref_matches_a_plain_computation(Some(pg.database("latest"))).await;
+}
+
+const PROTECTED_PIPELINE: &str = r#"
+deploy-staging:
+  script: echo "to staging"
+  when: manual
+  environment:
+    name: staging
+deploy-production:
+  script: echo "to production"
+  when: manual
+  environment:
+    name: production
+"#;
+
+/// Creates a user from the dashboard; answers their API token.
+async fn create_user(root: &mut Web, name: &str, role: &str) -> String {
+    let csrf = root.csrf().await;
+    let (s, page, _) = root
+        .post(
+            "/dash/users",
+            &[
+                ("csrf", csrf.as_str()),
+                ("username", name),
+                ("role", role),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{page}");
+    let at = page
+        .find("data-testid=\"new-token\">")
+        .expect("the new token")
+        + 24;
+    page[at..].split('<').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protected_environment_rules_decide_who_approves() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", PROTECTED_PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("shop", &repo_dir).await;
+    let mut root = Web::new(&running.url);
+    assert_eq!(root.login("root", ADMIN_TOKEN).await, 303);
+    let _ = create_user(&mut root, "dev", "developer").await;
+    let boss_token = create_user(&mut root, "boss", "maintainer").await;
+    let alice_token = create_user(&mut root, "alice", "developer").await;
+    let (s, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            serde_json::json!({"ref": "main"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let pipeline = p["id"].as_i64().unwrap();
+    api.wait_pipeline(project, pipeline, Duration::from_secs(60))
+        .await;
+    let jobs = api.jobs(project, pipeline).await;
+    let job = |name: &str| {
+        jobs.iter()
+            .find(|j| j["name"] == name)
+            .and_then(|j| j["id"].as_i64())
+            .unwrap()
+    };
+    let (staging, production) = (job("deploy-staging"), job("deploy-production"));
+
+    // A developer may not set rules; a maintainer may, and a rule naming
+    // an unknown user is refused with the reason.
+    let mut dev = Web::new(&running.url);
+    assert_eq!(dev.login("dev", "correct horse battery").await, 303);
+    let csrf = dev.csrf().await;
+    let project_s = project.to_string();
+    let rule = |csrf: &str, approvers: &str| {
+        vec![
+            ("csrf".to_string(), csrf.to_string()),
+            ("project".to_string(), project_s.clone()),
+            ("name".to_string(), "staging".to_string()),
+            ("role".to_string(), String::new()),
+            ("approvers".to_string(), approvers.to_string()),
+        ]
+    };
+    let as_refs = |v: &[(String, String)]| -> Vec<(String, String)> { v.to_vec() };
+    let post_rule = async |web: &mut Web, form: Vec<(String, String)>| {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        web.post("/dash/environments/protect", &pairs).await
+    };
+    let (s, _, _) = post_rule(&mut dev, as_refs(&rule(&csrf, "alice"))).await;
+    assert_eq!(s, 403, "a developer cannot protect an environment");
+    let mut boss = Web::new(&running.url);
+    assert_eq!(boss.login("boss", "correct horse battery").await, 303);
+    let csrf = boss.csrf().await;
+    let (s, page, _) = post_rule(&mut boss, rule(&csrf, "alice, ghost")).await;
+    assert_eq!(s, 422, "{page}");
+    assert!(page.contains("no such user: ghost"), "{page}");
+    let (s, page, _) = post_rule(&mut boss, rule(&csrf, "alice")).await;
+    assert_eq!(s, 303, "{page}");
+    let (_, page, _) = boss.get("/dash/environments").await;
+    assert!(
+        page.contains("alice or an admin"),
+        "the rule is shown: {page}"
+    );
+
+    // Only alice (or an admin) may deploy to staging now: not the
+    // maintainer, through the dashboard or the API.
+    let (_, page, _) = boss.get(&format!("/dash/jobs/{staging}")).await;
+    assert!(
+        page.contains("Waiting for an approver (alice or an admin)"),
+        "{page}"
+    );
+    let (s, body, _) = boss
+        .post(&format!("/dash/jobs/{staging}/play"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        body.contains("needs an approver (alice or an admin)"),
+        "{body}"
+    );
+    let play = format!("/api/v4/projects/{project}/jobs/{staging}/play");
+    let (s, body) = Client::new(&running.url, Some(&boss_token))
+        .post(&play, serde_json::json!({}))
+        .await;
+    assert_eq!(s, 403, "{body}");
+    let (s, body) = Client::new(&running.url, Some(&alice_token))
+        .post(&play, serde_json::json!({}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    // Production keeps the default rule: the maintainer may, alice not.
+    let play = format!("/api/v4/projects/{project}/jobs/{production}/play");
+    let (s, body) = Client::new(&running.url, Some(&alice_token))
+        .post(&play, serde_json::json!({}))
+        .await;
+    assert_eq!(s, 403, "{body}");
+    let (s, body) = Client::new(&running.url, Some(&boss_token))
+        .post(&play, serde_json::json!({}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT username, environment FROM dashboard_approvals ORDER BY id")
+            .fetch_all(&running.app.store.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("alice".to_string(), "staging".to_string()),
+            ("boss".to_string(), "production".to_string())
+        ]
+    );
+    let (_, page, _) = boss.get(&format!("/dash/jobs/{staging}")).await;
+    let approvals = &page[page.find("data-testid=\"approvals\"").expect("approvals")..];
+    assert!(approvals.contains("alice"), "{page}");
+
+    // Unprotected, staging needs a developer again.
+    let (s, _, _) = boss
+        .post(
+            "/dash/environments/protect",
+            &[
+                ("csrf", csrf.as_str()),
+                ("project", project_s.as_str()),
+                ("name", "staging"),
+                ("unprotect", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303);
+    let (_, page, _) = boss.get("/dash/environments").await;
+    assert!(!page.contains("alice or an admin"), "{page}");
+    running.server.abort();
 }

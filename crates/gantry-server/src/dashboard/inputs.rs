@@ -70,15 +70,12 @@ pub fn stand_ins(specs: &[InputSpec]) -> Map<String, Value> {
         .iter()
         .map(|spec| {
             let value = spec.default.clone().unwrap_or_else(|| {
-                spec.options
-                    .first()
-                    .cloned()
-                    .unwrap_or(match spec.kind {
-                        Some(InputType::Number) => Value::from(0),
-                        Some(InputType::Boolean) => Value::Bool(false),
-                        Some(InputType::Array) => Value::Array(Vec::new()),
-                        _ => Value::String(String::new()),
-                    })
+                spec.options.first().cloned().unwrap_or(match spec.kind {
+                    Some(InputType::Number) => Value::from(0),
+                    Some(InputType::Boolean) => Value::Bool(false),
+                    Some(InputType::Array) => Value::Array(Vec::new()),
+                    _ => Value::String(String::new()),
+                })
             });
             (spec.name.clone(), value)
         })
@@ -95,7 +92,10 @@ pub fn from_form(specs: &[InputSpec], form: &Form) -> Map<String, Value> {
         let key = format!("input:{}", spec.name);
         if spec.kind == Some(InputType::Boolean) && spec.options.is_empty() {
             // An unchecked checkbox is not sent.
-            values.insert(spec.name.clone(), Value::Bool(form.get(&key) == Some("true")));
+            values.insert(
+                spec.name.clone(),
+                Value::Bool(form.get(&key) == Some("true")),
+            );
             continue;
         }
         let Some(text) = form.get(&key).map(str::trim) else {

@@ -328,7 +328,11 @@ async fn rows(
             .iter()
             .map(|p| PipelineRow {
                 id: p.id,
-                project: paths.get(&p.project_id).copied().unwrap_or_default().to_string(),
+                project: paths
+                    .get(&p.project_id)
+                    .copied()
+                    .unwrap_or_default()
+                    .to_string(),
                 project_id: p.project_id,
                 git_ref: p.git_ref.clone(),
                 status: p.status.clone(),
@@ -638,6 +642,8 @@ struct JobPage {
     p: Pipeline,
     duration: String,
     protected_env: bool,
+    /// Who may approve, when `protected_env`.
+    approver: String,
     can_play: bool,
     can_act: bool,
     approvals: Vec<ApprovalRow>,
@@ -670,15 +676,13 @@ fn artifact_entries(zip: &[u8]) -> Vec<(String, u64)> {
 
 pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>) -> Page {
     let (job, p, project) = job_and_project(&app, id).await?;
-    let protected_env = job
-        .environment
-        .as_deref()
-        .is_some_and(is_protected_environment);
-    let needed = if protected_env {
-        Role::Maintainer
-    } else {
-        Role::Developer
+    let rule = crate::actions::deploy_rule(&app, &job).await?;
+    let protected_env = rule.is_some();
+    let can_play = match &rule {
+        Some(rule) => rule.allows(&s.user),
+        None => s.user.role().allows(Role::Developer),
     };
+    let approver = rule.map(|r| r.who()).unwrap_or_default();
     let approvals = approval_rows(DashboardStore(&app.store).approvals(&[job.id]).await?);
     let artifacts = match app.objects.get(&format!("artifacts/{id}.zip")).await? {
         Some(zip) => artifact_entries(&zip),
@@ -699,7 +703,8 @@ pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>
         chrome: Chrome::of(&s, "overview"),
         duration: fmt_duration(job.started_at, job.finished_at),
         protected_env,
-        can_play: s.user.role().allows(needed),
+        approver,
+        can_play,
         can_act: s.user.role().allows(Role::Developer),
         approvals,
         artifacts,
@@ -940,14 +945,13 @@ async fn run_config(
                 .join("\n")
         };
         let mut sources = gantry_config::source::Sources::new();
-        let specs = gantry_config::include::entry_inputs(&files, &opts, &mut sources).map_err(
-            |d| {
+        let specs =
+            gantry_config::include::entry_inputs(&files, &opts, &mut sources).map_err(|d| {
                 DashError::BadRequest(format!(
                     "the CI configuration at this ref is invalid:\n{}",
                     render(&d, &sources)
                 ))
-            },
-        )?;
+            })?;
         let values = match &given {
             Some(fields) => super::inputs::from_form(&specs, &Form(fields.clone())),
             None => super::inputs::stand_ins(&specs),
@@ -1191,6 +1195,8 @@ pub struct EnvironmentRow {
     pub tier: String,
     pub state: String,
     pub protected: bool,
+    /// Who may deploy, when protected.
+    pub approver: String,
     pub deployments: Vec<DeploymentRow>,
     /// `gantry deploy` records written from this environment's jobs.
     pub revisions: Vec<RevisionRow>,
@@ -1315,11 +1321,54 @@ struct EnvironmentsPage {
     waiting: Vec<Waiting>,
     approvals: Vec<ApprovalRow>,
     can_approve: bool,
+    /// Per-project rules, and the projects for the form that adds one.
+    rules: Vec<RuleRow>,
+    projects: Vec<Project>,
+    error: String,
+}
+
+/// A protected environment as the page lists it.
+pub struct RuleRow {
+    pub project_id: i64,
+    pub project: String,
+    pub name: String,
+    pub who: String,
+    pub by: String,
+    pub at: String,
+}
+
+/// The rule of `env` of `project` among `rules`, else the default.
+fn rule_of(
+    rules: &[crate::store_dashboard::ProtectedEnvironment],
+    project: i64,
+    env: &str,
+) -> Option<crate::actions::DeployRule> {
+    match rules
+        .iter()
+        .find(|r| r.project_id == project && r.name == env)
+    {
+        Some(r) => Some(crate::actions::DeployRule {
+            environment: env.to_string(),
+            role: Role::parse(&r.required_role),
+            approvers: r.approver_names().into_iter().map(String::from).collect(),
+        }),
+        None => is_protected_environment(env).then(|| crate::actions::DeployRule {
+            environment: env.to_string(),
+            role: Some(Role::Maintainer),
+            approvers: Vec::new(),
+        }),
+    }
 }
 
 pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
+    environments_page(&app, &s, String::new()).await
+}
+
+async fn environments_page(app: &Shared, s: &Session, error: String) -> Page {
+    let app = app.clone();
     let projects = app.store.projects().await?;
     let dash = DashboardStore(&app.store);
+    let protected = dash.protected_environments().await?;
     let all_records = HistoryRows(&app.store).matching(None).await?;
     let mut record_users: Vec<i64> = all_records.iter().filter_map(|r| r.user_id).collect();
     record_users.sort_unstable();
@@ -1375,7 +1424,10 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
             attached.extend(records.iter().map(|r| r.record.id.clone()));
             rows.push(EnvironmentRow {
                 project: project.path.clone(),
-                protected: is_protected_environment(&env.name),
+                protected: rule_of(&protected, project.id, &env.name).is_some(),
+                approver: rule_of(&protected, project.id, &env.name)
+                    .map(|r| r.who())
+                    .unwrap_or_default(),
                 // Only web links: a `javascript:` URL stays out of the page.
                 url: env
                     .url
@@ -1423,15 +1475,120 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
         .collect::<Vec<_>>();
     job_ids.extend(waiting.iter().map(|w| w.job_id));
     let approvals = approval_rows(dash.approvals(&job_ids).await?);
-    html(&EnvironmentsPage {
-        chrome: Chrome::of(&s, "environments"),
+    let rules = protected
+        .iter()
+        .map(|r| RuleRow {
+            project_id: r.project_id,
+            project: projects
+                .iter()
+                .find(|p| p.id == r.project_id)
+                .map(|p| p.path.clone())
+                .unwrap_or_default(),
+            name: r.name.clone(),
+            who: rule_of(&protected, r.project_id, &r.name)
+                .map(|x| x.who())
+                .unwrap_or_default(),
+            by: r.created_by.clone(),
+            at: fmt_time(r.created_at),
+        })
+        .collect();
+    let mut resp = html(&EnvironmentsPage {
+        chrome: Chrome::of(s, "environments"),
         environments: rows,
         unattached,
         unattached_offers,
         waiting,
         approvals,
         can_approve: s.user.role().allows(Role::Maintainer),
+        rules,
+        projects,
+        error: error.clone(),
+    })?;
+    if !error.is_empty() {
+        *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(resp)
+}
+
+/// Protects an environment of a project (or changes its rule), or with
+/// `unprotect` removes the rule. Maintainers and admins.
+pub async fn environment_protect(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
+    s.require(Role::Maintainer)?;
+    let project_id: i64 = form
+        .get("project")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| DashError::BadRequest("choose a project".into()))?;
+    let project = app
+        .store
+        .project(project_id)
+        .await?
+        .ok_or(DashError::NotFound("project"))?;
+    let name = form.get("name").unwrap_or("").trim().to_string();
+    let dash = DashboardStore(&app.store);
+    if form.get("unprotect").is_some() {
+        if !dash.unprotect_environment(project.id, &name).await? {
+            return Err(DashError::NotFound("protected environment"));
+        }
+        return Ok(see_other("/dash/environments"));
+    }
+    let role = form.get("role").unwrap_or("").trim();
+    let approvers: Vec<String> = form
+        .get("approvers")
+        .unwrap_or("")
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut problems = Vec::new();
+    if name.is_empty() || name.len() > 255 {
+        problems.push("the environment name must be 1 to 255 characters".to_string());
+    }
+    if !role.is_empty() && !matches!(role, "developer" | "maintainer" | "admin") {
+        problems.push(format!(
+            "unknown role `{role}`: use developer, maintainer or admin (or none with named approvers)"
+        ));
+    }
+    if role.is_empty() && approvers.is_empty() {
+        problems.push("give a role or at least one approver".into());
+    }
+    let known: Vec<String> = dash
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    let unknown: Vec<&str> = approvers
+        .iter()
+        .filter(|a| !known.contains(a))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        problems.push(format!("no such user: {}", unknown.join(", ")));
+    }
+    if !problems.is_empty() {
+        return environments_page(
+            &app,
+            &s,
+            format!(
+                "`{name}` of {} was not protected: {}",
+                project.path,
+                problems.join("; ")
+            ),
+        )
+        .await;
+    }
+    dash.protect_environment(&crate::store_dashboard::ProtectedEnvironment {
+        project_id: project.id,
+        name,
+        required_role: role.to_string(),
+        approvers: approvers.join(","),
+        created_by: s.user.username.clone(),
+        created_at: crate::now_ms(),
     })
+    .await?;
+    Ok(see_other("/dash/environments"))
 }
 
 /// Rolls a `gantry deploy` target back to its newest known-good revision
