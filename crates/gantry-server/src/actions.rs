@@ -42,7 +42,7 @@ impl DeployRule {
     pub fn allows(&self, user: &User) -> bool {
         user.role() == Role::Admin
             || self.role.is_some_and(|r| user.role().allows(r))
-            || self.approvers.iter().any(|a| *a == user.username)
+            || self.approvers.contains(&user.username)
     }
 
     /// "a maintainer or admin", "one of alice, bob (or an admin)", …

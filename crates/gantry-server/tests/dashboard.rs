@@ -831,12 +831,11 @@ async fn protected_environment_rules_decide_who_approves() {
             ("approvers".to_string(), approvers.to_string()),
         ]
     };
-    let as_refs = |v: &[(String, String)]| -> Vec<(String, String)> { v.to_vec() };
     let post_rule = async |web: &mut Web, form: Vec<(String, String)>| {
         let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         web.post("/dash/environments/protect", &pairs).await
     };
-    let (s, _, _) = post_rule(&mut dev, as_refs(&rule(&csrf, "alice"))).await;
+    let (s, _, _) = post_rule(&mut dev, rule(&csrf, "alice")).await;
     assert_eq!(s, 403, "a developer cannot protect an environment");
     let mut boss = Web::new(&running.url);
     assert_eq!(boss.login("boss", "correct horse battery").await, 303);
