@@ -42,7 +42,7 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/api/v4/projects/{id}/pipeline",
-        "Create a pipeline on a ref, with variables",
+        "Create a pipeline on a ref, with variables and `inputs` for the configuration's `spec:inputs`",
         "developer",
     ),
     (
