@@ -172,6 +172,8 @@ await asUser("boss", "correct horse battery", async (page) => {
     const cells = await row.locator("td").allTextContents();
     check(cells[2] === "rollback" && cells[3] === "r1" && cells[4] === "succeeded", `the history records the rollback to r1 (${cells.join(" | ")})`);
     check(cells[9] === "boss", "the rollback record names who ran it");
+    const badge = await row.locator("td .badge").first().evaluate((b) => getComputedStyle(b).backgroundColor);
+    check(badge !== "rgba(0, 0, 0, 0)" && badge !== "transparent", `the result badge has a colour (${badge})`);
     check(!(await page.isVisible(`form:has(input[name=target][value="${ROLLBACK_TARGET}"]) [data-testid=rollback]`)),
       "no rollback is offered once the known-good revision is live");
     await shot(page, "13-rollback");
