@@ -6,7 +6,7 @@
 use crate::app::Shared;
 use crate::error::StoreError;
 use crate::store::{Job, Role, User};
-use crate::store_dashboard::DashboardStore;
+use crate::store_dashboard::{DashboardStore, ProtectedEnvironment};
 
 /// Why an action was not done.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,59 @@ impl DeployRule {
         parts.push("an admin".into());
         parts.join(" or ")
     }
+}
+
+/// A checked rule for `name` of `project_id`: a known role (or none) and
+/// existing approvers, at least one of the two. The problems otherwise.
+pub async fn new_rule(
+    app: &Shared,
+    project_id: i64,
+    name: &str,
+    role: Option<&str>,
+    approvers: &[String],
+    by: &User,
+) -> Result<Result<ProtectedEnvironment, Vec<String>>, StoreError> {
+    let mut problems = Vec::new();
+    let name = name.trim();
+    if name.is_empty() || name.len() > 255 {
+        problems.push("the environment name must be 1 to 255 characters".to_string());
+    }
+    let role = role.map(str::trim).filter(|r| !r.is_empty());
+    if let Some(role) = role
+        && !matches!(role, "developer" | "maintainer" | "admin")
+    {
+        problems.push(format!(
+            "unknown role `{role}`: use developer, maintainer or admin (or none with named approvers)"
+        ));
+    }
+    if role.is_none() && approvers.is_empty() {
+        problems.push("give a role or at least one approver".into());
+    }
+    let known: Vec<String> = DashboardStore(&app.store)
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    let unknown: Vec<&str> = approvers
+        .iter()
+        .filter(|a| !known.contains(a))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        problems.push(format!("no such user: {}", unknown.join(", ")));
+    }
+    if !problems.is_empty() {
+        return Ok(Err(problems));
+    }
+    Ok(Ok(ProtectedEnvironment {
+        project_id,
+        name: name.to_string(),
+        required_role: role.unwrap_or_default().to_string(),
+        approvers: approvers.join(","),
+        created_by: by.username.clone(),
+        created_at: crate::now_ms(),
+    }))
 }
 
 /// The rule of the environment the job deploys to, if it is protected: the

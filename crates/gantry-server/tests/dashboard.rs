@@ -916,5 +916,43 @@ async fn protected_environment_rules_decide_who_approves() {
     assert_eq!(s, 303);
     let (_, page, _) = boss.get("/dash/environments").await;
     assert!(!page.contains("alice or an admin"), "{page}");
+
+    // GitLab's protected environments API sets the same rules.
+    let alice = Client::new(&running.url, Some(&alice_token));
+    let boss_api = Client::new(&running.url, Some(&boss_token));
+    let (_, me) = alice.get("/api/v4/user").await;
+    let alice_id = me["id"].as_i64().unwrap();
+    let rules = format!("/api/v4/projects/{project}/protected_environments");
+    let qa = serde_json::json!({"name": "qa", "deploy_access_levels": [{"user_id": alice_id}]});
+    let (s, _) = alice.post(&rules, qa.clone()).await;
+    assert_eq!(s, 403, "a developer cannot protect an environment");
+    let (s, body) = boss_api.post(&rules, qa.clone()).await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["deploy_access_levels"][0]["user_id"], alice_id);
+    let (s, body) = boss_api.post(&rules, qa).await;
+    assert_eq!(s, 409, "{body}");
+    let (s, body) = boss_api
+        .post(
+            &rules,
+            serde_json::json!({"name": "uat", "deploy_access_levels": [{"access_level": 50}]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.to_string().contains("access_level 50"), "{body}");
+    let (_, list) = boss_api.get(&rules).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["name"], "qa");
+    let (_, page, _) = boss.get("/dash/environments").await;
+    assert!(page.contains("alice or an admin"), "{page}");
+    let status = reqwest::Client::new()
+        .delete(format!("{}{rules}/qa", running.url))
+        .header("PRIVATE-TOKEN", &boss_token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let (_, list) = boss_api.get(&rules).await;
+    assert_eq!(list, serde_json::json!([]));
     running.server.abort();
 }

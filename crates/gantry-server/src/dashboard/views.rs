@@ -1533,7 +1533,6 @@ pub async fn environment_protect(State(app): State<Shared>, s: Session, body: By
         }
         return Ok(see_other("/dash/environments"));
     }
-    let role = form.get("role").unwrap_or("").trim();
     let approvers: Vec<String> = form
         .get("approvers")
         .unwrap_or("")
@@ -1541,53 +1540,30 @@ pub async fn environment_protect(State(app): State<Shared>, s: Session, body: By
         .map(|a| a.trim().to_string())
         .filter(|a| !a.is_empty())
         .collect();
-    let mut problems = Vec::new();
-    if name.is_empty() || name.len() > 255 {
-        problems.push("the environment name must be 1 to 255 characters".to_string());
+    match crate::actions::new_rule(
+        &app,
+        project.id,
+        &name,
+        form.get("role"),
+        &approvers,
+        &s.user,
+    )
+    .await?
+    {
+        Ok(rule) => dash.protect_environment(&rule).await?,
+        Err(problems) => {
+            return environments_page(
+                &app,
+                &s,
+                format!(
+                    "`{name}` of {} was not protected: {}",
+                    project.path,
+                    problems.join("; ")
+                ),
+            )
+            .await;
+        }
     }
-    if !role.is_empty() && !matches!(role, "developer" | "maintainer" | "admin") {
-        problems.push(format!(
-            "unknown role `{role}`: use developer, maintainer or admin (or none with named approvers)"
-        ));
-    }
-    if role.is_empty() && approvers.is_empty() {
-        problems.push("give a role or at least one approver".into());
-    }
-    let known: Vec<String> = dash
-        .users()
-        .await?
-        .into_iter()
-        .map(|u| u.username)
-        .collect();
-    let unknown: Vec<&str> = approvers
-        .iter()
-        .filter(|a| !known.contains(a))
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        problems.push(format!("no such user: {}", unknown.join(", ")));
-    }
-    if !problems.is_empty() {
-        return environments_page(
-            &app,
-            &s,
-            format!(
-                "`{name}` of {} was not protected: {}",
-                project.path,
-                problems.join("; ")
-            ),
-        )
-        .await;
-    }
-    dash.protect_environment(&crate::store_dashboard::ProtectedEnvironment {
-        project_id: project.id,
-        name,
-        required_role: role.to_string(),
-        approvers: approvers.join(","),
-        created_by: s.user.username.clone(),
-        created_at: crate::now_ms(),
-    })
-    .await?;
     Ok(see_other("/dash/environments"))
 }
 
