@@ -7,12 +7,17 @@
 # pipelines (GET /api/v4/projects/1/pipelines) in the same run.
 # GANTRY_BIN defaults to target/release/gantry (built when missing);
 # GANTRY_BIN=example uses crates/gantry-server/examples/dashboard_bench_server
-# (the same server start without the CLI, quicker to build; dev profile).
+# (the same server start without the CLI, quicker to build; dev profile);
+# GANTRY_BIN=example:PATH runs an already built copy of that example (e.g.
+# of an older commit, to compare before and after in the same conditions).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 bin="${GANTRY_BIN:-$root/target/release/gantry}"
-if [ "$bin" = example ]; then
+if [[ "$bin" == example:* ]]; then
+  bin="${bin#example:}"
+  example=1
+elif [ "$bin" = example ]; then
   # The dev profile (dependencies at opt-level 1): a slower, conservative figure.
   (cd "$root" && cargo build -q -p gantry-server --example dashboard_bench_server)
   bin="$root/target/debug/examples/dashboard_bench_server"

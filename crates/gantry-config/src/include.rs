@@ -98,6 +98,19 @@ pub fn expand_with_warnings(
     sources: &mut Sources,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Node, Vec<Diagnostic>> {
+    expand_with_inputs(fs, opts, None, sources, warnings)
+}
+
+/// [`expand_with_warnings`] with pipeline inputs (GitLab 17.x: the inputs
+/// of a run, checked against the entry file's `spec:inputs` exactly as an
+/// include's `inputs:` are). `None` uses the defaults.
+pub fn expand_with_inputs(
+    fs: &dyn FileSource,
+    opts: &LoadOptions,
+    inputs: Option<&Node>,
+    sources: &mut Sources,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Node, Vec<Diagnostic>> {
     let name = opts
         .display_name
         .clone()
@@ -121,11 +134,110 @@ pub fn expand_with_warnings(
         scope: Scope::Main,
         path: entry,
     };
-    let root = expander.load_entry(key, name, text);
+    let root = expander.load_entry(key, name, text, inputs);
     match root {
         Some(root) if expander.errors.is_empty() => Ok(root),
         _ => Err(expander.errors),
     }
+}
+
+/// The type of a `spec:inputs` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    String,
+    Number,
+    Boolean,
+    Array,
+}
+
+/// One input the entry file declares in its `spec:inputs` header (with
+/// `spec:include` files merged), for a form. Checking given values is
+/// [`expand_with_inputs`]'s job, with GitLab's messages.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct InputSpec {
+    pub name: String,
+    /// `None` for a type GitLab does not know (loading reports it).
+    pub kind: Option<InputType>,
+    /// `None`: the input is required.
+    pub default: Option<serde_json::Value>,
+    pub description: Option<String>,
+    pub options: Vec<serde_json::Value>,
+    pub regex: Option<String>,
+}
+
+/// The `spec:inputs` the entry file of `opts` declares, in order; empty
+/// without a header.
+pub fn entry_inputs(
+    fs: &dyn FileSource,
+    opts: &LoadOptions,
+    sources: &mut Sources,
+) -> Result<Vec<InputSpec>, Vec<Diagnostic>> {
+    let name = opts
+        .display_name
+        .clone()
+        .unwrap_or_else(|| opts.entry.clone());
+    let entry = opts.entry.trim_start_matches('/').to_string();
+    let text = fs
+        .read_local(&entry)
+        .map_err(|e| vec![Diagnostic::new(None, format!("cannot read `{name}`: {e}"))])?;
+    let mut warnings = Vec::new();
+    let mut expander = Expander {
+        fs,
+        vars: &opts.variables,
+        sources,
+        errors: Vec::new(),
+        warnings: &mut warnings,
+        count: 0,
+        limit_reached: false,
+        stack: Vec::new(),
+        local_files: None,
+    };
+    let id = expander.sources.add(name, text);
+    let Some(doc) = expander.parse(id) else {
+        return Err(expander.errors);
+    };
+    let Some(mut header) = doc.header else {
+        return Ok(Vec::new());
+    };
+    let Some(external) = expander.spec_include_inputs(&header, &Scope::Main) else {
+        return Err(expander.errors);
+    };
+    add_spec_inputs(&mut header, external);
+    let Some(specs) = header
+        .as_map()
+        .and_then(|h| h.get("spec"))
+        .and_then(Node::as_map)
+        .and_then(|s| s.get("inputs"))
+        .and_then(Node::as_map)
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(specs
+        .iter()
+        .map(|(name, entry)| {
+            let spec = entry.value.as_map();
+            let get = |key: &str| spec.and_then(|m| m.get(key));
+            let kind = match get("type").and_then(Node::as_str).unwrap_or("string") {
+                "string" => Some(InputType::String),
+                "number" => Some(InputType::Number),
+                "boolean" => Some(InputType::Boolean),
+                "array" => Some(InputType::Array),
+                _ => None,
+            };
+            InputSpec {
+                name: name.to_string(),
+                kind,
+                default: get("default").map(Node::to_json),
+                description: get("description").and_then(Node::scalar_string),
+                options: get("options")
+                    .and_then(Node::as_seq)
+                    .map(|o| o.iter().map(Node::to_json).collect())
+                    .unwrap_or_default(),
+                regex: get("regex").and_then(Node::as_str).map(str::to_string),
+            }
+        })
+        .collect())
 }
 
 struct Expander<'a> {
@@ -168,10 +280,24 @@ impl Expander<'_> {
     }
 
     /// Parses the entry file and expands its includes.
-    fn load_entry(&mut self, key: FileKey, name: String, text: String) -> Option<Node> {
+    fn load_entry(
+        &mut self,
+        key: FileKey,
+        name: String,
+        text: String,
+        inputs: Option<&Node>,
+    ) -> Option<Node> {
         let id = self.sources.add(name.clone(), text);
         let doc = self.parse(id)?;
         let body = match doc.header {
+            None if inputs.and_then(Node::as_map).is_some_and(|m| !m.is_empty()) => {
+                let span = inputs.map(|i| i.span).unwrap_or(doc.body.span);
+                self.errors.push(
+                    Diagnostic::at(span, format!("`{name}`: Given inputs not defined in the `spec` section of the configuration file"))
+                        .expected("a `spec:inputs` header in the pipeline's configuration file"),
+                );
+                return None;
+            }
             Some(mut header) => {
                 let external = self.spec_include_inputs(&header, &Scope::Main)?;
                 add_spec_inputs(&mut header, external);
@@ -182,7 +308,7 @@ impl Expander<'_> {
                     include_span: None,
                     component: &component,
                 };
-                interpolate(header, None, doc.body, &site, &mut self.errors)?
+                interpolate(header, inputs, doc.body, &site, &mut self.errors)?
             }
             None => doc.body,
         };

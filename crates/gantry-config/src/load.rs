@@ -194,6 +194,65 @@ pub fn load(fs: &dyn FileSource, opts: &LoadOptions) -> Result<Loaded, ConfigErr
     }
 }
 
+/// [`load`] with pipeline inputs (`POST /pipeline` `inputs`, the run
+/// form): given as JSON values, checked against the entry file's
+/// `spec:inputs` (types, `options`, `regex`, unknown and missing inputs,
+/// with GitLab's messages) and interpolated into it as `$[[ inputs.x ]]`.
+/// The inputs appear in errors as the file `pipeline inputs`.
+pub fn load_with_inputs(
+    fs: &dyn FileSource,
+    opts: &LoadOptions,
+    inputs: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Loaded, ConfigError> {
+    let mut sources = Sources::new();
+    let mut warnings = Vec::new();
+    // JSON is YAML: parsed like a file, the inputs carry positions.
+    let text = serde_json::to_string_pretty(inputs).unwrap_or_else(|_| "{}".into());
+    let id = sources.add("pipeline inputs", text.clone());
+    let given = match crate::yaml::parse(&text, id, &crate::yaml::Limits::default()) {
+        Ok(node) => node,
+        Err(diagnostics) => {
+            return Err(ConfigError {
+                diagnostics,
+                sources,
+            });
+        }
+    };
+    let merged =
+        crate::include::expand_with_inputs(fs, opts, Some(&given), &mut sources, &mut warnings)
+            .and_then(|root| {
+                let root = crate::extends::apply(root)?;
+                let mut root = crate::reference::resolve(root)?;
+                crate::normalize::normalize(&mut root);
+                Ok(root)
+            });
+    let merged = match merged {
+        Ok(node) => node,
+        Err(diagnostics) => {
+            warnings.extend(diagnostics);
+            return Err(ConfigError {
+                diagnostics: warnings,
+                sources,
+            });
+        }
+    };
+    match crate::compose::compose(&merged) {
+        Ok(config) => Ok(Loaded {
+            config,
+            merged,
+            sources,
+            warnings,
+        }),
+        Err(diagnostics) => {
+            warnings.extend(diagnostics);
+            Err(ConfigError {
+                diagnostics: warnings,
+                sources,
+            })
+        }
+    }
+}
+
 /// The stages before validation: includes, extends, `!reference`. The
 /// result is the merged configuration; `sources` receives every file read,
 /// even when there are errors.

@@ -541,3 +541,57 @@ fn entry_file_errors() {
     let absent = MemorySource::new();
     assert!(errors(&absent)[0].contains("cannot read `.gitlab-ci.yml`"));
 }
+
+/// Pipeline inputs (GitLab 17.x): the entry file's own `spec:inputs`,
+/// given to `load_with_inputs`, checked like an include's inputs.
+#[test]
+fn pipeline_inputs_are_checked_and_interpolated_into_the_entry_file() {
+    use gantry_config::include::{InputType, entry_inputs};
+    use gantry_config::load::load_with_inputs;
+    let main = "spec:\n  inputs:\n    env:\n      options: [staging, production]\n      default: staging\n      description: Where\n    count:\n      type: number\n---\njob:\n  script: echo $[[ inputs.env ]] $[[ inputs.count ]]\n";
+    let src = MemorySource::new().with_file(".gitlab-ci.yml", main);
+    let opts = LoadOptions::new(".gitlab-ci.yml");
+    let specs = entry_inputs(&src, &opts, &mut Sources::new()).unwrap();
+    assert_eq!(specs.len(), 2);
+    assert_eq!(specs[0].name, "env");
+    assert_eq!(specs[0].options, [json!("staging"), json!("production")]);
+    assert_eq!(specs[0].description.as_deref(), Some("Where"));
+    assert_eq!(specs[1].kind, Some(InputType::Number));
+    assert_eq!(specs[1].default, None, "count is required");
+
+    let given = |v: Value| v.as_object().unwrap().clone();
+    let loaded = load_with_inputs(&src, &opts, &given(json!({"count": 3}))).unwrap();
+    assert_eq!(
+        loaded.merged.to_json()["job"]["script"],
+        json!("echo staging 3")
+    );
+    let messages = |v: Value| -> Vec<String> {
+        let e = load_with_inputs(&src, &opts, &given(v)).unwrap_err();
+        e.diagnostics.iter().map(|d| d.short(&e.sources)).collect()
+    };
+    let wrong = messages(json!({"count": "three"}));
+    assert!(
+        wrong[0].contains("`count` input: provided value is not a number")
+            && wrong[0].starts_with("pipeline inputs:"),
+        "{wrong:?}"
+    );
+    let missing = messages(json!({}));
+    assert!(
+        missing[0].contains("`count` input: required value has not been provided"),
+        "{missing:?}"
+    );
+    let unknown = messages(json!({"count": 1, "nope": true}));
+    assert!(
+        unknown[0].contains("unknown input arguments: nope"),
+        "{unknown:?}"
+    );
+    let plain = MemorySource::new().with_file(".gitlab-ci.yml", "job:\n  script: x\n");
+    let e = load_with_inputs(&plain, &opts, &given(json!({"a": 1}))).unwrap_err();
+    assert!(
+        e.diagnostics[0]
+            .message
+            .contains("Given inputs not defined in the `spec` section"),
+        "{:?}",
+        e.diagnostics
+    );
+}

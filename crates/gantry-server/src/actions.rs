@@ -6,7 +6,7 @@
 use crate::app::Shared;
 use crate::error::StoreError;
 use crate::store::{Job, Role, User};
-use crate::store_dashboard::DashboardStore;
+use crate::store_dashboard::{DashboardStore, ProtectedEnvironment};
 
 /// Why an action was not done.
 #[derive(Debug, thiserror::Error)]
@@ -21,53 +21,154 @@ pub enum ActionError {
     Store(#[from] StoreError),
 }
 
-/// Environments whose deployments need an approver (maintainer or admin):
-/// the production tier, as the server names tiers.
+/// Environments protected by default (no rule for the project): the
+/// production tier, as the server names tiers; they need a maintainer.
 pub fn is_protected_environment(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n.starts_with("prod") || n == "live"
 }
 
-/// The job's protected environment, if it deploys to one.
-pub fn protected_environment(job: &Job) -> Option<&str> {
-    job.environment
-        .as_deref()
-        .filter(|e| is_protected_environment(e))
+/// Who may deploy to a protected environment (play or retry its jobs).
+#[derive(Clone, Debug)]
+pub struct DeployRule {
+    pub environment: String,
+    /// The role that is enough; `None`: only the named approvers (and admins).
+    pub role: Option<Role>,
+    pub approvers: Vec<String>,
+}
+
+impl DeployRule {
+    /// Administrators always may.
+    pub fn allows(&self, user: &User) -> bool {
+        user.role() == Role::Admin
+            || self.role.is_some_and(|r| user.role().allows(r))
+            || self.approvers.contains(&user.username)
+    }
+
+    /// "a maintainer or admin", "one of alice, bob (or an admin)", …
+    pub fn who(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(role) = self.role.filter(|r| *r != Role::Admin) {
+            parts.push(format!("a {} or above", role.as_str()));
+        }
+        if !self.approvers.is_empty() {
+            parts.push(self.approvers.join(", "));
+        }
+        parts.push("an admin".into());
+        parts.join(" or ")
+    }
+}
+
+/// A checked rule for `name` of `project_id`: a known role (or none) and
+/// existing approvers, at least one of the two. The problems otherwise.
+pub async fn new_rule(
+    app: &Shared,
+    project_id: i64,
+    name: &str,
+    role: Option<&str>,
+    approvers: &[String],
+    by: &User,
+) -> Result<Result<ProtectedEnvironment, Vec<String>>, StoreError> {
+    let mut problems = Vec::new();
+    let name = name.trim();
+    if name.is_empty() || name.len() > 255 {
+        problems.push("the environment name must be 1 to 255 characters".to_string());
+    }
+    let role = role.map(str::trim).filter(|r| !r.is_empty());
+    if let Some(role) = role
+        && !matches!(role, "developer" | "maintainer" | "admin")
+    {
+        problems.push(format!(
+            "unknown role `{role}`: use developer, maintainer or admin (or none with named approvers)"
+        ));
+    }
+    if role.is_none() && approvers.is_empty() {
+        problems.push("give a role or at least one approver".into());
+    }
+    let known: Vec<String> = DashboardStore(&app.store)
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    let unknown: Vec<&str> = approvers
+        .iter()
+        .filter(|a| !known.contains(a))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        problems.push(format!("no such user: {}", unknown.join(", ")));
+    }
+    if !problems.is_empty() {
+        return Ok(Err(problems));
+    }
+    Ok(Ok(ProtectedEnvironment {
+        project_id,
+        name: name.to_string(),
+        required_role: role.unwrap_or_default().to_string(),
+        approvers: approvers.join(","),
+        created_by: by.username.clone(),
+        created_at: crate::now_ms(),
+    }))
+}
+
+/// The rule of the environment the job deploys to, if it is protected: the
+/// project's own rule (dashboard_protected_environments), else the default
+/// for production-tier names.
+pub async fn deploy_rule(app: &Shared, job: &Job) -> Result<Option<DeployRule>, StoreError> {
+    let Some(env) = job.environment.as_deref() else {
+        return Ok(None);
+    };
+    if let Some(rule) = DashboardStore(&app.store)
+        .protected_environment(job.project_id, env)
+        .await?
+    {
+        return Ok(Some(DeployRule {
+            environment: env.to_string(),
+            role: Role::parse(&rule.required_role),
+            approvers: rule
+                .approver_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }));
+    }
+    Ok(is_protected_environment(env).then(|| DeployRule {
+        environment: env.to_string(),
+        role: Some(Role::Maintainer),
+        approvers: Vec::new(),
+    }))
 }
 
 /// Developers act on jobs; a job deploying to a protected environment
-/// needs an approver.
-fn check_role(user: &User, job: &Job) -> Result<(), ActionError> {
-    let needed = if protected_environment(job).is_some() {
-        Role::Maintainer
-    } else {
-        Role::Developer
-    };
-    if user.role().allows(needed) {
-        return Ok(());
-    }
-    Err(ActionError::Forbidden(match protected_environment(job) {
-        Some(env) => format!(
-            "deploying to the protected environment `{env}` needs an approver (maintainer or admin); you are {}",
+/// needs someone its rule allows. Answers the rule, if any.
+async fn check_role(
+    app: &Shared,
+    user: &User,
+    job: &Job,
+) -> Result<Option<DeployRule>, ActionError> {
+    let rule = deploy_rule(app, job).await?;
+    match &rule {
+        Some(rule) if !rule.allows(user) => Err(ActionError::Forbidden(format!(
+            "deploying to the protected environment `{}` needs an approver ({}); you are {} ({})",
+            rule.environment,
+            rule.who(),
+            user.username,
             user.role
-        ),
-        None => format!(
-            "your role ({}) cannot do this; it needs {} or above",
-            user.role,
-            needed.as_str()
-        ),
-    }))
+        ))),
+        None if !user.role().allows(Role::Developer) => Err(ActionError::Forbidden(format!(
+            "your role ({}) cannot do this; it needs developer or above",
+            user.role
+        ))),
+        _ => Ok(rule),
+    }
 }
 
 /// Plays a manual or delayed job (or runs a finished one again). Answers
 /// the job that will run. The approval of a protected deploy is recorded.
 pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionError> {
-    check_role(user, job)?;
-    let verb = if protected_environment(job).is_some() {
-        "approved"
-    } else {
-        "played"
-    };
+    let rule = check_role(app, user, job).await?;
+    let verb = if rule.is_some() { "approved" } else { "played" };
     // A trigger job is not a runner's: the server creates its child.
     let to = crate::children::start_status(job);
     let runs = match job.status.as_str() {
@@ -93,9 +194,9 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
             )));
         }
     };
-    if let Some(env) = protected_environment(job) {
+    if let Some(rule) = &rule {
         DashboardStore(&app.store)
-            .record_approval(job, user, env)
+            .record_approval(job, user, &rule.environment)
             .await?;
     }
     app.queue.notify_waiters();
@@ -108,7 +209,7 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
 
 /// Retries a finished job as a new job row; answers the new one.
 pub async fn retry(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionError> {
-    check_role(user, job)?;
+    check_role(app, user, job).await?;
     if !matches!(job.status.as_str(), "failed" | "canceled" | "success") || job.retried != 0 {
         return Err(ActionError::WrongState(format!(
             "a {} job cannot be retried",

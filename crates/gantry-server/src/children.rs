@@ -209,6 +209,8 @@ async fn plan(
         source: pipeline.source.clone(),
         variables: serde_json::from_str(&pipeline.variables).unwrap_or_default(),
         predefined,
+        // A child's inputs come from its trigger's `include:inputs`.
+        inputs: None,
     };
     let spec = spec.clone();
     let gitlab = app.config.gitlab_url.clone();

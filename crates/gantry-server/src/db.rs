@@ -140,6 +140,13 @@ CREATE TABLE pipeline_links (
   child_pipeline_id BIGINT PRIMARY KEY, parent_pipeline_id BIGINT NOT NULL,
   trigger_job_id BIGINT NOT NULL UNIQUE)
 "#,
+    // Protected environments per project (the dashboard's approvals).
+    r#"
+CREATE TABLE dashboard_protected_environments (
+  id {ID}, project_id BIGINT NOT NULL REFERENCES projects(id), name TEXT NOT NULL,
+  required_role TEXT NOT NULL, approvers TEXT NOT NULL, created_by TEXT NOT NULL,
+  created_at BIGINT NOT NULL, UNIQUE (project_id, name))
+"#,
 ];
 
 impl Db {

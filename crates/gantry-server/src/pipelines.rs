@@ -34,6 +34,8 @@ pub struct Request {
     pub variables: Vec<(String, String)>,
     pub predefined: Vec<(String, String)>,
     pub user_id: Option<i64>,
+    /// Pipeline inputs (`spec:inputs`); `None`: the defaults.
+    pub inputs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Fetch the remote first (webhooks and the API: new commits).
     pub fetch: bool,
 }
@@ -97,6 +99,7 @@ pub async fn create(
         source: req.source.clone(),
         variables: req.variables.clone(),
         predefined,
+        inputs: req.inputs.clone(),
     };
     let entry = project.ci_config_path.clone();
     let gitlab = app.config.gitlab_url.clone();

@@ -30,6 +30,8 @@ pub struct Trigger {
     pub variables: Vec<(String, String)>,
     /// Extra predefined variables (merge request facts, server URLs).
     pub predefined: Vec<(String, String)>,
+    /// Pipeline inputs for the entry file's `spec:inputs`; `None`: defaults.
+    pub inputs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The context `trigger`'s pipeline is planned in (rules, variables,
@@ -120,8 +122,11 @@ pub fn plan(
         variables: context.variables.clone(),
         display_name: None,
     };
-    let loaded = gantry_config::load::load(&files, &opts)
-        .map_err(|e| PlanError::Config(render(&e.diagnostics, &e.sources)))?;
+    let loaded = match &trigger.inputs {
+        Some(inputs) => gantry_config::load::load_with_inputs(&files, &opts, inputs),
+        None => gantry_config::load::load(&files, &opts),
+    }
+    .map_err(|e| PlanError::Config(render(&e.diagnostics, &e.sources)))?;
     gantry_config::plan::plan(&loaded.config, &context)
         .map_err(|d| PlanError::Config(render(&d, &loaded.sources)))
 }

@@ -28,6 +28,30 @@ pub struct Approval {
     pub at: i64,
 }
 
+/// A protected environment of a project: who may deploy to it (approve
+/// its manual jobs). A user may when their role includes `required_role`
+/// (empty: no role is enough) or they are named in `approvers`.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ProtectedEnvironment {
+    pub project_id: i64,
+    pub name: String,
+    pub required_role: String,
+    /// Usernames, comma-separated (empty: none named).
+    pub approvers: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+impl ProtectedEnvironment {
+    pub fn approver_names(&self) -> Vec<&str> {
+        self.approvers
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect()
+    }
+}
+
 /// The overview's filters (empty: any).
 #[derive(Clone, Debug, Default)]
 pub struct OverviewFilter {
@@ -64,6 +88,12 @@ pub struct JobSummary {
 }
 
 const PIPELINE_COLUMNS: &str = "p.id, p.project_id, p.ref, p.sha, p.source, p.status, p.user_id, p.created_at, p.started_at, p.finished_at";
+
+/// The overview's filters on `pipelines p`: $1 status, $2 project, $3 ref,
+/// $4 username (empty or 0: any). The user is looked up once by name
+/// rather than joined to every row.
+const FILTER: &str = "($1 = '' OR p.status = $1) AND ($2 = 0 OR p.project_id = $2) AND ($3 = '' OR p.ref = $3) \
+     AND ($4 = '' OR p.user_id = (SELECT id FROM users WHERE username = $4))";
 
 /// A user's columns (id, username, name, email, role, created_at) and one more.
 type UserAnd<T> = (i64, String, String, String, String, i64, T);
@@ -213,30 +243,122 @@ impl DashboardStore<'_> {
         .await?)
     }
 
+    // ---- protected environments ----
+
+    const PROTECTED_COLUMNS: &'static str =
+        "project_id, name, required_role, approvers, created_by, created_at";
+
+    pub async fn protected_environment(
+        &self,
+        project_id: i64,
+        name: &str,
+    ) -> Result<Option<ProtectedEnvironment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM dashboard_protected_environments WHERE project_id = $1 AND name = $2",
+            Self::PROTECTED_COLUMNS
+        )))
+        .bind(project_id)
+        .bind(name)
+        .fetch_optional(&self.0.db.pool)
+        .await?)
+    }
+
+    pub async fn protected_environments(&self) -> Result<Vec<ProtectedEnvironment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM dashboard_protected_environments ORDER BY project_id, name",
+            Self::PROTECTED_COLUMNS
+        )))
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+
+    /// Protects (or changes the rule of) an environment of a project.
+    pub async fn protect_environment(&self, rule: &ProtectedEnvironment) -> Result<(), StoreError> {
+        let _w = self.0.db.write_lock().await;
+        let mut tx = self.0.db.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM dashboard_protected_environments WHERE project_id = $1 AND name = $2",
+        )
+        .bind(rule.project_id)
+        .bind(&rule.name)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO dashboard_protected_environments (project_id, name, required_role, approvers, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(rule.project_id)
+        .bind(&rule.name)
+        .bind(&rule.required_role)
+        .bind(&rule.approvers)
+        .bind(&rule.created_by)
+        .bind(rule.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a protection; whether there was one.
+    pub async fn unprotect_environment(
+        &self,
+        project_id: i64,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let _w = self.0.db.write_lock().await;
+        let done = sqlx::query(
+            "DELETE FROM dashboard_protected_environments WHERE project_id = $1 AND name = $2",
+        )
+        .bind(project_id)
+        .bind(name)
+        .execute(&self.0.db.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     // ---- overview ----
 
-    /// The newest pipeline of every project and ref, filtered.
+    /// The newest pipeline of every project and ref, filtered, newest
+    /// first.
     pub async fn latest_per_ref(
         &self,
         f: &OverviewFilter,
         limit: i64,
     ) -> Result<Vec<PipelineSummary>, StoreError> {
-        // The GROUP BY walks the (project_id, ref, id) index; the outer
-        // query fetches only the winners by primary key.
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {PIPELINE_COLUMNS} FROM pipelines p \
-             JOIN (SELECT MAX(id) AS id FROM pipelines GROUP BY project_id, ref) latest ON latest.id = p.id \
-             LEFT JOIN users u ON u.id = p.user_id \
-             WHERE ($1 = '' OR p.status = $1) AND ($2 = 0 OR p.project_id = $2) AND ($3 = '' OR p.ref = $3) \
-             AND ($4 = '' OR u.username = $4) ORDER BY p.id DESC LIMIT $5"
-        )))
-        .bind(&f.status)
-        .bind(f.project_id.unwrap_or(0))
-        .bind(&f.git_ref)
-        .bind(&f.username)
-        .bind(limit)
-        .fetch_all(&self.0.db.pool)
-        .await?)
+        let unfiltered = f.status.is_empty()
+            && f.project_id.is_none()
+            && f.git_ref.is_empty()
+            && f.username.is_empty();
+        let sql = if unfiltered {
+            // The landing page: walk pipelines newest first and keep those
+            // with no newer one of their project and ref (a probe of the
+            // (project_id, ref, id) index); it stops after `limit` winners
+            // instead of grouping every pipeline (EXPLAIN before: a scan of
+            // all pipelines and an aggregate).
+            format!(
+                "SELECT {PIPELINE_COLUMNS} FROM pipelines p \
+                 WHERE NOT EXISTS (SELECT 1 FROM pipelines newer WHERE newer.project_id = p.project_id \
+                 AND newer.ref = p.ref AND newer.id > p.id) AND {FILTER} ORDER BY p.id DESC LIMIT $5"
+            )
+        } else {
+            // Filtered, the walk may visit every pipeline (few winners
+            // match): group over the covering index instead, narrowed by
+            // the project and ref, which are the group's keys.
+            format!(
+                "SELECT {PIPELINE_COLUMNS} FROM pipelines p \
+                 JOIN (SELECT MAX(id) AS id FROM pipelines WHERE ($2 = 0 OR project_id = $2) \
+                 AND ($3 = '' OR ref = $3) GROUP BY project_id, ref) latest ON latest.id = p.id \
+                 WHERE {FILTER} ORDER BY p.id DESC LIMIT $5"
+            )
+        };
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&f.status)
+            .bind(f.project_id.unwrap_or(0))
+            .bind(&f.git_ref)
+            .bind(&f.username)
+            .bind(limit)
+            .fetch_all(&self.0.db.pool)
+            .await?)
     }
 
     /// The newest pipelines of all projects, filtered.
@@ -246,9 +368,7 @@ impl DashboardStore<'_> {
         limit: i64,
     ) -> Result<Vec<PipelineSummary>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {PIPELINE_COLUMNS} FROM pipelines p LEFT JOIN users u ON u.id = p.user_id \
-             WHERE ($1 = '' OR p.status = $1) AND ($2 = 0 OR p.project_id = $2) AND ($3 = '' OR p.ref = $3) \
-             AND ($4 = '' OR u.username = $4) ORDER BY p.id DESC LIMIT $5"
+            "SELECT {PIPELINE_COLUMNS} FROM pipelines p WHERE {FILTER} ORDER BY p.id DESC LIMIT $5"
         )))
         .bind(&f.status)
         .bind(f.project_id.unwrap_or(0))

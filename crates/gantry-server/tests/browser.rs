@@ -4,10 +4,18 @@
 //! built-in runner. Screenshots of each page land in
 //! target/browser-screenshots/. Skips with a reason when Chromium, node or
 //! playwright-core is missing, unless GANTRY_REQUIRE_CHROMIUM is set
-//! (scripts/setup-chromium.sh installs them).
+//! (scripts/setup-chromium.sh installs them). The rollback step deploys two
+//! revisions of a local container (Podman's Docker API) with the server as
+//! its history, and a maintainer rolls it back with the button; without an
+//! engine that step is skipped with a reason, unless GANTRY_REQUIRE_PODMAN
+//! is set.
 
 mod support;
 
+use gantry_deploy::history::{DeployResult, HistoryStore, RecordKind};
+use gantry_deploy::http_history::HttpHistoryStore;
+use gantry_deploy::local::{LocalDeployOptions, LocalDeployer, connect};
+use gantry_deploy::sdk::bollard::Docker;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -79,6 +87,52 @@ fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
     Ok((chromium, dir))
 }
 
+const IMAGE: &str = "localhost/busybox:latest";
+
+fn local_deployer<'a>(docker: &Docker, history: &'a HttpHistoryStore) -> LocalDeployer<'a> {
+    LocalDeployer::new(docker.clone(), history, gantry_deploy::Log::silent())
+}
+
+/// Deploys two revisions of the container `name` with the server at `url`
+/// as its history; the engine and the target's key, or `None` (skipped with
+/// a reason) when no engine or test image is available.
+async fn local_deploys(url: &str, name: &str) -> Option<(Docker, String)> {
+    let docker = match connect() {
+        Ok(d) if d.ping().await.is_ok() && d.inspect_image(IMAGE).await.is_ok() => d,
+        Ok(_) => {
+            skip_or_fail(
+                "GANTRY_REQUIRE_PODMAN",
+                &format!(
+                    "rollback step: the engine does not answer or {IMAGE} is missing (scripts/make-test-images.sh)"
+                ),
+            );
+            return None;
+        }
+        Err(e) => {
+            skip_or_fail(
+                "GANTRY_REQUIRE_PODMAN",
+                &format!("rollback step: no container engine: {e}"),
+            );
+            return None;
+        }
+    };
+    let history = HttpHistoryStore::with_user_token(url, ADMIN_TOKEN).unwrap();
+    let deployer = local_deployer(&docker, &history);
+    for label in ["one", "two"] {
+        let mut o = LocalDeployOptions::new(name, IMAGE);
+        o.spec.command = Some(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo {label}; exec sleep 600"),
+        ]);
+        o.grace = Duration::from_millis(500);
+        let out = deployer.deploy(&o).await.unwrap();
+        assert!(out.ok, "deploy {label}: {out:?}");
+    }
+    let target = deployer.target_key(name).await;
+    Some((docker, target))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dashboard_in_headless_chromium() {
     let (chromium, script_dir) = match browser_tools() {
@@ -114,6 +168,12 @@ async fn dashboard_in_headless_chromium() {
             .await;
     }
 
+    // A local container target with two good revisions, recorded on the
+    // server, for the browser's rollback.
+    let container = format!("gantry-browser-rb-{}", std::process::id());
+    let deploys = local_deploys(&running.url, &container).await;
+    let rollback_target = deploys.as_ref().map(|d| d.1.clone()).unwrap_or_default();
+
     let shots = workspace().join("target/browser-screenshots");
     let app = running.app.clone();
     let url = running.url.clone();
@@ -128,12 +188,43 @@ async fn dashboard_in_headless_chromium() {
             .env("PROJECT_A", shop.to_string())
             .env("PROJECT_A_NAME", "shop")
             .env("PROJECT_B_NAME", "tools")
+            .env("ROLLBACK_TARGET", &rollback_target)
             .status()
             .expect("node runs")
     })
     .await
     .unwrap();
+    let history = HttpHistoryStore::with_user_token(&running.url, ADMIN_TOKEN).unwrap();
+    let cleanup = match &deploys {
+        Some((docker, _)) => local_deployer(docker, &history)
+            .destroy(&container)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
     assert!(status.success(), "the browser script failed: {status}");
+    cleanup.expect("the test container is removed");
+
+    // The rollback the browser asked for went through the deploy state
+    // machine and is in the server's history under the maintainer's name.
+    if let Some((_, target)) = &deploys {
+        let records = history.records(target).await.unwrap();
+        let last = records.last().unwrap();
+        assert_eq!(
+            (last.kind, last.revision.as_str(), last.result),
+            (RecordKind::Rollback, "r1", DeployResult::Succeeded)
+        );
+        let rows = gantry_server::deploy_history::HistoryRows(&app.store)
+            .of_target(target)
+            .await
+            .unwrap();
+        let boss: (i64,) = sqlx::query_as("SELECT id FROM users WHERE username = 'boss'")
+            .fetch_one(&app.store.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows.last().unwrap().user_id, Some(boss.0));
+    }
 
     // What the browser did is in the store: the maintainer's approval of
     // the production deploy, and nobody else's.
@@ -151,7 +242,10 @@ async fn dashboard_in_headless_chromium() {
         "08-job-log",
         "10-job-approved",
         "11-environments",
-    ] {
+    ]
+    .into_iter()
+    .chain(deploys.is_some().then_some("13-rollback"))
+    {
         assert!(
             shots.join(format!("{name}.png")).exists(),
             "screenshot {name}"

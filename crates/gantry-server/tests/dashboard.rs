@@ -454,3 +454,505 @@ async fn junit_failures_show_on_the_job_page() {
     assert!(!page.contains("math.adds"));
     running.server.abort();
 }
+
+const INPUTS_PIPELINE: &str = r#"
+spec:
+  inputs:
+    environment:
+      description: Where to deploy
+      options: [staging, production]
+      default: staging
+    replicas:
+      type: number
+      default: 2
+    dry_run:
+      type: boolean
+      default: true
+    regions:
+      type: array
+      default: [eu]
+    tag:
+      regex: ^v\d+$
+      default: v1
+---
+variables:
+  PLAIN: hello
+show:
+  script:
+    - echo "env=$[[ inputs.environment ]] replicas=$[[ inputs.replicas ]] dry=$[[ inputs.dry_run ]] tag=$[[ inputs.tag ]] plain=$PLAIN"
+"#;
+
+/// The trace of the pipeline's only job, once the pipeline has finished.
+async fn only_job_trace(api: &Client, project: i64, pipeline: i64) -> String {
+    let p = api
+        .wait_pipeline(project, pipeline, Duration::from_secs(90))
+        .await;
+    assert_eq!(p["status"], "success", "{p}");
+    let jobs = api.jobs(project, pipeline).await;
+    let (_, trace) = api
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            jobs[0]["id"]
+        ))
+        .await;
+    trace
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_form_takes_spec_inputs_as_typed_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", INPUTS_PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("inputs", &repo_dir).await;
+    let mut root = Web::new(&running.url);
+    assert_eq!(root.login("root", ADMIN_TOKEN).await, 303);
+    let run = format!("/dash/projects/{project}/run");
+
+    // Each input is a field of its type, with its default and description.
+    let (s, page, _) = root.get(&run).await;
+    assert_eq!(s, 200, "{page}");
+    for expected in [
+        r#"<select id="input-environment" name="input:environment""#,
+        r#"<option value="staging" selected>staging</option>"#,
+        r#"data-input="replicas" data-type="number""#,
+        r#"name="input:replicas" value="2" inputmode="decimal""#,
+        r#"type="checkbox" id="input-dry_run" name="input:dry_run" value="true" checked"#,
+        r#"name="input:regions" rows="2""#,
+        "Where to deploy",
+        r#"Must match <code>^v\d+$</code>"#,
+        r#"name="var:PLAIN" value="hello""#,
+    ] {
+        assert!(page.contains(expected), "missing {expected} in:\n{page}");
+    }
+    let csrf = csrf_of(&page);
+
+    // A value of the wrong type, outside the options or the regex, is
+    // refused with GitLab's message on its field, and nothing runs.
+    let cases = [
+        (
+            "input:replicas",
+            "many",
+            "`replicas` input: provided value is not a number",
+        ),
+        (
+            "input:environment",
+            "moon",
+            "`environment` input: `moon` cannot be used because it is not in the list of allowed options",
+        ),
+        (
+            "input:tag",
+            "latest",
+            "`tag` input: provided value does not match required RegEx pattern",
+        ),
+        (
+            "input:regions",
+            "eu",
+            "`regions` input: provided value is not a array",
+        ),
+    ];
+    for (field, value, message) in cases {
+        let (s, page, _) = root
+            .post(&run, &[("csrf", &csrf), ("ref", "main"), (field, value)])
+            .await;
+        assert_eq!(s, 422, "{field}={value}: {page}");
+        assert!(
+            page.contains(&message.replace('`', "&#96;")) || page.contains(message),
+            "{field}={value}: expected {message} in:\n{page}"
+        );
+    }
+    let (_, pipelines) = api
+        .get(&format!("/api/v4/projects/{project}/pipelines"))
+        .await;
+    assert_eq!(pipelines.as_array().unwrap().len(), 0, "{pipelines}");
+
+    // Valid values run, interpolated into the job (the unchecked box is false).
+    let (s, _, h) = root
+        .post(
+            &run,
+            &[
+                ("csrf", &csrf),
+                ("ref", "main"),
+                ("input:environment", "production"),
+                ("input:replicas", "5"),
+                ("input:tag", "v7"),
+                ("input:regions", r#"["eu", "us"]"#),
+                ("var:PLAIN", "bye"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303);
+    let pipeline: i64 = h["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let trace = only_job_trace(&api, project, pipeline).await;
+    assert!(
+        trace.contains("env=production replicas=5 dry=false tag=v7 plain=bye"),
+        "{trace}"
+    );
+
+    // The API takes `inputs` too, checked the same way.
+    let path = format!("/api/v4/projects/{project}/pipeline");
+    let (s, body) = api
+        .post(
+            &path,
+            serde_json::json!({"ref": "main", "inputs": {"replicas": "many"}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("`replicas` input: provided value is not a number"),
+        "{body}"
+    );
+    let (s, body) = api
+        .post(
+            &path,
+            serde_json::json!({"ref": "main", "inputs": {"nope": 1}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body.to_string().contains("unknown input arguments: nope"),
+        "{body}"
+    );
+    let (s, body) = api
+        .post(
+            &path,
+            serde_json::json!({"ref": "main", "inputs": {"replicas": 3, "dry_run": false}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let trace = only_job_trace(&api, project, body["id"].as_i64().unwrap()).await;
+    assert!(
+        trace.contains("env=staging replicas=3 dry=false tag=v1 plain=hello"),
+        "{trace}"
+    );
+    running.server.abort();
+}
+
+/// The overview's "latest per project and ref" (a newest-first walk when
+/// unfiltered, a grouped query when filtered) against a plain computation
+/// over seeded pipelines: 2 projects, 3 refs, statuses and users mixed.
+async fn latest_per_ref_matches_a_plain_computation(database: Option<String>) {
+    use gantry_server::store_dashboard::{DashboardStore, OverviewFilter};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("data"), database);
+    cfg.builtin_runner = false;
+    let running = gantry_server::start(cfg).await.unwrap();
+    let pool = &running.app.store.db.pool;
+    for i in 1..=2 {
+        sqlx::query(
+            "INSERT INTO projects (path, name, source_url, default_branch, webhook_secret, ci_config_path, created_at, creator_id) \
+             VALUES ($1, $2, '/nonexistent', 'main', 'secret', '.gitlab-ci.yml', 0, 1)",
+        )
+        .bind(format!("g/p{i}"))
+        .bind(format!("p{i}"))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let (first,): (i64,) = sqlx::query_as("SELECT MIN(id) FROM projects")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let statuses = ["success", "failed", "running", "canceled", "failed"];
+    // (id, project, ref, status, user) as inserted.
+    let mut seeded: Vec<(i64, i64, String, String, Option<i64>)> = Vec::new();
+    for i in 0..40i64 {
+        let project = first + (i * 7 % 2);
+        let git_ref = format!("r{}", i * 5 % 3);
+        let status = statuses[(i * 3 % 5) as usize];
+        let user = (i % 4 != 0).then_some(1i64);
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO pipelines (project_id, iid, ref, sha, before_sha, tag, source, status, protected, user_id, variables, spec, \
+             name, error, created_at, updated_at) VALUES ($1, $2, $3, 'abc', '000', 0, 'push', $4, 0, $5, '[]', '{}', NULL, NULL, 0, 0) RETURNING id",
+        )
+        .bind(project)
+        .bind(i + 1)
+        .bind(&git_ref)
+        .bind(status)
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        seeded.push((id, project, git_ref, status.to_string(), user));
+    }
+    let dash = DashboardStore(&running.app.store);
+    let filters = [
+        OverviewFilter::default(),
+        OverviewFilter {
+            status: "failed".into(),
+            ..Default::default()
+        },
+        OverviewFilter {
+            project_id: Some(first + 1),
+            ..Default::default()
+        },
+        OverviewFilter {
+            git_ref: "r2".into(),
+            username: "root".into(),
+            ..Default::default()
+        },
+    ];
+    for f in filters {
+        for limit in [2, 100] {
+            let got: Vec<i64> = dash
+                .latest_per_ref(&f, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.id)
+                .collect();
+            let mut want: Vec<i64> = seeded
+                .iter()
+                .filter(|(id, project, git_ref, _, _)| {
+                    !seeded
+                        .iter()
+                        .any(|(i, p, r, _, _)| i > id && p == project && r == git_ref)
+                })
+                .filter(|(_, project, git_ref, status, user)| {
+                    (f.status.is_empty() || *status == f.status)
+                        && f.project_id.is_none_or(|p| p == *project)
+                        && (f.git_ref.is_empty() || *git_ref == f.git_ref)
+                        && (f.username.is_empty() || user.is_some())
+                })
+                .map(|s| s.0)
+                .collect();
+            want.reverse();
+            want.truncate(limit as usize);
+            assert!(!want.is_empty());
+            assert_eq!(got, want, "{f:?} limit {limit}");
+        }
+    }
+    running.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_latest_per_ref_on_sqlite() {
+    latest_per_ref_matches_a_plain_computation(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_latest_per_ref_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    latest_per_ref_matches_a_plain_computation(Some(pg.database("latest"))).await;
+}
+
+const PROTECTED_PIPELINE: &str = r#"
+deploy-staging:
+  script: echo "to staging"
+  when: manual
+  environment:
+    name: staging
+deploy-production:
+  script: echo "to production"
+  when: manual
+  environment:
+    name: production
+"#;
+
+/// Creates a user from the dashboard; answers their API token.
+async fn create_user(root: &mut Web, name: &str, role: &str) -> String {
+    let csrf = root.csrf().await;
+    let (s, page, _) = root
+        .post(
+            "/dash/users",
+            &[
+                ("csrf", csrf.as_str()),
+                ("username", name),
+                ("role", role),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{page}");
+    let at = page
+        .find("data-testid=\"new-token\">")
+        .expect("the new token")
+        + 24;
+    page[at..].split('<').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protected_environment_rules_decide_who_approves() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", PROTECTED_PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("shop", &repo_dir).await;
+    let mut root = Web::new(&running.url);
+    assert_eq!(root.login("root", ADMIN_TOKEN).await, 303);
+    let _ = create_user(&mut root, "dev", "developer").await;
+    let boss_token = create_user(&mut root, "boss", "maintainer").await;
+    let alice_token = create_user(&mut root, "alice", "developer").await;
+    let (s, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            serde_json::json!({"ref": "main"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let pipeline = p["id"].as_i64().unwrap();
+    api.wait_pipeline(project, pipeline, Duration::from_secs(60))
+        .await;
+    let jobs = api.jobs(project, pipeline).await;
+    let job = |name: &str| {
+        jobs.iter()
+            .find(|j| j["name"] == name)
+            .and_then(|j| j["id"].as_i64())
+            .unwrap()
+    };
+    let (staging, production) = (job("deploy-staging"), job("deploy-production"));
+
+    // A developer may not set rules; a maintainer may, and a rule naming
+    // an unknown user is refused with the reason.
+    let mut dev = Web::new(&running.url);
+    assert_eq!(dev.login("dev", "correct horse battery").await, 303);
+    let csrf = dev.csrf().await;
+    let project_s = project.to_string();
+    let rule = |csrf: &str, approvers: &str| {
+        vec![
+            ("csrf".to_string(), csrf.to_string()),
+            ("project".to_string(), project_s.clone()),
+            ("name".to_string(), "staging".to_string()),
+            ("role".to_string(), String::new()),
+            ("approvers".to_string(), approvers.to_string()),
+        ]
+    };
+    let post_rule = async |web: &mut Web, form: Vec<(String, String)>| {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        web.post("/dash/environments/protect", &pairs).await
+    };
+    let (s, _, _) = post_rule(&mut dev, rule(&csrf, "alice")).await;
+    assert_eq!(s, 403, "a developer cannot protect an environment");
+    let mut boss = Web::new(&running.url);
+    assert_eq!(boss.login("boss", "correct horse battery").await, 303);
+    let csrf = boss.csrf().await;
+    let (s, page, _) = post_rule(&mut boss, rule(&csrf, "alice, ghost")).await;
+    assert_eq!(s, 422, "{page}");
+    assert!(page.contains("no such user: ghost"), "{page}");
+    let (s, page, _) = post_rule(&mut boss, rule(&csrf, "alice")).await;
+    assert_eq!(s, 303, "{page}");
+    let (_, page, _) = boss.get("/dash/environments").await;
+    assert!(
+        page.contains("alice or an admin"),
+        "the rule is shown: {page}"
+    );
+
+    // Only alice (or an admin) may deploy to staging now: not the
+    // maintainer, through the dashboard or the API.
+    let (_, page, _) = boss.get(&format!("/dash/jobs/{staging}")).await;
+    assert!(
+        page.contains("Waiting for an approver (alice or an admin)"),
+        "{page}"
+    );
+    let (s, body, _) = boss
+        .post(&format!("/dash/jobs/{staging}/play"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        body.contains("needs an approver (alice or an admin)"),
+        "{body}"
+    );
+    let play = format!("/api/v4/projects/{project}/jobs/{staging}/play");
+    let (s, body) = Client::new(&running.url, Some(&boss_token))
+        .post(&play, serde_json::json!({}))
+        .await;
+    assert_eq!(s, 403, "{body}");
+    let (s, body) = Client::new(&running.url, Some(&alice_token))
+        .post(&play, serde_json::json!({}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    // Production keeps the default rule: the maintainer may, alice not.
+    let play = format!("/api/v4/projects/{project}/jobs/{production}/play");
+    let (s, body) = Client::new(&running.url, Some(&alice_token))
+        .post(&play, serde_json::json!({}))
+        .await;
+    assert_eq!(s, 403, "{body}");
+    let (s, body) = Client::new(&running.url, Some(&boss_token))
+        .post(&play, serde_json::json!({}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT username, environment FROM dashboard_approvals ORDER BY id")
+            .fetch_all(&running.app.store.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("alice".to_string(), "staging".to_string()),
+            ("boss".to_string(), "production".to_string())
+        ]
+    );
+    let (_, page, _) = boss.get(&format!("/dash/jobs/{staging}")).await;
+    let approvals = &page[page.find("data-testid=\"approvals\"").expect("approvals")..];
+    assert!(approvals.contains("alice"), "{page}");
+
+    // Unprotected, staging needs a developer again.
+    let (s, _, _) = boss
+        .post(
+            "/dash/environments/protect",
+            &[
+                ("csrf", csrf.as_str()),
+                ("project", project_s.as_str()),
+                ("name", "staging"),
+                ("unprotect", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303);
+    let (_, page, _) = boss.get("/dash/environments").await;
+    assert!(!page.contains("alice or an admin"), "{page}");
+
+    // GitLab's protected environments API sets the same rules.
+    let alice = Client::new(&running.url, Some(&alice_token));
+    let boss_api = Client::new(&running.url, Some(&boss_token));
+    let (_, me) = alice.get("/api/v4/user").await;
+    let alice_id = me["id"].as_i64().unwrap();
+    let rules = format!("/api/v4/projects/{project}/protected_environments");
+    let qa = serde_json::json!({"name": "qa", "deploy_access_levels": [{"user_id": alice_id}]});
+    let (s, _) = alice.post(&rules, qa.clone()).await;
+    assert_eq!(s, 403, "a developer cannot protect an environment");
+    let (s, body) = boss_api.post(&rules, qa.clone()).await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["deploy_access_levels"][0]["user_id"], alice_id);
+    let (s, body) = boss_api.post(&rules, qa).await;
+    assert_eq!(s, 409, "{body}");
+    let (s, body) = boss_api
+        .post(
+            &rules,
+            serde_json::json!({"name": "uat", "deploy_access_levels": [{"access_level": 50}]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.to_string().contains("access_level 50"), "{body}");
+    let (_, list) = boss_api.get(&rules).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["name"], "qa");
+    let (_, page, _) = boss.get("/dash/environments").await;
+    assert!(page.contains("alice or an admin"), "{page}");
+    let status = reqwest::Client::new()
+        .delete(format!("{}{rules}/qa", running.url))
+        .header("PRIVATE-TOKEN", &boss_token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let (_, list) = boss_api.get(&rules).await;
+    assert_eq!(list, serde_json::json!([]));
+    running.server.abort();
+}

@@ -324,4 +324,31 @@ async fn a_log_read_while_the_job_finishes_is_never_truncated() {
         bad.extend(seen.into_iter().filter(|&n| n != want.len()));
     }
     assert!(bad.is_empty(), "reads came back short: {bad:?}");
+
+/// The deploy history's result badges (`succeeded`, `rolled_back`, …) had
+/// no colour rule, so their white text sat on no background and could not
+/// be read: every result `gantry deploy` records has a rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_deploy_result_badge_has_a_colour() {
+    use gantry_deploy::history::DeployResult;
+    let dir = tempfile::tempdir().unwrap();
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let (s, css) = Client::new(&running.url, None)
+        .text("/dash/assets/dashboard.css")
+        .await;
+    assert_eq!(s, 200);
+    for result in [
+        DeployResult::InProgress,
+        DeployResult::Submitted,
+        DeployResult::Succeeded,
+        DeployResult::Failed,
+        DeployResult::RolledBack,
+        DeployResult::Interrupted,
+    ] {
+        let rule = format!(".s-{} {{ --c:", result.as_str());
+        assert!(css.contains(&rule), "no colour for {rule}");
+    }
+    running.server.abort();
 }

@@ -399,6 +399,9 @@ pub struct NewPipelineBody {
     git_ref: String,
     #[serde(default)]
     variables: Vec<KeyValue>,
+    /// Pipeline inputs for the configuration's `spec:inputs` (GitLab 17.x).
+    #[serde(default)]
+    inputs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -442,6 +445,7 @@ pub async fn create_pipeline(
             .map(|v| (v.key, v.value))
             .collect(),
         user_id: Some(user.id),
+        inputs: body.inputs,
         fetch: true,
         ..Default::default()
     };

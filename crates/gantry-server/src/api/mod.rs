@@ -7,6 +7,7 @@ pub mod bridges;
 pub mod gitlab;
 pub mod hooks;
 pub mod openapi;
+pub mod protected;
 pub mod runner;
 
 use crate::app::{Metrics, Shared};
@@ -32,6 +33,14 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v4/projects", get(list_projects).post(create_project))
         .route("/api/v4/projects/{id}", get(get_project))
         .route("/api/v4/projects/{id}/pipeline", post(create_pipeline))
+        .route(
+            "/api/v4/projects/{id}/protected_environments",
+            get(protected::list).post(protected::create),
+        )
+        .route(
+            "/api/v4/projects/{id}/protected_environments/{name}",
+            axum::routing::delete(protected::delete),
+        )
         .route("/api/v4/projects/{id}/pipelines", get(list_pipelines))
         .route("/api/v4/projects/{id}/pipelines/{pid}", get(get_pipeline))
         .route(

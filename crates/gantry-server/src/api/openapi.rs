@@ -22,6 +22,24 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     ("get", "/api/v4/projects", "List projects", "viewer"),
     (
+        "get",
+        "/api/v4/projects/{id}/protected_environments",
+        "Protected environments: who may deploy (approve manual jobs)",
+        "viewer",
+    ),
+    (
+        "post",
+        "/api/v4/projects/{id}/protected_environments",
+        "Protect an environment: name, deploy_access_levels (access_level 30/40/60 or user_id)",
+        "maintainer",
+    ),
+    (
+        "delete",
+        "/api/v4/projects/{id}/protected_environments/{name}",
+        "Unprotect an environment",
+        "maintainer",
+    ),
+    (
         "post",
         "/api/v4/projects",
         "Create a project from import_url (git URL or local path)",
@@ -42,7 +60,7 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/api/v4/projects/{id}/pipeline",
-        "Create a pipeline on a ref, with variables",
+        "Create a pipeline on a ref, with variables and `inputs` for the configuration's `spec:inputs`",
         "developer",
     ),
     (

@@ -5,6 +5,7 @@
 //! schedules and users. Sessions and CSRF are in [`session`]; the queries it
 //! adds are in [`crate::store_dashboard`].
 
+pub mod inputs;
 pub mod session;
 pub mod views;
 
@@ -103,6 +104,7 @@ pub fn routes() -> Router<Shared> {
         .route("/dash/projects/{id}/run", get(run_form).post(run_pipeline))
         .route("/dash/environments", get(environments))
         .route("/dash/environments/rollback", post(environment_rollback))
+        .route("/dash/environments/protect", post(environment_protect))
         .route("/dash/runners", get(runners))
         .route("/dash/schedules", get(schedules).post(create_schedule))
         .route("/dash/users", get(users).post(create_user))

@@ -209,6 +209,7 @@ pub async fn logout(
 
 // ---- overview ----
 
+#[derive(Clone)]
 pub struct JobDot {
     pub id: i64,
     pub name: String,
@@ -293,14 +294,18 @@ struct Board {
     projects_count: usize,
 }
 
-/// Rows for the pipelines, with their jobs, users and project paths.
+/// Rows for both lists of pipelines, with their jobs, users and project
+/// paths: one query for the jobs and one for the users of both lists
+/// (they mostly overlap).
 async fn rows(
     app: &Shared,
-    pipelines: &[PipelineSummary],
+    lists: [&[PipelineSummary]; 2],
     projects: &[Project],
-) -> Result<Vec<PipelineRow>, DashError> {
+) -> Result<[Vec<PipelineRow>; 2], DashError> {
     let dash = DashboardStore(&app.store);
-    let ids: Vec<i64> = pipelines.iter().map(|p| p.id).collect();
+    let mut ids: Vec<i64> = lists.iter().flat_map(|l| l.iter().map(|p| p.id)).collect();
+    ids.sort_unstable();
+    ids.dedup();
     let mut jobs: HashMap<i64, Vec<JobDot>> = HashMap::new();
     for j in dash.jobs_of(&ids).await? {
         jobs.entry(j.pipeline_id).or_default().push(JobDot {
@@ -310,33 +315,39 @@ async fn rows(
             status: j.status,
         });
     }
-    let mut user_ids: Vec<i64> = pipelines.iter().filter_map(|p| p.user_id).collect();
+    let mut user_ids: Vec<i64> = lists
+        .iter()
+        .flat_map(|l| l.iter().filter_map(|p| p.user_id))
+        .collect();
     user_ids.sort_unstable();
     user_ids.dedup();
     let users: HashMap<i64, String> = dash.usernames(&user_ids).await?.into_iter().collect();
-    Ok(pipelines
-        .iter()
-        .map(|p| PipelineRow {
-            id: p.id,
-            project: projects
-                .iter()
-                .find(|x| x.id == p.project_id)
-                .map(|x| x.path.clone())
-                .unwrap_or_default(),
-            project_id: p.project_id,
-            git_ref: p.git_ref.clone(),
-            status: p.status.clone(),
-            source: p.source.clone(),
-            user: p
-                .user_id
-                .and_then(|u| users.get(&u).cloned())
-                .unwrap_or_default(),
-            created: fmt_time(p.created_at),
-            duration: fmt_duration(p.started_at, p.finished_at),
-            sha: p.sha.chars().take(8).collect(),
-            jobs: jobs.remove(&p.id).unwrap_or_default(),
-        })
-        .collect())
+    let paths: HashMap<i64, &str> = projects.iter().map(|x| (x.id, x.path.as_str())).collect();
+    Ok(lists.map(|pipelines| {
+        pipelines
+            .iter()
+            .map(|p| PipelineRow {
+                id: p.id,
+                project: paths
+                    .get(&p.project_id)
+                    .copied()
+                    .unwrap_or_default()
+                    .to_string(),
+                project_id: p.project_id,
+                git_ref: p.git_ref.clone(),
+                status: p.status.clone(),
+                source: p.source.clone(),
+                user: p
+                    .user_id
+                    .and_then(|u| users.get(&u).cloned())
+                    .unwrap_or_default(),
+                created: fmt_time(p.created_at),
+                duration: fmt_duration(p.started_at, p.finished_at),
+                sha: p.sha.chars().take(8).collect(),
+                jobs: jobs.get(&p.id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }))
 }
 
 async fn load_board(
@@ -348,9 +359,10 @@ async fn load_board(
     let f = q.filter();
     let latest = dash.latest_per_ref(&f, 100).await?;
     let recent = dash.recent_pipelines(&f, 50).await?;
+    let [latest, recent] = rows(app, [&latest, &recent], projects).await?;
     Ok(Board {
-        latest: rows(app, &latest, projects).await?,
-        recent: rows(app, &recent, projects).await?,
+        latest,
+        recent,
         projects_count: projects.len(),
     })
 }
@@ -630,6 +642,8 @@ struct JobPage {
     p: Pipeline,
     duration: String,
     protected_env: bool,
+    /// Who may approve, when `protected_env`.
+    approver: String,
     can_play: bool,
     can_act: bool,
     approvals: Vec<ApprovalRow>,
@@ -662,15 +676,13 @@ fn artifact_entries(zip: &[u8]) -> Vec<(String, u64)> {
 
 pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>) -> Page {
     let (job, p, project) = job_and_project(&app, id).await?;
-    let protected_env = job
-        .environment
-        .as_deref()
-        .is_some_and(is_protected_environment);
-    let needed = if protected_env {
-        Role::Maintainer
-    } else {
-        Role::Developer
+    let rule = crate::actions::deploy_rule(&app, &job).await?;
+    let protected_env = rule.is_some();
+    let can_play = match &rule {
+        Some(rule) => rule.allows(&s.user),
+        None => s.user.role().allows(Role::Developer),
     };
+    let approver = rule.map(|r| r.who()).unwrap_or_default();
     let approvals = approval_rows(DashboardStore(&app.store).approvals(&[job.id]).await?);
     let artifacts = match app.objects.get(&format!("artifacts/{id}.zip")).await? {
         Some(zip) => artifact_entries(&zip),
@@ -691,7 +703,8 @@ pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>
         chrome: Chrome::of(&s, "overview"),
         duration: fmt_duration(job.started_at, job.finished_at),
         protected_env,
-        can_play: s.user.role().allows(needed),
+        approver,
+        can_play,
         can_act: s.user.role().allows(Role::Developer),
         approvals,
         artifacts,
@@ -817,6 +830,7 @@ struct RunPage {
     chrome: Chrome,
     project: Project,
     git_ref: String,
+    inputs: Vec<super::inputs::InputField>,
     fields: Vec<Field>,
     extra: Vec<(String, String)>,
     error: String,
@@ -830,12 +844,27 @@ pub struct RunQuery {
     from: Option<i64>,
 }
 
-/// The top-level variables of the project's configuration at `git_ref`.
-async fn declared_variables(
+/// What the Run pipeline form needs from the configuration at a ref.
+struct RunConfig {
+    /// The entry file's `spec:inputs`.
+    inputs: Vec<gantry_config::include::InputSpec>,
+    /// Its top-level variables, read with the inputs given.
+    variables: Vec<gantry_config::model::Variable>,
+    /// Why the configuration does not load with those inputs: each
+    /// diagnostic's message, and all of them rendered.
+    problems: Vec<String>,
+    rendered: String,
+}
+
+/// Reads the configuration at `git_ref`: its declared inputs, then the
+/// whole configuration with `inputs` (the stand-ins of the declared ones
+/// when `None`), as gantry-config checks them.
+async fn run_config(
     app: &Shared,
     project: &Project,
     git_ref: &str,
-) -> Result<Vec<gantry_config::model::Variable>, DashError> {
+    inputs: Option<&Form>,
+) -> Result<RunConfig, DashError> {
     let mirror = app
         .repos
         .sync(project.id, &project.source_url)
@@ -846,25 +875,77 @@ async fn declared_variables(
         .resolve_ref(project.id, git_ref)
         .map_err(|e| DashError::BadRequest(e.to_string()))?;
     let entry = project.ci_config_path.clone();
+    let given = inputs.map(|f| {
+        f.0.iter()
+            .filter(|(k, _)| k.starts_with("input:"))
+            .cloned()
+            .collect::<Vec<_>>()
+    });
     tokio::task::spawn_blocking(move || {
         let files = gantry_source::CommitTree::new(mirror, sha);
         let opts = gantry_config::load::LoadOptions {
             entry,
             ..Default::default()
         };
-        gantry_config::load::load(&files, &opts)
-            .map(|l| l.config.variables)
-            .map_err(|e| {
-                let text = e
+        let render = |diagnostics: &[gantry_config::diag::Diagnostic],
+                      sources: &gantry_config::source::Sources| {
+            diagnostics
+                .iter()
+                .map(|d| d.render(sources))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let mut sources = gantry_config::source::Sources::new();
+        let specs =
+            gantry_config::include::entry_inputs(&files, &opts, &mut sources).map_err(|d| {
+                DashError::BadRequest(format!(
+                    "the CI configuration at this ref is invalid:\n{}",
+                    render(&d, &sources)
+                ))
+            })?;
+        let values = match &given {
+            Some(fields) => super::inputs::from_form(&specs, &Form(fields.clone())),
+            None => super::inputs::stand_ins(&specs),
+        };
+        let loaded = if specs.is_empty() && values.is_empty() {
+            gantry_config::load::load(&files, &opts)
+        } else {
+            gantry_config::load::load_with_inputs(&files, &opts, &values)
+        };
+        Ok(match loaded {
+            Ok(l) => RunConfig {
+                inputs: specs,
+                variables: l.config.variables,
+                problems: Vec::new(),
+                rendered: String::new(),
+            },
+            Err(e) => {
+                // The variables' fields stay on the form: read them with
+                // the stand-ins when the given inputs are refused.
+                let variables = match &given {
+                    Some(_) => gantry_config::load::load_with_inputs(
+                        &files,
+                        &opts,
+                        &super::inputs::stand_ins(&specs),
+                    )
+                    .map(|l| l.config.variables)
+                    .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let errors: Vec<_> = e
                     .diagnostics
                     .iter()
-                    .map(|d| d.render(&e.sources))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                DashError::BadRequest(format!(
-                    "the CI configuration at this ref is invalid:\n{text}"
-                ))
-            })
+                    .filter(|d| !d.is_warning())
+                    .cloned()
+                    .collect();
+                RunConfig {
+                    inputs: specs,
+                    variables,
+                    problems: errors.iter().map(|d| d.message.clone()).collect(),
+                    rendered: render(&errors, &e.sources),
+                }
+            }
+        })
     })
     .await
     .map_err(|e| DashError::Internal(format!("configuration task failed: {e}")))?
@@ -919,8 +1000,9 @@ pub async fn run_form(
             git_ref = p.git_ref;
         }
     }
-    let declared = declared_variables(&app, &project, &git_ref).await?;
-    let fields = fields_of(&declared, &given);
+    let config = run_config(&app, &project, &git_ref, None).await?;
+    let declared = &config.variables;
+    let fields = fields_of(declared, &given);
     let extra = given
         .into_iter()
         .filter(|(k, _)| !declared.iter().any(|v| v.name == *k))
@@ -929,9 +1011,17 @@ pub async fn run_form(
         chrome: Chrome::of(&s, "overview"),
         project,
         git_ref,
+        inputs: super::inputs::fields(&config.inputs, &serde_json::Map::new()),
         fields,
         extra,
-        error: String::new(),
+        error: if config.problems.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "The configuration does not load with the inputs' defaults:\n{}",
+                config.rendered
+            )
+        },
     })
 }
 
@@ -955,9 +1045,15 @@ pub async fn run_pipeline(
             "choose a branch or tag to run".into(),
         ));
     }
-    let declared = declared_variables(&app, &project, &git_ref).await?;
+    let config = run_config(&app, &project, &git_ref, Some(&form)).await?;
+    let input_values = super::inputs::from_form(&config.inputs, &form);
+    let mut inputs = super::inputs::fields(&config.inputs, &input_values);
+    // Input errors go on their fields; any other error of the
+    // configuration is the page's.
+    let config_errors = super::inputs::assign_errors(&mut inputs, config.problems.clone());
+    let declared = &config.variables;
     let mut variables: Vec<(String, String)> = Vec::new();
-    for v in &declared {
+    for v in declared {
         let value = form
             .get(&format!("var:{}", v.name))
             .unwrap_or(&v.value)
@@ -978,13 +1074,22 @@ pub async fn run_pipeline(
         variables.retain(|(x, _)| x != k);
         variables.push((k.to_string(), v.to_string()));
     }
-    let mut fields = fields_of(&declared, &variables);
+    let mut fields = fields_of(declared, &variables);
     for f in fields.iter_mut() {
         if !f.options.is_empty() && !f.options.contains(&f.value) {
             f.error = format!("must be one of: {}", f.options.join(", "));
         }
     }
-    if !error.is_empty() || fields.iter().any(|f| !f.error.is_empty()) {
+    if error.is_empty() && !config_errors.is_empty() {
+        error = format!(
+            "The CI configuration does not load with these inputs:\n{}",
+            config.rendered
+        );
+    }
+    if !error.is_empty()
+        || fields.iter().any(|f| !f.error.is_empty())
+        || inputs.iter().any(|f| !f.error.is_empty())
+    {
         let extra = variables
             .into_iter()
             .filter(|(k, _)| !declared.iter().any(|v| v.name == *k))
@@ -993,6 +1098,7 @@ pub async fn run_pipeline(
             chrome: Chrome::of(&s, "overview"),
             project,
             git_ref,
+            inputs,
             fields,
             extra,
             error: if error.is_empty() {
@@ -1008,6 +1114,7 @@ pub async fn run_pipeline(
         git_ref,
         source: "web".into(),
         variables,
+        inputs: (!config.inputs.is_empty()).then_some(input_values),
         user_id: Some(s.user.id),
         fetch: true,
         ..Default::default()
@@ -1039,6 +1146,8 @@ pub struct EnvironmentRow {
     pub tier: String,
     pub state: String,
     pub protected: bool,
+    /// Who may deploy, when protected.
+    pub approver: String,
     pub deployments: Vec<DeploymentRow>,
     /// `gantry deploy` records written from this environment's jobs.
     pub revisions: Vec<RevisionRow>,
@@ -1163,11 +1272,54 @@ struct EnvironmentsPage {
     waiting: Vec<Waiting>,
     approvals: Vec<ApprovalRow>,
     can_approve: bool,
+    /// Per-project rules, and the projects for the form that adds one.
+    rules: Vec<RuleRow>,
+    projects: Vec<Project>,
+    error: String,
+}
+
+/// A protected environment as the page lists it.
+pub struct RuleRow {
+    pub project_id: i64,
+    pub project: String,
+    pub name: String,
+    pub who: String,
+    pub by: String,
+    pub at: String,
+}
+
+/// The rule of `env` of `project` among `rules`, else the default.
+fn rule_of(
+    rules: &[crate::store_dashboard::ProtectedEnvironment],
+    project: i64,
+    env: &str,
+) -> Option<crate::actions::DeployRule> {
+    match rules
+        .iter()
+        .find(|r| r.project_id == project && r.name == env)
+    {
+        Some(r) => Some(crate::actions::DeployRule {
+            environment: env.to_string(),
+            role: Role::parse(&r.required_role),
+            approvers: r.approver_names().into_iter().map(String::from).collect(),
+        }),
+        None => is_protected_environment(env).then(|| crate::actions::DeployRule {
+            environment: env.to_string(),
+            role: Some(Role::Maintainer),
+            approvers: Vec::new(),
+        }),
+    }
 }
 
 pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
+    environments_page(&app, &s, String::new()).await
+}
+
+async fn environments_page(app: &Shared, s: &Session, error: String) -> Page {
+    let app = app.clone();
     let projects = app.store.projects().await?;
     let dash = DashboardStore(&app.store);
+    let protected = dash.protected_environments().await?;
     let all_records = HistoryRows(&app.store).matching(None).await?;
     let mut record_users: Vec<i64> = all_records.iter().filter_map(|r| r.user_id).collect();
     record_users.sort_unstable();
@@ -1223,7 +1375,10 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
             attached.extend(records.iter().map(|r| r.record.id.clone()));
             rows.push(EnvironmentRow {
                 project: project.path.clone(),
-                protected: is_protected_environment(&env.name),
+                protected: rule_of(&protected, project.id, &env.name).is_some(),
+                approver: rule_of(&protected, project.id, &env.name)
+                    .map(|r| r.who())
+                    .unwrap_or_default(),
                 // Only web links: a `javascript:` URL stays out of the page.
                 url: env
                     .url
@@ -1271,15 +1426,96 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
         .collect::<Vec<_>>();
     job_ids.extend(waiting.iter().map(|w| w.job_id));
     let approvals = approval_rows(dash.approvals(&job_ids).await?);
-    html(&EnvironmentsPage {
-        chrome: Chrome::of(&s, "environments"),
+    let rules = protected
+        .iter()
+        .map(|r| RuleRow {
+            project_id: r.project_id,
+            project: projects
+                .iter()
+                .find(|p| p.id == r.project_id)
+                .map(|p| p.path.clone())
+                .unwrap_or_default(),
+            name: r.name.clone(),
+            who: rule_of(&protected, r.project_id, &r.name)
+                .map(|x| x.who())
+                .unwrap_or_default(),
+            by: r.created_by.clone(),
+            at: fmt_time(r.created_at),
+        })
+        .collect();
+    let mut resp = html(&EnvironmentsPage {
+        chrome: Chrome::of(s, "environments"),
         environments: rows,
         unattached,
         unattached_offers,
         waiting,
         approvals,
         can_approve: s.user.role().allows(Role::Maintainer),
-    })
+        rules,
+        projects,
+        error: error.clone(),
+    })?;
+    if !error.is_empty() {
+        *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(resp)
+}
+
+/// Protects an environment of a project (or changes its rule), or with
+/// `unprotect` removes the rule. Maintainers and admins.
+pub async fn environment_protect(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
+    s.require(Role::Maintainer)?;
+    let project_id: i64 = form
+        .get("project")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| DashError::BadRequest("choose a project".into()))?;
+    let project = app
+        .store
+        .project(project_id)
+        .await?
+        .ok_or(DashError::NotFound("project"))?;
+    let name = form.get("name").unwrap_or("").trim().to_string();
+    let dash = DashboardStore(&app.store);
+    if form.get("unprotect").is_some() {
+        if !dash.unprotect_environment(project.id, &name).await? {
+            return Err(DashError::NotFound("protected environment"));
+        }
+        return Ok(see_other("/dash/environments"));
+    }
+    let approvers: Vec<String> = form
+        .get("approvers")
+        .unwrap_or("")
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    match crate::actions::new_rule(
+        &app,
+        project.id,
+        &name,
+        form.get("role"),
+        &approvers,
+        &s.user,
+    )
+    .await?
+    {
+        Ok(rule) => dash.protect_environment(&rule).await?,
+        Err(problems) => {
+            return environments_page(
+                &app,
+                &s,
+                format!(
+                    "`{name}` of {} was not protected: {}",
+                    project.path,
+                    problems.join("; ")
+                ),
+            )
+            .await;
+        }
+    }
+    Ok(see_other("/dash/environments"))
 }
 
 /// Rolls a `gantry deploy` target back to its newest known-good revision

@@ -19,6 +19,9 @@ const CHROMIUM = env("CHROMIUM");
 const PROJECT_A = env("PROJECT_A");
 const PROJECT_A_NAME = env("PROJECT_A_NAME");
 const PROJECT_B_NAME = env("PROJECT_B_NAME");
+// A local container target with two good revisions (tests/browser.rs);
+// unset when no container engine is available.
+const ROLLBACK_TARGET = process.env.ROLLBACK_TARGET || "";
 mkdirSync(SHOTS, { recursive: true });
 
 const FLAGS = [
@@ -158,6 +161,25 @@ await asUser("boss", "correct horse battery", async (page) => {
   await page.goto(`${URL_BASE}/dash/environments`);
   check((await page.textContent("main")).includes("production"), "environment history");
   await shot(page, "11-environments");
+
+  // The maintainer rolls the container target back with the button; the
+  // history records the rollback and who ran it.
+  if (ROLLBACK_TARGET) {
+    const button = page.locator(`form:has(input[name=target][value="${ROLLBACK_TARGET}"]) [data-testid=rollback]`);
+    check((await button.textContent()).trim() === "Roll back to r1", "the environments page offers a rollback to r1");
+    await Promise.all([page.waitForURL(/\/dash\/environments$/), button.click()]);
+    const row = page.locator(`[data-testid=revisions] tr:has-text("${ROLLBACK_TARGET}")`).first(); // newest first
+    const cells = await row.locator("td").allTextContents();
+    check(cells[2] === "rollback" && cells[3] === "r1" && cells[4] === "succeeded", `the history records the rollback to r1 (${cells.join(" | ")})`);
+    check(cells[9] === "boss", "the rollback record names who ran it");
+    const badge = await row.locator("td .badge").first().evaluate((b) => getComputedStyle(b).backgroundColor);
+    check(badge !== "rgba(0, 0, 0, 0)" && badge !== "transparent", `the result badge has a colour (${badge})`);
+    check(!(await page.isVisible(`form:has(input[name=target][value="${ROLLBACK_TARGET}"]) [data-testid=rollback]`)),
+      "no rollback is offered once the known-good revision is live");
+    await shot(page, "13-rollback");
+  } else {
+    console.log("skip: rollback in the browser (no container engine; see tests/browser.rs)");
+  }
 }, { width: 1280, height: 900 });
 
 // 5. On a phone.
