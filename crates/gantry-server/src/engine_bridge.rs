@@ -488,10 +488,12 @@ pub async fn run_job(
         AttemptStatus::Canceled => ("canceled", None),
         AttemptStatus::Failed(f) => ("failed", Some(f.retry_kind().to_string())),
     };
-    // The build directory is not kept: a runner has no `gantry shell`.
+    // The build directory is not kept: a runner has no `gantry shell`. Nor
+    // is its environment record, which holds the job token and secrets.
     if let Some(dir) = &outcome.build_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
+    let _ = std::fs::remove_file(gantry_engine::job::env_record_path(&builds_dir.join(&slug)));
     let _ = std::fs::remove_dir_all(builds_dir.join(format!("{slug}.tmp")));
     Ok(JobResult {
         state,

@@ -14,6 +14,8 @@
 //!   rules and for running a job on a runner ([`runner`], [`protocol`]).
 //! - [`deploy_bridge`]: the dashboard's rollbacks through `gantry-deploy`.
 //! - [`deploy_history`]: the server as `gantry deploy`'s history store.
+//! - [`git_http`]: projects' repositories, read-only over git's smart HTTP
+//!   protocol, for runners on other machines.
 //! - [`sweeper`]: deletes artifacts whose `expire_in` has passed.
 //! - [`logs`]: chunked, masked, followable job logs; [`crypto`]: keys,
 //!   tokens, signatures; [`auth`]: who is calling.
@@ -29,6 +31,7 @@ pub mod deploy_bridge;
 pub mod deploy_history;
 pub mod engine_bridge;
 pub mod error;
+pub mod git_http;
 pub mod logs;
 pub mod objects;
 pub mod pipelines;

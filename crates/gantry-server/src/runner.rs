@@ -308,6 +308,153 @@ async fn executor_for(
     docker.clone().map(|d| (d, true))
 }
 
+/// Why the project's commit could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot run git: {0}")]
+    Spawn(std::io::Error),
+    #[error("cannot prepare the mirror {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the server refused this job's token for {url}: a job token opens the repository only while its job runs (was the job canceled or lost?); git said: {stderr}"
+    )]
+    Refused { url: String, stderr: String },
+    #[error("git {action} {url}: {stderr}")]
+    Git {
+        action: &'static str,
+        url: String,
+        stderr: String,
+    },
+    #[error("commit {sha} is not in {url}")]
+    NoCommit { sha: String, url: String },
+}
+
+/// A git command that reaches `url`. Over HTTP the job token goes as an
+/// `Authorization` header through git's environment configuration: never
+/// in a command line, the mirror's configuration, or a URL git prints.
+fn git_command(url: &str, job_token: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("git");
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS")
+        .stdin(std::process::Stdio::null());
+    if url.starts_with("http://") || url.starts_with("https://") {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{job_token}", crate::git_http::JOB_TOKEN_USER));
+        cmd.env("GIT_CONFIG_COUNT", "2")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env(
+                "GIT_CONFIG_VALUE_0",
+                format!("Authorization: Basic {basic}"),
+            )
+            // No credential helper is asked for, or told, anything.
+            .env("GIT_CONFIG_KEY_1", "credential.helper")
+            .env("GIT_CONFIG_VALUE_1", "");
+    }
+    cmd
+}
+
+/// git's error, with a refused job token said plainly.
+fn git_failure(action: &'static str, url: &str, out: &std::process::Output) -> FetchError {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let refused = [
+        "error: 401",
+        "error: 403",
+        "could not read Username",
+        "Authentication failed",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m));
+    if refused {
+        FetchError::Refused {
+            url: url.to_string(),
+            stderr,
+        }
+    } else {
+        FetchError::Git {
+            action,
+            url: url.to_string(),
+            stderr,
+        }
+    }
+}
+
+/// Brings `dir` (a mirror of `url`) up to the commit `sha`: cloned on
+/// first use, fetched when the commit is missing.
+pub fn fetch_mirror(
+    dir: &std::path::Path,
+    url: &str,
+    job_token: &str,
+    sha: &str,
+) -> Result<(), FetchError> {
+    let has = |dir: &std::path::Path| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["cat-file", "-e", &format!("{sha}^{{commit}}")])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if dir.join("HEAD").exists() {
+        if has(dir) {
+            return Ok(());
+        }
+        // The server's URL may have changed since the clone.
+        let out = git_command(url, job_token)
+            .arg("-C")
+            .arg(dir)
+            .args(["remote", "set-url", "origin", url])
+            .output()
+            .map_err(FetchError::Spawn)?;
+        if !out.status.success() {
+            return Err(git_failure("remote set-url", url, &out));
+        }
+        let out = git_command(url, job_token)
+            .arg("-C")
+            .arg(dir)
+            .args(["fetch", "--quiet", "--prune", "origin"])
+            .output()
+            .map_err(FetchError::Spawn)?;
+        if !out.status.success() {
+            return Err(git_failure("fetch", url, &out));
+        }
+    } else {
+        let io = |source| FetchError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let tmp = dir.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let out = git_command(url, job_token)
+            .args(["clone", "--mirror", "--quiet", url])
+            .arg(&tmp)
+            .output()
+            .map_err(FetchError::Spawn)?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(git_failure("clone", url, &out));
+        }
+        std::fs::rename(&tmp, dir).map_err(io)?;
+    }
+    if has(dir) {
+        Ok(())
+    } else {
+        Err(FetchError::NoCommit {
+            sha: sha.to_string(),
+            url: url.to_string(),
+        })
+    }
+}
+
 /// The runner's mirror of the project, fetched up to the job's commit.
 async fn fetch(ctx: &Ctx, payload: &JobPayload) -> Result<PathBuf, String> {
     let lock = ctx
@@ -323,65 +470,12 @@ async fn fetch(ctx: &Ctx, payload: &JobPayload) -> Result<PathBuf, String> {
         .project_dir(payload.project_id)
         .join("mirror.git");
     let url = payload.repo_url.clone();
+    let token = payload.token.clone();
     let sha = payload.sha.clone();
     tokio::task::spawn_blocking(move || {
-        let git = |args: &[&str]| {
-            std::process::Command::new("git")
-                .args(args)
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map_err(|e| format!("cannot run git: {e}"))
-        };
-        let has = |dir: &PathBuf| {
-            git(&[
-                "-C",
-                &dir.to_string_lossy(),
-                "cat-file",
-                "-e",
-                &format!("{sha}^{{commit}}"),
-            ])
-            .is_ok_and(|o| o.status.success())
-        };
-        if dir.join("HEAD").exists() {
-            if has(&dir) {
-                return Ok(dir);
-            }
-            let out = git(&[
-                "-C",
-                &dir.to_string_lossy(),
-                "fetch",
-                "--quiet",
-                "--prune",
-                "origin",
-            ])?;
-            if !out.status.success() {
-                return Err(format!(
-                    "git fetch {url}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-        } else {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            let tmp = dir.with_extension("tmp");
-            let _ = std::fs::remove_dir_all(&tmp);
-            let out = git(&["clone", "--mirror", "--quiet", &url, &tmp.to_string_lossy()])?;
-            if !out.status.success() {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(format!(
-                    "git clone {url}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            std::fs::rename(&tmp, &dir).map_err(|e| e.to_string())?;
-        }
-        if has(&dir) {
-            Ok(dir)
-        } else {
-            Err(format!("commit {sha} is not in {url}"))
-        }
+        fetch_mirror(&dir, &url, &token, &sha)
+            .map(|()| dir)
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?

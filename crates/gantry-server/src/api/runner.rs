@@ -177,6 +177,20 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
     let mut job_token = Variable::new("CI_JOB_TOKEN", token.clone());
     job_token.masked = true;
     variables.push(job_token);
+    let repo_url = format!(
+        "{}{}",
+        app.url,
+        crate::git_http::repository_path(project.id)
+    );
+    // As GitLab sets it: the job token in the URL (masked as CI_JOB_TOKEN).
+    if let Ok(mut with_token) = url::Url::parse(&repo_url)
+        && with_token
+            .set_username(crate::git_http::JOB_TOKEN_USER)
+            .is_ok()
+        && with_token.set_password(Some(&token)).is_ok()
+    {
+        variables.push(Variable::new("CI_REPOSITORY_URL", with_token.to_string()));
+    }
     if let (Some(i), Some(n)) = (spec.node_index, spec.node_total) {
         variables.push(Variable::new("CI_NODE_INDEX", i.to_string()));
         variables.push(Variable::new("CI_NODE_TOTAL", n.to_string()));
@@ -246,7 +260,7 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
         pipeline_id: pipeline.id,
         project_id: project.id,
         project_path: project.path.clone(),
-        repo_url: app.repos.mirror_dir(project.id).display().to_string(),
+        repo_url,
         git_ref: pipeline.git_ref.clone(),
         sha: pipeline.sha.clone(),
         spec,

@@ -1,0 +1,258 @@
+//! Runners on other machines: the project's repository reaches them only
+//! through the server (git's smart HTTP protocol, authenticated with the
+//! job's token while the job runs), and caches are shared through the
+//! server's object storage (local disk, or S3 on moto).
+//!
+//! The runners here run in this process (the same code as `gantry
+//! runner`), each with its own work directory; the server has no built-in
+//! runner. The project's source directory is deleted once the server has
+//! mirrored it, and the runners' mirrors must come from an `http://` URL.
+
+mod support;
+
+use gantry_server::runner::{ExecutorChoice, RunnerConfig};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+async fn start_server(data: &Path, objects: Option<String>) -> gantry_server::Running {
+    let mut cfg = config(data, None);
+    cfg.builtin_runner = false;
+    cfg.objects = objects;
+    gantry_server::start(cfg).await.unwrap()
+}
+
+fn start_runner(
+    running: &gantry_server::Running,
+    name: &str,
+    tags: &[&str],
+    work: &Path,
+) -> tokio::task::JoinHandle<()> {
+    let cfg = RunnerConfig {
+        url: running.url.clone(),
+        registration_token: running.app.store.key.registration_token(),
+        description: name.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        run_untagged: false,
+        executor: ExecutorChoice::Shell,
+        concurrency: 1,
+        work_dir: work.to_path_buf(),
+    };
+    tokio::spawn(async move {
+        gantry_server::runner::run(cfg).await.unwrap();
+    })
+}
+
+async fn create_pipeline(api: &Client, project: i64, variables: serde_json::Value) -> i64 {
+    let (s, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main", "variables": variables}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    p["id"].as_i64().unwrap()
+}
+
+async fn finish_pipeline(
+    api: &Client,
+    project: i64,
+    id: i64,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    (done, api.jobs(project, id).await)
+}
+
+async fn trace(api: &Client, project: i64, job: &serde_json::Value) -> String {
+    api.text(&format!(
+        "/api/v4/projects/{project}/jobs/{}/trace",
+        job["id"]
+    ))
+    .await
+    .1
+}
+
+/// `git ls-remote` of `url` with `token` as the job token, as the runner
+/// sends it; returns (success, stderr).
+fn ls_remote(url: &str, token: &str) -> (bool, String) {
+    use base64::Engine as _;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("gitlab-ci-token:{token}"));
+    let out = Command::new("git")
+        .args(["ls-remote", url])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+        .env(
+            "GIT_CONFIG_VALUE_0",
+            format!("Authorization: Basic {basic}"),
+        )
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+const GIT_PIPELINE: &str = r#"
+build:
+  tags: [remote]
+  script:
+    - cat hello.txt
+    - git ls-remote "$CI_REPOSITORY_URL" refs/heads/main
+    - echo "url $CI_REPOSITORY_URL"
+    - printf '%s' "$CI_JOB_TOKEN" > "$TOKEN_FILE"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_on_another_machine_fetches_the_repository_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("source");
+    let sha = repo(
+        &repo_dir,
+        &[
+            (".gitlab-ci.yml", GIT_PIPELINE),
+            ("hello.txt", "hello from the repository\n"),
+        ],
+    );
+    let running = start_server(&dir.path().join("data"), None).await;
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("remote", &repo_dir).await;
+    let token_file = dir.path().join("token");
+    let pipeline = create_pipeline(
+        &api,
+        project,
+        json!([{"key": "TOKEN_FILE", "value": token_file.display().to_string()}]),
+    )
+    .await;
+    // The server has its mirror: the source is out of reach, as on another
+    // machine, before the runner starts.
+    std::fs::rename(&repo_dir, dir.path().join("moved")).unwrap();
+    let work = dir.path().join("runner-work");
+    let runner = start_runner(&running, "far-away", &["remote"], &work);
+    let (done, jobs) = finish_pipeline(&api, project, pipeline).await;
+    let log = trace(&api, project, &jobs[0]).await;
+    assert_eq!(done["status"], "success", "{log}");
+    assert!(log.contains("hello from the repository"), "{log}");
+    // The job itself reads the repository with CI_REPOSITORY_URL.
+    assert!(log.contains(&format!("{sha}\trefs/heads/main")), "{log}");
+    let repo_url = format!("{}/api/v4/projects/{project}/repository.git", running.url);
+    let shown = repo_url.replacen("http://", "http://gitlab-ci-token:[MASKED]@", 1);
+    assert!(log.contains(&format!("url {shown}")), "{log}");
+
+    // The runner's mirror came over HTTP; the token is nowhere on its disk.
+    let mirror = work
+        .join("projects")
+        .join(project.to_string())
+        .join("mirror.git");
+    assert_eq!(git(&mirror, &["config", "remote.origin.url"]), repo_url);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.len() >= 16, "job token {token:?}");
+    assert_eq!(files_containing(&work, &token), Vec::<String>::new());
+    assert!(!log.contains(&token), "{log}");
+
+    // The finished job's token opens nothing any more, and git says why.
+    let (ok, stderr) = ls_remote(&repo_url, &token);
+    assert!(!ok);
+    assert!(
+        stderr.contains("403") && stderr.contains("only while its job runs"),
+        "{stderr}"
+    );
+    // A wrong token, and none at all.
+    let (ok, stderr) = ls_remote(&repo_url, "not-a-job-token");
+    assert!(!ok);
+    assert!(
+        stderr.contains("403") && stderr.contains("the job token was refused"),
+        "{stderr}"
+    );
+    let plain = reqwest::get(format!("{repo_url}/info/refs?service=git-upload-pack"))
+        .await
+        .unwrap();
+    assert_eq!(plain.status().as_u16(), 401);
+    assert!(plain.headers().contains_key("www-authenticate"));
+    assert!(plain.text().await.unwrap().contains("gitlab-ci-token"));
+    // Pushes are refused whatever the credentials.
+    let http = reqwest::Client::new();
+    for resp in [
+        http.get(format!("{repo_url}/info/refs?service=git-receive-pack"))
+            .basic_auth("gitlab-ci-token", Some(&token))
+            .send()
+            .await
+            .unwrap(),
+        http.post(format!("{repo_url}/git-receive-pack"))
+            .basic_auth("gitlab-ci-token", Some(&token))
+            .body("0000")
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(resp.status().as_u16(), 403);
+        assert!(resp.text().await.unwrap().contains("read-only"));
+    }
+    runner.abort();
+    running.server.abort();
+}
+
+/// A job whose token is refused while fetching (its job was canceled, or
+/// the server was reset) fails with a message that says so, not git's
+/// "could not read Username".
+#[test]
+fn a_refused_job_token_fails_the_fetch_with_a_clear_message() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("source");
+        repo(&repo_dir, &[(".gitlab-ci.yml", "a:\n  script: 'true'\n")]);
+        let running = start_server(&dir.path().join("data"), None).await;
+        let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+        let project = api.project("refused", &repo_dir).await;
+        let sha = git(&repo_dir, &["rev-parse", "HEAD"]);
+        let url = format!("{}/api/v4/projects/{project}/repository.git", running.url);
+        let mirror = dir.path().join("mirror.git");
+        let err = tokio::task::spawn_blocking(move || {
+            gantry_server::runner::fetch_mirror(&mirror, &url, "stale-token", &sha)
+                .unwrap_err()
+                .to_string()
+        })
+        .await
+        .unwrap();
+        assert!(
+            err.contains("the server refused this job's token") && !err.contains("stale-token"),
+            "{err}"
+        );
+        assert!(!dir.path().join("mirror.git").exists());
+        assert!(!dir.path().join("mirror.tmp").exists());
+        running.server.abort();
+    });
+}
