@@ -318,9 +318,10 @@ impl LogWriter for ChannelLog {
 }
 
 /// Artifacts made in the runner's directory (uploaded after the job) and
-/// dependencies' archives downloaded there; caches on the runner's disk.
+/// dependencies' archives downloaded there; caches through the server.
 struct RunnerBlobs {
     dir: PathBuf,
+    caches: crate::shared_cache::ServerCaches,
 }
 
 impl BlobStore for RunnerBlobs {
@@ -354,18 +355,17 @@ impl BlobStore for RunnerBlobs {
         }
     }
     fn cache_path(&self, key: &str) -> Option<PathBuf> {
-        let path = gantry_engine::cache::cache_path(&self.dir.join("cache"), key);
-        path.is_file().then_some(path)
+        self.caches.path(key)
     }
     fn cache_staging(&self, key: &str) -> PathBuf {
-        gantry_engine::cache::cache_path(&self.dir.join("cache"), key)
+        self.caches.staging(key)
     }
     fn commit_cache(
         &self,
-        _key: &str,
-        _staged: &Path,
+        key: &str,
+        staged: &Path,
     ) -> Result<(), gantry_engine::error::StoreError> {
-        Ok(())
+        self.caches.commit(key, staged)
     }
 }
 
@@ -379,6 +379,7 @@ pub async fn run_job(
     executor: Arc<dyn Executor>,
     docker: bool,
     dependencies: Vec<(String, PathBuf)>,
+    caches: crate::shared_cache::ServerCaches,
     lines: tokio::sync::mpsc::UnboundedSender<String>,
     cancel: CancellationToken,
     snapshot_lock: &tokio::sync::Mutex<()>,
@@ -476,6 +477,7 @@ pub async fn run_job(
         signals: None,
         blobs: Arc::new(RunnerBlobs {
             dir: project_dir.clone(),
+            caches,
         }),
         sources: Arc::new(sources),
         executor,

@@ -16,6 +16,7 @@
 //! - [`deploy_history`]: the server as `gantry deploy`'s history store.
 //! - [`git_http`]: projects' repositories, read-only over git's smart HTTP
 //!   protocol, for runners on other machines.
+//! - [`shared_cache`]: caches shared by every runner through the server.
 //! - [`sweeper`]: deletes artifacts whose `expire_in` has passed.
 //! - [`logs`]: chunked, masked, followable job logs; [`crypto`]: keys,
 //!   tokens, signatures; [`auth`]: who is calling.
@@ -41,6 +42,7 @@ pub mod queue;
 pub mod repos;
 pub mod runner;
 pub mod schedules;
+pub mod shared_cache;
 pub mod store;
 pub mod store_dashboard;
 pub mod sweeper;

@@ -7,6 +7,7 @@ use crate::engine_bridge::{self, Workspace};
 use crate::protocol::{
     JobPayload, JobRequest, JobUpdate, JobUpdateReply, RegisterRequest, Registered,
 };
+use crate::shared_cache::ServerCaches;
 use gantry_engine::executor::Executor;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -641,6 +642,19 @@ async fn execute(
         .join(payload.id.to_string());
     let dependencies = download_dependencies(ctx, payload, &deps_dir).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let caches_dir = ctx
+        .workspace
+        .project_dir(payload.project_id)
+        .join("caches")
+        .join(payload.id.to_string());
+    let caches = ServerCaches {
+        http: ctx.http.clone(),
+        url: ctx.url.clone(),
+        job_id: payload.id,
+        job_token: payload.token.clone(),
+        dir: caches_dir.clone(),
+        notes: tx.clone(),
+    };
     let run = {
         let ctx = ctx.clone();
         let payload = payload.clone();
@@ -653,6 +667,7 @@ async fn execute(
                 executor,
                 docker,
                 dependencies,
+                caches,
                 tx,
                 cancel,
                 &ctx.snapshot_lock,
@@ -688,5 +703,6 @@ async fn execute(
     }
     log.send(&buf).await;
     let _ = std::fs::remove_dir_all(&deps_dir);
+    let _ = std::fs::remove_dir_all(&caches_dir);
     result.map_err(|e| format!("the job could not be set up: {e}"))
 }

@@ -256,3 +256,156 @@ fn a_refused_job_token_fails_the_fetch_with_a_clear_message() {
         running.server.abort();
     });
 }
+
+const CACHE_PIPELINE: &str = r#"
+stages: [make, use]
+produce:
+  stage: make
+  tags: [one]
+  cache:
+    - key: deps-$CI_COMMIT_REF_SLUG
+      paths: [vendor/]
+      policy: push
+    - key: secret-$CACHE_SECRET
+      paths: [vendor/]
+      policy: pull-push
+  script:
+    - mkdir -p vendor && echo "made on runner $CI_RUNNER_ID" > vendor/lib.txt
+failing:
+  stage: make
+  tags: [one]
+  allow_failure: true
+  cache:
+    key: only-on-success
+    paths: [vendor/]
+  script:
+    - mkdir -p vendor && echo never > vendor/lib.txt
+    - exit 1
+consume:
+  stage: use
+  tags: [two]
+  cache:
+    - key: not-there-$CI_PIPELINE_ID
+      fallback_keys: [deps-$CI_COMMIT_REF_SLUG]
+      paths: [vendor/]
+      policy: pull
+  script:
+    - cat vendor/lib.txt
+    - echo "running on runner $CI_RUNNER_ID"
+probe:
+  stage: use
+  tags: [two]
+  cache:
+    key: only-on-success
+    paths: [vendor/]
+    policy: pull
+  script:
+    - test ! -e vendor/lib.txt && echo "nothing restored"
+"#;
+
+const CACHE_SECRET: &str = "c4che-s3cret-v4lue";
+
+/// Runs [`CACHE_PIPELINE`] on two runners (tags force `produce` onto the
+/// first and `consume` onto the second) against a server at `running`;
+/// returns the runners' work directories.
+async fn caches_cross_runners(
+    running: &gantry_server::Running,
+    dir: &Path,
+) -> Vec<std::path::PathBuf> {
+    let repo_dir = dir.join("source");
+    repo(&repo_dir, &[(".gitlab-ci.yml", CACHE_PIPELINE)]);
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("caches", &repo_dir).await;
+    let (s, v) = api
+        .post(
+            &format!("/api/v4/projects/{project}/variables"),
+            json!({"key": "CACHE_SECRET", "value": CACHE_SECRET, "masked": true}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let works: Vec<_> = ["one", "two"]
+        .iter()
+        .map(|n| dir.join(format!("work-{n}")))
+        .collect();
+    let runners = [
+        start_runner(running, "runner-one", &["one"], &works[0]),
+        start_runner(running, "runner-two", &["two"], &works[1]),
+    ];
+    let pipeline = create_pipeline(&api, project, json!([])).await;
+    let (done, jobs) = finish_pipeline(&api, project, pipeline).await;
+    let mut logs = std::collections::HashMap::new();
+    for j in &jobs {
+        logs.insert(
+            j["name"].as_str().unwrap().to_string(),
+            trace(&api, project, j).await,
+        );
+    }
+    assert_eq!(done["status"], "success", "{logs:#?}");
+    let runner_of =
+        |name: &str| jobs.iter().find(|j| j["name"] == name).unwrap()["runner"]["id"].clone();
+    assert_ne!(runner_of("produce"), runner_of("consume"), "{jobs:#?}");
+    let produce = &logs["produce"];
+    assert!(produce.contains("Saved cache \"deps-main\""), "{produce}");
+    assert!(
+        produce.contains("Saved cache \"secret-[MASKED]\""),
+        "{produce}"
+    );
+    let consume = &logs["consume"];
+    assert!(
+        consume.contains("Restored cache \"deps-main\""),
+        "{consume}"
+    );
+    assert!(
+        consume.contains(&format!("made on runner {}", runner_of("produce"))),
+        "{consume}"
+    );
+    let failing = &logs["failing"];
+    assert!(!failing.contains("Saved cache"), "{failing}");
+    let probe = &logs["probe"];
+    assert!(probe.contains("nothing restored"), "{probe}");
+    assert!(
+        probe.contains("No cache found for \"only-on-success\""),
+        "{probe}"
+    );
+    for r in runners {
+        r.abort();
+    }
+    // Nothing of the secret stays on the runners' disks.
+    for w in &works {
+        assert_eq!(files_containing(w, CACHE_SECRET), Vec::<String>::new());
+        assert!(
+            !w.join("projects")
+                .join(project.to_string())
+                .join("caches")
+                .read_dir()
+                .is_ok_and(|mut d| d.next().is_some()),
+            "cache transfers left files in {}",
+            w.display()
+        );
+    }
+    works
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_pushed_on_one_runner_is_pulled_on_another_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let running = start_server(&data, None).await;
+    caches_cross_runners(&running, dir.path()).await;
+    // Two archives (deps-main, secret-…), in the server's object store,
+    // named by digest: the masked value is in no object's name.
+    let mut names = Vec::new();
+    let mut stack = vec![data.join("objects").join("caches")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                names.push(e.path().display().to_string());
+            }
+        }
+    }
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| !n.contains("c4che")), "{names:?}");
+    running.server.abort();
+}

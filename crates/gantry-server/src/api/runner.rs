@@ -448,15 +448,35 @@ pub async fn download_artifacts(
     Ok(resp)
 }
 
-fn cache_key(project_id: i64, key: &str) -> Result<String, ApiError> {
-    if key.is_empty() || key.contains('/') || key.contains("..") || key.contains('\\') {
-        return Err(ApiError::BadRequest(format!(
-            "cache key `{key}` is invalid"
-        )));
+/// Where a job's cache `key` lives: per project, apart for protected refs
+/// (as GitLab's `-protected` suffix: an unprotected branch cannot poison a
+/// protected branch's cache) unless the job's caches say `unprotect: true`.
+/// Named by the key's digest: a key expanded from a masked variable holds
+/// a secret, and object names are listed and logged.
+async fn cache_object(app: &Shared, job: &Job, key: &str) -> Result<String, ApiError> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err(ApiError::BadRequest(
+            "a cache key has 1 to 1024 bytes".into(),
+        ));
     }
-    Ok(format!("caches/{project_id}/{key}"))
+    let pipeline = app
+        .store
+        .pipeline(job.pipeline_id)
+        .await?
+        .ok_or(ApiError::NotFound("Pipeline"))?;
+    let unprotect =
+        crate::engine_bridge::spec(job).is_some_and(|s| s.cache.iter().any(|c| c.unprotect));
+    let scope = if pipeline.protected != 0 && !unprotect {
+        "protected"
+    } else {
+        "unprotected"
+    };
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    Ok(format!("caches/{}/{scope}/{digest}.zip", job.project_id))
 }
 
+/// A cache archive, for a running job of the project.
 pub async fn get_cache(
     State(app): State<Shared>,
     headers: HeaderMap,
@@ -465,12 +485,18 @@ pub async fn get_cache(
     let job = require_job(&app, &headers, id).await?;
     let blob = app
         .objects
-        .get(&cache_key(job.project_id, &key)?)
+        .get(&cache_object(&app, &job, &key).await?)
         .await?
         .ok_or(ApiError::NotFound("Cache"))?;
-    Ok(Response::new(Body::from(blob)))
+    let mut resp = Response::new(Body::from(blob));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    Ok(resp)
 }
 
+/// Stores a cache archive a running job made (replacing the key's last one).
 pub async fn put_cache(
     State(app): State<Shared>,
     headers: HeaderMap,
@@ -478,8 +504,9 @@ pub async fn put_cache(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let job = require_job(&app, &headers, id).await?;
-    app.objects
-        .put(&cache_key(job.project_id, &key)?, body)
-        .await?;
+    let object = cache_object(&app, &job, &key).await?;
+    check_archive(&body)
+        .map_err(|e| ApiError::BadRequest(format!("cache archive refused: {e}")))?;
+    app.objects.put(&object, body).await?;
     Ok(StatusCode::CREATED)
 }
