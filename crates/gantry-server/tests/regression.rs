@@ -238,3 +238,61 @@ async fn a_large_pipeline_does_not_rebuild_its_schedule_per_event() {
     }
     running.server.abort();
 }
+
+/// A runner left each job's environment record (`builds/<job>.env.json`,
+/// written by the engine for `gantry shell`) on its disk after the job:
+/// the job token and every masked variable's value, in plain text. A
+/// runner has no `gantry shell`, so nothing of a finished job's
+/// environment may stay behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_keeps_no_secret_of_a_finished_job_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "job:\n  script: echo \"$DEPLOY_PASSWORD\"\n",
+        )],
+    );
+    let data = dir.path().join("data");
+    let running = gantry_server::start(config(&data, None)).await.unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("secrets", &repo_dir).await;
+    let secret = "hunter2-on-the-runner-disk";
+    let (s, v) = api
+        .post(
+            &format!("/api/v4/projects/{project}/variables"),
+            json!({"key": "DEPLOY_PASSWORD", "value": secret, "masked": true}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "success");
+    let mut stack = vec![data.join("runner")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{} holds the masked value",
+                    path.display()
+                );
+            }
+        }
+    }
+    running.server.abort();
+}

@@ -25,14 +25,15 @@ async fn start_server(data: &Path, objects: Option<String>) -> gantry_server::Ru
 }
 
 fn start_runner(
-    running: &gantry_server::Running,
+    url: &str,
+    registration_token: &str,
     name: &str,
     tags: &[&str],
     work: &Path,
 ) -> tokio::task::JoinHandle<()> {
     let cfg = RunnerConfig {
-        url: running.url.clone(),
-        registration_token: running.app.store.key.registration_token(),
+        url: url.to_string(),
+        registration_token: registration_token.to_string(),
         description: name.into(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         run_untagged: false,
@@ -43,6 +44,10 @@ fn start_runner(
     tokio::spawn(async move {
         gantry_server::runner::run(cfg).await.unwrap();
     })
+}
+
+fn registration_token(running: &gantry_server::Running) -> String {
+    running.app.store.key.registration_token()
 }
 
 async fn create_pipeline(api: &Client, project: i64, variables: serde_json::Value) -> i64 {
@@ -156,7 +161,13 @@ async fn a_runner_on_another_machine_fetches_the_repository_through_the_server()
     // machine, before the runner starts.
     std::fs::rename(&repo_dir, dir.path().join("moved")).unwrap();
     let work = dir.path().join("runner-work");
-    let runner = start_runner(&running, "far-away", &["remote"], &work);
+    let runner = start_runner(
+        &running.url,
+        &registration_token(&running),
+        "far-away",
+        &["remote"],
+        &work,
+    );
     let (done, jobs) = finish_pipeline(&api, project, pipeline).await;
     let log = trace(&api, project, &jobs[0]).await;
     assert_eq!(done["status"], "success", "{log}");
@@ -306,15 +317,12 @@ probe:
 const CACHE_SECRET: &str = "c4che-s3cret-v4lue";
 
 /// Runs [`CACHE_PIPELINE`] on two runners (tags force `produce` onto the
-/// first and `consume` onto the second) against a server at `running`;
-/// returns the runners' work directories.
-async fn caches_cross_runners(
-    running: &gantry_server::Running,
-    dir: &Path,
-) -> Vec<std::path::PathBuf> {
+/// first and `consume` onto the second) against the server at `url`;
+/// returns the project's id.
+async fn caches_cross_runners(url: &str, registration_token: &str, dir: &Path) -> i64 {
     let repo_dir = dir.join("source");
     repo(&repo_dir, &[(".gitlab-ci.yml", CACHE_PIPELINE)]);
-    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let api = Client::new(url, Some(ADMIN_TOKEN));
     let project = api.project("caches", &repo_dir).await;
     let (s, v) = api
         .post(
@@ -328,8 +336,8 @@ async fn caches_cross_runners(
         .map(|n| dir.join(format!("work-{n}")))
         .collect();
     let runners = [
-        start_runner(running, "runner-one", &["one"], &works[0]),
-        start_runner(running, "runner-two", &["two"], &works[1]),
+        start_runner(url, registration_token, "runner-one", &["one"], &works[0]),
+        start_runner(url, registration_token, "runner-two", &["two"], &works[1]),
     ];
     let pipeline = create_pipeline(&api, project, json!([])).await;
     let (done, jobs) = finish_pipeline(&api, project, pipeline).await;
@@ -383,7 +391,7 @@ async fn caches_cross_runners(
             w.display()
         );
     }
-    works
+    project
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -391,7 +399,7 @@ async fn a_cache_pushed_on_one_runner_is_pulled_on_another_through_the_server() 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let running = start_server(&data, None).await;
-    caches_cross_runners(&running, dir.path()).await;
+    caches_cross_runners(&running.url, &registration_token(&running), dir.path()).await;
     // Two archives (deps-main, secret-…), in the server's object store,
     // named by digest: the masked value is in no object's name.
     let mut names = Vec::new();
@@ -408,4 +416,144 @@ async fn a_cache_pushed_on_one_runner_is_pulled_on_another_through_the_server() 
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.iter().all(|n| !n.contains("c4che")), "{names:?}");
     running.server.abort();
+}
+
+/// The child process entry of the S3 variant: a server (no built-in
+/// runner) whose AWS settings live in its own environment only.
+#[test]
+#[ignore = "started by caches_are_shared_through_s3 as a child process"]
+fn child_server() {
+    let Ok(data) = std::env::var("GANTRY_TEST_CHILD_DATA") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let mut cfg = config(Path::new(&data), None);
+        cfg.listen = std::env::var("GANTRY_TEST_CHILD_LISTEN").unwrap();
+        cfg.objects = std::env::var("GANTRY_TEST_CHILD_OBJECTS").ok();
+        cfg.builtin_runner = false;
+        let running = gantry_server::start(cfg).await.unwrap();
+        let _ = running.server.await;
+    });
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_until_up(url: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(std::time::Instant::now() < deadline, "{url} did not answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caches_are_shared_through_s3() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = std::env::var_os("GANTRY_AWS_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-aws"));
+    let bin = venv.join("bin/moto_server");
+    if !bin.exists() {
+        skip_or_fail(
+            "GANTRY_REQUIRE_MOTO",
+            "moto is not installed (run scripts/setup-moto.sh)",
+        );
+        return;
+    }
+    let moto_port = free_port();
+    let _moto = Killed(
+        Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let endpoint = format!("http://127.0.0.1:{moto_port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", moto_port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "moto did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let http = reqwest::Client::new();
+    let made = http
+        .put(format!("{endpoint}/runner-caches"))
+        .body(r#"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        made.status().is_success(),
+        "create bucket: {}",
+        made.text().await.unwrap()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _server = Killed(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_server",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("GANTRY_TEST_CHILD_DATA", &data)
+            .env("GANTRY_TEST_CHILD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("GANTRY_TEST_CHILD_OBJECTS", "s3://runner-caches/ci")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "eu-west-1")
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_up(&format!("{url}/healthz")).await;
+    let key = gantry_server::crypto::ServerKey::load(None, &data).unwrap();
+    let project = caches_cross_runners(&url, &key.registration_token(), dir.path()).await;
+    let listing = http
+        .get(format!(
+            "{endpoint}/runner-caches?list-type=2&prefix=ci/caches/"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        listing
+            .matches(&format!("<Key>ci/caches/{project}/"))
+            .count(),
+        2,
+        "{listing}"
+    );
+    assert!(!listing.contains("c4che"), "{listing}");
+    assert!(
+        !data.join("objects").exists(),
+        "objects were written to local disk"
+    );
 }
