@@ -456,6 +456,20 @@ pub fn fetch_mirror(
     }
 }
 
+/// The repository URL the runner fetches from: a repository the server
+/// serves is reached at the address the runner reaches the server by (the
+/// server's own idea of its URL may not work from this machine); any other
+/// URL or path is used as it is.
+pub fn repository_url(payload_url: &str, server_url: &str) -> String {
+    const MARK: &str = "/api/v4/projects/";
+    let served = (payload_url.starts_with("http://") || payload_url.starts_with("https://"))
+        && payload_url.ends_with("/repository.git");
+    match payload_url.find(MARK) {
+        Some(at) if served => format!("{}{}", server_url.trim_end_matches('/'), &payload_url[at..]),
+        _ => payload_url.to_string(),
+    }
+}
+
 /// The runner's mirror of the project, fetched up to the job's commit.
 async fn fetch(ctx: &Ctx, payload: &JobPayload) -> Result<PathBuf, String> {
     let lock = ctx
@@ -470,7 +484,7 @@ async fn fetch(ctx: &Ctx, payload: &JobPayload) -> Result<PathBuf, String> {
         .workspace
         .project_dir(payload.project_id)
         .join("mirror.git");
-    let url = payload.repo_url.clone();
+    let url = repository_url(&payload.repo_url, &ctx.url);
     let token = payload.token.clone();
     let sha = payload.sha.clone();
     tokio::task::spawn_blocking(move || {

@@ -231,6 +231,43 @@ async fn a_runner_on_another_machine_fetches_the_repository_through_the_server()
     running.server.abort();
 }
 
+/// The server's external URL (`--external-url`) may not be reachable from
+/// a runner's machine (a proxy's name, `0.0.0.0`): the runner fetches from
+/// the address it reaches the server by; jobs still see the external URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_fetches_from_the_address_it_registered_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("source");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "a:\n  tags: [x]\n  script: echo \"server $CI_SERVER_URL\"\n",
+        )],
+    );
+    let mut cfg = config(&dir.path().join("data"), None);
+    cfg.builtin_runner = false;
+    cfg.external_url = Some("http://gantry.invalid".into());
+    let running = gantry_server::start(cfg).await.unwrap();
+    let direct = format!("http://{}", running.addr);
+    let api = Client::new(&direct, Some(ADMIN_TOKEN));
+    let project = api.project("behind-a-proxy", &repo_dir).await;
+    let runner = start_runner(
+        &direct,
+        &registration_token(&running),
+        "direct",
+        &["x"],
+        &dir.path().join("work"),
+    );
+    let pipeline = create_pipeline(&api, project, json!([])).await;
+    let (done, jobs) = finish_pipeline(&api, project, pipeline).await;
+    let log = trace(&api, project, &jobs[0]).await;
+    assert_eq!(done["status"], "success", "{log}");
+    assert!(log.contains("server http://gantry.invalid"), "{log}");
+    runner.abort();
+    running.server.abort();
+}
+
 /// A job whose token is refused while fetching (its job was canceled, or
 /// the server was reset) fails with a message that says so, not git's
 /// "could not read Username".
