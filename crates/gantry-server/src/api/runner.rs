@@ -483,16 +483,18 @@ pub async fn get_cache(
     Path((id, key)): Path<(i64, String)>,
 ) -> Result<Response, ApiError> {
     let job = require_job(&app, &headers, id).await?;
-    let blob = app
+    let (size, stream) = app
         .objects
-        .get(&cache_object(&app, &job, &key).await?)
+        .get_stream(&cache_object(&app, &job, &key).await?)
         .await?
         .ok_or(ApiError::NotFound("Cache"))?;
-    let mut resp = Response::new(Body::from(blob));
+    let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zip"),
     );
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     Ok(resp)
 }
 
