@@ -407,7 +407,8 @@ async fn caches_cross_runners(url: &str, registration_token: &str, dir: &Path) -
     let failing = &logs["failing"];
     assert!(!failing.contains("Saved cache"), "{failing}");
     let probe = &logs["probe"];
-    assert!(probe.contains("nothing restored"), "{probe}");
+    // A line of its own: the command itself is echoed too.
+    assert!(probe.lines().any(|l| l == "nothing restored"), "{probe}");
     assert!(
         probe.contains("No cache found for \"only-on-success\""),
         "{probe}"
@@ -452,6 +453,78 @@ async fn a_cache_pushed_on_one_runner_is_pulled_on_another_through_the_server() 
     }
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.iter().all(|n| !n.contains("c4che")), "{names:?}");
+    running.server.abort();
+}
+
+const PROTECTED_PIPELINE: &str = r#"
+guarded:
+  tags: [c]
+  cache:
+    key: same-key
+    paths: [vendor/]
+  script:
+    - if [ -f vendor/from ]; then echo "guarded from $(cat vendor/from)"; fi
+    - mkdir -p vendor && echo "$CI_COMMIT_REF_NAME" > vendor/from
+open:
+  tags: [c]
+  cache:
+    key: open-key
+    unprotect: true
+    paths: [open/]
+  script:
+    - if [ -f open/from ]; then echo "open from $(cat open/from)"; fi
+    - mkdir -p open && echo "$CI_COMMIT_REF_NAME" > open/from
+"#;
+
+/// As GitLab keeps them: a protected ref's caches are not readable (or
+/// overwritable) from an unprotected branch, unless `cache:unprotect`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unprotected_branch_cannot_read_a_protected_branchs_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("source");
+    repo(&repo_dir, &[(".gitlab-ci.yml", PROTECTED_PIPELINE)]);
+    git(&repo_dir, &["branch", "feature"]);
+    let running = start_server(&dir.path().join("data"), None).await;
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("protected-caches", &repo_dir).await;
+    let runner = start_runner(
+        &running.url,
+        &registration_token(&running),
+        "c",
+        &["c"],
+        &dir.path().join("work"),
+    );
+    let mut logs = Vec::new();
+    for git_ref in ["main", "feature", "main"] {
+        let (s, p) = api
+            .post(
+                &format!("/api/v4/projects/{project}/pipeline"),
+                json!({"ref": git_ref}),
+            )
+            .await;
+        assert_eq!(s, 201, "{p}");
+        let (done, jobs) = finish_pipeline(&api, project, p["id"].as_i64().unwrap()).await;
+        let mut text = String::new();
+        for j in &jobs {
+            text.push_str(&trace(&api, project, j).await);
+        }
+        assert_eq!(done["status"], "success", "{text}");
+        logs.push(text);
+    }
+    // (The scripts' own lines are echoed: look for the restored values.)
+    assert!(!logs[0].contains("guarded from main"), "{}", logs[0]);
+    // The feature branch sees the unprotected cache only.
+    assert!(!logs[1].contains("guarded from main"), "{}", logs[1]);
+    assert!(
+        logs[1].contains("No cache found for \"same-key\""),
+        "{}",
+        logs[1]
+    );
+    assert!(logs[1].contains("open from main"), "{}", logs[1]);
+    // And its save did not replace main's.
+    assert!(logs[2].contains("guarded from main"), "{}", logs[2]);
+    assert!(logs[2].contains("open from feature"), "{}", logs[2]);
+    runner.abort();
     running.server.abort();
 }
 
