@@ -240,13 +240,18 @@ async fn backend(
         drop(stdin);
     });
     let mut stderr = child.stderr.take().expect("piped stderr");
+    // Read to the end (a full pipe would block git), the start kept.
     let stderr_text = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = (&mut stderr)
-            .take(64 * 1024)
-            .read_to_string(&mut text)
-            .await;
-        text
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let room = (64 * 1024usize).saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+        }
+        String::from_utf8_lossy(&kept).into_owned()
     });
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     // CGI headers, up to the empty line.
