@@ -240,7 +240,12 @@ impl RunDir {
 
     /// Releases the run's lock (the run is finished).
     pub fn release(&mut self) {
-        self.lock = None;
+        // Unlock explicitly rather than only closing: a child forked elsewhere
+        // in this process and not yet exec'd shares the lock's open file
+        // description, and would keep the finished run looking live.
+        if let Some(lock) = self.lock.take() {
+            let _ = flock(&lock, libc::LOCK_UN);
+        }
     }
     pub fn log_path(&self, slug: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{slug}.log"))

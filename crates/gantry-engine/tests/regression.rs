@@ -157,6 +157,33 @@ mod engine {
         drop(live);
     }
 
+    /// A finished run looked live (and was never pruned) while any child
+    /// process forked by this process still held a copy of its lock file's
+    /// descriptor: the lock was only closed, not unlocked.
+    #[test]
+    fn a_released_run_is_not_live_while_a_forked_child_holds_its_lock() {
+        use gantry_engine::state::{StateDir, run_is_live};
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::for_repo(dir.path());
+        let mut run = state.new_run().unwrap();
+        // SAFETY: the child only sleeps and exits (async-signal-safe calls).
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            unsafe {
+                libc::sleep(5);
+                libc::_exit(0);
+            }
+        }
+        run.release();
+        let live = run_is_live(&run.dir);
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        assert!(!live, "a released run still looks live");
+    }
+
     /// Defect 3: two runs at once in one repository both succeed; neither
     /// removes the other's build folders.
     #[tokio::test]
