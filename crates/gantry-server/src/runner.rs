@@ -720,3 +720,26 @@ async fn execute(
     let _ = std::fs::remove_dir_all(&caches_dir);
     result.map_err(|e| format!("the job could not be set up: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::repository_url;
+
+    #[test]
+    fn a_served_repository_is_reached_through_the_runners_server_address() {
+        assert_eq!(
+            repository_url(
+                "http://gantry.invalid/api/v4/projects/3/repository.git",
+                "https://ci.example.com/prefix/"
+            ),
+            "https://ci.example.com/prefix/api/v4/projects/3/repository.git"
+        );
+        // Anything else is used as it is.
+        for other in [
+            "/srv/gantry/repos/3.git",
+            "https://git.example.com/group/app.git",
+        ] {
+            assert_eq!(repository_url(other, "http://127.0.0.1:8080"), other);
+        }
+    }
+}

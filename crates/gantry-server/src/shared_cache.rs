@@ -193,3 +193,16 @@ impl ServerCaches {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::key_segment;
+
+    #[test]
+    fn a_key_is_one_path_segment_that_cannot_step_up() {
+        assert_eq!(key_segment("deps-main_1"), "deps-main_1");
+        assert_eq!(key_segment(".."), "%2E%2E");
+        assert_eq!(key_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(key_segment("é"), "%C3%A9");
+    }
+}
