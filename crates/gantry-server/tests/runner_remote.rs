@@ -189,6 +189,25 @@ async fn a_runner_on_another_machine_fetches_the_repository_through_the_server()
     assert_eq!(files_containing(&work, &token), Vec::<String>::new());
     assert!(!log.contains(&token), "{log}");
 
+    // Served clones made the server give its mirror a reachability bitmap.
+    let packs = dir
+        .path()
+        .join(format!("data/repos/{project}.git/objects/pack"));
+    let bitmap = || {
+        std::fs::read_dir(&packs)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".bitmap"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !bitmap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bitmap in {packs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The finished job's token opens nothing any more, and git says why.
     let (ok, stderr) = ls_remote(&repo_url, &token);
     assert!(!ok);
