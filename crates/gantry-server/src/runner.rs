@@ -55,8 +55,39 @@ pub enum RunnerError {
     Refused(u16),
     #[error("the server answered HTTP {status}: {body}")]
     Server { status: u16, body: String },
+    #[error(
+        "the work directory {dir} is in use by another runner; give each runner its own (--work-dir DIR)"
+    )]
+    WorkDirBusy { dir: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Takes the work directory for this process (held until it exits) and
+/// removes what a runner killed mid-job left there: build directories, the
+/// jobs' environment records (job tokens, secrets), cache and dependency
+/// archives, half-cloned mirrors. Mirrors stay.
+pub fn claim_work_dir(work: &std::path::Path) -> Result<std::fs::File, RunnerError> {
+    std::fs::create_dir_all(work)?;
+    let lock = std::fs::File::create(work.join(".runner.lock"))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(RunnerError::WorkDirBusy {
+                dir: work.display().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
+    if let Ok(projects) = std::fs::read_dir(work.join("projects")) {
+        for project in projects.flatten() {
+            // `cache`: runners before shared caches kept them here.
+            for stale in ["builds", "caches", "dependencies", "mirror.tmp", "cache"] {
+                let _ = std::fs::remove_dir_all(project.path().join(stale));
+            }
+        }
+    }
+    Ok(lock)
 }
 
 /// How often a running job tells the server it is alive.
@@ -87,6 +118,7 @@ pub async fn run(cfg: RunnerConfig) -> Result<(), RunnerError> {
             source,
         })?;
     let url = cfg.url.trim_end_matches('/').to_string();
+    let _work_dir_lock = claim_work_dir(&cfg.work_dir)?;
     let registered = register(&http, &url, &cfg).await?;
     eprintln!(
         "gantry runner: registered as runner {} ({}, tags [{}], executor {}, concurrency {}) with {url}",

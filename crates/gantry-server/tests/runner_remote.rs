@@ -686,3 +686,45 @@ async fn caches_are_shared_through_s3() {
         "objects were written to local disk"
     );
 }
+
+/// A runner killed mid-job (kill -9) leaves the job's files behind, among
+/// them its environment record with the job token and masked values: the
+/// next runner on that work directory removes them before taking jobs, and
+/// a second runner on a directory in use is refused (it would sweep the
+/// first one's running jobs).
+#[test]
+fn a_runner_sweeps_what_a_killed_runner_left_and_refuses_a_shared_work_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let project = work.join("projects/7");
+    for stale in [
+        "builds/job-12.env.json",
+        "builds/job-12/out.txt",
+        "caches/12/0123.zip",
+        "dependencies/12/11.zip",
+        "mirror.tmp/HEAD",
+    ] {
+        let path = project.join(stale);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "hunter2").unwrap();
+    }
+    std::fs::create_dir_all(project.join("mirror.git")).unwrap();
+    std::fs::write(project.join("mirror.git/HEAD"), "ref: refs/heads/main\n").unwrap();
+
+    let lock = gantry_server::runner::claim_work_dir(&work).unwrap();
+    assert_eq!(files_containing(&work, "hunter2"), Vec::<String>::new());
+    assert!(
+        project.join("mirror.git/HEAD").is_file(),
+        "the mirror is kept"
+    );
+
+    let err = gantry_server::runner::claim_work_dir(&work)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("in use by another runner") && err.contains("--work-dir"),
+        "{err}"
+    );
+    drop(lock);
+    gantry_server::runner::claim_work_dir(&work).unwrap();
+}
