@@ -118,7 +118,9 @@ pub async fn run(cfg: RunnerConfig) -> Result<(), RunnerError> {
             source,
         })?;
     let url = cfg.url.trim_end_matches('/').to_string();
-    let _work_dir_lock = claim_work_dir(&cfg.work_dir)?;
+    // Absolute: jobs run their scripts from their build directories.
+    let work_dir = std::path::absolute(&cfg.work_dir)?;
+    let _work_dir_lock = claim_work_dir(&work_dir)?;
     let registered = register(&http, &url, &cfg).await?;
     eprintln!(
         "gantry runner: registered as runner {} ({}, tags [{}], executor {}, concurrency {}) with {url}",
@@ -128,15 +130,13 @@ pub async fn run(cfg: RunnerConfig) -> Result<(), RunnerError> {
         cfg.executor.as_str(),
         cfg.concurrency
     );
-    std::fs::create_dir_all(&cfg.work_dir)?;
+    std::fs::create_dir_all(&work_dir)?;
     let ctx = Arc::new(Ctx {
         http,
         url,
         token: registered.token,
         executor: cfg.executor,
-        workspace: Workspace {
-            root: cfg.work_dir.clone(),
-        },
+        workspace: Workspace { root: work_dir },
         shell: Arc::new(gantry_engine::shell::ShellExecutor::new()),
         docker: OnceCell::new(),
         snapshot_lock: Mutex::new(()),
