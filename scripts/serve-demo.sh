@@ -5,14 +5,23 @@
 # registry), builds gantry, copies examples/app into a git repository, starts
 # the server (SQLite in $DEMO/data, built-in runner) and leaves it running.
 #
-# Usage: bash scripts/serve-demo.sh [--gantry BIN]
+# Usage: bash scripts/serve-demo.sh [--gantry BIN] [--stop]
+#   --stop: once the pipeline ended, stop the server and remove the deployed
+#           container (what CI runs: scripts/test.sh).
 # Environment: GANTRY_DEMO_DIR (default /tmp/gantry-serve-demo),
 # GANTRY_DEMO_PORT (default 8080), GANTRY_ADMIN_TOKEN (default: a new one).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 GANTRY=""
-if [ "${1:-}" = "--gantry" ]; then GANTRY="$2"; fi
+STOP=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --gantry) GANTRY="${2:?--gantry needs the path of a gantry binary}"; shift 2 ;;
+    --stop) STOP=1; shift ;;
+    *) echo "serve-demo.sh: unknown option $1 (use --gantry BIN, --stop)" >&2; exit 2 ;;
+  esac
+done
 bash scripts/setup-podman.sh
 bash scripts/make-test-images.sh
 bash scripts/setup-registry.sh
@@ -21,6 +30,9 @@ if [ -z "$GANTRY" ]; then
   cargo build --release -q -p gantry
   GANTRY="$ROOT/target/release/gantry"
 fi
+# The example's deploy job runs `gantry deploy`: jobs find it on the PATH.
+GANTRY="$(cd "$(dirname "$GANTRY")" && pwd)/$(basename "$GANTRY")"
+export PATH="$(dirname "$GANTRY"):$PATH"
 export DOCKER_HOST="${DOCKER_HOST:-unix:///run/podman/podman.sock}"
 DEMO="${GANTRY_DEMO_DIR:-/tmp/gantry-serve-demo}"
 PORT="${GANTRY_DEMO_PORT:-8080}"
@@ -38,6 +50,13 @@ SHA="$(git -C "$DEMO/repo" rev-parse HEAD)"
 
 "$GANTRY" serve --data "$DEMO/data" --listen "127.0.0.1:$PORT" >"$DEMO/server.log" 2>&1 &
 echo $! >"$DEMO/server.pid"
+stop_demo() {
+  kill "$(cat "$DEMO/server.pid")" 2>/dev/null || true
+  docker ps -aq --filter label=io.gantry.deploy=app | xargs -r docker rm -f >/dev/null
+}
+# A failure before the end leaves nothing running.
+trap 'stop_demo' ERR
+[ -n "$STOP" ] && trap 'stop_demo' EXIT
 for _ in $(seq 1 100); do curl -fsS "$URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fsS "$URL/healthz" >/dev/null || { echo "the server did not start; see $DEMO/server.log" >&2; exit 1; }
 
@@ -57,9 +76,10 @@ for _ in $(seq 1 600); do
   sleep 1
 done
 api "$URL/api/v4/projects/$PROJECT/pipelines/$PIPELINE/jobs?per_page=100" \
-  | python3 -c 'import json,sys; [print(f"  {j[\"stage\"]:8} {j[\"name\"]:20} {j[\"status\"]}") for j in json.load(sys.stdin)]'
+  | python3 -c 'import json,sys; [print("  %-8s %-20s %s" % (j["stage"], j["name"], j["status"])) for j in json.load(sys.stdin)]'
+trap - ERR
 cat <<MSG
-pipeline $PIPELINE: $STATUS
+pipeline $PIPELINE: $STATUS, $URL/dash/pipelines/$PIPELINE (sign in as root with the admin token)
 gantry serve is running at $URL (pid $(cat "$DEMO/server.pid"), log $DEMO/server.log)
   admin token:    $GANTRY_ADMIN_TOKEN
   python-gitlab:  gitlab.Gitlab("$URL", private_token="$GANTRY_ADMIN_TOKEN")
@@ -67,4 +87,5 @@ gantry serve is running at $URL (pid $(cat "$DEMO/server.pid"), log $DEMO/server
   more runners:   $GANTRY runner --url $URL --token $("$GANTRY" serve --data "$DEMO/data" --print-runner-token)
   stop it:        kill \$(cat $DEMO/server.pid)
 MSG
+if [ -n "$STOP" ]; then echo "(--stop: the server is stopped and the deployed container removed)"; fi
 [ "$STATUS" = success ]

@@ -42,3 +42,6 @@ cargo test -q -p gantry-config --test conformance -- --nocapture
 step "tests"
 cargo test --workspace --no-fail-fast
 df -h . | tail -1 | awk '{print "disk after tests: " $3 " used, " $4 " free"}' 
+
+step "serve demo (README's one command; the server stops after its pipeline)"
+DEMO_DIR="$(mktemp -d)" && GANTRY_DEMO_DIR="$DEMO_DIR" GANTRY_DEMO_PORT=18190 bash scripts/serve-demo.sh --gantry target/debug/gantry --stop && rm -rf "$DEMO_DIR"

@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod cache;
+pub mod child_planner;
 pub mod docker;
 pub mod error;
 pub mod executor;

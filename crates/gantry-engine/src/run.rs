@@ -1212,7 +1212,7 @@ impl<'a> Dispatcher<'a> {
 }
 
 /// `trigger: {strategy: depend}`: the trigger job mirrors its child.
-fn trigger_depends(job: &gantry_config::model::Job) -> bool {
+pub fn trigger_depends(job: &gantry_config::model::Job) -> bool {
     job.trigger
         .as_ref()
         .and_then(|t| t.get("strategy"))

@@ -68,12 +68,14 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
     } else {
         "played"
     };
+    // A trigger job is not a runner's: the server creates its child.
+    let to = crate::children::start_status(job);
     let runs = match job.status.as_str() {
         "manual" | "scheduled" => {
             let reason = format!("{verb} by {}", user.username);
             if !app
                 .store
-                .transition(job.id, &job.status, "pending", Some(&reason))
+                .transition(job.id, &job.status, to, Some(&reason))
                 .await?
             {
                 return Err(ActionError::WrongState(
@@ -83,7 +85,7 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
             job.clone()
         }
         s if crate::store::is_finished(s) && job.retried == 0 => {
-            app.store.retry_job(job, "pending", Some(user.id)).await?
+            app.store.retry_job(job, to, Some(user.id)).await?
         }
         s => {
             return Err(ActionError::WrongState(format!(
@@ -98,6 +100,9 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
     }
     app.queue.notify_waiters();
     crate::queue::advance_pipeline(app, job.pipeline_id).await?;
+    if to == "running" {
+        crate::children::spawn_start(app.clone(), runs.id);
+    }
     Ok(runs)
 }
 
@@ -110,9 +115,13 @@ pub async fn retry(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionEr
             job.status
         )));
     }
-    let new = app.store.retry_job(job, "pending", Some(user.id)).await?;
+    let to = crate::children::start_status(job);
+    let new = app.store.retry_job(job, to, Some(user.id)).await?;
     app.queue.notify_waiters();
     crate::queue::advance_pipeline(app, job.pipeline_id).await?;
+    if to == "running" {
+        crate::children::spawn_start(app.clone(), new.id);
+    }
     Ok(new)
 }
 

@@ -38,6 +38,12 @@ pub struct ServeConfig {
     pub server_key: Option<String>,
     /// How often expired artifacts are deleted.
     pub sweep_interval: Duration,
+    /// How often every project's remote is fetched for new commits
+    /// (GitLab's pull mirroring); `None`: never (webhooks only).
+    pub poll_interval: Option<Duration>,
+    /// The GitLab instance `include:template` and `include:component`
+    /// read from; `None`: `GANTRY_GITLAB_URL`, `CI_SERVER_URL`, gitlab.com.
+    pub gitlab_url: Option<String>,
 }
 
 impl ServeConfig {
@@ -54,6 +60,8 @@ impl ServeConfig {
             admin_token: None,
             server_key: None,
             sweep_interval: Duration::from_secs(60),
+            poll_interval: None,
+            gitlab_url: None,
         }
     }
 
@@ -205,7 +213,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         }
     });
     crate::queue::spawn(app.clone());
+    if let Err(e) = crate::children::resume(&app).await {
+        eprintln!("gantry serve: resuming trigger jobs: {e}");
+    }
     crate::sweeper::spawn(app.clone());
+    if let Some(interval) = app.config.poll_interval {
+        crate::poller::spawn(app.clone(), interval);
+    }
     if app.config.builtin_runner {
         let runner = crate::runner::RunnerConfig {
             url: app.url.clone(),

@@ -130,6 +130,16 @@ CREATE INDEX IF NOT EXISTS pipelines_ref_id ON pipelines(ref, id)
     r#"
 ALTER TABLE jobs ADD COLUMN junit_failures TEXT
 "#,
+    // Polling: the heads each project's remote had at the last poll. Child
+    // pipelines: the trigger job that created a pipeline.
+    r#"
+CREATE TABLE poll_heads (
+  project_id BIGINT PRIMARY KEY, heads TEXT NOT NULL, version BIGINT NOT NULL,
+  polled_at BIGINT NOT NULL);
+CREATE TABLE pipeline_links (
+  child_pipeline_id BIGINT PRIMARY KEY, parent_pipeline_id BIGINT NOT NULL,
+  trigger_job_id BIGINT NOT NULL UNIQUE)
+"#,
 ];
 
 impl Db {

@@ -62,6 +62,8 @@ pub fn restore(planned: &Planned, jobs: &[Job]) -> Result<Schedule, String> {
         .collect();
     let selection = Selection {
         concurrency: usize::MAX,
+        // The server runs `trigger:include` children ([`crate::children`]).
+        child_pipelines: true,
         ..Selection::default()
     };
     Schedule::restore(planned, &selection, &progress).map_err(|e| e.to_string())
@@ -73,6 +75,9 @@ pub fn restore(planned: &Planned, jobs: &[Job]) -> Result<Schedule, String> {
 pub enum Step {
     /// Hand it to a runner (`pending`).
     Enqueue { id: i64, from: String },
+    /// A `trigger:include` job: the server creates its child pipeline
+    /// (`running` until then, or until the child ends with `strategy: depend`).
+    Trigger { id: i64, from: String },
     /// `when: delayed`: runs after this many seconds.
     Delay { id: i64, seconds: u64 },
     /// Done without an attempt: skipped, manual (waits to be played), canceled.
@@ -95,6 +100,8 @@ pub struct LiveSchedule {
     rows: Vec<Option<(i64, String)>>,
     by_row: std::collections::HashMap<i64, usize>,
     by_name: std::collections::HashMap<String, usize>,
+    /// Schedule indices of `trigger:` jobs.
+    triggers: std::collections::HashSet<usize>,
 }
 
 impl LiveSchedule {
@@ -106,8 +113,16 @@ impl LiveSchedule {
         let mut rows = Vec::with_capacity(schedule.jobs().len());
         let mut by_row = std::collections::HashMap::new();
         let mut by_name = std::collections::HashMap::new();
+        let mut triggers = std::collections::HashSet::new();
         for (i, sj) in schedule.jobs().iter().enumerate() {
             by_name.insert(sj.name.clone(), i);
+            if planned
+                .jobs
+                .get(sj.pipeline_index)
+                .is_some_and(|j| j.trigger.is_some())
+            {
+                triggers.insert(i);
+            }
             match row_of.get(sj.name.as_str()) {
                 Some(j) => {
                     by_row.insert(j.id, i);
@@ -121,6 +136,7 @@ impl LiveSchedule {
             rows,
             by_row,
             by_name,
+            triggers,
         })
     }
 
@@ -145,6 +161,7 @@ impl LiveSchedule {
                     status: row_status(status),
                     reason,
                 },
+                _ if self.triggers.contains(&job) => Step::Trigger { id, from },
                 _ => Step::Enqueue { id, from },
             });
         }

@@ -9,7 +9,9 @@
 //! - [`store`] over [`db`]: rows and queries, one code path for both
 //!   databases; [`objects`]: logs, artifacts and caches (local disk or S3).
 //! - [`pipelines`] (creation, with [`planning`] and [`repos`]) and [`queue`]
-//!   (job states, delayed jobs, lost runners, [`schedules`]).
+//!   (job states, delayed jobs, lost runners, [`schedules`]); [`poller`]
+//!   polls remotes for pushes; [`children`] runs `trigger:include` child
+//!   pipelines ([`store_triggers`]: their rows and the poller's).
 //! - [`engine_bridge`]: the only door into `gantry-engine`, for scheduling
 //!   rules and for running a job on a runner ([`runner`], [`protocol`]).
 //! - [`deploy_bridge`]: the dashboard's rollbacks through `gantry-deploy`.
@@ -25,6 +27,7 @@ pub mod actions;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod children;
 pub mod crypto;
 pub mod dashboard;
 pub mod db;
@@ -37,6 +40,7 @@ pub mod logs;
 pub mod objects;
 pub mod pipelines;
 pub mod planning;
+pub mod poller;
 pub mod protocol;
 pub mod queue;
 pub mod repos;
@@ -45,6 +49,7 @@ pub mod schedules;
 pub mod shared_cache;
 pub mod store;
 pub mod store_dashboard;
+pub mod store_triggers;
 pub mod sweeper;
 
 pub use app::{Running, ServeConfig, start};

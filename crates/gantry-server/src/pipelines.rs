@@ -38,6 +38,26 @@ pub struct Request {
     pub fetch: bool,
 }
 
+/// GitLab's SHA for "no commit" (a new ref's `before`).
+pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+impl Request {
+    /// A push of `sha` to a branch or tag (`before`: its previous head),
+    /// from a webhook or a poll of the remote: `CI_PIPELINE_SOURCE=push`,
+    /// and it auto-cancels older pipelines of the ref.
+    pub fn push(git_ref: String, is_tag: bool, sha: String, before: String) -> Request {
+        Request {
+            git_ref,
+            sha: Some(sha),
+            is_tag: Some(is_tag),
+            before_sha: Some(before),
+            source: "push".into(),
+            fetch: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// Creates, stores and starts a pipeline.
 pub async fn create(
     app: &Shared,
@@ -49,6 +69,10 @@ pub async fn create(
     } else {
         app.repos.mirror_dir(project.id)
     };
+    // `include:project` finds the server's other projects by their paths.
+    for other in app.store.projects().await? {
+        app.repos.alias(other.id, &other.path);
+    }
     let (sha, is_tag) = match &req.sha {
         Some(sha) => {
             if !app.repos.has_commit(project.id, sha) {
@@ -63,10 +87,52 @@ pub async fn create(
         }
         None => app.repos.resolve_ref(project.id, &req.git_ref)?,
     };
-    let protected = !is_tag && req.git_ref == project.default_branch;
-    let mut predefined = vec![
+    let (protected, mut predefined) = predefined(app, project, &req.git_ref, is_tag);
+    predefined.extend(req.predefined.iter().cloned());
+    let trigger = Trigger {
+        sha: sha.clone(),
+        git_ref: req.git_ref.clone(),
+        is_tag,
+        before_sha: req.before_sha.clone(),
+        source: req.source.clone(),
+        variables: req.variables.clone(),
+        predefined,
+    };
+    let entry = project.ci_config_path.clone();
+    let gitlab = app.config.gitlab_url.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        crate::planning::plan(&mirror, &entry, &trigger, gitlab.as_deref())
+    })
+    .await
+    .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))??;
+    if planned.status == gantry_config::model::PipelineStatus::Filtered {
+        return Err(CreateError::Filtered(
+            planned
+                .filtered_reason
+                .clone()
+                .unwrap_or_else(|| "workflow:rules".into()),
+        ));
+    }
+    let pipeline =
+        store_and_start(app, project, &req, sha, is_tag, protected, &planned, None).await?;
+    Ok(pipeline)
+}
+
+/// Whether `git_ref` is protected, and the server's predefined variables
+/// of a pipeline on it.
+pub fn predefined(
+    app: &Shared,
+    project: &Project,
+    git_ref: &str,
+    is_tag: bool,
+) -> (bool, Vec<(String, String)>) {
+    let protected = !is_tag && git_ref == project.default_branch;
+    let predefined = vec![
         ("CI_SERVER_URL".to_string(), app.url.clone()),
         ("CI_API_V4_URL".to_string(), format!("{}/api/v4", app.url)),
+        // `gantry deploy` in a job records into this server's history, so
+        // every runner sees the same known-good revision.
+        ("GANTRY_HISTORY".to_string(), app.url.clone()),
         ("CI_PROJECT_ID".to_string(), project.id.to_string()),
         ("CI_PROJECT_PATH".to_string(), project.path.clone()),
         ("CI_PROJECT_NAME".to_string(), project.name.clone()),
@@ -80,29 +146,22 @@ pub async fn create(
             project.default_branch.clone(),
         ),
     ];
-    predefined.extend(req.predefined.iter().cloned());
-    let trigger = Trigger {
-        sha: sha.clone(),
-        git_ref: req.git_ref.clone(),
-        is_tag,
-        before_sha: req.before_sha.clone(),
-        source: req.source.clone(),
-        variables: req.variables.clone(),
-        predefined,
-    };
-    let entry = project.ci_config_path.clone();
-    let planned =
-        tokio::task::spawn_blocking(move || crate::planning::plan(&mirror, &entry, &trigger))
-            .await
-            .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))??;
-    if planned.status == gantry_config::model::PipelineStatus::Filtered {
-        return Err(CreateError::Filtered(
-            planned
-                .filtered_reason
-                .clone()
-                .unwrap_or_else(|| "workflow:rules".into()),
-        ));
-    }
+    (protected, predefined)
+}
+
+/// Stores a planned pipeline with its jobs (a child pipeline: linked to
+/// `parent`, its parent pipeline and trigger job) and starts it.
+#[allow(clippy::too_many_arguments)]
+pub async fn store_and_start(
+    app: &Shared,
+    project: &Project,
+    req: &Request,
+    sha: String,
+    is_tag: bool,
+    protected: bool,
+    planned: &gantry_config::model::Pipeline,
+    parent: Option<(i64, i64)>,
+) -> Result<Pipeline, CreateError> {
     let jobs = planned
         .jobs
         .iter()
@@ -127,10 +186,7 @@ pub async fn create(
         project_id: project.id,
         git_ref: req.git_ref.clone(),
         sha,
-        before_sha: req
-            .before_sha
-            .clone()
-            .unwrap_or_else(|| "0000000000000000000000000000000000000000".into()),
+        before_sha: req.before_sha.clone().unwrap_or_else(|| ZERO_SHA.into()),
         tag: is_tag,
         source: req.source.clone(),
         protected,
@@ -139,6 +195,7 @@ pub async fn create(
         spec: serde_json::to_string(&planned).unwrap_or_default(),
         name: planned.name.clone(),
         jobs,
+        parent,
     };
     let pipeline = app.store.create_pipeline(&new).await?;
     Metrics::inc(&app.metrics.pipelines_created, 1);

@@ -3,7 +3,7 @@
 //! `gantry-config`'s load and plan with the `CI_*` variables of the trigger.
 
 use gantry_config::context::Context;
-use gantry_config::load::LoadOptions;
+use gantry_config::load::{ComponentFacts, ComponentRef, FileSource, LoadOptions};
 use gantry_config::model::Pipeline;
 use gantry_source::Revision;
 use std::path::Path;
@@ -32,9 +32,9 @@ pub struct Trigger {
     pub predefined: Vec<(String, String)>,
 }
 
-/// Plans the pipeline of `trigger` from the repository at `repo` (the
-/// server's mirror). `entry` is the configuration file's path.
-pub fn plan(repo: &Path, entry: &str, trigger: &Trigger) -> Result<Pipeline, PlanError> {
+/// The context `trigger`'s pipeline is planned in (rules, variables,
+/// files, changes); also the parent context of its child pipelines.
+pub fn context(repo: &Path, trigger: &Trigger) -> Result<Context, PlanError> {
     let revision = Revision {
         sha: trigger.sha.clone(),
         ref_name: trigger.git_ref.clone(),
@@ -50,15 +50,71 @@ pub fn plan(repo: &Path, entry: &str, trigger: &Trigger) -> Result<Pipeline, Pla
     {
         facts.changed_paths = gantry_source::git::changed_between(repo, before, &facts.sha);
     }
-    let mut overrides = trigger.predefined.clone();
-    overrides.extend(trigger.variables.iter().cloned());
     let mut context = Context::new(&facts, &trigger.source, &trigger.variables);
     for (k, v) in &trigger.predefined {
         context.variables.insert(k.clone(), v.clone());
     }
     context.files = facts.files.clone();
     context.changed_paths = facts.changed_paths.clone();
-    let files = gantry_source::CommitTree::new(repo.to_path_buf(), facts.sha.clone());
+    Ok(context)
+}
+
+/// The files of commit `sha` in `repo` (a mirror), with templates and
+/// components from `gitlab_url` (else the environment's instance, else
+/// gitlab.com). `include:project` reads another registered project's
+/// mirror (see [`crate::repos::Repos::alias`]).
+pub fn files(repo: &Path, sha: &str, gitlab_url: Option<&str>) -> MirrorFiles {
+    MirrorFiles(
+        gantry_source::CommitTree::new(repo.to_path_buf(), sha.to_string())
+            .with_gitlab(gantry_source::GitlabInstance::from_env(gitlab_url)),
+    )
+}
+
+/// A commit of a mirror. Mirrors are bare: an `include:project` without a
+/// `ref` reads the project's default branch (its `HEAD`), as GitLab does,
+/// not a working tree.
+pub struct MirrorFiles(gantry_source::CommitTree);
+
+impl FileSource for MirrorFiles {
+    fn read_local(&self, path: &str) -> Result<String, String> {
+        self.0.read_local(path)
+    }
+    fn local_files(&self) -> Vec<String> {
+        self.0.local_files()
+    }
+    fn read_project(
+        &self,
+        project: &str,
+        git_ref: Option<&str>,
+        path: &str,
+    ) -> Result<String, String> {
+        self.0
+            .read_project(project, Some(git_ref.unwrap_or("HEAD")), path)
+    }
+    fn read_remote(&self, url: &str) -> Result<String, String> {
+        self.0.read_remote(url)
+    }
+    fn read_template(&self, name: &str) -> Result<String, String> {
+        self.0.read_template(name)
+    }
+    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+        self.0.read_component(component)
+    }
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
+        self.0.component_facts(component)
+    }
+}
+
+/// Plans the pipeline of `trigger` from the repository at `repo` (the
+/// server's mirror). `entry` is the configuration file's path.
+pub fn plan(
+    repo: &Path,
+    entry: &str,
+    trigger: &Trigger,
+    gitlab_url: Option<&str>,
+) -> Result<Pipeline, PlanError> {
+    let context = context(repo, trigger)?;
+    let files = files(repo, &trigger.sha, gitlab_url);
     let opts = LoadOptions {
         entry: entry.to_string(),
         variables: context.variables.clone(),

@@ -127,6 +127,7 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
         return Ok(());
     };
     let mut enqueued = false;
+    let mut triggered = Vec::new();
     loop {
         let steps = live.schedule.step();
         if steps.is_empty() {
@@ -167,6 +168,13 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
                         });
                     }
                 }
+                Step::Trigger { id, from } => writes.push(Transition {
+                    job_id: *id,
+                    from,
+                    to: "running",
+                    reason: Some("creating the child pipeline"),
+                    scheduled_at: None,
+                }),
                 Step::Delay { id, seconds } => writes.push(Transition {
                     job_id: *id,
                     from: "created",
@@ -201,6 +209,9 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
                 count += 1;
                 live.schedule.row_written(w.job_id, w.to);
                 enqueued |= w.to == "pending";
+                if w.to == "running" {
+                    triggered.push(w.job_id);
+                }
             } else {
                 diverged = true;
             }
@@ -230,6 +241,9 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
     }
     if status != stored_status {
         app.store.set_pipeline_status(pipeline_id, status).await?;
+        if crate::store::is_finished(status) {
+            crate::children::spawn_pipeline_finished(app.clone(), pipeline_id, status);
+        }
     }
     if crate::store::is_finished(status) {
         app.live.forget(pipeline_id);
@@ -239,6 +253,9 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
     drop(held);
     if enqueued {
         app.queue.notify_waiters();
+    }
+    for job_id in triggered {
+        crate::children::spawn_start(app.clone(), job_id);
     }
     Ok(())
 }
@@ -328,7 +345,11 @@ pub async fn attempt_ended(
         .await
         .map_err(|e| StoreError::Config(e.to_string()))?;
     if after == AfterAttempt::Retry {
-        let retry = app.store.retry_job(job, "pending", None).await?;
+        let to = crate::children::start_status(job);
+        let retry = app.store.retry_job(job, to, None).await?;
+        if to == "running" {
+            crate::children::spawn_start(app.clone(), retry.id);
+        }
         eprintln!(
             "gantry serve: job {} ({}) failed ({}); retried as job {} (attempt {})",
             job.id,
@@ -385,7 +406,7 @@ fn tier_of(name: &str) -> &'static str {
     }
 }
 
-/// Cancels every unfinished job of a pipeline.
+/// Cancels every unfinished job of a pipeline and of its child pipelines.
 pub async fn cancel_pipeline(
     app: &Shared,
     pipeline_id: i64,
@@ -396,7 +417,11 @@ pub async fn cancel_pipeline(
             app.store.cancel_job(job.id, reason).await?;
         }
     }
-    advance_pipeline(app, pipeline_id).await
+    advance_pipeline(app, pipeline_id).await?;
+    for link in app.store.child_links(pipeline_id).await? {
+        Box::pin(cancel_pipeline(app, link.child_pipeline_id, reason)).await?;
+    }
+    Ok(())
 }
 
 /// Retries every failed or canceled job of a pipeline.

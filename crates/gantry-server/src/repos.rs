@@ -117,6 +117,34 @@ impl Repos {
         .map_err(|e| RepoError::Spawn(std::io::Error::other(e)))?
     }
 
+    /// Makes the mirror findable by the project's path (`NAMESPACE/NAME`
+    /// beside the mirrors), so that `include:project` of another project's
+    /// pipeline reads it. Idempotent.
+    pub fn alias(&self, project_id: i64, path: &str) {
+        // Never a name a mirror or a clone in progress has (`ID.git`, `.ID.git.tmp`).
+        if path
+            .split('/')
+            .any(|c| c.is_empty() || c.starts_with('.') || c.ends_with(".git"))
+        {
+            return;
+        }
+        let link = self.root.join(path);
+        if link.symlink_metadata().is_ok() {
+            return;
+        }
+        let depth = path.split('/').count() - 1;
+        let target = PathBuf::from("../".repeat(depth)).join(format!("{project_id}.git"));
+        if let Some(parent) = link.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        if let Err(e) = std::os::unix::fs::symlink(&target, &link) {
+            eprintln!(
+                "gantry serve: cannot link {} to its mirror: {e}",
+                link.display()
+            );
+        }
+    }
+
     /// The default branch of a mirror (its HEAD).
     pub fn default_branch(&self, project_id: i64) -> Option<String> {
         let out = git(
@@ -146,6 +174,42 @@ impl Repos {
         Err(RepoError::UnknownRef(name.to_string()))
     }
 
+    /// Every branch and tag of the mirror (`refs/heads/…`, `refs/tags/…`)
+    /// and the commit it names (an annotated tag: the commit it points at).
+    pub fn heads(
+        &self,
+        project_id: i64,
+    ) -> Result<std::collections::BTreeMap<String, String>, RepoError> {
+        let dir = self.mirror_dir(project_id);
+        let out = git(
+            Some(&dir),
+            &[
+                "for-each-ref",
+                "--format=%(objectname) %(*objectname) %(refname)",
+                "refs/heads",
+                "refs/tags",
+            ],
+        )?;
+        if !out.status.success() {
+            return Err(RepoError::Git {
+                action: "for-each-ref",
+                source_url: dir.display().to_string(),
+                stderr: stderr_of(&out),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.splitn(3, ' ');
+                let object = parts.next()?;
+                let peeled = parts.next()?;
+                let name = parts.next()?;
+                let commit = if peeled.is_empty() { object } else { peeled };
+                Some((name.to_string(), commit.to_string()))
+            })
+            .collect())
+    }
+
     /// Whether a commit is in the mirror.
     pub fn has_commit(&self, project_id: i64, sha: &str) -> bool {
         git(
@@ -153,5 +217,31 @@ impl Repos {
             &["cat-file", "-e", &format!("{sha}^{{commit}}")],
         )
         .is_ok_and(|o| o.status.success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_never_take_a_mirrors_name_or_leave_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let repos = Repos::new(root.path().to_path_buf());
+        repos.alias(1, "group/app");
+        assert_eq!(
+            std::fs::read_link(root.path().join("group/app")).unwrap(),
+            PathBuf::from("../1.git")
+        );
+        for bad in ["2.git/x", "../x", "a/../../x", ".2.git.tmp/x", "a//b"] {
+            repos.alias(3, bad);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["group"]);
     }
 }

@@ -282,6 +282,8 @@ pub struct NewPipeline {
     pub spec: String,
     pub name: Option<String>,
     pub jobs: Vec<NewJob>,
+    /// A child pipeline: its parent pipeline and trigger job.
+    pub parent: Option<(i64, i64)>,
 }
 
 /// One conditional status change of a job row.
@@ -605,6 +607,15 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        if let Some((parent_pipeline_id, trigger_job_id)) = new.parent {
+            crate::store_triggers::link_child(
+                &mut tx,
+                pipeline.id,
+                parent_pipeline_id,
+                trigger_job_id,
+            )
+            .await?;
+        }
         for job in &new.jobs {
             insert_job(
                 &mut tx,

@@ -239,6 +239,48 @@ async fn a_large_pipeline_does_not_rebuild_its_schedule_per_event() {
     running.server.abort();
 }
 
+/// `scripts/serve-demo.sh` failed at its deploy job: a job of the server
+/// named no deploy history, so `gantry deploy` refused to run ("this is a
+/// CI job and no deployment history was named"). The server's jobs get
+/// `GANTRY_HISTORY` = the server's URL: deploys record into its history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_job_names_the_server_as_its_deploy_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "show:\n  script: echo \"history=[$GANTRY_HISTORY]\"\n",
+        )],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("history", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(30))
+        .await;
+    assert_eq!(done["status"], "success");
+    let job = &api.jobs(project, id).await[0];
+    let (_, log) = api
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            job["id"]
+        ))
+        .await;
+    assert!(log.contains(&format!("history=[{}]", running.url)), "{log}");
+    running.server.abort();
+}
+
 /// A runner left each job's environment record (`builds/<job>.env.json`,
 /// written by the engine for `gantry shell`) on its disk after the job:
 /// the job token and every masked variable's value, in plain text. A

@@ -5,9 +5,7 @@
 use crate::exit::Exit;
 use crate::project::{self, EXIT_FAILURE, EXIT_USAGE, PlanArgs};
 use gantry_config::model::{PipelineStatus, Variable};
-use gantry_engine::error::ChildPipelineError;
 use gantry_engine::executor::Executor;
-use gantry_engine::ports::ChildPlanner;
 use gantry_engine::report::{OutputMode, Reporter};
 use gantry_engine::run::{
     ChildPlanners, DockerConnect, ExecutorKind, RunOptions, RunStatus, run_blocking,
@@ -334,7 +332,7 @@ pub fn run(args: RunArgs) -> i32 {
                 .with_gitlab(gantry_source::GitlabInstance::from_env(None)),
         )
     };
-    let children = LocalChildren {
+    let children = gantry_engine::child_planner::FileChildPlanner {
         files: child_files,
         context: planned.context.clone(),
     };
@@ -395,43 +393,6 @@ pub fn run(args: RunArgs) -> i32 {
         Err(e) => {
             eprintln!("error: {e}");
             Exit::Usage.code()
-        }
-    }
-}
-
-/// Plans child pipelines of `trigger:include` jobs for `gantry run`.
-struct LocalChildren {
-    files: Box<dyn gantry_config::load::FileSource + Send + Sync>,
-    /// The parent pipeline's context (`trigger:forward` decides what passes).
-    context: gantry_config::context::Context,
-}
-
-impl ChildPlanner for LocalChildren {
-    fn plan_child(
-        &self,
-        trigger_job: &gantry_config::model::Job,
-        generated: Option<(&str, &str)>,
-    ) -> Result<gantry_config::model::Pipeline, ChildPipelineError> {
-        let planned = match generated {
-            Some((name, text)) => gantry_config::child::plan_child_yaml(
-                self.files.as_ref(),
-                &self.context,
-                trigger_job,
-                text,
-                name,
-            )
-            .map(Some),
-            None => {
-                gantry_config::child::plan_child(self.files.as_ref(), &self.context, trigger_job)
-            }
-        };
-        match planned {
-            Ok(Some(child)) => Ok(child.pipeline),
-            Ok(None) => Err(ChildPipelineError::Invalid(format!(
-                "`{}` names no child configuration",
-                trigger_job.name
-            ))),
-            Err(e) => Err(ChildPipelineError::Invalid(e.to_string())),
         }
     }
 }

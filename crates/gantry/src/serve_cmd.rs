@@ -36,6 +36,15 @@ pub struct ServeArgs {
     /// Seconds without a heartbeat after which a job fails "runner lost".
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub runner_timeout: u64,
+    /// Fetch every project's remote this often (seconds) and run a push
+    /// pipeline for each branch or tag whose head moved, as GitLab's pull
+    /// mirroring does. 0 (the default): webhooks only.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub poll_interval: u64,
+    /// The GitLab instance `include:template` and `include:component` are
+    /// read from (default: GANTRY_GITLAB_URL, CI_SERVER_URL, gitlab.com).
+    #[arg(long, value_name = "URL")]
+    pub gitlab_url: Option<String>,
     /// Print the runner registration token and exit.
     #[arg(long)]
     pub print_runner_token: bool,
@@ -100,6 +109,9 @@ pub fn serve(args: ServeArgs) -> i32 {
     config.builtin_runner = !args.no_builtin_runner;
     config.builtin_concurrency = args.builtin_concurrency;
     config.runner_timeout = Duration::from_secs(args.runner_timeout.max(2));
+    config.gitlab_url = args.gitlab_url;
+    config.poll_interval =
+        (args.poll_interval > 0).then(|| Duration::from_secs(args.poll_interval));
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());

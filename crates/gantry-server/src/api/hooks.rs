@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-const ZEROS: &str = "0000000000000000000000000000000000000000";
+const ZEROS: &str = crate::pipelines::ZERO_SHA;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -97,15 +97,7 @@ async fn run(app: &Shared, project: &Project, event: Event) -> Result<Response, 
             is_tag,
             sha,
             before,
-        } => Request {
-            git_ref,
-            sha: Some(sha),
-            is_tag: Some(is_tag),
-            before_sha: Some(before),
-            source: "push".into(),
-            fetch: true,
-            ..Default::default()
-        },
+        } => Request::push(git_ref, is_tag, sha, before),
         Event::MergeRequest {
             iid,
             source,

@@ -3,6 +3,7 @@
 //! prefix, the runner protocol ([`runner`]), webhooks ([`hooks`]),
 //! `/healthz`, `/metrics` and the OpenAPI document.
 
+pub mod bridges;
 pub mod gitlab;
 pub mod hooks;
 pub mod openapi;
@@ -36,6 +37,10 @@ pub fn router(app: Shared) -> Router {
         .route(
             "/api/v4/projects/{id}/pipelines/{pid}/jobs",
             get(pipeline_jobs),
+        )
+        .route(
+            "/api/v4/projects/{id}/pipelines/{pid}/bridges",
+            get(bridges::pipeline_bridges),
         )
         .route(
             "/api/v4/projects/{id}/pipelines/{pid}/variables",

@@ -65,6 +65,12 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/api/v4/projects/{id}/pipelines/{pipeline_id}/bridges",
+        "A pipeline's trigger jobs with their downstream (child) pipelines",
+        "viewer",
+    ),
+    (
+        "get",
         "/api/v4/projects/{id}/pipelines/{pipeline_id}/variables",
         "A pipeline's variables",
         "developer",
