@@ -335,9 +335,10 @@ impl LogWriter for ChannelLog {
 }
 
 /// Artifacts made in the runner's directory (uploaded after the job) and
-/// dependencies' archives downloaded there; caches on the runner's disk.
+/// dependencies' archives downloaded there; caches through the server.
 struct RunnerBlobs {
     dir: PathBuf,
+    caches: crate::shared_cache::ServerCaches,
 }
 
 impl BlobStore for RunnerBlobs {
@@ -371,18 +372,17 @@ impl BlobStore for RunnerBlobs {
         }
     }
     fn cache_path(&self, key: &str) -> Option<PathBuf> {
-        let path = gantry_engine::cache::cache_path(&self.dir.join("cache"), key);
-        path.is_file().then_some(path)
+        self.caches.path(key)
     }
     fn cache_staging(&self, key: &str) -> PathBuf {
-        gantry_engine::cache::cache_path(&self.dir.join("cache"), key)
+        self.caches.staging(key)
     }
     fn commit_cache(
         &self,
-        _key: &str,
-        _staged: &Path,
+        key: &str,
+        staged: &Path,
     ) -> Result<(), gantry_engine::error::StoreError> {
-        Ok(())
+        self.caches.commit(key, staged)
     }
 }
 
@@ -396,6 +396,7 @@ pub async fn run_job(
     executor: Arc<dyn Executor>,
     docker: bool,
     dependencies: Vec<(String, PathBuf)>,
+    caches: crate::shared_cache::ServerCaches,
     lines: tokio::sync::mpsc::UnboundedSender<String>,
     cancel: CancellationToken,
     snapshot_lock: &tokio::sync::Mutex<()>,
@@ -493,6 +494,7 @@ pub async fn run_job(
         signals: None,
         blobs: Arc::new(RunnerBlobs {
             dir: project_dir.clone(),
+            caches,
         }),
         sources: Arc::new(sources),
         executor,
@@ -505,10 +507,12 @@ pub async fn run_job(
         AttemptStatus::Canceled => ("canceled", None),
         AttemptStatus::Failed(f) => ("failed", Some(f.retry_kind().to_string())),
     };
-    // The build directory is not kept: a runner has no `gantry shell`.
+    // The build directory is not kept: a runner has no `gantry shell`. Nor
+    // is its environment record, which holds the job token and secrets.
     if let Some(dir) = &outcome.build_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
+    let _ = std::fs::remove_file(gantry_engine::job::env_record_path(&builds_dir.join(&slug)));
     let _ = std::fs::remove_dir_all(builds_dir.join(format!("{slug}.tmp")));
     Ok(JobResult {
         state,

@@ -16,8 +16,12 @@
 //!   rules and for running a job on a runner ([`runner`], [`protocol`]).
 //! - [`deploy_bridge`]: the dashboard's rollbacks through `gantry-deploy`.
 //! - [`deploy_history`]: the server as `gantry deploy`'s history store.
+//! - [`git_http`]: projects' repositories, read-only over git's smart HTTP
+//!   protocol, for runners on other machines.
+//! - [`shared_cache`]: caches shared by every runner through the server.
 //! - [`sweeper`]: deletes artifacts whose `expire_in` has passed.
-//! - [`logs`]: chunked, masked, followable job logs; [`crypto`]: keys,
+//! - [`logs`]: chunked, masked, followable job logs ([`log_follow`] streams
+//!   them over Server-Sent Events); [`crypto`]: keys,
 //!   tokens, signatures; [`auth`]: who is calling.
 
 pub mod actions;
@@ -32,6 +36,7 @@ pub mod deploy_bridge;
 pub mod deploy_history;
 pub mod engine_bridge;
 pub mod error;
+pub mod git_http;
 pub mod log_follow;
 pub mod logs;
 pub mod objects;
@@ -43,6 +48,7 @@ pub mod queue;
 pub mod repos;
 pub mod runner;
 pub mod schedules;
+pub mod shared_cache;
 pub mod store;
 pub mod store_dashboard;
 pub mod store_triggers;

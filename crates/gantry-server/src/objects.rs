@@ -4,7 +4,8 @@
 
 use crate::error::ObjectError;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::path::Path;
@@ -91,6 +92,25 @@ impl Objects {
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError> {
         match self.store.get(&self.path(key)).await {
             Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The object as a stream of chunks (its size first), or `None` when
+    /// there is none: large blobs are sent on without being held in memory.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<Option<(u64, BoxStream<'static, Result<Bytes, ObjectError>>)>, ObjectError> {
+        match self.store.get(&self.path(key)).await {
+            Ok(r) => {
+                let size = r.meta.size;
+                Ok(Some((
+                    size,
+                    r.into_stream().map_err(ObjectError::from).boxed(),
+                )))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

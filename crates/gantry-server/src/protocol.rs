@@ -9,7 +9,11 @@
 //! - `PUT /api/v4/jobs/:id` heartbeats (`state: running`) and finishes
 //!   ([`JobUpdate`] → [`JobUpdateReply`]: a canceled job says so);
 //! - `POST`/`GET /api/v4/jobs/:id/artifacts` upload and download the zip;
-//! - `GET`/`PUT /api/v4/jobs/:id/cache/:key` read and write caches.
+//! - `GET`/`PUT /api/v4/jobs/:id/cache/:key` read and write caches (the key
+//!   percent-encoded; [`crate::shared_cache`]);
+//! - `/api/v4/projects/:id/repository.git` serves the project's repository
+//!   read-only over git's smart HTTP protocol, HTTP Basic
+//!   `gitlab-ci-token:<job token>` ([`crate::git_http`]).
 //!
 //! Runner-authenticated calls carry the runner token; job calls carry the
 //! job token (`JOB-TOKEN`), valid while the job runs.
@@ -73,7 +77,10 @@ pub struct JobPayload {
     pub pipeline_id: i64,
     pub project_id: i64,
     pub project_path: String,
-    /// Where the runner fetches the commit from (`git fetch`).
+    /// Where the runner fetches the commit from (`git fetch`): the
+    /// server's smart HTTP URL of the project's repository, reached with
+    /// the job token. A runner rebases it on the URL it registered with
+    /// ([`crate::runner::repository_url`]).
     pub repo_url: String,
     pub git_ref: String,
     pub sha: String,

@@ -7,6 +7,7 @@ use crate::engine_bridge::{self, Workspace};
 use crate::protocol::{
     JobPayload, JobRequest, JobUpdate, JobUpdateReply, RegisterRequest, Registered,
 };
+use crate::shared_cache::ServerCaches;
 use gantry_engine::executor::Executor;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,8 +55,39 @@ pub enum RunnerError {
     Refused(u16),
     #[error("the server answered HTTP {status}: {body}")]
     Server { status: u16, body: String },
+    #[error(
+        "the work directory {dir} is in use by another runner; give each runner its own (--work-dir DIR)"
+    )]
+    WorkDirBusy { dir: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Takes the work directory for this process (held until it exits) and
+/// removes what a runner killed mid-job left there: build directories, the
+/// jobs' environment records (job tokens, secrets), cache and dependency
+/// archives, half-cloned mirrors. Mirrors stay.
+pub fn claim_work_dir(work: &std::path::Path) -> Result<std::fs::File, RunnerError> {
+    std::fs::create_dir_all(work)?;
+    let lock = std::fs::File::create(work.join(".runner.lock"))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(RunnerError::WorkDirBusy {
+                dir: work.display().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
+    if let Ok(projects) = std::fs::read_dir(work.join("projects")) {
+        for project in projects.flatten() {
+            // `cache`: runners before shared caches kept them here.
+            for stale in ["builds", "caches", "dependencies", "mirror.tmp", "cache"] {
+                let _ = std::fs::remove_dir_all(project.path().join(stale));
+            }
+        }
+    }
+    Ok(lock)
 }
 
 /// How often a running job tells the server it is alive.
@@ -86,6 +118,9 @@ pub async fn run(cfg: RunnerConfig) -> Result<(), RunnerError> {
             source,
         })?;
     let url = cfg.url.trim_end_matches('/').to_string();
+    // Absolute: jobs run their scripts from their build directories.
+    let work_dir = std::path::absolute(&cfg.work_dir)?;
+    let _work_dir_lock = claim_work_dir(&work_dir)?;
     let registered = register(&http, &url, &cfg).await?;
     eprintln!(
         "gantry runner: registered as runner {} ({}, tags [{}], executor {}, concurrency {}) with {url}",
@@ -95,15 +130,13 @@ pub async fn run(cfg: RunnerConfig) -> Result<(), RunnerError> {
         cfg.executor.as_str(),
         cfg.concurrency
     );
-    std::fs::create_dir_all(&cfg.work_dir)?;
+    std::fs::create_dir_all(&work_dir)?;
     let ctx = Arc::new(Ctx {
         http,
         url,
         token: registered.token,
         executor: cfg.executor,
-        workspace: Workspace {
-            root: cfg.work_dir.clone(),
-        },
+        workspace: Workspace { root: work_dir },
         shell: Arc::new(gantry_engine::shell::ShellExecutor::new()),
         docker: OnceCell::new(),
         snapshot_lock: Mutex::new(()),
@@ -308,6 +341,167 @@ async fn executor_for(
     docker.clone().map(|d| (d, true))
 }
 
+/// Why the project's commit could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot run git: {0}")]
+    Spawn(std::io::Error),
+    #[error("cannot prepare the mirror {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the server refused this job's token for {url}: a job token opens the repository only while its job runs (was the job canceled or lost?); git said: {stderr}"
+    )]
+    Refused { url: String, stderr: String },
+    #[error("git {action} {url}: {stderr}")]
+    Git {
+        action: &'static str,
+        url: String,
+        stderr: String,
+    },
+    #[error("commit {sha} is not in {url}")]
+    NoCommit { sha: String, url: String },
+}
+
+/// A git command that reaches `url`. Over HTTP the job token goes as an
+/// `Authorization` header through git's environment configuration: never
+/// in a command line, the mirror's configuration, or a URL git prints.
+fn git_command(url: &str, job_token: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new("git");
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS")
+        .stdin(std::process::Stdio::null());
+    if url.starts_with("http://") || url.starts_with("https://") {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{job_token}", crate::git_http::JOB_TOKEN_USER));
+        cmd.env("GIT_CONFIG_COUNT", "2")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env(
+                "GIT_CONFIG_VALUE_0",
+                format!("Authorization: Basic {basic}"),
+            )
+            // No credential helper is asked for, or told, anything.
+            .env("GIT_CONFIG_KEY_1", "credential.helper")
+            .env("GIT_CONFIG_VALUE_1", "");
+    }
+    cmd
+}
+
+/// git's error, with a refused job token said plainly.
+fn git_failure(action: &'static str, url: &str, out: &std::process::Output) -> FetchError {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let refused = [
+        "error: 401",
+        "error: 403",
+        "could not read Username",
+        "Authentication failed",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m));
+    if refused {
+        FetchError::Refused {
+            url: url.to_string(),
+            stderr,
+        }
+    } else {
+        FetchError::Git {
+            action,
+            url: url.to_string(),
+            stderr,
+        }
+    }
+}
+
+/// Brings `dir` (a mirror of `url`) up to the commit `sha`: cloned on
+/// first use, fetched when the commit is missing.
+pub fn fetch_mirror(
+    dir: &std::path::Path,
+    url: &str,
+    job_token: &str,
+    sha: &str,
+) -> Result<(), FetchError> {
+    let has = |dir: &std::path::Path| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["cat-file", "-e", &format!("{sha}^{{commit}}")])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if dir.join("HEAD").exists() {
+        if has(dir) {
+            return Ok(());
+        }
+        // The server's URL may have changed since the clone.
+        let out = git_command(url, job_token)
+            .arg("-C")
+            .arg(dir)
+            .args(["remote", "set-url", "origin", url])
+            .output()
+            .map_err(FetchError::Spawn)?;
+        if !out.status.success() {
+            return Err(git_failure("remote set-url", url, &out));
+        }
+        let out = git_command(url, job_token)
+            .arg("-C")
+            .arg(dir)
+            .args(["fetch", "--quiet", "--prune", "origin"])
+            .output()
+            .map_err(FetchError::Spawn)?;
+        if !out.status.success() {
+            return Err(git_failure("fetch", url, &out));
+        }
+    } else {
+        let io = |source| FetchError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let tmp = dir.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let out = git_command(url, job_token)
+            .args(["clone", "--mirror", "--quiet", url])
+            .arg(&tmp)
+            .output()
+            .map_err(FetchError::Spawn)?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(git_failure("clone", url, &out));
+        }
+        std::fs::rename(&tmp, dir).map_err(io)?;
+    }
+    if has(dir) {
+        Ok(())
+    } else {
+        Err(FetchError::NoCommit {
+            sha: sha.to_string(),
+            url: url.to_string(),
+        })
+    }
+}
+
+/// The repository URL the runner fetches from: a repository the server
+/// serves is reached at the address the runner reaches the server by (the
+/// server's own idea of its URL may not work from this machine); any other
+/// URL or path is used as it is.
+pub fn repository_url(payload_url: &str, server_url: &str) -> String {
+    const MARK: &str = "/api/v4/projects/";
+    let served = (payload_url.starts_with("http://") || payload_url.starts_with("https://"))
+        && payload_url.ends_with("/repository.git");
+    match payload_url.find(MARK) {
+        Some(at) if served => format!("{}{}", server_url.trim_end_matches('/'), &payload_url[at..]),
+        _ => payload_url.to_string(),
+    }
+}
+
 /// The runner's mirror of the project, fetched up to the job's commit.
 async fn fetch(ctx: &Ctx, payload: &JobPayload) -> Result<PathBuf, String> {
     let lock = ctx
@@ -322,66 +516,13 @@ async fn fetch(ctx: &Ctx, payload: &JobPayload) -> Result<PathBuf, String> {
         .workspace
         .project_dir(payload.project_id)
         .join("mirror.git");
-    let url = payload.repo_url.clone();
+    let url = repository_url(&payload.repo_url, &ctx.url);
+    let token = payload.token.clone();
     let sha = payload.sha.clone();
     tokio::task::spawn_blocking(move || {
-        let git = |args: &[&str]| {
-            std::process::Command::new("git")
-                .args(args)
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map_err(|e| format!("cannot run git: {e}"))
-        };
-        let has = |dir: &PathBuf| {
-            git(&[
-                "-C",
-                &dir.to_string_lossy(),
-                "cat-file",
-                "-e",
-                &format!("{sha}^{{commit}}"),
-            ])
-            .is_ok_and(|o| o.status.success())
-        };
-        if dir.join("HEAD").exists() {
-            if has(&dir) {
-                return Ok(dir);
-            }
-            let out = git(&[
-                "-C",
-                &dir.to_string_lossy(),
-                "fetch",
-                "--quiet",
-                "--prune",
-                "origin",
-            ])?;
-            if !out.status.success() {
-                return Err(format!(
-                    "git fetch {url}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-        } else {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            let tmp = dir.with_extension("tmp");
-            let _ = std::fs::remove_dir_all(&tmp);
-            let out = git(&["clone", "--mirror", "--quiet", &url, &tmp.to_string_lossy()])?;
-            if !out.status.success() {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(format!(
-                    "git clone {url}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            std::fs::rename(&tmp, &dir).map_err(|e| e.to_string())?;
-        }
-        if has(&dir) {
-            Ok(dir)
-        } else {
-            Err(format!("commit {sha} is not in {url}"))
-        }
+        fetch_mirror(&dir, &url, &token, &sha)
+            .map(|()| dir)
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?
@@ -547,6 +688,19 @@ async fn execute(
         .join(payload.id.to_string());
     let dependencies = download_dependencies(ctx, payload, &deps_dir).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let caches_dir = ctx
+        .workspace
+        .project_dir(payload.project_id)
+        .join("caches")
+        .join(payload.id.to_string());
+    let caches = ServerCaches {
+        http: ctx.http.clone(),
+        url: ctx.url.clone(),
+        job_id: payload.id,
+        job_token: payload.token.clone(),
+        dir: caches_dir.clone(),
+        notes: tx.clone(),
+    };
     let run = {
         let ctx = ctx.clone();
         let payload = payload.clone();
@@ -559,6 +713,7 @@ async fn execute(
                 executor,
                 docker,
                 dependencies,
+                caches,
                 tx,
                 cancel,
                 &ctx.snapshot_lock,
@@ -594,5 +749,29 @@ async fn execute(
     }
     log.send(&buf).await;
     let _ = std::fs::remove_dir_all(&deps_dir);
+    let _ = std::fs::remove_dir_all(&caches_dir);
     result.map_err(|e| format!("the job could not be set up: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repository_url;
+
+    #[test]
+    fn a_served_repository_is_reached_through_the_runners_server_address() {
+        assert_eq!(
+            repository_url(
+                "http://gantry.invalid/api/v4/projects/3/repository.git",
+                "https://ci.example.com/prefix/"
+            ),
+            "https://ci.example.com/prefix/api/v4/projects/3/repository.git"
+        );
+        // Anything else is used as it is.
+        for other in [
+            "/srv/gantry/repos/3.git",
+            "https://git.example.com/group/app.git",
+        ] {
+            assert_eq!(repository_url(other, "http://127.0.0.1:8080"), other);
+        }
+    }
 }

@@ -324,6 +324,7 @@ async fn a_log_read_while_the_job_finishes_is_never_truncated() {
         bad.extend(seen.into_iter().filter(|&n| n != want.len()));
     }
     assert!(bad.is_empty(), "reads came back short: {bad:?}");
+}
 
 /// The deploy history's result badges (`succeeded`, `rolled_back`, …) had
 /// no colour rule, so their white text sat on no background and could not
@@ -350,5 +351,123 @@ async fn every_deploy_result_badge_has_a_colour() {
         let rule = format!(".s-{} {{ --c:", result.as_str());
         assert!(css.contains(&rule), "no colour for {rule}");
     }
+    running.server.abort();
+}
+
+/// A runner left each job's environment record (`builds/<job>.env.json`,
+/// written by the engine for `gantry shell`) on its disk after the job:
+/// the job token and every masked variable's value, in plain text. A
+/// runner has no `gantry shell`, so nothing of a finished job's
+/// environment may stay behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_keeps_no_secret_of_a_finished_job_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "job:\n  script: echo \"$DEPLOY_PASSWORD\"\n",
+        )],
+    );
+    let data = dir.path().join("data");
+    let running = gantry_server::start(config(&data, None)).await.unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("secrets", &repo_dir).await;
+    let secret = "hunter2-on-the-runner-disk";
+    let (s, v) = api
+        .post(
+            &format!("/api/v4/projects/{project}/variables"),
+            json!({"key": "DEPLOY_PASSWORD", "value": secret, "masked": true}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "success");
+    let mut stack = vec![data.join("runner")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{} holds the masked value",
+                    path.display()
+                );
+            }
+        }
+    }
+    running.server.abort();
+}
+
+/// `gantry runner --work-dir DIR` with a relative DIR (the default,
+/// `gantry-runner`, is one) failed every shell job: the script's path was
+/// relative to the runner's directory, and the shell ran it from the job's
+/// build directory ("step_script.sh: No such file or directory").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_with_a_relative_work_dir_runs_shell_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(".gitlab-ci.yml", "job:\n  script: echo relative-ok\n")],
+    );
+    let mut cfg = config(&dir.path().join("data"), None);
+    cfg.builtin_runner = false;
+    let running = gantry_server::start(cfg).await.unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("relative", &repo_dir).await;
+    // The temporary directory, relative to this test's working directory.
+    let cwd = std::env::current_dir().unwrap();
+    let mut relative = std::path::PathBuf::new();
+    for _ in 0..cwd.components().count() - 1 {
+        relative.push("..");
+    }
+    let work = relative.join(dir.path().join("work").strip_prefix("/").unwrap());
+    assert!(work.is_relative());
+    let runner = tokio::spawn(gantry_server::runner::run(
+        gantry_server::runner::RunnerConfig {
+            url: running.url.clone(),
+            registration_token: running.app.store.key.registration_token(),
+            description: "relative".into(),
+            tags: Vec::new(),
+            run_untagged: true,
+            executor: gantry_server::runner::ExecutorChoice::Shell,
+            concurrency: 1,
+            work_dir: work,
+        },
+    ));
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    let jobs = api.jobs(project, id).await;
+    let (_, trace) = api
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            jobs[0]["id"]
+        ))
+        .await;
+    assert_eq!(done["status"], "success", "{trace}");
+    assert!(trace.contains("relative-ok"), "{trace}");
+    runner.abort();
     running.server.abort();
 }

@@ -132,6 +132,18 @@ pub fn router(app: Shared) -> Router {
             "/api/v4/jobs/{id}/cache/{key}",
             get(runner::get_cache).put(runner::put_cache),
         )
+        .route(
+            "/api/v4/projects/{id}/repository.git/info/refs",
+            get(crate::git_http::info_refs),
+        )
+        .route(
+            "/api/v4/projects/{id}/repository.git/git-upload-pack",
+            post(crate::git_http::upload_pack),
+        )
+        .route(
+            "/api/v4/projects/{id}/repository.git/git-receive-pack",
+            post(crate::git_http::receive_pack),
+        )
         .merge(crate::dashboard::routes())
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .layer(DefaultBodyLimit::max(MAX_BODY))

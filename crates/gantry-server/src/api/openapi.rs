@@ -321,6 +321,24 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Write a cache archive",
         "job token",
     ),
+    (
+        "get",
+        "/api/v4/projects/{id}/repository.git/info/refs",
+        "git smart HTTP: refs of the project's repository (service=git-upload-pack only)",
+        "HTTP Basic gitlab-ci-token:<job token> of a running job of the project",
+    ),
+    (
+        "post",
+        "/api/v4/projects/{id}/repository.git/git-upload-pack",
+        "git smart HTTP: fetch from the project's repository",
+        "HTTP Basic gitlab-ci-token:<job token> of a running job of the project",
+    ),
+    (
+        "post",
+        "/api/v4/projects/{id}/repository.git/git-receive-pack",
+        "git smart HTTP: pushes, always refused (403)",
+        "nobody",
+    ),
 ];
 
 pub fn spec() -> Value {

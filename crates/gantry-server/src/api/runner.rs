@@ -177,6 +177,20 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
     let mut job_token = Variable::new("CI_JOB_TOKEN", token.clone());
     job_token.masked = true;
     variables.push(job_token);
+    let repo_url = format!(
+        "{}{}",
+        app.url,
+        crate::git_http::repository_path(project.id)
+    );
+    // As GitLab sets it: the job token in the URL (masked as CI_JOB_TOKEN).
+    if let Ok(mut with_token) = url::Url::parse(&repo_url)
+        && with_token
+            .set_username(crate::git_http::JOB_TOKEN_USER)
+            .is_ok()
+        && with_token.set_password(Some(&token)).is_ok()
+    {
+        variables.push(Variable::new("CI_REPOSITORY_URL", with_token.to_string()));
+    }
     if let (Some(i), Some(n)) = (spec.node_index, spec.node_total) {
         variables.push(Variable::new("CI_NODE_INDEX", i.to_string()));
         variables.push(Variable::new("CI_NODE_TOTAL", n.to_string()));
@@ -246,7 +260,7 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
         pipeline_id: pipeline.id,
         project_id: project.id,
         project_path: project.path.clone(),
-        repo_url: app.repos.mirror_dir(project.id).display().to_string(),
+        repo_url,
         git_ref: pipeline.git_ref.clone(),
         sha: pipeline.sha.clone(),
         spec,
@@ -434,29 +448,57 @@ pub async fn download_artifacts(
     Ok(resp)
 }
 
-fn cache_key(project_id: i64, key: &str) -> Result<String, ApiError> {
-    if key.is_empty() || key.contains('/') || key.contains("..") || key.contains('\\') {
-        return Err(ApiError::BadRequest(format!(
-            "cache key `{key}` is invalid"
-        )));
+/// Where a job's cache `key` lives: per project, apart for protected refs
+/// (as GitLab's `-protected` suffix: an unprotected branch cannot poison a
+/// protected branch's cache) unless the job's caches say `unprotect: true`.
+/// Named by the key's digest: a key expanded from a masked variable holds
+/// a secret, and object names are listed and logged.
+async fn cache_object(app: &Shared, job: &Job, key: &str) -> Result<String, ApiError> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err(ApiError::BadRequest(
+            "a cache key has 1 to 1024 bytes".into(),
+        ));
     }
-    Ok(format!("caches/{project_id}/{key}"))
+    let pipeline = app
+        .store
+        .pipeline(job.pipeline_id)
+        .await?
+        .ok_or(ApiError::NotFound("Pipeline"))?;
+    let unprotect =
+        crate::engine_bridge::spec(job).is_some_and(|s| s.cache.iter().any(|c| c.unprotect));
+    let scope = if pipeline.protected != 0 && !unprotect {
+        "protected"
+    } else {
+        "unprotected"
+    };
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    Ok(format!("caches/{}/{scope}/{digest}.zip", job.project_id))
 }
 
+/// A cache archive, for a running job of the project.
 pub async fn get_cache(
     State(app): State<Shared>,
     headers: HeaderMap,
     Path((id, key)): Path<(i64, String)>,
 ) -> Result<Response, ApiError> {
     let job = require_job(&app, &headers, id).await?;
-    let blob = app
+    let (size, stream) = app
         .objects
-        .get(&cache_key(job.project_id, &key)?)
+        .get_stream(&cache_object(&app, &job, &key).await?)
         .await?
         .ok_or(ApiError::NotFound("Cache"))?;
-    Ok(Response::new(Body::from(blob)))
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    Ok(resp)
 }
 
+/// Stores a cache archive a running job made (replacing the key's last one).
 pub async fn put_cache(
     State(app): State<Shared>,
     headers: HeaderMap,
@@ -464,8 +506,9 @@ pub async fn put_cache(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let job = require_job(&app, &headers, id).await?;
-    app.objects
-        .put(&cache_key(job.project_id, &key)?, body)
-        .await?;
+    let object = cache_object(&app, &job, &key).await?;
+    check_archive(&body)
+        .map_err(|e| ApiError::BadRequest(format!("cache archive refused: {e}")))?;
+    app.objects.put(&object, body).await?;
     Ok(StatusCode::CREATED)
 }

@@ -1,0 +1,208 @@
+//! Caches shared by every runner through the server: the cache half of the
+//! engine's [`gantry_engine::ports::BlobStore`] for a runner. The engine
+//! decides everything about `cache:` (keys, `key:files`, `fallback_keys`,
+//! `policy`, `when`, what to archive); this only moves archives: downloaded
+//! from the server when the engine asks for a key, uploaded when it commits
+//! one (`GET`/`PUT /api/v4/jobs/:id/cache/:key` with the job token). The
+//! server keeps them in its one object store (local disk or S3).
+
+use gantry_engine::error::StoreError;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// One job attempt's view of the shared caches.
+pub struct ServerCaches {
+    pub(crate) http: reqwest::Client,
+    /// The server's URL, without a trailing `/`.
+    pub(crate) url: String,
+    pub(crate) job_id: i64,
+    pub(crate) job_token: String,
+    /// This attempt's own directory for downloaded and staged archives.
+    pub(crate) dir: PathBuf,
+    /// Warnings for the job's log (they name no key: a key may hold a secret).
+    pub(crate) notes: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// A cache key as one URL path segment: everything but letters, digits,
+/// `-` and `_` percent-encoded (`.` too, so `..` is no path step).
+pub fn key_segment(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs `fut` to completion from the engine's synchronous port, without
+/// stalling the runtime's other tasks.
+fn wait<T: Send>(fut: impl Future<Output = T> + Send) -> Result<T, String> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| handle.block_on(fut)))
+        }
+        // A single-threaded runtime cannot lend its thread: use another one.
+        _ => std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| rt.block_on(fut))
+                    .map_err(|e| format!("cannot start a runtime: {e}"))
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the cache transfer thread stopped".into()))
+        }),
+    }
+}
+
+impl ServerCaches {
+    fn endpoint(&self, key: &str) -> String {
+        format!(
+            "{}/api/v4/jobs/{}/cache/{}",
+            self.url,
+            self.job_id,
+            key_segment(key)
+        )
+    }
+
+    /// Named by the key's digest: a key may hold a secret, a path is shown.
+    fn local(&self, key: &str) -> PathBuf {
+        use sha2::Digest as _;
+        self.dir
+            .join(format!("{}.zip", hex::encode(sha2::Sha256::digest(key))))
+    }
+
+    fn note(&self, line: String) {
+        let _ = self.notes.send(line);
+    }
+
+    /// A fresh client for a thread of its own (a pooled connection belongs
+    /// to the runtime that opened it).
+    fn client(&self) -> reqwest::Client {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                self.http.clone()
+            }
+            _ => reqwest::Client::new(),
+        }
+    }
+
+    /// The archive of `key` downloaded from the server, or `None` when the
+    /// server has none (or cannot be read: the job goes on without it).
+    pub fn path(&self, key: &str) -> Option<PathBuf> {
+        let dest = self.local(key);
+        let url = self.endpoint(key);
+        let http = self.client();
+        let token = self.job_token.clone();
+        let got = wait(async {
+            let mut resp = http
+                .get(&url)
+                .header("JOB-TOKEN", &token)
+                .send()
+                .await
+                .map_err(|e| e.without_url().to_string())?;
+            match resp.status().as_u16() {
+                200 => {}
+                404 => return Ok(false),
+                status => return Err(format!("HTTP {status}")),
+            }
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let mut file = tokio::fs::File::create(&dest)
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| e.without_url().to_string())?
+            {
+                file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
+            file.flush().await.map_err(|e| e.to_string())?;
+            Ok(true)
+        })
+        .and_then(|r| r);
+        match got {
+            Ok(true) => Some(dest),
+            Ok(false) => None,
+            Err(e) => {
+                let _ = std::fs::remove_file(&dest);
+                self.note(format!(
+                    "WARNING: a cache could not be downloaded from the server: {e}"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Where the engine writes the archive of `key`.
+    pub fn staging(&self, key: &str) -> PathBuf {
+        let path = self.local(key);
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        path
+    }
+
+    /// Uploads the written archive of `key` to the server.
+    pub fn commit(&self, key: &str, staged: &Path) -> Result<(), StoreError> {
+        let url = self.endpoint(key);
+        let http = self.client();
+        let token = self.job_token.clone();
+        let path = staged.to_path_buf();
+        let sent = wait(async {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| e.to_string())?;
+            let len = file.metadata().await.map_err(|e| e.to_string())?.len();
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+            let resp = http
+                .put(&url)
+                .header("JOB-TOKEN", &token)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| e.without_url().to_string())?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                Err(format!(
+                    "the server answered HTTP {status}: {}",
+                    text.trim()
+                ))
+            }
+        })
+        .and_then(|r| r);
+        sent.map_err(|e| {
+            StoreError::new(
+                "cannot upload the cache archive to the server",
+                staged,
+                std::io::Error::other(e),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_segment;
+
+    #[test]
+    fn a_key_is_one_path_segment_that_cannot_step_up() {
+        assert_eq!(key_segment("deps-main_1"), "deps-main_1");
+        assert_eq!(key_segment(".."), "%2E%2E");
+        assert_eq!(key_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(key_segment("é"), "%C3%A9");
+    }
+}
