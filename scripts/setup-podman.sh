@@ -70,7 +70,11 @@ fi
 if ! answers; then
     mkdir -p "$(dirname "$SOCKET")"
     rm -f "$SOCKET"
-    # setsid: the service must outlive this script and its terminal.
+    # setsid: the service must outlive this script and its terminal. From /:
+    # a service left in a directory that is later deleted (a CI checkout)
+    # answers pings but can no longer start containers ("write child:
+    # broken pipe").
+    cd /
     setsid podman system service --time=0 "unix://$SOCKET" >"$LOG" 2>&1 < /dev/null &
     i=0
     until answers; do

@@ -12,7 +12,7 @@ mkdir -p "$DATA"
 # Podman is told this registry is plain HTTP by scripts/setup-podman.sh.
 if ! curl -sf --max-time 2 "http://$ADDR/v2/" >/dev/null 2>&1; then
     printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' "$DATA" "$ADDR" > /etc/gantry-registry.yml
-    setsid docker-registry serve /etc/gantry-registry.yml >/tmp/gantry-registry.log 2>&1 < /dev/null &
+    (cd / && setsid docker-registry serve /etc/gantry-registry.yml >/tmp/gantry-registry.log 2>&1 < /dev/null &)
     i=0
     until curl -sf --max-time 2 "http://$ADDR/v2/" >/dev/null 2>&1; do
         i=$((i + 1)); [ "$i" -gt 100 ] && { echo "setup-registry.sh: registry did not start; see /tmp/gantry-registry.log" >&2; exit 1; }
