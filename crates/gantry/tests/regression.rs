@@ -395,10 +395,19 @@ fn seed002_local_rolls_back_under_gantry_run() {
     };
     let good = run(&[]);
     let broken = run(&["-v", "BREAK_KEEPALIVE=1"]);
-    let _ = Command::new("docker")
-        .args(["rm", "-f", &app])
-        .env("DOCKER_HOST", "unix:///run/podman/podman.sock")
-        .output();
+    // The app and the stopped revisions the deploy keeps for rollback
+    // (`APP-rN`).
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", "unix:///run/podman/podman.sock")
+            .output()
+    };
+    if let Ok(listed) = docker(&["ps", "-aq", "--filter", &format!("name=^{app}")]) {
+        for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
+            let _ = docker(&["rm", "-f", id]);
+        }
+    }
     assert_eq!(good.status.code(), Some(0), "{}", stdout(&good));
     let text = stdout(&broken);
     assert_eq!(broken.status.code(), Some(1), "{text}");
