@@ -147,6 +147,11 @@ CREATE TABLE dashboard_protected_environments (
   required_role TEXT NOT NULL, approvers TEXT NOT NULL, created_by TEXT NOT NULL,
   created_at BIGINT NOT NULL, UNIQUE (project_id, name))
 "#,
+    // `environment:on_stop` (the stop job of the last deploy) and `auto_stop_in`.
+    r#"
+ALTER TABLE environments ADD COLUMN stop_job_id BIGINT;
+ALTER TABLE environments ADD COLUMN auto_stop_at BIGINT
+"#,
 ];
 
 impl Db {

@@ -35,6 +35,7 @@ pub mod db;
 pub mod deploy_bridge;
 pub mod deploy_history;
 pub mod engine_bridge;
+pub mod environments;
 pub mod error;
 pub mod git_http;
 pub mod log_follow;

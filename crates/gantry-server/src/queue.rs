@@ -384,8 +384,12 @@ pub async fn attempt_ended(
                     job.user_id,
                 )
                 .await?;
+            if status == "success" {
+                crate::environments::deployed(app, job, env, &pipeline, crate::now_ms()).await?;
+            }
         }
     }
+    crate::environments::job_finished(app, job, status).await?;
     advance_pipeline(app, job.pipeline_id).await?;
     Ok(true)
 }

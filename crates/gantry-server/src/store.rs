@@ -233,6 +233,10 @@ pub struct Environment {
     pub tier: String,
     pub state: String,
     pub created_at: i64,
+    /// The `environment:on_stop` job of the last successful deploy.
+    pub stop_job_id: Option<i64>,
+    /// When the sweeper stops it (`environment:auto_stop_in`), ms.
+    pub auto_stop_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow, Serialize)]
@@ -1376,7 +1380,7 @@ impl Store {
 
     pub async fn environments(&self, project_id: i64) -> Result<Vec<Environment>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, project_id, name, url, tier, state, created_at FROM environments WHERE project_id = $1 ORDER BY name",
+            "SELECT id, project_id, name, url, tier, state, created_at, stop_job_id, auto_stop_at FROM environments WHERE project_id = $1 ORDER BY name",
         )
         .bind(project_id)
         .fetch_all(&self.db.pool)

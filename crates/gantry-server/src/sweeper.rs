@@ -3,6 +3,9 @@
 //! the job's row. The archive goes first, so a crash in between leaves a
 //! row that the next pass finishes, never an orphaned archive.
 //!
+//! The same pass stops environments whose `auto_stop_in` has passed
+//! ([`crate::environments::stop_due`]).
+//!
 //! Without `expire_in` (or with `never`) artifacts are kept. Several server
 //! processes may sweep at once: deleting a missing object is not an error.
 
@@ -35,6 +38,11 @@ pub fn spawn(app: Shared) {
                 Ok(0) => {}
                 Ok(n) => eprintln!("gantry serve: deleted the expired artifacts of {n} job(s)"),
                 Err(e) => eprintln!("gantry serve: artifact sweeper: {e}"),
+            }
+            match crate::environments::stop_due(&app, crate::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => eprintln!("gantry serve: auto-stopped {n} environment(s)"),
+                Err(e) => eprintln!("gantry serve: environment auto-stop: {e}"),
             }
         }
     });

@@ -1012,10 +1012,57 @@ pub async fn list_environments(
     let project = find_project(&app, &id).await?;
     let envs = app.store.environments(project.id).await?;
     Ok(Json(Value::Array(
-        envs.iter()
-            .map(|e| json!({"id": e.id, "name": e.name, "external_url": e.url, "tier": e.tier, "state": e.state, "created_at": iso(e.created_at)}))
-            .collect(),
+        envs.iter().map(environment_json).collect(),
     )))
+}
+
+/// An environment as GitLab's JSON (`state`: available, stopping, stopped).
+fn environment_json(e: &crate::store::Environment) -> Value {
+    json!({
+        "id": e.id, "name": e.name, "slug": e.name, "external_url": e.url, "tier": e.tier,
+        "state": e.state, "created_at": iso(e.created_at), "auto_stop_at": iso_opt(e.auto_stop_at),
+    })
+}
+
+/// The project's environment `eid`, or 404.
+async fn find_environment(
+    app: &Shared,
+    project: &Project,
+    eid: i64,
+) -> Result<crate::store::Environment, ApiError> {
+    crate::environments::EnvironmentStore(&app.store)
+        .environment(eid)
+        .await?
+        .filter(|e| e.project_id == project.id)
+        .ok_or(ApiError::NotFound("Environment"))
+}
+
+pub async fn get_environment(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path((id, eid)): Path<(String, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    require_user(&app, &headers, Role::Viewer).await?;
+    let project = find_project(&app, &id).await?;
+    Ok(Json(environment_json(
+        &find_environment(&app, &project, eid).await?,
+    )))
+}
+
+/// `POST /projects/:id/environments/:environment_id/stop`: plays the
+/// environment's `on_stop` job (or stops it at once without one).
+pub async fn stop_environment(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path((id, eid)): Path<(String, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    let user = require_user(&app, &headers, Role::Developer).await?;
+    let project = find_project(&app, &id).await?;
+    let env = find_environment(&app, &project, eid).await?;
+    let env = crate::environments::stop(&app, &env, &user)
+        .await
+        .map_err(|e| action_error(e, "Environment is already stopped"))?;
+    Ok(Json(environment_json(&env)))
 }
 
 pub async fn list_deployments(

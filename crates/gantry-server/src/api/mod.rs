@@ -96,6 +96,14 @@ pub fn router(app: Shared) -> Router {
             get(list_schedules).post(create_schedule),
         )
         .route("/api/v4/projects/{id}/environments", get(list_environments))
+        .route(
+            "/api/v4/projects/{id}/environments/{eid}",
+            get(get_environment),
+        )
+        .route(
+            "/api/v4/projects/{id}/environments/{eid}/stop",
+            post(stop_environment),
+        )
         .route("/api/v4/projects/{id}/deployments", get(list_deployments))
         .route(
             "/api/v4/projects/{id}/gantry_webhook",

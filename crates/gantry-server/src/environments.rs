@@ -1,0 +1,207 @@
+//! Stopping environments (`environment:on_stop`, `environment:auto_stop_in`):
+//! a successful deploy remembers its pipeline's stop job and when to stop;
+//! stopping (API, dashboard, sweeper) plays that job through
+//! [`crate::actions::play`] and the environment is `stopping` until it
+//! succeeds, then `stopped` (at once without a stop job).
+
+use crate::actions::ActionError;
+use crate::app::Shared;
+use crate::error::StoreError;
+use crate::store::{Environment, Job, Pipeline, Store, User};
+
+/// The environment queries this module adds to [`Store`].
+pub struct EnvironmentStore<'a>(pub &'a Store);
+
+const COLUMNS: &str =
+    "id, project_id, name, url, tier, state, created_at, stop_job_id, auto_stop_at";
+
+impl EnvironmentStore<'_> {
+    pub async fn environment(&self, id: i64) -> Result<Option<Environment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM environments WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.0.db.pool)
+        .await?)
+    }
+
+    /// Available environments whose auto-stop time is at or before `now`.
+    pub async fn due(&self, now: i64) -> Result<Vec<Environment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM environments WHERE state = 'available' \
+             AND auto_stop_at IS NOT NULL AND auto_stop_at <= $1 ORDER BY id"
+        )))
+        .bind(now)
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+
+    /// After a successful deploy: the stop job and auto-stop time it set
+    /// (GitLab replaces both with each deploy).
+    pub async fn set_stop(
+        &self,
+        project_id: i64,
+        name: &str,
+        stop_job_id: Option<i64>,
+        auto_stop_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let _w = self.0.db.write_lock().await;
+        sqlx::query(
+            "UPDATE environments SET stop_job_id = $1, auto_stop_at = $2 WHERE project_id = $3 AND name = $4",
+        )
+        .bind(stop_job_id)
+        .bind(auto_stop_at)
+        .bind(project_id)
+        .bind(name)
+        .execute(&self.0.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves `id` from `from` to `to`; false when it was not in `from`.
+    pub async fn transition(&self, id: i64, from: &str, to: &str) -> Result<bool, StoreError> {
+        let _w = self.0.db.write_lock().await;
+        let r = sqlx::query(
+            "UPDATE environments SET state = $1, auto_stop_at = NULL WHERE id = $2 AND state = $3",
+        )
+        .bind(to)
+        .bind(id)
+        .bind(from)
+        .execute(&self.0.db.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// `stopping` environments whose stop job is `job_id`.
+    async fn stopping_by(&self, job_id: i64) -> Result<Vec<Environment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM environments WHERE state = 'stopping' AND stop_job_id = $1"
+        )))
+        .bind(job_id)
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+}
+
+/// Called when a deploy job of `pipeline` to `env` succeeded: remembers its
+/// `on_stop` job (the newest of that name in the pipeline) and auto-stop time.
+pub async fn deployed(
+    app: &Shared,
+    job: &Job,
+    env: &str,
+    pipeline: &Pipeline,
+    finished_at: i64,
+) -> Result<(), StoreError> {
+    let spec = crate::engine_bridge::spec(job).and_then(|s| s.environment);
+    let on_stop = spec.as_ref().and_then(|e| e.on_stop.clone());
+    let auto_stop_at = spec
+        .as_ref()
+        .and_then(|e| e.auto_stop_in.as_deref())
+        .filter(|t| !t.trim().eq_ignore_ascii_case("never"))
+        .and_then(gantry_config::compose::parse_duration)
+        .map(|s| finished_at.saturating_add((s as i64).saturating_mul(1000)));
+    let stop_job_id = match on_stop {
+        Some(name) => app
+            .store
+            .pipeline_jobs(pipeline.id, false)
+            .await?
+            .into_iter()
+            .filter(|j| j.name == name)
+            .map(|j| j.id)
+            .max(),
+        None => None,
+    };
+    EnvironmentStore(&app.store)
+        .set_stop(job.project_id, env, stop_job_id, auto_stop_at)
+        .await
+}
+
+/// Called when a job finished: a successful stop job ends its environments'
+/// `stopping`. A failed one leaves them `stopping`, as GitLab does, so that
+/// stopping again retries it.
+pub async fn job_finished(app: &Shared, job: &Job, status: &str) -> Result<(), StoreError> {
+    if status != "success" {
+        return Ok(());
+    }
+    let store = EnvironmentStore(&app.store);
+    for env in store.stopping_by(job.id).await? {
+        store.transition(env.id, "stopping", "stopped").await?;
+    }
+    Ok(())
+}
+
+/// Stops `env` as `user`: plays its stop job (`stopping`) or, without one,
+/// marks it `stopped`. Answers the environment afterwards.
+pub async fn stop(
+    app: &Shared,
+    env: &Environment,
+    user: &User,
+) -> Result<Environment, ActionError> {
+    let store = EnvironmentStore(&app.store);
+    if env.state == "stopped" {
+        return Err(ActionError::WrongState(format!(
+            "the environment `{}` is already stopped",
+            env.name
+        )));
+    }
+    let stop_job = match env.stop_job_id {
+        Some(id) => app.store.job(id).await?,
+        None => None,
+    };
+    match stop_job {
+        Some(job) => {
+            // A retried stop job continues as its newest attempt.
+            let played = crate::actions::play(app, &job, user).await?;
+            let _w = app.store.db.write_lock().await;
+            sqlx::query("UPDATE environments SET state = 'stopping', stop_job_id = $1, auto_stop_at = NULL WHERE id = $2")
+                .bind(played.id)
+                .bind(env.id)
+                .execute(&app.store.db.pool)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        None => {
+            store.transition(env.id, &env.state, "stopped").await?;
+        }
+    }
+    Ok(store
+        .environment(env.id)
+        .await?
+        .unwrap_or_else(|| env.clone()))
+}
+
+/// One sweeper pass at `now` (ms): stops every environment whose auto-stop
+/// time has passed, as the user of its stop job (GitLab plays it as the
+/// deployer). Answers how many were stopped.
+pub async fn stop_due(app: &Shared, now: i64) -> Result<usize, StoreError> {
+    let mut stopped = 0;
+    for env in EnvironmentStore(&app.store).due(now).await? {
+        let job = match env.stop_job_id {
+            Some(id) => app.store.job(id).await?,
+            None => None,
+        };
+        let user = match job.as_ref().and_then(|j| j.user_id) {
+            Some(id) => app.store.user(id).await?,
+            None => None,
+        };
+        let result = match user {
+            Some(user) => stop(app, &env, &user).await.map(|_| ()),
+            None if job.is_none() => EnvironmentStore(&app.store)
+                .transition(env.id, "available", "stopped")
+                .await
+                .map(|_| ())
+                .map_err(ActionError::from),
+            None => Err(ActionError::Forbidden(
+                "its stop job has no user to play it as".into(),
+            )),
+        };
+        match result {
+            Ok(()) => stopped += 1,
+            Err(e) => eprintln!(
+                "gantry serve: auto-stop of environment {} ({}): {e}",
+                env.id, env.name
+            ),
+        }
+    }
+    Ok(stopped)
+}
