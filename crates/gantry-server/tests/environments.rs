@@ -145,3 +145,42 @@ async fn the_sweeper_stops_an_environment_after_auto_stop_in() {
     stop_job_succeeded(&api, project).await;
     running.server.abort();
 }
+
+/// The Environments page's Stop button: CSRF-checked, then the same stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_stop_button_plays_on_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let (project, env) = deployed(&api, &dir.path().join("repo"), "1 day").await;
+    let eid = env["id"].as_i64().unwrap();
+    let stop = format!("/dash/environments/{eid}/stop");
+
+    let mut web = Web::new(&running.url);
+    assert_eq!(web.login("root", ADMIN_TOKEN).await, 303);
+    let (status, page, _) = web.get("/dash/environments").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("action=\"{stop}\"")), "{page}");
+    assert!(page.contains("stops at "), "the auto-stop time is shown");
+
+    let (status, _, _) = web.post(&stop, &[("csrf", "wrong")]).await;
+    assert_eq!(status, 403, "no stop without the CSRF token");
+    let (_, e) = api
+        .get(&format!("/api/v4/projects/{project}/environments/{eid}"))
+        .await;
+    assert_eq!(e["state"], "available", "{e}");
+
+    let csrf = web.csrf().await;
+    let (status, body, _) = web.post(&stop, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303, "{body}");
+    wait_state(&api, project, eid, "stopped").await;
+    stop_job_succeeded(&api, project).await;
+    let (_, page, _) = web.get("/dash/environments").await;
+    assert!(
+        !page.contains(&format!("action=\"{stop}\"")),
+        "no Stop once stopped"
+    );
+    running.server.abort();
+}

@@ -105,6 +105,7 @@ pub fn routes() -> Router<Shared> {
         .route("/dash/environments", get(environments))
         .route("/dash/environments/rollback", post(environment_rollback))
         .route("/dash/environments/protect", post(environment_protect))
+        .route("/dash/environments/{id}/stop", post(environment_stop))
         .route("/dash/runners", get(runners))
         .route("/dash/schedules", get(schedules).post(create_schedule))
         .route("/dash/users", get(users).post(create_user))

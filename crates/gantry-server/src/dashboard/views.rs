@@ -1140,11 +1140,14 @@ pub struct DeploymentRow {
 }
 
 pub struct EnvironmentRow {
+    pub id: i64,
     pub project: String,
     pub name: String,
     pub url: String,
     pub tier: String,
     pub state: String,
+    /// When the sweeper stops it (`auto_stop_in`), empty if never.
+    pub auto_stop_at: String,
     pub protected: bool,
     /// Who may deploy, when protected.
     pub approver: String,
@@ -1272,6 +1275,8 @@ struct EnvironmentsPage {
     waiting: Vec<Waiting>,
     approvals: Vec<ApprovalRow>,
     can_approve: bool,
+    /// Developers and up stop environments (their `on_stop` job).
+    can_stop: bool,
     /// Per-project rules, and the projects for the form that adds one.
     rules: Vec<RuleRow>,
     projects: Vec<Project>,
@@ -1374,6 +1379,8 @@ async fn environments_page(app: &Shared, s: &Session, error: String) -> Page {
                 .collect();
             attached.extend(records.iter().map(|r| r.record.id.clone()));
             rows.push(EnvironmentRow {
+                id: env.id,
+                auto_stop_at: env.auto_stop_at.map(fmt_time).unwrap_or_default(),
                 project: project.path.clone(),
                 protected: rule_of(&protected, project.id, &env.name).is_some(),
                 approver: rule_of(&protected, project.id, &env.name)
@@ -1451,6 +1458,7 @@ async fn environments_page(app: &Shared, s: &Session, error: String) -> Page {
         waiting,
         approvals,
         can_approve: s.user.role().allows(Role::Maintainer),
+        can_stop: s.user.role().allows(Role::Developer),
         rules,
         projects,
         error: error.clone(),
@@ -1558,6 +1566,23 @@ pub async fn environment_rollback(State(app): State<Shared>, s: Session, body: B
         }
         Err(e) => Err(DashError::BadRequest(e.to_string())),
     }
+}
+
+/// Stops an environment: plays its `on_stop` job through
+/// [`crate::actions::play`] (or stops it at once without one).
+pub async fn environment_stop(
+    State(app): State<Shared>,
+    s: Session,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Page {
+    s.check_csrf(&Form::parse(&body))?;
+    let env = crate::environments::EnvironmentStore(&app.store)
+        .environment(id)
+        .await?
+        .ok_or(DashError::NotFound("environment"))?;
+    crate::environments::stop(&app, &env, &s.user).await?;
+    Ok(see_other("/dash/environments"))
 }
 
 // ---- runners, schedules ----
