@@ -58,11 +58,23 @@ impl EnvironmentStore<'_> {
         Ok(())
     }
 
+    pub async fn set_stop_job(&self, id: i64, job_id: i64) -> Result<(), StoreError> {
+        let _w = self.0.db.write_lock().await;
+        sqlx::query("UPDATE environments SET stop_job_id = $1 WHERE id = $2")
+            .bind(job_id)
+            .bind(id)
+            .execute(&self.0.db.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Moves `id` from `from` to `to`; false when it was not in `from`.
     pub async fn transition(&self, id: i64, from: &str, to: &str) -> Result<bool, StoreError> {
         let _w = self.0.db.write_lock().await;
         let r = sqlx::query(
-            "UPDATE environments SET state = $1, auto_stop_at = NULL WHERE id = $2 AND state = $3",
+            "UPDATE environments SET state = $1, \
+             auto_stop_at = CASE WHEN $1 = 'stopped' THEN NULL ELSE auto_stop_at END \
+             WHERE id = $2 AND state = $3",
         )
         .bind(to)
         .bind(id)
@@ -72,14 +84,18 @@ impl EnvironmentStore<'_> {
         Ok(r.rows_affected() == 1)
     }
 
-    /// `stopping` environments whose stop job is `job_id`.
-    async fn stopping_by(&self, job_id: i64) -> Result<Vec<Environment>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM environments WHERE state = 'stopping' AND stop_job_id = $1"
-        )))
-        .bind(job_id)
-        .fetch_all(&self.0.db.pool)
-        .await?)
+    /// The `stopping` environment `name` of `project_id` becomes `stopped`.
+    async fn stopped(&self, project_id: i64, name: &str) -> Result<(), StoreError> {
+        let _w = self.0.db.write_lock().await;
+        sqlx::query(
+            "UPDATE environments SET state = 'stopped', auto_stop_at = NULL \
+             WHERE project_id = $1 AND name = $2 AND state = 'stopping'",
+        )
+        .bind(project_id)
+        .bind(name)
+        .execute(&self.0.db.pool)
+        .await?;
+        Ok(())
     }
 }
 
@@ -116,16 +132,21 @@ pub async fn deployed(
         .await
 }
 
-/// Called when a job finished: a successful stop job ends its environments'
-/// `stopping`. A failed one leaves them `stopping`, as GitLab does, so that
-/// stopping again retries it.
+/// Called when a job finished: a successful `action: stop` job ends its
+/// environment's `stopping` (matched by name, so a retried stop job counts
+/// too). A failed one leaves it `stopping`, as GitLab does; stopping again
+/// plays the job again.
 pub async fn job_finished(app: &Shared, job: &Job, status: &str) -> Result<(), StoreError> {
-    if status != "success" {
+    let Some(env) = job.environment.as_deref() else {
         return Ok(());
-    }
-    let store = EnvironmentStore(&app.store);
-    for env in store.stopping_by(job.id).await? {
-        store.transition(env.id, "stopping", "stopped").await?;
+    };
+    let stops = crate::engine_bridge::spec(job)
+        .and_then(|s| s.environment)
+        .is_some_and(|e| e.action.as_deref() == Some("stop"));
+    if status == "success" && stops {
+        EnvironmentStore(&app.store)
+            .stopped(job.project_id, env)
+            .await?;
     }
     Ok(())
 }
@@ -150,15 +171,22 @@ pub async fn stop(
     };
     match stop_job {
         Some(job) => {
-            // A retried stop job continues as its newest attempt.
-            let played = crate::actions::play(app, &job, user).await?;
-            let _w = app.store.db.write_lock().await;
-            sqlx::query("UPDATE environments SET state = 'stopping', stop_job_id = $1, auto_stop_at = NULL WHERE id = $2")
-                .bind(played.id)
-                .bind(env.id)
-                .execute(&app.store.db.pool)
-                .await
-                .map_err(StoreError::from)?;
+            // `stopping` before the job can run, so its success finds it.
+            if !store.transition(env.id, &env.state, "stopping").await? {
+                return Err(ActionError::WrongState(
+                    "the environment changed meanwhile; reload and try again".into(),
+                ));
+            }
+            match crate::actions::play(app, &job, user).await {
+                Ok(played) => {
+                    // A finished stop job plays again as a new row.
+                    store.set_stop_job(env.id, played.id).await?;
+                }
+                Err(e) => {
+                    store.transition(env.id, "stopping", &env.state).await?;
+                    return Err(e);
+                }
+            }
         }
         None => {
             store.transition(env.id, &env.state, "stopped").await?;
