@@ -234,8 +234,20 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/api/v4/projects/{id}/environments",
-        "List environments",
+        "List environments (state available/stopping/stopped, auto_stop_at)",
         "viewer",
+    ),
+    (
+        "get",
+        "/api/v4/projects/{id}/environments/{eid}",
+        "An environment",
+        "viewer",
+    ),
+    (
+        "post",
+        "/api/v4/projects/{id}/environments/{eid}/stop",
+        "Stop an environment: plays its on_stop job (stopping, then stopped)",
+        "developer",
     ),
     (
         "get",
