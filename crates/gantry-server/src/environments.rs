@@ -7,7 +7,7 @@
 use crate::actions::ActionError;
 use crate::app::Shared;
 use crate::error::StoreError;
-use crate::store::{Environment, Job, Pipeline, Store, User};
+use crate::store::{Environment, Job, Pipeline, Role, Store, User};
 
 /// The environment queries this module adds to [`Store`].
 pub struct EnvironmentStore<'a>(pub &'a Store);
@@ -159,6 +159,13 @@ pub async fn stop(
     user: &User,
 ) -> Result<Environment, ActionError> {
     let store = EnvironmentStore(&app.store);
+    // Also without a stop job (`play` checks the role of one that exists).
+    if !user.role().allows(Role::Developer) {
+        return Err(ActionError::Forbidden(format!(
+            "your role ({}) cannot stop environments; it needs developer or above",
+            user.role
+        )));
+    }
     if env.state == "stopped" {
         return Err(ActionError::WrongState(format!(
             "the environment `{}` is already stopped",

@@ -95,6 +95,22 @@ async fn stop_through_the_api(database: Option<String>) {
     let (project, env) = deployed(&api, &dir.path().join("repo"), "1 day").await;
     let eid = env["id"].as_i64().unwrap();
 
+    // A viewer may not stop it.
+    let (_, viewer) = api
+        .post(
+            "/api/v4/users",
+            json!({"username": "vic", "role": "viewer"}),
+        )
+        .await;
+    let viewer = Client::new(&running.url, viewer["token"].as_str());
+    let (status, _) = viewer
+        .post(
+            &format!("/api/v4/projects/{project}/environments/{eid}/stop"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403);
+
     let (status, answer) = api
         .post(
             &format!("/api/v4/projects/{project}/environments/{eid}/stop"),
