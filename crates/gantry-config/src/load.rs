@@ -165,33 +165,7 @@ pub struct Loaded {
 /// stage are reported together.
 /// Errors come after the warnings found before them, so a user sees both.
 pub fn load(fs: &dyn FileSource, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
-    let mut sources = Sources::new();
-    let mut warnings = Vec::new();
-    let merged = match merge_with_warnings(fs, opts, &mut sources, &mut warnings) {
-        Ok(node) => node,
-        Err(diagnostics) => {
-            warnings.extend(diagnostics);
-            return Err(ConfigError {
-                diagnostics: warnings,
-                sources,
-            });
-        }
-    };
-    match crate::compose::compose(&merged) {
-        Ok(config) => Ok(Loaded {
-            config,
-            merged,
-            sources,
-            warnings,
-        }),
-        Err(diagnostics) => {
-            warnings.extend(diagnostics);
-            Err(ConfigError {
-                diagnostics: warnings,
-                sources,
-            })
-        }
-    }
+    load_given(fs, opts, None, Sources::new())
 }
 
 /// [`load`] with pipeline inputs (`POST /pipeline` `inputs`, the run
@@ -205,7 +179,6 @@ pub fn load_with_inputs(
     inputs: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Loaded, ConfigError> {
     let mut sources = Sources::new();
-    let mut warnings = Vec::new();
     // JSON is YAML: parsed like a file, the inputs carry positions.
     let text = serde_json::to_string_pretty(inputs).unwrap_or_else(|_| "{}".into());
     let id = sources.add("pipeline inputs", text.clone());
@@ -218,14 +191,20 @@ pub fn load_with_inputs(
             });
         }
     };
-    let merged =
-        crate::include::expand_with_inputs(fs, opts, Some(&given), &mut sources, &mut warnings)
-            .and_then(|root| {
-                let root = crate::extends::apply(root)?;
-                let mut root = crate::reference::resolve(root)?;
-                crate::normalize::normalize(&mut root);
-                Ok(root)
-            });
+    load_given(fs, opts, Some(&given), sources)
+}
+
+/// Merges (with `given` pipeline inputs, else the defaults) and composes;
+/// errors come after the warnings found before them.
+fn load_given(
+    fs: &dyn FileSource,
+    opts: &LoadOptions,
+    given: Option<&Node>,
+    mut sources: Sources,
+) -> Result<Loaded, ConfigError> {
+    let mut warnings = Vec::new();
+    let merged = crate::include::expand_with_inputs(fs, opts, given, &mut sources, &mut warnings)
+        .and_then(finish_merge);
     let merged = match merged {
         Ok(node) => node,
         Err(diagnostics) => {
@@ -253,6 +232,14 @@ pub fn load_with_inputs(
     }
 }
 
+/// extends → !reference → normalize, after includes.
+fn finish_merge(root: Node) -> Result<Node, Vec<Diagnostic>> {
+    let root = crate::extends::apply(root)?;
+    let mut root = crate::reference::resolve(root)?;
+    crate::normalize::normalize(&mut root);
+    Ok(root)
+}
+
 /// The stages before validation: includes, extends, `!reference`. The
 /// result is the merged configuration; `sources` receives every file read,
 /// even when there are errors.
@@ -271,11 +258,9 @@ pub fn merge_with_warnings(
     sources: &mut Sources,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Node, Vec<Diagnostic>> {
-    let root = crate::include::expand_with_warnings(fs, opts, sources, warnings)?;
-    let root = crate::extends::apply(root)?;
-    let mut root = crate::reference::resolve(root)?;
-    crate::normalize::normalize(&mut root);
-    Ok(root)
+    finish_merge(crate::include::expand_with_warnings(
+        fs, opts, sources, warnings,
+    )?)
 }
 
 /// A [`FileSource`] over maps held in memory.
