@@ -109,6 +109,8 @@ impl RunOptions {
                 no_delay: self.no_delay,
                 concurrency,
                 child_pipelines: self.children.0.is_some(),
+                // No server here: `trigger: project` is skipped with a reason.
+                multi_project_pipelines: false,
             },
             executor: self.executor.map(|e| e.as_str().to_string()),
             variables: self.variables.clone(),

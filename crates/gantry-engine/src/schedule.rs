@@ -101,6 +101,10 @@ pub struct Selection {
     /// otherwise they are skipped with a reason.
     #[serde(default)]
     pub child_pipelines: bool,
+    /// Start `trigger: project` jobs (a server creates the other project's
+    /// pipeline); otherwise they are skipped with a reason.
+    #[serde(default)]
+    pub multi_project_pipelines: bool,
 }
 
 /// One job as the state machine sees it.
@@ -192,6 +196,8 @@ pub struct ScheduleData {
     pub canceled: bool,
     #[serde(default)]
     pub child_pipelines: bool,
+    #[serde(default)]
+    pub multi_project_pipelines: bool,
 }
 
 /// Per-stage counters for stage-mode gates.
@@ -214,6 +220,7 @@ pub struct Schedule {
     no_delay: bool,
     canceled: bool,
     child_pipelines: bool,
+    multi_project_pipelines: bool,
     // Derived (rebuilt by `index`).
     tally: Vec<StageTally>,
     /// DAG dependents of each job.
@@ -237,6 +244,7 @@ impl From<ScheduleData> for Schedule {
             no_delay: d.no_delay,
             canceled: d.canceled,
             child_pipelines: d.child_pipelines,
+            multi_project_pipelines: d.multi_project_pipelines,
             tally: Vec::new(),
             dependents: Vec::new(),
             stage_jobs: Vec::new(),
@@ -260,6 +268,7 @@ impl From<Schedule> for ScheduleData {
             no_delay: s.no_delay,
             canceled: s.canceled,
             child_pipelines: s.child_pipelines,
+            multi_project_pipelines: s.multi_project_pipelines,
         }
     }
 }
@@ -451,6 +460,7 @@ impl Schedule {
             no_delay: sel.no_delay,
             canceled: false,
             child_pipelines: sel.child_pipelines,
+            multi_project_pipelines: sel.multi_project_pipelines,
         }))
     }
 
@@ -768,7 +778,12 @@ impl Schedule {
 
     fn open(&mut self, i: usize, out: &mut Vec<Decision>) {
         let j = &self.jobs[i];
-        if j.trigger && !(j.child && self.child_pipelines) {
+        let started_elsewhere = if j.child {
+            self.child_pipelines
+        } else {
+            self.multi_project_pipelines
+        };
+        if j.trigger && !started_elsewhere {
             let reason = if !j.child {
                 "multi-project trigger (`trigger: project`): it runs another project's pipeline on GitLab; not run locally"
             } else {

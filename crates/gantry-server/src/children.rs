@@ -1,18 +1,30 @@
-//! Child pipelines (`trigger:include`) on the server. When the engine's
+//! Downstream pipelines on the server: child pipelines (`trigger:include`)
+//! and multi-project pipelines (`trigger: project`). When the engine's
 //! state machine starts a trigger job, the queue marks it running and
-//! [`spawn_start`] plans its child with the engine's [`ChildPlanner`] (the
-//! one `gantry run` uses) from the parent's commit and context, or from
-//! YAML an earlier job of the pipeline left in its artifacts (dynamic
-//! children). The child is stored as a pipeline of the same project and
-//! commit with `CI_PIPELINE_SOURCE=parent_pipeline`, linked to its trigger
-//! job. Without `strategy: depend` the trigger job succeeds once the child
-//! exists; with it, it ends as the child ends ([`spawn_pipeline_finished`]).
+//! [`spawn_start`] creates its downstream pipeline, linked to the trigger
+//! job. Without `strategy: depend` the trigger job succeeds once the
+//! downstream pipeline exists; with it, it ends as that pipeline ends
+//! ([`spawn_pipeline_finished`]); canceling the upstream pipeline cancels it.
+//!
+//! - A child is planned with the engine's [`ChildPlanner`] (the one `gantry
+//!   run` uses) from the parent's commit and context, or from YAML an
+//!   earlier job left in its artifacts (dynamic children), and stored in
+//!   the same project and commit with `CI_PIPELINE_SOURCE=parent_pipeline`.
+//! - A multi-project pipeline is created as GitLab's
+//!   `Ci::CreateDownstreamPipelineService` does: in the server's project
+//!   whose path is `trigger:project`, on `trigger:branch` (else its default
+//!   branch), from that project's own configuration, with
+//!   `CI_PIPELINE_SOURCE=pipeline`. The trigger job's YAML variables
+//!   (expanded upstream) and, with `forward:pipeline_variables`, the
+//!   upstream pipeline variables become its pipeline variables. The user
+//!   of the trigger job (or of its pipeline, or the upstream project's
+//!   creator for webhook pipelines) needs developer access.
 
 use crate::app::Shared;
 use crate::error::StoreError;
 use crate::pipelines::{CreateError, Request};
 use crate::planning::Trigger;
-use crate::store::{Job, Pipeline, Project};
+use crate::store::{Job, Pipeline, Project, Role};
 use gantry_config::child::ChildSource;
 use gantry_engine::child_planner::FileChildPlanner;
 use gantry_engine::error::ChildPipelineError;
@@ -22,6 +34,53 @@ use std::pin::Pin;
 
 /// GitLab's limit: a child pipeline may trigger one more level, no deeper.
 const MAX_DEPTH: usize = 2;
+
+/// GitLab's `MAX_HIERARCHY_SIZE`: pipelines in one upstream/downstream tree
+/// (it also ends a loop of projects triggering each other).
+const MAX_HIERARCHY_SIZE: usize = 1000;
+
+/// GitLab's failure reasons of a trigger (bridge) job.
+pub const DOWNSTREAM_PROJECT_NOT_FOUND: &str = "downstream_bridge_project_not_found";
+pub const INSUFFICIENT_BRIDGE_PERMISSIONS: &str = "insufficient_bridge_permissions";
+pub const DOWNSTREAM_CREATION_FAILED: &str = "downstream_pipeline_creation_failed";
+pub const MAX_DESCENDANTS_DEPTH: &str = "reached_max_descendant_pipelines_depth";
+pub const MAX_HIERARCHY: &str = "reached_max_pipeline_hierarchy_size";
+
+/// `trigger: group/project` or `trigger: {project, branch}`: a
+/// multi-project trigger, as written (variables not yet expanded).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectTrigger {
+    pub project: String,
+    pub branch: Option<String>,
+}
+
+/// The multi-project target of a trigger job; `None` for a child pipeline
+/// (`trigger:include`) or a job that triggers nothing.
+pub fn project_trigger(spec: &gantry_config::model::Job) -> Option<ProjectTrigger> {
+    match spec.trigger.as_ref()? {
+        serde_json::Value::String(project) => Some(ProjectTrigger {
+            project: project.clone(),
+            branch: None,
+        }),
+        serde_json::Value::Object(map) => Some(ProjectTrigger {
+            project: map.get("project")?.as_str()?.to_string(),
+            branch: map
+                .get("branch")
+                .and_then(serde_json::Value::as_str)
+                .map(String::from),
+        }),
+        _ => None,
+    }
+}
+
+/// Whether a job row is a trigger (bridge) job: GitLab lists those under
+/// `/bridges`, never among a pipeline's or project's jobs.
+pub fn is_bridge(job: &Job) -> bool {
+    // Cheap first: a job without a trigger stores `"trigger":null`.
+    job.spec.contains("\"trigger\":")
+        && !job.spec.contains("\"trigger\":null")
+        && crate::engine_bridge::spec(job).is_some_and(|s| s.trigger.is_some())
+}
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -79,8 +138,8 @@ pub async fn resume(app: &Shared) -> Result<(), StoreError> {
                     continue;
                 };
                 if !gantry_engine::run::trigger_depends(&spec) {
-                    let line = format!("Created child pipeline #{}\n", child.id);
-                    end(app, &job, "success", &line).await?;
+                    let line = format!("Created downstream pipeline #{}\n", child.id);
+                    end(app, &job, "success", None, &line).await?;
                 } else if crate::store::is_finished(&child.status) {
                     pipeline_finished(app, child.id, &child.status).await?;
                 }
@@ -103,18 +162,26 @@ async fn start(app: &Shared, job_id: i64) -> Result<(), StoreError> {
     let Some(project) = app.store.project(pipeline.project_id).await? else {
         return Ok(());
     };
-    if depth(app, pipeline.id).await? >= MAX_DEPTH {
-        return end(
-            app,
-            &job,
-            "failed",
-            &format!("child pipelines nest at most {MAX_DEPTH} levels deep (GitLab's limit)"),
-        )
-        .await;
+    if hierarchy_size(app, pipeline.id).await? >= MAX_HIERARCHY_SIZE {
+        let why = format!(
+            "the pipeline hierarchy holds {MAX_HIERARCHY_SIZE} pipelines, GitLab's limit \
+             (do projects trigger each other in a loop?)"
+        );
+        return end(app, &job, "failed", Some(MAX_HIERARCHY), &why).await;
+    }
+    if let Some(target) = project_trigger(&spec) {
+        return start_multi_project(app, &job, &pipeline, &project, &spec, &target).await;
+    }
+    if child_depth(app, &pipeline).await? >= MAX_DEPTH {
+        let why = format!("child pipelines nest at most {MAX_DEPTH} levels deep (GitLab's limit)");
+        return end(app, &job, "failed", Some(MAX_DESCENDANTS_DEPTH), &why).await;
     }
     let planned = match plan(app, &project, &pipeline, &spec).await {
         Ok(p) => p,
-        Err(e) => return end(app, &job, "failed", &e.to_string()).await,
+        Err(e) => {
+            let why = e.to_string();
+            return end(app, &job, "failed", Some(DOWNSTREAM_CREATION_FAILED), &why).await;
+        }
     };
     let req = Request {
         git_ref: pipeline.git_ref.clone(),
@@ -140,33 +207,376 @@ async fn start(app: &Shared, job_id: i64) -> Result<(), StoreError> {
                 "Created child pipeline #{} ({}/{}/-/pipelines/{}), status {}\n",
                 child.id, app.url, project.path, child.id, child.status
             );
-            if gantry_engine::run::trigger_depends(&spec) {
-                append_log(app, job.id, &line).await;
-                // A child that finished at once (every job skipped) ends it now.
-                if crate::store::is_finished(&child.status) {
-                    pipeline_finished(app, child.id, status_str(&child.status)).await?;
-                }
-                Ok(())
-            } else {
-                end(app, &job, "success", &line).await
-            }
+            created(app, &job, &spec, &child, line).await
         }
         Err(CreateError::Store(e)) => Err(e),
-        Err(e) => end(app, &job, "failed", &e.to_string()).await,
+        Err(e) => {
+            let why = e.to_string();
+            end(app, &job, "failed", Some(DOWNSTREAM_CREATION_FAILED), &why).await
+        }
     }
 }
 
-/// How many pipelines up the chain of parents `pipeline_id` is.
-async fn depth(app: &Shared, mut pipeline_id: i64) -> Result<usize, StoreError> {
-    let mut depth = 0;
-    while let Some(link) = app.store.parent_link(pipeline_id).await? {
-        depth += 1;
-        pipeline_id = link.parent_pipeline_id;
-        if depth > MAX_DEPTH {
-            break;
+/// The downstream pipeline of trigger job `job` exists: without `strategy:
+/// depend` the job succeeds; with it, it waits for the pipeline's end.
+async fn created(
+    app: &Shared,
+    job: &Job,
+    spec: &gantry_config::model::Job,
+    downstream: &Pipeline,
+    line: String,
+) -> Result<(), StoreError> {
+    if gantry_engine::run::trigger_depends(spec) {
+        append_log(app, job.id, &line).await;
+        // A pipeline that finished at once (every job skipped) ends it now.
+        if crate::store::is_finished(&downstream.status) {
+            pipeline_finished(app, downstream.id, status_str(&downstream.status)).await?;
         }
+        Ok(())
+    } else {
+        end(app, job, "success", None, &line).await
+    }
+}
+
+/// How many child pipelines (`parent_pipeline`) up the chain `pipeline`
+/// is; a multi-project downstream pipeline starts a new count, as GitLab's.
+async fn child_depth(app: &Shared, pipeline: &Pipeline) -> Result<usize, StoreError> {
+    let mut depth = 0;
+    let mut current = pipeline.clone();
+    while current.source == "parent_pipeline" && depth <= MAX_DEPTH {
+        let Some(link) = app.store.parent_link(current.id).await? else {
+            break;
+        };
+        depth += 1;
+        let Some(parent) = app.store.pipeline(link.parent_pipeline_id).await? else {
+            break;
+        };
+        current = parent;
     }
     Ok(depth)
+}
+
+/// How many pipelines the upstream/downstream tree of `pipeline_id` holds
+/// (counted up to [`MAX_HIERARCHY_SIZE`]).
+async fn hierarchy_size(app: &Shared, pipeline_id: i64) -> Result<usize, StoreError> {
+    let mut root = pipeline_id;
+    for _ in 0..MAX_HIERARCHY_SIZE {
+        match app.store.parent_link(root).await? {
+            Some(link) => root = link.parent_pipeline_id,
+            None => break,
+        }
+    }
+    let mut count = 0;
+    let mut queue = vec![root];
+    while let Some(id) = queue.pop() {
+        count += 1;
+        if count >= MAX_HIERARCHY_SIZE {
+            break;
+        }
+        for link in app.store.child_links(id).await? {
+            queue.push(link.child_pipeline_id);
+        }
+    }
+    Ok(count)
+}
+
+/// Creates the multi-project pipeline of trigger job `job` (GitLab's
+/// `Ci::CreateDownstreamPipelineService` for `trigger: project`).
+async fn start_multi_project(
+    app: &Shared,
+    job: &Job,
+    upstream: &Pipeline,
+    project: &Project,
+    spec: &gantry_config::model::Job,
+    target: &ProjectTrigger,
+) -> Result<(), StoreError> {
+    let fail = |reason: &'static str, why: String| async move {
+        end(app, job, "failed", Some(reason), &why).await
+    };
+    let bridge = match bridge_variables(app, project, upstream, spec).await {
+        Ok(v) => v,
+        Err(why) => return fail(DOWNSTREAM_CREATION_FAILED, why).await,
+    };
+    let lookup = |name: &str| bridge.values.get(name).cloned();
+    let path = gantry_config::expand::expand(&target.project, &lookup);
+    let Some(downstream) = app.store.project_by_path(path.trim()).await? else {
+        let known: Vec<String> = app.store.projects().await?.into_iter().map(|p| p.path).collect();
+        return fail(
+            DOWNSTREAM_PROJECT_NOT_FOUND,
+            format!(
+                "the downstream project `{path}` (trigger:project) is not a project of this server; \
+                 projects are named by their path with namespace: {}",
+                if known.is_empty() { "there are none".into() } else { known.join(", ") }
+            ),
+        )
+        .await;
+    };
+    // The user the downstream pipeline runs as: who played or retried the
+    // trigger job, else who started the upstream pipeline, else (a webhook
+    // or poll pipeline, which has no user) the upstream project's creator.
+    let user_id = job
+        .user_id
+        .or(upstream.user_id)
+        .or(project.creator_id);
+    let user = match user_id {
+        Some(id) => app.store.user(id).await?,
+        None => None,
+    };
+    match &user {
+        Some(u) if u.role().allows(Role::Developer) => {}
+        Some(u) => {
+            return fail(
+                INSUFFICIENT_BRIDGE_PERMISSIONS,
+                format!(
+                    "{} ({}) may not create pipelines in {}: triggering a downstream project \
+                     needs developer access or above",
+                    u.username, u.role, downstream.path
+                ),
+            )
+            .await;
+        }
+        None => {
+            return fail(
+                INSUFFICIENT_BRIDGE_PERMISSIONS,
+                format!(
+                    "the upstream pipeline has no user with access to {} (no user started it \
+                     and its project has no creator)",
+                    downstream.path
+                ),
+            )
+            .await;
+        }
+    }
+    let branch = target
+        .branch
+        .as_deref()
+        .map(|b| gantry_config::expand::expand(b, &lookup))
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| downstream.default_branch.clone());
+    // Protected upstream variables reach the downstream pipeline only on a
+    // ref the downstream project protects too.
+    let (downstream_protected, _) = crate::pipelines::predefined(app, &downstream, &branch, false);
+    let forwarded = downstream_variables(&bridge, spec, upstream, downstream_protected);
+    for line in &forwarded.withheld {
+        append_log(app, job.id, &format!("{line}\n")).await;
+    }
+    let inputs = spec
+        .trigger
+        .as_ref()
+        .and_then(|t| t.get("inputs"))
+        .and_then(serde_json::Value::as_object)
+        .cloned();
+    let req = Request {
+        git_ref: branch.clone(),
+        source: "pipeline".into(),
+        variables: forwarded.variables,
+        user_id,
+        inputs,
+        fetch: true,
+        parent: Some((upstream.id, job.id)),
+        ..Default::default()
+    };
+    match crate::pipelines::create(app, &downstream, req).await {
+        Ok(created_pipeline) => {
+            let line = format!(
+                "Created downstream pipeline #{} in {} on {} ({}/{}/-/pipelines/{}), status {}\n",
+                created_pipeline.id,
+                downstream.path,
+                branch,
+                app.url,
+                downstream.path,
+                created_pipeline.id,
+                created_pipeline.status
+            );
+            created(app, job, spec, &created_pipeline, line).await
+        }
+        Err(CreateError::Store(e)) => Err(e),
+        Err(e) => {
+            fail(
+                DOWNSTREAM_CREATION_FAILED,
+                format!(
+                    "the downstream pipeline of {} on {branch} could not be created: {e}",
+                    downstream.path
+                ),
+            )
+            .await
+        }
+    }
+}
+
+/// The variables a trigger job sees upstream (GitLab's `bridge.variables`):
+/// predefined, YAML, instance and project (protected ones only on a
+/// protected ref), pipeline variables; each expanded.
+struct BridgeVariables {
+    values: indexmap::IndexMap<String, String>,
+    /// The same without the protected upstream variables (what a
+    /// downstream ref that is not protected may see).
+    unprotected: indexmap::IndexMap<String, String>,
+    /// Values of masked upstream variables.
+    masked: Vec<String>,
+}
+
+async fn bridge_variables(
+    app: &Shared,
+    project: &Project,
+    pipeline: &Pipeline,
+    spec: &gantry_config::model::Job,
+) -> Result<BridgeVariables, String> {
+    use gantry_config::model::Variable;
+    let mirror = if app.repos.mirror_dir(project.id).join("HEAD").exists() {
+        app.repos.mirror_dir(project.id)
+    } else {
+        app.repos
+            .sync(project.id, &project.source_url)
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let trigger = trigger_of(app, project, pipeline);
+    let context = tokio::task::spawn_blocking(move || crate::planning::context(&mirror, &trigger))
+        .await
+        .map_err(|e| format!("the planning task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    // Predefined < YAML < instance < project < pipeline variables.
+    let mut ci_variables = Vec::new();
+    let mut masked = Vec::new();
+    for scope in [0, project.id] {
+        for v in app.store.variables(scope).await.map_err(|e| e.to_string())? {
+            if v.protected && pipeline.protected == 0 {
+                continue;
+            }
+            if v.masked && !v.value.is_empty() {
+                masked.push(v.value.clone());
+            }
+            let protected = v.protected;
+            let var = Variable {
+                expand: !v.raw,
+                file: v.variable_type == "file",
+                masked: v.masked,
+                ..Variable::new(&v.key, &v.value)
+            };
+            ci_variables.push((protected, var));
+        }
+    }
+    let pipeline_vars: Vec<(String, String)> =
+        serde_json::from_str(&pipeline.variables).unwrap_or_default();
+    let expanded = |with_protected: bool| {
+        let mut set = gantry_engine::vars::VarSet::new();
+        for (k, v) in &context.variables {
+            set.set(k, v.clone());
+        }
+        set.extend(&spec.variables);
+        for (protected, var) in &ci_variables {
+            if with_protected || !protected {
+                set.push(var.clone());
+            }
+        }
+        for (k, v) in &pipeline_vars {
+            set.set(k, v.clone());
+        }
+        let list: Vec<Variable> = set.iter().cloned().collect();
+        gantry_config::expand::expand_all(&list, &|_| None)
+    };
+    let values = expanded(true)?;
+    let unprotected = expanded(false)?;
+    Ok(BridgeVariables {
+        values,
+        unprotected,
+        masked,
+    })
+}
+
+/// The upstream pipeline's trigger, to rebuild its planning context.
+fn trigger_of(app: &Shared, project: &Project, pipeline: &Pipeline) -> Trigger {
+    let is_tag = pipeline.tag != 0;
+    let (_, predefined) = crate::pipelines::predefined(app, project, &pipeline.git_ref, is_tag);
+    Trigger {
+        sha: pipeline.sha.clone(),
+        git_ref: pipeline.git_ref.clone(),
+        is_tag,
+        before_sha: Some(pipeline.before_sha.clone()),
+        source: pipeline.source.clone(),
+        variables: serde_json::from_str(&pipeline.variables).unwrap_or_default(),
+        predefined,
+        inputs: None,
+    }
+}
+
+/// What a multi-project pipeline receives.
+struct Forwarded {
+    variables: Vec<(String, String)>,
+    /// One line per variable not passed on, saying why.
+    withheld: Vec<String>,
+}
+
+/// GitLab's `Ci::Bridge#downstream_variables`: the trigger job's YAML
+/// variables (unless `forward:yaml_variables: false`) expanded with the
+/// bridge's variables, then (with `forward:pipeline_variables: true`) the
+/// upstream pipeline variables, which win. A value holding a masked
+/// upstream variable is withheld: downstream pipeline variables are stored
+/// and shown unmasked. One referring to a protected upstream variable is
+/// withheld unless the downstream ref is protected as well.
+fn downstream_variables(
+    bridge: &BridgeVariables,
+    spec: &gantry_config::model::Job,
+    upstream: &Pipeline,
+    downstream_protected: bool,
+) -> Forwarded {
+    let forward = spec.trigger.as_ref().and_then(|t| t.get("forward"));
+    let flag = |key: &str, default: bool| {
+        forward
+            .and_then(|f| f.get(key))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(default)
+    };
+    let mut out = Forwarded {
+        variables: Vec::new(),
+        withheld: Vec::new(),
+    };
+    let put = |out: &mut Forwarded, key: &str, value: String| {
+        out.variables.retain(|(k, _)| k != key);
+        out.variables.push((key.to_string(), value));
+    };
+    if flag("yaml_variables", true) {
+        for v in &spec.variables {
+            if !v.expand {
+                put(&mut out, &v.name, v.value.clone());
+                continue;
+            }
+            let value =
+                gantry_config::expand::expand(&v.value, &|name| bridge.values.get(name).cloned());
+            if !downstream_protected
+                && value
+                    != gantry_config::expand::expand(&v.value, &|name| {
+                        bridge.unprotected.get(name).cloned()
+                    })
+            {
+                out.withheld.push(format!(
+                    "WARNING: variable {} is not passed downstream: it uses a protected \
+                     variable and the downstream ref is not protected",
+                    v.name
+                ));
+                continue;
+            }
+            if bridge.masked.iter().any(|m| value.contains(m.as_str())) {
+                out.withheld.push(format!(
+                    "WARNING: variable {} is not passed downstream: it holds a masked \
+                     variable's value, which downstream pipeline variables would show unmasked",
+                    v.name
+                ));
+                continue;
+            }
+            put(&mut out, &v.name, value);
+        }
+    }
+    if flag("pipeline_variables", false) {
+        let pipeline_vars: Vec<(String, String)> =
+            serde_json::from_str(&upstream.variables).unwrap_or_default();
+        for (k, v) in pipeline_vars {
+            put(&mut out, &k, v);
+        }
+    }
+    out
 }
 
 /// A planned child and its pipeline variables (what `trigger:forward`
@@ -199,19 +609,8 @@ async fn plan(
             .await
             .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?
     };
-    let is_tag = pipeline.tag != 0;
-    let (_, predefined) = crate::pipelines::predefined(app, project, &pipeline.git_ref, is_tag);
-    let trigger = Trigger {
-        sha: pipeline.sha.clone(),
-        git_ref: pipeline.git_ref.clone(),
-        is_tag,
-        before_sha: Some(pipeline.before_sha.clone()),
-        source: pipeline.source.clone(),
-        variables: serde_json::from_str(&pipeline.variables).unwrap_or_default(),
-        predefined,
-        // A child's inputs come from its trigger's `include:inputs`.
-        inputs: None,
-    };
+    // A child's inputs come from its trigger's `include:inputs`.
+    let trigger = trigger_of(app, project, pipeline);
     let spec = spec.clone();
     let gitlab = app.config.gitlab_url.clone();
     tokio::task::spawn_blocking(move || {
@@ -310,13 +709,20 @@ async fn pipeline_finished(app: &Shared, pipeline_id: i64, status: &str) -> Resu
     if job.status != "running" {
         return Ok(());
     }
-    let line = format!("Child pipeline #{pipeline_id} ended: {status}\n");
-    end(app, &job, status_str(status), &line).await
+    let line = format!("Downstream pipeline #{pipeline_id} ended: {status}\n");
+    end(app, &job, status_str(status), None, &line).await
 }
 
 /// Ends a running trigger job: a line in its log, then the engine's
-/// rules for a finished attempt (as for a runner's job).
-async fn end(app: &Shared, job: &Job, state: &str, message: &str) -> Result<(), StoreError> {
+/// rules for a finished attempt (as for a runner's job). `failure`:
+/// GitLab's failure reason.
+async fn end(
+    app: &Shared,
+    job: &Job,
+    state: &str,
+    failure: Option<&str>,
+    message: &str,
+) -> Result<(), StoreError> {
     let mut line = message.trim_end().to_string();
     line.push('\n');
     append_log(app, job.id, &line).await;
@@ -328,7 +734,7 @@ async fn end(app: &Shared, job: &Job, state: &str, message: &str) -> Result<(), 
             message.trim_end()
         );
     }
-    crate::queue::attempt_ended(app, job, state, None, None, None).await?;
+    crate::queue::attempt_ended(app, job, state, failure, None, None).await?;
     Ok(())
 }
 

@@ -64,6 +64,8 @@ pub fn restore(planned: &Planned, jobs: &[Job]) -> Result<Schedule, String> {
         concurrency: usize::MAX,
         // The server runs `trigger:include` children ([`crate::children`]).
         child_pipelines: true,
+        // … and `trigger: project` downstream pipelines of other projects.
+        multi_project_pipelines: true,
         ..Selection::default()
     };
     Schedule::restore(planned, &selection, &progress).map_err(|e| e.to_string())

@@ -38,6 +38,8 @@ pub struct Request {
     pub inputs: Option<serde_json::Map<String, serde_json::Value>>,
     /// Fetch the remote first (webhooks and the API: new commits).
     pub fetch: bool,
+    /// A downstream pipeline: its upstream pipeline and trigger job.
+    pub parent: Option<(i64, i64)>,
 }
 
 /// GitLab's SHA for "no commit" (a new ref's `before`).
@@ -116,8 +118,10 @@ pub async fn create(
                 .unwrap_or_else(|| "workflow:rules".into()),
         ));
     }
-    let pipeline =
-        store_and_start(app, project, &req, sha, is_tag, protected, &planned, None).await?;
+    let pipeline = store_and_start(
+        app, project, &req, sha, is_tag, protected, &planned, req.parent,
+    )
+    .await?;
     Ok(pipeline)
 }
 
