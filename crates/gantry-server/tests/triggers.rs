@@ -32,6 +32,25 @@ async fn pipelines(api: &Client, project: i64) -> Vec<Value> {
     list.as_array().cloned().unwrap_or_default()
 }
 
+/// A pipeline's jobs and its trigger jobs (GitLab lists those apart, as
+/// bridges).
+async fn jobs_and_bridges(api: &Client, project: i64, pipeline: i64) -> Vec<Value> {
+    let mut all = api.jobs(project, pipeline).await;
+    all.extend(bridges(api, project, pipeline).await);
+    all
+}
+
+/// `GET …/pipelines/:id/bridges`.
+async fn bridges(api: &Client, project: i64, pipeline: i64) -> Vec<Value> {
+    let (status, list) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{pipeline}/bridges"
+        ))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array().cloned().unwrap_or_default()
+}
+
 async fn trace(api: &Client, project: i64, job: &Value) -> String {
     api.text(&format!(
         "/api/v4/projects/{project}/jobs/{}/trace",
@@ -50,7 +69,7 @@ fn job<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
 async fn wait_job_status(api: &Client, project: i64, pipeline: i64, name: &str, status: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let jobs = api.jobs(project, pipeline).await;
+        let jobs = jobs_and_bridges(&api, project, pipeline).await;
         if jobs
             .iter()
             .any(|j| j["name"] == name && j["status"] == status)
@@ -360,7 +379,7 @@ async fn child_pipelines(database: Option<String>) {
     let parent = api
         .wait_pipeline(project, parent_id, Duration::from_secs(90))
         .await;
-    let jobs = api.jobs(project, parent_id).await;
+    let jobs = jobs_and_bridges(&api, project, parent_id).await;
     // `no-wait-child`'s child fails, but without `strategy: depend` the
     // trigger job succeeded once the child existed.
     assert_eq!(parent["status"], "success", "{jobs:#?}");
@@ -410,7 +429,12 @@ async fn child_pipelines(database: Option<String>) {
             .contains("dynamic child of parent_pipeline with generated")
     );
 
-    python_gitlab_sees_the_bridges(&running.url, project, parent_id, local_id).await;
+    if let Some(seen) = python_gitlab_bridges(&running.url, project, parent_id).await {
+        assert!(
+            seen.contains(&format!("local-child {local_id} {project}")),
+            "{seen}"
+        );
+    }
 
     let failing_id = downstream("no-wait-child")["id"].as_i64().unwrap();
     let failing = api
@@ -465,7 +489,7 @@ async fn strategy_depend_fails_the_trigger_job_with_its_child() {
     let parent = api
         .wait_pipeline(project, parent_id, Duration::from_secs(60))
         .await;
-    let jobs = api.jobs(project, parent_id).await;
+    let jobs = jobs_and_bridges(&api, project, parent_id).await;
     assert_eq!(parent["status"], "failed", "{jobs:#?}");
     assert_eq!(job(&jobs, "child")["status"], "failed");
     assert_eq!(job(&jobs, "after")["status"], "skipped");
@@ -554,7 +578,7 @@ async fn a_manual_trigger_job_played_creates_its_child() {
         .await;
     let parent_id = body["id"].as_i64().unwrap();
     wait_job_status(&api, project, parent_id, "deploy-child", "manual").await;
-    let jobs = api.jobs(project, parent_id).await;
+    let jobs = jobs_and_bridges(&api, project, parent_id).await;
     let (status, played) = api
         .post(
             &format!(
@@ -665,7 +689,7 @@ async fn a_trigger_job_left_running_by_a_stopped_server_is_resumed() {
         .await;
     let parent_id = body["id"].as_i64().unwrap();
     wait_job_status(&api, project, parent_id, "deploy-child", "manual").await;
-    let job_id = job(&api.jobs(project, parent_id).await, "deploy-child")["id"]
+    let job_id = job(&jobs_and_bridges(&api, project, parent_id).await, "deploy-child")["id"]
         .as_i64()
         .unwrap();
     assert!(
@@ -756,7 +780,7 @@ async fn a_child_pipeline_from_another_projects_file() {
     let parent = api
         .wait_pipeline(project, parent_id, Duration::from_secs(60))
         .await;
-    let jobs = api.jobs(project, parent_id).await;
+    let jobs = jobs_and_bridges(&api, project, parent_id).await;
     let child_log = trace(&api, project, job(&jobs, "child")).await;
     assert_eq!(parent["status"], "success", "{child_log}");
     let (_, bridges) = api
@@ -799,7 +823,7 @@ async fn child_pipelines_from_a_template_and_a_component() {
     let parent = api
         .wait_pipeline(project, parent_id, Duration::from_secs(60))
         .await;
-    let jobs = api.jobs(project, parent_id).await;
+    let jobs = jobs_and_bridges(&api, project, parent_id).await;
     assert_eq!(parent["status"], "success", "{jobs:#?}");
     let (_, bridges) = api
         .get(&format!(
@@ -820,8 +844,10 @@ async fn child_pipelines_from_a_template_and_a_component() {
     assert!(logs.contains("hi child from the component"), "{logs}");
 }
 
-/// python-gitlab's `pipeline.bridges.list()` reads the downstream pipelines.
-async fn python_gitlab_sees_the_bridges(url: &str, project: i64, parent: i64, child: i64) {
+/// python-gitlab's `pipeline.bridges.list()`: one line per bridge, `name
+/// downstream-id downstream-project-id`; `None` when python-gitlab is
+/// missing (and not required).
+async fn python_gitlab_bridges(url: &str, project: i64, parent: i64) -> Option<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let venv = std::env::var_os("GANTRY_PYCLIENTS_VENV")
         .map(std::path::PathBuf::from)
@@ -832,14 +858,15 @@ async fn python_gitlab_sees_the_bridges(url: &str, project: i64, parent: i64, ch
             "GANTRY_REQUIRE_PYCLIENTS",
             "python-gitlab is not installed (run scripts/setup-pyclients.sh)",
         );
-        return;
+        return None;
     }
     let script = format!(
         "import gitlab\n\
          gl = gitlab.Gitlab('{url}', private_token='{ADMIN_TOKEN}')\n\
          p = gl.projects.get({project}).pipelines.get({parent})\n\
          for b in p.bridges.list(get_all=True):\n\
-         \x20   print(b.name, (b.downstream_pipeline or {{}}).get('id'))\n"
+         \x20   d = b.downstream_pipeline or {{}}\n\
+         \x20   print(b.name, d.get('id'), d.get('project_id'))\n"
     );
     let out = tokio::process::Command::new(&python)
         .arg("-c")
@@ -847,11 +874,311 @@ async fn python_gitlab_sees_the_bridges(url: &str, project: i64, parent: i64, ch
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(&format!("local-child {child}")), "{stdout}");
+    Some(stdout)
+}
+
+// ---- multi-project pipelines (`trigger: project`) ----
+
+const DOWNSTREAM: &str = r#"
+downstream-job:
+  script:
+    - echo "downstream source=$CI_PIPELINE_SOURCE ref=$CI_COMMIT_REF_NAME project=$CI_PROJECT_PATH up=${UPSTREAM_REF:-unset} api=${API_VAR:-unset} leak=${LEAK:-unset}"
+"#;
+
+const DOWNSTREAM_BROKEN: &str = r#"
+downstream-job:
+  script:
+    - echo "broken branch leak=${LEAK:-unset}"
+    - exit 4
+"#;
+
+const UPSTREAM: &str = r#"
+to-main:
+  variables:
+    UPSTREAM_REF: up-$CI_COMMIT_REF_NAME
+  trigger:
+    project: root/downstream
+    strategy: depend
+    forward:
+      pipeline_variables: true
+to-broken:
+  variables:
+    LEAK: $UP_PROTECTED
+  trigger:
+    project: root/downstream
+    branch: broken
+    strategy: depend
+  allow_failure: true
+to-nowhere:
+  trigger: root/no-such-project
+  allow_failure: true
+after:
+  needs: [to-main]
+  script: echo after the downstream pipeline
+"#;
+
+/// A downstream project with `main` and a failing `broken` branch.
+fn downstream_repo(dir: &Path) {
+    repo(dir, &[(".gitlab-ci.yml", DOWNSTREAM)]);
+    git(dir, &["checkout", "-q", "-b", "broken"]);
+    commit(dir, &[(".gitlab-ci.yml", DOWNSTREAM_BROKEN)], "broken");
+    git(dir, &["checkout", "-q", "main"]);
+}
+
+async fn wait_bridge(api: &Client, project: i64, pipeline: i64, name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = bridges(api, project, pipeline).await;
+        if let Some(b) = list
+            .iter()
+            .find(|b| b["name"] == name && !b["downstream_pipeline"].is_null())
+        {
+            return b.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge {name} has no downstream pipeline: {list:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trigger_project_runs_the_downstream_projects_pipeline_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let down_dir = dir.path().join("downstream");
+    downstream_repo(&down_dir);
+    let up_dir = dir.path().join("upstream");
+    repo(&up_dir, &[(".gitlab-ci.yml", UPSTREAM)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let downstream = api.project("downstream", &down_dir).await;
+    let upstream = api.project("upstream", &up_dir).await;
+    // Protected: given on the upstream's `main`, and downstream only to a
+    // ref the downstream project protects (`broken` is not).
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{upstream}/variables"),
+            json!({"key": "UP_PROTECTED", "value": "protected-value", "protected": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{upstream}/pipeline"),
+            json!({"ref": "main", "variables": [{"key": "API_VAR", "value": "from-the-api"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let up_id = body["id"].as_i64().unwrap();
+    let up = api
+        .wait_pipeline(upstream, up_id, Duration::from_secs(90))
+        .await;
+    let list = bridges(&api, upstream, up_id).await;
+    assert_eq!(up["status"], "success", "{list:#?}");
+    // GitLab lists trigger jobs only as bridges, not among the jobs.
+    let jobs = api.jobs(upstream, up_id).await;
+    assert_eq!(
+        jobs.iter().map(|j| j["name"].clone()).collect::<Vec<_>>(),
+        vec![json!("after")],
+        "{jobs:#?}"
+    );
+    let (_, project_jobs) = api
+        .get(&format!("/api/v4/projects/{upstream}/jobs?per_page=100"))
+        .await;
+    assert!(
+        project_jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["name"] == "after"),
+        "{project_jobs:#}"
+    );
+    assert_eq!(list.len(), 3, "{list:#?}");
+
+    // `strategy: depend` on a downstream pipeline that succeeds.
+    let to_main = job(&list, "to-main");
+    assert_eq!(to_main["status"], "success", "{to_main:#}");
+    let main_pipeline = &to_main["downstream_pipeline"];
+    assert_eq!(main_pipeline["project_id"], downstream, "{main_pipeline:#}");
+    assert_eq!(main_pipeline["ref"], "main");
+    assert_eq!(main_pipeline["source"], "pipeline");
+    let main_id = main_pipeline["id"].as_i64().unwrap();
+    let main_jobs = api.jobs(downstream, main_id).await;
+    let log = trace(&api, downstream, job(&main_jobs, "downstream-job")).await;
+    assert!(
+        log.contains(
+            "downstream source=pipeline ref=main project=root/downstream up=up-main \
+             api=from-the-api leak=unset"
+        ),
+        "{log}"
+    );
+    // The downstream pipeline belongs to the downstream project.
+    let (status, _) = api
+        .get(&format!("/api/v4/projects/{upstream}/pipelines/{main_id}"))
+        .await;
+    assert_eq!(status, 404);
+
+    // A failing downstream pipeline fails its `strategy: depend` trigger job;
+    // the protected variable did not travel to the unprotected branch, and
+    // pipeline variables did not travel without `forward:pipeline_variables`.
+    let to_broken = job(&list, "to-broken");
+    assert_eq!(to_broken["status"], "failed", "{to_broken:#}");
+    assert_eq!(to_broken["downstream_pipeline"]["status"], "failed");
+    assert_eq!(to_broken["downstream_pipeline"]["ref"], "broken");
+    let broken_id = to_broken["downstream_pipeline"]["id"].as_i64().unwrap();
+    let broken_jobs = api.jobs(downstream, broken_id).await;
+    let broken_log = trace(&api, downstream, job(&broken_jobs, "downstream-job")).await;
+    assert!(broken_log.contains("broken branch leak=unset"), "{broken_log}");
+    let bridge_log = trace(&api, upstream, to_broken).await;
+    assert!(
+        bridge_log.contains("LEAK is not passed downstream") && !bridge_log.contains("protected-value"),
+        "{bridge_log}"
+    );
+    let (_, broken_vars) = api
+        .get(&format!(
+            "/api/v4/projects/{downstream}/pipelines/{broken_id}/variables"
+        ))
+        .await;
+    assert_eq!(broken_vars, json!([]), "{broken_vars:#}");
+
+    // An unknown project fails the trigger job with GitLab's reason.
+    let nowhere = job(&list, "to-nowhere");
+    assert_eq!(nowhere["status"], "failed");
+    assert_eq!(
+        nowhere["failure_reason"], "downstream_bridge_project_not_found",
+        "{nowhere:#}"
+    );
+    assert!(nowhere["downstream_pipeline"].is_null());
+    let nowhere_log = trace(&api, upstream, nowhere).await;
+    assert!(nowhere_log.contains("root/no-such-project"), "{nowhere_log}");
+
+    if let Some(seen) = python_gitlab_bridges(&running.url, upstream, up_id).await {
+        assert!(
+            seen.contains(&format!("to-main {main_id} {downstream}")),
+            "{seen}"
+        );
+        assert!(seen.contains("to-nowhere None None"), "{seen}");
+    }
+}
+
+const SLOW_DOWNSTREAM: &str = "sleeper:\n  script: sleep 60\n";
+
+/// Canceling the upstream pipeline cancels its multi-project downstream
+/// pipeline, as for a child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn canceling_upstream_cancels_the_downstream_projects_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let down_dir = dir.path().join("downstream");
+    repo(&down_dir, &[(".gitlab-ci.yml", SLOW_DOWNSTREAM)]);
+    let up_dir = dir.path().join("upstream");
+    repo(
+        &up_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "wait-for-it:\n  trigger:\n    project: root/slow\n    strategy: depend\n",
+        )],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let downstream = api.project("slow", &down_dir).await;
+    let upstream = api.project("waits", &up_dir).await;
+    let (_, body) = api
+        .post(
+            &format!("/api/v4/projects/{upstream}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let up_id = body["id"].as_i64().unwrap();
+    let bridge = wait_bridge(&api, upstream, up_id, "wait-for-it").await;
+    let down_id = bridge["downstream_pipeline"]["id"].as_i64().unwrap();
+    wait_job_status(&api, downstream, down_id, "sleeper", "running").await;
+    let (status, _) = api
+        .post(
+            &format!("/api/v4/projects/{upstream}/pipelines/{up_id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let down = api
+        .wait_pipeline(downstream, down_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(down["status"], "canceled");
+    let up = api
+        .wait_pipeline(upstream, up_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(up["status"], "canceled");
+}
+
+/// The user who started the upstream pipeline needs developer access to
+/// the downstream project. Roles are server-wide here and a viewer cannot
+/// start a pipeline through the API, so the viewer's upstream pipeline is
+/// created through the server's library (the seam); the trigger job then
+/// runs as in any pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewers_upstream_pipeline_gets_insufficient_bridge_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let down_dir = dir.path().join("downstream");
+    repo(&down_dir, &[(".gitlab-ci.yml", DOWNSTREAM)]);
+    let up_dir = dir.path().join("upstream");
+    repo(
+        &up_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "to-downstream:\n  trigger:\n    project: root/downstream\n",
+        )],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let downstream = api.project("downstream", &down_dir).await;
+    let upstream = api.project("upstream", &up_dir).await;
+    let (status, viewer) = api
+        .post(
+            "/api/v4/users",
+            json!({"username": "vera", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{viewer}");
+    let project = running
+        .app
+        .store
+        .project(upstream)
+        .await
+        .unwrap()
+        .unwrap();
+    let req = gantry_server::pipelines::Request {
+        git_ref: "main".into(),
+        source: "api".into(),
+        user_id: viewer["id"].as_i64(),
+        ..Default::default()
+    };
+    let up = gantry_server::pipelines::create(&running.app, &project, req)
+        .await
+        .unwrap();
+    let up = api
+        .wait_pipeline(upstream, up.id, Duration::from_secs(60))
+        .await;
+    let list = bridges(&api, upstream, up["id"].as_i64().unwrap()).await;
+    let bridge = job(&list, "to-downstream");
+    assert_eq!(up["status"], "failed", "{list:#?}");
+    assert_eq!(
+        bridge["failure_reason"], "insufficient_bridge_permissions",
+        "{bridge:#}"
+    );
+    assert!(bridge["downstream_pipeline"].is_null());
+    let log = trace(&api, upstream, bridge).await;
+    assert!(log.contains("vera (viewer)"), "{log}");
+    assert!(pipelines(&api, downstream).await.is_empty());
 }

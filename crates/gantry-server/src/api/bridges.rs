@@ -1,8 +1,9 @@
 //! `GET /projects/:id/pipelines/:pipeline_id/bridges`: a pipeline's trigger
-//! jobs, each with the downstream (child) pipeline it created, as GitLab
-//! lists them.
+//! jobs, each with the downstream pipeline it created (a child pipeline of
+//! the same project, or a multi-project pipeline with its own
+//! `project_id`), as GitLab lists them.
 
-use super::gitlab::{find_project, job_json, pipeline_json};
+use super::gitlab::{find_pipeline, find_project, job_json, pipeline_json};
 use crate::app::Shared;
 use crate::auth::require_user;
 use crate::error::ApiError;
@@ -19,27 +20,25 @@ pub async fn pipeline_bridges(
 ) -> Result<Json<Value>, ApiError> {
     require_user(&app, &headers, Role::Viewer).await?;
     let project = find_project(&app, &id).await?;
-    let pipeline = app
-        .store
-        .pipeline(pid)
-        .await?
-        .filter(|p| p.project_id == project.id)
-        .ok_or(ApiError::NotFound("Pipeline"))?;
+    let pipeline = find_pipeline(&app, &project, pid).await?;
     let links = app.store.child_links(pipeline.id).await?;
     let mut bridges = Vec::new();
     for job in app.store.pipeline_jobs(pipeline.id, false).await? {
-        let is_trigger = crate::engine_bridge::spec(&job).is_some_and(|s| s.trigger.is_some());
-        if !is_trigger {
+        if !crate::children::is_bridge(&job) {
             continue;
         }
         let mut bridge = job_json(&app, &project, Some(&pipeline), &job);
         let downstream = match links.iter().find(|l| l.trigger_job_id == job.id) {
-            Some(link) => app
-                .store
-                .pipeline(link.child_pipeline_id)
-                .await?
-                .map(|child| pipeline_json(&app, &project, &child))
-                .unwrap_or(Value::Null),
+            Some(link) => match app.store.pipeline(link.child_pipeline_id).await? {
+                Some(child) if child.project_id == project.id => {
+                    pipeline_json(&app, &project, &child)
+                }
+                Some(child) => match app.store.project(child.project_id).await? {
+                    Some(other) => pipeline_json(&app, &other, &child),
+                    None => Value::Null,
+                },
+                None => Value::Null,
+            },
             None => Value::Null,
         };
         bridge["downstream_pipeline"] = downstream;

@@ -490,7 +490,12 @@ pub async fn list_pipelines(
     ))
 }
 
-async fn find_pipeline(app: &Shared, project: &Project, pid: i64) -> Result<Pipeline, ApiError> {
+/// Pipeline `pid` of `project`, or 404 (also for another project's pipeline).
+pub(crate) async fn find_pipeline(
+    app: &Shared,
+    project: &Project,
+    pid: i64,
+) -> Result<Pipeline, ApiError> {
     app.store
         .pipeline(pid)
         .await?
@@ -534,6 +539,8 @@ pub async fn pipeline_jobs(
         .pipeline_jobs(pid, false)
         .await?
         .iter()
+        // Trigger jobs are GitLab's bridges: listed under `/bridges` only.
+        .filter(|j| !crate::children::is_bridge(j))
         .filter(|j| wanted.is_empty() || wanted.contains(&j.status))
         .skip(offset as usize)
         .take(per as usize)
@@ -624,10 +631,17 @@ pub async fn project_jobs(
     require_user(&app, &headers, Role::Viewer).await?;
     let project = find_project(&app, &id).await?;
     let (p, per, offset) = page.limits();
-    let jobs = app
+    // Trigger jobs are GitLab's bridges, not listed here: filtered before
+    // the page is cut.
+    let jobs: Vec<Job> = app
         .store
-        .project_jobs(project.id, &scopes(&page), per, offset)
-        .await?;
+        .project_jobs(project.id, &scopes(&page), i64::MAX, 0)
+        .await?
+        .into_iter()
+        .filter(|j| !crate::children::is_bridge(j))
+        .skip(offset as usize)
+        .take(per as usize)
+        .collect();
     let mut items = Vec::with_capacity(jobs.len());
     for j in &jobs {
         let pipeline = app.store.pipeline(j.pipeline_id).await?;
