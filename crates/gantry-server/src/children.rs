@@ -300,7 +300,13 @@ async fn start_multi_project(
     let lookup = |name: &str| bridge.values.get(name).cloned();
     let path = gantry_config::expand::expand(&target.project, &lookup);
     let Some(downstream) = app.store.project_by_path(path.trim()).await? else {
-        let known: Vec<String> = app.store.projects().await?.into_iter().map(|p| p.path).collect();
+        let known: Vec<String> = app
+            .store
+            .projects()
+            .await?
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
         return fail(
             DOWNSTREAM_PROJECT_NOT_FOUND,
             format!(
@@ -314,10 +320,7 @@ async fn start_multi_project(
     // The user the downstream pipeline runs as: who played or retried the
     // trigger job, else who started the upstream pipeline, else (a webhook
     // or poll pipeline, which has no user) the upstream project's creator.
-    let user_id = job
-        .user_id
-        .or(upstream.user_id)
-        .or(project.creator_id);
+    let user_id = job.user_id.or(upstream.user_id).or(project.creator_id);
     let user = match user_id {
         Some(id) => app.store.user(id).await?,
         None => None,
@@ -441,7 +444,12 @@ async fn bridge_variables(
     let mut ci_variables = Vec::new();
     let mut masked = Vec::new();
     for scope in [0, project.id] {
-        for v in app.store.variables(scope).await.map_err(|e| e.to_string())? {
+        for v in app
+            .store
+            .variables(scope)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             if v.protected && pipeline.protected == 0 {
                 continue;
             }

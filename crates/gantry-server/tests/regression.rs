@@ -471,3 +471,45 @@ async fn a_runner_with_a_relative_work_dir_runs_shell_jobs() {
     runner.abort();
     running.server.abort();
 }
+
+/// A trigger job whose child pipeline could not be created (its file is
+/// missing) failed with no failure reason: GitLab's bridge says
+/// `downstream_pipeline_creation_failed`, which API clients read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_that_cannot_be_created_fails_its_trigger_job_with_gitlabs_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "broken:\n  trigger:\n    include: ci/missing.yml\n",
+        )],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("missing-child", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "failed");
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{id}/bridges"
+        ))
+        .await;
+    assert_eq!(
+        bridges[0]["failure_reason"], "downstream_pipeline_creation_failed",
+        "{bridges:#}"
+    );
+    running.server.abort();
+}

@@ -69,7 +69,7 @@ fn job<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
 async fn wait_job_status(api: &Client, project: i64, pipeline: i64, name: &str, status: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let jobs = jobs_and_bridges(&api, project, pipeline).await;
+        let jobs = jobs_and_bridges(api, project, pipeline).await;
         if jobs
             .iter()
             .any(|j| j["name"] == name && j["status"] == status)
@@ -689,7 +689,10 @@ async fn a_trigger_job_left_running_by_a_stopped_server_is_resumed() {
         .await;
     let parent_id = body["id"].as_i64().unwrap();
     wait_job_status(&api, project, parent_id, "deploy-child", "manual").await;
-    let job_id = job(&jobs_and_bridges(&api, project, parent_id).await, "deploy-child")["id"]
+    let job_id = job(
+        &jobs_and_bridges(&api, project, parent_id).await,
+        "deploy-child",
+    )["id"]
         .as_i64()
         .unwrap();
     assert!(
@@ -902,6 +905,7 @@ const UPSTREAM: &str = r#"
 to-main:
   variables:
     UPSTREAM_REF: up-$CI_COMMIT_REF_NAME
+    MASKED_COPY: copy-of-$UP_MASKED
   trigger:
     project: root/downstream
     strategy: depend
@@ -971,6 +975,15 @@ async fn trigger_project_runs_the_downstream_projects_pipeline_on_sqlite() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // Masked: never copied into downstream pipeline variables (stored and
+    // shown unmasked there).
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{upstream}/variables"),
+            json!({"key": "UP_MASKED", "value": "masked-secret-value", "masked": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
     let (status, body) = api
         .post(
             &format!("/api/v4/projects/{upstream}/pipeline"),
@@ -1021,6 +1034,25 @@ async fn trigger_project_runs_the_downstream_projects_pipeline_on_sqlite() {
         ),
         "{log}"
     );
+    let (_, main_vars) = api
+        .get(&format!(
+            "/api/v4/projects/{downstream}/pipelines/{main_id}/variables"
+        ))
+        .await;
+    let names: Vec<&str> = main_vars
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["key"].as_str())
+        .collect();
+    assert_eq!(names, ["UPSTREAM_REF", "API_VAR"], "{main_vars:#}");
+    assert!(!main_vars.to_string().contains("masked-secret-value"));
+    let main_bridge_log = trace(&api, upstream, to_main).await;
+    assert!(
+        main_bridge_log.contains("MASKED_COPY is not passed downstream")
+            && !main_bridge_log.contains("masked-secret-value"),
+        "{main_bridge_log}"
+    );
     // The downstream pipeline belongs to the downstream project.
     let (status, _) = api
         .get(&format!("/api/v4/projects/{upstream}/pipelines/{main_id}"))
@@ -1037,10 +1069,14 @@ async fn trigger_project_runs_the_downstream_projects_pipeline_on_sqlite() {
     let broken_id = to_broken["downstream_pipeline"]["id"].as_i64().unwrap();
     let broken_jobs = api.jobs(downstream, broken_id).await;
     let broken_log = trace(&api, downstream, job(&broken_jobs, "downstream-job")).await;
-    assert!(broken_log.contains("broken branch leak=unset"), "{broken_log}");
+    assert!(
+        broken_log.contains("broken branch leak=unset"),
+        "{broken_log}"
+    );
     let bridge_log = trace(&api, upstream, to_broken).await;
     assert!(
-        bridge_log.contains("LEAK is not passed downstream") && !bridge_log.contains("protected-value"),
+        bridge_log.contains("LEAK is not passed downstream")
+            && !bridge_log.contains("protected-value"),
         "{bridge_log}"
     );
     let (_, broken_vars) = api
@@ -1059,7 +1095,10 @@ async fn trigger_project_runs_the_downstream_projects_pipeline_on_sqlite() {
     );
     assert!(nowhere["downstream_pipeline"].is_null());
     let nowhere_log = trace(&api, upstream, nowhere).await;
-    assert!(nowhere_log.contains("root/no-such-project"), "{nowhere_log}");
+    assert!(
+        nowhere_log.contains("root/no-such-project"),
+        "{nowhere_log}"
+    );
 
     if let Some(seen) = python_gitlab_bridges(&running.url, upstream, up_id).await {
         assert!(
@@ -1151,13 +1190,7 @@ async fn a_viewers_upstream_pipeline_gets_insufficient_bridge_permissions() {
         )
         .await;
     assert_eq!(status, 201, "{viewer}");
-    let project = running
-        .app
-        .store
-        .project(upstream)
-        .await
-        .unwrap()
-        .unwrap();
+    let project = running.app.store.project(upstream).await.unwrap().unwrap();
     let req = gantry_server::pipelines::Request {
         git_ref: "main".into(),
         source: "api".into(),
