@@ -45,6 +45,8 @@ pub const INSUFFICIENT_BRIDGE_PERMISSIONS: &str = "insufficient_bridge_permissio
 pub const DOWNSTREAM_CREATION_FAILED: &str = "downstream_pipeline_creation_failed";
 pub const MAX_DESCENDANTS_DEPTH: &str = "reached_max_descendant_pipelines_depth";
 pub const MAX_HIERARCHY: &str = "reached_max_pipeline_hierarchy_size";
+pub const INVALID_BRIDGE_TRIGGER: &str = "invalid_bridge_trigger";
+pub const PIPELINE_LOOP_DETECTED: &str = "pipeline_loop_detected";
 
 /// `trigger: group/project` or `trigger: {project, branch}`: a
 /// multi-project trigger, as written (variables not yet expanded).
@@ -162,19 +164,16 @@ async fn start(app: &Shared, job_id: i64) -> Result<(), StoreError> {
     let Some(project) = app.store.project(pipeline.project_id).await? else {
         return Ok(());
     };
-    if hierarchy_size(app, pipeline.id).await? >= MAX_HIERARCHY_SIZE {
-        let why = format!(
-            "the pipeline hierarchy holds {MAX_HIERARCHY_SIZE} pipelines, GitLab's limit \
-             (do projects trigger each other in a loop?)"
-        );
-        return end(app, &job, "failed", Some(MAX_HIERARCHY), &why).await;
-    }
     if let Some(target) = project_trigger(&spec) {
         return start_multi_project(app, &job, &pipeline, &project, &spec, &target).await;
     }
+    // GitLab's preconditions, in its order.
     if child_depth(app, &pipeline).await? >= MAX_DEPTH {
         let why = format!("child pipelines nest at most {MAX_DEPTH} levels deep (GitLab's limit)");
         return end(app, &job, "failed", Some(MAX_DESCENDANTS_DEPTH), &why).await;
+    }
+    if let Some(why) = hierarchy_too_large(app, pipeline.id).await? {
+        return end(app, &job, "failed", Some(MAX_HIERARCHY), &why).await;
     }
     let planned = match plan(app, &project, &pipeline, &spec).await {
         Ok(p) => p,
@@ -256,6 +255,47 @@ async fn child_depth(app: &Shared, pipeline: &Pipeline) -> Result<usize, StoreEr
     Ok(depth)
 }
 
+/// Why a new downstream pipeline would make the upstream/downstream tree
+/// of `pipeline_id` too large, if it would.
+async fn hierarchy_too_large(app: &Shared, pipeline_id: i64) -> Result<Option<String>, StoreError> {
+    Ok(
+        (hierarchy_size(app, pipeline_id).await? >= MAX_HIERARCHY_SIZE).then(|| {
+            format!(
+                "the pipeline hierarchy holds {MAX_HIERARCHY_SIZE} pipelines, GitLab's limit \
+             (do projects trigger each other in a loop?)"
+            )
+        }),
+    )
+}
+
+/// GitLab's loop check for multi-project pipelines: among `pipeline` and
+/// its upstreams (child pipelines aside), one (project, ref, source) may
+/// occur at most twice (A → B → A is allowed, A → B → A → B → A is not).
+async fn loop_detected(app: &Shared, pipeline: &Pipeline) -> Result<bool, StoreError> {
+    let mut seen: std::collections::HashMap<(i64, String, String), usize> = Default::default();
+    let mut current = Some(pipeline.clone());
+    let mut steps = 0;
+    while let Some(p) = current.take() {
+        if p.source != "parent_pipeline" {
+            let n = seen
+                .entry((p.project_id, p.git_ref.clone(), p.source.clone()))
+                .or_default();
+            *n += 1;
+            if *n > 2 {
+                return Ok(true);
+            }
+        }
+        steps += 1;
+        if steps >= MAX_HIERARCHY_SIZE {
+            break;
+        }
+        if let Some(link) = app.store.parent_link(p.id).await? {
+            current = app.store.pipeline(link.parent_pipeline_id).await?;
+        }
+    }
+    Ok(false)
+}
+
 /// How many pipelines the upstream/downstream tree of `pipeline_id` holds
 /// (counted up to [`MAX_HIERARCHY_SIZE`]).
 async fn hierarchy_size(app: &Shared, pipeline_id: i64) -> Result<usize, StoreError> {
@@ -317,6 +357,20 @@ async fn start_multi_project(
         )
         .await;
     };
+    if downstream.id == project.id {
+        return fail(
+            INVALID_BRIDGE_TRIGGER,
+            format!(
+                "trigger:project names this job's own project ({}): use trigger:include for a \
+                 child pipeline",
+                project.path
+            ),
+        )
+        .await;
+    }
+    if let Some(why) = hierarchy_too_large(app, upstream.id).await? {
+        return fail(MAX_HIERARCHY, why).await;
+    }
     // The user the downstream pipeline runs as: who played or retried the
     // trigger job, else who started the upstream pipeline, else (a webhook
     // or poll pipeline, which has no user) the upstream project's creator.
@@ -349,6 +403,17 @@ async fn start_multi_project(
             )
             .await;
         }
+    }
+    if loop_detected(app, upstream).await? {
+        return fail(
+            PIPELINE_LOOP_DETECTED,
+            format!(
+                "the projects trigger each other in a loop: pipeline #{} and its upstream \
+                 pipelines hold one project, ref and source three times (GitLab allows twice)",
+                upstream.id
+            ),
+        )
+        .await;
     }
     let branch = target
         .branch

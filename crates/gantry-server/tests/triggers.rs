@@ -955,12 +955,22 @@ async fn wait_bridge(api: &Client, project: i64, pipeline: i64, name: &str) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trigger_project_runs_the_downstream_projects_pipeline_on_sqlite() {
+    multi_project(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trigger_project_runs_the_downstream_projects_pipeline_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    multi_project(Some(pg.database("multi"))).await;
+}
+
+async fn multi_project(database: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let down_dir = dir.path().join("downstream");
     downstream_repo(&down_dir);
     let up_dir = dir.path().join("upstream");
     repo(&up_dir, &[(".gitlab-ci.yml", UPSTREAM)]);
-    let running = gantry_server::start(config(&dir.path().join("data"), None))
+    let running = gantry_server::start(config(&dir.path().join("data"), database))
         .await
         .unwrap();
     let api = Client::new(&running.url, Some(ADMIN_TOKEN));
@@ -1214,4 +1224,90 @@ async fn a_viewers_upstream_pipeline_gets_insufficient_bridge_permissions() {
     let log = trace(&api, upstream, bridge).await;
     assert!(log.contains("vera (viewer)"), "{log}");
     assert!(pipelines(&api, downstream).await.is_empty());
+}
+
+/// Two projects triggering each other stop with GitLab's loop check (one
+/// project, ref and source at most twice up the chain), and a project
+/// cannot name itself in `trigger:project`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn projects_triggering_each_other_stop_with_pipeline_loop_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("a");
+    repo(
+        &a_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "to-b:\n  trigger: root/loop-b\nto-self:\n  trigger: root/loop-a\n  allow_failure: true\n",
+        )],
+    );
+    let b_dir = dir.path().join("b");
+    repo(
+        &b_dir,
+        &[(".gitlab-ci.yml", "to-a:\n  trigger: root/loop-a\n")],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let a = api.project("loop-a", &a_dir).await;
+    let b = api.project("loop-b", &b_dir).await;
+    let (_, body) = api
+        .post(
+            &format!("/api/v4/projects/{a}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let first = body["id"].as_i64().unwrap();
+    let to_self = wait_bridge_status(&api, a, first, "to-self", "failed").await;
+    assert_eq!(
+        to_self["failure_reason"], "invalid_bridge_trigger",
+        "{to_self:#}"
+    );
+    // A1 → B1 → A2 → B2 → A3 → B3, whose trigger job stops the loop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let looped = loop {
+        let mut found = None;
+        for p in pipelines(&api, b).await {
+            let id = p["id"].as_i64().unwrap();
+            if let Some(bridge) = bridges(&api, b, id)
+                .await
+                .into_iter()
+                .find(|j| j["failure_reason"] == "pipeline_loop_detected")
+            {
+                found = Some(bridge);
+            }
+        }
+        if let Some(bridge) = found {
+            break bridge;
+        }
+        assert!(Instant::now() < deadline, "no loop detected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(looped["downstream_pipeline"].is_null());
+    assert_eq!(pipelines(&api, a).await.len(), 3);
+    assert_eq!(pipelines(&api, b).await.len(), 3);
+}
+
+async fn wait_bridge_status(
+    api: &Client,
+    project: i64,
+    pipeline: i64,
+    name: &str,
+    status: &str,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = bridges(api, project, pipeline).await;
+        if let Some(b) = list
+            .iter()
+            .find(|b| b["name"] == name && b["status"] == status)
+        {
+            return b.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge {name} never {status}: {list:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
