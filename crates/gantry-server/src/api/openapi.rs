@@ -78,13 +78,13 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/api/v4/projects/{id}/pipelines/{pipeline_id}/jobs",
-        "A pipeline's jobs (scope[])",
+        "A pipeline's jobs (scope[]); trigger jobs are listed under bridges",
         "viewer",
     ),
     (
         "get",
         "/api/v4/projects/{id}/pipelines/{pipeline_id}/bridges",
-        "A pipeline's trigger jobs with their downstream (child) pipelines",
+        "A pipeline's trigger jobs with their downstream pipelines (child or multi-project)",
         "viewer",
     ),
     (
@@ -108,7 +108,7 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "/api/v4/projects/{id}/jobs",
-        "A project's jobs (scope[])",
+        "A project's jobs (scope[]), trigger jobs aside (see bridges)",
         "viewer",
     ),
     (
