@@ -77,8 +77,9 @@ pub fn restore(planned: &Planned, jobs: &[Job]) -> Result<Schedule, String> {
 pub enum Step {
     /// Hand it to a runner (`pending`).
     Enqueue { id: i64, from: String },
-    /// A `trigger:include` job: the server creates its child pipeline
-    /// (`running` until then, or until the child ends with `strategy: depend`).
+    /// A trigger job: the server creates its downstream pipeline, a child
+    /// (`trigger:include`) or another project's (`trigger: project`);
+    /// `running` until then, or until it ends with `strategy: depend`.
     Trigger { id: i64, from: String },
     /// `when: delayed`: runs after this many seconds.
     Delay { id: i64, seconds: u64 },

@@ -172,7 +172,7 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
                     job_id: *id,
                     from,
                     to: "running",
-                    reason: Some("creating the child pipeline"),
+                    reason: Some("creating the downstream pipeline"),
                     scheduled_at: None,
                 }),
                 Step::Delay { id, seconds } => writes.push(Transition {
