@@ -1311,3 +1311,52 @@ async fn wait_bridge_status(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A push webhook's pipeline has no user: its trigger job acts as the
+/// upstream project's creator (who registered the webhook's project).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_pipeline_triggers_downstream_as_the_projects_creator() {
+    let dir = tempfile::tempdir().unwrap();
+    let down_dir = dir.path().join("downstream");
+    repo(&down_dir, &[(".gitlab-ci.yml", DOWNSTREAM)]);
+    let up_dir = dir.path().join("upstream");
+    let first = repo(
+        &up_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "to-downstream:\n  trigger:\n    project: root/downstream\n    strategy: depend\n",
+        )],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let downstream = api.project("downstream", &down_dir).await;
+    let upstream = api.project("upstream", &up_dir).await;
+    let (_, me) = api.get("/api/v4/user").await;
+    let pushed = commit(&up_dir, &[("a.txt", "a\n")], "pushed");
+    let secret = api.webhook_secret(upstream).await;
+    let (status, body) = send_gitlab_hook(
+        &running.url,
+        upstream,
+        &secret,
+        &gitlab_push("main", &first, &pushed),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let up_id = body["pipeline_id"].as_i64().unwrap();
+    let up = api
+        .wait_pipeline(upstream, up_id, Duration::from_secs(60))
+        .await;
+    let list = bridges(&api, upstream, up_id).await;
+    assert_eq!(up["status"], "success", "{list:#?}");
+    assert!(up["user"].is_null(), "{up:#}");
+    let down_id = list[0]["downstream_pipeline"]["id"].as_i64().unwrap();
+    let (_, down) = api
+        .get(&format!(
+            "/api/v4/projects/{downstream}/pipelines/{down_id}"
+        ))
+        .await;
+    assert_eq!(down["user"]["id"], me["id"], "{down:#}");
+    assert_eq!(down["status"], "success");
+}
