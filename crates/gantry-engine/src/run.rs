@@ -1213,13 +1213,16 @@ impl<'a> Dispatcher<'a> {
     }
 }
 
-/// `trigger: {strategy: depend}`: the trigger job mirrors its child.
+/// `trigger: {strategy: depend}` (or `mirror`): the trigger job ends as
+/// its downstream pipeline ends.
 pub fn trigger_depends(job: &gantry_config::model::Job) -> bool {
-    job.trigger
-        .as_ref()
-        .and_then(|t| t.get("strategy"))
-        .and_then(|s| s.as_str())
-        == Some("depend")
+    matches!(
+        job.trigger
+            .as_ref()
+            .and_then(|t| t.get("strategy"))
+            .and_then(|s| s.as_str()),
+        Some("depend" | "mirror")
+    )
 }
 
 fn guess_tier(name: &str) -> &'static str {

@@ -513,3 +513,45 @@ async fn a_child_that_cannot_be_created_fails_its_trigger_job_with_gitlabs_reaso
     );
     running.server.abort();
 }
+
+/// `strategy: mirror` (GitLab's schema: `depend` or `mirror`) was taken as
+/// no strategy: the trigger job succeeded at once though its child failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strategy_mirror_waits_for_the_downstream_pipeline_like_depend() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[
+            (
+                ".gitlab-ci.yml",
+                "mirrored:\n  trigger:\n    include: ci/failing.yml\n    strategy: mirror\n",
+            ),
+            ("ci/failing.yml", "fails:\n  script: exit 3\n"),
+        ],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("mirror", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{id}/bridges"
+        ))
+        .await;
+    assert_eq!(done["status"], "failed", "{bridges:#}");
+    assert_eq!(bridges[0]["status"], "failed", "{bridges:#}");
+    assert_eq!(bridges[0]["downstream_pipeline"]["status"], "failed");
+    running.server.abort();
+}
