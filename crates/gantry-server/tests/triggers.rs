@@ -1360,3 +1360,47 @@ async fn a_webhook_pipeline_triggers_downstream_as_the_projects_creator() {
     assert_eq!(down["user"]["id"], me["id"], "{down:#}");
     assert_eq!(down["status"], "success");
 }
+
+/// `trigger:inputs` fills the downstream configuration's `spec:inputs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trigger_inputs_reach_the_downstream_projects_spec_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let down_dir = dir.path().join("deployer");
+    repo(
+        &down_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "spec:\n  inputs:\n    target:\n      default: dev\n---\ndeploy:\n  script: echo \"deploying to $[[ inputs.target ]]\"\n",
+        )],
+    );
+    let up_dir = dir.path().join("app");
+    repo(
+        &up_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "deploy-prod:\n  trigger:\n    project: root/deployer\n    strategy: depend\n    inputs:\n      target: prod\n",
+        )],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let downstream = api.project("deployer", &down_dir).await;
+    let upstream = api.project("app", &up_dir).await;
+    let (_, body) = api
+        .post(
+            &format!("/api/v4/projects/{upstream}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let up_id = body["id"].as_i64().unwrap();
+    let up = api
+        .wait_pipeline(upstream, up_id, Duration::from_secs(60))
+        .await;
+    let list = bridges(&api, upstream, up_id).await;
+    assert_eq!(up["status"], "success", "{list:#?}");
+    let down_id = list[0]["downstream_pipeline"]["id"].as_i64().unwrap();
+    let jobs = api.jobs(downstream, down_id).await;
+    let log = trace(&api, downstream, job(&jobs, "deploy")).await;
+    assert!(log.contains("deploying to prod"), "{log}");
+}
