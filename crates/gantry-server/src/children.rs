@@ -78,27 +78,27 @@ pub fn project_trigger(spec: &gantry_config::model::Job) -> Option<ProjectTrigge
 /// Whether a job row is a trigger (bridge) job: GitLab lists those under
 /// `/bridges`, never among a pipeline's or project's jobs.
 pub fn is_bridge(job: &Job) -> bool {
-    // Cheap first: a job without a trigger stores `"trigger":null`.
-    job.spec.contains("\"trigger\":")
-        && !job.spec.contains("\"trigger\":null")
-        && crate::engine_bridge::spec(job).is_some_and(|s| s.trigger.is_some())
+    // Cheap first: a job without a trigger stores `"trigger":null`, and a
+    // key written once is the top-level one (listing every job of a project
+    // must not parse every spec).
+    let keys = job.spec.matches("\"trigger\":").count();
+    if keys == 0 || (keys == 1 && job.spec.contains("\"trigger\":null")) {
+        return false;
+    }
+    crate::engine_bridge::spec(job).is_some_and(|s| s.trigger.is_some())
 }
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The status a job starts in when played or retried: `running` for a
-/// trigger job (the server creates its child: [`spawn_start`]), else
-/// `pending` (a runner claims it).
+/// trigger job (the server creates its downstream pipeline:
+/// [`spawn_start`]), else `pending` (a runner claims it).
 pub fn start_status(job: &Job) -> &'static str {
-    if crate::engine_bridge::spec(job).is_some_and(|s| s.trigger.is_some()) {
-        "running"
-    } else {
-        "pending"
-    }
+    if is_bridge(job) { "running" } else { "pending" }
 }
 
-/// Creates the child pipeline of trigger job `job_id` (already running)
-/// in the background.
+/// Creates the downstream pipeline of trigger job `job_id` (already
+/// running) in the background.
 pub fn spawn_start(app: Shared, job_id: i64) {
     let task: Task = Box::pin(async move {
         if let Err(e) = start(&app, job_id).await {
