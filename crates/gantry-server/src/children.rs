@@ -335,7 +335,8 @@ async fn start_multi_project(
     };
     let bridge = match bridge_variables(app, project, upstream, spec).await {
         Ok(v) => v,
-        Err(why) => return fail(DOWNSTREAM_CREATION_FAILED, why).await,
+        Err(BridgeVariablesError::Store(e)) => return Err(e),
+        Err(e) => return fail(DOWNSTREAM_CREATION_FAILED, e.to_string()).await,
     };
     let lookup = |name: &str| bridge.values.get(name).cloned();
     let path = gantry_config::expand::expand(&target.project, &lookup);
@@ -485,36 +486,41 @@ struct BridgeVariables {
     masked: Vec<String>,
 }
 
+/// Why the upstream variables of a trigger job could not be worked out.
+#[derive(Debug, thiserror::Error)]
+enum BridgeVariablesError {
+    #[error("the upstream repository: {0}")]
+    Repo(#[from] crate::repos::RepoError),
+    #[error("the upstream commit: {0}")]
+    Plan(#[from] crate::planning::PlanError),
+    #[error("the planning task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the trigger job's variables: {0}")]
+    Expand(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 async fn bridge_variables(
     app: &Shared,
     project: &Project,
     pipeline: &Pipeline,
     spec: &gantry_config::model::Job,
-) -> Result<BridgeVariables, String> {
+) -> Result<BridgeVariables, BridgeVariablesError> {
     use gantry_config::model::Variable;
     let mirror = if app.repos.mirror_dir(project.id).join("HEAD").exists() {
         app.repos.mirror_dir(project.id)
     } else {
-        app.repos
-            .sync(project.id, &project.source_url)
-            .await
-            .map_err(|e| e.to_string())?
+        app.repos.sync(project.id, &project.source_url).await?
     };
     let trigger = trigger_of(app, project, pipeline);
-    let context = tokio::task::spawn_blocking(move || crate::planning::context(&mirror, &trigger))
-        .await
-        .map_err(|e| format!("the planning task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
+    let context =
+        tokio::task::spawn_blocking(move || crate::planning::context(&mirror, &trigger)).await??;
     // Predefined < YAML < instance < project < pipeline variables.
     let mut ci_variables = Vec::new();
     let mut masked = Vec::new();
     for scope in [0, project.id] {
-        for v in app
-            .store
-            .variables(scope)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        for v in app.store.variables(scope).await? {
             if v.protected && pipeline.protected == 0 {
                 continue;
             }
@@ -550,8 +556,8 @@ async fn bridge_variables(
         let list: Vec<Variable> = set.iter().cloned().collect();
         gantry_config::expand::expand_all(&list, &|_| None)
     };
-    let values = expanded(true)?;
-    let unprotected = expanded(false)?;
+    let values = expanded(true).map_err(BridgeVariablesError::Expand)?;
+    let unprotected = expanded(false).map_err(BridgeVariablesError::Expand)?;
     Ok(BridgeVariables {
         values,
         unprotected,
