@@ -516,7 +516,8 @@ async fn bridge_variables(
     let trigger = trigger_of(app, project, pipeline);
     let context =
         tokio::task::spawn_blocking(move || crate::planning::context(&mirror, &trigger)).await??;
-    // Predefined < YAML < instance < project < pipeline variables.
+    // Predefined < YAML < dotenv of dependencies < instance < project <
+    // pipeline variables.
     let mut ci_variables = Vec::new();
     let mut masked = Vec::new();
     for scope in [0, project.id] {
@@ -539,12 +540,16 @@ async fn bridge_variables(
     }
     let pipeline_vars: Vec<(String, String)> =
         serde_json::from_str(&pipeline.variables).unwrap_or_default();
+    let dotenv = dependency_dotenv(app, pipeline, spec).await?;
     let expanded = |with_protected: bool| {
         let mut set = gantry_engine::vars::VarSet::new();
         for (k, v) in &context.variables {
             set.set(k, v.clone());
         }
         set.extend(&spec.variables);
+        for (k, v) in &dotenv {
+            set.set(k, v.clone());
+        }
         for (protected, var) in &ci_variables {
             if with_protected || !protected {
                 set.push(var.clone());
@@ -563,6 +568,38 @@ async fn bridge_variables(
         unprotected,
         masked,
     })
+}
+
+/// The `reports:dotenv` variables of the jobs the trigger job depends on
+/// (`needs`/`dependencies`), as a runner's job receives them: GitLab's way
+/// to pass a value an upstream job computed to a downstream pipeline.
+async fn dependency_dotenv(
+    app: &Shared,
+    pipeline: &Pipeline,
+    spec: &gantry_config::model::Job,
+) -> Result<Vec<(String, String)>, StoreError> {
+    if spec.dependencies.is_empty() {
+        return Ok(Vec::new());
+    }
+    let jobs = app.store.pipeline_jobs(pipeline.id, false).await?;
+    let mut out = Vec::new();
+    for name in &spec.dependencies {
+        let exact: Vec<&Job> = jobs.iter().filter(|j| &j.name == name).collect();
+        let producers = if exact.is_empty() {
+            jobs.iter()
+                .filter(|j| crate::engine_bridge::spec(j).is_some_and(|s| &s.definition == name))
+                .collect()
+        } else {
+            exact
+        };
+        for job in producers {
+            if let Some(text) = &job.dotenv {
+                let pairs: Vec<(String, String)> = serde_json::from_str(text).unwrap_or_default();
+                out.extend(pairs);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The upstream pipeline's trigger, to rebuild its planning context.

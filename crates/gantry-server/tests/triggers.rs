@@ -1361,26 +1361,40 @@ async fn a_webhook_pipeline_triggers_downstream_as_the_projects_creator() {
     assert_eq!(down["status"], "success");
 }
 
-/// `trigger:inputs` fills the downstream configuration's `spec:inputs`.
+const UPSTREAM_WITH_DOTENV: &str = r#"
+build:
+  script:
+    - echo "VERSION=1.2.3" > build.env
+  artifacts:
+    reports:
+      dotenv: build.env
+deploy-prod:
+  needs: [build]
+  variables:
+    UP_VERSION: v$VERSION
+  trigger:
+    project: root/deployer
+    strategy: depend
+    inputs:
+      target: prod
+"#;
+
+/// `trigger:inputs` fill the downstream configuration's `spec:inputs`, and
+/// a value an upstream job left in its dotenv report travels through the
+/// trigger job's variables (GitLab's documented way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn trigger_inputs_reach_the_downstream_projects_spec_inputs() {
+async fn trigger_inputs_and_upstream_dotenv_reach_the_downstream_project() {
     let dir = tempfile::tempdir().unwrap();
     let down_dir = dir.path().join("deployer");
     repo(
         &down_dir,
         &[(
             ".gitlab-ci.yml",
-            "spec:\n  inputs:\n    target:\n      default: dev\n---\ndeploy:\n  script: echo \"deploying to $[[ inputs.target ]]\"\n",
+            "spec:\n  inputs:\n    target:\n      default: dev\n---\ndeploy:\n  script: echo \"deploying $UP_VERSION to $[[ inputs.target ]]\"\n",
         )],
     );
     let up_dir = dir.path().join("app");
-    repo(
-        &up_dir,
-        &[(
-            ".gitlab-ci.yml",
-            "deploy-prod:\n  trigger:\n    project: root/deployer\n    strategy: depend\n    inputs:\n      target: prod\n",
-        )],
-    );
+    repo(&up_dir, &[(".gitlab-ci.yml", UPSTREAM_WITH_DOTENV)]);
     let running = gantry_server::start(config(&dir.path().join("data"), None))
         .await
         .unwrap();
@@ -1402,5 +1416,5 @@ async fn trigger_inputs_reach_the_downstream_projects_spec_inputs() {
     let down_id = list[0]["downstream_pipeline"]["id"].as_i64().unwrap();
     let jobs = api.jobs(downstream, down_id).await;
     let log = trace(&api, downstream, job(&jobs, "deploy")).await;
-    assert!(log.contains("deploying to prod"), "{log}");
+    assert!(log.contains("deploying v1.2.3 to prod"), "{log}");
 }
