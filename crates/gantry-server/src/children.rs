@@ -175,6 +175,14 @@ async fn start(app: &Shared, job_id: i64) -> Result<(), StoreError> {
     if let Some(why) = hierarchy_too_large(app, pipeline.id).await? {
         return end(app, &job, "failed", Some(MAX_HIERARCHY), &why).await;
     }
+    let spec = match child_spec(app, &project, &pipeline, &job, &spec).await {
+        Ok(s) => s,
+        Err(BridgeVariablesError::Store(e)) => return Err(e),
+        Err(e) => {
+            let why = e.to_string();
+            return end(app, &job, "failed", Some(DOWNSTREAM_CREATION_FAILED), &why).await;
+        }
+    };
     let planned = match plan(app, &project, &pipeline, &spec).await {
         Ok(p) => p,
         Err(e) => {
@@ -333,7 +341,7 @@ async fn start_multi_project(
     let fail = |reason: &'static str, why: String| async move {
         end(app, job, "failed", Some(reason), &why).await
     };
-    let bridge = match bridge_variables(app, project, upstream, spec).await {
+    let bridge = match bridge_variables(app, project, upstream, job, spec).await {
         Ok(v) => v,
         Err(BridgeVariablesError::Store(e)) => return Err(e),
         Err(e) => return fail(DOWNSTREAM_CREATION_FAILED, e.to_string()).await,
@@ -474,6 +482,34 @@ async fn start_multi_project(
     }
 }
 
+/// The trigger job of a child pipeline with its YAML variables expanded
+/// upstream, as GitLab passes them down (`PARENT_PIPELINE_ID:
+/// $CI_PIPELINE_ID` is the parent's id; `$X` from a dotenv report of a
+/// needed job is its value). References to masked variables stay as
+/// written: the child, in the same project, expands and masks them itself.
+async fn child_spec(
+    app: &Shared,
+    project: &Project,
+    pipeline: &Pipeline,
+    job: &Job,
+    spec: &gantry_config::model::Job,
+) -> Result<gantry_config::model::Job, BridgeVariablesError> {
+    let mut spec = spec.clone();
+    if spec
+        .variables
+        .iter()
+        .all(|v| !v.expand || !v.value.contains(['$', '%']))
+    {
+        return Ok(spec);
+    }
+    let bridge = bridge_variables(app, project, pipeline, job, &spec).await?;
+    for v in spec.variables.iter_mut().filter(|v| v.expand) {
+        v.value =
+            gantry_config::expand::expand_existing(&v.value, &|n| bridge.unmasked.get(n).cloned());
+    }
+    Ok(spec)
+}
+
 /// The variables a trigger job sees upstream (GitLab's `bridge.variables`):
 /// predefined, YAML, instance and project (protected ones only on a
 /// protected ref), pipeline variables; each expanded.
@@ -482,6 +518,8 @@ struct BridgeVariables {
     /// The same without the protected upstream variables (what a
     /// downstream ref that is not protected may see).
     unprotected: indexmap::IndexMap<String, String>,
+    /// The same with references to masked variables kept as written.
+    unmasked: indexmap::IndexMap<String, String>,
     /// Values of masked upstream variables.
     masked: Vec<String>,
 }
@@ -505,6 +543,7 @@ async fn bridge_variables(
     app: &Shared,
     project: &Project,
     pipeline: &Pipeline,
+    job: &Job,
     spec: &gantry_config::model::Job,
 ) -> Result<BridgeVariables, BridgeVariablesError> {
     use gantry_config::model::Variable;
@@ -541,9 +580,35 @@ async fn bridge_variables(
     let pipeline_vars: Vec<(String, String)> =
         serde_json::from_str(&pipeline.variables).unwrap_or_default();
     let dotenv = dependency_dotenv(app, pipeline, spec).await?;
-    let expanded = |with_protected: bool| {
+    // The trigger job's own predefined variables (the planning context
+    // knows the commit, not the stored pipeline and job).
+    let pipeline_url = format!("{}/{}/-/pipelines/{}", app.url, project.path, pipeline.id);
+    let job_predefined = [
+        ("CI_PIPELINE_ID", pipeline.id.to_string()),
+        ("CI_PIPELINE_IID", pipeline.iid.to_string()),
+        ("CI_PIPELINE_URL", pipeline_url),
+        (
+            "CI_PIPELINE_CREATED_AT",
+            crate::api::gitlab::iso(pipeline.created_at),
+        ),
+        ("CI_JOB_ID", job.id.to_string()),
+        ("CI_JOB_NAME", job.name.clone()),
+        (
+            "CI_JOB_NAME_SLUG",
+            gantry_config::context::slugify(&job.name),
+        ),
+        ("CI_JOB_STAGE", job.stage.clone()),
+        (
+            "CI_JOB_URL",
+            format!("{}/{}/-/jobs/{}", app.url, project.path, job.id),
+        ),
+    ];
+    let expanded = |with_protected: bool, with_masked: bool| {
         let mut set = gantry_engine::vars::VarSet::new();
         for (k, v) in &context.variables {
+            set.set(k, v.clone());
+        }
+        for (k, v) in &job_predefined {
             set.set(k, v.clone());
         }
         set.extend(&spec.variables);
@@ -551,7 +616,7 @@ async fn bridge_variables(
             set.set(k, v.clone());
         }
         for (protected, var) in &ci_variables {
-            if with_protected || !protected {
+            if (with_protected || !protected) && (with_masked || !var.masked) {
                 set.push(var.clone());
             }
         }
@@ -561,11 +626,13 @@ async fn bridge_variables(
         let list: Vec<Variable> = set.iter().cloned().collect();
         gantry_config::expand::expand_all(&list, &|_| None)
     };
-    let values = expanded(true).map_err(BridgeVariablesError::Expand)?;
-    let unprotected = expanded(false).map_err(BridgeVariablesError::Expand)?;
+    let values = expanded(true, true).map_err(BridgeVariablesError::Expand)?;
+    let unprotected = expanded(false, true).map_err(BridgeVariablesError::Expand)?;
+    let unmasked = expanded(true, false).map_err(BridgeVariablesError::Expand)?;
     Ok(BridgeVariables {
         values,
         unprotected,
+        unmasked,
         masked,
     })
 }

@@ -555,3 +555,71 @@ async fn strategy_mirror_waits_for_the_downstream_pipeline_like_depend() {
     assert_eq!(bridges[0]["downstream_pipeline"]["status"], "failed");
     running.server.abort();
 }
+
+/// A child pipeline got its trigger job's variables as written and
+/// expanded them itself: `PARENT_PIPELINE_ID: $CI_PIPELINE_ID` (GitLab's
+/// documented way to fetch the parent's artifacts) gave the child's own id,
+/// and a value from a needed job's dotenv report was empty. GitLab expands
+/// them in the parent; a masked variable still reaches the child masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_gets_its_trigger_jobs_variables_expanded_in_the_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[
+            (
+                ".gitlab-ci.yml",
+                "build:\n  script: echo VERSION=4.5.6 > build.env\n  artifacts:\n    reports:\n      dotenv: build.env\nchild:\n  needs: [build]\n  variables:\n    PARENT_PIPELINE_ID: $CI_PIPELINE_ID\n    DOWN_VERSION: v$VERSION\n    SECRET_COPY: $TOKEN\n  trigger:\n    include: ci/child.yml\n    strategy: depend\n",
+            ),
+            (
+                "ci/child.yml",
+                "show:\n  script: echo \"parent=$PARENT_PIPELINE_ID own=$CI_PIPELINE_ID version=$DOWN_VERSION secret=$SECRET_COPY\"\n",
+            ),
+        ],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("expand-upstream", &repo_dir).await;
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/variables"),
+            json!({"key": "TOKEN", "value": "very-secret-token", "masked": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{id}/bridges"
+        ))
+        .await;
+    assert_eq!(done["status"], "success", "{bridges:#}");
+    let child = bridges[0]["downstream_pipeline"]["id"].as_i64().unwrap();
+    let jobs = api.jobs(project, child).await;
+    let (_, log) = api
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            jobs[0]["id"]
+        ))
+        .await;
+    assert!(
+        log.contains(&format!(
+            "parent={id} own={child} version=v4.5.6 secret=[MASKED]"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("very-secret-token"), "{log}");
+    running.server.abort();
+}
