@@ -515,8 +515,11 @@ async fn child_spec(
 /// protected ref), pipeline variables; each expanded.
 struct BridgeVariables {
     values: indexmap::IndexMap<String, String>,
-    /// The same without the protected upstream variables (what a
-    /// downstream ref that is not protected may see).
+    /// The same without the upstream project's protected variables (what
+    /// another project's pipeline on a protected ref may see).
+    cross_project: indexmap::IndexMap<String, String>,
+    /// The same without any protected variable (what a downstream ref that
+    /// is not protected may see).
     unprotected: indexmap::IndexMap<String, String>,
     /// The same with references to masked variables kept as written.
     unmasked: indexmap::IndexMap<String, String>,
@@ -567,14 +570,15 @@ async fn bridge_variables(
             if v.masked && !v.value.is_empty() {
                 masked.push(v.value.clone());
             }
-            let protected = v.protected;
+            // (instance or project scope, protected)
+            let kind = (scope != 0, v.protected);
             let var = Variable {
                 expand: !v.raw,
                 file: v.variable_type == "file",
                 masked: v.masked,
                 ..Variable::new(&v.key, &v.value)
             };
-            ci_variables.push((protected, var));
+            ci_variables.push((kind, var));
         }
     }
     let pipeline_vars: Vec<(String, String)> =
@@ -603,7 +607,9 @@ async fn bridge_variables(
             format!("{}/{}/-/jobs/{}", app.url, project.path, job.id),
         ),
     ];
-    let expanded = |with_protected: bool, with_masked: bool| {
+    // Which instance and project variables take part: `keep(in_project,
+    // protected, masked)`.
+    let expanded = |keep: &dyn Fn(bool, bool, bool) -> bool| {
         let mut set = gantry_engine::vars::VarSet::new();
         for (k, v) in &context.variables {
             set.set(k, v.clone());
@@ -615,8 +621,8 @@ async fn bridge_variables(
         for (k, v) in &dotenv {
             set.set(k, v.clone());
         }
-        for (protected, var) in &ci_variables {
-            if (with_protected || !protected) && (with_masked || !var.masked) {
+        for ((in_project, protected), var) in &ci_variables {
+            if keep(*in_project, *protected, var.masked) {
                 set.push(var.clone());
             }
         }
@@ -626,11 +632,17 @@ async fn bridge_variables(
         let list: Vec<Variable> = set.iter().cloned().collect();
         gantry_config::expand::expand_all(&list, &|_| None)
     };
-    let values = expanded(true, true).map_err(BridgeVariablesError::Expand)?;
-    let unprotected = expanded(false, true).map_err(BridgeVariablesError::Expand)?;
-    let unmasked = expanded(true, false).map_err(BridgeVariablesError::Expand)?;
+    let values = expanded(&|_, _, _| true).map_err(BridgeVariablesError::Expand)?;
+    // GitLab (`exclude_protected_variables_from_multi_project_pipeline_triggers`):
+    // another project's pipeline never gets the protected project variables.
+    let cross_project = expanded(&|in_project, protected, _| !(in_project && protected))
+        .map_err(BridgeVariablesError::Expand)?;
+    let unprotected =
+        expanded(&|_, protected, _| !protected).map_err(BridgeVariablesError::Expand)?;
+    let unmasked = expanded(&|_, _, masked| !masked).map_err(BridgeVariablesError::Expand)?;
     Ok(BridgeVariables {
         values,
+        cross_project,
         unprotected,
         unmasked,
         masked,
@@ -726,17 +738,18 @@ fn downstream_variables(
                 put(&mut out, &v.name, v.value.clone());
                 continue;
             }
-            let value =
-                gantry_config::expand::expand(&v.value, &|name| bridge.values.get(name).cloned());
-            if !downstream_protected
-                && value
-                    != gantry_config::expand::expand(&v.value, &|name| {
-                        bridge.unprotected.get(name).cloned()
-                    })
+            let allowed = if downstream_protected {
+                &bridge.cross_project
+            } else {
+                &bridge.unprotected
+            };
+            let value = gantry_config::expand::expand(&v.value, &|n| allowed.get(n).cloned());
+            if value != gantry_config::expand::expand(&v.value, &|n| bridge.values.get(n).cloned())
             {
                 out.withheld.push(format!(
                     "WARNING: variable {} is not passed downstream: it uses a protected \
-                     variable and the downstream ref is not protected",
+                     variable (the upstream project's are never given to another project, \
+                     protected instance variables only to a protected ref)",
                     v.name
                 ));
                 continue;

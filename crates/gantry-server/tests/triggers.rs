@@ -906,6 +906,7 @@ to-main:
   variables:
     UPSTREAM_REF: up-$CI_COMMIT_REF_NAME
     MASKED_COPY: copy-of-$UP_MASKED
+    PROTECTED_COPY: $UP_PROTECTED
   trigger:
     project: root/downstream
     strategy: depend
@@ -976,8 +977,8 @@ async fn multi_project(database: Option<String>) {
     let api = Client::new(&running.url, Some(ADMIN_TOKEN));
     let downstream = api.project("downstream", &down_dir).await;
     let upstream = api.project("upstream", &up_dir).await;
-    // Protected: given on the upstream's `main`, and downstream only to a
-    // ref the downstream project protects (`broken` is not).
+    // Protected: seen on the upstream's `main`, but never given to another
+    // project's pipeline (GitLab's rule), be its ref protected or not.
     let (status, body) = api
         .post(
             &format!("/api/v4/projects/{upstream}/variables"),
@@ -1060,6 +1061,7 @@ async fn multi_project(database: Option<String>) {
     let main_bridge_log = trace(&api, upstream, to_main).await;
     assert!(
         main_bridge_log.contains("MASKED_COPY is not passed downstream")
+            && main_bridge_log.contains("PROTECTED_COPY is not passed downstream")
             && !main_bridge_log.contains("masked-secret-value"),
         "{main_bridge_log}"
     );
