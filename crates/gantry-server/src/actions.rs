@@ -216,6 +216,18 @@ pub async fn retry(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionEr
             job.status
         )));
     }
+    // GitLab's `Ci::Bridge#retryable?`: a retry would fail the same way.
+    if let Some(reason) = job.failure_reason.as_deref().filter(|r| {
+        [
+            crate::children::PIPELINE_LOOP_DETECTED,
+            crate::children::MAX_DESCENDANTS_DEPTH,
+        ]
+        .contains(r)
+    }) {
+        return Err(ActionError::WrongState(format!(
+            "a trigger job that failed with {reason} cannot be retried"
+        )));
+    }
     let to = crate::children::start_status(job);
     let new = app.store.retry_job(job, to, Some(user.id)).await?;
     app.queue.notify_waiters();

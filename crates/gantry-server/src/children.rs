@@ -237,7 +237,7 @@ async fn created(
         append_log(app, job.id, &line).await;
         // A pipeline that finished at once (every job skipped) ends it now.
         if crate::store::is_finished(&downstream.status) {
-            pipeline_finished(app, downstream.id, status_str(&downstream.status)).await?;
+            pipeline_finished(app, downstream.id, &downstream.status).await?;
         }
         Ok(())
     } else {
@@ -886,13 +886,28 @@ async fn artifact_text(
     .map_err(|e| ChildPipelineError::Invalid(format!("reading the artifact failed: {e}")))?
 }
 
-/// The trigger job's stored status for a child pipeline's final status.
-fn status_str(status: &str) -> &'static str {
+/// The trigger job's status for its downstream pipeline's final status
+/// (GitLab's `inherit_status_from_downstream`): with `strategy: depend` a
+/// skipped pipeline fails it; `mirror` would mirror `skipped`, which a
+/// finished attempt cannot be here, so it counts as success.
+fn status_str(status: &str, mirrored: bool) -> &'static str {
     match status {
-        "success" | "skipped" => "success",
+        "success" => "success",
+        "skipped" if mirrored => "success",
         "canceled" => "canceled",
         _ => "failed",
     }
+}
+
+/// `trigger: {strategy: mirror}`.
+fn mirrored(job: &Job) -> bool {
+    crate::engine_bridge::spec(job).is_some_and(|s| {
+        s.trigger
+            .as_ref()
+            .and_then(|t| t.get("strategy"))
+            .and_then(serde_json::Value::as_str)
+            == Some("mirror")
+    })
 }
 
 async fn pipeline_finished(app: &Shared, pipeline_id: i64, status: &str) -> Result<(), StoreError> {
@@ -906,7 +921,7 @@ async fn pipeline_finished(app: &Shared, pipeline_id: i64, status: &str) -> Resu
         return Ok(());
     }
     let line = format!("Downstream pipeline #{pipeline_id} ended: {status}\n");
-    end(app, &job, status_str(status), None, &line).await
+    end(app, &job, status_str(status, mirrored(&job)), None, &line).await
 }
 
 /// Ends a running trigger job: a line in its log, then the engine's

@@ -623,3 +623,52 @@ async fn a_child_gets_its_trigger_jobs_variables_expanded_in_the_parent() {
     assert!(!log.contains("very-secret-token"), "{log}");
     running.server.abort();
 }
+
+/// A child pipeline whose jobs were all skipped ended its `strategy:
+/// depend` trigger job as a success; GitLab's dependent bridge fails when
+/// its downstream pipeline is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strategy_depend_fails_on_a_skipped_downstream_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[
+            (
+                ".gitlab-ci.yml",
+                "child:\n  trigger:\n    include: ci/skipped.yml\n    strategy: depend\n",
+            ),
+            (
+                "ci/skipped.yml",
+                "only-on-failure:\n  when: on_failure\n  script: echo never\n",
+            ),
+        ],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("skipped-child", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{id}/bridges"
+        ))
+        .await;
+    assert_eq!(
+        bridges[0]["downstream_pipeline"]["status"], "skipped",
+        "{bridges:#}"
+    );
+    assert_eq!(bridges[0]["status"], "failed", "{bridges:#}");
+    assert_eq!(done["status"], "failed");
+    running.server.abort();
+}

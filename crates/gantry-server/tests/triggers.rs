@@ -1288,6 +1288,14 @@ async fn projects_triggering_each_other_stop_with_pipeline_loop_detected() {
     assert!(looped["downstream_pipeline"].is_null());
     assert_eq!(pipelines(&api, a).await.len(), 3);
     assert_eq!(pipelines(&api, b).await.len(), 3);
+    // GitLab's `retryable?`: a retry would loop again.
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{b}/jobs/{}/retry", looped["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
 }
 
 async fn wait_bridge_status(
