@@ -183,6 +183,11 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
                     "the job changed meanwhile; reload and try again".into(),
                 ));
             }
+            if to == "running" {
+                // Before its downstream pipeline is created (below): it is
+                // the player's.
+                app.store.set_trigger_job_user(job.id, user.id).await?;
+            }
             job.clone()
         }
         s if crate::store::is_finished(s) && job.retried == 0 => {

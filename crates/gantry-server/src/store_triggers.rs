@@ -1,6 +1,6 @@
 //! Rows of the triggers that are not webhooks or the API: the heads each
-//! polled remote had ([`crate::poller`]) and the links from a trigger job
-//! to its child pipeline ([`crate::children`]). Kept apart from
+//! polled remote had ([`crate::poller`]), the links from a trigger job to
+//! its downstream pipeline and who played it ([`crate::children`]). Kept apart from
 //! [`crate::store`]; the tables come from the server's migrations.
 
 use crate::error::StoreError;
@@ -36,6 +36,18 @@ pub struct PipelineLink {
 }
 
 impl Store {
+    /// Records who played a trigger job: its downstream pipeline is created
+    /// as that user (GitLab's `PlayBridgeService`).
+    pub async fn set_trigger_job_user(&self, job_id: i64, user_id: i64) -> Result<(), StoreError> {
+        let _w = self.db.write_lock().await;
+        sqlx::query("UPDATE jobs SET user_id = $1 WHERE id = $2")
+            .bind(user_id)
+            .bind(job_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The parent of a child pipeline.
     pub async fn parent_link(
         &self,

@@ -672,3 +672,92 @@ async fn strategy_depend_fails_on_a_skipped_downstream_pipeline() {
     assert_eq!(done["status"], "failed");
     running.server.abort();
 }
+
+/// Playing a manual trigger job did not record who played it, so its
+/// multi-project pipeline was checked against (and run as) the user who
+/// started the upstream pipeline; GitLab's bridge becomes the player's.
+/// The upstream pipeline is a viewer's, made through the library (a viewer
+/// cannot start one through the API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_played_trigger_job_creates_its_downstream_pipeline_as_the_player() {
+    let dir = tempfile::tempdir().unwrap();
+    let down_dir = dir.path().join("downstream");
+    repo(&down_dir, &[(".gitlab-ci.yml", "ok:\n  script: echo ok\n")]);
+    let up_dir = dir.path().join("upstream");
+    repo(
+        &up_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "deploy:\n  when: manual\n  trigger:\n    project: root/downstream\n",
+        )],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let downstream = api.project("downstream", &down_dir).await;
+    let upstream = api.project("upstream", &up_dir).await;
+    let (_, viewer) = api
+        .post(
+            "/api/v4/users",
+            json!({"username": "vic", "role": "viewer"}),
+        )
+        .await;
+    let (_, developer) = api
+        .post(
+            "/api/v4/users",
+            json!({"username": "dev", "role": "developer"}),
+        )
+        .await;
+    let project = running.app.store.project(upstream).await.unwrap().unwrap();
+    let req = gantry_server::pipelines::Request {
+        git_ref: "main".into(),
+        source: "api".into(),
+        user_id: viewer["id"].as_i64(),
+        ..Default::default()
+    };
+    let up = gantry_server::pipelines::create(&running.app, &project, req)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let bridge = loop {
+        assert!(std::time::Instant::now() < deadline, "no manual bridge");
+        let (_, list) = api
+            .get(&format!(
+                "/api/v4/projects/{upstream}/pipelines/{}/bridges",
+                up.id
+            ))
+            .await;
+        if list[0]["status"] == "manual" {
+            break list[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let dev = Client::new(&running.url, developer["token"].as_str());
+    let (status, body) = dev
+        .post(
+            &format!("/api/v4/projects/{upstream}/jobs/{}/play", bridge["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = api
+        .wait_pipeline(upstream, up.id, Duration::from_secs(60))
+        .await;
+    let (_, list) = api
+        .get(&format!(
+            "/api/v4/projects/{upstream}/pipelines/{}/bridges",
+            up.id
+        ))
+        .await;
+    assert_eq!(list[0]["status"], "success", "{list:#}");
+    assert_eq!(done["status"], "success");
+    let down_id = list[0]["downstream_pipeline"]["id"].as_i64().unwrap();
+    let (_, down) = api
+        .get(&format!(
+            "/api/v4/projects/{downstream}/pipelines/{down_id}"
+        ))
+        .await;
+    assert_eq!(down["user"]["id"], developer["id"], "{down:#}");
+    running.server.abort();
+}
