@@ -19,18 +19,23 @@
 //!   upstream pipeline variables become its pipeline variables. The user
 //!   of the trigger job (or of its pipeline, or the upstream project's
 //!   creator for webhook pipelines) needs developer access.
+//!   ([`multi_project`], with the variables of [`variables`].)
 
 use crate::app::Shared;
 use crate::error::StoreError;
 use crate::pipelines::{CreateError, Request};
 use crate::planning::Trigger;
-use crate::store::{Job, Pipeline, Project, Role};
+use crate::store::{Job, Pipeline, Project};
 use gantry_config::child::ChildSource;
 use gantry_engine::child_planner::FileChildPlanner;
 use gantry_engine::error::ChildPipelineError;
 use gantry_engine::ports::ChildPlanner;
 use std::future::Future;
 use std::pin::Pin;
+use variables::BridgeVariablesError;
+
+mod multi_project;
+mod variables;
 
 /// GitLab's limit: a child pipeline may trigger one more level, no deeper.
 const MAX_DEPTH: usize = 2;
@@ -165,7 +170,8 @@ async fn start(app: &Shared, job_id: i64) -> Result<(), StoreError> {
         return Ok(());
     };
     if let Some(target) = project_trigger(&spec) {
-        return start_multi_project(app, &job, &pipeline, &project, &spec, &target).await;
+        return multi_project::start_multi_project(app, &job, &pipeline, &project, &spec, &target)
+            .await;
     }
     // GitLab's preconditions, in its order.
     if child_depth(app, &pipeline).await? >= MAX_DEPTH {
@@ -175,7 +181,7 @@ async fn start(app: &Shared, job_id: i64) -> Result<(), StoreError> {
     if let Some(why) = hierarchy_too_large(app, pipeline.id).await? {
         return end(app, &job, "failed", Some(MAX_HIERARCHY), &why).await;
     }
-    let spec = match child_spec(app, &project, &pipeline, &job, &spec).await {
+    let spec = match variables::child_spec(app, &project, &pipeline, &job, &spec).await {
         Ok(s) => s,
         Err(BridgeVariablesError::Store(e)) => return Err(e),
         Err(e) => {
@@ -328,359 +334,6 @@ async fn hierarchy_size(app: &Shared, pipeline_id: i64) -> Result<usize, StoreEr
     Ok(count)
 }
 
-/// Creates the multi-project pipeline of trigger job `job` (GitLab's
-/// `Ci::CreateDownstreamPipelineService` for `trigger: project`).
-async fn start_multi_project(
-    app: &Shared,
-    job: &Job,
-    upstream: &Pipeline,
-    project: &Project,
-    spec: &gantry_config::model::Job,
-    target: &ProjectTrigger,
-) -> Result<(), StoreError> {
-    let fail = |reason: &'static str, why: String| async move {
-        end(app, job, "failed", Some(reason), &why).await
-    };
-    let bridge = match bridge_variables(app, project, upstream, job, spec).await {
-        Ok(v) => v,
-        Err(BridgeVariablesError::Store(e)) => return Err(e),
-        Err(e) => return fail(DOWNSTREAM_CREATION_FAILED, e.to_string()).await,
-    };
-    let lookup = |name: &str| bridge.values.get(name).cloned();
-    let path = gantry_config::expand::expand(&target.project, &lookup);
-    let Some(downstream) = app.store.project_by_path(path.trim()).await? else {
-        let known: Vec<String> = app
-            .store
-            .projects()
-            .await?
-            .into_iter()
-            .map(|p| p.path)
-            .collect();
-        return fail(
-            DOWNSTREAM_PROJECT_NOT_FOUND,
-            format!(
-                "the downstream project `{path}` (trigger:project) is not a project of this server; \
-                 projects are named by their path with namespace: {}",
-                if known.is_empty() { "there are none".into() } else { known.join(", ") }
-            ),
-        )
-        .await;
-    };
-    if downstream.id == project.id {
-        return fail(
-            INVALID_BRIDGE_TRIGGER,
-            format!(
-                "trigger:project names this job's own project ({}): use trigger:include for a \
-                 child pipeline",
-                project.path
-            ),
-        )
-        .await;
-    }
-    if let Some(why) = hierarchy_too_large(app, upstream.id).await? {
-        return fail(MAX_HIERARCHY, why).await;
-    }
-    // The user the downstream pipeline runs as: who played or retried the
-    // trigger job, else who started the upstream pipeline, else (a webhook
-    // or poll pipeline, which has no user) the upstream project's creator.
-    let user_id = job.user_id.or(upstream.user_id).or(project.creator_id);
-    let user = match user_id {
-        Some(id) => app.store.user(id).await?,
-        None => None,
-    };
-    match &user {
-        Some(u) if u.role().allows(Role::Developer) => {}
-        Some(u) => {
-            return fail(
-                INSUFFICIENT_BRIDGE_PERMISSIONS,
-                format!(
-                    "{} ({}) may not create pipelines in {}: triggering a downstream project \
-                     needs developer access or above",
-                    u.username, u.role, downstream.path
-                ),
-            )
-            .await;
-        }
-        None => {
-            return fail(
-                INSUFFICIENT_BRIDGE_PERMISSIONS,
-                format!(
-                    "the upstream pipeline has no user with access to {} (no user started it \
-                     and its project has no creator)",
-                    downstream.path
-                ),
-            )
-            .await;
-        }
-    }
-    if loop_detected(app, upstream).await? {
-        return fail(
-            PIPELINE_LOOP_DETECTED,
-            format!(
-                "the projects trigger each other in a loop: pipeline #{} and its upstream \
-                 pipelines hold one project, ref and source three times (GitLab allows twice)",
-                upstream.id
-            ),
-        )
-        .await;
-    }
-    let branch = target
-        .branch
-        .as_deref()
-        .map(|b| gantry_config::expand::expand(b, &lookup))
-        .map(|b| b.trim().to_string())
-        .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| downstream.default_branch.clone());
-    // Protected upstream variables reach the downstream pipeline only on a
-    // ref the downstream project protects too.
-    let (downstream_protected, _) = crate::pipelines::predefined(app, &downstream, &branch, false);
-    let forwarded = downstream_variables(&bridge, spec, upstream, downstream_protected);
-    for line in &forwarded.withheld {
-        append_log(app, job.id, &format!("{line}\n")).await;
-    }
-    let inputs = spec
-        .trigger
-        .as_ref()
-        .and_then(|t| t.get("inputs"))
-        .and_then(serde_json::Value::as_object)
-        .cloned();
-    let req = Request {
-        git_ref: branch.clone(),
-        source: "pipeline".into(),
-        variables: forwarded.variables,
-        user_id,
-        inputs,
-        fetch: true,
-        parent: Some((upstream.id, job.id)),
-        ..Default::default()
-    };
-    match crate::pipelines::create(app, &downstream, req).await {
-        Ok(created_pipeline) => {
-            let line = format!(
-                "Created downstream pipeline #{} in {} on {} ({}/{}/-/pipelines/{}), status {}\n",
-                created_pipeline.id,
-                downstream.path,
-                branch,
-                app.url,
-                downstream.path,
-                created_pipeline.id,
-                created_pipeline.status
-            );
-            created(app, job, spec, &created_pipeline, line).await
-        }
-        Err(CreateError::Store(e)) => Err(e),
-        Err(e) => {
-            fail(
-                DOWNSTREAM_CREATION_FAILED,
-                format!(
-                    "the downstream pipeline of {} on {branch} could not be created: {e}",
-                    downstream.path
-                ),
-            )
-            .await
-        }
-    }
-}
-
-/// The trigger job of a child pipeline with its YAML variables expanded
-/// upstream, as GitLab passes them down (`PARENT_PIPELINE_ID:
-/// $CI_PIPELINE_ID` is the parent's id; `$X` from a dotenv report of a
-/// needed job is its value). References to masked variables stay as
-/// written: the child, in the same project, expands and masks them itself.
-async fn child_spec(
-    app: &Shared,
-    project: &Project,
-    pipeline: &Pipeline,
-    job: &Job,
-    spec: &gantry_config::model::Job,
-) -> Result<gantry_config::model::Job, BridgeVariablesError> {
-    let mut spec = spec.clone();
-    if spec
-        .variables
-        .iter()
-        .all(|v| !v.expand || !v.value.contains(['$', '%']))
-    {
-        return Ok(spec);
-    }
-    let bridge = bridge_variables(app, project, pipeline, job, &spec).await?;
-    for v in spec.variables.iter_mut().filter(|v| v.expand) {
-        v.value =
-            gantry_config::expand::expand_existing(&v.value, &|n| bridge.unmasked.get(n).cloned());
-    }
-    Ok(spec)
-}
-
-/// The variables a trigger job sees upstream (GitLab's `bridge.variables`):
-/// predefined, YAML, instance and project (protected ones only on a
-/// protected ref), pipeline variables; each expanded.
-struct BridgeVariables {
-    values: indexmap::IndexMap<String, String>,
-    /// The same without the upstream project's protected variables (what
-    /// another project's pipeline on a protected ref may see).
-    cross_project: indexmap::IndexMap<String, String>,
-    /// The same without any protected variable (what a downstream ref that
-    /// is not protected may see).
-    unprotected: indexmap::IndexMap<String, String>,
-    /// The same with references to masked variables kept as written.
-    unmasked: indexmap::IndexMap<String, String>,
-    /// Values of masked upstream variables.
-    masked: Vec<String>,
-}
-
-/// Why the upstream variables of a trigger job could not be worked out.
-#[derive(Debug, thiserror::Error)]
-enum BridgeVariablesError {
-    #[error("the upstream repository: {0}")]
-    Repo(#[from] crate::repos::RepoError),
-    #[error("the upstream commit: {0}")]
-    Plan(#[from] crate::planning::PlanError),
-    #[error("the planning task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-    #[error("the trigger job's variables: {0}")]
-    Expand(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-async fn bridge_variables(
-    app: &Shared,
-    project: &Project,
-    pipeline: &Pipeline,
-    job: &Job,
-    spec: &gantry_config::model::Job,
-) -> Result<BridgeVariables, BridgeVariablesError> {
-    use gantry_config::model::Variable;
-    let mirror = if app.repos.mirror_dir(project.id).join("HEAD").exists() {
-        app.repos.mirror_dir(project.id)
-    } else {
-        app.repos.sync(project.id, &project.source_url).await?
-    };
-    let trigger = trigger_of(app, project, pipeline);
-    let context =
-        tokio::task::spawn_blocking(move || crate::planning::context(&mirror, &trigger)).await??;
-    // Predefined < YAML < dotenv of dependencies < instance < project <
-    // pipeline variables.
-    let mut ci_variables = Vec::new();
-    let mut masked = Vec::new();
-    for scope in [0, project.id] {
-        for v in app.store.variables(scope).await? {
-            if v.protected && pipeline.protected == 0 {
-                continue;
-            }
-            if v.masked && !v.value.is_empty() {
-                masked.push(v.value.clone());
-            }
-            // (instance or project scope, protected)
-            let kind = (scope != 0, v.protected);
-            let var = Variable {
-                expand: !v.raw,
-                file: v.variable_type == "file",
-                masked: v.masked,
-                ..Variable::new(&v.key, &v.value)
-            };
-            ci_variables.push((kind, var));
-        }
-    }
-    let pipeline_vars: Vec<(String, String)> =
-        serde_json::from_str(&pipeline.variables).unwrap_or_default();
-    let dotenv = dependency_dotenv(app, pipeline, spec).await?;
-    // The trigger job's own predefined variables (the planning context
-    // knows the commit, not the stored pipeline and job).
-    let pipeline_url = format!("{}/{}/-/pipelines/{}", app.url, project.path, pipeline.id);
-    let job_predefined = [
-        ("CI_PIPELINE_ID", pipeline.id.to_string()),
-        ("CI_PIPELINE_IID", pipeline.iid.to_string()),
-        ("CI_PIPELINE_URL", pipeline_url),
-        (
-            "CI_PIPELINE_CREATED_AT",
-            crate::api::gitlab::iso(pipeline.created_at),
-        ),
-        ("CI_JOB_ID", job.id.to_string()),
-        ("CI_JOB_NAME", job.name.clone()),
-        (
-            "CI_JOB_NAME_SLUG",
-            gantry_config::context::slugify(&job.name),
-        ),
-        ("CI_JOB_STAGE", job.stage.clone()),
-        (
-            "CI_JOB_URL",
-            format!("{}/{}/-/jobs/{}", app.url, project.path, job.id),
-        ),
-    ];
-    // Which instance and project variables take part: `keep(in_project,
-    // protected, masked)`.
-    let expanded = |keep: &dyn Fn(bool, bool, bool) -> bool| {
-        let mut set = gantry_engine::vars::VarSet::new();
-        for (k, v) in &context.variables {
-            set.set(k, v.clone());
-        }
-        for (k, v) in &job_predefined {
-            set.set(k, v.clone());
-        }
-        set.extend(&spec.variables);
-        for (k, v) in &dotenv {
-            set.set(k, v.clone());
-        }
-        for ((in_project, protected), var) in &ci_variables {
-            if keep(*in_project, *protected, var.masked) {
-                set.push(var.clone());
-            }
-        }
-        for (k, v) in &pipeline_vars {
-            set.set(k, v.clone());
-        }
-        let list: Vec<Variable> = set.iter().cloned().collect();
-        gantry_config::expand::expand_all(&list, &|_| None)
-    };
-    let values = expanded(&|_, _, _| true).map_err(BridgeVariablesError::Expand)?;
-    // GitLab (`exclude_protected_variables_from_multi_project_pipeline_triggers`):
-    // another project's pipeline never gets the protected project variables.
-    let cross_project = expanded(&|in_project, protected, _| !(in_project && protected))
-        .map_err(BridgeVariablesError::Expand)?;
-    let unprotected =
-        expanded(&|_, protected, _| !protected).map_err(BridgeVariablesError::Expand)?;
-    let unmasked = expanded(&|_, _, masked| !masked).map_err(BridgeVariablesError::Expand)?;
-    Ok(BridgeVariables {
-        values,
-        cross_project,
-        unprotected,
-        unmasked,
-        masked,
-    })
-}
-
-/// The `reports:dotenv` variables of the jobs the trigger job depends on
-/// (`needs`/`dependencies`), as a runner's job receives them: GitLab's way
-/// to pass a value an upstream job computed to a downstream pipeline.
-async fn dependency_dotenv(
-    app: &Shared,
-    pipeline: &Pipeline,
-    spec: &gantry_config::model::Job,
-) -> Result<Vec<(String, String)>, StoreError> {
-    if spec.dependencies.is_empty() {
-        return Ok(Vec::new());
-    }
-    let jobs = app.store.pipeline_jobs(pipeline.id, false).await?;
-    let mut out = Vec::new();
-    for name in &spec.dependencies {
-        let exact: Vec<&Job> = jobs.iter().filter(|j| &j.name == name).collect();
-        let producers = if exact.is_empty() {
-            jobs.iter()
-                .filter(|j| crate::engine_bridge::spec(j).is_some_and(|s| &s.definition == name))
-                .collect()
-        } else {
-            exact
-        };
-        for job in producers {
-            if let Some(text) = &job.dotenv {
-                let pairs: Vec<(String, String)> = serde_json::from_str(text).unwrap_or_default();
-                out.extend(pairs);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// The upstream pipeline's trigger, to rebuild its planning context.
 fn trigger_of(app: &Shared, project: &Project, pipeline: &Pipeline) -> Trigger {
     let is_tag = pipeline.tag != 0;
@@ -695,84 +348,6 @@ fn trigger_of(app: &Shared, project: &Project, pipeline: &Pipeline) -> Trigger {
         predefined,
         inputs: None,
     }
-}
-
-/// What a multi-project pipeline receives.
-struct Forwarded {
-    variables: Vec<(String, String)>,
-    /// One line per variable not passed on, saying why.
-    withheld: Vec<String>,
-}
-
-/// GitLab's `Ci::Bridge#downstream_variables`: the trigger job's YAML
-/// variables (unless `forward:yaml_variables: false`) expanded with the
-/// bridge's variables, then (with `forward:pipeline_variables: true`) the
-/// upstream pipeline variables, which win. A value holding a masked
-/// upstream variable is withheld: downstream pipeline variables are stored
-/// and shown unmasked. One referring to a protected upstream variable is
-/// withheld unless the downstream ref is protected as well.
-fn downstream_variables(
-    bridge: &BridgeVariables,
-    spec: &gantry_config::model::Job,
-    upstream: &Pipeline,
-    downstream_protected: bool,
-) -> Forwarded {
-    let forward = spec.trigger.as_ref().and_then(|t| t.get("forward"));
-    let flag = |key: &str, default: bool| {
-        forward
-            .and_then(|f| f.get(key))
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(default)
-    };
-    let mut out = Forwarded {
-        variables: Vec::new(),
-        withheld: Vec::new(),
-    };
-    let put = |out: &mut Forwarded, key: &str, value: String| {
-        out.variables.retain(|(k, _)| k != key);
-        out.variables.push((key.to_string(), value));
-    };
-    if flag("yaml_variables", true) {
-        for v in &spec.variables {
-            if !v.expand {
-                put(&mut out, &v.name, v.value.clone());
-                continue;
-            }
-            let allowed = if downstream_protected {
-                &bridge.cross_project
-            } else {
-                &bridge.unprotected
-            };
-            let value = gantry_config::expand::expand(&v.value, &|n| allowed.get(n).cloned());
-            if value != gantry_config::expand::expand(&v.value, &|n| bridge.values.get(n).cloned())
-            {
-                out.withheld.push(format!(
-                    "WARNING: variable {} is not passed downstream: it uses a protected \
-                     variable (the upstream project's are never given to another project, \
-                     protected instance variables only to a protected ref)",
-                    v.name
-                ));
-                continue;
-            }
-            if bridge.masked.iter().any(|m| value.contains(m.as_str())) {
-                out.withheld.push(format!(
-                    "WARNING: variable {} is not passed downstream: it holds a masked \
-                     variable's value, which downstream pipeline variables would show unmasked",
-                    v.name
-                ));
-                continue;
-            }
-            put(&mut out, &v.name, value);
-        }
-    }
-    if flag("pipeline_variables", false) {
-        let pipeline_vars: Vec<(String, String)> =
-            serde_json::from_str(&upstream.variables).unwrap_or_default();
-        for (k, v) in pipeline_vars {
-            put(&mut out, &k, v);
-        }
-    }
-    out
 }
 
 /// A planned child and its pipeline variables (what `trigger:forward`
