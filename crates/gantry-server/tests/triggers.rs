@@ -923,6 +923,11 @@ to-broken:
 to-nowhere:
   trigger: root/no-such-project
   allow_failure: true
+to-no-branch:
+  trigger:
+    project: root/downstream
+    branch: no-such-branch
+  allow_failure: true
 after:
   needs: [to-main]
   script: echo after the downstream pipeline
@@ -1026,7 +1031,7 @@ async fn multi_project(database: Option<String>) {
             .all(|j| j["name"] == "after"),
         "{project_jobs:#}"
     );
-    assert_eq!(list.len(), 3, "{list:#?}");
+    assert_eq!(list.len(), 4, "{list:#?}");
 
     // `strategy: depend` on a downstream pipeline that succeeds.
     let to_main = job(&list, "to-main");
@@ -1111,6 +1116,15 @@ async fn multi_project(database: Option<String>) {
         nowhere_log.contains("root/no-such-project"),
         "{nowhere_log}"
     );
+
+    // A branch the downstream project lacks: GitLab's creation failure.
+    let no_branch = job(&list, "to-no-branch");
+    assert_eq!(
+        no_branch["failure_reason"], "downstream_pipeline_creation_failed",
+        "{no_branch:#}"
+    );
+    let no_branch_log = trace(&api, upstream, no_branch).await;
+    assert!(no_branch_log.contains("no-such-branch"), "{no_branch_log}");
 
     if let Some(seen) = python_gitlab_bridges(&running.url, upstream, up_id).await {
         assert!(
