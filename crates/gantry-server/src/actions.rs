@@ -85,10 +85,12 @@ pub async fn new_rule(
     if role.is_none() && approvers.is_empty() {
         problems.push("give a role or at least one approver".into());
     }
+    // The system bot approves nothing.
     let known: Vec<String> = DashboardStore(&app.store)
         .users()
         .await?
         .into_iter()
+        .filter(|u| !u.is_bot())
         .map(|u| u.username)
         .collect();
     let unknown: Vec<&str> = approvers
@@ -112,18 +114,17 @@ pub async fn new_rule(
     }))
 }
 
-/// The rule of the environment the job deploys to, if it is protected: the
-/// project's own rule (dashboard_protected_environments), else the default
-/// for production-tier names.
-pub async fn deploy_rule(app: &Shared, job: &Job) -> Result<Option<DeployRule>, StoreError> {
-    let Some(env) = job.environment.as_deref() else {
-        return Ok(None);
-    };
-    if let Some(rule) = DashboardStore(&app.store)
-        .protected_environment(job.project_id, env)
+/// The project's own rule for environment `env`
+/// (dashboard_protected_environments, or GitLab's API), if any.
+pub async fn explicit_rule(
+    app: &Shared,
+    project_id: i64,
+    env: &str,
+) -> Result<Option<DeployRule>, StoreError> {
+    Ok(DashboardStore(&app.store)
+        .protected_environment(project_id, env)
         .await?
-    {
-        return Ok(Some(DeployRule {
+        .map(|rule| DeployRule {
             environment: env.to_string(),
             role: Role::parse(&rule.required_role),
             approvers: rule
@@ -131,13 +132,33 @@ pub async fn deploy_rule(app: &Shared, job: &Job) -> Result<Option<DeployRule>, 
                 .into_iter()
                 .map(String::from)
                 .collect(),
-        }));
+        }))
+}
+
+/// The rule of environment `env`, if it is protected: the project's own
+/// rule, else the default for production-tier names.
+pub async fn environment_rule(
+    app: &Shared,
+    project_id: i64,
+    env: &str,
+) -> Result<Option<DeployRule>, StoreError> {
+    if let Some(rule) = explicit_rule(app, project_id, env).await? {
+        return Ok(Some(rule));
     }
     Ok(is_protected_environment(env).then(|| DeployRule {
         environment: env.to_string(),
         role: Some(Role::Maintainer),
         approvers: Vec::new(),
     }))
+}
+
+/// The rule of the environment the job deploys to, if it is protected
+/// ([`environment_rule`]).
+pub async fn deploy_rule(app: &Shared, job: &Job) -> Result<Option<DeployRule>, StoreError> {
+    match job.environment.as_deref() {
+        Some(env) => environment_rule(app, job.project_id, env).await,
+        None => Ok(None),
+    }
 }
 
 /// Developers act on jobs; a job deploying to a protected environment
@@ -176,7 +197,7 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
             let reason = format!("{verb} by {}", user.username);
             if !app
                 .store
-                .transition(job.id, &job.status, to, Some(&reason))
+                .transition_played(job.id, &job.status, to, &reason, user.id)
                 .await?
             {
                 return Err(ActionError::WrongState(

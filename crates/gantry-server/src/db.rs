@@ -152,6 +152,10 @@ CREATE TABLE dashboard_protected_environments (
 ALTER TABLE environments ADD COLUMN stop_job_id BIGINT;
 ALTER TABLE environments ADD COLUMN auto_stop_at BIGINT
 "#,
+    // The `spec:inputs` a pipeline was created with (JSON), for re-runs.
+    r#"
+CREATE TABLE pipeline_inputs (pipeline_id BIGINT PRIMARY KEY, inputs TEXT NOT NULL)
+"#,
 ];
 
 impl Db {

@@ -118,6 +118,12 @@ pub async fn create(
     }
     let pipeline =
         store_and_start(app, project, &req, sha, is_tag, protected, &planned, None).await?;
+    // Kept for a re-run's form (not in GitLab's pipeline JSON).
+    if let Some(inputs) = req.inputs.as_ref().filter(|i| !i.is_empty()) {
+        crate::store_dashboard::DashboardStore(&app.store)
+            .set_pipeline_inputs(pipeline.id, inputs)
+            .await?;
+    }
     Ok(pipeline)
 }
 

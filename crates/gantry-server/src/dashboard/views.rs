@@ -146,7 +146,8 @@ pub async fn login(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -
         // answer's timing does not tell which usernames exist.
         session::verify_password(password, session::dummy_hash());
     }
-    if let Some((u, hash)) = found {
+    // The system bot has no password or token; refused whatever is given.
+    if let Some((u, hash)) = found.filter(|(u, _)| !u.is_bot()) {
         let by_password = hash
             .as_deref()
             .is_some_and(|h| session::verify_password(password, h));
@@ -652,6 +653,10 @@ struct JobPage {
     /// The job declares `artifacts:reports:junit`.
     has_junit: bool,
     junit_failures: Vec<String>,
+    /// Who the job runs as: a username, marked when it is the system bot.
+    user_label: String,
+    /// Why a `protected_environment_failure` failed, in words.
+    protection_note: String,
 }
 
 async fn job_and_project(app: &Shared, id: i64) -> Result<(Job, Pipeline, Project), DashError> {
@@ -699,7 +704,36 @@ pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>
         .and_then(|spec| spec.artifacts)
         .is_some_and(|a| a.reports.contains_key("junit"));
     let junit_failures = app.store.junit_failures(id).await?;
+    let job_user = match job.user_id {
+        Some(uid) => app.store.user(uid).await?,
+        None => None,
+    };
+    let user_label = match &job_user {
+        Some(u) if u.is_bot() => format!("{} (system bot, cannot log in)", u.username),
+        Some(u) => u.username.clone(),
+        None => String::new(),
+    };
+    let protection_note = match (&job.failure_reason, &job.environment) {
+        (Some(reason), Some(env))
+            if reason == crate::environments::PROTECTED_ENVIRONMENT_FAILURE =>
+        {
+            let who = match &job_user {
+                Some(u) => format!("its user {} may not", u.username),
+                None => "its pipeline has no user (started by a push), so it may not".into(),
+            };
+            let rule = crate::actions::explicit_rule(&app, job.project_id, env)
+                .await?
+                .map(|r| format!(" ({} may)", r.who()))
+                .unwrap_or_default();
+            format!(
+                "Not run: `{env}` is a protected environment and {who} deploy to it{rule}. Someone allowed can retry it."
+            )
+        }
+        _ => String::new(),
+    };
     html(&JobPage {
+        user_label,
+        protection_note,
         chrome: Chrome::of(&s, "overview"),
         duration: fmt_duration(job.started_at, job.finished_at),
         protected_env,
@@ -984,6 +1018,7 @@ pub async fn run_form(
         .await?
         .ok_or(DashError::NotFound("project"))?;
     let mut given: Vec<(String, String)> = Vec::new();
+    let mut given_inputs = serde_json::Map::new();
     let mut git_ref = q
         .git_ref
         .clone()
@@ -996,11 +1031,18 @@ pub async fn run_form(
             .filter(|p| p.project_id == id)
             .ok_or(DashError::NotFound("pipeline"))?;
         given = serde_json::from_str(&p.variables).unwrap_or_default();
+        given_inputs = DashboardStore(&app.store).pipeline_inputs(p.id).await?;
         if q.git_ref.is_none() {
             git_ref = p.git_ref;
         }
     }
-    let config = run_config(&app, &project, &git_ref, None).await?;
+    // A re-run reads the configuration with the inputs it ran with.
+    let input_form = (!given_inputs.is_empty()).then(|| super::inputs::form_of(&given_inputs));
+    let config = run_config(&app, &project, &git_ref, input_form.as_ref()).await?;
+    let input_values = match &input_form {
+        Some(form) => super::inputs::from_form(&config.inputs, form),
+        None => serde_json::Map::new(),
+    };
     let declared = &config.variables;
     let fields = fields_of(declared, &given);
     let extra = given
@@ -1011,11 +1053,17 @@ pub async fn run_form(
         chrome: Chrome::of(&s, "overview"),
         project,
         git_ref,
-        inputs: super::inputs::fields(&config.inputs, &serde_json::Map::new()),
+        inputs: super::inputs::fields(&config.inputs, &input_values),
         fields,
         extra,
         error: if config.problems.is_empty() {
             String::new()
+        } else if input_form.is_some() {
+            format!(
+                "The configuration at this ref does not load with the inputs of pipeline #{}:\n{}",
+                q.from.unwrap_or_default(),
+                config.rendered
+            )
         } else {
             format!(
                 "The configuration does not load with the inputs' defaults:\n{}",
@@ -1576,12 +1624,19 @@ pub async fn environment_stop(
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Page {
-    s.check_csrf(&Form::parse(&body))?;
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
     let env = crate::environments::EnvironmentStore(&app.store)
         .environment(id)
         .await?
         .ok_or(DashError::NotFound("environment"))?;
-    crate::environments::stop(&app, &env, &s.user).await?;
+    // Force stop: `stopped` without (again) running the stop job.
+    let mode = if form.get("force") == Some("true") {
+        crate::environments::StopMode::Force
+    } else {
+        crate::environments::StopMode::RunOnStop
+    };
+    crate::environments::stop(&app, &env, &s.user, mode).await?;
     Ok(see_other("/dash/environments"))
 }
 
