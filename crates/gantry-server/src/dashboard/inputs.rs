@@ -63,13 +63,17 @@ pub fn fields(specs: &[InputSpec], given: &Map<String, Value>) -> Vec<InputField
         .collect()
 }
 
-/// Stored input values as the form's `input:NAME` fields (a re-run's form
-/// starts from the inputs its pipeline was created with).
-pub fn form_of(values: &Map<String, Value>) -> Form {
+/// Stored input values as the form's `input:NAME` fields, the defaults
+/// for those not given (a re-run's form starts from the inputs its
+/// pipeline was created with).
+pub fn form_of(specs: &[InputSpec], values: &Map<String, Value>) -> Form {
     Form(
-        values
+        specs
             .iter()
-            .map(|(name, value)| (format!("input:{name}"), text_of(value)))
+            .filter_map(|spec| {
+                let value = values.get(&spec.name).or(spec.default.as_ref())?;
+                Some((format!("input:{}", spec.name), text_of(value)))
+            })
             .collect(),
     )
 }

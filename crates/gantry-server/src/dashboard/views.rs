@@ -898,6 +898,7 @@ async fn run_config(
     project: &Project,
     git_ref: &str,
     inputs: Option<&Form>,
+    stored: Option<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<RunConfig, DashError> {
     let mirror = app
         .repos
@@ -937,10 +938,14 @@ async fn run_config(
                     render(&d, &sources)
                 ))
             })?;
-        let values = match &given {
-            Some(fields) => super::inputs::from_form(&specs, &Form(fields.clone())),
-            None => super::inputs::stand_ins(&specs),
+        let values = match (&given, &stored) {
+            (Some(fields), _) => super::inputs::from_form(&specs, &Form(fields.clone())),
+            (None, Some(stored)) => {
+                super::inputs::from_form(&specs, &super::inputs::form_of(&specs, stored))
+            }
+            (None, None) => super::inputs::stand_ins(&specs),
         };
+        let chosen = given.is_some() || stored.is_some();
         let loaded = if specs.is_empty() && values.is_empty() {
             gantry_config::load::load(&files, &opts)
         } else {
@@ -956,15 +961,15 @@ async fn run_config(
             Err(e) => {
                 // The variables' fields stay on the form: read them with
                 // the stand-ins when the given inputs are refused.
-                let variables = match &given {
-                    Some(_) => gantry_config::load::load_with_inputs(
+                let variables = match chosen {
+                    true => gantry_config::load::load_with_inputs(
                         &files,
                         &opts,
                         &super::inputs::stand_ins(&specs),
                     )
                     .map(|l| l.config.variables)
                     .unwrap_or_default(),
-                    None => Vec::new(),
+                    false => Vec::new(),
                 };
                 let errors: Vec<_> = e
                     .diagnostics
@@ -1037,12 +1042,17 @@ pub async fn run_form(
         }
     }
     // A re-run reads the configuration with the inputs it ran with.
-    let input_form = (!given_inputs.is_empty()).then(|| super::inputs::form_of(&given_inputs));
-    let config = run_config(&app, &project, &git_ref, input_form.as_ref()).await?;
-    let input_values = match &input_form {
-        Some(form) => super::inputs::from_form(&config.inputs, form),
-        None => serde_json::Map::new(),
-    };
+    let rerun_inputs = !given_inputs.is_empty();
+    let config = run_config(
+        &app,
+        &project,
+        &git_ref,
+        None,
+        rerun_inputs.then(|| given_inputs.clone()),
+    )
+    .await?;
+    // Inputs it did not give show their defaults, as they ran.
+    let input_values = given_inputs;
     let declared = &config.variables;
     let fields = fields_of(declared, &given);
     let extra = given
@@ -1058,7 +1068,7 @@ pub async fn run_form(
         extra,
         error: if config.problems.is_empty() {
             String::new()
-        } else if input_form.is_some() {
+        } else if rerun_inputs {
             format!(
                 "The configuration at this ref does not load with the inputs of pipeline #{}:\n{}",
                 q.from.unwrap_or_default(),
@@ -1093,7 +1103,7 @@ pub async fn run_pipeline(
             "choose a branch or tag to run".into(),
         ));
     }
-    let config = run_config(&app, &project, &git_ref, Some(&form)).await?;
+    let config = run_config(&app, &project, &git_ref, Some(&form), None).await?;
     let input_values = super::inputs::from_form(&config.inputs, &form);
     let mut inputs = super::inputs::fields(&config.inputs, &input_values);
     // Input errors go on their fields; any other error of the
