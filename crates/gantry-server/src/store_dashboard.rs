@@ -43,6 +43,9 @@ pub struct ProtectedEnvironment {
     pub approvers: String,
     pub created_by: String,
     pub created_at: i64,
+    /// GitLab's `required_approval_count`: distinct approvals a manual
+    /// deploy needs before it runs (0 or 1: the one who plays it).
+    pub required_approval_count: i64,
 }
 
 impl ProtectedEnvironment {
@@ -318,8 +321,7 @@ impl DashboardStore<'_> {
 
     // ---- protected environments ----
 
-    const PROTECTED_COLUMNS: &'static str =
-        "project_id, name, required_role, approvers, created_by, created_at";
+    const PROTECTED_COLUMNS: &'static str = "project_id, name, required_role, approvers, created_by, created_at, required_approval_count";
 
     pub async fn protected_environment(
         &self,
@@ -357,8 +359,8 @@ impl DashboardStore<'_> {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO dashboard_protected_environments (project_id, name, required_role, approvers, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO dashboard_protected_environments (project_id, name, required_role, approvers, created_by, created_at, \
+             required_approval_count) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(rule.project_id)
         .bind(&rule.name)
@@ -366,6 +368,7 @@ impl DashboardStore<'_> {
         .bind(&rule.approvers)
         .bind(&rule.created_by)
         .bind(rule.created_at)
+        .bind(rule.required_approval_count)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -1201,3 +1201,119 @@ async fn body_pipeline(running: &gantry_server::Running, id: i64) -> i64 {
         .unwrap()
         .pipeline_id
 }
+
+/// GitLab's `required_approval_count`: a manual deploy to the protected
+/// environment runs once that many different allowed people approved it
+/// (each plays it once); the job page shows the count and who approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deploy_needing_two_approvals_runs_after_the_second_approver() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", PROTECTED_PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("shop", &repo_dir).await;
+    let mut root = Web::new(&running.url);
+    assert_eq!(root.login("root", ADMIN_TOKEN).await, 303);
+    let alice_token = create_user(&mut root, "alice", "developer").await;
+    let _ = create_user(&mut root, "bob", "developer").await;
+    let alice = Client::new(&running.url, Some(&alice_token));
+    let (_, me) = alice.get("/api/v4/user").await;
+    let alice_id = me["id"].as_i64().unwrap();
+    let (_, users) = api.get(&format!("/api/v4/users/{}", alice_id + 1)).await;
+    let bob_id = users["id"].as_i64().unwrap();
+    assert_eq!(users["username"], "bob");
+
+    let rules = format!("/api/v4/projects/{project}/protected_environments");
+    let levels = serde_json::json!([{"user_id": alice_id}, {"user_id": bob_id}]);
+    let (s, body) = api
+        .post(
+            &rules,
+            serde_json::json!({"name": "staging", "deploy_access_levels": levels, "required_approval_count": 7}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.to_string().contains("0 to 5"), "{body}");
+    let (s, body) = api
+        .post(
+            &rules,
+            serde_json::json!({"name": "staging", "deploy_access_levels": levels, "required_approval_count": 2}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["required_approval_count"], 2, "{body}");
+
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            serde_json::json!({"ref": "main"}),
+        )
+        .await;
+    let pipeline = p["id"].as_i64().unwrap();
+    api.wait_pipeline(project, pipeline, Duration::from_secs(60))
+        .await;
+    let staging = api
+        .jobs(project, pipeline)
+        .await
+        .iter()
+        .find(|j| j["name"] == "deploy-staging")
+        .and_then(|j| j["id"].as_i64())
+        .unwrap();
+
+    // Alice approves through the API: recorded, the job still waits; she
+    // may not approve twice.
+    let play = format!("/api/v4/projects/{project}/jobs/{staging}/play");
+    let (s, body) = alice.post(&play, serde_json::json!({})).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["status"], "manual", "{body}");
+    let (s, body) = alice.post(&play, serde_json::json!({})).await;
+    assert_eq!(s, 400, "{body}");
+
+    // Bob sees 1 of 2 on the job page and approves: it deploys.
+    let mut bob = Web::new(&running.url);
+    assert_eq!(bob.login("bob", "correct horse battery").await, 303);
+    let (_, page, _) = bob.get(&format!("/dash/jobs/{staging}")).await;
+    let count = &page[page
+        .find("data-testid=\"approval-count\"")
+        .expect("the count")..];
+    assert!(count.contains("1 of 2 approvals (alice)"), "{page}");
+    assert!(page.contains(">Approve and deploy</button>"), "{page}");
+    let csrf = bob.csrf().await;
+    let (s, body, _) = bob
+        .post(&format!("/dash/jobs/{staging}/play"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(s, 303, "{body}");
+    wait_job_status(&running.app, staging, "success").await;
+    let (_, page, _) = bob.get(&format!("/dash/jobs/{staging}")).await;
+    let approvals = &page[page.find("data-testid=\"approvals\"").expect("approvals")..];
+    assert!(
+        approvals.contains("alice") && approvals.contains("bob"),
+        "{page}"
+    );
+
+    // The Environments page's form sets the count too.
+    let csrf = root.csrf().await;
+    let project_s = project.to_string();
+    let (s, page, _) = root
+        .post(
+            "/dash/environments/protect",
+            &[
+                ("csrf", csrf.as_str()),
+                ("project", project_s.as_str()),
+                ("name", "production"),
+                ("role", "maintainer"),
+                ("approvers", ""),
+                ("required_approvals", "3"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303, "{page}");
+    let (_, page, _) = root.get("/dash/environments").await;
+    assert!(
+        page.contains("a maintainer or above or an admin; 3 approvals"),
+        "{page}"
+    );
+    running.server.abort();
+}

@@ -657,6 +657,12 @@ struct JobPage {
     user_label: String,
     /// Why a `protected_environment_failure` failed, in words.
     protection_note: String,
+    /// Distinct approvals the deploy needs (more than 1: shown as k of N).
+    required_approvals: i64,
+    /// Who approved so far (distinct).
+    approved_by: Vec<String>,
+    /// The viewer approved already (may not approve again).
+    approved_already: bool,
 }
 
 async fn job_and_project(app: &Shared, id: i64) -> Result<(Job, Pipeline, Project), DashError> {
@@ -687,6 +693,9 @@ pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>
         Some(rule) => rule.allows(&s.user),
         None => s.user.role().allows(Role::Developer),
     };
+    let required_approvals = rule.as_ref().map_or(0, |r| r.required_approvals);
+    let approved_by = crate::actions::approvers_of(&app, job.id).await?;
+    let approved_already = approved_by.contains(&s.user.username);
     let approver = rule.map(|r| r.who()).unwrap_or_default();
     let approvals = approval_rows(DashboardStore(&app.store).approvals(&[job.id]).await?);
     let artifacts = match app.objects.get(&format!("artifacts/{id}.zip")).await? {
@@ -734,6 +743,9 @@ pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>
     html(&JobPage {
         user_label,
         protection_note,
+        required_approvals,
+        approved_by,
+        approved_already,
         chrome: Chrome::of(&s, "overview"),
         duration: fmt_duration(job.started_at, job.finished_at),
         protected_env,
@@ -1361,16 +1373,8 @@ fn rule_of(
         .iter()
         .find(|r| r.project_id == project && r.name == env)
     {
-        Some(r) => Some(crate::actions::DeployRule {
-            environment: env.to_string(),
-            role: Role::parse(&r.required_role),
-            approvers: r.approver_names().into_iter().map(String::from).collect(),
-        }),
-        None => is_protected_environment(env).then(|| crate::actions::DeployRule {
-            environment: env.to_string(),
-            role: Some(Role::Maintainer),
-            approvers: Vec::new(),
-        }),
+        Some(r) => Some(crate::actions::DeployRule::of(env, r)),
+        None => is_protected_environment(env).then(|| crate::actions::DeployRule::default_for(env)),
     }
 }
 
@@ -1557,12 +1561,19 @@ pub async fn environment_protect(State(app): State<Shared>, s: Session, body: By
         .map(|a| a.trim().to_string())
         .filter(|a| !a.is_empty())
         .collect();
+    let required_approvals = match form.get("required_approvals").map(str::trim) {
+        None | Some("") => 0,
+        Some(n) => n.parse::<i64>().map_err(|_| {
+            DashError::BadRequest(format!("required approvals must be a number, not `{n}`"))
+        })?,
+    };
     match crate::actions::new_rule(
         &app,
         project.id,
         &name,
         form.get("role"),
         &approvers,
+        required_approvals,
         &s.user,
     )
     .await?
