@@ -169,7 +169,7 @@ struct OneFile<'a> {
 }
 
 impl FileSource for OneFile<'_> {
-    fn read_local(&self, path: &str) -> Result<String, String> {
+    fn read_local(&self, path: &str) -> Result<String, crate::load::ReadError> {
         if path == self.path {
             Ok(self.text.to_string())
         } else {
@@ -184,22 +184,22 @@ impl FileSource for OneFile<'_> {
         project: &str,
         git_ref: Option<&str>,
         path: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, crate::load::ReadError> {
         self.inner.read_project(project, git_ref, path)
     }
-    fn read_remote(&self, url: &str) -> Result<String, String> {
+    fn read_remote(&self, url: &str) -> Result<String, crate::load::ReadError> {
         self.inner.read_remote(url)
     }
-    fn read_template(&self, name: &str) -> Result<String, String> {
+    fn read_template(&self, name: &str) -> Result<String, crate::load::ReadError> {
         self.inner.read_template(name)
     }
-    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+    fn read_component(&self, component: &ComponentRef) -> Result<String, crate::load::ReadError> {
         self.inner.read_component(component)
     }
     fn component_facts(
         &self,
         component: &ComponentRef,
-    ) -> Result<crate::load::ComponentFacts, String> {
+    ) -> Result<crate::load::ComponentFacts, crate::load::ReadError> {
         self.inner.component_facts(component)
     }
 }

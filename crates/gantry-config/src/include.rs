@@ -19,7 +19,7 @@
 //! would only stop at the limit in GitLab, so it is reported as a cycle.
 
 use crate::diag::Diagnostic;
-use crate::load::{ComponentFacts, ComponentRef, FileSource, LoadOptions};
+use crate::load::{ComponentFacts, ComponentRef, FileSource, LoadOptions, ReadError};
 use crate::node::{Map, Node, Value, deep_merge};
 use crate::source::{FileId, Sources, Span};
 use crate::yaml;
@@ -790,10 +790,10 @@ impl Expander<'_> {
         let opened = match target {
             Target::Local(path) => match scope {
                 Scope::Main => {
-                    let read = self
-                        .fs
-                        .read_local(&path)
-                        .map_err(|_| format!("Local file `{path}` does not exist!"));
+                    let read = self.fs.read_local(&path).map_err(|e| match e {
+                        ReadError::NotFound(_) => format!("Local file `{path}` does not exist!"),
+                        other => format!("Local file `{path}` could not be read: {other}"),
+                    });
                     (
                         FileKey {
                             scope: Scope::Main,
@@ -1023,7 +1023,9 @@ impl Expander<'_> {
                     Scope::Project { project, git_ref } => {
                         self.fs.read_project(project, git_ref.as_deref(), &path)
                     }
-                    Scope::Detached => Err(format!("Local file `{path}` does not have project!")),
+                    Scope::Detached => Err(ReadError::Refused(format!(
+                        "Local file `{path}` does not have project!"
+                    ))),
                 };
                 (path, read)
             } else if let Some(url) = text("remote") {
@@ -1083,7 +1085,7 @@ impl Expander<'_> {
     /// A component of this very project at this pipeline's commit:
     /// `$CI_SERVER_FQDN/$CI_PROJECT_PATH/name@$CI_COMMIT_SHA` (or the
     /// ref name) reads `templates/` of the project itself.
-    fn local_component(&mut self, c: &ComponentRef) -> Option<Result<String, String>> {
+    fn local_component(&mut self, c: &ComponentRef) -> Option<Result<String, ReadError>> {
         let var = |k: &str| self.vars.get(k).map(String::as_str).unwrap_or("");
         let same_host = c.host == var("CI_SERVER_FQDN") || c.host == var("CI_SERVER_HOST");
         let same_project = c.project.eq_ignore_ascii_case(var("CI_PROJECT_PATH"));
@@ -1097,7 +1099,12 @@ impl Expander<'_> {
             self.fs
                 .read_local(&paths[0])
                 .or_else(|_| self.fs.read_local(&paths[1]))
-                .map_err(|_| format!("this project has neither `{}` nor `{}`", paths[0], paths[1])),
+                .map_err(|_| {
+                    ReadError::NotFound(format!(
+                        "this project has neither `{}` nor `{}`",
+                        paths[0], paths[1]
+                    ))
+                }),
         )
     }
 

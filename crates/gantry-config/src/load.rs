@@ -15,11 +15,30 @@ use crate::source::Sources;
 use indexmap::IndexMap;
 use std::collections::HashMap;
 
+/// Why a [`FileSource`] gave no file. The kind decides GitLab's wording
+/// (`Local file … does not exist!` only for a file that is not there); the
+/// message says what the source looked for, and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The file, project, ref, template or component does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The path is not one the source may read (it leaves the project).
+    #[error("{0}")]
+    Refused(String),
+    /// Nothing to read from here: no GitLab instance, no clone, offline.
+    #[error("{0}")]
+    Unavailable(String),
+    /// It exists, or may, but reading it failed (I/O, network, git).
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Where configuration files come from. The CLI implements it over the
 /// filesystem, `git`, and HTTP.
 pub trait FileSource {
     /// A file of the project, path relative to the project root (no leading '/').
-    fn read_local(&self, path: &str) -> Result<String, String>;
+    fn read_local(&self, path: &str) -> Result<String, ReadError>;
     /// Every file path of the project (relative, sorted), for `include:local` globs.
     fn local_files(&self) -> Vec<String>;
     /// `include:project` (a local clone resolved by the implementation).
@@ -28,31 +47,31 @@ pub trait FileSource {
         project: &str,
         git_ref: Option<&str>,
         path: &str,
-    ) -> Result<String, String>;
+    ) -> Result<String, ReadError>;
     /// `include:remote` over HTTP(S); the implementation caches.
-    fn read_remote(&self, url: &str) -> Result<String, String>;
+    fn read_remote(&self, url: &str) -> Result<String, ReadError>;
     /// `include:template`: one of GitLab's CI/CD templates by its path
     /// under `lib/gitlab/ci/templates` (`Jobs/Build.gitlab-ci.yml`).
-    fn read_template(&self, name: &str) -> Result<String, String> {
-        Err(format!(
+    fn read_template(&self, name: &str) -> Result<String, ReadError> {
+        Err(ReadError::Unavailable(format!(
             "no GitLab instance to read the template `{name}` from"
-        ))
+        )))
     }
     /// `include:component`: the template of a CI/CD component.
-    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
-        Err(format!(
+    fn read_component(&self, component: &ComponentRef) -> Result<String, ReadError> {
+        Err(ReadError::Unavailable(format!(
             "no GitLab instance to read the component `{}` from",
             component.address()
-        ))
+        )))
     }
     /// What `spec:component` exposes about a component (`version`, `sha`).
     /// Asked only when a component's header declares one of them, so a
     /// component that does not pays no extra request.
-    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
-        Err(format!(
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, ReadError> {
+        Err(ReadError::Unavailable(format!(
             "no GitLab instance to resolve the component `{}` against",
             component.address()
-        ))
+        )))
     }
 }
 
@@ -348,11 +367,11 @@ impl MemorySource {
 }
 
 impl FileSource for MemorySource {
-    fn read_local(&self, path: &str) -> Result<String, String> {
+    fn read_local(&self, path: &str) -> Result<String, ReadError> {
         self.files
             .get(path)
             .cloned()
-            .ok_or_else(|| format!("no such file: {path}"))
+            .ok_or_else(|| ReadError::NotFound(format!("no such file: {path}")))
     }
 
     fn local_files(&self) -> Vec<String> {
@@ -366,7 +385,7 @@ impl FileSource for MemorySource {
         project: &str,
         git_ref: Option<&str>,
         path: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ReadError> {
         let key = (
             project.to_lowercase(),
             git_ref.unwrap_or("HEAD").to_string(),
@@ -375,35 +394,40 @@ impl FileSource for MemorySource {
         self.projects
             .get(&key)
             .cloned()
-            .ok_or_else(|| format!("no file `{path}` in project `{project}`"))
+            .ok_or_else(|| ReadError::NotFound(format!("no file `{path}` in project `{project}`")))
     }
 
-    fn read_remote(&self, url: &str) -> Result<String, String> {
+    fn read_remote(&self, url: &str) -> Result<String, ReadError> {
         self.remotes
             .get(url)
             .cloned()
-            .ok_or_else(|| "HTTP 404".to_string())
+            .ok_or_else(|| ReadError::NotFound("HTTP 404".to_string()))
     }
 
-    fn read_template(&self, name: &str) -> Result<String, String> {
+    fn read_template(&self, name: &str) -> Result<String, ReadError> {
         self.templates
             .get(name)
             .cloned()
-            .ok_or_else(|| format!("no template `{name}`"))
+            .ok_or_else(|| ReadError::NotFound(format!("no template `{name}`")))
     }
 
-    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+    fn read_component(&self, component: &ComponentRef) -> Result<String, ReadError> {
         self.components
             .get(&component.address())
             .cloned()
-            .ok_or_else(|| format!("no component `{}`", component.address()))
+            .ok_or_else(|| ReadError::NotFound(format!("no component `{}`", component.address())))
     }
 
-    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, ReadError> {
         self.component_facts
             .get(&component.address())
             .cloned()
-            .ok_or_else(|| format!("no facts for the component `{}`", component.address()))
+            .ok_or_else(|| {
+                ReadError::NotFound(format!(
+                    "no facts for the component `{}`",
+                    component.address()
+                ))
+            })
     }
 }
 

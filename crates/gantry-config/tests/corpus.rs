@@ -13,7 +13,7 @@
 //! `GANTRY_REQUIRE_CORPUS` is set.
 
 use gantry_config::context::{Context, GitFacts};
-use gantry_config::load::{FileSource, LoadOptions, load};
+use gantry_config::load::{FileSource, LoadOptions, ReadError, load};
 use std::path::{Path, PathBuf};
 
 /// The project's files from a directory; other projects (for
@@ -63,33 +63,48 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
 }
 
 impl FileSource for DirSource {
-    fn read_local(&self, path: &str) -> Result<String, String> {
-        std::fs::read_to_string(self.root.join(path.trim_start_matches('/')))
-            .map_err(|e| e.to_string())
+    fn read_local(&self, path: &str) -> Result<String, ReadError> {
+        std::fs::read_to_string(self.root.join(path.trim_start_matches('/'))).map_err(io_error)
     }
     fn local_files(&self) -> Vec<String> {
         self.files.clone()
     }
-    fn read_project(&self, project: &str, _: Option<&str>, path: &str) -> Result<String, String> {
+    fn read_project(
+        &self,
+        project: &str,
+        _: Option<&str>,
+        path: &str,
+    ) -> Result<String, ReadError> {
         let dir = self
             .project_dir(project)
-            .ok_or_else(|| format!("UNAVAILABLE: no clone of {project}"))?;
-        std::fs::read_to_string(dir.join(path.trim_start_matches('/'))).map_err(|e| e.to_string())
+            .ok_or_else(|| ReadError::Unavailable(format!("UNAVAILABLE: no clone of {project}")))?;
+        std::fs::read_to_string(dir.join(path.trim_start_matches('/'))).map_err(io_error)
     }
-    fn read_template(&self, name: &str) -> Result<String, String> {
-        Err(format!("UNAVAILABLE: GitLab's template {name}"))
+    fn read_template(&self, name: &str) -> Result<String, ReadError> {
+        Err(ReadError::Unavailable(format!(
+            "UNAVAILABLE: GitLab's template {name}"
+        )))
     }
-    fn read_component(&self, c: &gantry_config::load::ComponentRef) -> Result<String, String> {
-        let dir = self
-            .project_dir(&c.project)
-            .ok_or_else(|| format!("UNAVAILABLE: no copy of {}", c.project))?;
+    fn read_component(&self, c: &gantry_config::load::ComponentRef) -> Result<String, ReadError> {
+        let dir = self.project_dir(&c.project).ok_or_else(|| {
+            ReadError::Unavailable(format!("UNAVAILABLE: no copy of {}", c.project))
+        })?;
         let [a, b] = c.template_paths();
         std::fs::read_to_string(dir.join(a))
             .or_else(|_| std::fs::read_to_string(dir.join(b)))
-            .map_err(|e| e.to_string())
+            .map_err(io_error)
     }
-    fn read_remote(&self, url: &str) -> Result<String, String> {
-        Err(format!("UNAVAILABLE: offline ({url})"))
+    fn read_remote(&self, url: &str) -> Result<String, ReadError> {
+        Err(ReadError::Unavailable(format!(
+            "UNAVAILABLE: offline ({url})"
+        )))
+    }
+}
+
+fn io_error(e: std::io::Error) -> ReadError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ReadError::NotFound(e.to_string()),
+        _ => ReadError::Failed(e.to_string()),
     }
 }
 

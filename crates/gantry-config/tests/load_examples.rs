@@ -5,15 +5,15 @@
 //! merged YAML must round-trip. Skips, saying so, when there are none.
 
 use gantry_config::emit::to_yaml;
-use gantry_config::load::{FileSource, LoadOptions, load};
+use gantry_config::load::{FileSource, LoadOptions, ReadError, load};
 use std::path::{Path, PathBuf};
 
 /// A project directory on disk; no remote or other projects.
 struct DirSource(PathBuf);
 
 impl FileSource for DirSource {
-    fn read_local(&self, path: &str) -> Result<String, String> {
-        std::fs::read_to_string(self.0.join(path)).map_err(|e| e.to_string())
+    fn read_local(&self, path: &str) -> Result<String, ReadError> {
+        std::fs::read_to_string(self.0.join(path)).map_err(|e| ReadError::NotFound(e.to_string()))
     }
     fn local_files(&self) -> Vec<String> {
         fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -39,11 +39,15 @@ impl FileSource for DirSource {
         project: &str,
         _git_ref: Option<&str>,
         _path: &str,
-    ) -> Result<String, String> {
-        Err(format!("project `{project}` is not available in this test"))
+    ) -> Result<String, ReadError> {
+        Err(ReadError::Unavailable(format!(
+            "project `{project}` is not available in this test"
+        )))
     }
-    fn read_remote(&self, url: &str) -> Result<String, String> {
-        Err(format!("no network in tests: {url}"))
+    fn read_remote(&self, url: &str) -> Result<String, ReadError> {
+        Err(ReadError::Unavailable(format!(
+            "no network in tests: {url}"
+        )))
     }
 }
 

@@ -454,3 +454,62 @@ fn spec_component_of_this_project_at_this_commit_has_the_commit_and_no_version()
         [format!("echo [hello] [{sha}] []")]
     );
 }
+
+/// A project whose `ci/secret.yml` exists but cannot be read.
+struct UnreadableInclude;
+
+impl gantry_config::load::FileSource for UnreadableInclude {
+    fn read_local(&self, path: &str) -> Result<String, gantry_config::load::ReadError> {
+        match path {
+            ".gitlab-ci.yml" => Ok("include: ci/secret.yml\njob:\n  script: [true]\n".into()),
+            "ci/secret.yml" => Err(gantry_config::load::ReadError::Failed(
+                "ci/secret.yml: Permission denied (os error 13)".into(),
+            )),
+            _ => Err(gantry_config::load::ReadError::NotFound(path.into())),
+        }
+    }
+    fn local_files(&self) -> Vec<String> {
+        vec![".gitlab-ci.yml".into(), "ci/secret.yml".into()]
+    }
+    fn read_project(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        path: &str,
+    ) -> Result<String, gantry_config::load::ReadError> {
+        Err(gantry_config::load::ReadError::NotFound(path.into()))
+    }
+    fn read_remote(&self, url: &str) -> Result<String, gantry_config::load::ReadError> {
+        Err(gantry_config::load::ReadError::NotFound(url.into()))
+    }
+}
+
+#[test]
+fn a_local_include_that_exists_but_cannot_be_read_says_why_not_that_it_does_not_exist() {
+    let messages = match load(&UnreadableInclude, &LoadOptions::default()) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e
+            .diagnostics
+            .iter()
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>(),
+    };
+    let joined = messages.join("\n");
+    assert!(
+        joined.contains("Local file `ci/secret.yml` could not be read")
+            && joined.contains("Permission denied"),
+        "{joined}"
+    );
+    assert!(!joined.contains("does not exist"), "{joined}");
+    // An absent file keeps GitLab's wording.
+    let absent = rejected(&MemorySource::single(
+        ".gitlab-ci.yml",
+        "include: ci/none.yml\njob:\n  script: [true]\n",
+    ));
+    assert!(
+        absent
+            .iter()
+            .any(|m| m == "Local file `ci/none.yml` does not exist!"),
+        "{absent:?}"
+    );
+}

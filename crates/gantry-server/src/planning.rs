@@ -3,7 +3,7 @@
 //! `gantry-config`'s load and plan with the `CI_*` variables of the trigger.
 
 use gantry_config::context::Context;
-use gantry_config::load::{ComponentFacts, ComponentRef, FileSource, LoadOptions};
+use gantry_config::load::{ComponentFacts, ComponentRef, FileSource, LoadOptions, ReadError};
 use gantry_config::model::Pipeline;
 use gantry_source::Revision;
 use std::path::Path;
@@ -78,7 +78,7 @@ pub fn files(repo: &Path, sha: &str, gitlab_url: Option<&str>) -> MirrorFiles {
 pub struct MirrorFiles(gantry_source::CommitTree);
 
 impl FileSource for MirrorFiles {
-    fn read_local(&self, path: &str) -> Result<String, String> {
+    fn read_local(&self, path: &str) -> Result<String, ReadError> {
         self.0.read_local(path)
     }
     fn local_files(&self) -> Vec<String> {
@@ -89,20 +89,20 @@ impl FileSource for MirrorFiles {
         project: &str,
         git_ref: Option<&str>,
         path: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ReadError> {
         self.0
             .read_project(project, Some(git_ref.unwrap_or("HEAD")), path)
     }
-    fn read_remote(&self, url: &str) -> Result<String, String> {
+    fn read_remote(&self, url: &str) -> Result<String, ReadError> {
         self.0.read_remote(url)
     }
-    fn read_template(&self, name: &str) -> Result<String, String> {
+    fn read_template(&self, name: &str) -> Result<String, ReadError> {
         self.0.read_template(name)
     }
-    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
+    fn read_component(&self, component: &ComponentRef) -> Result<String, ReadError> {
         self.0.read_component(component)
     }
-    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, ReadError> {
         self.0.component_facts(component)
     }
 }

@@ -59,6 +59,33 @@ pub enum SourceError {
     UnknownCommit(String),
 }
 
+/// The kind the configuration loader decides on, with this error's text.
+impl From<SourceError> for gantry_config::load::ReadError {
+    fn from(e: SourceError) -> Self {
+        use gantry_config::load::ReadError;
+        let missing = |source: &std::io::Error| source.kind() == std::io::ErrorKind::NotFound;
+        match &e {
+            SourceError::NoSuchFile(_)
+            | SourceError::NoConfig(_)
+            | SourceError::NotAtCommit { .. }
+            | SourceError::NotAtRef { .. }
+            | SourceError::UnknownCommit(_) => ReadError::NotFound(e.to_string()),
+            SourceError::Io { source, .. }
+            | SourceError::ReadLocal { source, .. }
+            | SourceError::ReadProject { source, .. }
+                if missing(source) =>
+            {
+                ReadError::NotFound(e.to_string())
+            }
+            SourceError::LeavesProject(_) | SourceError::NotHttp(_) => {
+                ReadError::Refused(e.to_string())
+            }
+            SourceError::NoClone { .. } => ReadError::Unavailable(e.to_string()),
+            _ => ReadError::Failed(e.to_string()),
+        }
+    }
+}
+
 fn list_paths(paths: &[PathBuf]) -> String {
     paths
         .iter()

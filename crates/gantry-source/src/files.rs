@@ -6,7 +6,7 @@
 use crate::error::SourceError;
 use crate::git::{files_at, show_file, working_tree_files};
 use crate::gitlab::GitlabInstance;
-use gantry_config::load::{ComponentFacts, ComponentRef, FileSource};
+use gantry_config::load::{ComponentFacts, ComponentRef, FileSource, ReadError};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -152,14 +152,14 @@ fn read_project(
 }
 
 impl FileSource for WorkingTree {
-    fn read_local(&self, path: &str) -> Result<String, String> {
-        let rel = safe_relative(path).map_err(|e| e.to_string())?;
+    fn read_local(&self, path: &str) -> Result<String, ReadError> {
+        let rel = safe_relative(path).map_err(ReadError::from)?;
         std::fs::read_to_string(self.root.join(rel)).map_err(|source| {
             SourceError::ReadLocal {
                 path: rel.to_string(),
                 source,
             }
-            .to_string()
+            .into()
         })
     }
 
@@ -174,38 +174,38 @@ impl FileSource for WorkingTree {
         project: &str,
         git_ref: Option<&str>,
         path: &str,
-    ) -> Result<String, String> {
-        read_project(&self.root, project, git_ref, path).map_err(|e| e.to_string())
+    ) -> Result<String, ReadError> {
+        read_project(&self.root, project, git_ref, path).map_err(ReadError::from)
     }
 
-    fn read_remote(&self, url: &str) -> Result<String, String> {
-        crate::remote::fetch(url).map_err(|e| e.to_string())
+    fn read_remote(&self, url: &str) -> Result<String, ReadError> {
+        crate::remote::fetch(url).map_err(ReadError::from)
     }
 
-    fn read_template(&self, name: &str) -> Result<String, String> {
-        self.gitlab.template(name).map_err(|e| e.to_string())
+    fn read_template(&self, name: &str) -> Result<String, ReadError> {
+        self.gitlab.template(name).map_err(ReadError::from)
     }
 
-    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
-        self.gitlab.component(component).map_err(|e| e.to_string())
+    fn read_component(&self, component: &ComponentRef) -> Result<String, ReadError> {
+        self.gitlab.component(component).map_err(ReadError::from)
     }
 
-    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, ReadError> {
         self.gitlab
             .component_facts(component)
-            .map_err(|e| e.to_string())
+            .map_err(ReadError::from)
     }
 }
 
 impl FileSource for CommitTree {
-    fn read_local(&self, path: &str) -> Result<String, String> {
-        let rel = safe_relative(path).map_err(|e| e.to_string())?;
+    fn read_local(&self, path: &str) -> Result<String, ReadError> {
+        let rel = safe_relative(path).map_err(ReadError::from)?;
         show_file(&self.repo, &self.sha, rel).ok_or_else(|| {
             SourceError::NotAtCommit {
                 path: rel.to_string(),
                 commit: self.sha.clone(),
             }
-            .to_string()
+            .into()
         })
     }
 
@@ -220,26 +220,26 @@ impl FileSource for CommitTree {
         project: &str,
         git_ref: Option<&str>,
         path: &str,
-    ) -> Result<String, String> {
-        read_project(&self.repo, project, git_ref, path).map_err(|e| e.to_string())
+    ) -> Result<String, ReadError> {
+        read_project(&self.repo, project, git_ref, path).map_err(ReadError::from)
     }
 
-    fn read_remote(&self, url: &str) -> Result<String, String> {
-        crate::remote::fetch(url).map_err(|e| e.to_string())
+    fn read_remote(&self, url: &str) -> Result<String, ReadError> {
+        crate::remote::fetch(url).map_err(ReadError::from)
     }
 
-    fn read_template(&self, name: &str) -> Result<String, String> {
-        self.gitlab.template(name).map_err(|e| e.to_string())
+    fn read_template(&self, name: &str) -> Result<String, ReadError> {
+        self.gitlab.template(name).map_err(ReadError::from)
     }
 
-    fn read_component(&self, component: &ComponentRef) -> Result<String, String> {
-        self.gitlab.component(component).map_err(|e| e.to_string())
+    fn read_component(&self, component: &ComponentRef) -> Result<String, ReadError> {
+        self.gitlab.component(component).map_err(ReadError::from)
     }
 
-    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, String> {
+    fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, ReadError> {
         self.gitlab
             .component_facts(component)
-            .map_err(|e| e.to_string())
+            .map_err(ReadError::from)
     }
 }
 

@@ -33,7 +33,8 @@ fn include_project_finds_a_clone_whatever_the_case_of_the_path() {
     }
     let err = tree
         .read_project("gnome/missing", None, "a.yml")
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     let full = base.path().join("gnome/missing");
     let short = base.path().join("missing");
     assert!(
