@@ -139,10 +139,20 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
         // A job failed instead of starting: rebuild from the rows.
         let mut refused = false;
         let mut writes = Vec::with_capacity(steps.len());
+        // The rows of the jobs to enqueue, read at once (their environment
+        // and user decide whether they may start; their resource group).
+        let enqueued_ids: Vec<i64> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Enqueue { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let mut rows = app.store.jobs_by_id(&enqueued_ids).await?;
         for step in &steps {
             match step {
                 Step::Enqueue { id, from } => {
-                    let Some(job) = app.store.job(*id).await? else {
+                    let Some(job) = rows.remove(id) else {
                         diverged = true;
                         continue;
                     };

@@ -793,6 +793,27 @@ impl Store {
         .await?)
     }
 
+    /// The jobs with these ids (in one query), by id.
+    pub async fn jobs_by_id(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Job>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let list = ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows: Vec<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({list})"
+        )))
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(rows.into_iter().map(|j| (j.id, j)).collect())
+    }
+
     /// A pipeline's jobs in creation order; `include_retried` adds the
     /// superseded attempts.
     pub async fn pipeline_jobs(
