@@ -249,12 +249,24 @@ pub async fn stop(
 /// Stops `env` without a person asking (auto-stop, stale environments), as
 /// GitLab does: as the user of its stop job (who deployed), or the system
 /// bot when that pipeline had none (a webhook's or a poll's push).
-pub async fn stop_unattended(app: &Shared, env: &Environment) -> Result<User, ActionError> {
+pub async fn stop_unattended(app: &Shared, env: &Environment) -> Result<(), ActionError> {
     let job = match env.stop_job_id {
         Some(id) => app.store.job(id).await?,
         None => None,
     };
-    let user = match job.as_ref().and_then(|j| j.user_id) {
+    let Some(job) = job else {
+        // Nothing to run, so nobody to run it as.
+        if !EnvironmentStore(&app.store)
+            .transition(env.id, &env.state, "stopped")
+            .await?
+        {
+            return Err(ActionError::WrongState(
+                "the environment changed meanwhile".into(),
+            ));
+        }
+        return Ok(());
+    };
+    let user = match job.user_id {
         Some(id) => app.store.user(id).await?,
         None => None,
     };
@@ -263,7 +275,7 @@ pub async fn stop_unattended(app: &Shared, env: &Environment) -> Result<User, Ac
         None => DashboardStore(&app.store).bot_user().await?,
     };
     stop(app, env, &user, StopMode::RunOnStop).await?;
-    Ok(user)
+    Ok(())
 }
 
 /// One sweeper pass at `now` (ms): stops every environment whose auto-stop

@@ -801,11 +801,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Default::default());
         }
-        let list = ids
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
         let rows: Vec<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({list})"
         )))
