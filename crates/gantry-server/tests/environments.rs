@@ -204,11 +204,10 @@ async fn the_dashboard_stop_button_plays_on_stop() {
 /// A push webhook's pipeline has no user; once `auto_stop_in` passes the
 /// sweeper plays its stop job as the system bot (GitLab's internal bot),
 /// a user who cannot log in and is shown as such in the API and the UI.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_sweeper_stops_a_webhook_deployed_environment_as_the_system_bot() {
+async fn webhook_deploy_stopped_by_the_bot(database: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
-    let mut cfg = config(&dir.path().join("data"), None);
+    let mut cfg = config(&dir.path().join("data"), database);
     cfg.sweep_interval = Duration::from_millis(200);
     let running = gantry_server::start(cfg).await.unwrap();
     let api = Client::new(&running.url, Some(ADMIN_TOKEN));
@@ -273,6 +272,17 @@ async fn the_sweeper_stops_a_webhook_deployed_environment_as_the_system_bot() {
     );
     assert!(page.contains("played by gantry-bot"), "{page}");
     running.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweeper_stops_a_webhook_deployed_environment_as_the_system_bot() {
+    webhook_deploy_stopped_by_the_bot(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweeper_stops_a_webhook_deployed_environment_as_the_system_bot_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    webhook_deploy_stopped_by_the_bot(Some(pg.database("envbot"))).await;
 }
 
 const STALE_PIPELINE: &str = r#"
