@@ -35,9 +35,36 @@ pub struct DeployRule {
     /// The role that is enough; `None`: only the named approvers (and admins).
     pub role: Option<Role>,
     pub approvers: Vec<String>,
+    /// Distinct approvals a manual deploy needs before it runs (GitLab's
+    /// `required_approval_count`; 0 or 1: the play is the approval).
+    pub required_approvals: i64,
 }
 
 impl DeployRule {
+    /// The rule a project set for `env`.
+    pub fn of(env: &str, rule: &ProtectedEnvironment) -> DeployRule {
+        DeployRule {
+            environment: env.to_string(),
+            role: Role::parse(&rule.required_role),
+            approvers: rule
+                .approver_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            required_approvals: rule.required_approval_count,
+        }
+    }
+
+    /// The default rule of production-tier names: a maintainer.
+    pub fn default_for(env: &str) -> DeployRule {
+        DeployRule {
+            environment: env.to_string(),
+            role: Some(Role::Maintainer),
+            approvers: Vec::new(),
+            required_approvals: 0,
+        }
+    }
+
     /// Administrators always may.
     pub fn allows(&self, user: &User) -> bool {
         user.role() == Role::Admin
@@ -55,7 +82,12 @@ impl DeployRule {
             parts.push(self.approvers.join(", "));
         }
         parts.push("an admin".into());
-        parts.join(" or ")
+        let who = parts.join(" or ");
+        if self.required_approvals > 1 {
+            format!("{who}; {} approvals", self.required_approvals)
+        } else {
+            who
+        }
     }
 }
 
@@ -67,6 +99,7 @@ pub async fn new_rule(
     name: &str,
     role: Option<&str>,
     approvers: &[String],
+    required_approvals: i64,
     by: &User,
 ) -> Result<Result<ProtectedEnvironment, Vec<String>>, StoreError> {
     let mut problems = Vec::new();
@@ -82,13 +115,21 @@ pub async fn new_rule(
             "unknown role `{role}`: use developer, maintainer or admin (or none with named approvers)"
         ));
     }
+    // GitLab's range for `required_approval_count`.
+    if !(0..=5).contains(&required_approvals) {
+        problems.push(format!(
+            "required approvals must be 0 to 5, not {required_approvals}"
+        ));
+    }
     if role.is_none() && approvers.is_empty() {
         problems.push("give a role or at least one approver".into());
     }
+    // The system bot approves nothing.
     let known: Vec<String> = DashboardStore(&app.store)
         .users()
         .await?
         .into_iter()
+        .filter(|u| !u.is_bot())
         .map(|u| u.username)
         .collect();
     let unknown: Vec<&str> = approvers
@@ -109,35 +150,43 @@ pub async fn new_rule(
         approvers: approvers.join(","),
         created_by: by.username.clone(),
         created_at: crate::now_ms(),
+        required_approval_count: required_approvals,
     }))
 }
 
-/// The rule of the environment the job deploys to, if it is protected: the
-/// project's own rule (dashboard_protected_environments), else the default
-/// for production-tier names.
-pub async fn deploy_rule(app: &Shared, job: &Job) -> Result<Option<DeployRule>, StoreError> {
-    let Some(env) = job.environment.as_deref() else {
-        return Ok(None);
-    };
-    if let Some(rule) = DashboardStore(&app.store)
-        .protected_environment(job.project_id, env)
+/// The project's own rule for environment `env`
+/// (dashboard_protected_environments, or GitLab's API), if any.
+pub async fn explicit_rule(
+    app: &Shared,
+    project_id: i64,
+    env: &str,
+) -> Result<Option<DeployRule>, StoreError> {
+    Ok(DashboardStore(&app.store)
+        .protected_environment(project_id, env)
         .await?
-    {
-        return Ok(Some(DeployRule {
-            environment: env.to_string(),
-            role: Role::parse(&rule.required_role),
-            approvers: rule
-                .approver_names()
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        }));
+        .map(|rule| DeployRule::of(env, &rule)))
+}
+
+/// The rule of environment `env`, if it is protected: the project's own
+/// rule, else the default for production-tier names.
+pub async fn environment_rule(
+    app: &Shared,
+    project_id: i64,
+    env: &str,
+) -> Result<Option<DeployRule>, StoreError> {
+    if let Some(rule) = explicit_rule(app, project_id, env).await? {
+        return Ok(Some(rule));
     }
-    Ok(is_protected_environment(env).then(|| DeployRule {
-        environment: env.to_string(),
-        role: Some(Role::Maintainer),
-        approvers: Vec::new(),
-    }))
+    Ok(is_protected_environment(env).then(|| DeployRule::default_for(env)))
+}
+
+/// The rule of the environment the job deploys to, if it is protected
+/// ([`environment_rule`]).
+pub async fn deploy_rule(app: &Shared, job: &Job) -> Result<Option<DeployRule>, StoreError> {
+    match job.environment.as_deref() {
+        Some(env) => environment_rule(app, job.project_id, env).await,
+        None => Ok(None),
+    }
 }
 
 /// Developers act on jobs; a job deploying to a protected environment
@@ -172,11 +221,18 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
     // A trigger job is not a runner's: the server creates its child.
     let to = crate::children::start_status(job);
     let runs = match job.status.as_str() {
+        "manual" | "scheduled"
+            if rule.as_ref().is_some_and(|r| r.required_approvals > 1)
+                && !approved_enough(app, job, user, rule.as_ref()).await? =>
+        {
+            // Recorded; the job waits for the other approvers.
+            return Ok(job.clone());
+        }
         "manual" | "scheduled" => {
             let reason = format!("{verb} by {}", user.username);
             if !app
                 .store
-                .transition(job.id, &job.status, to, Some(&reason))
+                .transition_played(job.id, &job.status, to, &reason, user.id)
                 .await?
             {
                 return Err(ActionError::WrongState(
@@ -199,7 +255,7 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
             )));
         }
     };
-    if let Some(rule) = &rule {
+    if let Some(rule) = rule.as_ref().filter(|r| r.required_approvals <= 1) {
         DashboardStore(&app.store)
             .record_approval(job, user, &rule.environment)
             .await?;
@@ -210,6 +266,40 @@ pub async fn play(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionErr
         crate::children::spawn_start(app.clone(), runs.id);
     }
     Ok(runs)
+}
+
+/// With several approvals required: records `user`'s approval of `job`
+/// (once per person) and answers whether the job now has enough distinct
+/// approvals to run.
+async fn approved_enough(
+    app: &Shared,
+    job: &Job,
+    user: &User,
+    rule: Option<&DeployRule>,
+) -> Result<bool, ActionError> {
+    let Some(rule) = rule else { return Ok(true) };
+    let dash = DashboardStore(&app.store);
+    let before = approvers_of(app, job.id).await?;
+    if before.contains(&user.username) {
+        return Err(ActionError::WrongState(format!(
+            "you already approved this deployment ({} of {} approvals); it needs another approver",
+            before.len(),
+            rule.required_approvals
+        )));
+    }
+    dash.record_approval(job, user, &rule.environment).await?;
+    Ok(approvers_of(app, job.id).await?.len() as i64 >= rule.required_approvals)
+}
+
+/// The distinct users who approved `job_id`, in order.
+pub async fn approvers_of(app: &Shared, job_id: i64) -> Result<Vec<String>, StoreError> {
+    let mut names: Vec<String> = Vec::new();
+    for a in DashboardStore(&app.store).approvals(&[job_id]).await? {
+        if !names.contains(&a.username) {
+            names.push(a.username);
+        }
+    }
+    Ok(names)
 }
 
 /// Retries a finished job as a new job row; answers the new one.

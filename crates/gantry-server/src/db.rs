@@ -152,6 +152,12 @@ CREATE TABLE dashboard_protected_environments (
 ALTER TABLE environments ADD COLUMN stop_job_id BIGINT;
 ALTER TABLE environments ADD COLUMN auto_stop_at BIGINT
 "#,
+    // The `spec:inputs` a pipeline was created with (JSON), for re-runs.
+    // GitLab's `required_approval_count` of a protected environment.
+    r#"
+CREATE TABLE pipeline_inputs (pipeline_id BIGINT PRIMARY KEY, inputs TEXT NOT NULL);
+ALTER TABLE dashboard_protected_environments ADD COLUMN required_approval_count BIGINT NOT NULL DEFAULT 0
+"#,
 ];
 
 impl Db {

@@ -2,12 +2,17 @@
 //! a successful deploy remembers its pipeline's stop job and when to stop;
 //! stopping (API, dashboard, sweeper) plays that job through
 //! [`crate::actions::play`] and the environment is `stopping` until it
-//! succeeds, then `stopped` (at once without a stop job).
+//! succeeds, then `stopped` (at once without a stop job, or when forced).
+//! Stops nobody asked for (auto-stop, stale environments) act as the
+//! deployer, or the system bot when the deploying pipeline had no user.
+//! Explicit protection rules also gate automatic deploy jobs
+//! ([`automatic_deploy_allowed`]).
 
 use crate::actions::ActionError;
 use crate::app::Shared;
 use crate::error::StoreError;
 use crate::store::{Environment, Job, Pipeline, Role, Store, User};
+use crate::store_dashboard::DashboardStore;
 
 /// The environment queries this module adds to [`Store`].
 pub struct EnvironmentStore<'a>(pub &'a Store);
@@ -32,6 +37,27 @@ impl EnvironmentStore<'_> {
              AND auto_stop_at IS NOT NULL AND auto_stop_at <= $1 ORDER BY id"
         )))
         .bind(now)
+        .fetch_all(&self.0.db.pool)
+        .await?)
+    }
+
+    /// Available environments of `project_id` neither created nor deployed
+    /// to at or after `before` (ms), oldest first.
+    pub async fn stale(
+        &self,
+        project_id: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<Environment>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM environments e WHERE project_id = $1 AND state = 'available' \
+             AND created_at < $2 AND NOT EXISTS (SELECT 1 FROM deployments d \
+             WHERE d.environment_id = e.id AND (d.created_at >= $2 OR d.finished_at >= $2)) \
+             ORDER BY id LIMIT $3"
+        )))
+        .bind(project_id)
+        .bind(before)
+        .bind(limit)
         .fetch_all(&self.0.db.pool)
         .await?)
     }
@@ -151,12 +177,23 @@ pub async fn job_finished(app: &Shared, job: &Job, status: &str) -> Result<(), S
     Ok(())
 }
 
-/// Stops `env` as `user`: plays its stop job (`stopping`) or, without one,
-/// marks it `stopped`. Answers the environment afterwards.
+/// How a stop treats the environment's `on_stop` job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Play the stop job (the environment is `stopping` until it succeeds).
+    RunOnStop,
+    /// GitLab's `force`: `stopped` at once, the stop job is not run.
+    Force,
+}
+
+/// Stops `env` as `user`: plays its stop job (`stopping`) or, without one
+/// or with [`StopMode::Force`], marks it `stopped`. Answers the
+/// environment afterwards.
 pub async fn stop(
     app: &Shared,
     env: &Environment,
     user: &User,
+    mode: StopMode,
 ) -> Result<Environment, ActionError> {
     let store = EnvironmentStore(&app.store);
     // Also without a stop job (`play` checks the role of one that exists).
@@ -172,9 +209,9 @@ pub async fn stop(
             env.name
         )));
     }
-    let stop_job = match env.stop_job_id {
-        Some(id) => app.store.job(id).await?,
-        None => None,
+    let stop_job = match (mode, env.stop_job_id) {
+        (StopMode::RunOnStop, Some(id)) => app.store.job(id).await?,
+        _ => None,
     };
     match stop_job {
         Some(job) => {
@@ -196,7 +233,11 @@ pub async fn stop(
             }
         }
         None => {
-            store.transition(env.id, &env.state, "stopped").await?;
+            if !store.transition(env.id, &env.state, "stopped").await? {
+                return Err(ActionError::WrongState(
+                    "the environment changed meanwhile; reload and try again".into(),
+                ));
+            }
         }
     }
     Ok(store
@@ -205,33 +246,45 @@ pub async fn stop(
         .unwrap_or_else(|| env.clone()))
 }
 
+/// Stops `env` without a person asking (auto-stop, stale environments), as
+/// GitLab does: as the user of its stop job (who deployed), or the system
+/// bot when that pipeline had none (a webhook's or a poll's push).
+pub async fn stop_unattended(app: &Shared, env: &Environment) -> Result<(), ActionError> {
+    let job = match env.stop_job_id {
+        Some(id) => app.store.job(id).await?,
+        None => None,
+    };
+    let Some(job) = job else {
+        // Nothing to run, so nobody to run it as.
+        if !EnvironmentStore(&app.store)
+            .transition(env.id, &env.state, "stopped")
+            .await?
+        {
+            return Err(ActionError::WrongState(
+                "the environment changed meanwhile".into(),
+            ));
+        }
+        return Ok(());
+    };
+    let user = match job.user_id {
+        Some(id) => app.store.user(id).await?,
+        None => None,
+    };
+    let user = match user {
+        Some(user) => user,
+        None => DashboardStore(&app.store).bot_user().await?,
+    };
+    stop(app, env, &user, StopMode::RunOnStop).await?;
+    Ok(())
+}
+
 /// One sweeper pass at `now` (ms): stops every environment whose auto-stop
-/// time has passed, as the user of its stop job (GitLab plays it as the
-/// deployer). Answers how many were stopped.
+/// time has passed ([`stop_unattended`]). Answers how many were stopped.
 pub async fn stop_due(app: &Shared, now: i64) -> Result<usize, StoreError> {
     let mut stopped = 0;
     for env in EnvironmentStore(&app.store).due(now).await? {
-        let job = match env.stop_job_id {
-            Some(id) => app.store.job(id).await?,
-            None => None,
-        };
-        let user = match job.as_ref().and_then(|j| j.user_id) {
-            Some(id) => app.store.user(id).await?,
-            None => None,
-        };
-        let result = match user {
-            Some(user) => stop(app, &env, &user).await.map(|_| ()),
-            None if job.is_none() => EnvironmentStore(&app.store)
-                .transition(env.id, "available", "stopped")
-                .await
-                .map(|_| ())
-                .map_err(ActionError::from),
-            None => Err(ActionError::Forbidden(
-                "its stop job has no user to play it as".into(),
-            )),
-        };
-        match result {
-            Ok(()) => stopped += 1,
+        match stop_unattended(app, &env).await {
+            Ok(_) => stopped += 1,
             Err(e) => eprintln!(
                 "gantry serve: auto-stop of environment {} ({}): {e}",
                 env.id, env.name
@@ -239,4 +292,60 @@ pub async fn stop_due(app: &Shared, now: i64) -> Result<usize, StoreError> {
         }
     }
     Ok(stopped)
+}
+
+/// GitLab's `POST /projects/:id/environments/stop_stale`: stops (as
+/// [`stop_unattended`]) up to `limit` available environments of the
+/// project neither created nor deployed to since `before` (ms), except
+/// protected ones. Answers the environments it stopped and those it could
+/// not stop, with why.
+pub async fn stop_stale(
+    app: &Shared,
+    project_id: i64,
+    before: i64,
+    limit: usize,
+) -> Result<(Vec<Environment>, Vec<(Environment, String)>), StoreError> {
+    let mut stopped = Vec::new();
+    let mut refused = Vec::new();
+    for env in EnvironmentStore(&app.store)
+        .stale(project_id, before, limit as i64)
+        .await?
+    {
+        if crate::actions::environment_rule(app, project_id, &env.name)
+            .await?
+            .is_some()
+        {
+            continue;
+        }
+        match stop_unattended(app, &env).await {
+            Ok(_) => stopped.push(env),
+            Err(ActionError::Store(e)) => return Err(e),
+            Err(e) => refused.push((env, e.to_string())),
+        }
+    }
+    Ok((stopped, refused))
+}
+
+/// GitLab's failure reason of a job deploying to a protected environment
+/// for a user without deploy access.
+pub const PROTECTED_ENVIRONMENT_FAILURE: &str = "protected_environment_failure";
+
+/// Whether an automatic job (not played by a person) may start: a job
+/// with an `environment` whose project has an explicit protection rule for
+/// it needs a job user the rule allows. A pipeline without a user (a
+/// webhook's or a poll's push) may not deploy there, as GitLab's runs as
+/// the pusher, whom the server does not know. The default protection of
+/// production-tier names gates manual play only.
+pub async fn automatic_deploy_allowed(app: &Shared, job: &Job) -> Result<bool, StoreError> {
+    let Some(env) = job.environment.as_deref() else {
+        return Ok(true);
+    };
+    let Some(rule) = crate::actions::explicit_rule(app, job.project_id, env).await? else {
+        return Ok(true);
+    };
+    let user = match job.user_id {
+        Some(id) => app.store.user(id).await?,
+        None => None,
+    };
+    Ok(user.is_some_and(|u| rule.allows(&u)))
 }

@@ -122,6 +122,12 @@ pub async fn create(
         app, project, &req, sha, is_tag, protected, &planned, req.parent,
     )
     .await?;
+    // Kept for a re-run's form (not in GitLab's pipeline JSON).
+    if let Some(inputs) = req.inputs.as_ref().filter(|i| !i.is_empty()) {
+        crate::store_dashboard::DashboardStore(&app.store)
+            .set_pipeline_inputs(pipeline.id, inputs)
+            .await?;
+    }
     Ok(pipeline)
 }
 

@@ -136,18 +136,39 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
         // The state machine's view and the rows part (a resource group busy
         // in another pipeline): rebuild on the next event.
         let mut diverged = false;
+        // A job failed instead of starting: rebuild from the rows.
+        let mut refused = false;
         let mut writes = Vec::with_capacity(steps.len());
+        // The rows of the jobs to enqueue, read at once (their environment
+        // and user decide whether they may start; their resource group).
+        let enqueued_ids: Vec<i64> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Enqueue { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let mut rows = app.store.jobs_by_id(&enqueued_ids).await?;
         for step in &steps {
             match step {
                 Step::Enqueue { id, from } => {
-                    let group = if live.schedule.has_resource_group(*id) {
-                        app.store
-                            .job(*id)
-                            .await?
-                            .and_then(|j| j.resource_group.map(|g| (j.project_id, g)))
-                    } else {
-                        None
+                    let Some(job) = rows.remove(id) else {
+                        diverged = true;
+                        continue;
                     };
+                    if !crate::environments::automatic_deploy_allowed(app, &job).await? {
+                        refused |= app
+                            .store
+                            .fail_unstarted(
+                                job.id,
+                                from,
+                                crate::environments::PROTECTED_ENVIRONMENT_FAILURE,
+                            )
+                            .await?;
+                        diverged = true;
+                        continue;
+                    }
+                    let group = job.resource_group.map(|g| (job.project_id, g));
                     let busy = match group {
                         Some((project, g)) => app.store.resource_group_busy(project, &g).await?,
                         None => false,
@@ -195,6 +216,17 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
                     scheduled_at: None,
                 }),
             }
+        }
+        if refused {
+            // The failed rows decide what follows (skips, the status).
+            let Some((version, _)) = app.store.pipeline_state(pipeline_id).await? else {
+                return Ok(());
+            };
+            live = match current(app, pipeline_id, version, None).await? {
+                Some(l) => l,
+                None => return Ok(()),
+            };
+            continue;
         }
         if writes.is_empty() {
             if diverged {
@@ -263,6 +295,19 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
 async fn start_due_delayed_jobs(app: &Shared) -> Result<(), StoreError> {
     let now = now_ms();
     for job in app.store.jobs_with_status("scheduled").await? {
+        if job.scheduled_at.is_some_and(|at| at <= now)
+            && !crate::environments::automatic_deploy_allowed(app, &job).await?
+        {
+            // The queue's next pass sees the failure in the rows.
+            app.store
+                .fail_unstarted(
+                    job.id,
+                    "scheduled",
+                    crate::environments::PROTECTED_ENVIRONMENT_FAILURE,
+                )
+                .await?;
+            continue;
+        }
         if job.scheduled_at.is_some_and(|at| at <= now)
             && app
                 .store

@@ -56,10 +56,23 @@ pub struct User {
 }
 
 impl User {
+    /// The system bot acts as a developer (it stops environments whose
+    /// deployer is unknown); it has no password and no token.
     pub fn role(&self) -> Role {
+        if self.is_bot() {
+            return Role::Developer;
+        }
         Role::parse(&self.role).unwrap_or(Role::Viewer)
     }
+
+    /// The internal system user (`role = 'bot'`), which cannot log in.
+    pub fn is_bot(&self) -> bool {
+        self.role == BOT_ROLE
+    }
 }
+
+/// The stored role of the internal system user.
+pub const BOT_ROLE: &str = "bot";
 
 #[derive(Clone, Debug, sqlx::FromRow, Serialize)]
 pub struct Project {
@@ -347,7 +360,8 @@ impl Store {
     pub async fn bootstrap_admin(&self, token: &str) -> Result<bool, StoreError> {
         let _w = self.db.write_lock().await;
         let mut tx = self.db.pool.begin().await?;
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+        // The system bot does not count: it may exist before the first admin.
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE role <> 'bot'")
             .fetch_one(&mut *tx)
             .await?;
         if count > 0 {
@@ -779,6 +793,23 @@ impl Store {
         .await?)
     }
 
+    /// The jobs with these ids (in one query), by id.
+    pub async fn jobs_by_id(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Job>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let rows: Vec<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({list})"
+        )))
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(rows.into_iter().map(|j| (j.id, j)).collect())
+    }
+
     /// A pipeline's jobs in creation order; `include_retried` adds the
     /// superseded attempts.
     pub async fn pipeline_jobs(
@@ -858,6 +889,30 @@ impl Store {
         let _w = self.db.write_lock().await;
         let mut tx = self.db.pool.begin().await?;
         let changed = transition_in(&mut tx, job_id, from, to, reason, None).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// [`Store::transition`] of a job a user plays: the job becomes theirs
+    /// (GitLab's play sets the job's user).
+    pub async fn transition_played(
+        &self,
+        job_id: i64,
+        from: &str,
+        to: &str,
+        reason: &str,
+        user_id: i64,
+    ) -> Result<bool, StoreError> {
+        let _w = self.db.write_lock().await;
+        let mut tx = self.db.pool.begin().await?;
+        let changed = transition_in(&mut tx, job_id, from, to, Some(reason), None).await?;
+        if changed {
+            sqlx::query("UPDATE jobs SET user_id = $1 WHERE id = $2")
+                .bind(user_id)
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(changed)
     }
@@ -960,6 +1015,30 @@ impl Store {
             .bind(job_id)
             .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// A job that never ran fails at once with `failure_reason` (GitLab's
+    /// `protected_environment_failure`). False when it was not in `from`.
+    pub async fn fail_unstarted(
+        &self,
+        job_id: i64,
+        from: &str,
+        failure_reason: &str,
+    ) -> Result<bool, StoreError> {
+        let _w = self.db.write_lock().await;
+        let mut tx = self.db.pool.begin().await?;
+        let changed =
+            transition_in(&mut tx, job_id, from, "failed", Some(failure_reason), None).await?;
+        if changed {
+            sqlx::query("UPDATE jobs SET failure_reason = $1, finished_at = $2 WHERE id = $3")
+                .bind(failure_reason)
+                .bind(now_ms())
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(changed)

@@ -9,6 +9,9 @@ use crate::error::StoreError;
 use crate::now_ms;
 use crate::store::{Job, Store, User};
 
+/// The system bot's username.
+pub const BOT_USERNAME: &str = "gantry-bot";
+
 /// How long a browser session lasts.
 pub const SESSION_MS: i64 = 12 * 3600 * 1000;
 
@@ -40,6 +43,9 @@ pub struct ProtectedEnvironment {
     pub approvers: String,
     pub created_by: String,
     pub created_at: i64,
+    /// GitLab's `required_approval_count`: distinct approvals a manual
+    /// deploy needs before it runs (0 or 1: the one who plays it).
+    pub required_approval_count: i64,
 }
 
 impl ProtectedEnvironment {
@@ -142,6 +148,43 @@ impl DashboardStore<'_> {
         Ok(())
     }
 
+    /// The internal system user that acts when no user did (GitLab's
+    /// internal bot): it stops environments whose deploying pipeline had no
+    /// user. Created on first use, without a password or token, so it
+    /// cannot log in.
+    pub async fn bot_user(&self) -> Result<User, StoreError> {
+        if let Some(bot) = self.find_bot().await? {
+            return Ok(bot);
+        }
+        {
+            let _w = self.0.db.write_lock().await;
+            // Two servers may race here: the unique username decides.
+            sqlx::query(
+                "INSERT INTO users (username, name, email, role, password_hash, created_at) \
+                 VALUES ($1, 'Gantry system bot', '', $2, NULL, $3) ON CONFLICT (username) DO NOTHING",
+            )
+            .bind(BOT_USERNAME)
+            .bind(crate::store::BOT_ROLE)
+            .bind(now_ms())
+            .execute(&self.0.db.pool)
+            .await?;
+        }
+        self.find_bot().await?.ok_or_else(|| {
+            StoreError::Config(format!(
+                "the username `{BOT_USERNAME}` belongs to a person, so the system bot cannot be created; rename that user"
+            ))
+        })
+    }
+
+    async fn find_bot(&self) -> Result<Option<User>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, username, name, email, role, created_at FROM users WHERE role = $1 ORDER BY id LIMIT 1",
+        )
+        .bind(crate::store::BOT_ROLE)
+        .fetch_optional(&self.0.db.pool)
+        .await?)
+    }
+
     pub async fn users(&self) -> Result<Vec<User>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, username, name, email, role, created_at FROM users ORDER BY id",
@@ -208,6 +251,39 @@ impl DashboardStore<'_> {
         Ok(())
     }
 
+    // ---- pipeline inputs ----
+
+    /// Keeps the `spec:inputs` pipeline `pipeline_id` was created with.
+    pub async fn set_pipeline_inputs(
+        &self,
+        pipeline_id: i64,
+        inputs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let _w = self.0.db.write_lock().await;
+        sqlx::query("INSERT INTO pipeline_inputs (pipeline_id, inputs) VALUES ($1, $2)")
+            .bind(pipeline_id)
+            .bind(serde_json::Value::Object(inputs.clone()).to_string())
+            .execute(&self.0.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The inputs a pipeline was created with (empty: none given, or the
+    /// pipeline predates this record).
+    pub async fn pipeline_inputs(
+        &self,
+        pipeline_id: i64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT inputs FROM pipeline_inputs WHERE pipeline_id = $1")
+                .bind(pipeline_id)
+                .fetch_optional(&self.0.db.pool)
+                .await?;
+        Ok(row
+            .and_then(|(text,)| serde_json::from_str(&text).ok())
+            .unwrap_or_default())
+    }
+
     // ---- approvals ----
 
     pub async fn record_approval(
@@ -245,8 +321,7 @@ impl DashboardStore<'_> {
 
     // ---- protected environments ----
 
-    const PROTECTED_COLUMNS: &'static str =
-        "project_id, name, required_role, approvers, created_by, created_at";
+    const PROTECTED_COLUMNS: &'static str = "project_id, name, required_role, approvers, created_by, created_at, required_approval_count";
 
     pub async fn protected_environment(
         &self,
@@ -284,8 +359,8 @@ impl DashboardStore<'_> {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO dashboard_protected_environments (project_id, name, required_role, approvers, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO dashboard_protected_environments (project_id, name, required_role, approvers, created_by, created_at, \
+             required_approval_count) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(rule.project_id)
         .bind(&rule.name)
@@ -293,6 +368,7 @@ impl DashboardStore<'_> {
         .bind(&rule.approvers)
         .bind(&rule.created_by)
         .bind(rule.created_at)
+        .bind(rule.required_approval_count)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -22,6 +22,12 @@ use std::time::Duration;
 use support::*;
 
 const SHOP: &str = r#"
+spec:
+  inputs:
+    greeting:
+      description: Said by the build
+      default: hello
+---
 variables:
   TARGET:
     value: staging
@@ -31,7 +37,7 @@ stages: [build, test, deploy]
 build:
   stage: build
   script:
-    - echo "first half"
+    - echo "first half, $[[ inputs.greeting ]]"
     - sleep 4
     - printf 'section_start:%s:details\r\033[0KSome details\n' "$(date +%s)"
     - printf '\033[32mgreen text\033[0m\n'

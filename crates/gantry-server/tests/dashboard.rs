@@ -956,3 +956,364 @@ async fn protected_environment_rules_decide_who_approves() {
     assert_eq!(list, serde_json::json!([]));
     running.server.abort();
 }
+
+/// The Run form of a re-run (`?from=`) starts from the `spec:inputs` its
+/// pipeline was created with (kept by the server; GitLab's pipeline JSON
+/// has no inputs, so they are the dashboard's only), not the defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rerun_form_starts_from_the_inputs_the_pipeline_ran_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", INPUTS_PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("inputs", &repo_dir).await;
+    let mut root = Web::new(&running.url);
+    assert_eq!(root.login("root", ADMIN_TOKEN).await, 303);
+    let run = format!("/dash/projects/{project}/run");
+
+    // From the dashboard's form: every input, the unchecked box included.
+    let csrf = root.csrf().await;
+    let (s, page, h) = root
+        .post(
+            &run,
+            &[
+                ("csrf", &csrf),
+                ("ref", "main"),
+                ("input:environment", "production"),
+                ("input:replicas", "5"),
+                ("input:tag", "v7"),
+                ("input:regions", r#"["eu", "us"]"#),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303, "{page}");
+    let from_form = h["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (s, page, _) = root.get(&format!("{run}?from={from_form}")).await;
+    assert_eq!(s, 200, "{page}");
+    for expected in [
+        r#"<option value="production" selected>production</option>"#,
+        r#"name="input:replicas" value="5""#,
+        r#"name="input:tag" value="v7""#,
+        "[&#34;eu&#34;,&#34;us&#34;]",
+    ] {
+        assert!(page.contains(expected), "missing {expected} in:\n{page}");
+    }
+    assert!(
+        !page.contains(r#"name="input:dry_run" value="true" checked"#),
+        "dry_run ran false: {page}"
+    );
+
+    // From the API: the inputs given, the defaults for the rest.
+    let (s, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            serde_json::json!({"ref": "main", "inputs": {"replicas": 3}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let (_, page, _) = root.get(&format!("{run}?from={}", body["id"])).await;
+    assert!(
+        page.contains(r#"name="input:replicas" value="3""#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<option value="staging" selected>staging</option>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"name="input:dry_run" value="true" checked"#),
+        "{page}"
+    );
+
+    // Without inputs: the defaults.
+    let (_, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            serde_json::json!({"ref": "main"}),
+        )
+        .await;
+    let (_, page, _) = root.get(&format!("{run}?from={}", body["id"])).await;
+    assert!(
+        page.contains(r#"name="input:replicas" value="2""#),
+        "{page}"
+    );
+    running.server.abort();
+}
+
+const AUTOMATIC_DEPLOYS: &str = r#"
+stages: [build, deploy, after]
+build:
+  stage: build
+  script: echo built
+deploy-staging:
+  stage: deploy
+  script: echo deploying staging
+  environment:
+    name: staging
+deploy-production:
+  stage: deploy
+  script: echo deploying production
+  environment:
+    name: production
+smoke:
+  stage: after
+  needs: [deploy-staging]
+  script: echo smoke
+"#;
+
+/// GitLab's protected environments also gate automatic deploy jobs: one
+/// whose user may not deploy (a push pipeline has none) fails with
+/// `protected_environment_failure` without running, and what needs it is
+/// skipped. The default protection of `prod…` names gates manual play only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protected_environments_gate_automatic_deploy_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let sha = repo(&repo_dir, &[(".gitlab-ci.yml", AUTOMATIC_DEPLOYS)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("shop", &repo_dir).await;
+    let mut root = Web::new(&running.url);
+    assert_eq!(root.login("root", ADMIN_TOKEN).await, 303);
+    let dev_token = create_user(&mut root, "dev", "developer").await;
+    let boss_token = create_user(&mut root, "boss", "maintainer").await;
+    let (s, body) = Client::new(&running.url, Some(&boss_token))
+        .post(
+            &format!("/api/v4/projects/{project}/protected_environments"),
+            serde_json::json!({"name": "staging", "deploy_access_levels": [{"access_level": 40}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+
+    let statuses = async |pipeline: i64| {
+        let p = api
+            .wait_pipeline(project, pipeline, Duration::from_secs(60))
+            .await;
+        let jobs = api.jobs(project, pipeline).await;
+        let of = |name: &str| {
+            jobs.iter()
+                .find(|j| j["name"] == name)
+                .unwrap_or_else(|| panic!("{name} in {jobs:#?}"))
+                .clone()
+        };
+        (
+            p,
+            of("deploy-staging"),
+            of("smoke"),
+            of("deploy-production"),
+        )
+    };
+
+    // A push: no user, so staging is refused; production (default rule) runs.
+    let secret = api.webhook_secret(project).await;
+    let (s, body) = send_gitlab_hook(
+        &running.url,
+        project,
+        &secret,
+        &gitlab_push("main", "0000000000000000000000000000000000000000", &sha),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let (p, staging, smoke, production) = statuses(body["pipeline_id"].as_i64().unwrap()).await;
+    assert_eq!(p["status"], "failed", "{p}");
+    assert_eq!(staging["status"], "failed", "{staging}");
+    assert_eq!(staging["failure_reason"], "protected_environment_failure");
+    assert!(staging["started_at"].is_null(), "it never ran: {staging}");
+    assert!(staging["runner"].is_null(), "{staging}");
+    assert_eq!(smoke["status"], "skipped", "{smoke}");
+    assert_eq!(production["status"], "success", "{production}");
+    let refused = staging["id"].as_i64().unwrap();
+
+    // A developer's pipeline is refused too; a maintainer's deploys.
+    let create = format!("/api/v4/projects/{project}/pipeline");
+    let (_, body) = Client::new(&running.url, Some(&dev_token))
+        .post(&create, serde_json::json!({"ref": "main"}))
+        .await;
+    let (_, staging, _, _) = statuses(body["id"].as_i64().unwrap()).await;
+    assert_eq!(staging["failure_reason"], "protected_environment_failure");
+    let (_, body) = Client::new(&running.url, Some(&boss_token))
+        .post(&create, serde_json::json!({"ref": "main"}))
+        .await;
+    let (p, staging, smoke, _) = statuses(body["id"].as_i64().unwrap()).await;
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!(staging["status"], "success", "{staging}");
+    assert_eq!(smoke["status"], "success", "{smoke}");
+
+    // The job page says why; the developer may not retry it, the
+    // maintainer may, and the retry (now the maintainer's) deploys.
+    let (_, page, _) = root.get(&format!("/dash/jobs/{refused}")).await;
+    assert!(page.contains("protected_environment_failure"), "{page}");
+    let note = &page[page
+        .find("data-testid=\"protection-note\"")
+        .expect("the note")..];
+    assert!(
+        note.contains("its pipeline has no user (started by a push)")
+            && note.contains("a maintainer or above or an admin may"),
+        "{page}"
+    );
+    let mut dev = Web::new(&running.url);
+    assert_eq!(dev.login("dev", "correct horse battery").await, 303);
+    let csrf = dev.csrf().await;
+    let (s, _, _) = dev
+        .post(&format!("/dash/jobs/{refused}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(s, 403);
+    let mut boss = Web::new(&running.url);
+    assert_eq!(boss.login("boss", "correct horse battery").await, 303);
+    let csrf = boss.csrf().await;
+    let (s, body, _) = boss
+        .post(&format!("/dash/jobs/{refused}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(s, 303, "{body}");
+    let retried = running
+        .app
+        .store
+        .pipeline_jobs(body_pipeline(&running, refused).await, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.name == "deploy-staging")
+        .unwrap();
+    assert_ne!(retried.id, refused);
+    wait_job_status(&running.app, retried.id, "success").await;
+    running.server.abort();
+}
+
+/// The pipeline of job `id`.
+async fn body_pipeline(running: &gantry_server::Running, id: i64) -> i64 {
+    running
+        .app
+        .store
+        .job(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .pipeline_id
+}
+
+/// GitLab's `required_approval_count`: a manual deploy to the protected
+/// environment runs once that many different allowed people approved it
+/// (each plays it once); the job page shows the count and who approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deploy_needing_two_approvals_runs_after_the_second_approver() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", PROTECTED_PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("shop", &repo_dir).await;
+    let mut root = Web::new(&running.url);
+    assert_eq!(root.login("root", ADMIN_TOKEN).await, 303);
+    let alice_token = create_user(&mut root, "alice", "developer").await;
+    let _ = create_user(&mut root, "bob", "developer").await;
+    let alice = Client::new(&running.url, Some(&alice_token));
+    let (_, me) = alice.get("/api/v4/user").await;
+    let alice_id = me["id"].as_i64().unwrap();
+    let (_, users) = api.get(&format!("/api/v4/users/{}", alice_id + 1)).await;
+    let bob_id = users["id"].as_i64().unwrap();
+    assert_eq!(users["username"], "bob");
+
+    let rules = format!("/api/v4/projects/{project}/protected_environments");
+    let levels = serde_json::json!([{"user_id": alice_id}, {"user_id": bob_id}]);
+    let (s, body) = api
+        .post(
+            &rules,
+            serde_json::json!({"name": "staging", "deploy_access_levels": levels, "required_approval_count": 7}),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.to_string().contains("0 to 5"), "{body}");
+    let (s, body) = api
+        .post(
+            &rules,
+            serde_json::json!({"name": "staging", "deploy_access_levels": levels, "required_approval_count": 2}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["required_approval_count"], 2, "{body}");
+
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            serde_json::json!({"ref": "main"}),
+        )
+        .await;
+    let pipeline = p["id"].as_i64().unwrap();
+    api.wait_pipeline(project, pipeline, Duration::from_secs(60))
+        .await;
+    let staging = api
+        .jobs(project, pipeline)
+        .await
+        .iter()
+        .find(|j| j["name"] == "deploy-staging")
+        .and_then(|j| j["id"].as_i64())
+        .unwrap();
+
+    // Alice approves through the API: recorded, the job still waits; she
+    // may not approve twice.
+    let play = format!("/api/v4/projects/{project}/jobs/{staging}/play");
+    let (s, body) = alice.post(&play, serde_json::json!({})).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["status"], "manual", "{body}");
+    let (s, body) = alice.post(&play, serde_json::json!({})).await;
+    assert_eq!(s, 400, "{body}");
+
+    // Bob sees 1 of 2 on the job page and approves: it deploys.
+    let mut bob = Web::new(&running.url);
+    assert_eq!(bob.login("bob", "correct horse battery").await, 303);
+    let (_, page, _) = bob.get(&format!("/dash/jobs/{staging}")).await;
+    let count = &page[page
+        .find("data-testid=\"approval-count\"")
+        .expect("the count")..];
+    assert!(count.contains("1 of 2 approvals (alice)"), "{page}");
+    assert!(page.contains(">Approve and deploy</button>"), "{page}");
+    let csrf = bob.csrf().await;
+    let (s, body, _) = bob
+        .post(&format!("/dash/jobs/{staging}/play"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(s, 303, "{body}");
+    wait_job_status(&running.app, staging, "success").await;
+    let (_, page, _) = bob.get(&format!("/dash/jobs/{staging}")).await;
+    let approvals = &page[page.find("data-testid=\"approvals\"").expect("approvals")..];
+    assert!(
+        approvals.contains("alice") && approvals.contains("bob"),
+        "{page}"
+    );
+
+    // The Environments page's form sets the count too.
+    let csrf = root.csrf().await;
+    let project_s = project.to_string();
+    let (s, page, _) = root
+        .post(
+            "/dash/environments/protect",
+            &[
+                ("csrf", csrf.as_str()),
+                ("project", project_s.as_str()),
+                ("name", "production"),
+                ("role", "maintainer"),
+                ("approvers", ""),
+                ("required_approvals", "3"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303, "{page}");
+    let (_, page, _) = root.get("/dash/environments").await;
+    assert!(
+        page.contains("a maintainer or above or an admin; 3 approvals"),
+        "{page}"
+    );
+    running.server.abort();
+}

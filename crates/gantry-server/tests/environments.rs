@@ -200,3 +200,282 @@ async fn the_dashboard_stop_button_plays_on_stop() {
     );
     running.server.abort();
 }
+
+/// A push webhook's pipeline has no user; once `auto_stop_in` passes the
+/// sweeper plays its stop job as the system bot (GitLab's internal bot),
+/// a user who cannot log in and is shown as such in the API and the UI.
+async fn webhook_deploy_stopped_by_the_bot(database: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let mut cfg = config(&dir.path().join("data"), database);
+    cfg.sweep_interval = Duration::from_millis(200);
+    let running = gantry_server::start(cfg).await.unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let sha = repo(&repo_dir, &[(".gitlab-ci.yml", &pipeline("2 seconds"))]);
+    git(&repo_dir, &["checkout", "-q", "-b", "Feature/X-1"]);
+    let project = api.project("shop", &repo_dir).await;
+    let secret = api.webhook_secret(project).await;
+    let (status, body) = send_gitlab_hook(
+        &running.url,
+        project,
+        &secret,
+        &gitlab_push(
+            "Feature/X-1",
+            "0000000000000000000000000000000000000000",
+            &sha,
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "webhook: {body}");
+    let pid = body["pipeline_id"].as_i64().unwrap();
+    let p = api
+        .wait_pipeline(project, pid, Duration::from_secs(60))
+        .await;
+    assert!(p["user"].is_null(), "a push pipeline has no user: {p}");
+    let (_, envs) = api
+        .get(&format!("/api/v4/projects/{project}/environments"))
+        .await;
+    assert_eq!(envs[0]["name"], "review/feature-x-1", "{envs}");
+    let eid = envs[0]["id"].as_i64().unwrap();
+
+    wait_state(&api, project, eid, "stopped").await;
+    stop_job_succeeded(&api, project).await;
+    let (_, jobs) = api.get(&format!("/api/v4/projects/{project}/jobs")).await;
+    let stop = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "stop_review")
+        .unwrap();
+    let bot_id = stop["user"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("the stop job has the bot as its user: {stop}"));
+    let (status, bot) = api.get(&format!("/api/v4/users/{bot_id}")).await;
+    assert_eq!(status, 200, "{bot}");
+    assert_eq!(bot["username"], "gantry-bot", "{bot}");
+    assert_eq!(bot["bot"], true, "{bot}");
+    let (_, root) = api.get("/api/v4/user").await;
+    assert_eq!(root["bot"], false, "{root}");
+
+    // It cannot log in (no password, no token), whatever is tried.
+    let mut web = Web::new(&running.url);
+    assert_eq!(web.login("gantry-bot", "").await, 401);
+    assert_eq!(web.login("gantry-bot", ADMIN_TOKEN).await, 401);
+    // The UI says what it is: on the users page and the stop job's page.
+    assert_eq!(web.login("root", ADMIN_TOKEN).await, 303);
+    let (_, page, _) = web.get("/dash/users").await;
+    assert!(page.contains("data-testid=\"bot-user\""), "{page}");
+    let (_, page, _) = web.get(&format!("/dash/jobs/{}", stop["id"])).await;
+    assert!(
+        page.contains("gantry-bot (system bot, cannot log in)"),
+        "{page}"
+    );
+    assert!(page.contains("played by gantry-bot"), "{page}");
+    running.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweeper_stops_a_webhook_deployed_environment_as_the_system_bot() {
+    webhook_deploy_stopped_by_the_bot(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweeper_stops_a_webhook_deployed_environment_as_the_system_bot_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    webhook_deploy_stopped_by_the_bot(Some(pg.database("envbot"))).await;
+}
+
+const STALE_PIPELINE: &str = r#"
+deploy_a:
+  script: echo a
+  environment: {name: review/a, on_stop: stop_a}
+stop_a:
+  script: echo stopping a
+  when: manual
+  environment: {name: review/a, action: stop}
+deploy_b:
+  script: echo b
+  environment: {name: review/b, on_stop: stop_b}
+stop_b:
+  script: echo stopping b
+  when: manual
+  environment: {name: review/b, action: stop}
+deploy_c:
+  script: echo c
+  environment: {name: qa}
+deploy_d:
+  script: echo d
+  environment: {name: review/d}
+"#;
+
+/// GitLab's `force` (stop without running `on_stop`) and
+/// `POST /projects/:id/environments/stop_stale`, driven by python-gitlab
+/// (tests/pyclients/environments_stop.py). `stop_stale` only takes dates
+/// at least a week old, so the test ages two environments' rows in the
+/// database (a seam: nothing else can make a week pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_gitlab_force_stops_and_stops_stale_environments() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = std::env::var_os("GANTRY_PYCLIENTS_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-pyclients"));
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        skip_or_fail(
+            "GANTRY_REQUIRE_PYCLIENTS",
+            "python-gitlab is not installed (run scripts/setup-pyclients.sh)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", STALE_PIPELINE)]);
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("shop", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let pid = p["id"].as_i64().unwrap();
+    api.wait_pipeline(project, pid, Duration::from_secs(60))
+        .await;
+    // qa is protected: stop_stale leaves it alone.
+    let (status, body) = api
+        .post(
+            &format!("/api/v4/projects/{project}/protected_environments"),
+            json!({"name": "qa", "deploy_access_levels": [{"access_level": 40}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let thirty_days_ago = gantry_server::now_ms() - 30 * 24 * 3600 * 1000;
+    for name in ["review/b", "qa"] {
+        sqlx::query("UPDATE environments SET created_at = $1 WHERE project_id = $2 AND name = $3")
+            .bind(thirty_days_ago)
+            .bind(project)
+            .bind(name)
+            .execute(&running.app.store.db.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE deployments SET created_at = $1, finished_at = $1 WHERE environment_id = \
+             (SELECT id FROM environments WHERE project_id = $2 AND name = $3)",
+        )
+        .bind(thirty_days_ago)
+        .bind(project)
+        .bind(name)
+        .execute(&running.app.store.db.pool)
+        .await
+        .unwrap();
+    }
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/pyclients/environments_stop.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("GANTRY_URL", &running.url)
+        .env("GANTRY_TOKEN", ADMIN_TOKEN)
+        .env("GANTRY_PROJECT", project.to_string())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python-gitlab script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+
+    // Forced: stop_a never ran. Stale: stop_b ran and succeeded.
+    let jobs = api.jobs(project, pid).await;
+    let stop_a: Vec<&Value> = jobs.iter().filter(|j| j["name"] == "stop_a").collect();
+    assert_eq!(stop_a.len(), 1, "{jobs:#?}");
+    assert_eq!(stop_a[0]["status"], "manual", "{jobs:#?}");
+    let (_, all) = api.get(&format!("/api/v4/projects/{project}/jobs")).await;
+    let stop_b: Vec<&Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["name"] == "stop_b")
+        .collect();
+    assert_eq!(stop_b.len(), 1, "{all:#}");
+    assert_eq!(stop_b[0]["status"], "success", "{all:#}");
+    running.server.abort();
+}
+
+/// The dashboard's Force stop: offered while an environment is stopping
+/// (its stop job has not succeeded), it stops it without the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_force_stops_a_stopping_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let failing = pipeline("1 day").replace("echo stopping $CI_ENVIRONMENT_NAME", "exit 3");
+    let repo_dir = dir.path().join("repo");
+    repo(&repo_dir, &[(".gitlab-ci.yml", &failing)]);
+    git(&repo_dir, &["checkout", "-q", "-b", "Feature/X-1"]);
+    let project = api.project("shop", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "Feature/X-1"}),
+        )
+        .await;
+    api.wait_pipeline(project, p["id"].as_i64().unwrap(), Duration::from_secs(60))
+        .await;
+    let (_, envs) = api
+        .get(&format!("/api/v4/projects/{project}/environments"))
+        .await;
+    let eid = envs[0]["id"].as_i64().unwrap();
+    let (status, e) = api
+        .post(
+            &format!("/api/v4/projects/{project}/environments/{eid}/stop"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{e}");
+    // The stop job fails: the environment stays stopping.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, jobs) = api.get(&format!("/api/v4/projects/{project}/jobs")).await;
+        if jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["name"] == "stop_review" && j["status"] == "failed")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stop job never failed: {jobs:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_state(&api, project, eid, "stopping").await;
+
+    let mut web = Web::new(&running.url);
+    assert_eq!(web.login("root", ADMIN_TOKEN).await, 303);
+    let (_, page, _) = web.get("/dash/environments").await;
+    assert!(page.contains("data-testid=\"force-stop\""), "{page}");
+    let csrf = web.csrf().await;
+    let (status, body, _) = web
+        .post(
+            &format!("/dash/environments/{eid}/stop"),
+            &[("csrf", &csrf), ("force", "true")],
+        )
+        .await;
+    assert_eq!(status, 303, "{body}");
+    let (_, e) = api
+        .get(&format!("/api/v4/projects/{project}/environments/{eid}"))
+        .await;
+    assert_eq!(e["state"], "stopped", "at once: {e}");
+    running.server.abort();
+}

@@ -124,6 +124,7 @@ fn user_json(app: &Shared, u: &crate::store::User) -> Value {
     json!({
         "id": u.id, "username": u.username, "name": u.name, "email": u.email,
         "state": "active", "is_admin": u.role == "admin", "gantry_role": u.role,
+        "bot": u.is_bot(),
         "web_url": format!("{}/{}", app.url, u.username), "created_at": iso(u.created_at),
     })
 }
@@ -195,6 +196,22 @@ pub async fn current_user(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let user = require_user(&app, &headers, Role::Viewer).await?;
+    Ok(Json(user_json(&app, &user)))
+}
+
+/// `GET /users/:id` (GitLab's; `bot` is true for the system bot, which
+/// cannot log in).
+pub async fn get_user(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    require_user(&app, &headers, Role::Viewer).await?;
+    let user = app
+        .store
+        .user(id)
+        .await?
+        .ok_or(ApiError::NotFound("User"))?;
     Ok(Json(user_json(&app, &user)))
 }
 
@@ -1063,20 +1080,140 @@ pub async fn get_environment(
     )))
 }
 
+/// A boolean parameter as GitLab's API reads one (`true`, `True`, `1`, …).
+fn flag(name: &str, value: Option<&Value>) -> Result<bool, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::Number(n)) if n.as_i64() == Some(1) => Ok(true),
+        Some(Value::Number(n)) if n.as_i64() == Some(0) => Ok(false),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" | "" => Ok(false),
+            _ => Err(ApiError::BadRequest(format!("{name} is invalid"))),
+        },
+        Some(_) => Err(ApiError::BadRequest(format!("{name} is invalid"))),
+    }
+}
+
+/// The request's parameters: the query string, then a JSON or form body
+/// (GitLab reads either).
+fn params(
+    query: &std::collections::HashMap<String, String>,
+    body: &[u8],
+) -> serde_json::Map<String, Value> {
+    let mut out: serde_json::Map<String, Value> = query
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) {
+        out.extend(fields);
+    } else {
+        for (k, v) in url::form_urlencoded::parse(body) {
+            out.insert(k.into_owned(), Value::String(v.into_owned()));
+        }
+    }
+    out
+}
+
 /// `POST /projects/:id/environments/:environment_id/stop`: plays the
-/// environment's `on_stop` job (or stops it at once without one).
+/// environment's `on_stop` job (or stops it at once without one); with
+/// `force`, stops it at once without running `on_stop`.
 pub async fn stop_environment(
     State(app): State<Shared>,
     headers: HeaderMap,
     Path((id, eid)): Path<(String, i64)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let user = require_user(&app, &headers, Role::Developer).await?;
+    let force = flag("force", params(&query, &body).get("force"))?;
     let project = find_project(&app, &id).await?;
     let env = find_environment(&app, &project, eid).await?;
-    let env = crate::environments::stop(&app, &env, &user)
+    let mode = if force {
+        crate::environments::StopMode::Force
+    } else {
+        crate::environments::StopMode::RunOnStop
+    };
+    let env = crate::environments::stop(&app, &env, &user, mode)
         .await
         .map_err(|e| action_error(e, "Environment is already stopped"))?;
     Ok(Json(environment_json(&env)))
+}
+
+/// A date or time parameter in ISO 8601 (`2024-05-01`,
+/// `2024-05-01T10:00:00Z`), as ms.
+fn iso_param(name: &str, text: &str) -> Result<i64, ApiError> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S") {
+        return Ok(t.and_utc().timestamp_millis());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .map_or(0, |t| t.and_utc().timestamp_millis()));
+    }
+    Err(ApiError::BadRequest(format!(
+        "{name} is invalid: `{text}` is not an ISO 8601 date or time (e.g. 2024-05-01 or 2024-05-01T10:00:00Z)"
+    )))
+}
+
+/// `POST /projects/:id/environments/stop_stale`: stops the available
+/// environments neither created nor deployed to since `before` (between 10
+/// years and 1 week ago, as GitLab requires), up to `limit` (100, at most
+/// 1000), protected ones excepted. Each stops as its deployer, or the
+/// system bot, as auto-stop does.
+pub async fn stop_stale_environments(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_user(&app, &headers, Role::Developer).await?;
+    let project = find_project(&app, &id).await?;
+    let given = params(&query, &body);
+    let before = match given.get("before") {
+        Some(Value::String(s)) if !s.trim().is_empty() => iso_param("before", s)?,
+        Some(_) => return Err(ApiError::BadRequest("before is invalid".into())),
+        None => return Err(ApiError::BadRequest("before is missing".into())),
+    };
+    const DAY: i64 = 24 * 3600 * 1000;
+    let now = crate::now_ms();
+    if before > now - 7 * DAY || before < now - 3653 * DAY {
+        return Err(ApiError::BadRequest(
+            "before must be between 10 years ago and 1 week ago".into(),
+        ));
+    }
+    let limit = match given.get("limit") {
+        None => 100,
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest("limit does not have a valid value (1 to 1000)".into())
+            })?,
+    };
+    let (stopped, refused) =
+        crate::environments::stop_stale(&app, project.id, before, limit as usize).await?;
+    for (env, why) in &refused {
+        eprintln!(
+            "gantry serve: stop_stale: environment {} ({}) not stopped: {why}",
+            env.id, env.name
+        );
+    }
+    Ok(Json(json!({
+        "message": "Successfully requested stop for all stale environments",
+        "gantry_stopped": stopped.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
+        "gantry_not_stopped": refused
+            .iter()
+            .map(|(e, why)| json!({"name": e.name, "reason": why}))
+            .collect::<Vec<_>>(),
+    })))
 }
 
 pub async fn list_deployments(

@@ -30,6 +30,7 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v4/version", get(version))
         .route("/api/v4/user", get(current_user))
         .route("/api/v4/users", post(create_user))
+        .route("/api/v4/users/{uid}", get(get_user))
         .route("/api/v4/projects", get(list_projects).post(create_project))
         .route("/api/v4/projects/{id}", get(get_project))
         .route("/api/v4/projects/{id}/pipeline", post(create_pipeline))
@@ -96,6 +97,10 @@ pub fn router(app: Shared) -> Router {
             get(list_schedules).post(create_schedule),
         )
         .route("/api/v4/projects/{id}/environments", get(list_environments))
+        .route(
+            "/api/v4/projects/{id}/environments/stop_stale",
+            post(stop_stale_environments),
+        )
         .route(
             "/api/v4/projects/{id}/environments/{eid}",
             get(get_environment),

@@ -20,6 +20,12 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Create a user with a role; answers with an API token",
         "admin",
     ),
+    (
+        "get",
+        "/api/v4/users/{uid}",
+        "A user (bot: the system user that cannot log in)",
+        "viewer",
+    ),
     ("get", "/api/v4/projects", "List projects", "viewer"),
     (
         "get",
@@ -246,7 +252,13 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/api/v4/projects/{id}/environments/{eid}/stop",
-        "Stop an environment: plays its on_stop job (stopping, then stopped)",
+        "Stop an environment: plays its on_stop job (stopping, then stopped); force=true stops it at once without on_stop",
+        "developer",
+    ),
+    (
+        "post",
+        "/api/v4/projects/{id}/environments/stop_stale",
+        "Stop environments neither created nor deployed to since before= (ISO 8601, 10 years to 1 week ago; limit= up to 1000), protected ones excepted",
         "developer",
     ),
     (

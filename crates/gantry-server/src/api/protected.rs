@@ -3,7 +3,9 @@
 //! [`crate::actions::deploy_rule`]). A rule holds one role and a list of
 //! users, so `deploy_access_levels` map to the most permissive
 //! `access_level` given (30 developer, 40 maintainer, 60 admin) and the
-//! `user_id`s; group entries and approval counts are not supported.
+//! `user_id`s; `required_approval_count` makes a manual deploy wait for
+//! that many distinct approvers (each plays it once). Group entries and
+//! GitLab's `approval_rules` are not supported.
 
 use super::gitlab::find_project;
 use crate::app::Shared;
@@ -38,7 +40,9 @@ async fn rule_json(app: &Shared, rule: &ProtectedEnvironment) -> Result<Value, A
             levels.push(json!({"access_level": null, "access_level_description": u.username, "user_id": u.id, "group_id": null}));
         }
     }
-    Ok(json!({"name": rule.name, "deploy_access_levels": levels, "required_approval_count": 0}))
+    Ok(
+        json!({"name": rule.name, "deploy_access_levels": levels, "required_approval_count": rule.required_approval_count}),
+    )
 }
 
 pub async fn list(
@@ -68,6 +72,9 @@ pub struct AccessLevel {
 pub struct NewRule {
     name: String,
     deploy_access_levels: Vec<AccessLevel>,
+    /// Distinct approvals a manual deploy needs (GitLab: 0 to 5).
+    #[serde(default)]
+    required_approval_count: i64,
 }
 
 pub async fn create(
@@ -128,6 +135,7 @@ pub async fn create(
         &body.name,
         role.map(Role::as_str),
         &approvers,
+        body.required_approval_count,
         &user,
     )
     .await?

@@ -63,6 +63,21 @@ pub fn fields(specs: &[InputSpec], given: &Map<String, Value>) -> Vec<InputField
         .collect()
 }
 
+/// Stored input values as the form's `input:NAME` fields, the defaults
+/// for those not given (a re-run's form starts from the inputs its
+/// pipeline was created with).
+pub fn form_of(specs: &[InputSpec], values: &Map<String, Value>) -> Form {
+    Form(
+        specs
+            .iter()
+            .filter_map(|spec| {
+                let value = values.get(&spec.name).or(spec.default.as_ref())?;
+                Some((format!("input:{}", spec.name), text_of(value)))
+            })
+            .collect(),
+    )
+}
+
 /// The defaults, and for required inputs a stand-in of their type, so the
 /// configuration can be read to show its variables before the user chose.
 pub fn stand_ins(specs: &[InputSpec]) -> Map<String, Value> {

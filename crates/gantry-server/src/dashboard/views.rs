@@ -146,7 +146,8 @@ pub async fn login(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -
         // answer's timing does not tell which usernames exist.
         session::verify_password(password, session::dummy_hash());
     }
-    if let Some((u, hash)) = found {
+    // The system bot has no password or token; refused whatever is given.
+    if let Some((u, hash)) = found.filter(|(u, _)| !u.is_bot()) {
         let by_password = hash
             .as_deref()
             .is_some_and(|h| session::verify_password(password, h));
@@ -652,6 +653,16 @@ struct JobPage {
     /// The job declares `artifacts:reports:junit`.
     has_junit: bool,
     junit_failures: Vec<String>,
+    /// Who the job runs as: a username, marked when it is the system bot.
+    user_label: String,
+    /// Why a `protected_environment_failure` failed, in words.
+    protection_note: String,
+    /// Distinct approvals the deploy needs (more than 1: shown as k of N).
+    required_approvals: i64,
+    /// Who approved so far (distinct).
+    approved_by: Vec<String>,
+    /// The viewer approved already (may not approve again).
+    approved_already: bool,
 }
 
 async fn job_and_project(app: &Shared, id: i64) -> Result<(Job, Pipeline, Project), DashError> {
@@ -682,6 +693,9 @@ pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>
         Some(rule) => rule.allows(&s.user),
         None => s.user.role().allows(Role::Developer),
     };
+    let required_approvals = rule.as_ref().map_or(0, |r| r.required_approvals);
+    let approved_by = crate::actions::approvers_of(&app, job.id).await?;
+    let approved_already = approved_by.contains(&s.user.username);
     let approver = rule.map(|r| r.who()).unwrap_or_default();
     let approvals = approval_rows(DashboardStore(&app.store).approvals(&[job.id]).await?);
     let artifacts = match app.objects.get(&format!("artifacts/{id}.zip")).await? {
@@ -699,7 +713,39 @@ pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>
         .and_then(|spec| spec.artifacts)
         .is_some_and(|a| a.reports.contains_key("junit"));
     let junit_failures = app.store.junit_failures(id).await?;
+    let job_user = match job.user_id {
+        Some(uid) => app.store.user(uid).await?,
+        None => None,
+    };
+    let user_label = match &job_user {
+        Some(u) if u.is_bot() => format!("{} (system bot, cannot log in)", u.username),
+        Some(u) => u.username.clone(),
+        None => String::new(),
+    };
+    let protection_note = match (&job.failure_reason, &job.environment) {
+        (Some(reason), Some(env))
+            if reason == crate::environments::PROTECTED_ENVIRONMENT_FAILURE =>
+        {
+            let who = match &job_user {
+                Some(u) => format!("its user {} may not", u.username),
+                None => "its pipeline has no user (started by a push), so it may not".into(),
+            };
+            let rule = crate::actions::explicit_rule(&app, job.project_id, env)
+                .await?
+                .map(|r| format!(" ({} may)", r.who()))
+                .unwrap_or_default();
+            format!(
+                "Not run: `{env}` is a protected environment and {who} deploy to it{rule}. Someone allowed can retry it."
+            )
+        }
+        _ => String::new(),
+    };
     html(&JobPage {
+        user_label,
+        protection_note,
+        required_approvals,
+        approved_by,
+        approved_already,
         chrome: Chrome::of(&s, "overview"),
         duration: fmt_duration(job.started_at, job.finished_at),
         protected_env,
@@ -864,6 +910,7 @@ async fn run_config(
     project: &Project,
     git_ref: &str,
     inputs: Option<&Form>,
+    stored: Option<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<RunConfig, DashError> {
     let mirror = app
         .repos
@@ -903,10 +950,14 @@ async fn run_config(
                     render(&d, &sources)
                 ))
             })?;
-        let values = match &given {
-            Some(fields) => super::inputs::from_form(&specs, &Form(fields.clone())),
-            None => super::inputs::stand_ins(&specs),
+        let values = match (&given, &stored) {
+            (Some(fields), _) => super::inputs::from_form(&specs, &Form(fields.clone())),
+            (None, Some(stored)) => {
+                super::inputs::from_form(&specs, &super::inputs::form_of(&specs, stored))
+            }
+            (None, None) => super::inputs::stand_ins(&specs),
         };
+        let chosen = given.is_some() || stored.is_some();
         let loaded = if specs.is_empty() && values.is_empty() {
             gantry_config::load::load(&files, &opts)
         } else {
@@ -922,15 +973,15 @@ async fn run_config(
             Err(e) => {
                 // The variables' fields stay on the form: read them with
                 // the stand-ins when the given inputs are refused.
-                let variables = match &given {
-                    Some(_) => gantry_config::load::load_with_inputs(
+                let variables = match chosen {
+                    true => gantry_config::load::load_with_inputs(
                         &files,
                         &opts,
                         &super::inputs::stand_ins(&specs),
                     )
                     .map(|l| l.config.variables)
                     .unwrap_or_default(),
-                    None => Vec::new(),
+                    false => Vec::new(),
                 };
                 let errors: Vec<_> = e
                     .diagnostics
@@ -984,6 +1035,7 @@ pub async fn run_form(
         .await?
         .ok_or(DashError::NotFound("project"))?;
     let mut given: Vec<(String, String)> = Vec::new();
+    let mut given_inputs = serde_json::Map::new();
     let mut git_ref = q
         .git_ref
         .clone()
@@ -996,11 +1048,23 @@ pub async fn run_form(
             .filter(|p| p.project_id == id)
             .ok_or(DashError::NotFound("pipeline"))?;
         given = serde_json::from_str(&p.variables).unwrap_or_default();
+        given_inputs = DashboardStore(&app.store).pipeline_inputs(p.id).await?;
         if q.git_ref.is_none() {
             git_ref = p.git_ref;
         }
     }
-    let config = run_config(&app, &project, &git_ref, None).await?;
+    // A re-run reads the configuration with the inputs it ran with.
+    let rerun_inputs = !given_inputs.is_empty();
+    let config = run_config(
+        &app,
+        &project,
+        &git_ref,
+        None,
+        rerun_inputs.then(|| given_inputs.clone()),
+    )
+    .await?;
+    // Inputs it did not give show their defaults, as they ran.
+    let input_values = given_inputs;
     let declared = &config.variables;
     let fields = fields_of(declared, &given);
     let extra = given
@@ -1011,11 +1075,17 @@ pub async fn run_form(
         chrome: Chrome::of(&s, "overview"),
         project,
         git_ref,
-        inputs: super::inputs::fields(&config.inputs, &serde_json::Map::new()),
+        inputs: super::inputs::fields(&config.inputs, &input_values),
         fields,
         extra,
         error: if config.problems.is_empty() {
             String::new()
+        } else if rerun_inputs {
+            format!(
+                "The configuration at this ref does not load with the inputs of pipeline #{}:\n{}",
+                q.from.unwrap_or_default(),
+                config.rendered
+            )
         } else {
             format!(
                 "The configuration does not load with the inputs' defaults:\n{}",
@@ -1045,7 +1115,7 @@ pub async fn run_pipeline(
             "choose a branch or tag to run".into(),
         ));
     }
-    let config = run_config(&app, &project, &git_ref, Some(&form)).await?;
+    let config = run_config(&app, &project, &git_ref, Some(&form), None).await?;
     let input_values = super::inputs::from_form(&config.inputs, &form);
     let mut inputs = super::inputs::fields(&config.inputs, &input_values);
     // Input errors go on their fields; any other error of the
@@ -1303,16 +1373,8 @@ fn rule_of(
         .iter()
         .find(|r| r.project_id == project && r.name == env)
     {
-        Some(r) => Some(crate::actions::DeployRule {
-            environment: env.to_string(),
-            role: Role::parse(&r.required_role),
-            approvers: r.approver_names().into_iter().map(String::from).collect(),
-        }),
-        None => is_protected_environment(env).then(|| crate::actions::DeployRule {
-            environment: env.to_string(),
-            role: Some(Role::Maintainer),
-            approvers: Vec::new(),
-        }),
+        Some(r) => Some(crate::actions::DeployRule::of(env, r)),
+        None => is_protected_environment(env).then(|| crate::actions::DeployRule::default_for(env)),
     }
 }
 
@@ -1499,12 +1561,19 @@ pub async fn environment_protect(State(app): State<Shared>, s: Session, body: By
         .map(|a| a.trim().to_string())
         .filter(|a| !a.is_empty())
         .collect();
+    let required_approvals = match form.get("required_approvals").map(str::trim) {
+        None | Some("") => 0,
+        Some(n) => n.parse::<i64>().map_err(|_| {
+            DashError::BadRequest(format!("required approvals must be a number, not `{n}`"))
+        })?,
+    };
     match crate::actions::new_rule(
         &app,
         project.id,
         &name,
         form.get("role"),
         &approvers,
+        required_approvals,
         &s.user,
     )
     .await?
@@ -1576,12 +1645,19 @@ pub async fn environment_stop(
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Page {
-    s.check_csrf(&Form::parse(&body))?;
+    let form = Form::parse(&body);
+    s.check_csrf(&form)?;
     let env = crate::environments::EnvironmentStore(&app.store)
         .environment(id)
         .await?
         .ok_or(DashError::NotFound("environment"))?;
-    crate::environments::stop(&app, &env, &s.user).await?;
+    // Force stop: `stopped` without (again) running the stop job.
+    let mode = if form.get("force") == Some("true") {
+        crate::environments::StopMode::Force
+    } else {
+        crate::environments::StopMode::RunOnStop
+    };
+    crate::environments::stop(&app, &env, &s.user, mode).await?;
     Ok(see_other("/dash/environments"))
 }
 

@@ -104,6 +104,7 @@ await asUser("dev", "correct horse battery", async (page) => {
   const options = await page.$$eval("select[name='var:TARGET'] option", (os) => os.map((o) => o.value));
   check(JSON.stringify(options) === JSON.stringify(["staging", "production"]), "TARGET is a choice list");
   await page.selectOption("select[name='var:TARGET']", "production");
+  await page.fill("input[name='input:greeting']", "bonjour");
   await shot(page, "06-run-form");
   await Promise.all([page.waitForURL(/\/dash\/pipelines\/\d+$/), page.click("[data-testid=run]")]);
   await page.waitForSelector("[data-testid=job-node]");
@@ -114,7 +115,7 @@ await asUser("dev", "correct horse battery", async (page) => {
   // The slow job's log streams in while it runs.
   await page.click("[data-testid=job-node]:has-text('build')");
   await page.waitForURL(/\/dash\/jobs\/\d+$/);
-  await page.waitForFunction(() => document.getElementById("log").textContent.includes("first half"));
+  await page.waitForFunction(() => document.getElementById("log").textContent.includes("first half, bonjour"));
   const whileRunning = await page.textContent("[data-testid=job-status]");
   await page.waitForFunction(() => document.getElementById("log").textContent.includes("target is production"), null, { timeout: 60000 });
   check(!whileRunning.includes("success"), `the log arrived while the job was ${whileRunning.trim()}`);
@@ -130,6 +131,12 @@ await asUser("dev", "correct horse battery", async (page) => {
   await page.waitForSelector("#L2.target");
   check(true, "a link to a line highlights it");
   await shot(page, "08-job-log");
+
+  // Re-running starts from the variables and inputs it ran with.
+  await page.goto(pipelineUrl);
+  await Promise.all([page.waitForURL(/\/run\?from=\d+$/), page.click("[data-testid=rerun]")]);
+  check(await page.inputValue("input[name='input:greeting']") === "bonjour", "the re-run form keeps the input it ran with");
+  check(await page.inputValue("select[name='var:TARGET']") === "production", "the re-run form keeps the variable it ran with");
 
   // The developer cannot approve the production deploy.
   await page.goto(pipelineUrl);
