@@ -393,21 +393,28 @@ fn seed002_local_rolls_back_under_gantry_run() {
             .output()
             .unwrap()
     };
-    let good = run(&[]);
-    let broken = run(&["-v", "BREAK_KEEPALIVE=1"]);
     // The app and the stopped revisions the deploy keeps for rollback
-    // (`APP-rN`).
-    let docker = |args: &[&str]| {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", "unix:///run/podman/podman.sock")
-            .output()
-    };
-    if let Ok(listed) = docker(&["ps", "-aq", "--filter", &format!("name=^{app}")]) {
-        for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-            let _ = docker(&["rm", "-f", id]);
+    // (`APP-rN`) go when the test ends, also when it panics.
+    struct RemoveContainers(String);
+    impl Drop for RemoveContainers {
+        fn drop(&mut self) {
+            let docker = |args: &[&str]| {
+                Command::new("docker")
+                    .args(args)
+                    .env("DOCKER_HOST", "unix:///run/podman/podman.sock")
+                    .output()
+            };
+            let filter = format!("name=^{}", self.0);
+            if let Ok(listed) = docker(&["ps", "-aq", "--filter", &filter]) {
+                for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
+                    let _ = docker(&["rm", "-f", id]);
+                }
+            }
         }
     }
+    let _remove = RemoveContainers(app.clone());
+    let good = run(&[]);
+    let broken = run(&["-v", "BREAK_KEEPALIVE=1"]);
     assert_eq!(good.status.code(), Some(0), "{}", stdout(&good));
     let text = stdout(&broken);
     assert_eq!(broken.status.code(), Some(1), "{text}");
