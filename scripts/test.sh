@@ -45,3 +45,7 @@ df -h . | tail -1 | awk '{print "disk after tests: " $3 " used, " $4 " free"}'
 
 step "serve demo (README's one command; the server stops after its pipeline)"
 DEMO_DIR="$(mktemp -d)" && GANTRY_DEMO_DIR="$DEMO_DIR" GANTRY_DEMO_PORT=18190 bash scripts/serve-demo.sh --gantry target/debug/gantry --stop && rm -rf "$DEMO_DIR"
+
+step "server end to end (gantry serve + two gantry runner processes, examples/app, python-gitlab)"
+bash scripts/serve-e2e.sh --gantry target/debug/gantry --backend sqlite
+bash scripts/serve-e2e.sh --gantry target/debug/gantry --backend postgres-s3
