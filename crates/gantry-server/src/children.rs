@@ -191,14 +191,11 @@ async fn plan(
         }
         _ => None,
     };
-    let mirror = if app.repos.mirror_dir(project.id).join("HEAD").exists() {
-        app.repos.mirror_dir(project.id)
-    } else {
-        app.repos
-            .sync(project.id, &project.source_url)
-            .await
-            .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?
-    };
+    let mirror = app
+        .repos
+        .ensure(project.id, &project.source_url, Some(&pipeline.sha))
+        .await
+        .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?;
     let is_tag = pipeline.tag != 0;
     let (_, predefined) = crate::pipelines::predefined(app, project, &pipeline.git_ref, is_tag);
     let trigger = Trigger {

@@ -152,6 +152,12 @@ CREATE TABLE dashboard_protected_environments (
 ALTER TABLE environments ADD COLUMN stop_job_id BIGINT;
 ALTER TABLE environments ADD COLUMN auto_stop_at BIGINT
 "#,
+    // Facts every server of one database must agree on (the server key's
+    // fingerprint), and when each shared cache was last restored.
+    r#"
+CREATE TABLE server_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cache_uses (object TEXT PRIMARY KEY, used_at BIGINT NOT NULL)
+"#,
 ];
 
 impl Db {

@@ -134,6 +134,28 @@ impl Objects {
         Ok(out)
     }
 
+    /// Keys under `prefix` with when each was last written (milliseconds
+    /// since the epoch), unsorted.
+    pub async fn list_modified(&self, prefix: &str) -> Result<Vec<(String, i64)>, ObjectError> {
+        let base = self.path(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        Ok(self
+            .store
+            .list(Some(&base))
+            .map_ok(|m| {
+                (
+                    m.location.as_ref()[strip..].to_string(),
+                    m.last_modified.timestamp_millis(),
+                )
+            })
+            .try_collect()
+            .await?)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -483,11 +483,15 @@ pub async fn get_cache(
     Path((id, key)): Path<(i64, String)>,
 ) -> Result<Response, ApiError> {
     let job = require_job(&app, &headers, id).await?;
+    let object = cache_object(&app, &job, &key).await?;
     let (size, stream) = app
         .objects
-        .get_stream(&cache_object(&app, &job, &key).await?)
+        .get_stream(&object)
         .await?
         .ok_or(ApiError::NotFound("Cache"))?;
+    app.cache_uses
+        .restored(&app, &object, crate::now_ms())
+        .await;
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
