@@ -288,7 +288,7 @@ async fn check_key(store: &Store) -> Result<(), ServeError> {
             .map_err(crate::error::StoreError::from)?;
     if stored != fingerprint {
         return Err(ServeError::Config(
-            "the database was set up by a server with another server key: give every server of one database the same GANTRY_SERVER_KEY (the first server's key is in its DATA/server.key)".into(),
+            "the database was set up by a server with another server key: give every server of one database the same GANTRY_SERVER_KEY (the first server's key is in its DATA/server.key). If that key is lost, stored variables cannot be read: delete the row 'key_fingerprint' of the table server_facts to adopt this key, then set the variables again".into(),
         ));
     }
     Ok(())
