@@ -12,8 +12,7 @@ mod support;
 
 use gantry_server::runner::{ExecutorChoice, RunnerConfig};
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -43,66 +42,6 @@ test:
     - cat out/result.txt
     - cat deps/d.txt
 "#;
-
-struct Moto(std::process::Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// moto's S3 on a free port with a bucket `gantry-multi`, or `None` when
-/// moto is not installed (and GANTRY_REQUIRE_MOTO is not set).
-async fn start_moto() -> Option<(Moto, String)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("GANTRY_AWS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv-aws"));
-    let bin = venv.join("bin/moto_server");
-    if !bin.exists() {
-        skip_or_fail(
-            "GANTRY_REQUIRE_MOTO",
-            "moto is not installed (run scripts/setup-moto.sh)",
-        );
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let moto = Moto(
-        Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // This test binary has one test: its environment is its own.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_DEFAULT_REGION", "eu-west-1");
-        std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
-    }
-    let made = reqwest::Client::new()
-        .put(format!("{endpoint}/gantry-multi"))
-        .body(r#"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"#)
-        .send()
-        .await
-        .unwrap();
-    assert!(made.status().is_success(), "create bucket");
-    Some((moto, endpoint))
-}
 
 fn server_config(data: &Path, database: &str, key: &str) -> gantry_server::ServeConfig {
     let mut cfg = config(data, Some(database.to_string()));
@@ -167,7 +106,7 @@ async fn artifact_file(url: &str, project: i64, job: i64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_on_one_database_and_bucket_work_as_one() {
     let Some(pg) = PgCluster::start() else { return };
-    let Some((_moto, _endpoint)) = start_moto().await else {
+    let Some((_moto, _endpoint)) = start_moto("gantry-multi").await else {
         return;
     };
     let database = pg.database("multi");
