@@ -173,6 +173,7 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    crate::shared_cache::clean_uploads(&config.data_dir);
     let key = ServerKey::load(config.server_key.as_deref(), &config.data_dir)?;
     let db = Db::connect(&config.database_url()).await?;
     let store = Store { db, key };

@@ -13,6 +13,10 @@
 //! one small write now and then rather than one per job. The sweeper
 //! ([`crate::sweeper`]) deletes archives whose last save and last noted
 //! restore are both older than the maximum age.
+//!
+//! Uploads are spooled to a file in `DATA/uploads` (checked there as a zip
+//! archive) and sent on to the object store in parts, never held in the
+//! server's memory ([`receive`]).
 
 use crate::app::Shared;
 use gantry_engine::error::StoreError;
@@ -81,6 +85,87 @@ impl CacheUses {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
     }
+}
+
+/// A spooled upload, deleted when dropped (a crash leaves it to the
+/// clean-up at the next start, [`clean_uploads`]).
+struct Spooled(PathBuf);
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn uploads_dir(app: &Shared) -> PathBuf {
+    app.config.data_dir.join("uploads")
+}
+
+/// Deletes uploads a killed server left half-received.
+pub fn clean_uploads(data_dir: &Path) {
+    let _ = std::fs::remove_dir_all(data_dir.join("uploads"));
+}
+
+/// Stores the cache archive a job uploads in `body` as `object`: spooled
+/// to disk, refused unless it is a zip archive whose entries stay inside
+/// the job's directory (or larger than [`crate::api::MAX_BODY`]), then
+/// streamed to the object store.
+pub async fn receive(
+    app: &Shared,
+    object: &str,
+    body: axum::body::Body,
+) -> Result<(), crate::error::ApiError> {
+    use crate::error::ApiError;
+    use futures_util::StreamExt as _;
+    let internal = |what: &str, e: std::io::Error| {
+        ApiError::Objects(crate::error::ObjectError::from(
+            object_store::Error::Generic {
+                store: "upload spool",
+                source: format!("{what}: {e}").into(),
+            },
+        ))
+    };
+    let dir = uploads_dir(app);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| internal("cannot create the upload directory", e))?;
+    let mut name = [0u8; 16];
+    crate::crypto::fill_random(&mut name);
+    let spooled = Spooled(dir.join(format!("{}.zip", hex::encode(name))));
+    let mut file = tokio::fs::File::create(&spooled.0)
+        .await
+        .map_err(|e| internal("cannot spool the upload", e))?;
+    let mut stream = body.into_data_stream();
+    let mut size = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::BadRequest(format!("the cache archive was not received whole: {e}"))
+        })?;
+        size += chunk.len();
+        if size > crate::api::MAX_BODY {
+            return Err(ApiError::BadRequest(format!(
+                "cache archive refused: larger than {} MiB",
+                crate::api::MAX_BODY >> 20
+            )));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| internal("cannot spool the upload", e))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| internal("cannot spool the upload", e))?;
+    drop(file);
+    let path = spooled.0.clone();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        crate::api::runner::check_archive_in(std::io::BufReader::new(file))
+    })
+    .await
+    .map_err(|e| internal("the archive check stopped", std::io::Error::other(e)))?
+    .map_err(|e| ApiError::BadRequest(format!("cache archive refused: {e}")))?;
+    app.objects.put_file(object, &spooled.0).await?;
+    Ok(())
 }
 
 /// One job attempt's view of the shared caches.

@@ -1,7 +1,8 @@
 //! `gantry serve --cache-max-age`: shared caches neither saved nor
 //! restored within the maximum age are deleted by the sweeper, on local
 //! disk and in S3 (moto); a cache restored lately is kept, and goes once
-//! it too has been unused for the age.
+//! it too has been unused for the age. The kept cache is larger than one
+//! upload part, so it reaches the store as a multipart upload.
 
 mod support;
 
@@ -19,14 +20,18 @@ save:
     - key: kept
       paths: [b/]
       policy: push
-  script: mkdir -p a b && echo stale > a/x && echo "kept value" > b/y
+  script:
+    - mkdir -p a b && echo stale > a/x && echo "kept value" > b/y
+    - head -c 12000000 /dev/urandom > b/big && sha256sum b/big | cut -c1-64 > b/big.sum
 restore:
   rules: [{if: '$STEP == "restore"'}]
   cache:
     key: kept
     paths: [b/]
     policy: pull
-  script: cat b/y
+  script:
+    - cat b/y
+    - test "$(sha256sum b/big | cut -c1-64)" = "$(cat b/big.sum)" && echo "big cache intact"
 "#;
 
 /// The maximum age in the test: long enough that a loaded machine runs
@@ -74,14 +79,16 @@ async fn unused_caches_expire(objects: Option<String>) {
     let api = Client::new(&running.url, Some(ADMIN_TOKEN));
     let project = api.project("caches", &repo_dir).await;
 
-    let trace = run(&api, project, "save").await;
+    // Before the save: no archive is older than this.
     let saved_at = Instant::now();
+    let trace = run(&api, project, "save").await;
     assert!(trace.contains("Saved cache \"kept\""), "{trace}");
     assert_eq!(caches(&app).await.len(), 2, "{trace}");
 
     tokio::time::sleep(MAX_AGE / 3).await;
     let trace = run(&api, project, "restore").await;
     assert!(trace.contains("kept value"), "{trace}");
+    assert!(trace.contains("big cache intact"), "{trace}");
     // The restore was noted: that names the kept archive.
     let noted: Vec<(String,)> = sqlx::query_as("SELECT object FROM cache_uses")
         .fetch_all(&app.store.db.pool)

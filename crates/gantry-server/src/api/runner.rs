@@ -380,7 +380,12 @@ pub async fn append_trace(
 /// Why an artifact archive is refused: an entry that would land outside
 /// the directory it is extracted into (zip-slip).
 pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+    check_archive_in(std::io::Cursor::new(bytes))
+}
+
+/// [`check_archive`] of an archive read from `reader` (a file).
+pub fn check_archive_in(reader: impl std::io::Read + std::io::Seek) -> Result<(), String> {
+    let mut archive = zip::ZipArchive::new(reader)
         .map_err(|e| format!("not a zip archive: {e}"))?;
     for i in 0..archive.len() {
         let entry = archive
@@ -507,12 +512,10 @@ pub async fn put_cache(
     State(app): State<Shared>,
     headers: HeaderMap,
     Path((id, key)): Path<(i64, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     let job = require_job(&app, &headers, id).await?;
     let object = cache_object(&app, &job, &key).await?;
-    check_archive(&body)
-        .map_err(|e| ApiError::BadRequest(format!("cache archive refused: {e}")))?;
-    app.objects.put(&object, body).await?;
+    crate::shared_cache::receive(&app, &object, body).await?;
     Ok(StatusCode::CREATED)
 }
