@@ -1,4 +1,4 @@
-//! `gantry serve --cache-max-age`: shared caches neither saved nor
+//! Shared caches on the server. `gantry serve --cache-max-age`: caches neither saved nor
 //! restored within the maximum age are deleted by the sweeper, on local
 //! disk and in S3 (moto); a cache restored lately is kept, and goes once
 //! it too has been unused for the age. The kept cache is larger than one
@@ -143,4 +143,43 @@ async fn unused_caches_expire_in_s3() {
         return;
     };
     unused_caches_expire(Some("s3://gantry-caches/ci".into())).await;
+}
+
+/// Uploads are checked after they are spooled: an archive with an entry
+/// outside the job's directory, or no zip at all, is refused (sent here
+/// by the job itself, with its own token, as a hostile job would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostile_cache_upload_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            r#"
+evil:
+  script:
+    - python3 -c "import zipfile; z = zipfile.ZipFile('evil.zip', 'w'); z.writestr('../escape.txt', 'x'); z.close()"
+    - echo plain > plain.txt
+    - |
+      for f in evil.zip plain.txt; do curl -s -o answer.txt -w "HTTP %{http_code} " -X PUT -H "JOB-TOKEN: $CI_JOB_TOKEN" --data-binary @$f "$CI_API_V4_URL/jobs/$CI_JOB_ID/cache/k-$f"; cat answer.txt; echo; done
+"#,
+        )],
+    );
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("hostile", &repo_dir).await;
+    let trace = run(&api, project, "any").await;
+    assert!(
+        trace.contains("HTTP 400") && trace.contains("outside the job's directory"),
+        "{trace}"
+    );
+    assert!(trace.contains("not a zip archive"), "{trace}");
+    assert!(caches(&running.app).await.is_empty());
+    let uploads = dir.path().join("data/uploads");
+    let left = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "spooled uploads were left in {}", uploads.display());
+    running.server.abort();
 }
