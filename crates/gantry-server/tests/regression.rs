@@ -600,3 +600,32 @@ async fn a_server_with_another_key_than_its_database_is_refused() {
     cfg.server_key = Some("ab".repeat(32));
     assert!(gantry_server::start(cfg).await.is_err());
 }
+
+/// Behind a load balancer a runner's log chunks reach the servers in
+/// turn. A server trusted its own last write as the end of the log: a
+/// chunk past it was refused as a gap, and the resend was stored again
+/// over what the other server had stored, so the log read back truncated
+/// and was finished with lines twice. Two servers' logs over one store:
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_chunks_sent_to_two_servers_in_turn_make_one_log() {
+    use gantry_server::logs::{Appended, Logs};
+    use gantry_server::objects::Objects;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Logs::new(Objects::open(None, dir.path()).unwrap());
+    let b = Logs::new(Objects::open(None, dir.path()).unwrap());
+    assert_eq!(a.append(7, 0, b"one\n", &[]).await.unwrap(), Appended::Next(4));
+    assert_eq!(b.append(7, 4, b"two\n", &[]).await.unwrap(), Appended::Next(8));
+    // A last wrote up to 4; the log is at 8 since B's chunk.
+    assert_eq!(
+        a.append(7, 8, b"three\n", &[]).await.unwrap(),
+        Appended::Next(14)
+    );
+    // A resend that overlaps what B stored adds only the new bytes.
+    assert_eq!(
+        b.append(7, 8, b"three\nfour\n", &[]).await.unwrap(),
+        Appended::Next(19)
+    );
+    assert_eq!(&a.read(7, 0).await.unwrap()[..], b"one\ntwo\nthree\nfour\n");
+    b.finish(7).await.unwrap();
+    assert_eq!(&a.read(7, 0).await.unwrap()[..], b"one\ntwo\nthree\nfour\n");
+}
