@@ -332,9 +332,7 @@ fn resolves_off_loopback(host: &str, port: u16) -> bool {
     use std::net::ToSocketAddrs;
     (host, port)
         .to_socket_addrs()
-        .map(|mut addrs| {
-            addrs.any(|a| !a.ip().is_loopback() && !a.ip().is_unspecified())
-        })
+        .map(|mut addrs| addrs.any(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()))
         .unwrap_or(false)
 }
 

@@ -147,11 +147,7 @@ async fn mirror_for(app: &Shared, job: &crate::store::Job) -> Result<(), GitHttp
         .project(job.project_id)
         .await?
         .ok_or(GitHttpError::NoRepository(job.project_id))?;
-    let sha = app
-        .store
-        .pipeline(job.pipeline_id)
-        .await?
-        .map(|p| p.sha);
+    let sha = app.store.pipeline(job.pipeline_id).await?.map(|p| p.sha);
     app.repos
         .ensure(project.id, &project.source_url, sha.as_deref())
         .await?;

@@ -21,10 +21,10 @@
 use crate::app::Shared;
 use gantry_engine::error::StoreError;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::io::AsyncWriteExt;
 
 /// Restores noted lately by this server (so most restores write nothing),

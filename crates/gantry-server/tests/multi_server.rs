@@ -151,15 +151,23 @@ async fn two_servers_on_one_database_and_bucket_work_as_one() {
     let api_b = Client::new(&b.url, Some(ADMIN_TOKEN));
     let project = api_a.project("multi", &repo_dir).await;
     assert!(
-        !dir.path().join("b/repos").join(format!("{project}.git")).exists(),
+        !dir.path()
+            .join("b/repos")
+            .join(format!("{project}.git"))
+            .exists(),
         "B has no mirror before its first request"
     );
 
     // A push, sent to A.
     let second = commit(&repo_dir, &[("README.md", "two servers\n")], "second");
     let secret = api_a.webhook_secret(project).await;
-    let (s, body) =
-        send_gitlab_hook(&a.url, project, &secret, &gitlab_push("main", &first, &second)).await;
+    let (s, body) = send_gitlab_hook(
+        &a.url,
+        project,
+        &secret,
+        &gitlab_push("main", &first, &second),
+    )
+    .await;
     assert!(s == 200 || s == 201, "webhook: {s} {body}");
     let pipeline = wait_for_pipeline(&api_b, project, 1).await;
     let jobs = api_b.jobs(project, pipeline).await;
@@ -185,7 +193,10 @@ async fn two_servers_on_one_database_and_bucket_work_as_one() {
         let (_, trace) = api
             .text(&format!("/api/v4/projects/{project}/jobs/{test}/trace"))
             .await;
-        assert!(trace.contains(&format!("built {}", &second[..8])), "{trace}");
+        assert!(
+            trace.contains(&format!("built {}", &second[..8])),
+            "{trace}"
+        );
         assert!(trace.contains("dep"), "{trace}");
     }
     let from_a = artifact_file(&a.url, project, build).await;
@@ -247,7 +258,9 @@ async fn two_servers_on_one_database_and_bucket_work_as_one() {
     // Both queues tick twice a second: give the other one time to err.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, all) = api_a
-        .get(&format!("/api/v4/projects/{project}/pipelines?per_page=100"))
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines?per_page=100"
+        ))
         .await;
     let from_schedule: Vec<_> = all
         .as_array()
@@ -271,7 +284,9 @@ async fn wait_for_pipeline(api: &Client, project: i64, count: usize) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, list) = api
-            .get(&format!("/api/v4/projects/{project}/pipelines?per_page=100"))
+            .get(&format!(
+                "/api/v4/projects/{project}/pipelines?per_page=100"
+            ))
             .await;
         let list = list.as_array().cloned().unwrap_or_default();
         if list.len() >= count {

@@ -518,7 +518,10 @@ async fn listening_on_every_interface_gives_jobs_a_reachable_url() {
         .await;
     let job = &api.jobs(project, id).await[0];
     let (_, trace) = api
-        .text(&format!("/api/v4/projects/{project}/jobs/{}/trace", job["id"]))
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            job["id"]
+        ))
         .await;
     assert_eq!(done["status"], "success", "{trace}");
     assert!(
@@ -571,7 +574,10 @@ async fn git_over_http_fetches_a_missing_mirror() {
         .await;
     let job = &api.jobs(project, id).await[0];
     let (_, trace) = api
-        .text(&format!("/api/v4/projects/{project}/jobs/{}/trace", job["id"]))
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            job["id"]
+        ))
         .await;
     assert_eq!(done["status"], "success", "{trace}");
     assert!(trace.contains("fetched again"), "{trace}");
@@ -613,8 +619,14 @@ async fn log_chunks_sent_to_two_servers_in_turn_make_one_log() {
     let dir = tempfile::tempdir().unwrap();
     let a = Logs::new(Objects::open(None, dir.path()).unwrap());
     let b = Logs::new(Objects::open(None, dir.path()).unwrap());
-    assert_eq!(a.append(7, 0, b"one\n", &[]).await.unwrap(), Appended::Next(4));
-    assert_eq!(b.append(7, 4, b"two\n", &[]).await.unwrap(), Appended::Next(8));
+    assert_eq!(
+        a.append(7, 0, b"one\n", &[]).await.unwrap(),
+        Appended::Next(4)
+    );
+    assert_eq!(
+        b.append(7, 4, b"two\n", &[]).await.unwrap(),
+        Appended::Next(8)
+    );
     // A last wrote up to 4; the log is at 8 since B's chunk.
     assert_eq!(
         a.append(7, 8, b"three\n", &[]).await.unwrap(),

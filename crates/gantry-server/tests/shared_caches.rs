@@ -47,10 +47,15 @@ async fn run(api: &Client, project: i64, step: &str) -> String {
         .await;
     assert_eq!(s, 201, "{p}");
     let id = p["id"].as_i64().unwrap();
-    let done = api.wait_pipeline(project, id, Duration::from_secs(60)).await;
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
     let job = &api.jobs(project, id).await[0];
     let (_, trace) = api
-        .text(&format!("/api/v4/projects/{project}/jobs/{}/trace", job["id"]))
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            job["id"]
+        ))
         .await;
     assert_eq!(done["status"], "success", "{trace}");
     trace
@@ -109,11 +114,18 @@ async fn unused_caches_expire(objects: Option<String>) {
     loop {
         let listed = caches(&app).await;
         if listed.len() == 1 {
-            assert_eq!(listed, [kept.clone()], "the restored cache was deleted");
+            assert_eq!(
+                listed,
+                std::slice::from_ref(&kept),
+                "the restored cache was deleted"
+            );
             assert!(saved_at.elapsed() >= MAX_AGE - Duration::from_secs(1));
             break;
         }
-        assert!(Instant::now() < deadline, "the unused cache stayed: {listed:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the unused cache stayed: {listed:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Then the restored one, once unused for the age; its note goes too.
@@ -121,7 +133,10 @@ async fn unused_caches_expire(objects: Option<String>) {
         if caches(&app).await.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "the restored cache never expired");
+        assert!(
+            Instant::now() < deadline,
+            "the restored cache never expired"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let left: Vec<(String,)> = sqlx::query_as("SELECT object FROM cache_uses")
@@ -180,6 +195,11 @@ evil:
     assert!(caches(&running.app).await.is_empty());
     let uploads = dir.path().join("data/uploads");
     let left = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(left, 0, "spooled uploads were left in {}", uploads.display());
+    assert_eq!(
+        left,
+        0,
+        "spooled uploads were left in {}",
+        uploads.display()
+    );
     running.server.abort();
 }

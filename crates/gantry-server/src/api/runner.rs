@@ -385,8 +385,8 @@ pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
 
 /// [`check_archive`] of an archive read from `reader` (a file).
 pub fn check_archive_in(reader: impl std::io::Read + std::io::Seek) -> Result<(), String> {
-    let mut archive = zip::ZipArchive::new(reader)
-        .map_err(|e| format!("not a zip archive: {e}"))?;
+    let mut archive =
+        zip::ZipArchive::new(reader).map_err(|e| format!("not a zip archive: {e}"))?;
     for i in 0..archive.len() {
         let entry = archive
             .by_index_raw(i)
