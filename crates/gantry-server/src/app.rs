@@ -88,6 +88,84 @@ impl ServeConfig {
     }
 }
 
+/// The wake-up of runners waiting for a job. On PostgreSQL it reaches the
+/// other servers of the database too (`NOTIFY gantry_queue`): a runner
+/// long-polling server B hears at once of the jobs a webhook made on
+/// server A, not at its next look at the table (every second).
+pub struct QueueSignal {
+    local: Notify,
+    /// Wakes the task that sends the `NOTIFY` (a pending permit coalesces
+    /// bursts into one).
+    outgoing: Notify,
+    shared: bool,
+}
+
+/// The PostgreSQL channel of [`QueueSignal`].
+const QUEUE_CHANNEL: &str = "gantry_queue";
+
+impl QueueSignal {
+    pub fn new(shared: bool) -> QueueSignal {
+        QueueSignal {
+            local: Notify::new(),
+            outgoing: Notify::new(),
+            shared,
+        }
+    }
+
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.local.notified()
+    }
+
+    pub fn notify_waiters(&self) {
+        self.local.notify_waiters();
+        if self.shared {
+            self.outgoing.notify_one();
+        }
+    }
+}
+
+/// Sends this server's wake-ups to the other servers and passes theirs on
+/// to its runners. Without the listener (a lost connection) runners still
+/// look every second.
+fn spawn_queue_relay(app: Shared) {
+    if !app.queue.shared {
+        return;
+    }
+    let sender = app.clone();
+    tokio::spawn(async move {
+        loop {
+            sender.queue.outgoing.notified().await;
+            let sent = sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {QUEUE_CHANNEL}")))
+                .execute(&sender.store.db.pool)
+                .await;
+            if let Err(e) = sent {
+                eprintln!("gantry serve: cannot tell other servers of new jobs: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let url = app.config.database_url();
+        loop {
+            let listened = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                listener.listen(QUEUE_CHANNEL).await?;
+                loop {
+                    listener.recv().await?;
+                    app.queue.local.notify_waiters();
+                }
+            };
+            let result: Result<(), sqlx::Error> = listened.await;
+            if let Err(e) = result {
+                eprintln!(
+                    "gantry serve: not hearing other servers' new jobs (runners look every second): {e}"
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+}
+
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
@@ -120,7 +198,7 @@ pub struct App {
     /// server listens on every interface and no `--url` was given.
     pub url_guessed: bool,
     /// Woken when jobs become pending (long-polling runners wait on it).
-    pub queue: Notify,
+    pub queue: QueueSignal,
     /// Woken when a pipeline may advance (a job finished, one was created).
     pub advance: Notify,
     pub metrics: Metrics,
@@ -185,6 +263,7 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
             "gantry serve: created the administrator `root` with the token from GANTRY_ADMIN_TOKEN"
         );
     }
+    let backend = store.backend();
     let objects = Objects::open(config.objects.as_deref(), &config.data_dir)?;
     let logs = Logs::new(objects.clone());
     let repos = Repos::new(config.data_dir.join("repos"));
@@ -200,7 +279,7 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
         config,
         url,
         url_guessed,
-        queue: Notify::new(),
+        queue: QueueSignal::new(backend == crate::db::Backend::Postgres),
         advance: Notify::new(),
         metrics: Metrics::default(),
         started: std::time::Instant::now(),
@@ -233,6 +312,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         }
     });
     crate::queue::spawn(app.clone());
+    spawn_queue_relay(app.clone());
     if let Err(e) = crate::children::resume(&app).await {
         eprintln!("gantry serve: resuming trigger jobs: {e}");
     }

@@ -6,7 +6,8 @@
 //! HTTP); logs are followed on A while B receives them; artifacts are
 //! downloaded from either; a server whose mirrors were wiped fetches them
 //! again; a schedule fires once although both servers' queues see it due;
-//! a server with another server key is refused.
+//! a server with another server key is refused; runners waiting on B are
+//! woken by jobs made on A.
 
 mod support;
 
@@ -131,6 +132,25 @@ async fn two_servers_on_one_database_and_bucket_work_as_one() {
         refused.to_string().contains("GANTRY_SERVER_KEY"),
         "{refused}"
     );
+
+    // New jobs on A wake the runners waiting on B at once (PostgreSQL's
+    // NOTIFY), not at their next look at the table. The listener may still
+    // be connecting: try a few times.
+    let mut heard = false;
+    for _ in 0..20 {
+        let notified = b.app.queue.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        a.app.queue.notify_waiters();
+        if tokio::time::timeout(Duration::from_millis(500), notified)
+            .await
+            .is_ok()
+        {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "B never heard of A's new jobs");
 
     // The only runner talks to B.
     let runner = RunnerConfig {
