@@ -76,7 +76,10 @@ pub async fn request_job(
     Json(body): Json<JobRequest>,
 ) -> Result<Response, ApiError> {
     let runner = runner_from(&app, &body.token).await?;
-    app.store.touch_runner(runner.id).await?;
+    // "Online" is judged in minutes: a write per claim would be waste.
+    if crate::now_ms() - runner.contacted_at > 3_000 {
+        app.store.touch_runner(runner.id).await?;
+    }
     let deadline = Instant::now() + LONG_POLL;
     loop {
         // Register for wake-ups before looking, so none is missed.
