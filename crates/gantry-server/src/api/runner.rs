@@ -297,11 +297,13 @@ pub async fn update_job(
         // Canceled (or failed as lost): the runner stops.
         return Ok(Json(JobUpdateReply { status: job.status }));
     }
-    if let Some(r) = job.runner_id {
-        app.store.touch_runner(r).await?;
-    }
     match body.state.as_str() {
         "running" => {
+            // The final update is followed by the runner's next request,
+            // which marks it as seen: only heartbeats do it here.
+            if let Some(r) = job.runner_id {
+                app.store.touch_runner(r).await?;
+            }
             app.store.heartbeat(id).await?;
             Ok(Json(JobUpdateReply {
                 status: "running".into(),
