@@ -47,6 +47,13 @@ def rss_mb(pid):
     return 0.0
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def git(d, *args):
     env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@x", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@x")
     return subprocess.run(["git", "-C", d, *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
@@ -154,11 +161,15 @@ try:
         assert s == 201, r
     threads = [threading.Thread(target=runner, args=(register(f"d{i}"),), daemon=True) for i in range(4)]
     t0 = time.time()
+    server_cpu0, client_cpu0 = cpu_s(server.pid), time.process_time()
     for t in threads:
         t.start()
     while len(claimed) < 1000 and time.time() - t0 < 300:
         time.sleep(0.05)
     dispatch = len(claimed) / (max(claimed) - t0) if claimed else 0.0
+    dispatch_wall = (max(claimed) - t0) if claimed else 0.0
+    server_cpu = cpu_s(server.pid) - server_cpu0
+    client_cpu = time.process_time() - client_cpu0
     stop.set()
 
     # 2b. One pipeline of 1,000 jobs: every job's end is an event of that
@@ -206,6 +217,8 @@ finally:
 print(f"database: {'postgres' if DATABASE else 'sqlite'}; binary: {GANTRY}")
 print(f"webhook -> first job started: p50 {p50:.1f} ms, p99 {p99:.1f} ms (n={len(latencies)}; target p50 < 100 ms: ratio {100 / max(p50, 0.001):.1f}x)")
 print(f"dispatch to 4 runners: {dispatch:.0f} jobs/s (1,000 jobs; target >= 500/s: ratio {dispatch / 500:.2f}x)")
+print(f"  during dispatch ({dispatch_wall:.2f} s): server CPU {server_cpu:.2f} s ({server_cpu * 1000 / max(len(claimed), 1):.2f} ms a job), "
+      f"the bench's runner clients CPU {client_cpu:.2f} s; {os.cpu_count()} cores")
 print(f"one 1,000-job pipeline, 4 runners: {big_seconds:.1f} s to {big_status} ({big_jobs} jobs run, {big_jobs / max(big_seconds, 0.001):.0f} jobs/s)")
 print(f"log ingestion: {mbps:.1f} MB/s (64 MiB in 64 KiB chunks, masked, stored)")
 print(f"server RSS: idle {idle:.1f} MB (target < 50 MB: ratio {50 / max(idle, 0.1):.1f}x), after the load {loaded:.1f} MB")

@@ -1,5 +1,11 @@
 //! The server process: configuration, shared state, start-up (database,
 //! migrations, bootstrap, listener, background queue, built-in runner).
+//!
+//! Several servers may share one PostgreSQL database and one S3 bucket:
+//! the only state on a server's disk is its repository mirrors (rebuilt on
+//! demand, see [`crate::repos`]) and, without `GANTRY_SERVER_KEY`, its key;
+//! a server whose key differs from the one the database was set up with
+//! refuses to start.
 
 use crate::crypto::ServerKey;
 use crate::db::Db;
@@ -36,8 +42,11 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// `GANTRY_SERVER_KEY`: 64 hex digits; else `data_dir/server.key`.
     pub server_key: Option<String>,
-    /// How often expired artifacts are deleted.
+    /// How often expired artifacts and caches are deleted.
     pub sweep_interval: Duration,
+    /// Shared caches neither restored nor saved this long are deleted;
+    /// `None`: kept for ever.
+    pub cache_max_age: Option<Duration>,
     /// How often every project's remote is fetched for new commits
     /// (GitLab's pull mirroring); `None`: never (webhooks only).
     pub poll_interval: Option<Duration>,
@@ -45,6 +54,9 @@ pub struct ServeConfig {
     /// read from; `None`: `GANTRY_GITLAB_URL`, `CI_SERVER_URL`, gitlab.com.
     pub gitlab_url: Option<String>,
 }
+
+/// How long an unused shared cache is kept by default (14 days).
+pub const DEFAULT_CACHE_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 
 impl ServeConfig {
     pub fn new(data_dir: PathBuf) -> ServeConfig {
@@ -60,6 +72,7 @@ impl ServeConfig {
             admin_token: None,
             server_key: None,
             sweep_interval: Duration::from_secs(60),
+            cache_max_age: Some(DEFAULT_CACHE_MAX_AGE),
             poll_interval: None,
             gitlab_url: None,
         }
@@ -73,6 +86,84 @@ impl ServeConfig {
             )
         })
     }
+}
+
+/// The wake-up of runners waiting for a job. On PostgreSQL it reaches the
+/// other servers of the database too (`NOTIFY gantry_queue`): a runner
+/// long-polling server B hears at once of the jobs a webhook made on
+/// server A, not at its next look at the table (every second).
+pub struct QueueSignal {
+    local: Notify,
+    /// Wakes the task that sends the `NOTIFY` (a pending permit coalesces
+    /// bursts into one).
+    outgoing: Notify,
+    shared: bool,
+}
+
+/// The PostgreSQL channel of [`QueueSignal`].
+const QUEUE_CHANNEL: &str = "gantry_queue";
+
+impl QueueSignal {
+    pub fn new(shared: bool) -> QueueSignal {
+        QueueSignal {
+            local: Notify::new(),
+            outgoing: Notify::new(),
+            shared,
+        }
+    }
+
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.local.notified()
+    }
+
+    pub fn notify_waiters(&self) {
+        self.local.notify_waiters();
+        if self.shared {
+            self.outgoing.notify_one();
+        }
+    }
+}
+
+/// Sends this server's wake-ups to the other servers and passes theirs on
+/// to its runners. Without the listener (a lost connection) runners still
+/// look every second.
+fn spawn_queue_relay(app: Shared) {
+    if !app.queue.shared {
+        return;
+    }
+    let sender = app.clone();
+    tokio::spawn(async move {
+        loop {
+            sender.queue.outgoing.notified().await;
+            let sent = sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {QUEUE_CHANNEL}")))
+                .execute(&sender.store.db.pool)
+                .await;
+            if let Err(e) = sent {
+                eprintln!("gantry serve: cannot tell other servers of new jobs: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let url = app.config.database_url();
+        loop {
+            let listened = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                listener.listen(QUEUE_CHANNEL).await?;
+                loop {
+                    listener.recv().await?;
+                    app.queue.local.notify_waiters();
+                }
+            };
+            let result: Result<(), sqlx::Error> = listened.await;
+            if let Err(e) = result {
+                eprintln!(
+                    "gantry serve: not hearing other servers' new jobs (runners look every second): {e}"
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
 }
 
 /// Counters for `/metrics`.
@@ -103,12 +194,17 @@ pub struct App {
     pub repos: Repos,
     pub config: ServeConfig,
     pub url: String,
+    /// `url` was guessed from the machine's name or address because the
+    /// server listens on every interface and no `--url` was given.
+    pub url_guessed: bool,
     /// Woken when jobs become pending (long-polling runners wait on it).
-    pub queue: Notify,
+    pub queue: QueueSignal,
     /// Woken when a pipeline may advance (a job finished, one was created).
     pub advance: Notify,
     pub metrics: Metrics,
     pub started: std::time::Instant,
+    /// Shared caches' restores noted lately, for expiry.
+    pub cache_uses: crate::shared_cache::CacheUses,
     /// Live pipelines' state machines (see [`crate::queue::LivePipelines`]).
     pub live: crate::queue::LivePipelines,
     /// Planned pipelines by id (immutable once stored), parsed once.
@@ -155,9 +251,11 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    crate::shared_cache::clean_uploads(&config.data_dir);
     let key = ServerKey::load(config.server_key.as_deref(), &config.data_dir)?;
     let db = Db::connect(&config.database_url()).await?;
     let store = Store { db, key };
+    check_key(&store).await?;
     if let Some(token) = &config.admin_token
         && store.bootstrap_admin(token).await?
     {
@@ -165,15 +263,14 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
             "gantry serve: created the administrator `root` with the token from GANTRY_ADMIN_TOKEN"
         );
     }
+    let backend = store.backend();
     let objects = Objects::open(config.objects.as_deref(), &config.data_dir)?;
     let logs = Logs::new(objects.clone());
     let repos = Repos::new(config.data_dir.join("repos"));
-    let url = config
-        .external_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.listen))
-        .trim_end_matches('/')
-        .to_string();
+    let (url, url_guessed) = match &config.external_url {
+        Some(url) => (url.trim_end_matches('/').to_string(), false),
+        None => default_url(&config.listen),
+    };
     Ok(App {
         store,
         objects,
@@ -181,10 +278,12 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
         repos,
         config,
         url,
-        queue: Notify::new(),
+        url_guessed,
+        queue: QueueSignal::new(backend == crate::db::Backend::Postgres),
         advance: Notify::new(),
         metrics: Metrics::default(),
         started: std::time::Instant::now(),
+        cache_uses: Default::default(),
         live: Default::default(),
         planned: Default::default(),
     })
@@ -213,6 +312,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         }
     });
     crate::queue::spawn(app.clone());
+    spawn_queue_relay(app.clone());
     if let Err(e) = crate::children::resume(&app).await {
         eprintln!("gantry serve: resuming trigger jobs: {e}");
     }
@@ -242,5 +342,91 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         addr,
         app,
         server,
+    })
+}
+
+/// Refuses a server key other than the one the database was set up with:
+/// a second server with a key of its own would fail every runner's
+/// registration and read every stored variable as garbage.
+async fn check_key(store: &Store) -> Result<(), ServeError> {
+    use sha2::Digest as _;
+    let fingerprint = hex::encode(sha2::Sha256::digest(
+        store.key.registration_token().as_bytes(),
+    ));
+    let _w = store.db.write_lock().await;
+    sqlx::query(
+        "INSERT INTO server_facts (name, value) VALUES ('key_fingerprint', $1) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&fingerprint)
+    .execute(&store.db.pool)
+    .await
+    .map_err(crate::error::StoreError::from)?;
+    let (stored,): (String,) =
+        sqlx::query_as("SELECT value FROM server_facts WHERE name = 'key_fingerprint'")
+            .fetch_one(&store.db.pool)
+            .await
+            .map_err(crate::error::StoreError::from)?;
+    if stored != fingerprint {
+        return Err(ServeError::Config(
+            "the database was set up by a server with another server key: give every server of one database the same GANTRY_SERVER_KEY (the first server's key is in its DATA/server.key). If that key is lost, stored variables cannot be read: delete the row 'key_fingerprint' of the table server_facts to adopt this key, then set the variables again".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The URL jobs and runners reach the server at when no `--url` is given:
+/// `http://LISTEN`, except that an address of every interface (`0.0.0.0`,
+/// `[::]`) is no address to connect to: the machine's host name when it
+/// names a non-loopback address, else the address its default route
+/// leaves from. Answers whether it was guessed that way.
+pub fn default_url(listen: &str) -> (String, bool) {
+    let plain = (format!("http://{listen}"), false);
+    let Ok(addr) = listen.parse::<SocketAddr>() else {
+        return plain;
+    };
+    if !addr.ip().is_unspecified() {
+        return plain;
+    }
+    let port = addr.port();
+    if let Some(host) = host_name()
+        && resolves_off_loopback(&host, port)
+    {
+        return (format!("http://{host}:{port}"), true);
+    }
+    match outbound_address(addr.is_ipv6()) {
+        Some(ip) => (format!("http://{}", SocketAddr::new(ip, port)), true),
+        None => (format!("http://127.0.0.1:{port}"), true),
+    }
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h != "localhost")
+}
+
+fn resolves_off_loopback(host: &str, port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .map(|mut addrs| addrs.any(|a| !a.ip().is_loopback() && !a.ip().is_unspecified()))
+        .unwrap_or(false)
+}
+
+/// The local address of the default route (a UDP `connect` sends nothing).
+fn outbound_address(v6_first: bool) -> Option<std::net::IpAddr> {
+    let probes: [(&str, &str); 2] = if v6_first {
+        [("[::]:0", "[2001:db8::1]:9"), ("0.0.0.0:0", "192.0.2.1:9")]
+    } else {
+        [("0.0.0.0:0", "192.0.2.1:9"), ("[::]:0", "[2001:db8::1]:9")]
+    };
+    probes.iter().find_map(|(bind, target)| {
+        let socket = std::net::UdpSocket::bind(bind).ok()?;
+        socket.connect(target).ok()?;
+        let ip = socket.local_addr().ok()?.ip();
+        (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
     })
 }

@@ -372,14 +372,11 @@ async fn plan(
         }
         _ => None,
     };
-    let mirror = if app.repos.mirror_dir(project.id).join("HEAD").exists() {
-        app.repos.mirror_dir(project.id)
-    } else {
-        app.repos
-            .sync(project.id, &project.source_url)
-            .await
-            .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?
-    };
+    let mirror = app
+        .repos
+        .ensure(project.id, &project.source_url, Some(&pipeline.sha))
+        .await
+        .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?;
     // A child's inputs come from its trigger's `include:inputs`.
     let trigger = trigger_of(app, project, pipeline);
     let spec = spec.clone();

@@ -158,6 +158,12 @@ ALTER TABLE environments ADD COLUMN auto_stop_at BIGINT
 CREATE TABLE pipeline_inputs (pipeline_id BIGINT PRIMARY KEY, inputs TEXT NOT NULL);
 ALTER TABLE dashboard_protected_environments ADD COLUMN required_approval_count BIGINT NOT NULL DEFAULT 0
 "#,
+    // Facts every server of one database must agree on (the server key's
+    // fingerprint), and when each shared cache was last restored.
+    r#"
+CREATE TABLE server_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cache_uses (object TEXT PRIMARY KEY, used_at BIGINT NOT NULL)
+"#,
 ];
 
 impl Db {

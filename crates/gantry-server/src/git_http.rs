@@ -5,6 +5,10 @@
 //! `gitlab-ci-token:<job token>`; the token opens only its own project's
 //! repository and only while its job runs. Pushes (`git-receive-pack`) and
 //! git's dumb protocol are refused.
+//!
+//! A server whose mirror is missing or lacks the job's commit (another
+//! server behind the same load balancer planned the pipeline) fetches it
+//! before answering.
 
 use crate::app::Shared;
 use crate::error::StoreError;
@@ -50,6 +54,8 @@ pub enum GitHttpError {
         "only git's smart HTTP protocol is served (GET info/refs?service=git-upload-pack, POST git-upload-pack)"
     )]
     DumbProtocol,
+    #[error("cannot bring the project's mirror up to date: {0}")]
+    Mirror(#[from] crate::repos::RepoError),
     #[error("git http-backend failed: {0}")]
     Backend(String),
     #[error("internal error: {0}")]
@@ -69,7 +75,9 @@ impl IntoResponse for GitHttpError {
             | GitHttpError::PushRefused
             | GitHttpError::DumbProtocol => StatusCode::FORBIDDEN,
             GitHttpError::NoRepository(_) => StatusCode::NOT_FOUND,
-            GitHttpError::Backend(_) | GitHttpError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GitHttpError::Backend(_) | GitHttpError::Store(_) | GitHttpError::Mirror(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             eprintln!("gantry serve: git over HTTP: {self}");
@@ -104,8 +112,13 @@ fn basic_job_token(headers: &HeaderMap) -> Option<String> {
     (user == JOB_TOKEN_USER && !token.is_empty()).then(|| token.to_string())
 }
 
-/// Checks that the request carries the token of a running job of `project_id`.
-async fn authorize(app: &Shared, headers: &HeaderMap, project_id: i64) -> Result<(), GitHttpError> {
+/// Checks that the request carries the token of a running job of
+/// `project_id`; answers the job.
+async fn authorize(
+    app: &Shared,
+    headers: &HeaderMap,
+    project_id: i64,
+) -> Result<crate::store::Job, GitHttpError> {
     if !headers.contains_key(header::AUTHORIZATION) {
         return Err(GitHttpError::NoCredentials);
     }
@@ -124,6 +137,20 @@ async fn authorize(app: &Shared, headers: &HeaderMap, project_id: i64) -> Result
             status: job.status,
         });
     }
+    Ok(job)
+}
+
+/// The job's project mirror, holding the job's commit.
+async fn mirror_for(app: &Shared, job: &crate::store::Job) -> Result<(), GitHttpError> {
+    let project = app
+        .store
+        .project(job.project_id)
+        .await?
+        .ok_or(GitHttpError::NoRepository(job.project_id))?;
+    let sha = app.store.pipeline(job.pipeline_id).await?.map(|p| p.sha);
+    app.repos
+        .ensure(project.id, &project.source_url, sha.as_deref())
+        .await?;
     Ok(())
 }
 
@@ -143,7 +170,8 @@ pub async fn info_refs(
         Some("git-receive-pack") => return Err(GitHttpError::PushRefused),
         _ => return Err(GitHttpError::DumbProtocol),
     }
-    authorize(&app, &headers, project_id).await?;
+    let job = authorize(&app, &headers, project_id).await?;
+    mirror_for(&app, &job).await?;
     backend(&app, &headers, project_id, "GET", "info/refs", &query, None).await
 }
 
@@ -154,7 +182,8 @@ pub async fn upload_pack(
     Path(project_id): Path<i64>,
     body: Bytes,
 ) -> Result<Response, GitHttpError> {
-    authorize(&app, &headers, project_id).await?;
+    let job = authorize(&app, &headers, project_id).await?;
+    mirror_for(&app, &job).await?;
     backend(
         &app,
         &headers,

@@ -53,6 +53,18 @@ fn chunk_key(job: i64, offset: u64, len: u64) -> String {
     format!("logs/{job}/{offset:016}-{len:010}")
 }
 
+/// Appends the part of `chunk` (stored at byte `offset`) that lies past
+/// the end of `buf`. Two servers may store overlapping chunks of one log
+/// (each knew the log only up to its own last write); they hold the same
+/// bytes where they overlap. A gap (no chunk for some bytes) is closed as
+/// before: the chunk's bytes follow.
+fn extend_at(buf: &mut Vec<u8>, offset: u64, chunk: &[u8]) {
+    let skip = (buf.len() as u64).saturating_sub(offset) as usize;
+    if skip < chunk.len() {
+        buf.extend_from_slice(&chunk[skip..]);
+    }
+}
+
 fn parse_chunk_key(key: &str) -> Option<(u64, u64)> {
     let name = key.rsplit('/').next()?;
     let (o, l) = name.split_once('-')?;
@@ -68,8 +80,13 @@ impl Logs {
         }
     }
 
-    async fn expected(&self, job: i64) -> Result<u64, ObjectError> {
-        if let Some(n) = self.next.lock().expect("log offsets").get(&job) {
+    /// The end of the stored log: this server's last write when it is
+    /// past `offset`, else the listing (another server behind the same
+    /// load balancer may have stored the chunks in between).
+    async fn expected(&self, job: i64, offset: u64) -> Result<u64, ObjectError> {
+        if let Some(n) = self.next.lock().expect("log offsets").get(&job)
+            && *n >= offset
+        {
             return Ok(*n);
         }
         let chunks = self.objects.list(&format!("logs/{job}/")).await?;
@@ -90,7 +107,7 @@ impl Logs {
         data: &[u8],
         secrets: &[String],
     ) -> Result<Appended, ObjectError> {
-        let expected = self.expected(job).await?;
+        let expected = self.expected(job, offset).await?;
         if offset > expected {
             return Ok(Appended::Gap(expected));
         }
@@ -155,12 +172,15 @@ impl Logs {
             .collect();
         chunks.sort();
         let mut buf = Vec::new();
-        for (offset, _, key) in &chunks {
-            if *offset != buf.len() as u64 {
+        for (offset, len, key) in &chunks {
+            if *offset > buf.len() as u64 {
                 return Ok((Bytes::from(buf), false));
             }
+            if offset + len <= buf.len() as u64 {
+                continue;
+            }
             match self.objects.get(key).await? {
-                Some(b) => buf.extend_from_slice(&b),
+                Some(b) => extend_at(&mut buf, *offset, &b),
                 None => return Ok((Bytes::from(buf), false)),
             }
         }
@@ -170,21 +190,22 @@ impl Logs {
     /// Joins a finished job's chunks into one object.
     pub async fn finish(&self, job: i64) -> Result<(), ObjectError> {
         let chunks = self.objects.list(&format!("logs/{job}/")).await?;
-        let parts: Vec<&String> = chunks
+        let mut parts: Vec<(u64, u64, &String)> = chunks
             .iter()
-            .filter(|(k, _)| parse_chunk_key(k).is_some())
-            .map(|(k, _)| k)
+            .filter_map(|(k, _)| parse_chunk_key(k).map(|(o, l)| (o, l, k)))
             .collect();
+        parts.sort();
         if !parts.is_empty() {
             let mut buf = match self.objects.get(&format!("logs/{job}/full")).await? {
                 Some(b) => b.to_vec(),
                 None => Vec::new(),
             };
-            for key in &parts {
+            for (offset, _, key) in &parts {
                 if let Some(b) = self.objects.get(key).await? {
-                    buf.extend_from_slice(&b);
+                    extend_at(&mut buf, *offset, &b);
                 }
             }
+            let parts = parts.into_iter().map(|(_, _, k)| k);
             self.objects
                 .put(&format!("logs/{job}/full"), Bytes::from(buf))
                 .await?;

@@ -11,6 +11,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::path::Path;
 use std::sync::Arc;
 
+/// The part size of multipart uploads (S3's minimum is 5 MiB).
+pub const PART: usize = 8 << 20;
+
 /// Where blobs live.
 #[derive(Clone)]
 pub struct Objects {
@@ -88,6 +91,50 @@ impl Objects {
         Ok(())
     }
 
+    /// Stores the file at `file` as `key` without holding it in memory:
+    /// a multipart upload of [`PART`]-sized parts (S3's parts, or a
+    /// temporary file renamed into place on local disk); small files in
+    /// one request.
+    pub async fn put_file(&self, key: &str, file: &Path) -> Result<(), ObjectError> {
+        use tokio::io::AsyncReadExt as _;
+        let io = |e: std::io::Error| {
+            ObjectError::from(object_store::Error::Generic {
+                store: "upload",
+                source: Box::new(e),
+            })
+        };
+        let mut reader = tokio::fs::File::open(file).await.map_err(io)?;
+        let len = reader.metadata().await.map_err(io)?.len();
+        if len <= PART as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            reader.read_to_end(&mut bytes).await.map_err(io)?;
+            return self.put(key, Bytes::from(bytes)).await;
+        }
+        let upload = self.store.put_multipart(&self.path(key)).await?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(io(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            // At most two parts in flight: memory stays a few parts.
+            if let Err(e) = writer.wait_for_capacity(2).await {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await?;
+        Ok(())
+    }
+
     /// The object, or `None` when there is none.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError> {
         match self.store.get(&self.path(key)).await {
@@ -132,6 +179,28 @@ impl Objects {
             .await?;
         out.sort();
         Ok(out)
+    }
+
+    /// Keys under `prefix` with when each was last written (milliseconds
+    /// since the epoch), unsorted.
+    pub async fn list_modified(&self, prefix: &str) -> Result<Vec<(String, i64)>, ObjectError> {
+        let base = self.path(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        Ok(self
+            .store
+            .list(Some(&base))
+            .map_ok(|m| {
+                (
+                    m.location.as_ref()[strip..].to_string(),
+                    m.last_modified.timestamp_millis(),
+                )
+            })
+            .try_collect()
+            .await?)
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {

@@ -68,10 +68,13 @@ pub async fn create(
     project: &Project,
     req: Request,
 ) -> Result<Pipeline, CreateError> {
-    let mirror = if req.fetch || !app.repos.mirror_dir(project.id).join("HEAD").exists() {
+    let mirror = if req.fetch {
         app.repos.sync(project.id, &project.source_url).await?
     } else {
-        app.repos.mirror_dir(project.id)
+        // Another server may have fetched the commit: fetch when it is missing here.
+        app.repos
+            .ensure(project.id, &project.source_url, req.sha.as_deref())
+            .await?
     };
     // `include:project` finds the server's other projects by their paths.
     for other in app.store.projects().await? {

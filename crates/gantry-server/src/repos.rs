@@ -1,7 +1,10 @@
 //! The server's copies of project repositories: one bare mirror per
 //! project under `DATA/repos`, cloned and fetched with the `git` command
 //! (as gitlab-runner does). A mirror is a cache: it can be rebuilt from the
-//! project's source URL at any time.
+//! project's source URL at any time: every reader goes through
+//! [`Repos::ensure`], so a server whose data directory is new (a second
+//! server behind a load balancer, or one whose disk was wiped) clones or
+//! fetches on the first request that needs a commit it lacks.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,6 +120,32 @@ impl Repos {
         .map_err(|e| RepoError::Spawn(std::io::Error::other(e)))?
     }
 
+    /// The mirror, cloned when missing and fetched when it lacks `sha`
+    /// (another server may have fetched the commit a request names).
+    pub async fn ensure(
+        &self,
+        project_id: i64,
+        source_url: &str,
+        sha: Option<&str>,
+    ) -> Result<PathBuf, RepoError> {
+        let dir = self.mirror_dir(project_id);
+        if dir.join("HEAD").exists() {
+            let present = match sha {
+                None => true,
+                Some(sha) => {
+                    let (dir, sha) = (dir.clone(), sha.to_string());
+                    tokio::task::spawn_blocking(move || has_commit_in(&dir, &sha))
+                        .await
+                        .unwrap_or(false)
+                }
+            };
+            if present {
+                return Ok(dir);
+            }
+        }
+        self.sync(project_id, source_url).await
+    }
+
     /// Makes the mirror findable by the project's path (`NAMESPACE/NAME`
     /// beside the mirrors), so that `include:project` of another project's
     /// pipeline reads it. Idempotent.
@@ -212,12 +241,13 @@ impl Repos {
 
     /// Whether a commit is in the mirror.
     pub fn has_commit(&self, project_id: i64, sha: &str) -> bool {
-        git(
-            Some(&self.mirror_dir(project_id)),
-            &["cat-file", "-e", &format!("{sha}^{{commit}}")],
-        )
-        .is_ok_and(|o| o.status.success())
+        has_commit_in(&self.mirror_dir(project_id), sha)
     }
+}
+
+fn has_commit_in(dir: &Path, sha: &str) -> bool {
+    git(Some(dir), &["cat-file", "-e", &format!("{sha}^{{commit}}")])
+        .is_ok_and(|o| o.status.success())
 }
 
 #[cfg(test)]

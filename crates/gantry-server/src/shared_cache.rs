@@ -5,11 +5,168 @@
 //! from the server when the engine asks for a key, uploaded when it commits
 //! one (`GET`/`PUT /api/v4/jobs/:id/cache/:key` with the job token). The
 //! server keeps them in its one object store (local disk or S3).
+//!
+//! Expiry (`gantry serve --cache-max-age`): a save rewrites the archive, so
+//! its modification time is its last save; a restore is noted in
+//! `cache_uses` by [`CacheUses::restored`], at most once per key in a
+//! twentieth of the maximum age (and at most hourly), so a busy key costs
+//! one small write now and then rather than one per job. The sweeper
+//! ([`crate::sweeper`]) deletes archives whose last save and last noted
+//! restore are both older than the maximum age.
+//!
+//! Uploads are spooled to a file in `DATA/uploads` (checked there as a zip
+//! archive) and sent on to the object store in parts, never held in the
+//! server's memory ([`receive`]).
 
+use crate::app::Shared;
 use gantry_engine::error::StoreError;
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::io::AsyncWriteExt;
+
+/// Restores noted lately by this server (so most restores write nothing),
+/// and when it last swept caches.
+#[derive(Default)]
+pub struct CacheUses {
+    noted: Mutex<HashMap<String, i64>>,
+    last_sweep: AtomicI64,
+}
+
+/// How far apart (milliseconds) the uses of one cache are noted, and
+/// caches are swept, for a maximum age.
+pub fn resolution_ms(max_age: std::time::Duration) -> i64 {
+    (max_age.as_millis() as i64 / 20).clamp(1, 3_600_000)
+}
+
+impl CacheUses {
+    /// Notes that the archive `object` was restored at `now` (in
+    /// milliseconds); a store error is only printed (expiry then errs
+    /// towards deleting a cache early, which costs one rebuild).
+    pub async fn restored(&self, app: &Shared, object: &str, now: i64) {
+        let Some(max_age) = app.config.cache_max_age else {
+            return;
+        };
+        let resolution = resolution_ms(max_age);
+        {
+            let mut noted = self.noted.lock().expect("cache uses");
+            if noted.get(object).is_some_and(|&at| now - at < resolution) {
+                return;
+            }
+            if noted.len() > 100_000 {
+                noted.clear();
+            }
+            noted.insert(object.to_string(), now);
+        }
+        let _w = app.store.db.write_lock().await;
+        let written = sqlx::query(
+            "INSERT INTO cache_uses (object, used_at) VALUES ($1, $2) \
+             ON CONFLICT (object) DO UPDATE SET used_at = excluded.used_at \
+             WHERE cache_uses.used_at < excluded.used_at",
+        )
+        .bind(object)
+        .bind(now)
+        .execute(&app.store.db.pool)
+        .await;
+        if let Err(e) = written {
+            self.noted.lock().expect("cache uses").remove(object);
+            eprintln!("gantry serve: cannot note a cache restore: {e}");
+        }
+    }
+
+    /// Whether a cache sweep is due at `now` (and, if so, claims it).
+    pub fn sweep_due(&self, max_age: std::time::Duration, now: i64) -> bool {
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        now - last >= resolution_ms(max_age)
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// A spooled upload, deleted when dropped (a crash leaves it to the
+/// clean-up at the next start, [`clean_uploads`]).
+struct Spooled(PathBuf);
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn uploads_dir(app: &Shared) -> PathBuf {
+    app.config.data_dir.join("uploads")
+}
+
+/// Deletes uploads a killed server left half-received.
+pub fn clean_uploads(data_dir: &Path) {
+    let _ = std::fs::remove_dir_all(data_dir.join("uploads"));
+}
+
+/// Stores the cache archive a job uploads in `body` as `object`: spooled
+/// to disk, refused unless it is a zip archive whose entries stay inside
+/// the job's directory (or larger than [`crate::api::MAX_BODY`]), then
+/// streamed to the object store.
+pub async fn receive(
+    app: &Shared,
+    object: &str,
+    body: axum::body::Body,
+) -> Result<(), crate::error::ApiError> {
+    use crate::error::ApiError;
+    use futures_util::StreamExt as _;
+    let internal = |what: &str, e: std::io::Error| {
+        ApiError::Objects(crate::error::ObjectError::from(
+            object_store::Error::Generic {
+                store: "upload spool",
+                source: format!("{what}: {e}").into(),
+            },
+        ))
+    };
+    let dir = uploads_dir(app);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| internal("cannot create the upload directory", e))?;
+    let mut name = [0u8; 16];
+    crate::crypto::fill_random(&mut name);
+    let spooled = Spooled(dir.join(format!("{}.zip", hex::encode(name))));
+    let mut file = tokio::fs::File::create(&spooled.0)
+        .await
+        .map_err(|e| internal("cannot spool the upload", e))?;
+    let mut stream = body.into_data_stream();
+    let mut size = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::BadRequest(format!("the cache archive was not received whole: {e}"))
+        })?;
+        size += chunk.len();
+        if size > crate::api::MAX_BODY {
+            return Err(ApiError::BadRequest(format!(
+                "cache archive refused: larger than {} MiB",
+                crate::api::MAX_BODY >> 20
+            )));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| internal("cannot spool the upload", e))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| internal("cannot spool the upload", e))?;
+    drop(file);
+    let path = spooled.0.clone();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        crate::api::runner::check_archive_in(std::io::BufReader::new(file))
+    })
+    .await
+    .map_err(|e| internal("the archive check stopped", std::io::Error::other(e)))?
+    .map_err(|e| ApiError::BadRequest(format!("cache archive refused: {e}")))?;
+    app.objects.put_file(object, &spooled.0).await?;
+    Ok(())
+}
 
 /// One job attempt's view of the shared caches.
 pub struct ServerCaches {

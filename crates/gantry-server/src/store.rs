@@ -956,25 +956,31 @@ impl Store {
         };
         let token = crypto::new_token(crypto::JOB_TOKEN_PREFIX);
         let now = now_ms();
-        let changed =
-            transition_in(&mut tx, id, "pending", "running", None, Some(runner.id)).await?;
-        if !changed {
-            return Ok(None);
-        }
-        sqlx::query(
-            "UPDATE jobs SET runner_id = $1, token_hash = $2, started_at = $3, heartbeat_at = $3 WHERE id = $4",
-        )
+        // One statement moves the job and answers it: every statement is a
+        // round trip to the database (on SQLite, to its thread).
+        let job: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET status = 'running', runner_id = $1, token_hash = $2, \
+             started_at = $3, heartbeat_at = $3 WHERE id = $4 AND status = 'pending' \
+             RETURNING {JOB_COLUMNS}"
+        )))
         .bind(runner.id)
         .bind(crypto::token_hash(&token))
         .bind(now)
         .bind(id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        let job: Job = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
-        )))
+        let Some(job) = job else {
+            return Ok(None);
+        };
+        // A runner claiming a pending job changes nothing the schedule sees:
+        // no `state_version` bump (as `transition_in`).
+        sqlx::query(
+            "INSERT INTO job_transitions (job_id, from_status, to_status, reason, at) \
+             VALUES ($1, 'pending', 'running', NULL, $2)",
+        )
         .bind(id)
-        .fetch_one(&mut *tx)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(Some(Claimed { job, token }))

@@ -761,3 +761,173 @@ async fn a_played_trigger_job_creates_its_downstream_pipeline_as_the_player() {
     assert_eq!(down["user"]["id"], developer["id"], "{down:#}");
     running.server.abort();
 }
+
+/// `--listen 0.0.0.0:PORT` without `--url` told jobs and runners
+/// `http://0.0.0.0:PORT`, which no other machine (nor a container) can
+/// reach: the URL is now the machine's name or address, and it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listening_on_every_interface_gives_jobs_a_reachable_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "show:\n  script: echo \"server at $CI_SERVER_URL\"\n",
+        )],
+    );
+    let mut cfg = config(&dir.path().join("data"), None);
+    cfg.listen = "0.0.0.0:0".into();
+    let running = gantry_server::start(cfg).await.unwrap();
+    let host = url::Url::parse(&running.url)
+        .unwrap()
+        .host_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !matches!(host.as_str(), "0.0.0.0" | "[::]" | "::"),
+        "{}",
+        running.url
+    );
+    assert!(running.app.url_guessed);
+    let health = reqwest::get(format!("{}/healthz", running.url))
+        .await
+        .unwrap();
+    assert!(health.status().is_success(), "{}", running.url);
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("anywhere", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    let job = &api.jobs(project, id).await[0];
+    let (_, trace) = api
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            job["id"]
+        ))
+        .await;
+    assert_eq!(done["status"], "success", "{trace}");
+    assert!(
+        trace.contains(&format!("server at {}", running.url)),
+        "{trace}"
+    );
+    running.server.abort();
+}
+
+/// A server whose repository mirrors were wiped (or a second server that
+/// never had them) answered a runner's git fetch with "no repository on
+/// this server": git over HTTP now fetches the mirror on demand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn git_over_http_fetches_a_missing_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(".gitlab-ci.yml", "read:\n  script: cat README.md\n")],
+    );
+    commit(&repo_dir, &[("README.md", "fetched again\n")], "readme");
+    let mut cfg = config(&dir.path().join("data"), None);
+    cfg.builtin_runner = false;
+    let running = gantry_server::start(cfg).await.unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("wiped", &repo_dir).await;
+    let (_, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    let id = p["id"].as_i64().unwrap();
+    std::fs::remove_dir_all(dir.path().join("data/repos")).unwrap();
+    let runner = gantry_server::runner::RunnerConfig {
+        url: running.url.clone(),
+        registration_token: running.app.store.key.registration_token(),
+        description: "remote".into(),
+        tags: Vec::new(),
+        run_untagged: true,
+        executor: gantry_server::runner::ExecutorChoice::Shell,
+        concurrency: 1,
+        work_dir: dir.path().join("runner"),
+    };
+    let runner = tokio::spawn(async move {
+        let _ = gantry_server::runner::run(runner).await;
+    });
+    let done = api
+        .wait_pipeline(project, id, Duration::from_secs(60))
+        .await;
+    let job = &api.jobs(project, id).await[0];
+    let (_, trace) = api
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            job["id"]
+        ))
+        .await;
+    assert_eq!(done["status"], "success", "{trace}");
+    assert!(trace.contains("fetched again"), "{trace}");
+    runner.abort();
+    running.server.abort();
+}
+
+/// A second server started on the same database with a key of its own
+/// (no GANTRY_SERVER_KEY, so a fresh DATA/server.key) came up, handed
+/// runners a registration token the first server refuses and read stored
+/// variables as garbage: it is now refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_another_key_than_its_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cfg = config(&data, None);
+    cfg.builtin_runner = false;
+    let first = gantry_server::start(cfg.clone()).await.unwrap();
+    first.server.abort();
+    std::fs::remove_file(data.join("server.key")).unwrap();
+    let err = gantry_server::start(cfg.clone())
+        .await
+        .err()
+        .expect("a new key is refused");
+    assert!(err.to_string().contains("another server key"), "{err}");
+    cfg.server_key = Some("ab".repeat(32));
+    assert!(gantry_server::start(cfg).await.is_err());
+}
+
+/// Behind a load balancer a runner's log chunks reach the servers in
+/// turn. A server trusted its own last write as the end of the log: a
+/// chunk past it was refused as a gap, and the resend was stored again
+/// over what the other server had stored, so the log read back truncated
+/// and was finished with lines twice. Two servers' logs over one store:
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_chunks_sent_to_two_servers_in_turn_make_one_log() {
+    use gantry_server::logs::{Appended, Logs};
+    use gantry_server::objects::Objects;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Logs::new(Objects::open(None, dir.path()).unwrap());
+    let b = Logs::new(Objects::open(None, dir.path()).unwrap());
+    assert_eq!(
+        a.append(7, 0, b"one\n", &[]).await.unwrap(),
+        Appended::Next(4)
+    );
+    assert_eq!(
+        b.append(7, 4, b"two\n", &[]).await.unwrap(),
+        Appended::Next(8)
+    );
+    // A last wrote up to 4; the log is at 8 since B's chunk.
+    assert_eq!(
+        a.append(7, 8, b"three\n", &[]).await.unwrap(),
+        Appended::Next(14)
+    );
+    // A resend that overlaps what B stored adds only the new bytes.
+    assert_eq!(
+        b.append(7, 8, b"three\nfour\n", &[]).await.unwrap(),
+        Appended::Next(19)
+    );
+    assert_eq!(&a.read(7, 0).await.unwrap()[..], b"one\ntwo\nthree\nfour\n");
+    b.finish(7).await.unwrap();
+    assert_eq!(&a.read(7, 0).await.unwrap()[..], b"one\ntwo\nthree\nfour\n");
+}

@@ -24,7 +24,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// The URL clients and runners use (default: http://LISTEN).
+    /// The URL clients and runners use (default: http://LISTEN; when
+    /// LISTEN is every interface, 0.0.0.0 or [::], the machine's host name
+    /// or its address).
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
     /// Do not run jobs in this process (only remote `gantry runner`s).
@@ -45,9 +47,24 @@ pub struct ServeArgs {
     /// read from (default: GANTRY_GITLAB_URL, CI_SERVER_URL, gitlab.com).
     #[arg(long, value_name = "URL")]
     pub gitlab_url: Option<String>,
+    /// Delete shared caches neither restored nor saved for this long
+    /// (GitLab's duration syntax: 14d, 36h, 2 weeks). 0: keep for ever.
+    #[arg(long, value_name = "AGE", default_value = "14d", value_parser = parse_max_age)]
+    pub cache_max_age: MaxAge,
     /// Print the runner registration token and exit.
     #[arg(long)]
     pub print_runner_token: bool,
+}
+
+/// `--cache-max-age`: `None` keeps caches for ever.
+#[derive(Clone, Copy, Debug)]
+pub struct MaxAge(pub Option<Duration>);
+
+fn parse_max_age(text: &str) -> Result<MaxAge, String> {
+    let seconds = gantry_config::compose::parse_duration(text).ok_or_else(|| {
+        format!("`{text}` is not a duration (write e.g. 14d, 36h, 2 weeks, or 0 to keep caches for ever)")
+    })?;
+    Ok(MaxAge((seconds > 0).then(|| Duration::from_secs(seconds))))
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -110,6 +127,7 @@ pub fn serve(args: ServeArgs) -> i32 {
     config.builtin_concurrency = args.builtin_concurrency;
     config.runner_timeout = Duration::from_secs(args.runner_timeout.max(2));
     config.gitlab_url = args.gitlab_url;
+    config.cache_max_age = args.cache_max_age.0;
     config.poll_interval =
         (args.poll_interval > 0).then(|| Duration::from_secs(args.poll_interval));
     config.admin_token = std::env::var("GANTRY_ADMIN_TOKEN")
@@ -151,6 +169,12 @@ pub fn serve(args: ServeArgs) -> i32 {
                     running.app.objects.description,
                     running.app.store.backend().as_str()
                 );
+                if running.app.url_guessed {
+                    eprintln!(
+                        "gantry serve: {} is every interface: jobs and runners are told {}; pass --url with the address they reach this server at if that is not it",
+                        running.app.config.listen, running.url
+                    );
+                }
                 tokio::select! {
                     _ = running.server => EXIT_FAILURE,
                     _ = tokio::signal::ctrl_c() => {

@@ -76,7 +76,10 @@ pub async fn request_job(
     Json(body): Json<JobRequest>,
 ) -> Result<Response, ApiError> {
     let runner = runner_from(&app, &body.token).await?;
-    app.store.touch_runner(runner.id).await?;
+    // "Online" is judged in minutes: a write per claim would be waste.
+    if crate::now_ms() - runner.contacted_at > 3_000 {
+        app.store.touch_runner(runner.id).await?;
+    }
     let deadline = Instant::now() + LONG_POLL;
     loop {
         // Register for wake-ups before looking, so none is missed.
@@ -294,11 +297,13 @@ pub async fn update_job(
         // Canceled (or failed as lost): the runner stops.
         return Ok(Json(JobUpdateReply { status: job.status }));
     }
-    if let Some(r) = job.runner_id {
-        app.store.touch_runner(r).await?;
-    }
     match body.state.as_str() {
         "running" => {
+            // The final update is followed by the runner's next request,
+            // which marks it as seen: only heartbeats do it here.
+            if let Some(r) = job.runner_id {
+                app.store.touch_runner(r).await?;
+            }
             app.store.heartbeat(id).await?;
             Ok(Json(JobUpdateReply {
                 status: "running".into(),
@@ -380,8 +385,13 @@ pub async fn append_trace(
 /// Why an artifact archive is refused: an entry that would land outside
 /// the directory it is extracted into (zip-slip).
 pub fn check_archive(bytes: &[u8]) -> Result<(), String> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("not a zip archive: {e}"))?;
+    check_archive_in(std::io::Cursor::new(bytes))
+}
+
+/// [`check_archive`] of an archive read from `reader` (a file).
+pub fn check_archive_in(reader: impl std::io::Read + std::io::Seek) -> Result<(), String> {
+    let mut archive =
+        zip::ZipArchive::new(reader).map_err(|e| format!("not a zip archive: {e}"))?;
     for i in 0..archive.len() {
         let entry = archive
             .by_index_raw(i)
@@ -483,11 +493,15 @@ pub async fn get_cache(
     Path((id, key)): Path<(i64, String)>,
 ) -> Result<Response, ApiError> {
     let job = require_job(&app, &headers, id).await?;
+    let object = cache_object(&app, &job, &key).await?;
     let (size, stream) = app
         .objects
-        .get_stream(&cache_object(&app, &job, &key).await?)
+        .get_stream(&object)
         .await?
         .ok_or(ApiError::NotFound("Cache"))?;
+    app.cache_uses
+        .restored(&app, &object, crate::now_ms())
+        .await;
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -503,12 +517,10 @@ pub async fn put_cache(
     State(app): State<Shared>,
     headers: HeaderMap,
     Path((id, key)): Path<(i64, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     let job = require_job(&app, &headers, id).await?;
     let object = cache_object(&app, &job, &key).await?;
-    check_archive(&body)
-        .map_err(|e| ApiError::BadRequest(format!("cache archive refused: {e}")))?;
-    app.objects.put(&object, body).await?;
+    crate::shared_cache::receive(&app, &object, body).await?;
     Ok(StatusCode::CREATED)
 }

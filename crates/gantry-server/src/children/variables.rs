@@ -77,11 +77,11 @@ pub(super) async fn bridge_variables(
     spec: &gantry_config::model::Job,
 ) -> Result<BridgeVariables, BridgeVariablesError> {
     use gantry_config::model::Variable;
-    let mirror = if app.repos.mirror_dir(project.id).join("HEAD").exists() {
-        app.repos.mirror_dir(project.id)
-    } else {
-        app.repos.sync(project.id, &project.source_url).await?
-    };
+    // Another server may have created this pipeline: its mirror may lack the commit.
+    let mirror = app
+        .repos
+        .ensure(project.id, &project.source_url, Some(&pipeline.sha))
+        .await?;
     let trigger = trigger_of(app, project, pipeline);
     let context =
         tokio::task::spawn_blocking(move || crate::planning::context(&mirror, &trigger)).await??;

@@ -512,3 +512,65 @@ pub fn csrf_of(page: &str) -> String {
         + 19;
     page[at..].split('"').next().unwrap().to_string()
 }
+
+/// A moto server, stopped on drop.
+pub struct Moto(std::process::Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// moto's S3 on a free port with the bucket `bucket`, and the AWS
+/// variables that reach it set in this process; `None` when moto is not
+/// installed (and GANTRY_REQUIRE_MOTO is not set). Only for test binaries
+/// with one test using it: the environment is the process's.
+pub async fn start_moto(bucket: &str) -> Option<(Moto, String)> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = std::env::var_os("GANTRY_AWS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-aws"));
+    let bin = venv.join("bin/moto_server");
+    if !bin.exists() {
+        skip_or_fail(
+            "GANTRY_REQUIRE_MOTO",
+            "moto is not installed (run scripts/setup-moto.sh)",
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let moto = Moto(
+        Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_DEFAULT_REGION", "eu-west-1");
+        std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
+    }
+    let made = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .body(r#"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "create bucket");
+    Some((moto, endpoint))
+}
