@@ -4,19 +4,8 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
-
-struct Moto(std::process::Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const PIPELINE: &str = r#"
 stages: [build, test]
@@ -34,56 +23,12 @@ test:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logs_and_artifacts_live_in_s3() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("GANTRY_AWS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv-aws"));
-    let bin = venv.join("bin/moto_server");
-    if !bin.exists() {
-        skip_or_fail(
-            "GANTRY_REQUIRE_MOTO",
-            "moto is not installed (run scripts/setup-moto.sh)",
-        );
+    // This test binary has one test: the AWS variables start_moto sets
+    // are its own.
+    let Some((_moto, endpoint)) = start_moto("gantry-ci").await else {
         return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _moto = Moto(
-        Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // This test binary has one test: its environment is its own.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_DEFAULT_REGION", "eu-west-1");
-        std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
-    }
+    };
     let http = reqwest::Client::new();
-    let made = http
-        .put(format!("{endpoint}/gantry-ci"))
-        .body(r#"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"#)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        made.status().is_success(),
-        "create bucket: {}",
-        made.text().await.unwrap()
-    );
 
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
