@@ -67,32 +67,45 @@ impl StateDir {
             (std::process::id() ^ now.timestamp_subsec_nanos() ^ seq.wrapping_mul(0x9e37)) & 0xffff;
         // Microseconds first: ids sort in creation order, across processes.
         let micros = now.timestamp_subsec_micros();
+        // Built and locked in `staging/`, then renamed into `runs/`: another
+        // run's pruning never sees it half-made (unlocked) and removes it.
+        let staging = self.root.join("staging");
+        std::fs::create_dir_all(&staging)?;
         for n in 0..10_000u32 {
             let id = format!("{stamp}-{micros:06}{n:04}-{tag:04x}");
             let dir = self.run_dir(&id);
-            match std::fs::create_dir(&dir) {
-                Ok(()) => {
-                    let lock = std::fs::File::create(dir.join(RUN_LOCK))?;
-                    flock(&lock, libc::LOCK_EX | libc::LOCK_NB)?;
-                    // Who runs it: after a `kill -9`, `gantry clean` and the
-                    // next run tell a dead run from a live one by this.
-                    std::fs::write(
-                        dir.join(RUN_OWNER),
-                        format!("{}\n", crate::docker::labels::this_process()),
-                    )?;
-                    let run = RunDir {
-                        id,
-                        dir,
-                        lock: Some(std::sync::Arc::new(lock)),
-                    };
-                    for sub in ["logs", "artifacts", "builds", "jobs"] {
-                        std::fs::create_dir_all(run.dir.join(sub))?;
-                    }
-                    return Ok(run);
-                }
+            let made = staging.join(&id);
+            if dir.exists() {
+                continue;
+            }
+            match std::fs::create_dir(&made) {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
+            let lock = std::fs::File::create(made.join(RUN_LOCK))?;
+            flock(&lock, libc::LOCK_EX | libc::LOCK_NB)?;
+            // Who runs it: after a `kill -9`, `gantry clean` and the
+            // next run tell a dead run from a live one by this.
+            std::fs::write(
+                made.join(RUN_OWNER),
+                format!("{}\n", crate::docker::labels::this_process()),
+            )?;
+            for sub in ["logs", "artifacts", "builds", "jobs"] {
+                std::fs::create_dir_all(made.join(sub))?;
+            }
+            if let Err(e) = std::fs::rename(&made, &dir) {
+                let _ = std::fs::remove_dir_all(&made);
+                if dir.exists() {
+                    continue;
+                }
+                return Err(e);
+            }
+            return Ok(RunDir {
+                id,
+                dir,
+                lock: Some(std::sync::Arc::new(lock)),
+            });
         }
         Err(io::Error::other("could not allocate a run id"))
     }
