@@ -121,9 +121,18 @@ impl Snapshot {
             .filter_map(|p| p.to_str().map(str::to_string))
             .collect();
         files.sort();
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir).map_err(copy_err)?;
-        std::fs::write(&list, files.join("\n")).map_err(copy_err)?;
+        // The list is written before the folder appears, and a folder that
+        // is there is never replaced: a concurrent run of the same commit
+        // may be copying from it (it was complete when renamed in).
+        let list_tmp = cache_dir.join(format!("{sha}.files.tmp{}", std::process::id()));
+        std::fs::write(&list_tmp, files.join("\n")).map_err(copy_err)?;
+        std::fs::rename(&list_tmp, &list).map_err(copy_err)?;
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !dir.is_dir() {
+                return Err(copy_err(e));
+            }
+        }
         snap.dir = dir;
         prune_snapshots(cache_dir, keep);
         Ok(snap)

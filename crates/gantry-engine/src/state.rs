@@ -10,6 +10,8 @@
 //! .gantry/runs/<id>/artifacts/<job-slug>.zip
 //! .gantry/runs/<id>/builds/<job-slug>/      the job's clean copy
 //! .gantry/runs/<id>/jobs/<job-slug>.json    the job's environment (0600)
+//! .gantry/staging/<id>/       a run being set up, renamed into runs/ when ready
+//! .gantry/snapshots/<sha>/    the commit's files, which jobs' copies share
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -108,6 +110,30 @@ impl StateDir {
             });
         }
         Err(io::Error::other("could not allocate a run id"))
+    }
+
+    /// What runs that died (`kill -9`, a crash) left half-made: run folders
+    /// still in `staging/` and nobody's lock, and snapshot temporaries whose
+    /// process is gone. `gantry clean` removes these.
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.root.join("staging")) {
+            found.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|dir| !run_is_live(dir)),
+            );
+        }
+        if let Ok(entries) = std::fs::read_dir(self.root.join("snapshots")) {
+            found.extend(entries.flatten().map(|e| e.path()).filter(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(snapshot_temporary_owner)
+                    .is_some_and(|pid| pid != std::process::id() && !process_exists(pid))
+            }));
+        }
+        found
     }
 
     pub fn set_last(&self, run_id: &str) -> io::Result<()> {
@@ -210,6 +236,32 @@ pub fn run_is_live(dir: &Path) -> bool {
         Ok(()) => false,
         Err(_) => true,
     }
+}
+
+/// The process that made a snapshot temporary, from its name:
+/// `worktree.<pid>.<nanos>`, `tainted.<pid>`, `<sha>.tmp<pid>`,
+/// `<sha>.files.tmp<pid>`, `<name>.fresh<pid>`. `None` for a kept snapshot.
+fn snapshot_temporary_owner(name: &str) -> Option<u32> {
+    if let Some(rest) = name.strip_prefix("worktree.") {
+        return rest.split('.').next()?.parse().ok();
+    }
+    if let Some(rest) = name.strip_prefix("tainted.") {
+        return rest.parse().ok();
+    }
+    ["tmp", "fresh"].iter().find_map(|marker| {
+        let (_, pid) = name.rsplit_once(&format!(".{marker}"))?;
+        pid.parse().ok()
+    })
+}
+
+/// Whether a process with this id exists (one we may not signal counts).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    let signalled = unsafe { libc::kill(pid, 0) } == 0;
+    signalled || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn flock(file: &std::fs::File, op: libc::c_int) -> io::Result<()> {

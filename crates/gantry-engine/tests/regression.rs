@@ -157,6 +157,73 @@ mod engine {
         drop(live);
     }
 
+    /// Two runs of one commit at once: the second saw the first's snapshot
+    /// folder before its file list was written, extracted again and
+    /// replaced the folder the first was copying from (fresh-clone CI:
+    /// "cannot copy the sources … No such file or directory").
+    #[test]
+    fn a_cached_snapshot_is_never_replaced_under_a_run_reading_it() {
+        use gantry_engine::sources::Snapshot;
+        let repo = Repo::new(&[("a.txt", "a\n")]);
+        let cache = tempfile::tempdir().unwrap();
+        let first = Snapshot::cached(repo.path(), &repo.sha, cache.path(), 4).unwrap();
+        // The window the race hit: the folder is there, its list is not.
+        std::fs::remove_file(cache.path().join(format!("{}.files", repo.sha))).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let inode = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+        let being_read = inode(&first.dir);
+        let second = Snapshot::cached(repo.path(), &repo.sha, cache.path(), 4).unwrap();
+        assert_eq!(second.dir, first.dir);
+        assert_eq!(
+            inode(&second.dir),
+            being_read,
+            "the snapshot a run was reading was removed and replaced"
+        );
+        assert!(second.tracked.contains(std::path::Path::new("a.txt")));
+        let names: Vec<String> = std::fs::read_dir(cache.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.contains(".tmp")),
+            "temporaries left: {names:?}"
+        );
+    }
+
+    /// A run killed while being set up left its folder in `staging/`, and
+    /// snapshot temporaries named after its process; nothing removed them.
+    #[test]
+    fn leftovers_of_dead_runs_are_found_and_live_ones_are_not() {
+        use gantry_engine::state::StateDir;
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::for_repo(dir.path());
+        let live = state.new_run().unwrap();
+        let dead_pid = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            pid
+        };
+        let half_made = state.root.join("staging/20260101-000000-0000000000-beef");
+        std::fs::create_dir_all(half_made.join("builds")).unwrap();
+        let snapshots = state.root.join("snapshots");
+        let dead_tmp = snapshots.join(format!("abc.tmp{dead_pid}"));
+        let dead_worktree = snapshots.join(format!("worktree.{dead_pid}.123"));
+        let own_tmp = snapshots.join(format!("abc.tmp{}", std::process::id()));
+        let kept = snapshots.join("abc");
+        for d in [&dead_tmp, &dead_worktree, &own_tmp, &kept] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mut found = state.leftovers();
+        found.sort();
+        let mut want = vec![half_made, dead_tmp, dead_worktree];
+        want.sort();
+        assert_eq!(found, want);
+        assert!(live.dir.starts_with(state.runs_dir()));
+        drop(live);
+    }
+
     /// A finished run looked live (and was never pruned) while any child
     /// process forked by this process still held a copy of its lock file's
     /// descriptor: the lock was only closed, not unlocked.

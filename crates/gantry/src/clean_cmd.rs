@@ -1,7 +1,8 @@
 //! `gantry clean`: removes everything Gantry made for this repository: its
 //! containers and networks (kept `gantry shell` containers included) and the
-//! build folders of finished runs. What belongs to a run still going is left
-//! alone and named. Logs, artifacts, caches and run records stay.
+//! build folders of finished runs, and what runs that died left half-made.
+//! What belongs to a run still going is left alone and named. Logs,
+//! artifacts, caches and run records stay.
 
 use crate::project::{EXIT_FAILURE, EXIT_USAGE};
 use gantry_engine::executor::repository_key;
@@ -59,6 +60,7 @@ pub fn clean(_args: CleanArgs) -> i32 {
 
     // Build folders of finished runs.
     let state = StateDir::for_repo(&repo);
+    remove_leftovers(&state, &mut failed);
     let Ok(entries) = std::fs::read_dir(state.runs_dir()) else {
         println!("  no runs in {}", state.runs_dir().display());
         return if failed { EXIT_FAILURE } else { 0 };
@@ -103,6 +105,33 @@ pub fn clean(_args: CleanArgs) -> i32 {
         human_bytes(bytes)
     );
     if failed { EXIT_FAILURE } else { 0 }
+}
+
+/// Half-made run folders and snapshot temporaries of runs that died.
+fn remove_leftovers(state: &StateDir, failed: &mut bool) {
+    let leftovers = state.leftovers();
+    if leftovers.is_empty() {
+        return;
+    }
+    let mut removed = 0usize;
+    let mut bytes = 0u64;
+    for path in leftovers {
+        let size = dir_size(&path);
+        match std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path)) {
+            Ok(()) => {
+                removed += 1;
+                bytes += size;
+            }
+            Err(e) => {
+                *failed = true;
+                eprintln!("error: {}: {e}", path.display());
+            }
+        }
+    }
+    println!(
+        "  left by runs that died: {removed} folder(s), {}",
+        human_bytes(bytes)
+    );
 }
 
 /// Going while its lock is held; finished when its record has a final

@@ -952,3 +952,43 @@ fn sigterm_before_the_cut_over_says_the_old_revision_is_live_and_records_interru
         "{err}"
     );
 }
+
+/// A run killed while it was being set up left its folder in
+/// `.gantry/staging/` (and snapshot temporaries); `gantry clean` said
+/// nothing of them and left them for ever.
+#[test]
+fn clean_removes_what_runs_that_died_left_half_made() {
+    let dir = repo("job:\n  script: [\"true\"]\n");
+    let dead_pid = {
+        let mut child = Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        pid
+    };
+    let half_made = dir
+        .path()
+        .join(".gantry/staging/20260101-000000-0000000000-beef");
+    std::fs::create_dir_all(half_made.join("builds/job")).unwrap();
+    std::fs::write(half_made.join("builds/job/file"), "x").unwrap();
+    let dead_tmp = dir
+        .path()
+        .join(format!(".gantry/snapshots/abc.tmp{dead_pid}"));
+    std::fs::create_dir_all(&dead_tmp).unwrap();
+    let kept = dir.path().join(".gantry/snapshots/abc");
+    std::fs::create_dir_all(&kept).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("clean")
+        .current_dir(dir.path())
+        .env("DOCKER_HOST", PODMAN_SOCKET)
+        .output()
+        .expect("clean");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(!half_made.exists(), "{text}");
+    assert!(!dead_tmp.exists(), "{text}");
+    assert!(kept.is_dir(), "a kept snapshot was removed: {text}");
+    assert!(
+        text.contains("left by runs that died: 2 folder(s)"),
+        "{text}"
+    );
+}
