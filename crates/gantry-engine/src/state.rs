@@ -197,7 +197,8 @@ impl StateDir {
         let tmp = self.root.join("ids.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec(&ids)?)?;
         std::fs::rename(&tmp, &path)?;
-        // The lock goes with the file handle.
+        // Unlocked explicitly: a child forked meanwhile shares the descriptor.
+        let _ = flock(&lock, libc::LOCK_UN);
         Ok((first_pipeline, first_job))
     }
 

@@ -212,24 +212,29 @@ pub struct App {
 }
 
 impl App {
-    /// The planned pipeline stored with `pipeline`.
-    pub fn planned(
+    /// The planned pipeline stored with pipeline `pipeline_id`.
+    pub async fn planned(
         &self,
-        pipeline: &crate::store::Pipeline,
+        pipeline_id: i64,
     ) -> Result<Arc<gantry_config::model::Pipeline>, crate::error::StoreError> {
-        if let Some(p) = self.planned.lock().expect("plan cache").get(&pipeline.id) {
+        if let Some(p) = self.planned.lock().expect("plan cache").get(&pipeline_id) {
             return Ok(p.clone());
         }
-        let planned: gantry_config::model::Pipeline = serde_json::from_str(&pipeline.spec)
-            .map_err(|e| {
-                crate::error::StoreError::Corrupt(format!("pipeline {}: {e}", pipeline.id))
-            })?;
+        let corrupt =
+            |e: String| crate::error::StoreError::Corrupt(format!("pipeline {pipeline_id}: {e}"));
+        let spec = self
+            .store
+            .pipeline_spec(pipeline_id)
+            .await?
+            .ok_or_else(|| corrupt("no such pipeline".into()))?;
+        let planned: gantry_config::model::Pipeline =
+            serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
         let planned = Arc::new(planned);
         let mut cache = self.planned.lock().expect("plan cache");
         if cache.len() > 1000 {
             cache.clear();
         }
-        cache.insert(pipeline.id, planned.clone());
+        cache.insert(pipeline_id, planned.clone());
         Ok(planned)
     }
 }

@@ -100,10 +100,10 @@ async fn current(
     {
         return Ok(Some(live));
     }
-    let Some(pipeline) = app.store.pipeline(pipeline_id).await? else {
+    if app.store.pipeline_state(pipeline_id).await?.is_none() {
         return Ok(None);
-    };
-    let planned = app.planned(&pipeline)?;
+    }
+    let planned = app.planned(pipeline_id).await?;
     let rows = app.store.pipeline_job_states(pipeline_id).await?;
     let schedule = LiveSchedule::restore(&planned, &rows).map_err(StoreError::Corrupt)?;
     Metrics::inc(&app.metrics.schedule_restores, 1);

@@ -67,7 +67,7 @@ pub enum RunnerError {
 /// removes what a runner killed mid-job left there: build directories, the
 /// jobs' environment records (job tokens, secrets), cache and dependency
 /// archives, half-cloned mirrors. Mirrors stay.
-pub fn claim_work_dir(work: &std::path::Path) -> Result<std::fs::File, RunnerError> {
+pub fn claim_work_dir(work: &std::path::Path) -> Result<WorkDirLock, RunnerError> {
     std::fs::create_dir_all(work)?;
     let lock = std::fs::File::create(work.join(".runner.lock"))?;
     match lock.try_lock() {
@@ -87,7 +87,19 @@ pub fn claim_work_dir(work: &std::path::Path) -> Result<std::fs::File, RunnerErr
             }
         }
     }
-    Ok(lock)
+    Ok(WorkDirLock(lock))
+}
+
+/// A runner's hold on its work directory. Dropping it unlocks explicitly:
+/// a child forked meanwhile (and not yet exec'd) shares the descriptor, and
+/// a plain close would leave the directory looking in use.
+#[derive(Debug)]
+pub struct WorkDirLock(std::fs::File);
+
+impl Drop for WorkDirLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
 }
 
 /// How often a running job tells the server it is alive.

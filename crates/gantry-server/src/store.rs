@@ -105,9 +105,6 @@ pub struct Pipeline {
     /// JSON `[{"key":…,"value":…}]` given when the pipeline was created.
     #[serde(skip)]
     pub variables: String,
-    /// The planned pipeline (`gantry_config::model::Pipeline`) as JSON.
-    #[serde(skip)]
-    pub spec: String,
     pub name: Option<String>,
     pub error: Option<String>,
     pub created_at: i64,
@@ -332,7 +329,7 @@ const JOB_STATE_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, stage
     failure_reason, exit_code, environment, NULL AS dotenv, artifact_size, user_id, created_at, \
     queued_at, started_at, finished_at, heartbeat_at, scheduled_at";
 const PIPELINE_COLUMNS: &str = "id, project_id, iid, ref, sha, before_sha, tag, source, status, \
-    protected, user_id, variables, spec, name, error, created_at, updated_at, started_at, finished_at";
+    protected, user_id, variables, name, error, created_at, updated_at, started_at, finished_at";
 const PROJECT_COLUMNS: &str = "id, path, name, source_url, default_branch, webhook_secret, \
     ci_config_path, created_at, creator_id";
 const RUNNER_COLUMNS: &str = "id, description, tags, run_untagged, executor, concurrency, \
@@ -657,6 +654,16 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.db.pool)
         .await?)
+    }
+
+    /// The planned pipeline (`gantry_config::model::Pipeline`) as JSON: the
+    /// one large column, read only when the plan is not in memory.
+    pub async fn pipeline_spec(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT spec FROM pipelines WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.map(|(spec,)| spec))
     }
 
     /// A project's pipelines, newest first, optionally for one ref or status.

@@ -931,3 +931,33 @@ async fn log_chunks_sent_to_two_servers_in_turn_make_one_log() {
     b.finish(7).await.unwrap();
     assert_eq!(&a.read(7, 0).await.unwrap()[..], b"one\ntwo\nthree\nfour\n");
 }
+
+/// A runner's work directory stayed "in use by another runner" after its
+/// lock was dropped while a child forked by the process (not yet exec'd)
+/// held a copy of the descriptor: the lock was only closed, not unlocked
+/// (fresh-clone CI, runner_remote.rs).
+#[test]
+fn a_released_work_dir_is_free_while_a_forked_child_holds_its_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let lock = gantry_server::runner::claim_work_dir(&work).unwrap();
+    // SAFETY: the child only sleeps and exits (async-signal-safe calls).
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        unsafe {
+            libc::sleep(5);
+            libc::_exit(0);
+        }
+    }
+    drop(lock);
+    let again = gantry_server::runner::claim_work_dir(&work);
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    assert!(
+        again.is_ok(),
+        "a released work dir is still busy: {again:?}"
+    );
+}

@@ -147,7 +147,7 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
         .ok_or(ApiError::NotFound("Project"))?;
     let spec = crate::engine_bridge::spec(job)
         .ok_or_else(|| ApiError::Unprocessable("the stored job cannot be read".into()))?;
-    let planned = app.planned(&pipeline)?;
+    let planned = app.planned(pipeline.id).await?;
     let mut variables = planned.context_variables.clone();
     let job_url = format!("{}/{}/-/jobs/{}", app.url, project.path, job.id);
     for (k, v) in [
