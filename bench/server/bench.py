@@ -1,4 +1,5 @@
 """Measures a running `gantry serve` (see run.sh). Standard library only."""
+import http.client
 import json
 import os
 import shutil
@@ -37,6 +38,32 @@ def call(method, url, body=None, headers=None, raw=None, timeout=60):
             return r.status, (json.loads(text) if text[:1] in (b"{", b"[") else text)
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+class Conn:
+    """One kept-alive HTTP connection, as a runner holds one (gantry runner's
+    reqwest pool and gitlab-runner both reuse connections)."""
+
+    def __init__(self, base):
+        self.host, self.port = base.split("//", 1)[1].split(":")
+        self.http = None
+
+    def call(self, method, path, body=None, headers=None, timeout=60):
+        data = json.dumps(body).encode() if body is not None else None
+        h = {"Content-Type": "application/json", **(headers or {})}
+        for attempt in range(2):
+            try:
+                if self.http is None:
+                    self.http = http.client.HTTPConnection(self.host, int(self.port), timeout=timeout)
+                self.http.request(method, path, body=data, headers=h)
+                r = self.http.getresponse()
+                text = r.read()
+                return r.status, (json.loads(text) if text[:1] in (b"{", b"[") else text)
+            except (http.client.HTTPException, OSError):
+                self.http = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def rss_mb(pid):
@@ -116,13 +143,14 @@ try:
     lock = threading.Lock()
 
     def runner(token):
+        conn = Conn(url)
         while not stop.is_set():
-            s, job = call("POST", f"{url}/api/v4/jobs/request", {"token": token}, timeout=60)
+            s, job = conn.call("POST", "/api/v4/jobs/request", {"token": token}, timeout=60)
             if s != 201:
                 continue
             with lock:
                 claimed.append(time.time())
-            call("PUT", f"{url}/api/v4/jobs/{job['id']}", {"state": "success"}, {"JOB-TOKEN": job["token"]})
+            conn.call("PUT", f"/api/v4/jobs/{job['id']}", {"state": "success"}, {"JOB-TOKEN": job["token"]})
 
     # 1. Webhook to first job started, one pipeline at a time, 4 runners waiting.
     threads = [threading.Thread(target=runner, args=(register(f"r{i}"),), daemon=True) for i in range(4)]

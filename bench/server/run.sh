@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `gantry serve` figures (issue 10): webhook to first job started (p50/p99),
 # jobs dispatched per second to 4 runners (runner-protocol clients that
-# report success at once, so the queue is what is measured), one pipeline of
+# report success at once, so the queue is what is measured; each keeps its
+# connection alive, as gantry runner and gitlab-runner do), one pipeline of
 # 1,000 jobs end to end, log ingestion MB/s, and the server's RSS idle and
 # after the load. No GitLab instance can run here, so the ratios are against
 # the issue's targets (p50 < 100 ms, >= 500 jobs/s, idle < 50 MB); GitLab's

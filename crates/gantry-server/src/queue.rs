@@ -339,8 +339,9 @@ pub const RUNNER_LOST: &str = "runner lost";
 
 /// An attempt ended (reported by its runner, or its runner was lost): the
 /// state machine says whether it is retried; the row, the log, a
-/// deployment and the pipeline follow. Returns false when the job was no
-/// longer running (canceled meanwhile, or already ended).
+/// deployment and the pipeline follow. Returns the job's status as
+/// stored, or `None` when the job was no longer running (canceled
+/// meanwhile, or already ended).
 pub async fn attempt_ended(
     app: &Shared,
     job: &Job,
@@ -348,14 +349,14 @@ pub async fn attempt_ended(
     failure: Option<&str>,
     exit_code: Option<i64>,
     dotenv: Option<&str>,
-) -> Result<bool, StoreError> {
+) -> Result<Option<&'static str>, StoreError> {
     let slot = app.live.slot(job.pipeline_id);
     let mut held = slot.lock().await;
     let Some((version, _)) = app.store.pipeline_state(job.pipeline_id).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let Some(mut live) = current(app, job.pipeline_id, version, held.take()).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let after = live
         .schedule
@@ -370,7 +371,7 @@ pub async fn attempt_ended(
         .await?
     {
         // No longer running (canceled, or lost): the rows say what it is.
-        return Ok(false);
+        return Ok(None);
     }
     live.schedule.row_written(job.id, status);
     live.version += 1;
@@ -381,9 +382,6 @@ pub async fn attempt_ended(
     }
     *held = Some(live);
     drop(held);
-    let Some(pipeline) = app.store.pipeline(job.pipeline_id).await? else {
-        return Ok(false);
-    };
     Metrics::inc(&app.metrics.jobs_finished, 1);
     app.logs
         .finish(job.id)
@@ -411,7 +409,12 @@ pub async fn attempt_ended(
             .as_ref()
             .and_then(|e| e.action.as_deref())
             .is_none_or(|a| a == "start");
-        if deploys && after != AfterAttempt::Retry {
+        // The pipeline row is read only here: most jobs deploy nothing.
+        let pipeline = match deploys && after != AfterAttempt::Retry {
+            true => app.store.pipeline(job.pipeline_id).await?,
+            false => None,
+        };
+        if let Some(pipeline) = pipeline {
             let url = e.as_ref().and_then(|e| e.url.clone());
             let tier = e
                 .as_ref()
@@ -436,7 +439,7 @@ pub async fn attempt_ended(
     }
     crate::environments::job_finished(app, job, status).await?;
     advance_pipeline(app, job.pipeline_id).await?;
-    Ok(true)
+    Ok(Some(status))
 }
 
 /// GitLab's guess of an environment's tier from its name.

@@ -1278,6 +1278,26 @@ impl Store {
         .bind(project_id)
         .fetch_all(&self.db.pool)
         .await?;
+        self.decrypt_variables(rows)
+    }
+
+    /// The instance's variables, then the project's (which override them):
+    /// what a job of the project gets, in one query.
+    pub async fn instance_and_project_variables(
+        &self,
+        project_id: i64,
+    ) -> Result<Vec<Variable>, StoreError> {
+        let rows: Vec<VariableRow> = sqlx::query_as(
+            "SELECT id, project_id, key, value_enc, variable_type, masked, protected, raw, environment_scope \
+             FROM variables WHERE project_id = 0 OR project_id = $1 ORDER BY project_id, key",
+        )
+        .bind(project_id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        self.decrypt_variables(rows)
+    }
+
+    fn decrypt_variables(&self, rows: Vec<VariableRow>) -> Result<Vec<Variable>, StoreError> {
         rows.into_iter()
             .map(|r| {
                 Ok(Variable {

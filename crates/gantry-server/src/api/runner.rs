@@ -122,15 +122,14 @@ pub async fn request_job(
 
 /// The masked values of a job's secret variables.
 async fn secrets(app: &Shared, job: &Job) -> Result<Vec<String>, ApiError> {
-    let mut out = Vec::new();
-    for scope in [0, job.project_id] {
-        for v in app.store.variables(scope).await? {
-            if v.masked {
-                out.push(v.value);
-            }
-        }
-    }
-    Ok(out)
+    Ok(app
+        .store
+        .instance_and_project_variables(job.project_id)
+        .await?
+        .into_iter()
+        .filter(|v| v.masked)
+        .map(|v| v.value)
+        .collect())
 }
 
 /// Everything the runner needs for one claimed job.
@@ -200,21 +199,19 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
     }
     // Instance, then project variables; protected ones only on protected refs.
     let mut overrides = Vec::new();
-    for scope in [0, project.id] {
-        for v in app.store.variables(scope).await? {
-            if v.protected && pipeline.protected == 0 {
-                continue;
-            }
-            overrides.push(Variable {
-                name: v.key,
-                value: v.value,
-                expand: !v.raw,
-                description: None,
-                options: Vec::new(),
-                file: v.variable_type == "file",
-                masked: v.masked,
-            });
+    for v in app.store.instance_and_project_variables(project.id).await? {
+        if v.protected && pipeline.protected == 0 {
+            continue;
         }
+        overrides.push(Variable {
+            name: v.key,
+            value: v.value,
+            expand: !v.raw,
+            description: None,
+            options: Vec::new(),
+            file: v.variable_type == "file",
+            masked: v.masked,
+        });
     }
     // Pipeline variables outrank project ones.
     let pipeline_vars: Vec<(String, String)> =
@@ -331,7 +328,7 @@ pub async fn update_job(
                 .failure_reason
                 .as_deref()
                 .filter(|_| body.state == "failed");
-            crate::queue::attempt_ended(
+            let stored = crate::queue::attempt_ended(
                 &app,
                 &job,
                 &body.state,
@@ -340,12 +337,16 @@ pub async fn update_job(
                 dotenv.as_deref(),
             )
             .await?;
-            let now = app
-                .store
-                .job(id)
-                .await?
-                .map(|j| j.status)
-                .unwrap_or_default();
+            let now = match stored {
+                Some(status) => status.to_string(),
+                // Ended meanwhile (canceled, lost): the row says how.
+                None => app
+                    .store
+                    .job(id)
+                    .await?
+                    .map(|j| j.status)
+                    .unwrap_or_default(),
+            };
             Ok(Json(JobUpdateReply { status: now }))
         }
         other => Err(ApiError::BadRequest(format!(
