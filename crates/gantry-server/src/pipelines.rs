@@ -77,7 +77,8 @@ pub async fn create(
             .await?
     };
     // `include:project` finds the server's other projects by their paths.
-    for other in app.store.projects().await? {
+    let others = app.store.projects().await?;
+    for other in &others {
         app.repos.alias(other.id, &other.path);
     }
     let (sha, is_tag) = match &req.sha {
@@ -108,11 +109,42 @@ pub async fn create(
     };
     let entry = project.ci_config_path.clone();
     let gitlab = app.config.gitlab_url.clone();
-    let planned = tokio::task::spawn_blocking(move || {
-        crate::planning::plan(&mirror, &entry, &trigger, gitlab.as_deref())
-    })
-    .await
-    .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))??;
+    let plan = || {
+        let (mirror, entry, trigger, gitlab) = (
+            mirror.clone(),
+            entry.clone(),
+            trigger.clone(),
+            gitlab.clone(),
+        );
+        async move {
+            tokio::task::spawn_blocking(move || {
+                crate::planning::plan(&mirror, &entry, &trigger, gitlab.as_deref())
+            })
+            .await
+            .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))
+        }
+    };
+    let planned = match plan().await? {
+        // Another server may have made the mirror of a project this one
+        // includes: fetch the ones the error names that are missing here,
+        // and plan again.
+        Err(PlanError::Config(message)) => {
+            let missing: Vec<&Project> = others
+                .iter()
+                .filter(|o| o.id != project.id && message.contains(o.path.as_str()))
+                .filter(|o| !app.repos.mirror_dir(o.id).join("HEAD").exists())
+                .collect();
+            if missing.is_empty() {
+                return Err(PlanError::Config(message).into());
+            }
+            for other in missing {
+                app.repos.ensure(other.id, &other.source_url, None).await?;
+                app.repos.alias(other.id, &other.path);
+            }
+            plan().await??
+        }
+        other => other?,
+    };
     if planned.status == gantry_config::model::PipelineStatus::Filtered {
         return Err(CreateError::Filtered(
             planned

@@ -1015,19 +1015,35 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let _w = self.db.write_lock().await;
         let mut tx = self.db.pool.begin().await?;
-        let changed =
-            transition_in(&mut tx, job_id, "running", status, failure_reason, None).await?;
+        let now = now_ms();
+        // The status and the end's fields in one statement (a job's end is
+        // the hot path of dispatch); the transition is recorded as always.
+        let changed = sqlx::query(
+            "UPDATE jobs SET status = $1, failure_reason = $2, exit_code = $3, dotenv = $4, \
+             finished_at = $5, token_hash = NULL WHERE id = $6 AND status = 'running'",
+        )
+        .bind(status)
+        .bind(failure_reason)
+        .bind(exit_code)
+        .bind(dotenv)
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
         if changed {
             sqlx::query(
-                "UPDATE jobs SET failure_reason = $1, exit_code = $2, dotenv = $3, finished_at = $4, token_hash = NULL WHERE id = $5",
+                "INSERT INTO job_transitions (job_id, from_status, to_status, reason, at) \
+                 VALUES ($1, 'running', $2, $3, $4)",
             )
-            .bind(failure_reason)
-            .bind(exit_code)
-            .bind(dotenv)
-            .bind(now_ms())
             .bind(job_id)
+            .bind(status)
+            .bind(failure_reason)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
+            bump_state_version(&mut tx, job_id).await?;
         }
         tx.commit().await?;
         Ok(changed)

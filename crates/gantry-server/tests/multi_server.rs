@@ -7,7 +7,8 @@
 //! downloaded from either; a server whose mirrors were wiped fetches them
 //! again; a schedule fires once although both servers' queues see it due;
 //! a server with another server key is refused; runners waiting on B are
-//! woken by jobs made on A.
+//! woken by jobs made on A; B plans an `include:project` of a project whose
+//! mirror only A had.
 
 mod support;
 
@@ -293,6 +294,55 @@ async fn two_servers_on_one_database_and_bucket_work_as_one() {
         .wait_pipeline(project, scheduled, Duration::from_secs(90))
         .await;
     assert_eq!(done["status"], "success");
+
+    // `include:project` of a project whose mirror only A has: B, planning
+    // a pipeline that includes it, fetches that mirror too.
+    let shared_dir = dir.path().join("shared");
+    repo(
+        &shared_dir,
+        &[
+            (".gitlab-ci.yml", "noop:\n  script: 'true'\n"),
+            (
+                "templates/check.yml",
+                "included-check:\n  script: echo from-the-shared-project\n",
+            ),
+        ],
+    );
+    let shared = api_a.project("shared", &shared_dir).await;
+    let (_, shared_json) = api_a.get(&format!("/api/v4/projects/{shared}")).await;
+    let shared_path = shared_json["path_with_namespace"].as_str().unwrap();
+    let consumer_dir = dir.path().join("consumer");
+    let consumer_ci =
+        format!("include:\n  - project: {shared_path}\n    file: templates/check.yml\n");
+    repo(&consumer_dir, &[(".gitlab-ci.yml", consumer_ci.as_str())]);
+    let consumer = api_a.project("consumer", &consumer_dir).await;
+    assert!(
+        !dir.path()
+            .join("b/repos")
+            .join(format!("{shared}.git"))
+            .exists(),
+        "B has no mirror of the included project"
+    );
+    let (s, created) = api_b
+        .post(
+            &format!("/api/v4/projects/{consumer}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let done = api_b
+        .wait_pipeline(consumer, id, Duration::from_secs(90))
+        .await;
+    assert_eq!(done["status"], "success", "{done}");
+    let jobs = api_b.jobs(consumer, id).await;
+    let check = jobs.iter().find(|j| j["name"] == "included-check").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (_, trace) = api_b
+        .text(&format!("/api/v4/projects/{consumer}/jobs/{check}/trace"))
+        .await;
+    assert!(trace.contains("from-the-shared-project"), "{trace}");
 
     runner.abort();
     a.server.abort();
