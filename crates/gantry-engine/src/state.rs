@@ -130,7 +130,9 @@ impl StateDir {
                 path.file_name()
                     .and_then(|n| n.to_str())
                     .and_then(snapshot_temporary_owner)
-                    .is_some_and(|pid| pid != std::process::id() && !process_exists(pid))
+                    .is_some_and(|pid| {
+                        pid != std::process::id() && !crate::docker::labels::process_exists(pid)
+                    })
             }));
         }
         found
@@ -253,16 +255,6 @@ fn snapshot_temporary_owner(name: &str) -> Option<u32> {
         let (_, pid) = name.rsplit_once(&format!(".{marker}"))?;
         pid.parse().ok()
     })
-}
-
-/// Whether a process with this id exists (one we may not signal counts).
-fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists.
-    let signalled = unsafe { libc::kill(pid, 0) } == 0;
-    signalled || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn flock(file: &std::fs::File, op: libc::c_int) -> io::Result<()> {

@@ -981,14 +981,7 @@ impl Store {
         };
         // A runner claiming a pending job changes nothing the schedule sees:
         // no `state_version` bump (as `transition_in`).
-        sqlx::query(
-            "INSERT INTO job_transitions (job_id, from_status, to_status, reason, at) \
-             VALUES ($1, 'pending', 'running', NULL, $2)",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        record_transition(&mut tx, id, "pending", "running", None, now).await?;
         tx.commit().await?;
         Ok(Some(Claimed { job, token }))
     }
@@ -1033,16 +1026,7 @@ impl Store {
         .rows_affected()
             == 1;
         if changed {
-            sqlx::query(
-                "INSERT INTO job_transitions (job_id, from_status, to_status, reason, at) \
-                 VALUES ($1, 'running', $2, $3, $4)",
-            )
-            .bind(job_id)
-            .bind(status)
-            .bind(failure_reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            record_transition(&mut tx, job_id, "running", status, failure_reason, now).await?;
             bump_state_version(&mut tx, job_id).await?;
         }
         tx.commit().await?;
@@ -1627,6 +1611,19 @@ async fn transition_unbumped(
     if r.rows_affected() != 1 {
         return Ok(false);
     }
+    record_transition(tx, job_id, from, to, reason, now).await?;
+    Ok(true)
+}
+
+/// The row that stores one state transition of a job.
+async fn record_transition(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: i64,
+    from: &str,
+    to: &str,
+    reason: Option<&str>,
+    at: i64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO job_transitions (job_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -1634,8 +1631,8 @@ async fn transition_unbumped(
     .bind(from)
     .bind(to)
     .bind(reason)
-    .bind(now)
+    .bind(at)
     .execute(&mut **tx)
     .await?;
-    Ok(true)
+    Ok(())
 }

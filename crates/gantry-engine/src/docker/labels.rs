@@ -81,7 +81,7 @@ fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// Without /proc: signal 0 checks existence (EPERM: exists, not ours).
-fn process_exists(pid: u32) -> bool {
+pub(crate) fn process_exists(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return true;
     };
