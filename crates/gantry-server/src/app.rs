@@ -207,8 +207,20 @@ pub struct App {
     pub cache_uses: crate::shared_cache::CacheUses,
     /// Live pipelines' state machines (see [`crate::queue::LivePipelines`]).
     pub live: crate::queue::LivePipelines,
-    /// Planned pipelines by id (immutable once stored), parsed once.
-    planned: std::sync::Mutex<std::collections::HashMap<i64, Arc<gantry_config::model::Pipeline>>>,
+    /// Pipelines' immutable facts by id (the plan, parsed once).
+    planned: std::sync::Mutex<std::collections::HashMap<i64, Arc<PipelineFacts>>>,
+}
+
+/// What never changes about a pipeline once it is stored: its plan, the
+/// row's creation-time columns and its project's path. A claim reads them
+/// from memory instead of three queries.
+pub struct PipelineFacts {
+    pub planned: Arc<gantry_config::model::Pipeline>,
+    /// The row as it was read: only the columns fixed at creation (ref,
+    /// sha, iid, variables, protected, created_at…) are to be used, never
+    /// `status` or the timestamps that follow it.
+    pub row: crate::store::Pipeline,
+    pub project_path: String,
 }
 
 impl App {
@@ -217,25 +229,44 @@ impl App {
         &self,
         pipeline_id: i64,
     ) -> Result<Arc<gantry_config::model::Pipeline>, crate::error::StoreError> {
+        Ok(self.pipeline_facts(pipeline_id).await?.planned.clone())
+    }
+
+    /// [`PipelineFacts`] of `pipeline_id`, read once.
+    pub async fn pipeline_facts(
+        &self,
+        pipeline_id: i64,
+    ) -> Result<Arc<PipelineFacts>, crate::error::StoreError> {
         if let Some(p) = self.planned.lock().expect("plan cache").get(&pipeline_id) {
             return Ok(p.clone());
         }
         let corrupt =
             |e: String| crate::error::StoreError::Corrupt(format!("pipeline {pipeline_id}: {e}"));
+        let gone = || corrupt("no such pipeline".into());
         let spec = self
             .store
             .pipeline_spec(pipeline_id)
             .await?
-            .ok_or_else(|| corrupt("no such pipeline".into()))?;
+            .ok_or_else(gone)?;
+        let row = self.store.pipeline(pipeline_id).await?.ok_or_else(gone)?;
+        let project = self
+            .store
+            .project(row.project_id)
+            .await?
+            .ok_or_else(|| corrupt(format!("its project {} is gone", row.project_id)))?;
         let planned: gantry_config::model::Pipeline =
             serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
-        let planned = Arc::new(planned);
+        let facts = Arc::new(PipelineFacts {
+            planned: Arc::new(planned),
+            row,
+            project_path: project.path,
+        });
         let mut cache = self.planned.lock().expect("plan cache");
         if cache.len() > 1000 {
             cache.clear();
         }
-        cache.insert(pipeline_id, planned.clone());
-        Ok(planned)
+        cache.insert(pipeline_id, facts.clone());
+        Ok(facts)
     }
 }
 

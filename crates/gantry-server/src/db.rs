@@ -164,6 +164,11 @@ ALTER TABLE dashboard_protected_environments ADD COLUMN required_approval_count 
 CREATE TABLE server_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE cache_uses (object TEXT PRIMARY KEY, used_at BIGINT NOT NULL)
 "#,
+    // Fetches of a project's remote on any server (stale mirrors, see
+    // `Repos::is_behind`).
+    r#"
+ALTER TABLE projects ADD COLUMN mirror_version BIGINT NOT NULL DEFAULT 0
+"#,
 ];
 
 impl Db {

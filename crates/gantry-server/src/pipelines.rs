@@ -69,7 +69,7 @@ pub async fn create(
     req: Request,
 ) -> Result<Pipeline, CreateError> {
     let mirror = if req.fetch {
-        app.repos.sync(project.id, &project.source_url).await?
+        sync_shared::<CreateError>(app, project).await?
     } else {
         // Another server may have fetched the commit: fetch when it is missing here.
         app.repos
@@ -124,26 +124,28 @@ pub async fn create(
             .map_err(|e| StoreError::Config(format!("planning task failed: {e}")))
         }
     };
-    let planned = match plan().await? {
-        // Another server may have made the mirror of a project this one
-        // includes: fetch the ones the error names that are missing here,
-        // and plan again.
-        Err(PlanError::Config(message)) => {
-            let missing: Vec<&Project> = others
-                .iter()
-                .filter(|o| o.id != project.id && message.contains(o.path.as_str()))
-                .filter(|o| !app.repos.mirror_dir(o.id).join("HEAD").exists())
-                .collect();
-            if missing.is_empty() {
-                return Err(PlanError::Config(message).into());
-            }
-            for other in missing {
-                app.repos.ensure(other.id, &other.source_url, None).await?;
-                app.repos.alias(other.id, &other.path);
-            }
-            plan().await??
+    let first = plan().await?;
+    // `include:project` of a project whose mirror is missing here, or
+    // behind a fetch another server made: fetch it and plan again.
+    let refetch: Vec<&Project> = others
+        .iter()
+        .filter(|o| o.id != project.id)
+        .filter(|o| first.projects_read.iter().any(|p| same_path(p, &o.path)))
+        .filter(|o| {
+            !app.repos.mirror_dir(o.id).join("HEAD").exists()
+                || app.repos.is_behind(o.id, o.mirror_version)
+        })
+        .collect();
+    let planned = if refetch.is_empty() {
+        first.pipeline?
+    } else {
+        for other in refetch {
+            app.repos.sync(other.id, &other.source_url).await?;
+            // At least as new as the version read before this fetch.
+            app.repos.mark_synced(other.id, other.mirror_version);
+            app.repos.alias(other.id, &other.path);
         }
-        other => other?,
+        plan().await?.pipeline?
     };
     if planned.status == gantry_config::model::PipelineStatus::Filtered {
         return Err(CreateError::Filtered(
@@ -164,6 +166,24 @@ pub async fn create(
             .await?;
     }
     Ok(pipeline)
+}
+
+/// Fetches the project's remote into this server's mirror and tells the
+/// other servers (their mirrors of it are behind now).
+pub async fn sync_shared<E: From<RepoError> + From<StoreError>>(
+    app: &Shared,
+    project: &Project,
+) -> Result<std::path::PathBuf, E> {
+    let dir = app.repos.sync(project.id, &project.source_url).await?;
+    let version = app.store.bump_mirror_version(project.id).await?;
+    app.repos.mark_synced(project.id, version);
+    Ok(dir)
+}
+
+/// `include:project` paths as GitLab matches them: case-insensitively,
+/// without surrounding slashes.
+fn same_path(named: &str, path: &str) -> bool {
+    named.trim_matches('/').eq_ignore_ascii_case(path)
 }
 
 /// Whether `git_ref` is protected, and the server's predefined variables

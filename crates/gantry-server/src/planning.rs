@@ -66,23 +66,35 @@ pub fn context(repo: &Path, trigger: &Trigger) -> Result<Context, PlanError> {
 /// gitlab.com). `include:project` reads another registered project's
 /// mirror (see [`crate::repos::Repos::alias`]).
 pub fn files(repo: &Path, sha: &str, gitlab_url: Option<&str>) -> MirrorFiles {
-    MirrorFiles(
-        gantry_source::CommitTree::new(repo.to_path_buf(), sha.to_string())
+    MirrorFiles {
+        tree: gantry_source::CommitTree::new(repo.to_path_buf(), sha.to_string())
             .with_gitlab(gantry_source::GitlabInstance::from_env(gitlab_url)),
-    )
+        projects_read: Default::default(),
+    }
 }
 
 /// A commit of a mirror. Mirrors are bare: an `include:project` without a
 /// `ref` reads the project's default branch (its `HEAD`), as GitLab does,
 /// not a working tree.
-pub struct MirrorFiles(gantry_source::CommitTree);
+pub struct MirrorFiles {
+    tree: gantry_source::CommitTree,
+    /// The projects `include:project` asked for, found or not.
+    projects_read: std::sync::Mutex<Vec<String>>,
+}
+
+impl MirrorFiles {
+    /// The projects read so far, as the configuration named them.
+    pub fn projects_read(&self) -> Vec<String> {
+        self.projects_read.lock().expect("projects read").clone()
+    }
+}
 
 impl FileSource for MirrorFiles {
     fn read_local(&self, path: &str) -> Result<String, ReadError> {
-        self.0.read_local(path)
+        self.tree.read_local(path)
     }
     fn local_files(&self) -> Vec<String> {
-        self.0.local_files()
+        self.tree.local_files()
     }
     fn read_project(
         &self,
@@ -90,41 +102,60 @@ impl FileSource for MirrorFiles {
         git_ref: Option<&str>,
         path: &str,
     ) -> Result<String, ReadError> {
-        self.0
+        self.projects_read
+            .lock()
+            .expect("projects read")
+            .push(project.to_string());
+        self.tree
             .read_project(project, Some(git_ref.unwrap_or("HEAD")), path)
     }
     fn read_remote(&self, url: &str) -> Result<String, ReadError> {
-        self.0.read_remote(url)
+        self.tree.read_remote(url)
     }
     fn read_template(&self, name: &str) -> Result<String, ReadError> {
-        self.0.read_template(name)
+        self.tree.read_template(name)
     }
     fn read_component(&self, component: &ComponentRef) -> Result<String, ReadError> {
-        self.0.read_component(component)
+        self.tree.read_component(component)
     }
     fn component_facts(&self, component: &ComponentRef) -> Result<ComponentFacts, ReadError> {
-        self.0.component_facts(component)
+        self.tree.component_facts(component)
     }
+}
+
+/// A plan, and the other projects its configuration read.
+pub struct Planned {
+    pub pipeline: Result<Pipeline, PlanError>,
+    /// Paths as `include:project` named them (see [`MirrorFiles`]).
+    pub projects_read: Vec<String>,
 }
 
 /// Plans the pipeline of `trigger` from the repository at `repo` (the
 /// server's mirror). `entry` is the configuration file's path.
-pub fn plan(
+pub fn plan(repo: &Path, entry: &str, trigger: &Trigger, gitlab_url: Option<&str>) -> Planned {
+    let files = files(repo, &trigger.sha, gitlab_url);
+    let pipeline = plan_from(&files, repo, entry, trigger);
+    Planned {
+        pipeline,
+        projects_read: files.projects_read(),
+    }
+}
+
+fn plan_from(
+    files: &MirrorFiles,
     repo: &Path,
     entry: &str,
     trigger: &Trigger,
-    gitlab_url: Option<&str>,
 ) -> Result<Pipeline, PlanError> {
     let context = context(repo, trigger)?;
-    let files = files(repo, &trigger.sha, gitlab_url);
     let opts = LoadOptions {
         entry: entry.to_string(),
         variables: context.variables.clone(),
         display_name: None,
     };
     let loaded = match &trigger.inputs {
-        Some(inputs) => gantry_config::load::load_with_inputs(&files, &opts, inputs),
-        None => gantry_config::load::load(&files, &opts),
+        Some(inputs) => gantry_config::load::load_with_inputs(files, &opts, inputs),
+        None => gantry_config::load::load(files, &opts),
     }
     .map_err(|e| PlanError::Config(render(&e.diagnostics, &e.sources)))?;
     gantry_config::plan::plan(&loaded.config, &context)

@@ -71,7 +71,7 @@ pub async fn poll_project(app: &Shared, project: &Project) -> Result<Polled, Pol
         None if mirror_exists => (Some(app.repos.heads(project.id)?), None),
         None => (None, None),
     };
-    app.repos.sync(project.id, &project.source_url).await?;
+    crate::pipelines::sync_shared::<PollError>(app, project).await?;
     let after = app.repos.heads(project.id)?;
     let json = serde_json::to_string(&after).unwrap_or_else(|_| "{}".into());
     // Claim this poll first: another server polling at once creates nothing.

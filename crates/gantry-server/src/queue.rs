@@ -123,7 +123,22 @@ pub async fn advance_pipeline(app: &Shared, pipeline_id: i64) -> Result<(), Stor
         app.live.forget(pipeline_id);
         return Ok(());
     };
-    let Some(mut live) = current(app, pipeline_id, version, held.take()).await? else {
+    let live = held.take();
+    advance_held(app, pipeline_id, held, live, version, &stored_status).await
+}
+
+/// [`advance_pipeline`] with the pipeline's lock held and its stored
+/// state (`version`, `stored_status`) known.
+async fn advance_held(
+    app: &Shared,
+    pipeline_id: i64,
+    mut held: tokio::sync::MutexGuard<'_, Option<Live>>,
+    live: Option<Live>,
+    version: i64,
+    stored_status: &str,
+) -> Result<(), StoreError> {
+    let Some(mut live) = current(app, pipeline_id, version, live).await? else {
+        *held = None;
         return Ok(());
     };
     let mut enqueued = false;
@@ -365,28 +380,47 @@ pub async fn attempt_ended(
         AfterAttempt::Retry => "failed",
         AfterAttempt::Done(s) => s,
     };
-    if !app
+    let Some((version_after, stored_status)) = app
         .store
         .finish_job(job.id, status, failure, exit_code, dotenv)
         .await?
-    {
+    else {
         // No longer running (canceled, or lost): the rows say what it is.
         return Ok(None);
-    }
+    };
     live.schedule.row_written(job.id, status);
-    live.version += 1;
     live.started = true;
-    // A retry is a new row: the next event rebuilds the schedule from rows.
-    if after == AfterAttempt::Retry {
-        live.version = -1;
+    // Another write in between (another server) or a retry (a new row):
+    // the next event rebuilds the schedule from rows.
+    live.version = match version_after == version + 1 && after != AfterAttempt::Retry {
+        true => version_after,
+        false => -1,
+    };
+    Metrics::inc(&app.metrics.jobs_finished, 1);
+    let finish_log = || async {
+        app.logs
+            .finish(job.id)
+            .await
+            .map_err(|e| StoreError::Config(e.to_string()))
+    };
+    if after != AfterAttempt::Retry && job.environment.is_none() {
+        // The common end: nothing else to write, so the pipeline advances
+        // under the lock still held, from the state the write returned.
+        finish_log().await?;
+        advance_held(
+            app,
+            job.pipeline_id,
+            held,
+            Some(live),
+            version_after,
+            &stored_status,
+        )
+        .await?;
+        return Ok(Some(status));
     }
     *held = Some(live);
     drop(held);
-    Metrics::inc(&app.metrics.jobs_finished, 1);
-    app.logs
-        .finish(job.id)
-        .await
-        .map_err(|e| StoreError::Config(e.to_string()))?;
+    finish_log().await?;
     if after == AfterAttempt::Retry {
         let to = crate::children::start_status(job);
         let retry = app.store.retry_job(job, to, None).await?;

@@ -31,6 +31,9 @@ pub enum RepoError {
 pub struct Repos {
     root: PathBuf,
     locks: std::sync::Mutex<std::collections::HashMap<i64, Arc<Mutex<()>>>>,
+    /// Per project, the shared `mirror_version` this server's mirror is
+    /// known to be at least as new as (see [`Repos::is_behind`]).
+    synced: std::sync::Mutex<std::collections::HashMap<i64, i64>>,
 }
 
 fn git(dir: Option<&Path>, args: &[&str]) -> Result<std::process::Output, RepoError> {
@@ -53,7 +56,24 @@ impl Repos {
         Repos {
             root,
             locks: Default::default(),
+            synced: Default::default(),
         }
+    }
+
+    /// Notes that this server's mirror of `project_id` was fetched after
+    /// the project's shared `mirror_version` was `version`.
+    pub fn mark_synced(&self, project_id: i64, version: i64) {
+        let mut synced = self.synced.lock().expect("mirror versions");
+        let seen = synced.entry(project_id).or_insert(version);
+        *seen = (*seen).max(version);
+    }
+
+    /// Whether another server (or this one before a restart) fetched the
+    /// project since this server's mirror was: its `mirror_version` in the
+    /// database is newer than any this server's fetches followed.
+    pub fn is_behind(&self, project_id: i64, version: i64) -> bool {
+        let synced = self.synced.lock().expect("mirror versions");
+        version > synced.get(&project_id).copied().unwrap_or(0)
     }
 
     pub fn mirror_dir(&self, project_id: i64) -> PathBuf {

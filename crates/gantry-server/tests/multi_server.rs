@@ -8,7 +8,7 @@
 //! again; a schedule fires once although both servers' queues see it due;
 //! a server with another server key is refused; runners waiting on B are
 //! woken by jobs made on A; B plans an `include:project` of a project whose
-//! mirror only A had.
+//! mirror only A had, and fetches it again once A has fetched a change.
 
 mod support;
 
@@ -343,6 +343,45 @@ async fn two_servers_on_one_database_and_bucket_work_as_one() {
         .text(&format!("/api/v4/projects/{consumer}/jobs/{check}/trace"))
         .await;
     assert!(trace.contains("from-the-shared-project"), "{trace}");
+
+    // The included project changes and A fetches it (a pipeline of its
+    // own): B's mirror of it is behind now, and B's next plan reads the
+    // new file, not its old copy.
+    commit(
+        &shared_dir,
+        &[(
+            "templates/check.yml",
+            "included-check:\n  script: echo changed-in-the-shared-project\n",
+        )],
+        "change the shared template",
+    );
+    let (s, created) = api_a
+        .post(
+            &format!("/api/v4/projects/{shared}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let (s, created) = api_b
+        .post(
+            &format!("/api/v4/projects/{consumer}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let done = api_b
+        .wait_pipeline(consumer, id, Duration::from_secs(90))
+        .await;
+    assert_eq!(done["status"], "success", "{done}");
+    let jobs = api_b.jobs(consumer, id).await;
+    let check = jobs.iter().find(|j| j["name"] == "included-check").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (_, trace) = api_b
+        .text(&format!("/api/v4/projects/{consumer}/jobs/{check}/trace"))
+        .await;
+    assert!(trace.contains("changed-in-the-shared-project"), "{trace}");
 
     runner.abort();
     a.server.abort();

@@ -961,3 +961,22 @@ fn a_released_work_dir_is_free_while_a_forked_child_holds_its_descriptor() {
         "a released work dir is still busy: {again:?}"
     );
 }
+
+/// A server whose mirror of a project was fetched before another server
+/// fetched that project kept reading the old copy for `include:project`
+/// (multi_server.rs has the whole case: two servers on one database).
+#[test]
+fn a_mirror_is_behind_once_any_server_fetched_its_project_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let repos = gantry_server::repos::Repos::new(dir.path().to_path_buf());
+    // A server that has not fetched since it started knows nothing.
+    assert!(repos.is_behind(7, 1));
+    assert!(!repos.is_behind(7, 0));
+    repos.mark_synced(7, 3);
+    assert!(!repos.is_behind(7, 3));
+    assert!(repos.is_behind(7, 4), "another server's fetch is newer");
+    // A late note of an older fetch does not hide a newer one.
+    repos.mark_synced(7, 2);
+    assert!(!repos.is_behind(7, 3));
+    assert!(!repos.is_behind(8, 0));
+}

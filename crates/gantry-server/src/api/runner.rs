@@ -134,21 +134,13 @@ async fn secrets(app: &Shared, job: &Job) -> Result<Vec<String>, ApiError> {
 
 /// Everything the runner needs for one claimed job.
 async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, ApiError> {
-    let pipeline = app
-        .store
-        .pipeline(job.pipeline_id)
-        .await?
-        .ok_or(ApiError::NotFound("Pipeline"))?;
-    let project = app
-        .store
-        .project(job.project_id)
-        .await?
-        .ok_or(ApiError::NotFound("Project"))?;
+    let facts = app.pipeline_facts(job.pipeline_id).await?;
+    let (pipeline, planned) = (&facts.row, &facts.planned);
+    let project_path = &facts.project_path;
     let spec = crate::engine_bridge::spec(job)
         .ok_or_else(|| ApiError::Unprocessable("the stored job cannot be read".into()))?;
-    let planned = app.planned(pipeline.id).await?;
     let mut variables = planned.context_variables.clone();
-    let job_url = format!("{}/{}/-/jobs/{}", app.url, project.path, job.id);
+    let job_url = format!("{}/{}/-/jobs/{}", app.url, project_path, job.id);
     for (k, v) in [
         ("CI_JOB_ID", job.id.to_string()),
         ("CI_JOB_NAME", job.name.clone()),
@@ -166,7 +158,7 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
         ("CI_PIPELINE_IID", pipeline.iid.to_string()),
         (
             "CI_PIPELINE_URL",
-            format!("{}/{}/-/pipelines/{}", app.url, project.path, pipeline.id),
+            format!("{}/{}/-/pipelines/{}", app.url, project_path, pipeline.id),
         ),
         (
             "CI_PIPELINE_CREATED_AT",
@@ -182,7 +174,7 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
     let repo_url = format!(
         "{}{}",
         app.url,
-        crate::git_http::repository_path(project.id)
+        crate::git_http::repository_path(job.project_id)
     );
     // As GitLab sets it: the job token in the URL (masked as CI_JOB_TOKEN).
     if let Ok(mut with_token) = url::Url::parse(&repo_url)
@@ -199,7 +191,11 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
     }
     // Instance, then project variables; protected ones only on protected refs.
     let mut overrides = Vec::new();
-    for v in app.store.instance_and_project_variables(project.id).await? {
+    for v in app
+        .store
+        .instance_and_project_variables(job.project_id)
+        .await?
+    {
         if v.protected && pipeline.protected == 0 {
             continue;
         }
@@ -258,8 +254,8 @@ async fn payload(app: &Shared, job: &Job, token: String) -> Result<JobPayload, A
         stage: job.stage.clone(),
         attempt: job.attempt,
         pipeline_id: pipeline.id,
-        project_id: project.id,
-        project_path: project.path.clone(),
+        project_id: job.project_id,
+        project_path: project_path.clone(),
         repo_url,
         git_ref: pipeline.git_ref.clone(),
         sha: pipeline.sha.clone(),
