@@ -379,39 +379,71 @@ async fn plan(
         .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?;
     // A child's inputs come from its trigger's `include:inputs`.
     let trigger = trigger_of(app, project, pipeline);
-    let spec = spec.clone();
     let gitlab = app.config.gitlab_url.clone();
-    tokio::task::spawn_blocking(move || {
-        let context = crate::planning::context(&mirror, &trigger)
-            .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?;
-        let variables = gantry_config::child::child_context(&context, &spec)
-            .overrides
-            .into_iter()
-            .collect();
-        let planner = FileChildPlanner {
-            files: Box::new(crate::planning::files(
-                &mirror,
-                &trigger.sha,
-                gitlab.as_deref(),
-            )),
-            context,
-        };
-        let pipeline = planner.plan_child(
-            &spec,
-            generated.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
-        )?;
-        if pipeline.jobs.is_empty()
-            || pipeline.status == gantry_config::model::PipelineStatus::Filtered
-        {
-            return Err(ChildPipelineError::Empty);
+    let plan = || {
+        let (mirror, trigger, spec, gitlab, generated) = (
+            mirror.clone(),
+            trigger.clone(),
+            spec.clone(),
+            gitlab.clone(),
+            generated.clone(),
+        );
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let files = crate::planning::files(&mirror, &trigger.sha, gitlab.as_deref());
+                let read = files.projects_read();
+                let planned = plan_child(&mirror, &trigger, &spec, files, generated);
+                (planned, read.list())
+            })
+            .await
+            .map_err(|e| ChildPipelineError::Invalid(format!("the planning task failed: {e}")))
         }
-        Ok(PlannedChild {
-            pipeline,
-            variables,
-        })
-    })
+    };
+    let (first, projects_read) = plan().await?;
+    // A child's `include:project` reads other mirrors as the parent's does.
+    let refetched = crate::pipelines::refresh_included::<crate::pipelines::CreateError>(
+        app,
+        project.id,
+        &projects_read,
+    )
     .await
-    .map_err(|e| ChildPipelineError::Invalid(format!("the planning task failed: {e}")))?
+    .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?;
+    match refetched {
+        true => plan().await?.0,
+        false => first,
+    }
+}
+
+/// [`plan`]'s planning, off the async threads.
+fn plan_child(
+    mirror: &std::path::Path,
+    trigger: &crate::planning::Trigger,
+    spec: &gantry_config::model::Job,
+    files: crate::planning::MirrorFiles,
+    generated: Option<(String, String)>,
+) -> Result<PlannedChild, ChildPipelineError> {
+    let context = crate::planning::context(mirror, trigger)
+        .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?;
+    let variables = gantry_config::child::child_context(&context, spec)
+        .overrides
+        .into_iter()
+        .collect();
+    let planner = FileChildPlanner {
+        files: Box::new(files),
+        context,
+    };
+    let pipeline = planner.plan_child(
+        spec,
+        generated.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+    )?;
+    if pipeline.jobs.is_empty() || pipeline.status == gantry_config::model::PipelineStatus::Filtered
+    {
+        return Err(ChildPipelineError::Empty);
+    }
+    Ok(PlannedChild {
+        pipeline,
+        variables,
+    })
 }
 
 /// The text of `path` in the artifacts of job `from` of the pipeline (its

@@ -125,27 +125,10 @@ pub async fn create(
         }
     };
     let first = plan().await?;
-    // `include:project` of a project whose mirror is missing here, or
-    // behind a fetch another server made: fetch it and plan again.
-    let refetch: Vec<&Project> = others
-        .iter()
-        .filter(|o| o.id != project.id)
-        .filter(|o| first.projects_read.iter().any(|p| same_path(p, &o.path)))
-        .filter(|o| {
-            !app.repos.mirror_dir(o.id).join("HEAD").exists()
-                || app.repos.is_behind(o.id, o.mirror_version)
-        })
-        .collect();
-    let planned = if refetch.is_empty() {
-        first.pipeline?
-    } else {
-        for other in refetch {
-            app.repos.sync(other.id, &other.source_url).await?;
-            // At least as new as the version read before this fetch.
-            app.repos.mark_synced(other.id, other.mirror_version);
-            app.repos.alias(other.id, &other.path);
-        }
+    let planned = if refresh_included::<CreateError>(app, project.id, &first.projects_read).await? {
         plan().await?.pipeline?
+    } else {
+        first.pipeline?
     };
     if planned.status == gantry_config::model::PipelineStatus::Filtered {
         return Err(CreateError::Filtered(
@@ -178,6 +161,38 @@ pub async fn sync_shared<E: From<RepoError> + From<StoreError>>(
     let version = app.store.bump_mirror_version(project.id).await?;
     app.repos.mark_synced(project.id, version);
     Ok(dir)
+}
+
+/// After a plan: fetches the mirrors of the projects it read with
+/// `include:project` that are missing here or behind a fetch another
+/// server made (see [`crate::repos::Repos::is_behind`]). True when it
+/// fetched any, so that the caller plans again.
+pub async fn refresh_included<E: From<RepoError> + From<StoreError>>(
+    app: &Shared,
+    planning: i64,
+    projects_read: &[String],
+) -> Result<bool, E> {
+    if projects_read.is_empty() {
+        return Ok(false);
+    }
+    let mut fetched = false;
+    for other in app.store.projects().await? {
+        let read = projects_read.iter().any(|p| same_path(p, &other.path));
+        if other.id == planning || !read {
+            continue;
+        }
+        if app.repos.mirror_dir(other.id).join("HEAD").exists()
+            && !app.repos.is_behind(other.id, other.mirror_version)
+        {
+            continue;
+        }
+        app.repos.sync(other.id, &other.source_url).await?;
+        // At least as new as the version read before this fetch.
+        app.repos.mark_synced(other.id, other.mirror_version);
+        app.repos.alias(other.id, &other.path);
+        fetched = true;
+    }
+    Ok(fetched)
 }
 
 /// `include:project` paths as GitLab matches them: case-insensitively,

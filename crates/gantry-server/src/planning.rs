@@ -79,13 +79,30 @@ pub fn files(repo: &Path, sha: &str, gitlab_url: Option<&str>) -> MirrorFiles {
 pub struct MirrorFiles {
     tree: gantry_source::CommitTree,
     /// The projects `include:project` asked for, found or not.
-    projects_read: std::sync::Mutex<Vec<String>>,
+    projects_read: ProjectsRead,
+}
+
+/// The projects a [`MirrorFiles`] was asked for, as the configuration
+/// named them; a handle that outlives the files given to a planner.
+#[derive(Clone, Default)]
+pub struct ProjectsRead(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl ProjectsRead {
+    pub fn list(&self) -> Vec<String> {
+        self.0.lock().expect("projects read").clone()
+    }
+    fn note(&self, project: &str) {
+        self.0
+            .lock()
+            .expect("projects read")
+            .push(project.to_string());
+    }
 }
 
 impl MirrorFiles {
-    /// The projects read so far, as the configuration named them.
-    pub fn projects_read(&self) -> Vec<String> {
-        self.projects_read.lock().expect("projects read").clone()
+    /// The projects read so far (also after the files are handed on).
+    pub fn projects_read(&self) -> ProjectsRead {
+        self.projects_read.clone()
     }
 }
 
@@ -102,10 +119,7 @@ impl FileSource for MirrorFiles {
         git_ref: Option<&str>,
         path: &str,
     ) -> Result<String, ReadError> {
-        self.projects_read
-            .lock()
-            .expect("projects read")
-            .push(project.to_string());
+        self.projects_read.note(project);
         self.tree
             .read_project(project, Some(git_ref.unwrap_or("HEAD")), path)
     }
@@ -137,7 +151,7 @@ pub fn plan(repo: &Path, entry: &str, trigger: &Trigger, gitlab_url: Option<&str
     let pipeline = plan_from(&files, repo, entry, trigger);
     Planned {
         pipeline,
-        projects_read: files.projects_read(),
+        projects_read: files.projects_read().list(),
     }
 }
 
