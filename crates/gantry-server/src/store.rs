@@ -964,32 +964,32 @@ impl Store {
     pub async fn claim(&self, runner: &Runner) -> Result<Option<Claimed>, StoreError> {
         let _w = self.db.write_lock().await;
         let mut tx = self.db.pool.begin().await?;
-        const CANDIDATES: &str =
-            "SELECT id, tags FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 64";
-        let candidates: Vec<(i64, String)> = match self.db.backend {
+        // The oldest pending job whose tags are all the runner's (an
+        // untagged one only for a runner that takes them), matched in SQL:
+        // one row comes back, and on PostgreSQL one row is locked (each
+        // lock is a write there). `can_run` below stays the final word.
+        let tags = serde_json::to_string(&runner.tag_list())
+            .map_err(|e| StoreError::Corrupt(format!("runner tags: {e}")))?;
+        let matching = match self.db.backend {
             Backend::Postgres => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{CANDIDATES} FOR UPDATE SKIP LOCKED"
-                )))
-                .fetch_all(&mut *tx)
-                .await?
+                "SELECT id, tags FROM jobs WHERE status = 'pending' \
+                 AND tags::jsonb <@ $1::jsonb \
+                 AND (jsonb_array_length(tags::jsonb) > 0 OR $2 <> 0) \
+                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
             }
-            // One row, not 64: each row is a hand-off from SQLite's thread
-            // (measured: the claim was most of dispatch's context switches).
             Backend::Sqlite => {
-                let (list,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT COALESCE(json_group_array(json_array(id, tags)), '[]') \
-                     FROM ({CANDIDATES})"
-                )))
-                .fetch_one(&mut *tx)
-                .await?;
-                let mut rows: Vec<(i64, String)> = serde_json::from_str(&list)
-                    .map_err(|e| StoreError::Corrupt(format!("pending jobs: {e}")))?;
-                // An aggregate's order is SQLite's choice: oldest first here.
-                rows.sort_unstable_by_key(|(id, _)| *id);
-                rows
+                "SELECT id, tags FROM jobs WHERE status = 'pending' \
+                 AND NOT EXISTS (SELECT 1 FROM json_each(jobs.tags) AS t \
+                   WHERE t.value NOT IN (SELECT value FROM json_each($1))) \
+                 AND (json_array_length(jobs.tags) > 0 OR $2 <> 0) \
+                 ORDER BY id LIMIT 1"
             }
         };
+        let candidates: Vec<(i64, String)> = sqlx::query_as(matching)
+            .bind(tags)
+            .bind(runner.run_untagged)
+            .fetch_all(&mut *tx)
+            .await?;
         let Some(id) = candidates.into_iter().find_map(|(id, tags)| {
             let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
             runner.can_run(&tags).then_some(id)

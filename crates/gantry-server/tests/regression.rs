@@ -980,3 +980,73 @@ fn a_mirror_is_behind_once_any_server_fetched_its_project_again() {
     assert!(!repos.is_behind(7, 3));
     assert!(!repos.is_behind(8, 0));
 }
+
+/// A runner looked only at the 64 oldest pending jobs: with more than 64
+/// older jobs for other runners' tags waiting, a job with its own tag was
+/// never handed to it. The tags are matched in the claim's query now.
+async fn a_tagged_job_behind_many_jobs_for_other_tags_is_claimed(database: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[(
+            ".gitlab-ci.yml",
+            "elsewhere:\n  parallel: 70\n  tags: [other]\n  script: 'true'\n\
+             zz-mine:\n  tags: [mine]\n  script: 'true'\n",
+        )],
+    );
+    let mut cfg = config(&dir.path().join("data"), database);
+    cfg.builtin_runner = false;
+    let running = gantry_server::start(cfg).await.unwrap();
+    let url = running.url.clone();
+    let api = Client::new(&url, Some(ADMIN_TOKEN));
+    let project = api.project("tagged", &repo_dir).await;
+    let (s, p) = api
+        .post(
+            &format!("/api/v4/projects/{project}/pipeline"),
+            json!({"ref": "main"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let registration = running.app.store.key.registration_token();
+    let http = reqwest::Client::new();
+    let r: serde_json::Value = http
+        .post(format!("{url}/api/v4/runners"))
+        .json(&json!({"token": registration, "description": "mine", "tag_list": ["mine"], "run_untagged": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = r["token"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let job: serde_json::Value = loop {
+        let resp = http
+            .post(format!("{url}/api/v4/jobs/request"))
+            .json(&json!({"token": token}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() == 201 {
+            break resp.json().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runner tagged `mine` was never given its job"
+        );
+    };
+    assert_eq!(job["name"], "zz-mine");
+    running.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tagged_job_behind_many_jobs_for_other_tags_is_claimed_on_sqlite() {
+    a_tagged_job_behind_many_jobs_for_other_tags_is_claimed(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tagged_job_behind_many_jobs_for_other_tags_is_claimed_on_postgres() {
+    let Some(pg) = PgCluster::start() else { return };
+    a_tagged_job_behind_many_jobs_for_other_tags_is_claimed(Some(pg.database("tagged"))).await;
+}
