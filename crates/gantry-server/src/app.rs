@@ -15,7 +15,7 @@ use crate::objects::Objects;
 use crate::repos::Repos;
 use crate::store::Store;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -278,9 +278,13 @@ pub struct Running {
     pub url: String,
     pub app: Shared,
     pub server: tokio::task::JoinHandle<()>,
+    /// The locks on the data directory and the SQLite database: a second
+    /// server on either is refused while this one runs.
+    pub locks: Vec<ServeLock>,
 }
 
-/// Opens the store and builds the state (no listener yet).
+/// Opens the store and builds the state (no listener yet). [`start`]
+/// takes the data directory's locks first.
 pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
         what: "cannot create the data directory",
@@ -325,8 +329,95 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
     })
 }
 
+/// Locks the data directory and a SQLite database for this server.
+fn lock_data(config: &ServeConfig) -> Result<Vec<ServeLock>, ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
+        what: "cannot create the data directory",
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let mut locks = vec![hold(
+        &config.data_dir.join("serve.lock"),
+        "the data directory",
+        &config.data_dir.display().to_string(),
+        "give each server its own --data DIR",
+    )?];
+    if let Some(db) = sqlite_path(&config.database_url()) {
+        locks.push(hold(
+            &PathBuf::from(format!("{}.serve-lock", db.display())),
+            "the SQLite database",
+            &db.display().to_string(),
+            "one server per SQLite database: stop that one first, or share a --database postgres://… between several",
+        )?);
+    }
+    Ok(locks)
+}
+
+/// The file a SQLite database URL names (`sqlite://PATH?…`, `sqlite:PATH`);
+/// none for PostgreSQL or an in-memory database.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// Locks `path` for this server's life (the lock goes with the process,
+/// also on kill -9), with the pid written in it for the next one's message.
+fn hold(
+    path: &Path,
+    what: &'static str,
+    shown: &str,
+    next: &'static str,
+) -> Result<ServeLock, ServeError> {
+    use std::io::{Read, Seek, Write};
+    let io = |source| ServeError::Io {
+        what: "cannot lock",
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(ServeError::Busy {
+                what,
+                path: shown.to_string(),
+                pid: text.trim().parse().ok(),
+                next,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(ServeLock(file))
+}
+
+/// A server's hold on its data directory or SQLite database. Unlocked
+/// explicitly on drop: a child forked meanwhile shares the descriptor.
+#[derive(Debug)]
+pub struct ServeLock(std::fs::File);
+
+impl Drop for ServeLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 /// Starts the listener, the queue and (unless disabled) the built-in runner.
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
+    let locks = lock_data(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -378,6 +469,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         addr,
         app,
         server,
+        locks,
     })
 }
 

@@ -49,6 +49,16 @@ pub enum ServeError {
         addr: String,
         source: std::io::Error,
     },
+    /// Another live server holds `path` (its data directory, or its
+    /// SQLite database): two would clean each other's uploads or fight
+    /// over one SQLite file.
+    #[error("another gantry serve{pid} is using {what} {path}; {next}", pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy {
+        what: &'static str,
+        path: String,
+        pid: Option<u32>,
+        next: &'static str,
+    },
     #[error("{0}")]
     Config(String),
 }

@@ -887,6 +887,9 @@ async fn a_server_with_another_key_than_its_database_is_refused() {
     cfg.builtin_runner = false;
     let first = gantry_server::start(cfg.clone()).await.unwrap();
     first.server.abort();
+    // Its locks go with it (a second server on one data directory is
+    // refused for that alone: a_second_server_on_one_data_directory…).
+    drop(first);
     std::fs::remove_file(data.join("server.key")).unwrap();
     let err = gantry_server::start(cfg.clone())
         .await
@@ -1049,4 +1052,37 @@ async fn a_tagged_job_behind_many_jobs_for_other_tags_is_claimed_on_sqlite() {
 async fn a_tagged_job_behind_many_jobs_for_other_tags_is_claimed_on_postgres() {
     let Some(pg) = PgCluster::start() else { return };
     a_tagged_job_behind_many_jobs_for_other_tags_is_claimed(Some(pg.database("tagged"))).await;
+}
+
+/// A second `gantry serve` on a data directory (or a SQLite database)
+/// another one was serving started as well: it cleaned the first one's
+/// uploads in progress, and two processes wrote one SQLite file, each
+/// thinking it was the only writer. It is refused now, naming the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_server_on_one_data_directory_or_sqlite_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cfg = config(&data, None);
+    cfg.builtin_runner = false;
+    let first = gantry_server::start(cfg.clone()).await.unwrap();
+    let again = gantry_server::start(cfg).await;
+    let message = again.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("is using the data directory")
+            && message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+    let database = format!("sqlite://{}?mode=rwc", data.join("gantry.db").display());
+    let mut other = config(&dir.path().join("other"), Some(database));
+    other.builtin_runner = false;
+    let message = gantry_server::start(other)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("is using the SQLite database") && message.contains("postgres://"),
+        "{message}"
+    );
+    first.server.abort();
 }
