@@ -335,10 +335,25 @@ async fn hierarchy_size(app: &Shared, pipeline_id: i64) -> Result<usize, StoreEr
 }
 
 /// The upstream pipeline's trigger, to rebuild its planning context.
-fn trigger_of(app: &Shared, project: &Project, pipeline: &Pipeline) -> Trigger {
+async fn trigger_of(
+    app: &Shared,
+    project: &Project,
+    pipeline: &Pipeline,
+) -> Result<Trigger, StoreError> {
     let is_tag = pipeline.tag != 0;
-    let (_, predefined) = crate::pipelines::predefined(app, project, &pipeline.git_ref, is_tag);
-    Trigger {
+    let (_, mut predefined) = crate::pipelines::predefined(app, project, &pipeline.git_ref, is_tag);
+    // A child keeps its parent's merge request (GitLab's `Ci::Bridge`
+    // passes `merge_request: parent_pipeline.merge_request`), hence its
+    // `CI_MERGE_REQUEST_*` variables.
+    let parent = app.planned(pipeline.id).await?;
+    predefined.extend(
+        parent
+            .context_variables
+            .iter()
+            .filter(|v| v.name.starts_with("CI_MERGE_REQUEST_"))
+            .map(|v| (v.name.clone(), v.value.clone())),
+    );
+    Ok(Trigger {
         sha: pipeline.sha.clone(),
         git_ref: pipeline.git_ref.clone(),
         is_tag,
@@ -347,7 +362,7 @@ fn trigger_of(app: &Shared, project: &Project, pipeline: &Pipeline) -> Trigger {
         variables: serde_json::from_str(&pipeline.variables).unwrap_or_default(),
         predefined,
         inputs: None,
-    }
+    })
 }
 
 /// A planned child and its pipeline variables (what `trigger:forward`
@@ -378,7 +393,9 @@ async fn plan(
         .await
         .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?;
     // A child's inputs come from its trigger's `include:inputs`.
-    let trigger = trigger_of(app, project, pipeline);
+    let trigger = trigger_of(app, project, pipeline)
+        .await
+        .map_err(|e| ChildPipelineError::Invalid(e.to_string()))?;
     let gitlab = app.config.gitlab_url.clone();
     let plan = || {
         let (mirror, trigger, spec, gitlab, generated) = (

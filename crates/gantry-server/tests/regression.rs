@@ -1086,3 +1086,78 @@ async fn a_second_server_on_one_data_directory_or_sqlite_database_is_refused() {
     );
     first.server.abort();
 }
+
+/// A child of a merge-request pipeline lost the merge request: its jobs
+/// had no `CI_MERGE_REQUEST_*` variables, so `rules: if:
+/// $CI_MERGE_REQUEST_IID` left the child empty and the trigger job
+/// failed. GitLab hands a child its parent's merge request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_of_a_merge_request_pipeline_keeps_the_merge_requests_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    repo(
+        &repo_dir,
+        &[
+            (
+                ".gitlab-ci.yml",
+                "child:\n  trigger:\n    include: child.yml\n    strategy: depend\n\
+                 \x20 rules:\n    - if: $CI_PIPELINE_SOURCE == \"merge_request_event\"\n",
+            ),
+            (
+                "child.yml",
+                "mr-job:\n  rules:\n    - if: $CI_MERGE_REQUEST_IID\n  script: echo \
+                 \"merge request !$CI_MERGE_REQUEST_IID into $CI_MERGE_REQUEST_TARGET_BRANCH_NAME\"\n",
+            ),
+        ],
+    );
+    git(&repo_dir, &["checkout", "-q", "-b", "feature"]);
+    let sha = commit(&repo_dir, &[("feature.txt", "new\n")], "a feature");
+    let running = gantry_server::start(config(&dir.path().join("data"), None))
+        .await
+        .unwrap();
+    let api = Client::new(&running.url, Some(ADMIN_TOKEN));
+    let project = api.project("mr-child", &repo_dir).await;
+    let secret = api.webhook_secret(project).await;
+    let body = json!({
+        "object_kind": "merge_request",
+        "object_attributes": {
+            "iid": 7, "action": "open", "title": "A feature",
+            "source_branch": "feature", "target_branch": "main",
+            "last_commit": {"id": sha},
+        },
+    });
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v4/projects/{project}/webhooks/gitlab",
+            running.url
+        ))
+        .header("X-Gitlab-Token", secret)
+        .header("X-Gitlab-Event", "Merge Request Hook")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    let parent_id = created["pipeline_id"].as_i64().unwrap();
+    let parent = api
+        .wait_pipeline(project, parent_id, Duration::from_secs(60))
+        .await;
+    let (_, bridges) = api
+        .get(&format!(
+            "/api/v4/projects/{project}/pipelines/{parent_id}/bridges"
+        ))
+        .await;
+    assert_eq!(parent["status"], "success", "{bridges:#}");
+    let child = bridges[0]["downstream_pipeline"]["id"].as_i64().unwrap();
+    let jobs = api.jobs(project, child).await;
+    let job = jobs.iter().find(|j| j["name"] == "mr-job").unwrap();
+    let (_, trace) = api
+        .text(&format!(
+            "/api/v4/projects/{project}/jobs/{}/trace",
+            job["id"]
+        ))
+        .await;
+    assert!(trace.contains("merge request !7 into main"), "{trace}");
+    running.server.abort();
+}

@@ -82,7 +82,7 @@ pub(super) async fn bridge_variables(
         .repos
         .ensure(project.id, &project.source_url, Some(&pipeline.sha))
         .await?;
-    let trigger = trigger_of(app, project, pipeline);
+    let trigger = trigger_of(app, project, pipeline).await?;
     let context =
         tokio::task::spawn_blocking(move || crate::planning::context(&mirror, &trigger)).await??;
     // Predefined < YAML < dotenv of dependencies < instance < project <
