@@ -323,25 +323,7 @@ async fn two_servers_on_one_database_and_bucket_work_as_one() {
             .exists(),
         "B has no mirror of the included project"
     );
-    let (s, created) = api_b
-        .post(
-            &format!("/api/v4/projects/{consumer}/pipeline"),
-            json!({"ref": "main"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let done = api_b
-        .wait_pipeline(consumer, id, Duration::from_secs(90))
-        .await;
-    assert_eq!(done["status"], "success", "{done}");
-    let jobs = api_b.jobs(consumer, id).await;
-    let check = jobs.iter().find(|j| j["name"] == "included-check").unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    let (_, trace) = api_b
-        .text(&format!("/api/v4/projects/{consumer}/jobs/{check}/trace"))
-        .await;
+    let trace = included_check_trace(&api_b, consumer).await;
     assert!(trace.contains("from-the-shared-project"), "{trace}");
 
     // The included project changes and A fetches it (a pipeline of its
@@ -362,7 +344,18 @@ async fn two_servers_on_one_database_and_bucket_work_as_one() {
         )
         .await;
     assert_eq!(s, 201, "{created}");
-    let (s, created) = api_b
+    let trace = included_check_trace(&api_b, consumer).await;
+    assert!(trace.contains("changed-in-the-shared-project"), "{trace}");
+
+    runner.abort();
+    a.server.abort();
+    b.server.abort();
+}
+
+/// Runs the consumer's pipeline on `api`'s server; answers the trace of
+/// its job from the included project.
+async fn included_check_trace(api: &Client, consumer: i64) -> String {
+    let (s, created) = api
         .post(
             &format!("/api/v4/projects/{consumer}/pipeline"),
             json!({"ref": "main"}),
@@ -370,22 +363,17 @@ async fn two_servers_on_one_database_and_bucket_work_as_one() {
         .await;
     assert_eq!(s, 201, "{created}");
     let id = created["id"].as_i64().unwrap();
-    let done = api_b
+    let done = api
         .wait_pipeline(consumer, id, Duration::from_secs(90))
         .await;
     assert_eq!(done["status"], "success", "{done}");
-    let jobs = api_b.jobs(consumer, id).await;
+    let jobs = api.jobs(consumer, id).await;
     let check = jobs.iter().find(|j| j["name"] == "included-check").unwrap()["id"]
         .as_i64()
         .unwrap();
-    let (_, trace) = api_b
-        .text(&format!("/api/v4/projects/{consumer}/jobs/{check}/trace"))
-        .await;
-    assert!(trace.contains("changed-in-the-shared-project"), "{trace}");
-
-    runner.abort();
-    a.server.abort();
-    b.server.abort();
+    api.text(&format!("/api/v4/projects/{consumer}/jobs/{check}/trace"))
+        .await
+        .1
 }
 
 /// Waits until the project has `count` pipelines; answers the newest id.
