@@ -196,6 +196,7 @@ async fn check_role(
     user: &User,
     job: &Job,
 ) -> Result<Option<DeployRule>, ActionError> {
+    let user = &crate::members::in_project(&app.store, user.clone(), job.project_id).await?;
     let rule = deploy_rule(app, job).await?;
     match &rule {
         Some(rule) if !rule.allows(user) => Err(ActionError::Forbidden(format!(
@@ -335,6 +336,7 @@ pub async fn retry(app: &Shared, job: &Job, user: &User) -> Result<Job, ActionEr
 
 /// Cancels a job that has not finished (a finished one is left as is).
 pub async fn cancel(app: &Shared, job: &Job, user: &User) -> Result<(), ActionError> {
+    let user = &crate::members::in_project(&app.store, user.clone(), job.project_id).await?;
     if !user.role().allows(Role::Developer) {
         return Err(ActionError::Forbidden(format!(
             "your role ({}) cannot cancel jobs",

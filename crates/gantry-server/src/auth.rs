@@ -5,7 +5,7 @@
 
 use crate::app::Shared;
 use crate::error::ApiError;
-use crate::store::{Job, Role, User};
+use crate::store::{Job, Project, Role, User};
 use axum::http::HeaderMap;
 
 /// The user token of a request, if any.
@@ -44,6 +44,24 @@ pub async fn require_user(
         return Err(ApiError::Forbidden);
     }
     Ok(user)
+}
+
+/// The user behind the request as they act in project `id` (a number or
+/// a path; see [`crate::members::in_project`]), who must have at least
+/// `needed` there; and the project. 401 before 404 before 403.
+pub async fn require_project_user(
+    app: &Shared,
+    headers: &HeaderMap,
+    id: &str,
+    needed: Role,
+) -> Result<(User, Project), ApiError> {
+    let user = require_user(app, headers, Role::Viewer).await?;
+    let project = crate::api::gitlab::find_project(app, id).await?;
+    let user = crate::members::in_project(&app.store, user, project.id).await?;
+    if !user.role().allows(needed) {
+        return Err(ApiError::Forbidden);
+    }
+    Ok((user, project))
 }
 
 /// The running job whose token the request carries.

@@ -169,6 +169,12 @@ CREATE TABLE cache_uses (object TEXT PRIMARY KEY, used_at BIGINT NOT NULL)
     r#"
 ALTER TABLE projects ADD COLUMN mirror_version BIGINT NOT NULL DEFAULT 0
 "#,
+    // Project membership: a user's role in one project (see `members.rs`).
+    r#"
+CREATE TABLE project_members (
+  project_id BIGINT NOT NULL REFERENCES projects(id), user_id BIGINT NOT NULL REFERENCES users(id),
+  role TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (project_id, user_id))
+"#,
 ];
 
 impl Db {

@@ -196,6 +196,7 @@ pub async fn stop(
     mode: StopMode,
 ) -> Result<Environment, ActionError> {
     let store = EnvironmentStore(&app.store);
+    let user = &crate::members::in_project(&app.store, user.clone(), env.project_id).await?;
     // Also without a stop job (`play` checks the role of one that exists).
     if !user.role().allows(Role::Developer) {
         return Err(ActionError::Forbidden(format!(
@@ -347,5 +348,9 @@ pub async fn automatic_deploy_allowed(app: &Shared, job: &Job) -> Result<bool, S
         Some(id) => app.store.user(id).await?,
         None => None,
     };
-    Ok(user.is_some_and(|u| rule.allows(&u)))
+    let Some(user) = user else {
+        return Ok(false);
+    };
+    let user = crate::members::in_project(&app.store, user, job.project_id).await?;
+    Ok(rule.allows(&user))
 }

@@ -40,6 +40,7 @@ pub mod error;
 pub mod git_http;
 pub mod log_follow;
 pub mod logs;
+pub mod members;
 pub mod objects;
 pub mod pipelines;
 pub mod planning;

@@ -3,9 +3,9 @@
 //! the same project, or a multi-project pipeline with its own
 //! `project_id`), as GitLab lists them.
 
-use super::gitlab::{find_pipeline, find_project, job_json, pipeline_json};
+use super::gitlab::{find_pipeline, job_json, pipeline_json};
 use crate::app::Shared;
-use crate::auth::require_user;
+use crate::auth::require_project_user;
 use crate::error::ApiError;
 use crate::store::Role;
 use axum::Json;
@@ -18,8 +18,7 @@ pub async fn pipeline_bridges(
     headers: HeaderMap,
     Path((id, pid)): Path<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let pipeline = find_pipeline(&app, &project, pid).await?;
     let links = app.store.child_links(pipeline.id).await?;
     let mut bridges = Vec::new();

@@ -2,7 +2,7 @@
 //! python-gitlab and the `gitlab` command work unchanged.
 
 use crate::app::Shared;
-use crate::auth::{require_user, require_user_or_job};
+use crate::auth::{require_project_user, require_user, require_user_or_job};
 use crate::error::ApiError;
 use crate::pipelines::{self, CreateError};
 use crate::store::{Job, Pipeline, Project, Role, Variable};
@@ -289,8 +289,7 @@ pub async fn get_project(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     Ok(Json(project_json(&app, &project)))
 }
 
@@ -397,8 +396,7 @@ pub async fn webhook_settings(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Maintainer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Maintainer).await?;
     let base = format!("{}/api/v4/projects/{}/webhooks", app.url, project.id);
     Ok(Json(json!({
         "secret": project.webhook_secret,
@@ -443,8 +441,7 @@ pub async fn create_pipeline(
     Path(id): Path<String>,
     Json(body): Json<NewPipelineBody>,
 ) -> Result<Response, ApiError> {
-    let user = require_user(&app, &headers, Role::Developer).await?;
-    let project = find_project(&app, &id).await?;
+    let (user, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     for v in &body.variables {
         if !gantry_engine::vars::valid_name(&v.key) {
             return Err(ApiError::BadRequest(format!(
@@ -482,8 +479,7 @@ pub async fn list_pipelines(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let (p, per, offset) = page.limits();
     let items = app
         .store
@@ -525,8 +521,7 @@ pub async fn get_pipeline(
     headers: HeaderMap,
     Path((id, pid)): Path<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let pipeline = find_pipeline(&app, &project, pid).await?;
     Ok(Json(pipeline_json(&app, &project, &pipeline)))
 }
@@ -546,8 +541,7 @@ pub async fn pipeline_jobs(
     Path((id, pid)): Path<(String, i64)>,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let pipeline = find_pipeline(&app, &project, pid).await?;
     let (p, per, offset) = page.limits();
     let wanted = scopes(&page);
@@ -577,8 +571,7 @@ pub async fn pipeline_variables(
     headers: HeaderMap,
     Path((id, pid)): Path<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Developer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     let pipeline = find_pipeline(&app, &project, pid).await?;
     let vars: Vec<(String, String)> = serde_json::from_str(&pipeline.variables).unwrap_or_default();
     Ok(Json(Value::Array(
@@ -593,8 +586,7 @@ pub async fn retry_pipeline(
     headers: HeaderMap,
     Path((id, pid)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    let user = require_user(&app, &headers, Role::Developer).await?;
-    let project = find_project(&app, &id).await?;
+    let (user, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     find_pipeline(&app, &project, pid).await?;
     crate::queue::retry_pipeline(&app, pid, Some(user.id)).await?;
     let pipeline = find_pipeline(&app, &project, pid).await?;
@@ -610,8 +602,7 @@ pub async fn cancel_pipeline(
     headers: HeaderMap,
     Path((id, pid)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    let user = require_user(&app, &headers, Role::Developer).await?;
-    let project = find_project(&app, &id).await?;
+    let (user, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     find_pipeline(&app, &project, pid).await?;
     crate::queue::cancel_pipeline(&app, pid, &format!("canceled by {}", user.username)).await?;
     let pipeline = find_pipeline(&app, &project, pid).await?;
@@ -645,8 +636,7 @@ pub async fn project_jobs(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let (p, per, offset) = page.limits();
     // Trigger jobs are GitLab's bridges, not listed here: filtered before
     // the page is cut.
@@ -678,8 +668,7 @@ pub async fn get_job(
     headers: HeaderMap,
     Path((id, jid)): Path<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let (job, pipeline) = find_job(&app, &project, jid).await?;
     Ok(Json(job_json(&app, &project, pipeline.as_ref(), &job)))
 }
@@ -689,8 +678,7 @@ pub async fn job_trace(
     headers: HeaderMap,
     Path((id, jid)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     find_job(&app, &project, jid).await?;
     let text = app.logs.read(jid, 0).await?;
     let mut resp = Response::new(Body::from(text));
@@ -715,8 +703,7 @@ pub async fn job_trace_stream(
     Path((id, jid)): Path<(String, i64)>,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     find_job(&app, &project, jid).await?;
     let start = crate::log_follow::start_offset(&headers, q.offset);
     Ok(crate::log_follow::follow(app, jid, start).into_response())
@@ -727,8 +714,7 @@ pub async fn play_job(
     headers: HeaderMap,
     Path((id, jid)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    let user = require_user(&app, &headers, Role::Developer).await?;
-    let project = find_project(&app, &id).await?;
+    let (user, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     let (job, _) = find_job(&app, &project, jid).await?;
     let runs = crate::actions::play(&app, &job, &user)
         .await
@@ -768,8 +754,7 @@ pub async fn retry_job(
     headers: HeaderMap,
     Path((id, jid)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    let user = require_user(&app, &headers, Role::Developer).await?;
-    let project = find_project(&app, &id).await?;
+    let (user, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     let (job, _) = find_job(&app, &project, jid).await?;
     let new = crate::actions::retry(&app, &job, &user)
         .await
@@ -782,8 +767,7 @@ pub async fn cancel_job(
     headers: HeaderMap,
     Path((id, jid)): Path<(String, i64)>,
 ) -> Result<Response, ApiError> {
-    let user = require_user(&app, &headers, Role::Developer).await?;
-    let project = find_project(&app, &id).await?;
+    let (user, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     let (job, _) = find_job(&app, &project, jid).await?;
     crate::actions::cancel(&app, &job, &user)
         .await
@@ -875,8 +859,7 @@ pub async fn list_variables(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Maintainer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Maintainer).await?;
     let vars = app.store.variables(project.id).await?;
     Ok(Json(Value::Array(vars.iter().map(variable_json).collect())))
 }
@@ -887,8 +870,7 @@ pub async fn create_variable(
     Path(id): Path<String>,
     Json(body): Json<VariableBody>,
 ) -> Result<Response, ApiError> {
-    require_user(&app, &headers, Role::Maintainer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Maintainer).await?;
     let key = body
         .key
         .clone()
@@ -909,8 +891,7 @@ pub async fn get_variable(
     headers: HeaderMap,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Maintainer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Maintainer).await?;
     let vars = app.store.variables(project.id).await?;
     let v = vars
         .iter()
@@ -925,8 +906,7 @@ pub async fn update_variable(
     Path((id, key)): Path<(String, String)>,
     Json(body): Json<VariableBody>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Maintainer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Maintainer).await?;
     let vars = app.store.variables(project.id).await?;
     let old = vars
         .iter()
@@ -942,8 +922,7 @@ pub async fn delete_variable(
     headers: HeaderMap,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    require_user(&app, &headers, Role::Maintainer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Maintainer).await?;
     if !app.store.delete_variable(project.id, &key).await? {
         return Err(ApiError::NotFound("Variable"));
     }
@@ -991,8 +970,7 @@ pub async fn list_schedules(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let list = app.store.schedules(Some(project.id)).await?;
     Ok(Json(Value::Array(list.iter().map(schedule_json).collect())))
 }
@@ -1013,8 +991,7 @@ pub async fn create_schedule(
     Path(id): Path<String>,
     Json(body): Json<ScheduleBody>,
 ) -> Result<Response, ApiError> {
-    let user = require_user(&app, &headers, Role::Developer).await?;
-    let project = find_project(&app, &id).await?;
+    let (user, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     let tz = body.cron_timezone.unwrap_or_else(|| "UTC".into());
     let next = crate::schedules::next_run(&body.cron, &tz, crate::now_ms())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -1039,8 +1016,7 @@ pub async fn list_environments(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let envs = app.store.environments(project.id).await?;
     Ok(Json(Value::Array(
         envs.iter().map(environment_json).collect(),
@@ -1073,8 +1049,7 @@ pub async fn get_environment(
     headers: HeaderMap,
     Path((id, eid)): Path<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     Ok(Json(environment_json(
         &find_environment(&app, &project, eid).await?,
     )))
@@ -1098,7 +1073,7 @@ fn flag(name: &str, value: Option<&Value>) -> Result<bool, ApiError> {
 
 /// The request's parameters: the query string, then a JSON or form body
 /// (GitLab reads either).
-fn params(
+pub(crate) fn params(
     query: &std::collections::HashMap<String, String>,
     body: &[u8],
 ) -> serde_json::Map<String, Value> {
@@ -1126,9 +1101,8 @@ pub async fn stop_environment(
     Query(query): Query<std::collections::HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let user = require_user(&app, &headers, Role::Developer).await?;
+    let (user, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     let force = flag("force", params(&query, &body).get("force"))?;
-    let project = find_project(&app, &id).await?;
     let env = find_environment(&app, &project, eid).await?;
     let mode = if force {
         crate::environments::StopMode::Force
@@ -1173,8 +1147,7 @@ pub async fn stop_stale_environments(
     Query(query): Query<std::collections::HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Developer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Developer).await?;
     let given = params(&query, &body);
     let before = match given.get("before") {
         Some(Value::String(s)) if !s.trim().is_empty() => iso_param("before", s)?,
@@ -1221,8 +1194,7 @@ pub async fn list_deployments(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let envs = app.store.environments(project.id).await?;
     let deps = app.store.deployments(project.id).await?;
     Ok(Json(Value::Array(

@@ -6,6 +6,7 @@
 pub mod bridges;
 pub mod gitlab;
 pub mod hooks;
+pub mod members;
 pub mod openapi;
 pub mod protected;
 pub mod runner;
@@ -95,6 +96,21 @@ pub fn router(app: Shared) -> Router {
         .route(
             "/api/v4/projects/{id}/pipeline_schedules",
             get(list_schedules).post(create_schedule),
+        )
+        .route(
+            "/api/v4/projects/{id}/members",
+            get(members::list).post(members::add),
+        )
+        .route("/api/v4/projects/{id}/members/all", get(members::list_all))
+        .route(
+            "/api/v4/projects/{id}/members/all/{uid}",
+            get(members::get_all),
+        )
+        .route(
+            "/api/v4/projects/{id}/members/{uid}",
+            get(members::get)
+                .put(members::update)
+                .delete(members::remove),
         )
         .route("/api/v4/projects/{id}/environments", get(list_environments))
         .route(

@@ -29,6 +29,48 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("get", "/api/v4/projects", "List projects", "viewer"),
     (
         "get",
+        "/api/v4/projects/{id}/members",
+        "The project's members and their access levels (20 viewer, 30 developer, 40 maintainer)",
+        "viewer",
+    ),
+    (
+        "get",
+        "/api/v4/projects/{id}/members/all",
+        "Every user with the access they have in the project (a non-member's is their server-wide role)",
+        "viewer",
+    ),
+    (
+        "get",
+        "/api/v4/projects/{id}/members/all/{uid}",
+        "One user's access in the project",
+        "viewer",
+    ),
+    (
+        "post",
+        "/api/v4/projects/{id}/members",
+        "Add a member: user_id or username, access_level (10/20 viewer, 30, 40/50 maintainer)",
+        "maintainer",
+    ),
+    (
+        "get",
+        "/api/v4/projects/{id}/members/{uid}",
+        "One member",
+        "viewer",
+    ),
+    (
+        "put",
+        "/api/v4/projects/{id}/members/{uid}",
+        "Change a member's access_level",
+        "maintainer",
+    ),
+    (
+        "delete",
+        "/api/v4/projects/{id}/members/{uid}",
+        "Remove a member (their server-wide role applies again)",
+        "maintainer",
+    ),
+    (
+        "get",
         "/api/v4/projects/{id}/protected_environments",
         "Protected environments: who may deploy (approve manual jobs)",
         "viewer",

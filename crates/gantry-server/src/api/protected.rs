@@ -7,9 +7,8 @@
 //! that many distinct approvers (each plays it once). Group entries and
 //! GitLab's `approval_rules` are not supported.
 
-use super::gitlab::find_project;
 use crate::app::Shared;
-use crate::auth::require_user;
+use crate::auth::require_project_user;
 use crate::error::ApiError;
 use crate::store::Role;
 use crate::store_dashboard::{DashboardStore, ProtectedEnvironment};
@@ -50,8 +49,7 @@ pub async fn list(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_user(&app, &headers, Role::Viewer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let mut out = Vec::new();
     for rule in DashboardStore(&app.store).protected_environments().await? {
         if rule.project_id == project.id {
@@ -83,8 +81,7 @@ pub async fn create(
     Path(id): Path<String>,
     Json(body): Json<NewRule>,
 ) -> Result<Response, ApiError> {
-    let user = require_user(&app, &headers, Role::Maintainer).await?;
-    let project = find_project(&app, &id).await?;
+    let (user, project) = require_project_user(&app, &headers, &id, Role::Maintainer).await?;
     let dash = DashboardStore(&app.store);
     if dash
         .protected_environment(project.id, body.name.trim())
@@ -149,8 +146,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path((id, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    require_user(&app, &headers, Role::Maintainer).await?;
-    let project = find_project(&app, &id).await?;
+    let (_, project) = require_project_user(&app, &headers, &id, Role::Maintainer).await?;
     if !DashboardStore(&app.store)
         .unprotect_environment(project.id, &name)
         .await?

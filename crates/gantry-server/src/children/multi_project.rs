@@ -74,6 +74,11 @@ pub(super) async fn start_multi_project(
         Some(id) => app.store.user(id).await?,
         None => None,
     };
+    // Their role in the downstream project decides.
+    let user = match user {
+        Some(u) => Some(crate::members::in_project(&app.store, u, downstream.id).await?),
+        None => None,
+    };
     match &user {
         Some(u) if u.role().allows(Role::Developer) => {}
         Some(u) => {

@@ -37,6 +37,15 @@ impl Session {
         }
     }
 
+    /// This session as its user acts in `project_id` (their role there:
+    /// see [`crate::members::in_project`]).
+    pub async fn in_project(&self, app: &Shared, project_id: i64) -> Result<Session, DashError> {
+        Ok(Session {
+            user: crate::members::in_project(&app.store, self.user.clone(), project_id).await?,
+            csrf: self.csrf.clone(),
+        })
+    }
+
     /// The form's `csrf` field must be this session's token.
     pub fn check_csrf(&self, form: &Form) -> Result<(), DashError> {
         let given = form.get("csrf").unwrap_or("");

@@ -560,6 +560,7 @@ async fn pipeline_and_project(app: &Shared, id: i64) -> Result<(Pipeline, Projec
 
 pub async fn pipeline_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>) -> Page {
     let (p, project) = pipeline_and_project(&app, id).await?;
+    let s = s.in_project(&app, project.id).await?;
     let jobs = app.store.pipeline_jobs(id, false).await?;
     let user = match p.user_id {
         Some(u) => app
@@ -584,7 +585,8 @@ pub async fn pipeline_page(State(app): State<Shared>, s: Session, Path(id): Path
 }
 
 pub async fn pipeline_graph(State(app): State<Shared>, s: Session, Path(id): Path<i64>) -> Page {
-    let (p, _) = pipeline_and_project(&app, id).await?;
+    let (p, project) = pipeline_and_project(&app, id).await?;
+    let s = s.in_project(&app, project.id).await?;
     let jobs = app.store.pipeline_jobs(id, false).await?;
     html(&layout(&p, &jobs, &s))
 }
@@ -596,8 +598,9 @@ pub async fn pipeline_retry(
     body: Bytes,
 ) -> Page {
     s.check_csrf(&Form::parse(&body))?;
+    let (_, project) = pipeline_and_project(&app, id).await?;
+    let s = s.in_project(&app, project.id).await?;
     s.require(Role::Developer)?;
-    pipeline_and_project(&app, id).await?;
     crate::queue::retry_pipeline(&app, id, Some(s.user.id)).await?;
     app.queue.notify_waiters();
     Ok(see_other(&format!("/dash/pipelines/{id}")))
@@ -610,8 +613,9 @@ pub async fn pipeline_cancel(
     body: Bytes,
 ) -> Page {
     s.check_csrf(&Form::parse(&body))?;
+    let (_, project) = pipeline_and_project(&app, id).await?;
+    let s = s.in_project(&app, project.id).await?;
     s.require(Role::Developer)?;
-    pipeline_and_project(&app, id).await?;
     crate::queue::cancel_pipeline(&app, id, &format!("canceled by {}", s.user.username)).await?;
     Ok(see_other(&format!("/dash/pipelines/{id}")))
 }
@@ -687,6 +691,7 @@ fn artifact_entries(zip: &[u8]) -> Vec<(String, u64)> {
 
 pub async fn job_page(State(app): State<Shared>, s: Session, Path(id): Path<i64>) -> Page {
     let (job, p, project) = job_and_project(&app, id).await?;
+    let s = s.in_project(&app, project.id).await?;
     let rule = crate::actions::deploy_rule(&app, &job).await?;
     let protected_env = rule.is_some();
     let can_play = match &rule {
@@ -1028,6 +1033,7 @@ pub async fn run_form(
     Path(id): Path<i64>,
     Query(q): Query<RunQuery>,
 ) -> Page {
+    let s = s.in_project(&app, id).await?;
     s.require(Role::Developer)?;
     let project = app
         .store
@@ -1103,6 +1109,7 @@ pub async fn run_pipeline(
 ) -> Page {
     let form = Form::parse(&body);
     s.check_csrf(&form)?;
+    let s = s.in_project(&app, id).await?;
     s.require(Role::Developer)?;
     let project = app
         .store
@@ -1384,6 +1391,9 @@ pub async fn environments(State(app): State<Shared>, s: Session) -> Page {
 
 async fn environments_page(app: &Shared, s: &Session, error: String) -> Page {
     let app = app.clone();
+    // The buttons show for a role any project gives; each action checks
+    // the role in its own project.
+    let best = crate::members::best_role(&app.store, &s.user).await?;
     let projects = app.store.projects().await?;
     let dash = DashboardStore(&app.store);
     let protected = dash.protected_environments().await?;
@@ -1519,8 +1529,8 @@ async fn environments_page(app: &Shared, s: &Session, error: String) -> Page {
         unattached_offers,
         waiting,
         approvals,
-        can_approve: s.user.role().allows(Role::Maintainer),
-        can_stop: s.user.role().allows(Role::Developer),
+        can_approve: best.allows(Role::Maintainer),
+        can_stop: best.allows(Role::Developer),
         rules,
         projects,
         error: error.clone(),
@@ -1536,11 +1546,12 @@ async fn environments_page(app: &Shared, s: &Session, error: String) -> Page {
 pub async fn environment_protect(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
     let form = Form::parse(&body);
     s.check_csrf(&form)?;
-    s.require(Role::Maintainer)?;
     let project_id: i64 = form
         .get("project")
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| DashError::BadRequest("choose a project".into()))?;
+    let s = s.in_project(&app, project_id).await?;
+    s.require(Role::Maintainer)?;
     let project = app
         .store
         .project(project_id)
@@ -1601,7 +1612,6 @@ pub async fn environment_protect(State(app): State<Shared>, s: Session, body: By
 pub async fn environment_rollback(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
     let form = Form::parse(&body);
     s.check_csrf(&form)?;
-    s.require(Role::Maintainer)?;
     let target = form
         .get("target")
         .filter(|t| !t.is_empty())
@@ -1618,6 +1628,12 @@ pub async fn environment_rollback(State(app): State<Shared>, s: Session, body: B
         .rev()
         .find(|r| r.project_id.is_some())
         .unwrap_or(origin);
+    // A maintainer of the project the target's deploys came from.
+    let s = match origin.project_id {
+        Some(project) => s.in_project(&app, project).await?,
+        None => s,
+    };
+    s.require(Role::Maintainer)?;
     let by = Writer {
         project_id: origin.project_id,
         environment: origin.environment.clone(),
@@ -1770,7 +1786,9 @@ async fn schedules_page(app: &Shared, s: &Session, error: String) -> Page {
         chrome: Chrome::of(s, "schedules"),
         schedules,
         projects,
-        can_create: s.user.role().allows(Role::Developer),
+        can_create: crate::members::best_role(&app.store, &s.user)
+            .await?
+            .allows(Role::Developer),
         error,
     })?;
     if failed {
@@ -1787,11 +1805,12 @@ pub async fn schedules(State(app): State<Shared>, s: Session) -> Page {
 pub async fn create_schedule(State(app): State<Shared>, s: Session, body: Bytes) -> Page {
     let form = Form::parse(&body);
     s.check_csrf(&form)?;
-    s.require(Role::Developer)?;
     let project_id: i64 = form
         .get("project")
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
+    let s = s.in_project(&app, project_id).await?;
+    s.require(Role::Developer)?;
     let project = app
         .store
         .project(project_id)
