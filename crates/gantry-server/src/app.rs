@@ -10,6 +10,7 @@
 use crate::crypto::ServerKey;
 use crate::db::Db;
 use crate::error::ServeError;
+use crate::lock_file::{Held, HeldLock, try_hold};
 use crate::logs::Logs;
 use crate::objects::Objects;
 use crate::repos::Repos;
@@ -280,7 +281,7 @@ pub struct Running {
     pub server: tokio::task::JoinHandle<()>,
     /// The locks on the data directory and the SQLite database: a second
     /// server on either is refused while this one runs.
-    pub locks: Vec<ServeLock>,
+    pub locks: Vec<HeldLock>,
 }
 
 /// Opens the store and builds the state (no listener yet). [`start`]
@@ -330,7 +331,7 @@ pub async fn open(config: ServeConfig) -> Result<App, ServeError> {
 }
 
 /// Locks the data directory and a SQLite database for this server.
-fn lock_data(config: &ServeConfig) -> Result<Vec<ServeLock>, ServeError> {
+fn lock_data(config: &ServeConfig) -> Result<Vec<HeldLock>, ServeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
         what: "cannot create the data directory",
         path: config.data_dir.display().to_string(),
@@ -363,55 +364,26 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
-/// Locks `path` for this server's life (the lock goes with the process,
-/// also on kill -9), with the pid written in it for the next one's message.
+/// Locks `path` for this server's life ([`crate::lock_file`]).
 fn hold(
     path: &Path,
     what: &'static str,
     shown: &str,
     next: &'static str,
-) -> Result<ServeLock, ServeError> {
-    use std::io::{Read, Seek, Write};
-    let io = |source| ServeError::Io {
-        what: "cannot lock",
-        path: path.display().to_string(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(ServeError::Busy {
-                what,
-                path: shown.to_string(),
-                pid: text.trim().parse().ok(),
-                next,
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-    }
-    file.set_len(0).map_err(io)?;
-    file.rewind().map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(ServeLock(file))
-}
-
-/// A server's hold on its data directory or SQLite database. Unlocked
-/// explicitly on drop: a child forked meanwhile shares the descriptor.
-#[derive(Debug)]
-pub struct ServeLock(std::fs::File);
-
-impl Drop for ServeLock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
+) -> Result<HeldLock, ServeError> {
+    match try_hold(path) {
+        Ok(Held::Taken(lock)) => Ok(lock),
+        Ok(Held::Busy(pid)) => Err(ServeError::Busy {
+            what,
+            path: shown.to_string(),
+            pid,
+            next,
+        }),
+        Err(source) => Err(ServeError::Io {
+            what: "cannot lock",
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 

@@ -38,6 +38,7 @@ pub mod engine_bridge;
 pub mod environments;
 pub mod error;
 pub mod git_http;
+pub mod lock_file;
 pub mod log_follow;
 pub mod logs;
 pub mod members;

@@ -58,24 +58,46 @@ impl MemberStore<'_> {
 
     /// The project's members, oldest first.
     pub async fn list(&self, project_id: i64) -> Result<Vec<Member>, StoreError> {
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT user_id, role, created_at FROM project_members WHERE project_id = $1 \
-             ORDER BY created_at, user_id",
+        self.rows(project_id, None).await
+    }
+
+    /// One member of the project.
+    pub async fn get(&self, project_id: i64, user_id: i64) -> Result<Option<Member>, StoreError> {
+        Ok(self.rows(project_id, Some(user_id)).await?.pop())
+    }
+
+    /// Members with their users in one query; `user_id` narrows to one.
+    async fn rows(&self, project_id: i64, user_id: Option<i64>) -> Result<Vec<Member>, StoreError> {
+        type Row = (i64, String, String, String, String, i64, String, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT u.id, u.username, u.name, u.email, u.role, u.created_at, m.role, m.created_at \
+             FROM project_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.project_id = $1 AND ($2 = 0 OR m.user_id = $2) \
+             ORDER BY m.created_at, m.user_id",
         )
         .bind(project_id)
+        .bind(user_id.unwrap_or(0))
         .fetch_all(&self.0.db.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (user_id, role, created_at) in rows {
-            if let (Some(user), Some(role)) = (self.0.user(user_id).await?, Role::parse(&role)) {
-                out.push(Member {
-                    user,
-                    role,
-                    created_at,
-                });
-            }
-        }
-        Ok(out)
+        Ok(rows
+            .into_iter()
+            .filter_map(
+                |(id, username, name, email, role, created, member_role, at)| {
+                    Some(Member {
+                        user: User {
+                            id,
+                            username,
+                            name,
+                            email,
+                            role,
+                            created_at: created,
+                        },
+                        role: Role::parse(&member_role)?,
+                        created_at: at,
+                    })
+                },
+            )
+            .collect())
     }
 
     /// Adds a member. False when they are one already.

@@ -4,6 +4,7 @@
 //! The server's built-in runner is this same code over loopback HTTP.
 
 use crate::engine_bridge::{self, Workspace};
+use crate::lock_file::{Held, HeldLock, try_hold};
 use crate::protocol::{
     JobPayload, JobRequest, JobUpdate, JobUpdateReply, RegisterRequest, Registered,
 };
@@ -67,18 +68,16 @@ pub enum RunnerError {
 /// removes what a runner killed mid-job left there: build directories, the
 /// jobs' environment records (job tokens, secrets), cache and dependency
 /// archives, half-cloned mirrors. Mirrors stay.
-pub fn claim_work_dir(work: &std::path::Path) -> Result<WorkDirLock, RunnerError> {
+pub fn claim_work_dir(work: &std::path::Path) -> Result<HeldLock, RunnerError> {
     std::fs::create_dir_all(work)?;
-    let lock = std::fs::File::create(work.join(".runner.lock"))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
+    let lock = match try_hold(&work.join(".runner.lock"))? {
+        Held::Taken(lock) => lock,
+        Held::Busy(_) => {
             return Err(RunnerError::WorkDirBusy {
                 dir: work.display().to_string(),
             });
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
-    }
+    };
     if let Ok(projects) = std::fs::read_dir(work.join("projects")) {
         for project in projects.flatten() {
             // `cache`: runners before shared caches kept them here.
@@ -87,19 +86,7 @@ pub fn claim_work_dir(work: &std::path::Path) -> Result<WorkDirLock, RunnerError
             }
         }
     }
-    Ok(WorkDirLock(lock))
-}
-
-/// A runner's hold on its work directory. Dropping it unlocks explicitly:
-/// a child forked meanwhile (and not yet exec'd) shares the descriptor, and
-/// a plain close would leave the directory looking in use.
-#[derive(Debug)]
-pub struct WorkDirLock(std::fs::File);
-
-impl Drop for WorkDirLock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
+    Ok(lock)
 }
 
 /// How often a running job tells the server it is alive.

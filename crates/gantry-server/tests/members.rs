@@ -16,18 +16,9 @@ deploy:\n  script: 'true'\n  when: manual\n  environment:\n    name: production\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_projects_members_have_their_role_there_and_only_there() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("GANTRY_PYCLIENTS_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv-pyclients"));
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        skip_or_fail(
-            "GANTRY_REQUIRE_PYCLIENTS",
-            "python-gitlab is not installed (run scripts/setup-pyclients.sh)",
-        );
+    let Some(python) = pyclients_python() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
     repo(&repo_dir, &[(".gitlab-ci.yml", PIPELINE)]);

@@ -187,18 +187,9 @@ deploy:
 /// scripts/setup-pyclients.sh).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_gitlab_drives_the_api() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("GANTRY_PYCLIENTS_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv-pyclients"));
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        skip_or_fail(
-            "GANTRY_REQUIRE_PYCLIENTS",
-            "python-gitlab is not installed (run scripts/setup-pyclients.sh)",
-        );
+    let Some(python) = pyclients_python() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
     repo(&repo_dir, &[(".gitlab-ci.yml", PY_PIPELINE)]);
@@ -212,7 +203,7 @@ async fn python_gitlab_drives_the_api() {
         .env("GANTRY_URL", &running.url)
         .env("GANTRY_TOKEN", ADMIN_TOKEN)
         .env("GANTRY_REPO", &repo_dir)
-        .env("GANTRY_GITLAB_CLI", venv.join("bin/gitlab"))
+        .env("GANTRY_GITLAB_CLI", python.with_file_name("gitlab"))
         .output()
         .await
         .unwrap();

@@ -851,18 +851,7 @@ async fn child_pipelines_from_a_template_and_a_component() {
 /// downstream-id downstream-project-id`; `None` when python-gitlab is
 /// missing (and not required).
 async fn python_gitlab_bridges(url: &str, project: i64, parent: i64) -> Option<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("GANTRY_PYCLIENTS_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join(".venv-pyclients"));
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        skip_or_fail(
-            "GANTRY_REQUIRE_PYCLIENTS",
-            "python-gitlab is not installed (run scripts/setup-pyclients.sh)",
-        );
-        return None;
-    }
+    let python = pyclients_python()?;
     let script = format!(
         "import gitlab\n\
          gl = gitlab.Gitlab('{url}', private_token='{ADMIN_TOKEN}')\n\

@@ -114,10 +114,8 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let (_, project) = require_project_user(&app, &headers, &id, Role::Viewer).await?;
     let member = MemberStore(&app.store)
-        .list(project.id)
+        .get(project.id, uid)
         .await?
-        .into_iter()
-        .find(|m| m.user.id == uid)
         .ok_or(ApiError::NotFound("Member"))?;
     Ok(Json(member_json(
         &app,
@@ -183,10 +181,8 @@ pub async fn update(
         return Err(ApiError::NotFound("Member"));
     }
     let member = members
-        .list(project.id)
+        .get(project.id, uid)
         .await?
-        .into_iter()
-        .find(|m| m.user.id == uid)
         .ok_or(ApiError::NotFound("Member"))?;
     Ok(Json(member_json(
         &app,

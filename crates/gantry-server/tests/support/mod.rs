@@ -19,6 +19,25 @@ pub fn skip_or_fail(var: &str, reason: &str) -> bool {
     true
 }
 
+/// The Python of the python-gitlab venv (`scripts/setup-pyclients.sh`,
+/// or `GANTRY_PYCLIENTS_VENV`); `None`, or a failure under
+/// `GANTRY_REQUIRE_PYCLIENTS`, when it is missing.
+pub fn pyclients_python() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = std::env::var_os("GANTRY_PYCLIENTS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-pyclients"));
+    let python = venv.join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    skip_or_fail(
+        "GANTRY_REQUIRE_PYCLIENTS",
+        "python-gitlab is not installed (run scripts/setup-pyclients.sh)",
+    );
+    None
+}
+
 fn pg_bin() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("GANTRY_PG_BIN") {
         return Some(PathBuf::from(d));
